@@ -1,0 +1,116 @@
+//! The command line, as clap sees it: raw values only, no I/O. `run` turns these into work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Klaviyo configuration as code: keep lists, segments, tags and SQL-driven profile data in YAML,
+/// see exactly what would change, and make Klaviyo match.
+#[derive(Debug, Parser)]
+#[command(
+    name = "klsync",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted by every subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// When to colour output. `auto` colours a terminal unless NO_COLOR is set.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// When to use colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// The project a command works on.
+#[derive(Debug, Args, Clone)]
+pub struct ProjectArgs {
+    /// Project directory: holds klsync.yaml and the *.yaml / *.yml manifests in and below it.
+    #[arg(short = 'C', long = "dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check klsync.yaml and every manifest; report all problems with file:line:column.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of manifest files (for editors and CI).
+    Schema(SchemaArgs),
+    /// Run the local Klaviyo emulator (for tests, demos and trying klsync without an account).
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Output format for the problems found.
+    #[arg(long, value_enum, default_value_t = DiagnosticFormat::Text)]
+    pub format: DiagnosticFormat,
+}
+
+/// How validation problems are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiagnosticFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which schema to print.
+    #[arg(value_enum, default_value_t = SchemaKind::Manifest)]
+    pub kind: SchemaKind,
+}
+
+/// The JSON Schemas klsync publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// A manifest file (`*.yaml` with lists, segments, tags, ...).
+    Manifest,
+    /// The project settings file `klsync.yaml`.
+    Settings,
+}
+
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on (port 0 picks a free port and prints it).
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// `real` enforces Klaviyo's published limits, `off` none, a number scales them (2 = twice as many).
+    #[arg(long, default_value = "real", value_name = "real|off|FACTOR")]
+    pub rate_limits: String,
+    /// Injected faults, e.g. `429=0.1,500=0.05,reset=0.01,latency=50ms`.
+    #[arg(long, value_name = "SPEC")]
+    pub faults: Option<String>,
+    /// Seed for fault injection and generated ids (same seed, same run).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Load state from this JSON file at start and save it there on shutdown.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// API key the emulator accepts (repeatable). Defaults to KLAVIYO_API_KEY, else `pk_emulator`.
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
+}

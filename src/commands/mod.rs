@@ -1,0 +1,5 @@
+//! One module per subcommand: each turns parsed arguments into work and an exit status.
+
+pub mod emulator;
+pub mod schema;
+pub mod validate;

@@ -1,0 +1,52 @@
+//! The top-level error: every layer's error converts into it, and it alone decides exit codes.
+
+use std::process::ExitCode;
+
+/// Process exit statuses, documented in the README. Fixed numbers: CI scripts depend on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Success (for `plan --detailed-exitcode` and `drift`: nothing to change).
+    Success = 0,
+    /// An error: invalid manifests, unreachable API, refused plan, ...
+    Error = 1,
+    /// Success, and there are changes (or drift) to act on.
+    Changes = 2,
+    /// Apply finished, but some changes failed; running it again resumes.
+    Partial = 3,
+    /// The command line itself was wrong (unknown flag, missing argument).
+    Usage = 64,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        ExitCode::from(status as u8)
+    }
+}
+
+/// Any failure klsync reports to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The manifests were loaded and found invalid; the diagnostics were already printed.
+    #[error("{count} problem(s) found in the manifests")]
+    InvalidManifests { count: usize },
+    /// A problem reading or writing a file klsync was told to use.
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A value from the command line or the environment is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The emulator failed to start or serve.
+    #[error("emulator: {0}")]
+    Emulator(String),
+}
+
+impl Error {
+    /// The exit status this error maps to.
+    pub fn exit_status(&self) -> ExitStatus {
+        ExitStatus::Error
+    }
+}

@@ -1,0 +1,3 @@
+//! Everything that talks to Klaviyo. Only `client` imports reqwest.
+
+pub mod operations;

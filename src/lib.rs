@@ -1,0 +1,26 @@
+//! klsync: Klaviyo configuration as code.
+//!
+//! The pipeline, one module per stage:
+//!
+//! ```text
+//! manifest (load + validate YAML)  ──▶ model::DesiredState
+//! klaviyo (client, paced reads)    ──▶ model::LiveState      ──▶ plan::diff ──▶ Plan
+//! Plan ──▶ render (text, markdown, JSON) ──▶ apply (journaled writes) ──▶ state (audit)
+//! ```
+//!
+//! `manifest`, `model`, `plan` and `render` are pure: no network, database, clock or randomness.
+//! Side effects live in `klaviyo` (HTTP), `state` (SQL) and `run` (the composition root that
+//! builds clients and pools). The `emulator` is a faithful stand-in for Klaviyo used by the tests,
+//! the benchmarks and `klsync demo`.
+
+pub mod cli;
+pub mod commands;
+pub mod emulator;
+pub mod error;
+pub mod klaviyo;
+pub mod manifest;
+mod run;
+pub mod settings;
+
+pub use error::{Error, ExitStatus};
+pub use run::{Output, main_entry, run};

@@ -1,0 +1,5 @@
+//! The manifest language: load YAML files, validate them, report every problem at once.
+
+pub mod types;
+
+pub use types::*;

@@ -1,0 +1,194 @@
+//! Validates JSON bodies against Klaviyo's official OpenAPI spec (the vendored subset in
+//! `vendor/klaviyo-openapi/klaviyo-subset.json`).
+//!
+//! OpenAPI 3.0 schemas are almost JSON Schema; the one difference that matters for Klaviyo's spec is
+//! `nullable: true`, which is rewritten to allow `null`. Everything else (`required`, `enum`,
+//! `oneOf`, `additionalProperties`, formats) is kept, so a body that passes here passes Klaviyo's
+//! own schema.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value, json};
+
+/// The vendored spec subset, parsed once.
+pub fn spec() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let text = include_str!("../../vendor/klaviyo-openapi/klaviyo-subset.json");
+        serde_json::from_str(text).expect("vendored spec is valid JSON")
+    })
+}
+
+fn converted_components() -> &'static Value {
+    static COMPONENTS: OnceLock<Value> = OnceLock::new();
+    COMPONENTS.get_or_init(|| to_json_schema(&spec()["components"]))
+}
+
+/// Rewrites OpenAPI 3.0 schema objects into JSON Schema (draft 2020-12).
+pub fn to_json_schema(node: &Value) -> Value {
+    match node {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (key, value) in map {
+                if key == "nullable" || key == "example" || key == "discriminator" {
+                    continue;
+                }
+                out.insert(key.clone(), to_json_schema(value));
+            }
+            if map.get("nullable") == Some(&Value::Bool(true)) {
+                make_nullable(out)
+            } else {
+                Value::Object(out)
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(to_json_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+fn make_nullable(mut schema: Map<String, Value>) -> Value {
+    if let Some(Value::Array(values)) = schema.get_mut("enum") {
+        values.push(Value::Null);
+    }
+    match schema.get("type").cloned() {
+        Some(Value::String(kind)) => {
+            schema.insert("type".into(), json!([kind, "null"]));
+            Value::Object(schema)
+        }
+        _ => json!({"anyOf": [Value::Object(schema), {"type": "null"}]}),
+    }
+}
+
+/// Which body of an operation to validate.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// The request body.
+    Request,
+    /// The response body sent with this status.
+    Response(u16),
+}
+
+/// Finds the spec path template (`/api/lists/{id}`) matching a concrete path.
+pub fn match_path(path: &str) -> Option<&'static str> {
+    let path = path.trim_end_matches('/');
+    let concrete: Vec<&str> = path.split('/').collect();
+    spec()["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .find(|template| {
+            let parts: Vec<&str> = template.split('/').collect();
+            parts.len() == concrete.len()
+                && parts
+                    .iter()
+                    .zip(&concrete)
+                    .all(|(t, c)| (t.starts_with('{') && !c.is_empty()) || t == c)
+        })
+        .map(String::as_str)
+}
+
+/// The schema (OpenAPI form) for one body of one operation, or `None` when the spec defines no
+/// body there (e.g. a 204).
+pub fn body_schema(method: &str, template: &str, body: Body) -> Result<Option<Value>, String> {
+    let operation = spec()["paths"][template]
+        .get(method.to_ascii_lowercase())
+        .ok_or_else(|| format!("{method} {template} is not in the spec"))?;
+    let content = match body {
+        Body::Request => &operation["requestBody"]["content"],
+        Body::Response(status) => {
+            let responses = &operation["responses"];
+            let exact = status.to_string();
+            let class = format!("{}XX", status / 100);
+            let response = responses
+                .get(&exact)
+                .or_else(|| responses.get(&class))
+                .or_else(|| responses.get("default"))
+                .ok_or_else(|| format!("{method} {template}: status {status} is not declared"))?;
+            &resolve_response(response)["content"]
+        }
+    };
+    let Some(content) = content.as_object() else {
+        return Ok(None);
+    };
+    Ok(content
+        .get("application/vnd.api+json")
+        .or_else(|| content.get("application/json"))
+        .map(|media| media["schema"].clone()))
+}
+
+/// Follows a `#/components/responses/X` reference.
+fn resolve_response(response: &'static Value) -> &'static Value {
+    match response.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap_or_default();
+            &spec()["components"]["responses"][name]
+        }
+        None => response,
+    }
+}
+
+/// Validates `instance` against a body schema; returns every violation as a readable line.
+pub fn validate_body(
+    method: &str,
+    template: &str,
+    body: Body,
+    instance: &Value,
+) -> Result<(), Vec<String>> {
+    let schema = match body_schema(method, template, body) {
+        Ok(Some(schema)) => schema,
+        Ok(None) => {
+            return if instance.is_null() {
+                Ok(())
+            } else {
+                Err(vec![format!(
+                    "{method} {template} {body:?}: spec defines no body, got one"
+                )])
+            };
+        }
+        Err(err) => return Err(vec![err]),
+    };
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": converted_components(),
+        "allOf": [to_json_schema(&schema)],
+    });
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&root)
+        .map_err(|e| {
+            vec![format!(
+                "schema for {method} {template} does not compile: {e}"
+            )]
+        })?;
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| {
+            format!(
+                "{method} {template} {body:?}: at {}: {e}",
+                e.instance_path()
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every (METHOD, template) pair the vendored spec declares.
+pub fn operations() -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    for (template, ops) in spec()["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("ops") {
+            if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                out.insert(
+                    (method.to_ascii_uppercase(), template.clone()),
+                    id.to_string(),
+                );
+            }
+        }
+    }
+    out
+}

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod openapi;
+pub mod project;
 pub mod recorder;

@@ -1,0 +1,101 @@
+//! Temporary klsync projects and a runner for the real `klsync` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A project directory in a temp dir, removed on drop.
+pub struct TempProject {
+    dir: tempfile::TempDir,
+}
+
+impl TempProject {
+    /// A project with a default `klsync.yaml` and the given manifest files (name, YAML text).
+    pub fn new(files: &[(&str, &str)]) -> TempProject {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("klsync.yaml"), "version: 1\n").expect("write klsync.yaml");
+        let project = TempProject { dir };
+        for (name, text) in files {
+            project.write(name, text);
+        }
+        project
+    }
+
+    /// A copy of a directory from the repository (e.g. `examples/shop`).
+    pub fn copy_of(relative: &str) -> TempProject {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+        copy_dir(&source, dir.path());
+        TempProject { dir }
+    }
+
+    /// The project directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes (or replaces) a file in the project.
+    pub fn write(&self, name: &str, text: &str) {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, text).expect("write manifest");
+    }
+
+    /// Removes a file from the project.
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join(name)).expect("remove manifest");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read example dir") {
+        let entry = entry.expect("entry");
+        let target: PathBuf = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// Builds a `klsync` command with a clean environment: no colour, no inherited Klaviyo or
+/// database settings.
+pub fn klsync() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_klsync"));
+    for var in [
+        "KLAVIYO_API_KEY",
+        "KLAVIYO_BASE_URL",
+        "DATABASE_URL",
+        "KLSYNC_STATE_URL",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command.env("NO_COLOR", "1");
+    command
+}
+
+/// Output of a finished command, as text.
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Finished {
+    fn from(output: Output) -> Self {
+        Finished {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs a command to completion.
+pub fn run(command: &mut Command) -> Finished {
+    command.output().expect("run klsync").into()
+}

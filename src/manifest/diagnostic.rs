@@ -86,7 +86,13 @@ impl Diagnostic {
 
     /// Sort key: file, position, then message, so output order never depends on check order.
     fn sort_key(&self) -> (&PathBuf, usize, usize, &str, &str) {
-        (&self.file, self.line, self.column, &self.field, &self.message)
+        (
+            &self.file,
+            self.line,
+            self.column,
+            &self.field,
+            &self.message,
+        )
     }
 }
 
@@ -153,7 +159,10 @@ pub fn render_json(diagnostics: &[Diagnostic]) -> String {
 
 /// How many diagnostics have this severity.
 pub fn count(diagnostics: &[Diagnostic], severity: Severity) -> usize {
-    diagnostics.iter().filter(|d| d.severity == severity).count()
+    diagnostics
+        .iter()
+        .filter(|d| d.severity == severity)
+        .count()
 }
 
 #[cfg(test)]

@@ -72,8 +72,8 @@ pub(crate) static MANIFEST: LazyLock<Compiled> = LazyLock::new(|| compile(manife
 pub(crate) static SETTINGS: LazyLock<Compiled> = LazyLock::new(|| compile(settings_schema()));
 
 fn compile(schema: Value) -> Compiled {
-    let validator = jsonschema::validator_for(&schema)
-        .expect("generated schemas compile (checked by tests)");
+    let validator =
+        jsonschema::validator_for(&schema).expect("generated schemas compile (checked by tests)");
     Compiled { validator, schema }
 }
 
@@ -312,7 +312,11 @@ fn explain(error: &ValidationError<'_>, schema: &Value, out: &mut Vec<Problem>) 
             ));
         }
         ValidationErrorKind::Constant { expected_value } => out.push(problem(
-            format!("expected `{}`, found `{}`", short(expected_value), short(instance)),
+            format!(
+                "expected `{}`, found `{}`",
+                short(expected_value),
+                short(instance)
+            ),
             None,
         )),
         ValidationErrorKind::Pattern { pattern } => {
@@ -343,18 +347,16 @@ fn explain(error: &ValidationError<'_>, schema: &Value, out: &mut Vec<Problem>) 
             },
             None,
         )),
-        ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
-            out.push(problem(
-                format!("`{}` is too small (minimum {limit})", short(instance)),
-                None,
-            ))
-        }
-        ValidationErrorKind::Maximum { limit } | ValidationErrorKind::ExclusiveMaximum { limit } => {
-            out.push(problem(
-                format!("`{}` is too large (maximum {limit})", short(instance)),
-                None,
-            ))
-        }
+        ValidationErrorKind::Minimum { limit }
+        | ValidationErrorKind::ExclusiveMinimum { limit } => out.push(problem(
+            format!("`{}` is too small (minimum {limit})", short(instance)),
+            None,
+        )),
+        ValidationErrorKind::Maximum { limit }
+        | ValidationErrorKind::ExclusiveMaximum { limit } => out.push(problem(
+            format!("`{}` is too large (maximum {limit})", short(instance)),
+            None,
+        )),
         ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
             explain_branches(&pointer, instance, context, schema, out);
         }
@@ -431,7 +433,11 @@ fn explain_branches(
     out.push(Problem {
         pointer: pointer.to_owned(),
         at_key: false,
-        message: format!("expected {}, found {}", kinds.join(" or "), type_name(instance)),
+        message: format!(
+            "expected {}, found {}",
+            kinds.join(" or "),
+            type_name(instance)
+        ),
         hint,
     });
 }
@@ -465,7 +471,11 @@ mod tests {
         assert_eq!((unknown.line, unknown.column), (3, 5));
         assert_eq!(unknown.field, "lists[0].nmae");
         assert_eq!(unknown.hint.as_deref(), Some("did you mean `name`?"));
-        assert!(found.iter().any(|d| d.message == "missing required field `name`"));
+        assert!(
+            found
+                .iter()
+                .any(|d| d.message == "missing required field `name`")
+        );
     }
 
     #[test]
@@ -485,14 +495,27 @@ mod tests {
         );
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].field.ends_with("filter.operator"), "{found:?}");
-        assert_eq!(found[0].hint.as_deref(), Some("did you mean `greater-than`?"));
+        assert_eq!(
+            found[0].hint.as_deref(),
+            Some("did you mean `greater-than`?")
+        );
 
         let found = problems(
             "segments:\n  - id: s\n    name: S\n    definition:\n      condition_groups:\n        - conditions:\n            - type: profile-propertee\n",
         );
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].message.contains("unknown type `profile-propertee`"));
-        assert!(found[0].hint.as_deref().unwrap().contains("profile-marketing-consent"));
+        assert!(
+            found[0]
+                .message
+                .contains("unknown type `profile-propertee`")
+        );
+        assert!(
+            found[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("profile-marketing-consent")
+        );
     }
 
     #[test]

@@ -106,8 +106,18 @@ pub(crate) fn looks_like_secret_key(key: &str) -> bool {
         return false;
     }
     const EXACT: &[&str] = &[
-        "api_key", "apikey", "key", "password", "passwd", "token", "secret", "url", "base_url",
-        "database_url", "state_url", "dsn",
+        "api_key",
+        "apikey",
+        "key",
+        "password",
+        "passwd",
+        "token",
+        "secret",
+        "url",
+        "base_url",
+        "database_url",
+        "state_url",
+        "dsn",
     ];
     EXACT.contains(&key.as_str())
         || ["_key", "_token", "_password", "_secret", "_url"]
@@ -130,7 +140,13 @@ mod tests {
 
     #[test]
     fn secret_keys_are_recognised() {
-        for key in ["api_key", "API_KEY", "password", "database_url", "private_token"] {
+        for key in [
+            "api_key",
+            "API_KEY",
+            "password",
+            "database_url",
+            "private_token",
+        ] {
             assert!(looks_like_secret_key(key), "{key}");
         }
         for key in ["api_key_env", "url_env", "revision", "max_age_hours"] {

@@ -355,7 +355,10 @@ fn tag_error(tag: &saphyr_parser::Tag, pos: Pos, field: &str) -> YamlError {
     YamlError {
         pos,
         field: field.to_owned(),
-        message: format!("YAML tag `{}{}` is not supported here", tag.handle, tag.suffix),
+        message: format!(
+            "YAML tag `{}{}` is not supported here",
+            tag.handle, tag.suffix
+        ),
         hint: Some("remove the tag; quote the value if it must be a string".into()),
         related: None,
     }
@@ -452,7 +455,13 @@ mod tests {
         assert_eq!(value, json!({"lists": [{"id": "vip", "name": "VIP"}]}));
         let name = index.get("/lists/0/name").unwrap();
         assert_eq!(name.key, Some(Pos { line: 3, column: 5 }));
-        assert_eq!(name.value, Pos { line: 3, column: 11 });
+        assert_eq!(
+            name.value,
+            Pos {
+                line: 3,
+                column: 11
+            }
+        );
         assert_eq!(name.field, "lists[0].name");
         assert_eq!(index.nearest("/lists/0/nope").field, "lists[0]");
     }
@@ -467,10 +476,25 @@ mod tests {
 
     #[test]
     fn rejects_aliases_tags_and_non_string_keys() {
-        assert!(parse("a: &x [1]\nb: *x\n").unwrap_err().message.contains("aliases"));
+        assert!(
+            parse("a: &x [1]\nb: *x\n")
+                .unwrap_err()
+                .message
+                .contains("aliases")
+        );
         assert!(parse("a: !custom 1\n").unwrap_err().message.contains("tag"));
-        assert!(parse("1: a\n").unwrap_err().message.contains("keys must be strings"));
-        assert!(parse("? [a]\n: b\n").unwrap_err().message.contains("plain string"));
+        assert!(
+            parse("1: a\n")
+                .unwrap_err()
+                .message
+                .contains("keys must be strings")
+        );
+        assert!(
+            parse("? [a]\n: b\n")
+                .unwrap_err()
+                .message
+                .contains("plain string")
+        );
         assert_eq!(parse("\"1\": a\n").unwrap().0, json!({"1": "a"}));
         assert_eq!(parse("a: !!str 12\n").unwrap().0, json!({"a": "12"}));
     }
@@ -478,7 +502,10 @@ mod tests {
     #[test]
     fn yaml_1_2_scalars() {
         let (value, _) = parse("a: yes\nb: 0x10\nc: ~\nd: 2.5\ne: '5'\n").unwrap();
-        assert_eq!(value, json!({"a": "yes", "b": 16, "c": null, "d": 2.5, "e": "5"}));
+        assert_eq!(
+            value,
+            json!({"a": "yes", "b": 16, "c": null, "d": 2.5, "e": "5"})
+        );
     }
 
     #[test]
@@ -492,7 +519,12 @@ mod tests {
     fn deep_nesting_and_multiple_documents_are_refused() {
         let deep = "[".repeat(200) + &"]".repeat(200);
         assert!(parse(&deep).unwrap_err().message.contains("nesting"));
-        assert!(parse("a: 1\n---\nb: 2\n").unwrap_err().message.contains("second"));
+        assert!(
+            parse("a: 1\n---\nb: 2\n")
+                .unwrap_err()
+                .message
+                .contains("second")
+        );
     }
 
     #[test]

@@ -53,7 +53,11 @@ pub fn run(args: &ValidateArgs, output: &Output) -> Result<ExitStatus, Error> {
                 let merged = project.merged();
                 let groups = merged.tag_groups.len();
                 let tags = merged.tags.len()
-                    + merged.tag_groups.iter().map(|g| g.tags.len()).sum::<usize>();
+                    + merged
+                        .tag_groups
+                        .iter()
+                        .map(|g| g.tags.len())
+                        .sum::<usize>();
                 print_stdout(&format!(
                     "ok: {} file(s) valid: {} list(s), {} segment(s), {} tag(s) in {} group(s), {} profile sync(s), {} query(ies){}\n",
                     project.files.len(),

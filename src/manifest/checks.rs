@@ -64,13 +64,9 @@ pub(crate) struct Checked<'a> {
 
 impl Checked<'_> {
     fn at(&self, severity: Severity, pointer: &str, message: String) -> Diagnostic {
+        // Anchor at the key when there is one: a block scalar's value may start lines later.
         let span = self.index.nearest(pointer);
         let pos = span.key.unwrap_or(span.value);
-        let pos = if self.index.get(pointer).is_some() {
-            span.value
-        } else {
-            pos
-        };
         Diagnostic {
             severity,
             file: self.path.to_path_buf(),
@@ -85,10 +81,11 @@ impl Checked<'_> {
 
     fn related(&self, pointer: &str) -> Related {
         let span = self.index.nearest(pointer);
+        let pos = span.key.unwrap_or(span.value);
         Related {
             file: self.path.to_path_buf(),
-            line: span.value.line,
-            column: span.value.column,
+            line: pos.line,
+            column: pos.column,
         }
     }
 }
@@ -128,9 +125,9 @@ fn first_or_duplicate(
             let mut d = error(
                 &files[place.0],
                 &place.1,
-                format!("duplicate {what} `{key}`"),
+                format!("duplicate {what}: `{key}`"),
                 Some(format!(
-                    "first declared at {}; {what}s must be unique across the project",
+                    "first declared at {}; each {what} must be unique across the project",
                     first.related(first_ptr).display()
                 )),
             );
@@ -538,13 +535,15 @@ fn queries(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
             let ptr = format!("/queries/{}", escape_segment(name));
             let highest = highest_placeholder(&query.sql);
             if highest != query.params.len() {
+                let uses = if highest == 0 {
+                    "the SQL has no `$n` placeholders".to_owned()
+                } else {
+                    format!("the SQL uses placeholders up to `${highest}`")
+                };
                 out.push(error(
                     file,
                     &format!("{ptr}/sql"),
-                    format!(
-                        "the SQL uses placeholders up to `${highest}` but {} parameter(s) are given",
-                        query.params.len()
-                    ),
+                    format!("{uses} but {} parameter(s) are given", query.params.len()),
                     Some("`params:` must list one value for each of `$1`..`$n`, in order".into()),
                 ));
             }

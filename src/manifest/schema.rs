@@ -390,6 +390,31 @@ fn explain_branches(
             }
         })
         .collect();
+    // schemars writes a documented enum as `oneOf` of `const`s: explain it like an enum.
+    let consts: Option<Vec<String>> = branches
+        .iter()
+        .map(|branch| match branch.as_slice() {
+            [only] if only.instance_path().as_str() == pointer => match only.kind() {
+                ValidationErrorKind::Constant { expected_value } => Some(short(expected_value)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    if let Some(options) = consts {
+        let shown = short(instance);
+        let hint = match did_you_mean(&shown, options.iter().map(String::as_str)) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None => format!("expected one of: {}", options.join(", ")),
+        };
+        out.push(Problem {
+            pointer: pointer.to_owned(),
+            at_key: false,
+            message: format!("`{shown}` is not an allowed value"),
+            hint: Some(hint),
+        });
+        return;
+    }
     if let Some(best) = candidates.iter().min_by_key(|branch| branch.len()) {
         for error in best.iter() {
             explain(error, schema, out);

@@ -433,7 +433,9 @@ fn scalar_value(
 
 /// Plain-language advice for the scanner errors people actually hit.
 fn syntax_hint(info: &str) -> Option<String> {
-    if info.contains("tab") {
+    if info.contains("recursion limit") {
+        Some("nesting is far too deep; manifests are shallow, check the brackets".into())
+    } else if info.contains("tab") {
         Some("YAML indentation must use spaces, not tabs".into())
     } else if info.contains("mapping values are not allowed") {
         Some("a `:` inside a value needs quotes, or the indentation is off".into())

@@ -2,6 +2,8 @@
 //! `schemas/klsync.schema.json`; both come from these definitions so they cannot drift apart.
 //!
 //! Every struct denies unknown fields: a typo such as `nmae` is an error, never silently ignored.
+//! Constraints that JSON Schema can express (id syntax, name lengths, enums) live here as schemars
+//! attributes so editors flag them too; cross-file rules live in `checks`.
 
 use std::collections::BTreeMap;
 
@@ -37,7 +39,8 @@ pub struct ManifestFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagGroupSpec {
-    /// The group's name in Klaviyo; also its key in manifests.
+    /// The group's name in Klaviyo; also its key in manifests (1 to 64 characters, no `/`).
+    #[schemars(length(min = 1, max = 64))]
     pub name: String,
     /// At most one tag of an exclusive group may be on one list or segment.
     #[serde(default)]
@@ -55,8 +58,10 @@ pub struct TagGroupSpec {
 #[serde(deny_unknown_fields)]
 pub struct ListSpec {
     /// Stable key in git; klsync maps it to Klaviyo's list id. Renaming the list keeps the id.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$"))]
     pub id: String,
-    /// The list's name in Klaviyo.
+    /// The list's name in Klaviyo (1 to 255 characters).
+    #[schemars(length(min = 1, max = 255))]
     pub name: String,
     /// Opt-in process; omitted means "leave Klaviyo's value (the account default) alone".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +81,9 @@ pub struct ListSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OptInProcess {
+    /// Subscribers are added at once.
     SingleOptIn,
+    /// Subscribers confirm by email first.
     DoubleOptIn,
 }
 
@@ -85,6 +92,7 @@ pub enum OptInProcess {
 #[serde(deny_unknown_fields)]
 pub struct MembershipSpec {
     /// Name of a query in `queries:` or in the saved_queries table.
+    #[schemars(length(min = 1))]
     pub query: String,
     /// Which column identifies a profile.
     pub identify_by: IdentifyBy,
@@ -103,8 +111,11 @@ pub struct MembershipSpec {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum IdentifyBy {
+    /// The `email` column.
     Email,
+    /// The `external_id` column.
     ExternalId,
+    /// The `phone_number` column (E.164).
     PhoneNumber,
 }
 
@@ -134,8 +145,10 @@ pub enum MaxRemovals {
 #[serde(deny_unknown_fields)]
 pub struct SegmentSpec {
     /// Stable key in git; klsync maps it to Klaviyo's segment id.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$"))]
     pub id: String,
-    /// The segment's name in Klaviyo.
+    /// The segment's name in Klaviyo (1 to 255 characters).
+    #[schemars(length(min = 1, max = 255))]
     pub name: String,
     /// Klaviyo's own segment definition (`condition_groups`), checked against Klaviyo's schema.
     pub definition: serde_json::Value,
@@ -155,8 +168,10 @@ pub struct SegmentSpec {
 #[serde(deny_unknown_fields)]
 pub struct ProfileSyncSpec {
     /// Stable key of this sync in git.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$"))]
     pub id: String,
     /// Name of a query in `queries:` or in the saved_queries table.
+    #[schemars(length(min = 1))]
     pub query: String,
     /// Which column identifies a profile (the column of the same name must be selected).
     pub identify_by: IdentifyBy,
@@ -183,6 +198,7 @@ pub enum OnMissingRow {
 #[serde(deny_unknown_fields)]
 pub struct QuerySpec {
     /// The SQL text; parameters as `$1`, `$2`, ...
+    #[schemars(length(min = 1))]
     pub sql: String,
     /// Values bound to `$1`, `$2`, ... in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

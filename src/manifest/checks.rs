@@ -1,0 +1,665 @@
+//! Semantic checks across all files of a project. Each check is a named function that pushes
+//! diagnostics and never stops early, so one run reports every problem.
+//!
+//! Limits chosen (Klaviyo documents some, the rest are conservative choices, see
+//! docs/manifest.md): 100 tags per list or segment, 500 tags and 50 tag groups per account (the
+//! default group is one of the 50, so at most 49 may be declared), tag and tag group names 1–64
+//! characters without `/`, list and segment names 1–255 characters (in the schema).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use super::diagnostic::{Diagnostic, Related, Severity};
+use super::types::{ManifestFile, MembershipSpec};
+use super::yaml::{SpanIndex, escape_segment};
+
+/// At most this many tags on one list or segment (Klaviyo).
+pub const MAX_TAGS_PER_RESOURCE: usize = 100;
+/// At most this many tags in an account (Klaviyo).
+pub const MAX_TAGS_PER_ACCOUNT: usize = 500;
+/// At most this many tag groups in an account, including the default group (Klaviyo).
+pub const MAX_TAG_GROUPS_PER_ACCOUNT: usize = 50;
+/// Longest tag or tag group name klsync accepts.
+pub const MAX_TAG_NAME_CHARS: usize = 64;
+
+/// Profile attributes Klaviyo owns: a synced custom property must not use these names, or it
+/// would shadow (or be confused with) the built-in field.
+pub const RESERVED_PROPERTY_NAMES: &[&str] = &[
+    "id",
+    "email",
+    "phone_number",
+    "external_id",
+    "anonymous_id",
+    "first_name",
+    "last_name",
+    "organization",
+    "locale",
+    "title",
+    "image",
+    "location",
+    "address1",
+    "address2",
+    "city",
+    "country",
+    "region",
+    "zip",
+    "timezone",
+    "latitude",
+    "longitude",
+    "ip",
+    "properties",
+    "subscriptions",
+    "predictive_analytics",
+    "created",
+    "updated",
+    "last_event_date",
+];
+
+/// One parsed, schema-valid file with its span index.
+pub(crate) struct Checked<'a> {
+    pub path: &'a Path,
+    pub manifest: &'a ManifestFile,
+    pub index: &'a SpanIndex,
+}
+
+impl Checked<'_> {
+    fn at(&self, severity: Severity, pointer: &str, message: String) -> Diagnostic {
+        // Anchor at the key when there is one: a block scalar's value may start lines later.
+        let span = self.index.nearest(pointer);
+        let pos = span.key.unwrap_or(span.value);
+        Diagnostic {
+            severity,
+            file: self.path.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            field: span.field,
+            message,
+            hint: None,
+            related: None,
+        }
+    }
+
+    fn related(&self, pointer: &str) -> Related {
+        let span = self.index.nearest(pointer);
+        let pos = span.key.unwrap_or(span.value);
+        Related {
+            file: self.path.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+        }
+    }
+}
+
+/// Where something was declared: file number and JSON pointer.
+type Place = (usize, String);
+
+/// Run every semantic check over all files.
+pub(crate) fn run(files: &[Checked<'_>]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    duplicates(files, &mut out);
+    let tags = tag_catalog(files, &mut out);
+    tag_references(files, &tags, &mut out);
+    queries(files, &mut out);
+    profiles(files, &mut out);
+    out
+}
+
+fn error(file: &Checked<'_>, pointer: &str, message: String, hint: Option<String>) -> Diagnostic {
+    let mut d = file.at(Severity::Error, pointer, message);
+    d.hint = hint;
+    d
+}
+
+/// Report a second declaration of `key`, pointing back at the first.
+fn first_or_duplicate(
+    seen: &mut HashMap<String, Place>,
+    key: &str,
+    place: Place,
+    files: &[Checked<'_>],
+    what: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    match seen.get(key) {
+        Some((first_file, first_ptr)) => {
+            let first = &files[*first_file];
+            let mut d = error(
+                &files[place.0],
+                &place.1,
+                format!("duplicate {what}: `{key}`"),
+                Some(format!(
+                    "first declared at {}; each {what} must be unique across the project",
+                    first.related(first_ptr).display()
+                )),
+            );
+            d.related = Some(first.related(first_ptr));
+            out.push(d);
+        }
+        None => {
+            seen.insert(key.to_owned(), place);
+        }
+    }
+}
+
+impl Related {
+    fn display(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.file.display().to_string().replace('\\', "/"),
+            self.line,
+            self.column
+        )
+    }
+}
+
+fn duplicates(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
+    let mut list_ids = HashMap::new();
+    let mut list_names = HashMap::new();
+    let mut segment_ids = HashMap::new();
+    let mut segment_names = HashMap::new();
+    let mut profile_ids = HashMap::new();
+    let mut query_names = HashMap::new();
+    for (n, file) in files.iter().enumerate() {
+        for (i, list) in file.manifest.lists.iter().enumerate() {
+            let p = format!("/lists/{i}");
+            first_or_duplicate(
+                &mut list_ids,
+                &list.id,
+                (n, format!("{p}/id")),
+                files,
+                "list id",
+                out,
+            );
+            first_or_duplicate(
+                &mut list_names,
+                &list.name,
+                (n, format!("{p}/name")),
+                files,
+                "list name",
+                out,
+            );
+        }
+        for (i, segment) in file.manifest.segments.iter().enumerate() {
+            let p = format!("/segments/{i}");
+            first_or_duplicate(
+                &mut segment_ids,
+                &segment.id,
+                (n, format!("{p}/id")),
+                files,
+                "segment id",
+                out,
+            );
+            first_or_duplicate(
+                &mut segment_names,
+                &segment.name,
+                (n, format!("{p}/name")),
+                files,
+                "segment name",
+                out,
+            );
+        }
+        for (i, profile) in file.manifest.profiles.iter().enumerate() {
+            first_or_duplicate(
+                &mut profile_ids,
+                &profile.id,
+                (n, format!("/profiles/{i}/id")),
+                files,
+                "profile sync id",
+                out,
+            );
+        }
+        for name in file.manifest.queries.keys() {
+            first_or_duplicate(
+                &mut query_names,
+                name,
+                (n, format!("/queries/{}", escape_segment(name))),
+                files,
+                "query name",
+                out,
+            );
+        }
+    }
+}
+
+/// Declared tags: group name → (exclusive, tag names). The default group has the key `""`.
+struct TagCatalog {
+    groups: BTreeMap<String, (bool, BTreeSet<String>)>,
+}
+
+fn tag_name_problem(name: &str, what: &str) -> Option<(String, Option<String>)> {
+    let len = name.chars().count();
+    if name.trim().is_empty() {
+        Some((format!("{what} must not be empty"), None))
+    } else if name.contains('/') {
+        Some((
+            format!("{what} `{name}` contains `/`"),
+            Some("`/` separates a group from a tag in references (`group/tag`)".into()),
+        ))
+    } else if len > MAX_TAG_NAME_CHARS {
+        Some((
+            format!("{what} is {len} characters long, the limit is {MAX_TAG_NAME_CHARS}"),
+            None,
+        ))
+    } else if name != name.trim() {
+        Some((
+            format!("{what} `{name}` has leading or trailing spaces"),
+            None,
+        ))
+    } else {
+        None
+    }
+}
+
+fn tag_catalog(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) -> TagCatalog {
+    let mut groups: BTreeMap<String, (bool, BTreeSet<String>)> = BTreeMap::new();
+    groups.insert(String::new(), (false, BTreeSet::new()));
+    let mut group_names = HashMap::new();
+    let mut tag_places: HashMap<String, Place> = HashMap::new();
+    let mut total_tags = 0usize;
+    let mut group_count = 0usize;
+    let mut last_place: Option<Place> = None;
+    for (n, file) in files.iter().enumerate() {
+        for (i, tag) in file.manifest.tags.iter().enumerate() {
+            let ptr = format!("/tags/{i}");
+            if let Some((message, hint)) = tag_name_problem(tag, "tag name") {
+                out.push(error(file, &ptr, message, hint));
+            }
+            first_or_duplicate(
+                &mut tag_places,
+                tag,
+                (n, ptr.clone()),
+                files,
+                "default-group tag",
+                out,
+            );
+            groups
+                .entry(String::new())
+                .or_default()
+                .1
+                .insert(tag.clone());
+            total_tags += 1;
+            last_place = Some((n, ptr));
+        }
+        for (g, group) in file.manifest.tag_groups.iter().enumerate() {
+            let gptr = format!("/tag_groups/{g}");
+            group_count += 1;
+            if let Some((message, hint)) = tag_name_problem(&group.name, "tag group name") {
+                out.push(error(file, &format!("{gptr}/name"), message, hint));
+            }
+            first_or_duplicate(
+                &mut group_names,
+                &group.name,
+                (n, format!("{gptr}/name")),
+                files,
+                "tag group",
+                out,
+            );
+            if group_count == MAX_TAG_GROUPS_PER_ACCOUNT {
+                out.push(error(
+                    file,
+                    &format!("{gptr}/name"),
+                    format!(
+                        "too many tag groups: Klaviyo allows {MAX_TAG_GROUPS_PER_ACCOUNT} per account including the default group, so at most {} may be declared",
+                        MAX_TAG_GROUPS_PER_ACCOUNT - 1
+                    ),
+                    Some("merge groups or use default-group tags".into()),
+                ));
+            }
+            let entry = groups
+                .entry(group.name.clone())
+                .or_insert((group.exclusive, BTreeSet::new()));
+            let mut in_group: HashMap<String, Place> = HashMap::new();
+            for (t, tag) in group.tags.iter().enumerate() {
+                let ptr = format!("{gptr}/tags/{t}");
+                if let Some((message, hint)) = tag_name_problem(tag, "tag name") {
+                    out.push(error(file, &ptr, message, hint));
+                }
+                first_or_duplicate(
+                    &mut in_group,
+                    tag,
+                    (n, ptr.clone()),
+                    files,
+                    &format!("tag in group `{}`", group.name),
+                    out,
+                );
+                entry.1.insert(tag.clone());
+                total_tags += 1;
+                last_place = Some((n, ptr));
+            }
+        }
+    }
+    if total_tags > MAX_TAGS_PER_ACCOUNT
+        && let Some((n, ptr)) = last_place
+    {
+        out.push(error(
+            &files[n],
+            &ptr,
+            format!(
+                "{total_tags} tags declared, Klaviyo allows at most {MAX_TAGS_PER_ACCOUNT} per account"
+            ),
+            Some("remove unused tags".into()),
+        ));
+    }
+    TagCatalog { groups }
+}
+
+fn tag_references(files: &[Checked<'_>], catalog: &TagCatalog, out: &mut Vec<Diagnostic>) {
+    for file in files {
+        let lists = file
+            .manifest
+            .lists
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("/lists/{i}"), &l.tags, "list"));
+        let segments = file
+            .manifest
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("/segments/{i}"), &s.tags, "segment"));
+        for (base, tags, kind) in lists.chain(segments) {
+            check_resource_tags(file, catalog, &base, tags, kind, out);
+        }
+    }
+}
+
+fn check_resource_tags(
+    file: &Checked<'_>,
+    catalog: &TagCatalog,
+    base: &str,
+    tags: &[String],
+    kind: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    if tags.len() > MAX_TAGS_PER_RESOURCE {
+        out.push(error(
+            file,
+            &format!("{base}/tags"),
+            format!(
+                "{} tags on one {kind}, Klaviyo allows at most {MAX_TAGS_PER_RESOURCE}",
+                tags.len()
+            ),
+            None,
+        ));
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut exclusive_used: HashMap<&str, (usize, &str)> = HashMap::new();
+    for (i, reference) in tags.iter().enumerate() {
+        let ptr = format!("{base}/tags/{i}");
+        if let Some(first) = seen.insert(reference.as_str(), i) {
+            out.push(error(
+                file,
+                &ptr,
+                format!("tag `{reference}` is listed twice on this {kind}"),
+                Some(format!("it is already at tags[{first}]")),
+            ));
+            continue;
+        }
+        let (group, tag) = reference
+            .split_once('/')
+            .unwrap_or(("", reference.as_str()));
+        let Some((exclusive, members)) = catalog.groups.get(group) else {
+            let known: Vec<&str> = catalog
+                .groups
+                .keys()
+                .filter(|g| !g.is_empty())
+                .map(String::as_str)
+                .collect();
+            let hint = match super::schema::did_you_mean(group, known.iter().copied()) {
+                Some(close) => {
+                    format!("did you mean `{close}/{tag}`? declare groups under `tag_groups:`")
+                }
+                None => "declare the group under `tag_groups:`".to_owned(),
+            };
+            out.push(error(
+                file,
+                &ptr,
+                format!("undeclared tag group `{group}`"),
+                Some(hint),
+            ));
+            continue;
+        };
+        if !members.contains(tag) {
+            let hint = match super::schema::did_you_mean(tag, members.iter().map(String::as_str)) {
+                Some(close) if group.is_empty() => format!("did you mean `{close}`?"),
+                Some(close) => format!("did you mean `{group}/{close}`?"),
+                None if group.is_empty() => {
+                    "declare it under the top-level `tags:`, or write `group/tag` for a grouped tag"
+                        .to_owned()
+                }
+                None => format!("declare it under the `{group}` tag group's `tags:`"),
+            };
+            let message = if group.is_empty() {
+                format!("undeclared tag `{tag}`")
+            } else {
+                format!("undeclared tag `{tag}` in group `{group}`")
+            };
+            out.push(error(file, &ptr, message, Some(hint)));
+            continue;
+        }
+        if *exclusive {
+            if let Some((first, first_tag)) = exclusive_used.get(group) {
+                out.push(error(
+                    file,
+                    &ptr,
+                    format!(
+                        "tag group `{group}` is exclusive, but this {kind} already has `{first_tag}` from it"
+                    ),
+                    Some(format!("keep one of tags[{first}] and tags[{i}]")),
+                ));
+            } else {
+                exclusive_used.insert(group, (i, reference.as_str()));
+            }
+        }
+    }
+}
+
+/// Count SQL placeholders: the highest `$n` outside string literals, quoted identifiers,
+/// dollar-quoted strings and comments.
+pub fn highest_placeholder(sql: &str) -> usize {
+    let chars: Vec<char> = sql.chars().collect();
+    let mut highest = 0usize;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match c {
+            '\'' | '"' => {
+                i += 1;
+                while i < chars.len() {
+                    if chars[i] == c {
+                        // A doubled quote is an escaped quote inside the literal.
+                        if chars.get(i + 1) == Some(&c) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            '-' if next == Some('-') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '/' if next == Some('*') => {
+                i += 2;
+                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            '$' => {
+                let start = i + 1;
+                let mut end = start;
+                while end < chars.len() && chars[end].is_ascii_digit() {
+                    end += 1;
+                }
+                if end > start {
+                    let n: String = chars[start..end].iter().collect();
+                    highest = highest.max(n.parse().unwrap_or(usize::MAX));
+                    i = end;
+                    continue;
+                }
+                // `$tag$ ... $tag$` (PostgreSQL dollar quoting): skip to the closing tag.
+                while end < chars.len() && (chars[end].is_alphanumeric() || chars[end] == '_') {
+                    end += 1;
+                }
+                if chars.get(end) == Some(&'$') {
+                    let tag: String = chars[i..=end].iter().collect();
+                    let rest: String = chars[end + 1..].iter().collect();
+                    match rest.find(&tag) {
+                        Some(close) => {
+                            i = end + 1 + rest[..close].chars().count() + tag.chars().count()
+                        }
+                        None => i = chars.len(),
+                    }
+                    continue;
+                }
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    highest
+}
+
+fn queries(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
+    let declared: BTreeSet<&str> = files
+        .iter()
+        .flat_map(|f| f.manifest.queries.keys().map(String::as_str))
+        .collect();
+    for file in files {
+        for (name, query) in &file.manifest.queries {
+            let ptr = format!("/queries/{}", escape_segment(name));
+            let highest = highest_placeholder(&query.sql);
+            if highest != query.params.len() {
+                let uses = if highest == 0 {
+                    "the SQL has no `$n` placeholders".to_owned()
+                } else {
+                    format!("the SQL uses placeholders up to `${highest}`")
+                };
+                out.push(error(
+                    file,
+                    &format!("{ptr}/sql"),
+                    format!("{uses} but {} parameter(s) are given", query.params.len()),
+                    Some("`params:` must list one value for each of `$1`..`$n`, in order".into()),
+                ));
+            }
+        }
+        let memberships = file.manifest.lists.iter().enumerate().filter_map(|(i, l)| {
+            l.members
+                .as_ref()
+                .map(|m: &MembershipSpec| (format!("/lists/{i}/members/query"), m.query.as_str()))
+        });
+        let profiles = file
+            .manifest
+            .profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("/profiles/{i}/query"), p.query.as_str()));
+        for (ptr, name) in memberships.chain(profiles) {
+            if name.trim().is_empty() {
+                out.push(error(
+                    file,
+                    &ptr,
+                    "query name must not be empty".into(),
+                    None,
+                ));
+            } else if !declared.contains(name) {
+                let mut d = file.at(
+                    Severity::Warning,
+                    &ptr,
+                    format!("query `{name}` is not declared in any `queries:` section"),
+                );
+                d.hint = Some(
+                    match super::schema::did_you_mean(name, declared.iter().copied()) {
+                        Some(close) => format!(
+                            "did you mean `{close}`? (or it must exist in the saved_queries table when plan runs)"
+                        ),
+                        None => "it must exist in the saved_queries database table when plan runs"
+                            .into(),
+                    },
+                );
+                out.push(d);
+            }
+        }
+    }
+}
+
+fn profiles(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
+    let mut writers: HashMap<String, Place> = HashMap::new();
+    for (n, file) in files.iter().enumerate() {
+        for (i, profile) in file.manifest.profiles.iter().enumerate() {
+            let base = format!("/profiles/{i}");
+            if profile.properties.is_empty() {
+                out.push(error(
+                    file,
+                    &format!("{base}/properties"),
+                    "`properties` is empty: this sync would set nothing".into(),
+                    Some("map at least one Klaviyo property to a query column".into()),
+                ));
+            }
+            for (property, column) in &profile.properties {
+                let ptr = format!("{base}/properties/{}", escape_segment(property));
+                let lower = property.to_ascii_lowercase();
+                if property.trim().is_empty() {
+                    out.push(error(
+                        file,
+                        &ptr,
+                        "property name must not be empty".into(),
+                        None,
+                    ));
+                } else if RESERVED_PROPERTY_NAMES.contains(&lower.as_str())
+                    || property.starts_with('$')
+                {
+                    out.push(error(
+                        file,
+                        &ptr,
+                        format!(
+                            "`{property}` is a Klaviyo profile attribute, not a custom property"
+                        ),
+                        Some("choose another name, e.g. with a prefix such as `shop_`".into()),
+                    ));
+                }
+                if column.trim().is_empty() {
+                    out.push(error(
+                        file,
+                        &ptr,
+                        format!("no query column given for `{property}`"),
+                        None,
+                    ));
+                }
+                first_or_duplicate(
+                    &mut writers,
+                    property,
+                    (n, ptr),
+                    files,
+                    "synced property",
+                    out,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_ignore_literals_and_comments() {
+        assert_eq!(
+            highest_placeholder("select * from t where a = $1 and b = $2"),
+            2
+        );
+        assert_eq!(
+            highest_placeholder("select '$3' as x, \"$4\" -- $5\n from t where a = $1"),
+            1
+        );
+        assert_eq!(highest_placeholder("select 1 /* $9 */"), 0);
+        assert_eq!(highest_placeholder("select $body$ $7 $body$ || $2"), 2);
+        assert_eq!(highest_placeholder("select 'it''s $3' where x = $10"), 10);
+    }
+}

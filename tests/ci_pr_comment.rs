@@ -191,25 +191,22 @@ async fn list(
 }
 
 /// The JSON body GitHub accepts for a comment: an object with a string `body` within the limit.
-fn comment_body(headers: &HeaderMap, raw: &str) -> Result<String, Response> {
+fn comment_body(headers: &HeaderMap, raw: &str) -> Result<String, (StatusCode, &'static str)> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json_type {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-        ));
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"));
     }
     let Ok(Value::Object(map)) = serde_json::from_str::<Value>(raw) else {
-        return Err(error(StatusCode::BAD_REQUEST, "Problems parsing JSON"));
+        return Err((StatusCode::BAD_REQUEST, "Problems parsing JSON"));
     };
     let Some(Value::String(body)) = map.get("body") else {
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request."));
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, "Invalid request."));
     };
     if body.chars().count() > GITHUB_BODY_LIMIT {
-        return Err(error(
+        return Err((
             StatusCode::UNPROCESSABLE_ENTITY,
             "Body is too long (maximum is 65536 characters)",
         ));
@@ -237,7 +234,7 @@ async fn create(
     }
     let body = match comment_body(&headers, &raw) {
         Ok(body) => body,
-        Err(r) => return r,
+        Err((status, message)) => return error(status, message),
     };
     let writer = stub.writer_login.clone();
     let user_type = if writer.ends_with("[bot]") {
@@ -271,7 +268,7 @@ async fn update(
     }
     let body = match comment_body(&headers, &raw) {
         Ok(body) => body,
-        Err(r) => return r,
+        Err((status, message)) => return error(status, message),
     };
     let writer = stub.writer_login.clone();
     let Some(index) = stub.comments.iter().position(|c| c.id == id) else {

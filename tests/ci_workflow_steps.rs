@@ -303,6 +303,54 @@ fn a_plan_with_changes_is_commented_and_saved() {
     assert!(runner.work().join("plan.json").exists());
     assert!(ran.outputs.contains("changes=true"), "{}", ran.outputs);
     assert!(ran.summary.contains("+ list `Newsletter`"));
+    assert!(
+        ran.summary.contains(HEAD_SHA),
+        "the summary names the planned commit"
+    );
+}
+
+/// Stands in for `python3 .github/scripts/klsync-pr-comment.py FILE`: logs the file's text.
+const FAKE_PYTHON: &str = r###"#!/bin/sh
+printf '{"python3": "%s", "body_file": "%s"}\n' "$1" "$2" >> "$FAKE_LOG"
+cp "$2" "$FAKE_LOG.comment"
+"###;
+
+#[test]
+fn the_comment_step_reports_a_job_that_failed_before_planning() {
+    let runner = Runner::new();
+    let python = runner.dir.path().join("bin/python3");
+    std::fs::write(&python, FAKE_PYTHON).unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&python)
+        .status()
+        .unwrap();
+
+    let ran = runner.run(
+        "klsync-plan.yml",
+        "plan",
+        "Comment the plan on the pull request",
+    );
+    assert!(ran.output.status.success(), "{}", ran.all());
+    assert_eq!(
+        ran.log,
+        [json!({ "python3": ".github/scripts/klsync-pr-comment.py", "body_file": "comment.md" })]
+    );
+    let body = std::fs::read_to_string(runner.dir.path().join("log.comment")).unwrap();
+    assert!(body.contains("klsync plan did not run"), "{body}");
+    assert!(body.contains(&format!("`{HEAD_SHA}`")), "{body}");
+    assert!(body.contains("actions/runs/4242"), "{body}");
+
+    // With a comment from the plan step, that comment is posted as it is.
+    std::fs::write(runner.work().join("comment.md"), "## the plan\n").unwrap();
+    let ran = runner.run(
+        "klsync-plan.yml",
+        "plan",
+        "Comment the plan on the pull request",
+    );
+    assert!(ran.output.status.success(), "{}", ran.all());
+    let body = std::fs::read_to_string(runner.dir.path().join("log.comment")).unwrap();
+    assert_eq!(body, "## the plan\n");
 }
 
 #[test]

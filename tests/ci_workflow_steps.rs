@@ -196,6 +196,7 @@ impl Runner {
                 ("GITHUB_SHA".into(), MERGE_SHA.into()),
                 ("GITHUB_EVENT_NAME".into(), "push".into()),
                 ("GITHUB_ACTOR".into(), "octocat".into()),
+                ("KLSYNC_PR_LOOKUP_DELAY".into(), "0".into()),
             ],
         }
     }
@@ -514,6 +515,11 @@ fn a_direct_push_has_no_reviewed_plan_and_fails() {
         "{out}"
     );
     assert!(!runner.work().join("reviewed-plan").exists());
+    let lookups = ran
+        .log
+        .iter()
+        .filter(|l| l["gh"][1].as_str() == Some(&pulls_path()));
+    assert_eq!(lookups.count(), 3, "the pull request lookup is retried");
 }
 
 #[test]

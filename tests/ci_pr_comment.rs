@@ -46,6 +46,8 @@ struct Stub {
     writer_login: String,
     /// Statuses returned, in order, before any request is served normally.
     faults: VecDeque<StatusCode>,
+    /// Requests answered with GitHub's secondary rate limit 403 before serving normally.
+    rate_limited: usize,
     /// Answer POST and PATCH with 403, like a read-only token.
     read_only: bool,
     requests: Vec<(Method, String)>,
@@ -112,6 +114,17 @@ fn gate(stub: &mut Stub, method: &Method, uri: String, headers: &HeaderMap) -> O
             StatusCode::FORBIDDEN,
             "Request forbidden by administrative rules. Please make sure your request has a User-Agent header",
         ));
+    }
+    if stub.rate_limited > 0 {
+        stub.rate_limited -= 1;
+        let mut response = error(
+            StatusCode::FORBIDDEN,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, "0".parse().expect("header value"));
+        return Some(response);
     }
     stub.faults
         .pop_front()
@@ -590,6 +603,25 @@ fn server_errors_are_retried() {
         "{}",
         text(&output)
     );
+}
+
+#[test]
+fn secondary_rate_limits_are_waited_out() {
+    let mut stub = Stub::actions();
+    // Both hit the /user probe, where a plain 403 is an expected answer; a rate limit is not.
+    stub.rate_limited = 2;
+    let server = Server::start(stub);
+
+    let output = server.run("plan\n");
+    assert_success(&output);
+    assert_eq!(server.klsync_comments().len(), 1);
+    let stub = server.stub();
+    let user_calls = stub
+        .requests
+        .iter()
+        .filter(|(_, uri)| uri == "/user")
+        .count();
+    assert_eq!(user_calls, 3, "the rate-limited /user probe was retried");
 }
 
 #[test]

@@ -117,9 +117,10 @@ class GitHub:
                     return resp.status, resp.headers, json.loads(raw) if raw else None
             except urllib.error.HTTPError as err:
                 status, headers, text = err.code, err.headers, err.read().decode("utf-8", "replace")
-                if status in allow_status:
-                    return status, headers, None
                 wait = retry_wait(status, headers, text, delay)
+                # A rate-limited 403 is retried even where a plain 403 is an expected answer.
+                if status in allow_status and (wait is None or attempt == MAX_ATTEMPTS):
+                    return status, headers, None
                 if wait is None or attempt == MAX_ATTEMPTS:
                     raise ApiError(
                         "{} {} failed: HTTP {} {}{}".format(

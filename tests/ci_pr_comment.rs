@@ -701,3 +701,78 @@ fn the_pull_request_number_can_come_from_the_environment() {
         "{written}"
     );
 }
+
+/// Runs the plan workflow's own comment step (its `run:` script and `env:`) in a workspace laid
+/// out as docs/ci.md says, so the step, the script path and the script work together.
+fn run_workflow_comment_step(server: &Server, workspace: &Path) -> Output {
+    let workflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/klsync-plan.yml");
+    let wf: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(workflow).unwrap()).unwrap();
+    let step = wf["jobs"]["plan"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str() == Some("Comment the plan on the pull request"))
+        .expect("comment step");
+    let expressions = [
+        ("${{ github.token }}", TOKEN.to_string()),
+        ("${{ github.event.pull_request.number }}", PR.to_string()),
+        ("${{ github.server_url }}", "https://github.com".to_string()),
+        ("${{ github.repository }}", REPO.to_string()),
+        ("${{ github.run_id }}", "4242".to_string()),
+    ];
+    let mut cmd = Command::new("bash");
+    cmd.args(["--noprofile", "--norc", "-eo", "pipefail", "-c"])
+        .arg(step["run"].as_str().unwrap())
+        .current_dir(workspace)
+        .env("GITHUB_API_URL", &server.base)
+        .env("GITHUB_REPOSITORY", REPO)
+        .env("PLAN_SHA", "1111111111111111111111111111111111111111")
+        .env("KLSYNC_COMMENT_RETRY_DELAY", "0.05")
+        .env_remove("GITHUB_OUTPUT");
+    for (key, value) in step["env"].as_mapping().unwrap() {
+        let mut value = value.as_str().unwrap().to_string();
+        for (expr, resolved) in &expressions {
+            value = value.replace(expr, resolved);
+        }
+        assert!(!value.contains("${{"), "unresolved expression in {value}");
+        cmd.env(key.as_str().unwrap(), value);
+    }
+    let output = cmd.output().expect("bash");
+    assert_no_token(&output);
+    output
+}
+
+#[test]
+fn the_plan_workflows_comment_step_creates_then_updates_one_comment() {
+    let mut stub = Stub::actions();
+    stub.add("alice", "User", "please check");
+    let server = Server::start(stub);
+    let workspace = tempfile::tempdir().unwrap();
+    let scripts = workspace.path().join(".github/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::copy(script(), scripts.join("klsync-pr-comment.py")).unwrap();
+
+    // The job failed before planning: the step still replaces the comment.
+    let first = run_workflow_comment_step(&server, workspace.path());
+    assert_success(&first);
+    let comments = server.klsync_comments();
+    assert_eq!(comments.len(), 1);
+    assert!(comments[0].body.contains("klsync plan did not run"));
+
+    std::fs::write(
+        workspace.path().join("comment.md"),
+        "## klsync plan\n\n+ list\n",
+    )
+    .unwrap();
+    let second = run_workflow_comment_step(&server, workspace.path());
+    assert_success(&second);
+    let updated = server.klsync_comments();
+    assert_eq!(updated.len(), 1, "one klsync comment");
+    assert_eq!(updated[0].id, comments[0].id);
+    assert_eq!(
+        updated[0].body,
+        format!("{MARKER}\n## klsync plan\n\n+ list\n")
+    );
+    assert_eq!(server.stub().comments.len(), 2);
+}

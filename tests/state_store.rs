@@ -82,6 +82,7 @@ on_both!(
     applied_plans_are_refused_a_second_time,
     second_apply_lock_is_refused_naming_the_holder,
     released_lock_can_be_taken_again,
+    racing_applies_get_the_lock_exactly_once,
 );
 
 fn start(command: &str) -> RunStart {
@@ -251,8 +252,10 @@ async fn journal_tracks_each_change_and_finds_unfinished_ones(f: &Fixture) {
         .await
         .unwrap();
 
-    // The process "dies" here: the create is neither succeeded nor failed.
-    let unfinished = s.unfinished_journal().await.unwrap();
+    // The process "dies" here: the create is neither succeeded nor failed. The next process
+    // opens the store afresh.
+    let restarted = f.reopen().await;
+    let unfinished = restarted.unfinished_journal().await.unwrap();
     assert_eq!(unfinished.len(), 1);
     let pending = &unfinished[0];
     assert_eq!(pending.id, create);
@@ -427,6 +430,34 @@ async fn released_lock_can_be_taken_again(f: &Fixture) {
     );
     lock.release().await.unwrap();
     other.close().await;
+}
+
+async fn racing_applies_get_the_lock_exactly_once(f: &Fixture) {
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(f.reopen().await);
+    }
+    let attempts = stores.iter().enumerate().map(|(i, store)| async move {
+        store
+            .acquire_apply_lock(&holder(RunId::new(), &format!("racer{i}")))
+            .await
+    });
+    let results = futures::future::join_all(attempts).await;
+    let mut won = Vec::new();
+    for result in results {
+        match result {
+            Ok(lock) => won.push(lock),
+            Err(StateError::Locked { holder }) => assert!(holder.contains("by racer"), "{holder}"),
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one apply holds the lock");
+    for lock in won {
+        lock.release().await.unwrap();
+    }
+    for store in stores {
+        store.close().await;
+    }
 }
 
 /// Write an `apply_lock` row the way a process that no longer runs would have left it.

@@ -27,6 +27,10 @@ pub const LOCK_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 /// states kept in different schemas of one database do not block each other.
 const ADVISORY_CLASS: i32 = 0x6b6c_7379;
 
+/// How often, and how far apart, a refused PostgreSQL apply looks for the winner's holder row.
+const HOLDER_ROW_POLLS: usize = 40;
+const HOLDER_ROW_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
 const READ_HOLDER: &str = "SELECT run_id, actor, host, pid, command, acquired_at, heartbeat_at \
                            FROM apply_lock WHERE id = 1";
 const INSERT_HOLDER: &str = "INSERT INTO apply_lock \
@@ -217,18 +221,34 @@ async fn acquire_postgres(
             .await
             .map_err(StateError::query("take the advisory lock"))?;
     if !got {
-        let current: Option<HolderRow> = sqlx::query_as(READ_HOLDER)
-            .fetch_optional(&mut conn)
-            .await
-            .map_err(StateError::query("read the lock holder"))?;
-        return Err(locked(current));
+        // The winner writes its row just after taking the lock: give it a moment, so the
+        // message can name it.
+        for _ in 0..HOLDER_ROW_POLLS {
+            let current: Option<HolderRow> = sqlx::query_as(READ_HOLDER)
+                .fetch_optional(&mut conn)
+                .await
+                .map_err(StateError::query("read the lock holder"))?;
+            if current.is_some() {
+                return Err(locked(current));
+            }
+            tokio::time::sleep(HOLDER_ROW_POLL_INTERVAL).await;
+        }
+        return Err(locked(None));
     }
-    // A row left by a holder whose connection died is simply replaced.
+    // A row left by a holder whose connection died is replaced, in one transaction so that a
+    // refused apply never sees the table empty.
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(StateError::query("record the lock holder"))?;
     sqlx::query(DELETE_ANY_HOLDER)
-        .execute(&mut conn)
+        .execute(&mut *tx)
         .await
         .map_err(StateError::query("remove an old lock holder"))?;
-    insert_holder!(&mut conn, holder)?;
+    insert_holder!(&mut *tx, holder)?;
+    tx.commit()
+        .await
+        .map_err(StateError::query("record the lock holder"))?;
     Ok(conn)
 }
 

@@ -39,6 +39,9 @@ pub use error::StateError;
 pub use lock::{ApplyLock, LOCK_STALE_AFTER, LockHolder};
 pub use records::{JournalId, JournalRow, ManagedRow, Phase, RunId, RunRow, RunStart};
 
+/// The environment variable naming a state database other than the default SQLite file.
+pub const STATE_URL_ENV: &str = "KLSYNC_STATE_URL";
+
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -107,6 +110,15 @@ impl StateStore {
             .replace('%', "%25")
             .replace('?', "%3F");
         format!("sqlite://{path}")
+    }
+
+    /// The state URL for a project: `configured` (the value of [`STATE_URL_ENV`]) unless unset
+    /// or blank, else [`Self::default_url`].
+    pub fn resolve_url(configured: Option<&str>, project_dir: &Path) -> String {
+        match configured.map(str::trim) {
+            Some(url) if !url.is_empty() => url.to_string(),
+            _ => Self::default_url(project_dir),
+        }
     }
 
     /// Open the state database at `url` and bring its schema up to date.
@@ -560,6 +572,21 @@ mod tests {
         assert_eq!(
             options.get_filename(),
             Path::new("/tmp/100% sure?/.klsync/state.db")
+        );
+    }
+
+    #[test]
+    fn configured_url_wins_unless_blank() {
+        let dir = Path::new("/p");
+        let pg = "postgres://klsync@db/state";
+        assert_eq!(StateStore::resolve_url(Some(pg), dir), pg);
+        assert_eq!(
+            StateStore::resolve_url(Some("  "), dir),
+            "sqlite:///p/.klsync/state.db"
+        );
+        assert_eq!(
+            StateStore::resolve_url(None, dir),
+            "sqlite:///p/.klsync/state.db"
         );
     }
 

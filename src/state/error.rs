@@ -49,6 +49,12 @@ pub enum StateError {
         #[source]
         source: sqlx::Error,
     },
+    /// Too many writers competed for the same rows; retrying later will do.
+    #[error("state database too busy to {operation}")]
+    Busy {
+        /// What klsync was doing.
+        operation: &'static str,
+    },
     /// A run or journal entry klsync was told to update does not exist.
     #[error("state database has no {what}")]
     NotFound {
@@ -64,7 +70,7 @@ pub enum StateError {
     /// Another apply holds the lock for this account.
     #[error("another apply is running: {holder}")]
     Locked {
-        /// Who holds it: "run <id> by <actor> on <host> pid <pid> since <time> (<command>)".
+        /// Who holds it: `run <id> by <actor> on <host> pid <pid> since <time> (<command>)`.
         holder: String,
     },
     /// The lock was taken over (it looked stale to another apply) while this apply still ran.

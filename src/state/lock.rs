@@ -103,7 +103,7 @@ struct HolderRow {
 }
 
 impl HolderRow {
-    /// "run <id> by <actor> on <host> pid <pid> since <time> (<command>)".
+    /// `run <id> by <actor> on <host> pid <pid> since <time> (<command>)`.
     fn describe(&self) -> String {
         format!(
             "run {} by {} on {} pid {} since {} ({})",

@@ -7,7 +7,7 @@
 //! (one directory per database, because the DDL differs) and is applied on connect.
 //!
 //! Every query is written once: SQLite understands PostgreSQL's `$1` placeholders, the column
-//! types are chosen so the same Rust types bind and decode on both, and [`on_backend!`] expands
+//! types are chosen so the same Rust types bind and decode on both, and the `on_backend!` macro expands
 //! one body for each pool. Timestamps come from the Rust clock, never from column defaults, for
 //! the same reason.
 //!
@@ -319,8 +319,8 @@ impl StateStore {
                 return Ok(JournalId(id));
             }
         }
-        Err(StateError::Corrupt {
-            what: format!("could not allocate a journal sequence number in run {run_id}"),
+        Err(StateError::Busy {
+            operation: "number a journal entry",
         })
     }
 

@@ -652,3 +652,31 @@ async fn connection_errors_never_show_the_password() {
     assert!(matches!(error, StateError::UnsupportedUrl { .. }));
     assert!(!full_message(&error).contains("hunter2"));
 }
+
+#[tokio::test]
+async fn sqlite_heartbeat_keeps_a_lock_from_going_stale() {
+    use sqlx::Connection;
+    let f = Fixture::sqlite().await;
+    let mut lock = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    // Seen from another host, ann's lock has been silent for an hour...
+    let mut conn = sqlx::SqliteConnection::connect(&f.url).await.unwrap();
+    sqlx::query("UPDATE apply_lock SET host = 'elsewhere', heartbeat_at = $1")
+        .bind(Utc::now() - chrono::Duration::hours(1))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    // ...until it beats.
+    lock.heartbeat().await.unwrap();
+    let refused = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "bob"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StateError::Locked { .. }), "{refused}");
+    lock.release().await.unwrap();
+}

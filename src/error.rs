@@ -39,6 +39,10 @@ pub enum Error {
     /// A value from the command line or the environment is unusable.
     #[error("{0}")]
     Config(String),
+    /// klsync's state database failed, or refused (another apply holds the lock, a saved plan
+    /// was already applied).
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The emulator failed to start or serve.
     #[error("emulator: {0}")]
     Emulator(String),

@@ -1,0 +1,682 @@
+//! The state store against both databases: an SQLite file in a temp dir, and a fresh schema in
+//! the PostgreSQL named by `KLSYNC_TEST_POSTGRES_URL` (see `klsync::state::testing`).
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use klsync::state::testing::TestPostgres;
+use klsync::state::{
+    JournalId, LockHolder, ManagedRow, Phase, RunId, RunStart, StateBackend, StateError,
+    StateStore, hostname,
+};
+use serde_json::json;
+
+/// A store plus whatever keeps its database alive.
+struct Fixture {
+    url: String,
+    store: StateStore,
+    // Field order matters: the store's pool closes before the schema or directory goes.
+    _postgres: Option<TestPostgres>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = StateStore::default_url(dir.path());
+        let store = StateStore::connect(&url).await.unwrap();
+        Fixture {
+            url,
+            store,
+            _postgres: None,
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Option<Fixture> {
+        let pg = TestPostgres::create().await?;
+        let url = pg.url().to_string();
+        let store = StateStore::connect(&url).await.unwrap();
+        Some(Fixture {
+            url,
+            store,
+            _postgres: Some(pg),
+            _dir: None,
+        })
+    }
+
+    /// A second, independent store on the same database (another klsync process).
+    async fn reopen(&self) -> StateStore {
+        StateStore::connect(&self.url).await.unwrap()
+    }
+}
+
+/// Run `async fn $name(&Fixture)` once per database.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let fixture = super::Fixture::sqlite().await;
+                assert_eq!(fixture.store.backend(), super::StateBackend::Sqlite);
+                super::$name(&fixture).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(fixture) = super::Fixture::postgres().await else { return };
+                assert_eq!(fixture.store.backend(), super::StateBackend::Postgres);
+                super::$name(&fixture).await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    migrations_run_twice_are_no_ops,
+    managed_resources_upsert_list_and_remove,
+    runs_are_recorded_with_their_journal_newest_first,
+    journal_tracks_each_change_and_finds_unfinished_ones,
+    concurrent_journal_starts_get_distinct_sequence_numbers,
+    journal_updates_of_unknown_entries_are_errors,
+    applied_plans_are_refused_a_second_time,
+    second_apply_lock_is_refused_naming_the_holder,
+    released_lock_can_be_taken_again,
+    racing_applies_get_the_lock_exactly_once,
+);
+
+fn start(command: &str) -> RunStart {
+    RunStart {
+        command: command.into(),
+        actor: "ann (GitHub Actions)".into(),
+        git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        manifest_digest: Some("sha256:abc".into()),
+        plan_id: None,
+    }
+}
+
+fn list(key: &str, id: &str, name: &str) -> ManagedRow {
+    ManagedRow {
+        kind: "list".into(),
+        key: key.into(),
+        klaviyo_id: id.into(),
+        applied: json!({ "name": name }),
+    }
+}
+
+async fn migrations_run_twice_are_no_ops(f: &Fixture) {
+    let run = f.store.begin_run(&start("apply")).await.unwrap();
+    f.store
+        .upsert_managed(&list("vip", "Xa1", "VIP"), run)
+        .await
+        .unwrap();
+    // The tables have no IF NOT EXISTS: re-running the migration would fail here.
+    let again = f.reopen().await;
+    assert_eq!(
+        again.managed().await.unwrap(),
+        vec![list("vip", "Xa1", "VIP")]
+    );
+    again.close().await;
+}
+
+async fn managed_resources_upsert_list_and_remove(f: &Fixture) {
+    let s = &f.store;
+    let run = s.begin_run(&start("apply")).await.unwrap();
+    assert!(s.managed().await.unwrap().is_empty());
+
+    s.upsert_managed(&list("vip", "Xa1", "VIP"), run)
+        .await
+        .unwrap();
+    s.upsert_managed(&list("all", "Yb2", "All"), run)
+        .await
+        .unwrap();
+    let tag = ManagedRow {
+        kind: "tag".into(),
+        key: "all".into(),
+        klaviyo_id: "t-1".into(),
+        applied: json!({ "name": "all", "nested": [1, {"a": null}] }),
+    };
+    s.upsert_managed(&tag, run).await.unwrap();
+    assert_eq!(
+        s.managed().await.unwrap(),
+        vec![
+            list("all", "Yb2", "All"),
+            list("vip", "Xa1", "VIP"),
+            tag.clone()
+        ],
+        "ordered by kind, then key; JSON round-trips"
+    );
+
+    let later = s.begin_run(&start("apply")).await.unwrap();
+    s.upsert_managed(&list("vip", "Zc3", "VIPs"), later)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.managed().await.unwrap(),
+        vec![
+            list("all", "Yb2", "All"),
+            list("vip", "Zc3", "VIPs"),
+            tag.clone()
+        ]
+    );
+
+    assert!(s.remove_managed("list", "vip").await.unwrap());
+    assert!(!s.remove_managed("list", "vip").await.unwrap());
+    assert!(!s.remove_managed("segment", "all").await.unwrap());
+    assert_eq!(
+        s.managed().await.unwrap(),
+        vec![list("all", "Yb2", "All"), tag]
+    );
+}
+
+async fn runs_are_recorded_with_their_journal_newest_first(f: &Fixture) {
+    let s = &f.store;
+    let first = s.begin_run(&start("apply")).await.unwrap();
+    let j1 = s
+        .journal_started(first, "list.vip", "create", &json!({"name": "VIP"}))
+        .await
+        .unwrap();
+    s.journal_succeeded(j1, Some("Xa1"), &json!({"requests": 1}))
+        .await
+        .unwrap();
+    s.finish_run(first, "succeeded", &json!({"created": 1, "requests": 1}))
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = s
+        .begin_run(&RunStart {
+            plan_id: Some("plan-7".into()),
+            git_commit: None,
+            ..start("sync")
+        })
+        .await
+        .unwrap();
+
+    let history = s.history(10).await.unwrap();
+    assert_eq!(history.len(), 2);
+    let (newest, oldest) = (&history[0], &history[1]);
+
+    assert_eq!(newest.run_id, second);
+    assert_eq!(newest.command, "sync");
+    assert_eq!(newest.plan_id.as_deref(), Some("plan-7"));
+    assert_eq!(newest.git_commit, None);
+    assert_eq!(newest.outcome, None, "still running");
+    assert_eq!(newest.finished_at, None);
+    assert!(newest.journal.is_empty());
+
+    assert_eq!(oldest.run_id, first);
+    assert_eq!(oldest.actor, "ann (GitHub Actions)");
+    assert_eq!(oldest.manifest_digest.as_deref(), Some("sha256:abc"));
+    assert_eq!(oldest.outcome.as_deref(), Some("succeeded"));
+    assert_eq!(oldest.summary, Some(json!({"created": 1, "requests": 1})));
+    assert!(oldest.finished_at.unwrap() >= oldest.started_at);
+    assert!(newest.started_at >= oldest.started_at);
+    assert_eq!(oldest.journal.len(), 1);
+    let entry = &oldest.journal[0];
+    assert_eq!((entry.id, entry.run_id, entry.seq), (j1, first, 1));
+    assert_eq!(entry.phase, Phase::Succeeded);
+    assert_eq!(entry.klaviyo_id.as_deref(), Some("Xa1"));
+
+    let limited = s.history(1).await.unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].run_id, second);
+
+    let unknown = s
+        .finish_run(RunId::new(), "failed", &json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, StateError::NotFound { .. }), "{unknown}");
+}
+
+async fn journal_tracks_each_change_and_finds_unfinished_ones(f: &Fixture) {
+    let s = &f.store;
+    let killed = s.begin_run(&start("apply")).await.unwrap();
+    let create = s
+        .journal_started(killed, "list.vip", "create", &json!({"name": "VIP"}))
+        .await
+        .unwrap();
+    let update = s
+        .journal_started(killed, "segment.big", "update", &json!({"name": "Big"}))
+        .await
+        .unwrap();
+    let delete = s
+        .journal_started(killed, "tag.old", "delete", &json!({}))
+        .await
+        .unwrap();
+
+    s.journal_succeeded(update, Some("Sg1"), &json!({"status": 200}))
+        .await
+        .unwrap();
+    s.journal_failed(delete, "404 Not Found: tag gone")
+        .await
+        .unwrap();
+
+    // The process "dies" here: the create is neither succeeded nor failed. The next process
+    // opens the store afresh.
+    let restarted = f.reopen().await;
+    let unfinished = restarted.unfinished_journal().await.unwrap();
+    assert_eq!(unfinished.len(), 1);
+    let pending = &unfinished[0];
+    assert_eq!(pending.id, create);
+    assert_eq!(pending.run_id, killed);
+    assert_eq!(pending.seq, 1);
+    assert_eq!(
+        (pending.address.as_str(), pending.action.as_str()),
+        ("list.vip", "create")
+    );
+    assert_eq!(pending.phase, Phase::Started);
+    assert_eq!(pending.detail, json!({"name": "VIP"}));
+    assert_eq!(
+        (pending.klaviyo_id.as_deref(), pending.finished_at),
+        (None, None)
+    );
+
+    // The next run looks the list up, finds it, and closes the entry.
+    s.journal_succeeded(create, Some("Xa1"), &json!({"recovered": true}))
+        .await
+        .unwrap();
+    assert!(s.unfinished_journal().await.unwrap().is_empty());
+
+    let run = &s.history(1).await.unwrap()[0];
+    let by_seq: Vec<_> = run
+        .journal
+        .iter()
+        .map(|e| (e.seq, e.phase, e.klaviyo_id.as_deref(), e.error.as_deref()))
+        .collect();
+    assert_eq!(
+        by_seq,
+        vec![
+            (1, Phase::Succeeded, Some("Xa1"), None),
+            (2, Phase::Succeeded, Some("Sg1"), None),
+            (3, Phase::Failed, None, Some("404 Not Found: tag gone")),
+        ]
+    );
+    assert_eq!(
+        run.journal[0].detail,
+        json!({"name": "VIP", "recovered": true}),
+        "the outcome's detail is merged over what was sent"
+    );
+    assert!(run.journal.iter().all(|e| e.finished_at.is_some()));
+
+    // A second run numbers its changes from 1 again.
+    let next = s.begin_run(&start("apply")).await.unwrap();
+    let first_of_next = s
+        .journal_started(next, "list.vip", "update", &json!({}))
+        .await
+        .unwrap();
+    let run = &s.history(1).await.unwrap()[0];
+    assert_eq!((run.journal[0].id, run.journal[0].seq), (first_of_next, 1));
+}
+
+async fn concurrent_journal_starts_get_distinct_sequence_numbers(f: &Fixture) {
+    let run = f.store.begin_run(&start("apply")).await.unwrap();
+    let starts = (0..12).map(|i| {
+        let store = f.store.clone();
+        tokio::spawn(async move {
+            store
+                .journal_started(run, &format!("list.l{i}"), "create", &json!({ "i": i }))
+                .await
+                .unwrap()
+        })
+    });
+    let ids = futures::future::join_all(starts).await;
+    assert_eq!(ids.len(), 12);
+    let history = f.store.history(1).await.unwrap();
+    let mut seqs: Vec<i64> = history[0].journal.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=12).collect::<Vec<i64>>());
+}
+
+async fn journal_updates_of_unknown_entries_are_errors(f: &Fixture) {
+    let s = &f.store;
+    let missing = JournalId(987_654);
+    assert!(matches!(
+        s.journal_succeeded(missing, None, &json!({})).await,
+        Err(StateError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.journal_failed(missing, "x").await,
+        Err(StateError::NotFound { .. })
+    ));
+    // The journal belongs to a recorded run.
+    assert!(matches!(
+        s.journal_started(RunId::new(), "list.vip", "create", &json!({}))
+            .await,
+        Err(StateError::Query { .. })
+    ));
+}
+
+async fn applied_plans_are_refused_a_second_time(f: &Fixture) {
+    let s = &f.store;
+    let run = s
+        .begin_run(&RunStart {
+            plan_id: Some("plan-1".into()),
+            ..start("apply")
+        })
+        .await
+        .unwrap();
+    assert!(!s.is_plan_applied("plan-1").await.unwrap());
+    s.mark_plan_applied("plan-1", run).await.unwrap();
+    assert!(s.is_plan_applied("plan-1").await.unwrap());
+    assert!(!s.is_plan_applied("plan-2").await.unwrap());
+
+    let again = s.begin_run(&start("apply")).await.unwrap();
+    match s.mark_plan_applied("plan-1", again).await {
+        Err(StateError::PlanAlreadyApplied { plan_id }) => assert_eq!(plan_id, "plan-1"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn holder(run_id: RunId, actor: &str) -> LockHolder {
+    LockHolder::current(run_id, actor, "apply")
+}
+
+async fn second_apply_lock_is_refused_naming_the_holder(f: &Fixture) {
+    let first = RunId::new();
+    let mut lock = f
+        .store
+        .acquire_apply_lock(&holder(first, "ann"))
+        .await
+        .unwrap();
+    assert_eq!(lock.run_id(), first);
+    lock.heartbeat().await.unwrap();
+
+    // Another process, with its own connections.
+    let other = f.reopen().await;
+    let refused = other
+        .acquire_apply_lock(&holder(RunId::new(), "bob"))
+        .await
+        .unwrap_err();
+    let StateError::Locked { holder } = &refused else {
+        panic!("expected Locked, got {refused:?}");
+    };
+    let expected = format!(
+        "run {first} by ann on {} pid {} since ",
+        hostname(),
+        std::process::id()
+    );
+    assert!(holder.starts_with(&expected), "{holder}");
+    assert!(holder.ends_with(" (apply)"), "{holder}");
+    assert!(refused.to_string().contains(&first.to_string()));
+
+    lock.release().await.unwrap();
+    other.close().await;
+}
+
+async fn released_lock_can_be_taken_again(f: &Fixture) {
+    let lock = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    lock.release().await.unwrap();
+
+    let other = f.reopen().await;
+    let second = RunId::new();
+    let mut lock = other
+        .acquire_apply_lock(&holder(second, "bob"))
+        .await
+        .unwrap();
+    lock.heartbeat().await.unwrap();
+    let refused = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "cy"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StateError::Locked { holder } if holder.contains("by bob")),
+        "{refused}"
+    );
+    lock.release().await.unwrap();
+    other.close().await;
+}
+
+async fn racing_applies_get_the_lock_exactly_once(f: &Fixture) {
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(f.reopen().await);
+    }
+    let attempts = stores.iter().enumerate().map(|(i, store)| async move {
+        store
+            .acquire_apply_lock(&holder(RunId::new(), &format!("racer{i}")))
+            .await
+    });
+    let results = futures::future::join_all(attempts).await;
+    let mut won = Vec::new();
+    for result in results {
+        match result {
+            Ok(lock) => won.push(lock),
+            Err(StateError::Locked { holder }) => assert!(holder.contains("by racer"), "{holder}"),
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one apply holds the lock");
+    for lock in won {
+        lock.release().await.unwrap();
+    }
+    for store in stores {
+        store.close().await;
+    }
+}
+
+/// Write an `apply_lock` row the way a process that no longer runs would have left it.
+async fn plant_sqlite_lock(url: &str, host: &str, pid: i64, heartbeat_age: chrono::Duration) {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    let at = Utc::now() - heartbeat_age;
+    sqlx::query(
+        "INSERT INTO apply_lock (id, run_id, actor, host, pid, command, acquired_at, heartbeat_at) \
+         VALUES (1, $1, 'ghost', $2, $3, 'apply', $4, $4)",
+    )
+    .bind(RunId::new().to_string())
+    .bind(host)
+    .bind(pid)
+    .bind(at)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+}
+
+fn dead_pid() -> i64 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    i64::from(pid)
+}
+
+#[tokio::test]
+async fn sqlite_lock_of_a_dead_process_on_this_host_is_taken_over() {
+    let f = Fixture::sqlite().await;
+    plant_sqlite_lock(&f.url, &hostname(), dead_pid(), chrono::Duration::zero()).await;
+    let lock = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    lock.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_lock_from_another_host_is_taken_over_only_once_silent() {
+    let f = Fixture::sqlite().await;
+    plant_sqlite_lock(&f.url, "elsewhere", 1, chrono::Duration::minutes(1)).await;
+    let refused = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StateError::Locked { holder } if holder.contains("by ghost on elsewhere pid 1")),
+        "{refused}"
+    );
+
+    let f = Fixture::sqlite().await;
+    plant_sqlite_lock(&f.url, "elsewhere", 1, chrono::Duration::hours(1)).await;
+    let lock = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    lock.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_lock_taken_over_as_stale_is_reported_lost_and_not_released_by_its_old_holder() {
+    use sqlx::Connection;
+    let f = Fixture::sqlite().await;
+    let mut old = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    // Make ann's lock look abandoned (no heartbeat for an hour, from another host).
+    let mut conn = sqlx::SqliteConnection::connect(&f.url).await.unwrap();
+    sqlx::query("UPDATE apply_lock SET host = 'elsewhere', heartbeat_at = $1")
+        .bind(Utc::now() - chrono::Duration::hours(1))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let new = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "bob"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        old.heartbeat().await,
+        Err(StateError::LockLost { .. })
+    ));
+    old.release().await.unwrap();
+    let refused = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "cy"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StateError::Locked { holder } if holder.contains("by bob")),
+        "{refused}"
+    );
+    new.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lock_of_a_dropped_connection_is_released() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    let lock = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    // As if the process died: no release, the connection just goes away.
+    drop(lock);
+
+    // The server notices the closed connection asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lock = loop {
+        match f
+            .store
+            .acquire_apply_lock(&holder(RunId::new(), "bob"))
+            .await
+        {
+            Ok(lock) => break lock,
+            Err(StateError::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(other) => panic!("lock not released after the connection died: {other}"),
+        }
+    };
+    lock.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_locks_in_different_schemas_are_independent() {
+    let (Some(a), Some(b)) = (Fixture::postgres().await, Fixture::postgres().await) else {
+        return;
+    };
+    let lock_a = a
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    let lock_b = b
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "bob"))
+        .await
+        .unwrap();
+    lock_a.release().await.unwrap();
+    lock_b.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_store_creates_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("deep/project");
+    let store = StateStore::connect(&StateStore::default_url(&project))
+        .await
+        .unwrap();
+    assert!(project.join(".klsync/state.db").is_file());
+    assert!(store.location().ends_with("deep/project/.klsync/state.db"));
+}
+
+/// Every message of an error and its sources.
+fn full_message(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn connection_errors_never_show_the_password() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let error = StateStore::connect("postgres://app:hunter2@127.0.0.1:1/state")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StateError::Connect { .. }), "{error:?}");
+    let shown = format!("{} {error:?}", full_message(&error));
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("127.0.0.1:1"), "{shown}");
+
+    let error = StateStore::connect("mysql://app:hunter2@db/state")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StateError::UnsupportedUrl { .. }));
+    assert!(!full_message(&error).contains("hunter2"));
+}
+
+#[tokio::test]
+async fn sqlite_heartbeat_keeps_a_lock_from_going_stale() {
+    use sqlx::Connection;
+    let f = Fixture::sqlite().await;
+    let mut lock = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    // Seen from another host, ann's lock has been silent for an hour...
+    let mut conn = sqlx::SqliteConnection::connect(&f.url).await.unwrap();
+    sqlx::query("UPDATE apply_lock SET host = 'elsewhere', heartbeat_at = $1")
+        .bind(Utc::now() - chrono::Duration::hours(1))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    // ...until it beats.
+    lock.heartbeat().await.unwrap();
+    let refused = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "bob"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StateError::Locked { .. }), "{refused}");
+    lock.release().await.unwrap();
+}

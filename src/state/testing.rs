@@ -15,14 +15,14 @@ pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/
 
 /// The PostgreSQL server for tests, if one answers.
 ///
-/// `None` when `KLSYNC_TEST_POSTGRES_URL` is set to `skip` (or empty), or when it is unset and the
-/// default server does not answer. Panics when an explicitly named server does not answer: a
-/// misconfigured CI must fail, not silently skip.
+/// `None` only when `KLSYNC_TEST_POSTGRES_URL` is explicitly set to `skip` (or empty), a developer's
+/// deliberate opt-out. Panics when the server (named or default) does not answer: a missing database
+/// must fail loudly, never silently skip the tests that need it.
 pub async fn test_postgres_url() -> Option<String> {
-    let (url, explicit) = match std::env::var("KLSYNC_TEST_POSTGRES_URL") {
+    let url = match std::env::var("KLSYNC_TEST_POSTGRES_URL") {
         Ok(url) if url.trim().is_empty() || url.trim() == "skip" => return None,
-        Ok(url) => (url, true),
-        Err(_) => (DEFAULT_TEST_POSTGRES_URL.to_string(), false),
+        Ok(url) => url,
+        Err(_) => DEFAULT_TEST_POSTGRES_URL.to_string(),
     };
     let attempt = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await;
     match attempt {
@@ -30,15 +30,11 @@ pub async fn test_postgres_url() -> Option<String> {
             let _ = conn.close().await;
             Some(url)
         }
-        Ok(Err(error)) if explicit => panic!("test PostgreSQL {}: {error}", redact_url(&url)),
-        Err(_) if explicit => panic!("test PostgreSQL {}: timed out", redact_url(&url)),
-        _ => {
-            eprintln!(
-                "PostgreSQL tests skipped: nothing answers at {}",
-                redact_url(&url)
-            );
-            None
-        }
+        Ok(Err(error)) => panic!(
+            "test PostgreSQL {}: {error} (start PostgreSQL, or set KLSYNC_TEST_POSTGRES_URL)",
+            redact_url(&url)
+        ),
+        Err(_) => panic!("test PostgreSQL {}: timed out", redact_url(&url)),
     }
 }
 

@@ -19,6 +19,8 @@ pub mod emulator;
 pub mod error;
 pub mod klaviyo;
 pub mod manifest;
+pub mod model;
+pub mod plan;
 mod run;
 pub mod settings;
 

@@ -21,6 +21,7 @@ pub mod klaviyo;
 pub mod manifest;
 pub mod model;
 pub mod plan;
+pub mod render;
 mod run;
 pub mod settings;
 

@@ -272,7 +272,7 @@ impl Summary {
 /// A plan: the changes that make Klaviyo match the manifests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
-    /// [`FORMAT_VERSION`].
+    /// Version of this format (currently 1); readers refuse versions they do not know.
     pub format_version: u32,
     /// Facts about the run.
     pub meta: PlanMeta,

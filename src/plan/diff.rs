@@ -355,6 +355,10 @@ impl<'a> Planner<'a> {
                 self.replaced_tag_ids.insert(id.to_owned());
                 self.tag_ids.insert(tag.key.clone(), None);
                 let prevented = self.recorded_prevent_destroy(&key);
+                // The new tag takes `name` from the change; fields show what differs.
+                let mut fields = Vec::new();
+                push_if_differs(&mut fields, "name", json!(live.name), json!(tag.name));
+                push_if_differs(&mut fields, "group", live_group, json!(tag.group));
                 self.changes.push(Change {
                     address: key.address(),
                     kind: ChangeKind::Tag,
@@ -363,18 +367,7 @@ impl<'a> Planner<'a> {
                     link: None,
                     klaviyo_id: Some(id.to_owned()),
                     name: tag.name.clone(),
-                    fields: vec![
-                        FieldChange {
-                            field: "name".into(),
-                            before: json!(live.name),
-                            after: json!(tag.name),
-                        },
-                        FieldChange {
-                            field: "group".into(),
-                            before: live_group,
-                            after: json!(tag.group),
-                        },
-                    ],
+                    fields,
                     definition_diff: None,
                     prevented,
                     note: Some(if prevented {

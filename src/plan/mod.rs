@@ -204,7 +204,8 @@ pub struct Change {
     /// Human name: the resource's name (desired, or live for destroys); for links, the list's
     /// or segment's name.
     pub name: String,
-    /// Field changes. On creates and replaces: every field the new resource gets.
+    /// Field changes. On creates: every field the new resource gets. On replaces: the fields
+    /// that differ (the new resource gets `name` and the `after` values).
     pub fields: Vec<FieldChange>,
     /// Unified diff of the segment definition as YAML, when it changes.
     pub definition_diff: Option<String>,

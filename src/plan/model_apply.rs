@@ -151,7 +151,7 @@ fn create(
     id: &str,
     change: &Change,
 ) {
-    let name = text(after(change, "name"));
+    let name = change.name.clone();
     let id = id.to_owned();
     match kind {
         ResourceKind::TagGroup => {

@@ -55,11 +55,12 @@ pub fn markdown(plan: &Plan) -> String {
     if summary.prevented > 0 {
         let _ = writeln!(
             out,
-            "> [!CAUTION]\n> {} change(s) are prevented; `klsync apply` will refuse this plan.\n",
-            summary.prevented
+            "> [!CAUTION]\n> {}\n",
+            super::prevented_sentence(summary.prevented)
         );
     }
-    let _ = writeln!(out, "{}.\n", escape_text(&cost_sentence(plan)));
+    // The cost sentence holds only operation ids and numbers, no data.
+    let _ = writeln!(out, "{}.\n", cost_sentence(plan));
     write_warnings(&mut out, plan);
 
     let mut used = out.chars().count();

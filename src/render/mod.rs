@@ -51,6 +51,15 @@ pub(crate) fn summary_sentence(plan: &crate::plan::Plan) -> String {
     parts.join(", ")
 }
 
+/// Why `apply` will refuse the plan.
+pub(crate) fn prevented_sentence(prevented: usize) -> String {
+    if prevented == 1 {
+        "1 change is prevented; `klsync apply` will refuse this plan.".to_owned()
+    } else {
+        format!("{prevented} changes are prevented; `klsync apply` will refuse this plan.")
+    }
+}
+
 /// The cost sentence, e.g. `Requests: 5 (create_list 2, tag_lists 3); at Klaviyo's limits this
 /// takes about 4s`.
 pub(crate) fn cost_sentence(plan: &crate::plan::Plan) -> String {

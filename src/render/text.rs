@@ -64,9 +64,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
             "{}",
             paint.paint(
                 RED,
-                &format!(
-                    "{prevented} change(s) are prevented; `klsync apply` will refuse this plan."
-                )
+                &super::prevented_sentence(prevented)
             )
         );
     }

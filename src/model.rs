@@ -370,7 +370,10 @@ mod tests {
             ["lifecycle/vip", "newsletter"]
         );
         assert!(state.tags["lifecycle/vip"].prevent_destroy);
-        assert_eq!(state.tags["lifecycle/vip"].group.as_deref(), Some("lifecycle"));
+        assert_eq!(
+            state.tags["lifecycle/vip"].group.as_deref(),
+            Some("lifecycle")
+        );
         assert_eq!(state.tags["newsletter"].group, None);
         assert!(state.tag_groups["lifecycle"].exclusive);
         assert_eq!(state.lists["vip"].tags.len(), 2);

@@ -70,7 +70,13 @@ fn json_render_round_trips_and_matches_the_schema() {
 fn empty_plan_says_so() {
     let mut live = live();
     live_list(&mut live, "L1", "Unmanaged", None, &[]);
-    let plan = diff(&DesiredState::default(), &live, &ManagedState::new(), meta()).unwrap();
+    let plan = diff(
+        &DesiredState::default(),
+        &live,
+        &ManagedState::new(),
+        meta(),
+    )
+    .unwrap();
     assert!(plan.is_empty());
     assert_eq!(
         render::text(&plan, true),
@@ -96,11 +102,21 @@ fn markdown_stays_under_githubs_comment_limit() {
     let markdown = render::markdown(&plan);
     let length = markdown.chars().count();
     assert!(length < render::MARKDOWN_LIMIT, "{length} characters");
-    assert!(length > render::MARKDOWN_LIMIT - 2_000, "cap wastes room: {length}");
+    assert!(
+        length > render::MARKDOWN_LIMIT - 2_000,
+        "cap wastes room: {length}"
+    );
     let shown = markdown.matches("**`+` create**").count();
     assert!(shown > 0 && shown < 5_000);
-    let note = format!("…{} more changes not shown; run `klsync plan` locally", 5_000 - shown);
-    assert!(markdown.contains(&note), "missing note in tail: {}", &markdown[markdown.len() - 300..]);
+    let note = format!(
+        "…{} more changes not shown; run `klsync plan` locally",
+        5_000 - shown
+    );
+    assert!(
+        markdown.contains(&note),
+        "missing note in tail: {}",
+        &markdown[markdown.len() - 300..]
+    );
     assert_eq!(
         markdown.matches("<details>").count(),
         markdown.matches("</details>").count()
@@ -166,13 +182,19 @@ fn markdown_never_lets_data_inject_html_links_or_mentions() {
     manage(&mut managed, ResourceKind::List, "renamed", "L-r", false);
     let plan = diff(&desired, &live, &managed, meta()).unwrap();
     let markdown = render::markdown(&plan);
-    assert!(markdown.contains(EVIL.split('|').next().unwrap()), "{markdown}");
+    assert!(
+        markdown.contains(EVIL.split('|').next().unwrap()),
+        "{markdown}"
+    );
 
     let mut table_columns = None;
     for line in markdown.lines() {
         let prose = strip_code_spans(line);
         for forbidden in ["<img", "](", "http://", "@here", "</details> ```"] {
-            assert!(!prose.contains(forbidden), "{forbidden:?} outside code in {line:?}");
+            assert!(
+                !prose.contains(forbidden),
+                "{forbidden:?} outside code in {line:?}"
+            );
         }
         if line.starts_with("| `name`") {
             // The name row of the rename: every data `|` is escaped, so 4 cell borders remain.

@@ -32,9 +32,7 @@ pub fn diff(
         mut warnings,
         ..
     } = planner;
-    changes.sort_by(|a, b| {
-        (order_class(a), &a.address).cmp(&(order_class(b), &b.address))
-    });
+    changes.sort_by(|a, b| (order_class(a), &a.address).cmp(&(order_class(b), &b.address)));
     let requests = cost::requests(&changes);
     warnings.extend(cost::daily_cap_warnings(&requests));
     let cost = cost::cost(&requests);
@@ -269,10 +267,8 @@ impl<'a> Planner<'a> {
                 "exclusive": group.exclusive,
                 "prevent_destroy": group.prevent_destroy,
             });
-            self.group_ids.insert(
-                group.name.clone(),
-                resolution.live_id().map(str::to_owned),
-            );
+            self.group_ids
+                .insert(group.name.clone(), resolution.live_id().map(str::to_owned));
             self.resource_change(
                 &key,
                 &resolution,
@@ -292,14 +288,12 @@ impl<'a> Planner<'a> {
             let key = ResourceKey::new(ResourceKind::Tag, &tag.key);
             // The live id of the group the tag must be in; `None` when that group is new.
             let group_id: Option<String> = match &tag.group {
-                Some(group) => self
-                    .group_ids
-                    .get(group)
-                    .cloned()
-                    .ok_or_else(|| PlanError::UnknownTagGroup {
+                Some(group) => self.group_ids.get(group).cloned().ok_or_else(|| {
+                    PlanError::UnknownTagGroup {
                         tag: tag.key.clone(),
                         group: group.clone(),
-                    })?,
+                    }
+                })?,
                 None => Some(
                     self.live
                         .default_tag_group_id()
@@ -358,7 +352,23 @@ impl<'a> Planner<'a> {
                 // The new tag takes `name` from the change; fields show what differs.
                 let mut fields = Vec::new();
                 push_if_differs(&mut fields, "name", json!(live.name), json!(tag.name));
-                push_if_differs(&mut fields, "group", live_group, json!(tag.group));
+                // Always present: the executor creates the new tag in `after`. Two groups can
+                // share a name, so say which one when the names alone look the same.
+                let after_group = json!(tag.group);
+                let before_group = if live_group == after_group {
+                    json!(format!(
+                        "{} (id {})",
+                        live_group.as_str().unwrap_or("default"),
+                        live.group_id
+                    ))
+                } else {
+                    live_group
+                };
+                fields.push(FieldChange {
+                    field: "group".into(),
+                    before: before_group,
+                    after: after_group,
+                });
                 self.changes.push(Change {
                     address: key.address(),
                     kind: ChangeKind::Tag,

@@ -46,9 +46,10 @@ fn apply_change(
     ids: &mut impl FnMut(ResourceKind) -> String,
 ) {
     if let Some(link) = &change.link {
-        let tag_id = link.tag_id.clone().or_else(|| {
-            managed_id(managed, &ResourceKey::new(ResourceKind::Tag, &link.tag))
-        });
+        let tag_id = link
+            .tag_id
+            .clone()
+            .or_else(|| managed_id(managed, &ResourceKey::new(ResourceKind::Tag, &link.tag)));
         let target_id = link
             .target_id
             .clone()
@@ -257,7 +258,10 @@ fn target_tags<'l>(
 ) -> Option<&'l mut BTreeSet<String>> {
     match kind {
         ResourceKind::List => live.lists.get_mut(id).map(|list| &mut list.tag_ids),
-        ResourceKind::Segment => live.segments.get_mut(id).map(|segment| &mut segment.tag_ids),
+        ResourceKind::Segment => live
+            .segments
+            .get_mut(id)
+            .map(|segment| &mut segment.tag_ids),
         ResourceKind::TagGroup | ResourceKind::Tag => None,
     }
 }

@@ -48,7 +48,12 @@ pub fn markdown(plan: &Plan) -> String {
     for action in Action::ALL {
         let count = summary.count(action);
         if count > 0 {
-            let _ = writeln!(out, "| `{}` {} | {count} |", symbol(action), action.as_str());
+            let _ = writeln!(
+                out,
+                "| `{}` {} | {count} |",
+                symbol(action),
+                action.as_str()
+            );
         }
     }
     out.push('\n');
@@ -80,9 +85,8 @@ pub fn markdown(plan: &Plan) -> String {
         let mut opened = false;
         for change in changes {
             let block = change_block(change);
-            let cost = block.chars().count()
-                + if opened { 0 } else { open.chars().count() }
-                + close.len();
+            let cost =
+                block.chars().count() + if opened { 0 } else { open.chars().count() } + close.len();
             if used + cost + RESERVE > MARKDOWN_LIMIT {
                 if opened {
                     out.push_str(close);

@@ -69,9 +69,8 @@ pub(crate) fn cost_sentence(plan: &crate::plan::Plan) -> String {
         .iter()
         .map(|(operation, count)| format!("{operation} {count}"))
         .collect();
-    let duration = crate::plan::format_duration(std::time::Duration::from_secs(
-        plan.cost.estimated_seconds,
-    ));
+    let duration =
+        crate::plan::format_duration(std::time::Duration::from_secs(plan.cost.estimated_seconds));
     if per_operation.is_empty() {
         "Requests: 0 (klsync's records only)".to_owned()
     } else {

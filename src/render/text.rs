@@ -62,10 +62,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
         let _ = writeln!(
             out,
             "{}",
-            paint.paint(
-                RED,
-                &super::prevented_sentence(prevented)
-            )
+            paint.paint(RED, &super::prevented_sentence(prevented))
         );
     }
     let _ = writeln!(out, "{}", cost_sentence(plan));
@@ -96,7 +93,11 @@ fn write_change(out: &mut String, change: &Change, paint: &Paint) {
     }
     let _ = writeln!(out, "{line}");
     if let Some(note) = &change.note {
-        let _ = writeln!(out, "      {}", paint.paint(DIM, &format!("# {}", sanitize(note))));
+        let _ = writeln!(
+            out,
+            "      {}",
+            paint.paint(DIM, &format!("# {}", sanitize(note)))
+        );
     }
     let creating = change.action == Action::Create;
     for field in &change.fields {
@@ -113,7 +114,10 @@ fn write_change(out: &mut String, change: &Change, paint: &Paint) {
     }
     if let Some(diff) = &change.definition_diff {
         let _ = writeln!(out, "      definition:");
-        for diff_line in diff.lines().filter(|l| !l.starts_with("---") && !l.starts_with("+++")) {
+        for diff_line in diff
+            .lines()
+            .filter(|l| !l.starts_with("---") && !l.starts_with("+++"))
+        {
             let diff_line = sanitize(diff_line);
             let styled = match diff_line.chars().next() {
                 Some('+') => paint.paint(GREEN, &diff_line),

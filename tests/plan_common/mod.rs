@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 
 use klsync::manifest::OptInProcess;
 use klsync::model::{
-    DesiredList, DesiredSegment, DesiredState, DesiredTag, DesiredTagGroup, LiveList,
-    LiveSegment, LiveState, LiveTag, LiveTagGroup, ManagedRecord, ManagedState, ResourceKey,
-    ResourceKind, tag_key,
+    DesiredList, DesiredSegment, DesiredState, DesiredTag, DesiredTagGroup, LiveList, LiveSegment,
+    LiveState, LiveTag, LiveTagGroup, ManagedRecord, ManagedState, ResourceKey, ResourceKind,
+    tag_key,
 };
 use klsync::plan::PlanMeta;
 use serde_json::{Value, json};
@@ -157,7 +157,10 @@ pub fn want_segment(
             name: name.into(),
             definition,
             is_starred: false,
-            tags: tags.iter().map(|tag| (*tag).to_owned()).collect::<BTreeSet<_>>(),
+            tags: tags
+                .iter()
+                .map(|tag| (*tag).to_owned())
+                .collect::<BTreeSet<_>>(),
             prevent_destroy: false,
         },
     );
@@ -185,25 +188,49 @@ pub fn every_kind() -> (DesiredState, LiveState, ManagedState) {
 
     // Tag groups: `lifecycle` is managed and unchanged; `channel` is new.
     live_group(&mut live, "tg-life", "lifecycle", false);
-    manage(&mut managed, ResourceKind::TagGroup, "lifecycle", "tg-life", false);
+    manage(
+        &mut managed,
+        ResourceKind::TagGroup,
+        "lifecycle",
+        "tg-life",
+        false,
+    );
     want_group(&mut desired, "lifecycle", false);
     want_group(&mut desired, "channel", true);
 
     // Tags.
     live_tag(&mut live, "t-vip", "vip", "tg-life");
-    manage(&mut managed, ResourceKind::Tag, "lifecycle/vip", "t-vip", false);
+    manage(
+        &mut managed,
+        ResourceKind::Tag,
+        "lifecycle/vip",
+        "t-vip",
+        false,
+    );
     want_tag(&mut desired, Some("lifecycle"), "vip");
     want_tag(&mut desired, Some("channel"), "email");
     // `newsletter` should be in the default group but sits in `lifecycle`: replace.
     live_tag(&mut live, "t-news", "newsletter", "tg-life");
-    manage(&mut managed, ResourceKind::Tag, "newsletter", "t-news", false);
+    manage(
+        &mut managed,
+        ResourceKind::Tag,
+        "newsletter",
+        "t-news",
+        false,
+    );
     want_tag(&mut desired, None, "newsletter");
     // `promo` exists unmanaged in the default group: adopt.
     live_tag(&mut live, "t-promo", "promo", DEFAULT_GROUP);
     want_tag(&mut desired, None, "promo");
     // `lifecycle/old` is managed but gone from the manifests: destroy (and detach).
     live_tag(&mut live, "t-old", "old", "tg-life");
-    manage(&mut managed, ResourceKind::Tag, "lifecycle/old", "t-old", false);
+    manage(
+        &mut managed,
+        ResourceKind::Tag,
+        "lifecycle/old",
+        "t-old",
+        false,
+    );
     // An unmanaged tag on a managed list: never touched.
     live_tag(&mut live, "t-legacy", "legacy", DEFAULT_GROUP);
 
@@ -233,14 +260,32 @@ pub fn every_kind() -> (DesiredState, LiveState, ManagedState) {
     live_list(&mut live, "L-imp", "Imported leads", None, &[]);
     want_list(&mut desired, "imported", "Imported leads", None, &[]);
     live_list(&mut live, "L-gone", "Spring 2024", None, &[]);
-    manage(&mut managed, ResourceKind::List, "spring-2024", "L-gone", false);
+    manage(
+        &mut managed,
+        ResourceKind::List,
+        "spring-2024",
+        "L-gone",
+        false,
+    );
 
     // Segments.
     let mut klaviyo_definition = email_contains("@example.com");
     // Klaviyo's spelling of an absent optional field is not a change.
     klaviyo_definition["condition_groups"][0]["conditions"][0]["timeframe_filter"] = Value::Null;
-    live_segment(&mut live, "S-eng", "Engaged", klaviyo_definition.clone(), &[]);
-    manage(&mut managed, ResourceKind::Segment, "engaged", "S-eng", false);
+    live_segment(
+        &mut live,
+        "S-eng",
+        "Engaged",
+        klaviyo_definition.clone(),
+        &[],
+    );
+    manage(
+        &mut managed,
+        ResourceKind::Segment,
+        "engaged",
+        "S-eng",
+        false,
+    );
     want_segment(
         &mut desired,
         "engaged",
@@ -248,8 +293,20 @@ pub fn every_kind() -> (DesiredState, LiveState, ManagedState) {
         email_contains("@example.org"),
         &[],
     );
-    want_segment(&mut desired, "vip-members", "VIP members", membership("L-vip"), &["lifecycle/vip"]);
-    live_segment(&mut live, "S-keep", "Board members", membership("L-vip"), &[]);
+    want_segment(
+        &mut desired,
+        "vip-members",
+        "VIP members",
+        membership("L-vip"),
+        &["lifecycle/vip"],
+    );
+    live_segment(
+        &mut live,
+        "S-keep",
+        "Board members",
+        membership("L-vip"),
+        &[],
+    );
     manage(&mut managed, ResourceKind::Segment, "board", "S-keep", true);
 
     (desired, live, managed)

@@ -57,6 +57,18 @@ impl ResourceKind {
     }
 }
 
+impl ResourceKind {
+    /// The plural noun for messages, e.g. `tag groups`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ResourceKind::TagGroup => "tag groups",
+            ResourceKind::Tag => "tags",
+            ResourceKind::List => "lists",
+            ResourceKind::Segment => "segments",
+        }
+    }
+}
+
 impl fmt::Display for ResourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.prefix())

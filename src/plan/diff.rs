@@ -61,6 +61,24 @@ fn order_class(change: &Change) -> u8 {
     }
 }
 
+/// What a desired resource needs, whichever way it resolves.
+struct Proposal {
+    /// The desired name.
+    name: String,
+    /// Fields that differ from the live resource (when there is one).
+    fields: Vec<FieldChange>,
+    /// Every field, for a create.
+    create_fields: Vec<FieldChange>,
+    /// The definition diff, for segments.
+    definition_diff: Option<String>,
+    /// Fingerprint of the live resource (when there is one).
+    expected: Option<Value>,
+    /// What to record as applied.
+    applied: Value,
+    /// What a create must wait for.
+    depends_on: Vec<String>,
+}
+
 /// How a desired resource maps onto Klaviyo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Resolution {
@@ -172,18 +190,16 @@ impl<'a> Planner<'a> {
     }
 
     /// Emits the change for a resolved desired resource: create, adopt, update, or nothing.
-    #[allow(clippy::too_many_arguments)]
-    fn resource_change(
-        &mut self,
-        key: &ResourceKey,
-        resolution: &Resolution,
-        name: &str,
-        mut fields: Vec<FieldChange>,
-        create_fields: Vec<FieldChange>,
-        definition_diff: Option<String>,
-        expected: Option<Value>,
-        applied: Value,
-    ) {
+    fn resource_change(&mut self, key: &ResourceKey, resolution: &Resolution, proposal: Proposal) {
+        let Proposal {
+            name,
+            mut fields,
+            create_fields,
+            definition_diff,
+            expected,
+            applied,
+            depends_on,
+        } = proposal;
         let (action, fields, note) = match resolution {
             Resolution::Create { deleted_outside } => (
                 Action::Create,
@@ -221,14 +237,17 @@ impl<'a> Planner<'a> {
             resource: Some(key.clone()),
             link: None,
             klaviyo_id: resolution.live_id().map(str::to_owned),
-            name: name.to_owned(),
+            name,
             fields,
             definition_diff,
             prevented: false,
             note,
             expected: resolution.live_id().and(expected),
             applied: Some(applied),
-            depends_on: Vec::new(),
+            depends_on: match action {
+                Action::Create => depends_on,
+                _ => Vec::new(),
+            },
         });
     }
 
@@ -272,12 +291,15 @@ impl<'a> Planner<'a> {
             self.resource_change(
                 &key,
                 &resolution,
-                &group.name,
-                fields,
-                create_fields,
-                None,
-                expected,
-                applied,
+                Proposal {
+                    name: group.name.clone(),
+                    fields,
+                    create_fields,
+                    definition_diff: None,
+                    expected,
+                    applied,
+                    depends_on: Vec::new(),
+                },
             );
         }
         Ok(())
@@ -331,14 +353,16 @@ impl<'a> Planner<'a> {
                 self.resource_change(
                     &key,
                     &resolution,
-                    &tag.name,
-                    Vec::new(),
-                    create_fields,
-                    None,
-                    None,
-                    applied,
+                    Proposal {
+                        name: tag.name.clone(),
+                        fields: Vec::new(),
+                        create_fields,
+                        definition_diff: None,
+                        expected: None,
+                        applied,
+                        depends_on: depends_on.clone(),
+                    },
                 );
-                self.push_depends_on(&key, depends_on);
                 continue;
             };
             let live = &self.live.tags[id];
@@ -397,12 +421,15 @@ impl<'a> Planner<'a> {
             self.resource_change(
                 &key,
                 &resolution,
-                &tag.name,
-                fields,
-                create_fields,
-                None,
-                Some(expected),
-                applied,
+                Proposal {
+                    name: tag.name.clone(),
+                    fields,
+                    create_fields,
+                    definition_diff: None,
+                    expected: Some(expected),
+                    applied,
+                    depends_on: Vec::new(),
+                },
             );
         }
         Ok(())
@@ -414,13 +441,6 @@ impl<'a> Planner<'a> {
             Some(group) if !group.default => json!(group.name),
             Some(_) => Value::Null,
             None => json!(group_id),
-        }
-    }
-
-    fn push_depends_on(&mut self, key: &ResourceKey, depends_on: Vec<String>) {
-        let address = key.address();
-        if let Some(change) = self.changes.iter_mut().rev().find(|c| c.address == address) {
-            change.depends_on = depends_on;
         }
     }
 
@@ -464,12 +484,15 @@ impl<'a> Planner<'a> {
             self.resource_change(
                 &key,
                 &resolution,
-                &list.name,
-                fields,
-                create_fields,
-                None,
-                expected,
-                applied,
+                Proposal {
+                    name: list.name.clone(),
+                    fields,
+                    create_fields,
+                    definition_diff: None,
+                    expected,
+                    applied,
+                    depends_on: Vec::new(),
+                },
             );
         }
         Ok(())
@@ -531,12 +554,15 @@ impl<'a> Planner<'a> {
             self.resource_change(
                 &key,
                 &resolution,
-                &segment.name,
-                fields,
-                create_fields,
-                diff_text,
-                expected,
-                applied,
+                Proposal {
+                    name: segment.name.clone(),
+                    fields,
+                    create_fields,
+                    definition_diff: diff_text,
+                    expected,
+                    applied,
+                    depends_on: Vec::new(),
+                },
             );
         }
         Ok(())

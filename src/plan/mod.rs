@@ -336,8 +336,9 @@ pub fn json_schema() -> serde_json::Value {
 pub enum PlanError {
     /// Several unmanaged Klaviyo resources match a manifest resource's name.
     #[error(
-        "{address}: {count} unmanaged Klaviyo {kind}s are named {name:?} (ids: {ids}); klsync cannot tell which one to adopt. Rename or delete the extra ones in Klaviyo, or give the manifest resource another name",
+        "{address}: {count} unmanaged Klaviyo {kinds} are named {name:?} (ids: {ids}); klsync cannot tell which one to adopt. Rename or delete the extra ones in Klaviyo, or give the manifest resource another name",
         count = ids.len(),
+        kinds = kind.plural(),
         ids = ids.join(", ")
     )]
     AmbiguousAdoption {

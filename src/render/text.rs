@@ -95,7 +95,7 @@ fn write_change(out: &mut String, change: &Change, paint: &Paint) {
     if let Some(note) = &change.note {
         let _ = writeln!(
             out,
-            "      {}",
+            "    {}",
             paint.paint(DIM, &format!("# {}", sanitize(note)))
         );
     }
@@ -110,10 +110,10 @@ fn write_change(out: &mut String, change: &Change, paint: &Paint) {
         } else {
             format!("{} → {}", compact(&field.before), compact(&field.after))
         };
-        let _ = writeln!(out, "      {}: {value}", sanitize(&field.field));
+        let _ = writeln!(out, "    {}: {value}", sanitize(&field.field));
     }
     if let Some(diff) = &change.definition_diff {
-        let _ = writeln!(out, "      definition:");
+        let _ = writeln!(out, "    definition:");
         for diff_line in diff
             .lines()
             .filter(|l| !l.starts_with("---") && !l.starts_with("+++"))
@@ -125,7 +125,7 @@ fn write_change(out: &mut String, change: &Change, paint: &Paint) {
                 Some('@') => paint.paint(CYAN, &diff_line),
                 _ => diff_line,
             };
-            let _ = writeln!(out, "        {styled}");
+            let _ = writeln!(out, "      {styled}");
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - tag: `group/name`, or the bare `name` for a tag in Klaviyo's default tag group;
 //! - list and segment: the manifest `id`.
 
+#![deny(missing_docs)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 

@@ -373,3 +373,34 @@ fn a_state_record_of_a_vanished_resource_is_a_warning_not_a_change() {
     assert_eq!(plan.warnings.len(), 1);
     assert!(plan.warnings[0].contains("list.gone"));
 }
+
+#[test]
+fn a_tag_in_an_undeclared_group_or_without_a_default_group_is_an_error() {
+    let mut desired = DesiredState::default();
+    want_tag(&mut desired, Some("ghost"), "vip");
+    assert_eq!(
+        diff(&desired, &live(), &ManagedState::new(), meta()).unwrap_err(),
+        PlanError::UnknownTagGroup {
+            tag: "ghost/vip".into(),
+            group: "ghost".into()
+        }
+    );
+    let mut desired = DesiredState::default();
+    want_tag(&mut desired, None, "vip");
+    let no_default = klsync::model::LiveState::default();
+    assert_eq!(
+        diff(&desired, &no_default, &ManagedState::new(), meta()).unwrap_err(),
+        PlanError::NoDefaultTagGroup { tag: "vip".into() }
+    );
+}
+
+#[test]
+fn klaviyos_default_group_is_never_adopted() {
+    let mut desired = DesiredState::default();
+    want_group(&mut desired, "Default Tag Group", false);
+    let plan = plan(&desired, &live(), &ManagedState::new());
+    assert_eq!(
+        actions(&plan),
+        [("tag_group.Default Tag Group".into(), Action::Create, false)]
+    );
+}

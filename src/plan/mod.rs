@@ -26,6 +26,8 @@
 //! holds two tags at once), then destroys in reverse dependency order (segments, lists, tags,
 //! tag groups). Within a class, by address.
 
+#![deny(missing_docs)]
+
 mod cost;
 mod diff;
 mod model_apply;

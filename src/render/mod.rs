@@ -6,6 +6,8 @@
 //! untrusted: text escapes control characters (no terminal escape injection), Markdown keeps
 //! them in code spans and fenced blocks (no HTML, links or @mentions), JSON escapes by nature.
 
+#![deny(missing_docs)]
+
 mod json;
 mod markdown;
 mod text;

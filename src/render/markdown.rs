@@ -22,6 +22,9 @@ pub const MARKDOWN_LIMIT: usize = 65_536;
 /// Room kept below the limit for closing tags and the truncation note.
 const RESERVE: usize = 512;
 
+/// A definition diff longer than this is cut, so one huge segment cannot crowd out the rest.
+const MAX_DIFF_CHARS: usize = 16_000;
+
 /// At most this many warnings are listed; the rest are counted.
 const MAX_WARNINGS: usize = 50;
 
@@ -176,10 +179,23 @@ fn change_block(change: &Change) -> String {
         block.push('\n');
     }
     if let Some(diff) = &change.definition_diff {
+        let (diff, cut) = cut_at_line(diff, MAX_DIFF_CHARS);
         let fence = "`".repeat(longest_backtick_run(diff).max(2) + 1);
         let _ = writeln!(block, "{fence}diff\n{}{fence}\n", ensure_newline(diff));
+        if cut {
+            block.push_str("_Diff cut short; run `klsync plan` locally to see all of it._\n\n");
+        }
     }
     block
+}
+
+/// The longest prefix of `text` ending at a line break and at most `max` characters long.
+fn cut_at_line(text: &str, max: usize) -> (&str, bool) {
+    let Some((end, _)) = text.char_indices().nth(max) else {
+        return (text, false);
+    };
+    let end = text[..end].rfind('\n').map_or(0, |newline| newline + 1);
+    (&text[..end], true)
 }
 
 fn ensure_newline(text: &str) -> String {
@@ -259,6 +275,13 @@ mod tests {
         assert_eq!(code("`x`"), "`` `x` ``");
         assert_eq!(code(""), "` `");
         assert_eq!(code("two\nlines"), "`two␤lines`");
+    }
+
+    #[test]
+    fn long_diffs_are_cut_at_a_line_break() {
+        let diff = "+line\n".repeat(10);
+        assert_eq!(cut_at_line(&diff, 100), (diff.as_str(), false));
+        assert_eq!(cut_at_line(&diff, 15), ("+line\n+line\n", true));
     }
 
     #[test]

@@ -226,10 +226,6 @@ impl<'a> Planner<'a> {
                 (Action::Update, fields, None)
             }
         };
-        let definition_diff = match action {
-            Action::Create | Action::Adopt | Action::Update => definition_diff,
-            _ => None,
-        };
         self.changes.push(Change {
             address: key.address(),
             kind: key.kind.into(),

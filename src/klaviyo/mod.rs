@@ -5,7 +5,7 @@
 //! - [`types`]: resources and the JSON:API documents they travel in.
 //! - [`ratelimit`]: client-side pacing to the published limits, and plan cost estimates.
 //! - [`operations`]: the operation table shared with the emulator.
-//! - [`error`]: [`ApiError`].
+//! - [`error`]: the error type, [`ApiError`].
 
 pub mod client;
 pub mod error;

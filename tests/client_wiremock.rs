@@ -505,3 +505,36 @@ async fn segment_deactivation_is_sent_alone() {
         [json!({"name": "New"}), json!({"is_active": false})]
     );
 }
+
+#[tokio::test]
+async fn timeouts_are_typed_and_retried_for_repeatable_requests() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/tags"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let mut config = ClientConfig::new(server.uri(), Secret::new(KEY));
+    config.rate_limit_factor = None;
+    config.backoff_base = Duration::from_millis(10);
+    config.max_attempts = 2;
+    config.timeout = Duration::from_millis(200);
+    let client = KlaviyoClient::new(config).unwrap();
+    let err = client
+        .list_tags()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::Timeout {
+                operation: Operation::GetTags,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_ambiguous());
+}

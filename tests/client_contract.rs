@@ -138,7 +138,7 @@ async fn every_request_body_validates_against_the_spec() {
         .await
         .unwrap();
     client
-        .create_bulk_import_job(&[full.clone()], &[])
+        .create_bulk_import_job(std::slice::from_ref(&full), &[])
         .await
         .unwrap();
     client

@@ -538,3 +538,49 @@ async fn timeouts_are_typed_and_retried_for_repeatable_requests() {
     );
     assert!(err.is_ambiguous());
 }
+
+#[tokio::test]
+async fn daily_cap_fails_fast_and_is_shared_by_clones() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/segments"))
+        .respond_with(json_api(201, json!({"data": {"type": "segment", "id": "S1",
+            "attributes": {"name": "A", "is_active": true, "is_processing": true, "is_starred": false},
+            "links": {"self": "x"}}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = ClientConfig::new(server.uri(), Secret::new(KEY));
+    // Scaled so the 100/day segment-create cap becomes 1/day.
+    config.rate_limit_factor = Some(0.01);
+    let client = KlaviyoClient::new(config).unwrap();
+    let definition = json!({"condition_groups": []});
+    client
+        .create_segment("A", &definition, false)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = client
+        .clone()
+        .create_segment("B", &definition, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::DailyCapReached {
+                operation: Operation::CreateSegment,
+                cap: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "must not wait for the limiter"
+    );
+    assert!(
+        err.to_string().starts_with("create_segment: daily limit"),
+        "{err}"
+    );
+}

@@ -106,7 +106,7 @@ pub(crate) fn snippet(body: &[u8]) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Klaviyo answered with an error status (4xx other than 429, or a 5xx after retries).
-    #[error("{operation:?} failed with HTTP {status}: {}", summary(errors))]
+    #[error("{} failed with HTTP {status}: {}", .operation.operation_id(), summary(errors))]
     Klaviyo {
         /// HTTP status.
         status: u16,
@@ -116,7 +116,7 @@ pub enum ApiError {
         operation: Operation,
     },
     /// The request could not be sent or the connection broke.
-    #[error("{operation:?} {path}: transport error")]
+    #[error("{} {path}: transport error", .operation.operation_id())]
     Transport {
         /// The operation that failed.
         operation: Operation,
@@ -127,7 +127,7 @@ pub enum ApiError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No response within the configured timeout.
-    #[error("{operation:?} {path}: timed out")]
+    #[error("{} {path}: timed out", .operation.operation_id())]
     Timeout {
         /// The operation that failed.
         operation: Operation,
@@ -136,7 +136,8 @@ pub enum ApiError {
     },
     /// The response body did not have the expected shape.
     #[error(
-        "{operation:?}: could not decode HTTP {status} response ({message}); body starts: {body_snippet}"
+        "{}: could not decode HTTP {status} response ({message}); body starts: {body_snippet}",
+        .operation.operation_id()
     )]
     Decode {
         /// The operation whose response was bad.
@@ -149,7 +150,7 @@ pub enum ApiError {
         body_snippet: String,
     },
     /// The request exceeds a documented Klaviyo size limit; nothing was sent.
-    #[error("{operation:?}: request too large: {detail}")]
+    #[error("{}: request too large: {detail}", .operation.operation_id())]
     TooLarge {
         /// The operation refused.
         operation: Operation,
@@ -157,7 +158,7 @@ pub enum ApiError {
         detail: String,
     },
     /// The operation's daily cap is used up; retrying today is pointless.
-    #[error("{operation:?}: daily limit of {cap} requests reached")]
+    #[error("{}: daily limit of {cap} requests reached; try again tomorrow", .operation.operation_id())]
     DailyCapReached {
         /// The capped operation.
         operation: Operation,
@@ -165,7 +166,7 @@ pub enum ApiError {
         cap: u32,
     },
     /// Klaviyo kept answering 429, or asked to wait longer than the client is willing to.
-    #[error("{operation:?}: rate limited after {attempts} attempt(s){}", retry_after.map(|d| format!(", server asked to wait {}s", d.as_secs())).unwrap_or_default())]
+    #[error("{}: rate limited after {attempts} attempt(s){}", .operation.operation_id(), retry_after.map(|d| format!(", server asked to wait {}s", d.as_secs())).unwrap_or_default())]
     RateLimitExhausted {
         /// The operation that was rate limited.
         operation: Operation,

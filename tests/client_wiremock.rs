@@ -584,3 +584,31 @@ async fn daily_cap_fails_fast_and_is_shared_by_clones() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn delete_that_404s_after_an_unanswered_attempt_counts_as_done() {
+    let server = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .and(path("/api/tags/T1"))
+        .respond_with(ResponseTemplate::new(504))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/api/tags/T1"))
+        .respond_with(json_api(
+            404,
+            json!({"errors": [{"id": "e", "code": "not_found",
+            "title": "Not found.", "detail": "Tag not found"}]}),
+        ))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    client.delete_tag("T1").await.unwrap();
+    // Without an earlier ambiguous attempt, a 404 is the caller's problem.
+    let err = client.delete_tag("T1").await.unwrap_err();
+    assert_eq!(err.status(), Some(404));
+}

@@ -125,6 +125,8 @@ pub(crate) struct Call {
     pub body: Option<Vec<u8>>,
     /// Whether sending it twice is the same as sending it once (see module docs).
     pub repeatable: bool,
+    /// Why it is repeatable, for the retry log.
+    pub why_repeatable: &'static str,
 }
 
 impl Call {
@@ -132,12 +134,19 @@ impl Call {
     /// Relationship POSTs, `profile-import` and bulk import jobs override this via
     /// [`Call::repeatable`].
     pub fn new(op: Operation, path: String) -> Self {
+        let why_repeatable = match op.method() {
+            "GET" => "a read changes nothing",
+            "PATCH" => "a PATCH sets absolute values",
+            "DELETE" => "deleting twice leaves the same state",
+            _ => "",
+        };
         Call {
             op,
             path,
             query: Vec::new(),
             body: None,
-            repeatable: op.method() != "POST",
+            repeatable: !why_repeatable.is_empty(),
+            why_repeatable,
         }
     }
 
@@ -153,10 +162,22 @@ impl Call {
 
     /// Mark a POST as safe to repeat; `why` documents the reason at the call site.
     pub fn repeatable(mut self, why: &'static str) -> Self {
-        let _ = why;
         self.repeatable = true;
+        self.why_repeatable = why;
         self
     }
+}
+
+/// Deletes of a whole resource, for which a 404 on a repeat means the first attempt worked.
+/// (Relationship deletes are excluded: their 404 means the parent resource does not exist.)
+fn deletes_a_resource(op: Operation) -> bool {
+    matches!(
+        op,
+        Operation::DeleteList
+            | Operation::DeleteSegment
+            | Operation::DeleteTag
+            | Operation::DeleteTagGroup
+    )
 }
 
 /// `/api/<part>/<part>...` with every part percent-encoded.
@@ -275,12 +296,23 @@ impl KlaviyoClient {
             .op
             .extra_buckets(call.query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut attempt = 0;
+        // Set once an attempt may have taken effect without us seeing the answer.
+        let mut maybe_applied = false;
         loop {
             attempt += 1;
             self.pace(call.op, &extras).await?;
             match self.attempt(call, attempt).await {
                 Attempt::Response { status, body, .. } if (200..300).contains(&status) => {
                     return Ok(Reply { status, body });
+                }
+                // The earlier, unanswered DELETE did its job: the resource is gone, as asked.
+                Attempt::Response { status: 404, .. }
+                    if maybe_applied && deletes_a_resource(call.op) =>
+                {
+                    return Ok(Reply {
+                        status: 204,
+                        body: Vec::new(),
+                    });
                 }
                 Attempt::Response {
                     status: 429,
@@ -298,7 +330,14 @@ impl KlaviyoClient {
                     }
                     // Without Retry-After (not Klaviyo's behaviour, but proxies), back off.
                     let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                    self.wait_before_retry(call, attempt, wait, "429").await;
+                    self.wait_before_retry(
+                        call,
+                        attempt,
+                        wait,
+                        "429",
+                        "a 429 means nothing was done",
+                    )
+                    .await;
                 }
                 Attempt::Response { status, body, .. } => {
                     let error = ApiError::Klaviyo {
@@ -309,14 +348,28 @@ impl KlaviyoClient {
                     if status < 500 || !call.repeatable || attempt >= self.inner.max_attempts {
                         return Err(error);
                     }
-                    self.wait_before_retry(call, attempt, self.backoff(attempt), "5xx")
-                        .await;
+                    maybe_applied = true;
+                    self.wait_before_retry(
+                        call,
+                        attempt,
+                        self.backoff(attempt),
+                        "5xx",
+                        call.why_repeatable,
+                    )
+                    .await;
                 }
                 Attempt::Failed { error, not_sent } => {
                     if !(call.repeatable || not_sent) || attempt >= self.inner.max_attempts {
                         return Err(error);
                     }
-                    self.wait_before_retry(call, attempt, self.backoff(attempt), "transport")
+                    maybe_applied |= !not_sent;
+                    let safe_because = if not_sent {
+                        "the request was never sent"
+                    } else {
+                        call.why_repeatable
+                    };
+                    let wait = self.backoff(attempt);
+                    self.wait_before_retry(call, attempt, wait, "transport", safe_because)
                         .await;
                 }
             }
@@ -366,6 +419,7 @@ impl KlaviyoClient {
                         attempt,
                         self.backoff(attempt),
                         "ambiguous create",
+                        "a lookup found nothing the failed create could have made",
                     )
                     .await;
                 }
@@ -431,6 +485,7 @@ impl KlaviyoClient {
             query,
             body: None,
             repeatable: true,
+            why_repeatable: "a read changes nothing",
         })
     }
 
@@ -463,11 +518,19 @@ impl KlaviyoClient {
         Ok(())
     }
 
-    async fn wait_before_retry(&self, call: &Call, attempt: u32, wait: Duration, reason: &str) {
+    async fn wait_before_retry(
+        &self,
+        call: &Call,
+        attempt: u32,
+        wait: Duration,
+        reason: &str,
+        safe_because: &str,
+    ) {
         tracing::warn!(
             operation = call.op.operation_id(),
             attempt,
             reason,
+            safe_because,
             wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             "retrying Klaviyo request"
         );

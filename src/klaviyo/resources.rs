@@ -160,7 +160,7 @@ impl KlaviyoClient {
     }
 
     /// `POST /api/profile-bulk-import-jobs`. Refuses up front (nothing sent) above 10,000
-    /// profiles or 5 MB of body.
+    /// profiles, 100 KB for any one profile, or 5 MB of body.
     pub async fn create_bulk_import_job(
         &self,
         profiles: &[ProfileAttributes],
@@ -175,6 +175,17 @@ impl KlaviyoClient {
                     profiles.len()
                 ),
             });
+        }
+        for (index, profile) in profiles.iter().enumerate() {
+            let size = serde_json::to_vec(&types::profile_upsert_object(profile))
+                .expect("JSON values always serialize")
+                .len();
+            if size > PROFILE_MAX_BYTES {
+                return Err(ApiError::TooLarge {
+                    operation: op,
+                    detail: format!("profile #{index} is {size} bytes, limit {PROFILE_MAX_BYTES}"),
+                });
+            }
         }
         let call = Call::new(op, path(&["profile-bulk-import-jobs"]))
             .json(&types::bulk_import_job(profiles, list_ids))

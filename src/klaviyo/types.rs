@@ -597,7 +597,7 @@ pub(crate) fn profile_update(id: &str, attributes: &ProfileAttributes, unset: &[
 }
 
 /// `ProfileUpsertQueryResourceObject`
-fn profile_upsert_object(attributes: &ProfileAttributes) -> Value {
+pub(crate) fn profile_upsert_object(attributes: &ProfileAttributes) -> Value {
     serde_json::json!({"type": "profile", "attributes": attributes})
 }
 

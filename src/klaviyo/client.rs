@@ -382,7 +382,8 @@ impl KlaviyoClient {
     ///
     /// Names are treated as unique keys for this: klsync manifests enforce unique list, segment
     /// and tag-group names (and tag names within a group), so a resource with the name we just
-    /// tried to create is the one we created.
+    /// tried to create is the one we created. Residual risk: if Klaviyo applies the lost create
+    /// only after our lookup, the retry makes a duplicate; the next `plan` shows it.
     pub(crate) async fn create_with_recovery<T, D, L, F>(
         &self,
         call: &Call,
@@ -400,7 +401,7 @@ impl KlaviyoClient {
             attempt += 1;
             match self.execute(call).await {
                 Ok(reply) => return decode(reply),
-                Err(error) if error.is_ambiguous() && attempt < self.inner.max_attempts => {
+                Err(error) if error.is_ambiguous() => {
                     tracing::warn!(
                         operation = call.op.operation_id(),
                         %error,
@@ -413,6 +414,9 @@ impl KlaviyoClient {
                         );
                         self.metrics_lock().recovered_creates += 1;
                         return Ok(existing);
+                    }
+                    if attempt >= self.inner.max_attempts {
+                        return Err(error);
                     }
                     self.wait_before_retry(
                         call,

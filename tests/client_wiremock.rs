@@ -612,3 +612,32 @@ async fn delete_that_404s_after_an_unanswered_attempt_counts_as_done() {
     let err = client.delete_tag("T1").await.unwrap_err();
     assert_eq!(err.status(), Some(404));
 }
+
+#[tokio::test]
+async fn client_paces_requests_and_reports_the_wait() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/lists/L1"))
+        .respond_with(json_api(200, json!({"data": list_resource("L1", "A")})))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let mut config = ClientConfig::new(server.uri(), Secret::new(KEY));
+    // GET /lists/{id} at 4% of 75/s: 3/s, of which 2 up front and then one per 500 ms.
+    config.rate_limit_factor = Some(0.04);
+    let client = KlaviyoClient::new(config).unwrap();
+    let started = Instant::now();
+    for _ in 0..3 {
+        client.clone().get_list("L1").await.unwrap();
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        client.metrics().limiter_wait_ms >= 400,
+        "{:?}",
+        client.metrics()
+    );
+}

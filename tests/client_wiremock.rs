@@ -641,3 +641,96 @@ async fn client_paces_requests_and_reports_the_wait() {
         client.metrics()
     );
 }
+
+#[tokio::test]
+async fn ambiguous_profile_create_that_lands_late_resolves_its_409() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/profiles"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/profiles"))
+        .and(query_param("filter", r#"any(email,["late@example.com"])"#))
+        .respond_with(json_api(200, json!({"data": [], "links": {"self": "x"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/profiles"))
+        .respond_with(json_api(409, json!({"errors": [{"id": "e", "code": "duplicate_profile",
+            "title": "Conflict.", "detail": "exists", "meta": {"duplicate_profile_id": "01LATE"}}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/profiles/01LATE"))
+        .respond_with(json_api(
+            200,
+            json!({"data": {"type": "profile", "id": "01LATE",
+            "attributes": {"email": "late@example.com"}, "links": {"self": "x"}}}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let attributes = ProfileAttributes {
+        email: Some(Some("late@example.com".into())),
+        ..ProfileAttributes::default()
+    };
+    let profile = client(&server).create_profile(&attributes).await.unwrap();
+    assert_eq!(profile.id, "01LATE");
+}
+
+/// Every operation's future and stream can be handed to `tokio::spawn` (compile-time check).
+#[allow(dead_code)]
+fn operations_are_send(client: KlaviyoClient) {
+    fn send<T: Send + 'static>(_: T) {}
+    let attributes = ProfileAttributes::default();
+    let ids: Vec<String> = Vec::new();
+    let definition = json!({});
+    send(async move {
+        let c = &client;
+        let _ = c.get_profile("x").await;
+        let _ = c.find_profiles_by(ProfileIdentifier::Email, &ids).await;
+        let _ = c.create_profile(&attributes).await;
+        let _ = c.update_profile("x", &attributes, &ids).await;
+        let _ = c.upsert_profile(&attributes).await;
+        let _ = c.create_bulk_import_job(&[], &ids).await;
+        let _ = c.get_bulk_import_job("x").await;
+        let _ = c.get_list("x").await;
+        let _ = c.create_list("x", None).await;
+        let _ = c.update_list("x", None, None).await;
+        let _ = c.delete_list("x").await;
+        let _ = c.add_profiles_to_list("x", &ids).await;
+        let _ = c.remove_profiles_from_list("x", &ids).await;
+        let _ = c.get_segment("x").await;
+        let _ = c.create_segment("x", &definition, false).await;
+        let _ = c.update_segment("x", &Default::default()).await;
+        let _ = c.delete_segment("x").await;
+        let _ = c.create_tag("x", None).await;
+        let _ = c.update_tag("x", "y").await;
+        let _ = c.delete_tag("x").await;
+        let _ = c.tag_lists("x", &ids).await;
+        let _ = c.untag_lists("x", &ids).await;
+        let _ = c.tag_segments("x", &ids).await;
+        let _ = c.untag_segments("x", &ids).await;
+        let _ = c.list_ids_for_tag("x").await;
+        let _ = c.segment_ids_for_tag("x").await;
+        let _ = c.create_tag_group("x", false).await;
+        let _ = c.update_tag_group("x", "y").await;
+        let _ = c.delete_tag_group("x").await;
+        let _ = c.tag_ids_for_group("x").await;
+        let _ = c.list_lists(true).try_collect::<Vec<_>>().await;
+        let _ = c.list_segments(true).try_collect::<Vec<_>>().await;
+        let _ = c.list_tags().try_collect::<Vec<_>>().await;
+        let _ = c.list_tag_groups().try_collect::<Vec<_>>().await;
+        let _ = c.list_profiles().try_collect::<Vec<_>>().await;
+        let _ = c.list_member_ids("x").try_collect::<Vec<_>>().await;
+        let _ = c.segment_member_ids("x").try_collect::<Vec<_>>().await;
+        let _ = c.bulk_import_errors("x").try_collect::<Vec<_>>().await;
+    });
+}

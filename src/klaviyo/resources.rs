@@ -91,8 +91,10 @@ impl KlaviyoClient {
     }
 
     /// `POST /api/profiles`. After an ambiguous failure the profile is looked up by its first
-    /// identifier (email, phone, external id) and returned if the create took effect. A 409
-    /// `duplicate_profile` is returned as an error ([`ApiError::duplicate_profile_id`]).
+    /// identifier (email, phone, external id) and returned if the create took effect; if the
+    /// repeat then meets 409 `duplicate_profile`, the lost create landed after the lookup and
+    /// the profile it made is returned. A 409 without an earlier ambiguous failure is returned
+    /// as an error ([`ApiError::duplicate_profile_id`]): the profile existed before.
     pub async fn create_profile(
         &self,
         attributes: &ProfileAttributes,
@@ -103,25 +105,38 @@ impl KlaviyoClient {
         let identifier = attributes
             .identifier()
             .map(|(kind, value)| (kind, value.to_string()));
-        self.create_with_recovery(
-            &call,
-            |reply| single::<ProfileData, Profile>(&reply, op),
-            || {
-                let identifier = identifier.clone();
-                async move {
-                    let Some((kind, value)) = identifier else {
-                        // No identifier: nothing to look up by; a repeat could duplicate.
-                        return Ok(None);
-                    };
-                    Ok(self
-                        .find_profiles_by(kind, &[value])
-                        .await?
-                        .into_iter()
-                        .next())
+        // Atomic rather than Cell so the future stays Send.
+        let had_ambiguous_failure = std::sync::atomic::AtomicBool::new(false);
+        let created = self
+            .create_with_recovery(
+                &call,
+                |reply| single::<ProfileData, Profile>(&reply, op),
+                || {
+                    had_ambiguous_failure.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let identifier = identifier.clone();
+                    async move {
+                        let Some((kind, value)) = identifier else {
+                            // No identifier: nothing to look up by; a repeat could duplicate.
+                            return Ok(None);
+                        };
+                        Ok(self
+                            .find_profiles_by(kind, &[value])
+                            .await?
+                            .into_iter()
+                            .next())
+                    }
+                },
+            )
+            .await;
+        match created {
+            Err(error) if had_ambiguous_failure.load(std::sync::atomic::Ordering::Relaxed) => {
+                match error.duplicate_profile_id() {
+                    Some(id) => self.get_profile(id).await,
+                    None => Err(error),
                 }
-            },
-        )
-        .await
+            }
+            other => other,
+        }
     }
 
     /// `PATCH /api/profiles/{id}`: set/clear `attributes` and remove the `unset` property keys

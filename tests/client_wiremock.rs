@@ -685,10 +685,13 @@ async fn ambiguous_profile_create_that_lands_late_resolves_its_409() {
     assert_eq!(profile.id, "01LATE");
 }
 
-/// Every operation's future and stream can be handed to `tokio::spawn` (compile-time check).
-#[allow(dead_code)]
-fn operations_are_send(client: KlaviyoClient) {
+/// Every operation's future and stream can be handed to `tokio::spawn`. The check is made by
+/// the compiler; the future is built and dropped without running.
+#[test]
+fn operations_are_send() {
     fn send<T: Send + 'static>(_: T) {}
+    let client =
+        KlaviyoClient::new(ClientConfig::new("http://127.0.0.1:9", Secret::new(KEY))).unwrap();
     let attributes = ProfileAttributes::default();
     let ids: Vec<String> = Vec::new();
     let definition = json!({});

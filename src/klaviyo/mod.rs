@@ -1,3 +1,25 @@
 //! Everything that talks to Klaviyo. Only `client` imports reqwest.
+//!
+//! - [`client`]: the HTTP engine (auth, pacing, retries, pagination, tracing, metrics).
+//! - `resources`: the typed operations, as methods of [`KlaviyoClient`].
+//! - [`types`]: resources and the JSON:API documents they travel in.
+//! - [`ratelimit`]: client-side pacing to the published limits, and plan cost estimates.
+//! - [`operations`]: the operation table shared with the emulator.
+//! - [`error`]: the error type, [`ApiError`].
 
+pub mod client;
+pub mod error;
 pub mod operations;
+pub mod ratelimit;
+mod resources;
+pub mod types;
+
+pub use client::{ApiStream, ClientConfig, ClientMetrics, KlaviyoClient};
+pub use error::{ApiError, ApiErrorObject};
+pub use operations::{ExtraBucket, Operation, RateLimit};
+pub use ratelimit::estimated_duration;
+pub use resources::{BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, PROFILE_MAX_BYTES};
+pub use types::{
+    BulkImportJob, ImportError, JobStatus, List, OptInProcess, Profile, ProfileAttributes,
+    ProfileData, ProfileIdentifier, Segment, SegmentUpdate, Tag, TagGroup, Upserted,
+};

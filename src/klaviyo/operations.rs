@@ -473,3 +473,134 @@ impl Operation {
         }
     }
 }
+
+/// A stricter bucket Klaviyo charges *on top of* an operation's own bucket when the request asks
+/// for expensive extras through `include=` or `additional-fields[...]=`.
+///
+/// Only the extras the spec publishes a limit for are listed (in the operation descriptions, not
+/// in `x-klaviyo-ratelimit`). `include=tags` on GET /lists and GET /segments has no published
+/// extra limit, so it consumes only the operation's own bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ExtraBucket {
+    /// `additional-fields[profile]=predictive_analytics` on GET /profiles or GET /profiles/{id}.
+    ProfilePredictiveAnalytics,
+    /// `include=lists` on GET /profiles/{id}.
+    ProfileIncludeLists,
+    /// `include=segments` on GET /profiles/{id}.
+    ProfileIncludeSegments,
+    /// `additional-fields[list]=profile_count` on GET /lists/{id}.
+    ListProfileCount,
+    /// `additional-fields[segment]=profile_count` on GET /segments/{id}.
+    SegmentProfileCount,
+}
+
+impl ExtraBucket {
+    /// Every extra bucket.
+    pub const ALL: &'static [ExtraBucket] = &[
+        ExtraBucket::ProfilePredictiveAnalytics,
+        ExtraBucket::ProfileIncludeLists,
+        ExtraBucket::ProfileIncludeSegments,
+        ExtraBucket::ListProfileCount,
+        ExtraBucket::SegmentProfileCount,
+    ];
+
+    /// The published limit of this bucket (none of them has a daily cap).
+    pub fn rate_limit(self) -> RateLimit {
+        let (burst_per_second, steady_per_minute) = match self {
+            ExtraBucket::ProfilePredictiveAnalytics => (10, 150),
+            ExtraBucket::ProfileIncludeLists
+            | ExtraBucket::ProfileIncludeSegments
+            | ExtraBucket::ListProfileCount
+            | ExtraBucket::SegmentProfileCount => (1, 15),
+        };
+        RateLimit {
+            burst_per_second,
+            steady_per_minute,
+            daily: None,
+        }
+    }
+}
+
+impl Operation {
+    /// The extra buckets a request for this operation consumes given its decoded query
+    /// parameters (`include`, `additional-fields[...]`; values comma-separated as the spec's
+    /// `explode: false` arrays are). Parameters that carry no extra limit are ignored.
+    pub fn extra_buckets<'a>(
+        self,
+        query: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<ExtraBucket> {
+        let mut buckets = Vec::new();
+        for (key, value) in query {
+            for item in value.split(',').map(str::trim) {
+                let bucket = match (self, key, item) {
+                    (
+                        Operation::GetProfiles | Operation::GetProfile,
+                        "additional-fields[profile]",
+                        "predictive_analytics",
+                    ) => ExtraBucket::ProfilePredictiveAnalytics,
+                    (Operation::GetProfile, "include", "lists") => ExtraBucket::ProfileIncludeLists,
+                    (Operation::GetProfile, "include", "segments") => {
+                        ExtraBucket::ProfileIncludeSegments
+                    }
+                    (Operation::GetList, "additional-fields[list]", "profile_count") => {
+                        ExtraBucket::ListProfileCount
+                    }
+                    (Operation::GetSegment, "additional-fields[segment]", "profile_count") => {
+                        ExtraBucket::SegmentProfileCount
+                    }
+                    _ => continue,
+                };
+                if !buckets.contains(&bucket) {
+                    buckets.push(bucket);
+                }
+            }
+        }
+        buckets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_and_additional_fields_add_stricter_buckets() {
+        let query = [
+            ("include", "lists,segments"),
+            (
+                "additional-fields[profile]",
+                "subscriptions,predictive_analytics",
+            ),
+        ];
+        assert_eq!(
+            Operation::GetProfile.extra_buckets(query),
+            vec![
+                ExtraBucket::ProfileIncludeLists,
+                ExtraBucket::ProfileIncludeSegments,
+                ExtraBucket::ProfilePredictiveAnalytics,
+            ]
+        );
+        // GET /profiles has no `include=lists`; subscriptions carries no extra bucket.
+        assert_eq!(
+            Operation::GetProfiles.extra_buckets([
+                ("include", "lists"),
+                ("additional-fields[profile]", "subscriptions")
+            ]),
+            vec![]
+        );
+        assert_eq!(
+            Operation::GetList.extra_buckets([("additional-fields[list]", "profile_count")]),
+            vec![ExtraBucket::ListProfileCount]
+        );
+        assert_eq!(
+            Operation::GetLists.extra_buckets([("include", "tags")]),
+            vec![]
+        );
+        assert_eq!(
+            ExtraBucket::SegmentProfileCount
+                .rate_limit()
+                .steady_per_minute,
+            15
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! `ApiError`: everything that can go wrong talking to Klaviyo.
+//!
+//! No variant ever holds a request header, so the API key cannot reach an error message. URLs
+//! are safe (the key travels only in the `Authorization` header), but transport errors are still
+//! stripped of their URL and carry the request path instead, so a base URL with credentials in it
+//! can never leak either.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::operations::Operation;
+
+/// One entry of a Klaviyo `{"errors": [...]}` body.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ApiErrorObject {
+    /// Klaviyo's id for this error occurrence, when given.
+    pub id: Option<String>,
+    /// Machine-readable code, e.g. `invalid`, `duplicate_profile`, `not_found`.
+    pub code: String,
+    /// Short human-readable summary.
+    pub title: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// JSON pointer into the request body (`source.pointer`).
+    pub source_pointer: Option<String>,
+    /// The query parameter at fault (`source.parameter`).
+    pub source_parameter: Option<String>,
+    /// Extra data (`meta`), e.g. `duplicate_profile_id`.
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Wire shape of an error body. Everything is optional so that a half-conforming body still
+/// yields what it has.
+#[derive(Deserialize)]
+struct WireErrors {
+    #[serde(default)]
+    errors: Vec<WireError>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
+    #[serde(default)]
+    source: Option<WireSource>,
+    #[serde(default)]
+    meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct WireSource {
+    #[serde(default)]
+    pointer: Option<String>,
+    #[serde(default)]
+    parameter: Option<String>,
+}
+
+impl ApiErrorObject {
+    /// Parse a Klaviyo error body. A body that is not the JSON:API error shape (a proxy's HTML
+    /// page, an empty 502) becomes one synthetic object whose `detail` is a snippet of the body.
+    pub fn parse_body(body: &[u8]) -> Vec<ApiErrorObject> {
+        match serde_json::from_slice::<WireErrors>(body) {
+            Ok(parsed) if !parsed.errors.is_empty() => parsed
+                .errors
+                .into_iter()
+                .map(|e| ApiErrorObject {
+                    id: e.id,
+                    code: e.code.unwrap_or_default(),
+                    title: e.title.unwrap_or_default(),
+                    detail: e.detail.unwrap_or_default(),
+                    source_pointer: e.source.as_ref().and_then(|s| s.pointer.clone()),
+                    source_parameter: e.source.and_then(|s| s.parameter),
+                    meta: e.meta.unwrap_or_default(),
+                })
+                .collect(),
+            _ if body.is_empty() => Vec::new(),
+            _ => vec![ApiErrorObject {
+                detail: snippet(body),
+                ..ApiErrorObject::default()
+            }],
+        }
+    }
+}
+
+/// At most this many bytes of a response body are kept in an error.
+const SNIPPET_BYTES: usize = 512;
+
+/// The start of a response body, lossily decoded, for error messages.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    let end = body.len().min(SNIPPET_BYTES);
+    let mut text = String::from_utf8_lossy(&body[..end]).into_owned();
+    if body.len() > SNIPPET_BYTES {
+        text.push('…');
+    }
+    text
+}
+
+/// A failed Klaviyo call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Klaviyo answered with an error status (4xx other than 429, or a 5xx after retries).
+    #[error("{} failed with HTTP {status}: {}", .operation.operation_id(), summary(errors))]
+    Klaviyo {
+        /// HTTP status.
+        status: u16,
+        /// The parsed `errors` array.
+        errors: Vec<ApiErrorObject>,
+        /// The operation that failed.
+        operation: Operation,
+    },
+    /// The request could not be sent or the connection broke.
+    #[error("{} {path}: transport error", .operation.operation_id())]
+    Transport {
+        /// The operation that failed.
+        operation: Operation,
+        /// The request path (no host, no query).
+        path: String,
+        /// The underlying error, stripped of its URL.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No response within the configured timeout.
+    #[error("{} {path}: timed out", .operation.operation_id())]
+    Timeout {
+        /// The operation that failed.
+        operation: Operation,
+        /// The request path (no host, no query).
+        path: String,
+    },
+    /// The response body did not have the expected shape.
+    #[error(
+        "{}: could not decode HTTP {status} response ({message}); body starts: {body_snippet}",
+        .operation.operation_id()
+    )]
+    Decode {
+        /// The operation whose response was bad.
+        operation: Operation,
+        /// HTTP status of the response.
+        status: u16,
+        /// What serde said.
+        message: String,
+        /// The start of the body (never headers).
+        body_snippet: String,
+    },
+    /// The request exceeds a documented Klaviyo size limit; nothing was sent.
+    #[error("{}: request too large: {detail}", .operation.operation_id())]
+    TooLarge {
+        /// The operation refused.
+        operation: Operation,
+        /// Which limit, e.g. `10001 profiles, limit 10000`.
+        detail: String,
+    },
+    /// The operation's daily cap is used up; retrying today is pointless.
+    #[error("{}: daily limit of {cap} requests reached; try again tomorrow", .operation.operation_id())]
+    DailyCapReached {
+        /// The capped operation.
+        operation: Operation,
+        /// The cap.
+        cap: u32,
+    },
+    /// Klaviyo kept answering 429, or asked to wait longer than the client is willing to.
+    #[error("{}: rate limited after {attempts} attempt(s){}", .operation.operation_id(), retry_after.map(|d| format!(", server asked to wait {}s", d.as_secs())).unwrap_or_default())]
+    RateLimitExhausted {
+        /// The operation that was rate limited.
+        operation: Operation,
+        /// The last `Retry-After`, if any.
+        retry_after: Option<Duration>,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The client configuration is unusable (bad base URL, bad header value).
+    #[error("invalid Klaviyo client configuration: {0}")]
+    Config(String),
+}
+
+fn summary(errors: &[ApiErrorObject]) -> String {
+    if errors.is_empty() {
+        return "no error details".to_string();
+    }
+    errors
+        .iter()
+        .map(|e| {
+            let mut text = format!("{}: {}", e.code, e.detail);
+            if let Some(pointer) = &e.source_pointer {
+                text.push_str(&format!(" (at {pointer})"));
+            }
+            if let Some(parameter) = &e.source_parameter {
+                text.push_str(&format!(" (parameter {parameter})"));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    /// The id of the existing profile when Klaviyo refused a create or update with 409
+    /// `duplicate_profile`.
+    pub fn duplicate_profile_id(&self) -> Option<&str> {
+        let ApiError::Klaviyo {
+            status: 409,
+            errors,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        errors
+            .iter()
+            .filter(|e| e.code == "duplicate_profile")
+            .find_map(|e| e.meta.get("duplicate_profile_id")?.as_str())
+    }
+
+    /// The HTTP status, for errors that got a response.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Klaviyo { status, .. } | ApiError::Decode { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the request may have taken effect even though it failed: the server may have
+    /// acted before a 5xx, a timeout or a dropped connection. A create that failed this way must
+    /// be checked before it is repeated.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            ApiError::Klaviyo { status, .. } => *status >= 500,
+            ApiError::Transport { .. } | ApiError::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_klaviyo_error_body_including_meta() {
+        let body =
+            br#"{"errors":[{"id":"e1","status":409,"code":"duplicate_profile","title":"Conflict.",
+            "detail":"A profile already exists with one of these identifiers.",
+            "source":{"pointer":"/data/attributes"},"links":{},
+            "meta":{"duplicate_profile_id":"01ABC"}}]}"#;
+        let errors = ApiErrorObject::parse_body(body);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].code, "duplicate_profile");
+        assert_eq!(
+            errors[0].source_pointer.as_deref(),
+            Some("/data/attributes")
+        );
+        let err = ApiError::Klaviyo {
+            status: 409,
+            errors,
+            operation: Operation::CreateProfile,
+        };
+        assert_eq!(err.duplicate_profile_id(), Some("01ABC"));
+        assert!(!err.is_ambiguous());
+        assert!(err.to_string().contains("duplicate_profile"), "{err}");
+    }
+
+    #[test]
+    fn non_json_body_becomes_a_snippet() {
+        let body = "<html>".repeat(200);
+        let errors = ApiErrorObject::parse_body(body.as_bytes());
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].detail.starts_with("<html>"));
+        assert!(errors[0].detail.len() <= SNIPPET_BYTES + '…'.len_utf8());
+        assert!(ApiErrorObject::parse_body(b"").is_empty());
+    }
+
+    #[test]
+    fn only_409_duplicate_profile_has_a_duplicate_id() {
+        let mut meta = serde_json::Map::new();
+        meta.insert("duplicate_profile_id".into(), "01X".into());
+        let errors = vec![ApiErrorObject {
+            code: "duplicate_profile".into(),
+            meta,
+            ..ApiErrorObject::default()
+        }];
+        let err = ApiError::Klaviyo {
+            status: 400,
+            errors,
+            operation: Operation::CreateProfile,
+        };
+        assert_eq!(err.duplicate_profile_id(), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! The API key never reaches logs (ours, reqwest's, hyper's, h2's at TRACE) nor any error's
+//! Display or Debug output.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use klsync::klaviyo::{ClientConfig, KlaviyoClient, ProfileAttributes};
+use klsync::settings::Secret;
+use serde_json::json;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KEY: &str = "pk_live_SUPERSECRET_7f3a9c";
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn api_key_never_appears_in_trace_logs_or_errors() {
+    let buffer = Buffer::default();
+    // try_init also installs the `log` → tracing bridge, so reqwest's `log` records land here.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_span_events(FmtSpan::FULL)
+        .with_writer(buffer.clone())
+        .finish()
+        .try_init()
+        .expect("first subscriber in this test binary");
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/lists"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [{"type": "list", "id": "L1", "attributes": {"name": "a"}, "links": {"self": "x"}}],
+            "links": {"self": "x", "next": null}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/lists/L2"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "0"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/lists/L2"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"errors": [{
+            "id": "e", "code": "not_authenticated", "title": "Authentication credentials were not provided.",
+            "detail": "Missing or invalid private key.", "source": {"pointer": "/data/"}}]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/profiles"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("boom"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/profiles"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("not json"))
+        .mount(&server)
+        .await;
+
+    let mut config = ClientConfig::new(server.uri(), Secret::new(KEY));
+    config.backoff_base = Duration::from_millis(5);
+    config.max_attempts = 2;
+    config.rate_limit_factor = Some(1.0);
+    let client = KlaviyoClient::new(config).unwrap();
+
+    let lists: Vec<_> = client.list_lists(true).try_collect().await.unwrap();
+    assert_eq!(lists.len(), 1);
+
+    let mut errors = Vec::new();
+    errors.push(client.get_list("L2").await.unwrap_err());
+    let attributes = ProfileAttributes {
+        email: Some(Some("a@example.com".into())),
+        ..ProfileAttributes::default()
+    };
+    errors.push(client.create_profile(&attributes).await.unwrap_err());
+
+    // A transport failure: nothing listens on the port of a dropped listener.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let mut config = ClientConfig::new(closed, Secret::new(KEY));
+    config.backoff_base = Duration::from_millis(5);
+    config.max_attempts = 2;
+    let offline = KlaviyoClient::new(config).unwrap();
+    errors.push(offline.get_list("L1").await.unwrap_err());
+
+    assert_eq!(errors[0].status(), Some(401));
+    assert!(
+        matches!(errors[2], klsync::klaviyo::ApiError::Transport { .. }),
+        "{:?}",
+        errors[2]
+    );
+    for error in &errors {
+        let mut chain = format!("{error} | {error:?}");
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            chain.push_str(&format!(" | {cause} | {cause:?}"));
+            source = cause.source();
+        }
+        assert!(!chain.contains(KEY), "key leaked in error: {chain}");
+    }
+    assert!(!format!("{client:?} {:?}", client.metrics()).contains(KEY));
+
+    let output = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    // The capture really saw the traffic (so the absence check below means something).
+    assert!(output.contains("klaviyo.request"), "{output}");
+    assert!(output.contains("status=401"), "{output}");
+    assert!(output.contains("retrying Klaviyo request"), "{output}");
+    assert!(output.contains("TRACE"), "no TRACE records captured");
+    // reqwest logs through `log` (so this proves the bridge), hyper-util through tracing.
+    assert!(output.contains("reqwest::"), "no reqwest records captured");
+    assert!(output.contains("hyper_util::"), "no hyper records captured");
+    assert!(!output.contains(KEY), "key leaked in logs");
+    assert!(
+        !output.contains("SUPERSECRET"),
+        "part of the key leaked in logs"
+    );
+}

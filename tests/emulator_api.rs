@@ -460,9 +460,7 @@ async fn tags_default_group_exclusivity_and_limits() {
         )
         .await;
     assert_eq!(body["data"], json!([{"type": "tag", "id": eu}]));
-    let (_, body) = api
-        .send(Method::GET, &format!("/api/lists?include=tags"), None)
-        .await;
+    let (_, body) = api.send(Method::GET, "/api/lists?include=tags", None).await;
     assert_eq!(body["included"][0]["id"], eu.as_str());
     assert_eq!(
         body["data"][0]["relationships"]["tags"]["data"][0]["id"],

@@ -18,8 +18,8 @@ pub struct ApiError {
     pub detail: String,
     /// `source.pointer` (body) or `source.parameter` (query).
     pub source: Option<ErrorSource>,
-    /// Extra `meta`, e.g. `duplicate_profile_id`.
-    pub meta: Map<String, Value>,
+    /// Extra `meta`, e.g. `duplicate_profile_id` (boxed: rare, and keeps `Result`s small).
+    pub meta: Option<Box<Map<String, Value>>>,
     /// Extra headers such as `Retry-After`.
     pub retry_after: Option<u64>,
 }
@@ -46,7 +46,7 @@ impl ApiError {
             title,
             detail: detail.into(),
             source: None,
-            meta: Map::new(),
+            meta: None,
             retry_after: None,
         }
     }
@@ -119,10 +119,12 @@ impl ApiError {
             "A profile already exists with one of these identifiers.",
         );
         e.source = Some(ErrorSource::Pointer("/data/attributes".into()));
-        e.meta.insert(
+        let mut meta = Map::new();
+        meta.insert(
             "duplicate_profile_id".into(),
             Value::String(existing_id.into()),
         );
+        e.meta = Some(Box::new(meta));
         e
     }
 
@@ -184,7 +186,7 @@ impl ApiError {
             };
         }
         error["links"] = json!({});
-        error["meta"] = Value::Object(self.meta.clone());
+        error["meta"] = Value::Object(self.meta.as_deref().cloned().unwrap_or_default());
         json!({ "errors": [error] })
     }
 }

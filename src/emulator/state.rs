@@ -619,14 +619,14 @@ mod tests {
         let eu = state.create_tag("EU", Some(&group)).unwrap();
         let us = state.create_tag("US", Some(&group)).unwrap();
         state
-            .tag_resources(&eu, Taggable::List, &[list.clone()])
+            .tag_resources(&eu, Taggable::List, std::slice::from_ref(&list))
             .unwrap();
         // Re-tagging with the same tag is a no-op, not an exclusivity violation.
         state
-            .tag_resources(&eu, Taggable::List, &[list.clone()])
+            .tag_resources(&eu, Taggable::List, std::slice::from_ref(&list))
             .unwrap();
         let err = state
-            .tag_resources(&us, Taggable::List, &[list.clone()])
+            .tag_resources(&us, Taggable::List, std::slice::from_ref(&list))
             .unwrap_err();
         assert_eq!(err.status, 400);
         assert_eq!(state.tags_of(Taggable::List, &list), vec![eu]);

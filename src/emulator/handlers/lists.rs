@@ -207,7 +207,7 @@ fn check_list_attributes(attrs: &Map<String, Value>, name_required: bool) -> Res
         let pointer = format!("/data/attributes/{key}");
         match key.as_str() {
             "name" => {
-                if !value.as_str().is_some_and(|s| !s.trim().is_empty()) {
+                if value.as_str().is_none_or(|s| s.trim().is_empty()) {
                     return Err(ApiError::invalid(
                         pointer,
                         "'name' must be a non-empty string.",

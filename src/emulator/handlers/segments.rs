@@ -122,7 +122,7 @@ fn bool_matches(value: &crate::emulator::filter::Literal, have: bool) -> bool {
     use crate::emulator::filter::Literal;
     match value {
         Literal::Bool(b) => *b == have,
-        Literal::List(items) => items.iter().any(|i| *i == Literal::Bool(have)),
+        Literal::List(items) => items.contains(&Literal::Bool(have)),
         _ => false,
     }
 }
@@ -152,7 +152,7 @@ fn check_attributes(attrs: &Map<String, Value>) -> Result<(), ApiError> {
     for (key, value) in attrs {
         let pointer = format!("/data/attributes/{key}");
         match key.as_str() {
-            "name" if !value.as_str().is_some_and(|s| !s.trim().is_empty()) => {
+            "name" if value.as_str().is_none_or(|s| s.trim().is_empty()) => {
                 return Err(ApiError::invalid(
                     pointer,
                     "'name' must be a non-empty string.",

@@ -212,20 +212,15 @@ pub fn delete_tag(ctx: &RequestCtx, state: &mut State) -> HandlerResult {
 /// `GET /api/tags/{id}/relationships/{lists|segments}`.
 pub fn get_tagged(ctx: &RequestCtx, state: &State, kind: Taggable) -> HandlerResult {
     let t = find_tag(state, ctx.id())?;
-    let (ids, order): (
-        &std::collections::BTreeSet<String>,
-        Box<dyn Fn(&String) -> u64>,
-    ) = match kind {
-        Taggable::List => (
-            &t.lists,
-            Box::new(|id: &String| state.lists.get(id).map_or(0, |l| l.seq)),
-        ),
-        Taggable::Segment => (
-            &t.segments,
-            Box::new(|id: &String| state.segments.get(id).map_or(0, |s| s.seq)),
-        ),
+    let seq_of = |id: &String| match kind {
+        Taggable::List => state.lists.get(id).map_or(0, |l| l.seq),
+        Taggable::Segment => state.segments.get(id).map_or(0, |s| s.seq),
     };
-    let ordered = in_order(ids.iter(), |id| order(id));
+    let ids = match kind {
+        Taggable::List => &t.lists,
+        Taggable::Segment => &t.segments,
+    };
+    let ordered = in_order(ids.iter(), |id| seq_of(id));
     let data: Vec<Value> = ordered
         .iter()
         .map(|id| json!({ "type": kind.kind(), "id": id }))

@@ -458,3 +458,37 @@ async fn bad_fault_specs_fail_to_start() {
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(chain.contains("unknown fault `bogus`"), "{chain}");
 }
+
+#[tokio::test]
+async fn a_full_ten_thousand_profile_job_completes() {
+    let handle = start_with(off()).await;
+    let base = handle.base_url.clone();
+    let list = handle.seed(|s| s.create_list("Big", None));
+    let rows: Vec<Value> = (0..10_000)
+        .map(|i| json!({"type": "profile", "attributes": {"email": format!("user{i}@example.com"), "properties": {"n": i}}}))
+        .collect();
+    let body = json!({"data": {"type": "profile-bulk-import-job",
+        "attributes": {"profiles": {"data": rows}},
+        "relationships": {"lists": {"data": [{"type": "list", "id": list}]}}}});
+    let (status, created) = call(
+        &base,
+        Method::POST,
+        "/api/profile-bulk-import-jobs",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let job = created["data"]["id"].as_str().unwrap().to_owned();
+    let mut complete = false;
+    for _ in 0..600 {
+        if handle.seed(|s| s.jobs[&job].status == "complete") {
+            complete = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(complete, "job did not finish in 30 s");
+    let (members, profiles) = handle.seed(|s| (s.lists[&list].members.len(), s.profiles.len()));
+    assert_eq!((members, profiles), (10_000, 10_000));
+    handle.shutdown().await;
+}

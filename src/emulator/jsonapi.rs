@@ -243,8 +243,6 @@ pub struct RequestCtx {
     pub params: Vec<String>,
     /// Parsed JSON body, if any.
     pub body: Option<Value>,
-    /// The current time, formatted as Klaviyo does.
-    pub now: String,
 }
 
 impl RequestCtx {
@@ -566,7 +564,6 @@ mod tests {
                 .collect(),
             params: Vec::new(),
             body: None,
-            now: String::new(),
         }
     }
 

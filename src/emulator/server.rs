@@ -29,7 +29,7 @@ use super::faults::{Fault, FaultInjector, Timing};
 use super::handlers::{self, bulk};
 use super::jsonapi::{ApiError, Reply, RequestCtx};
 use super::ratelimit::{Bucket, Decision, Limiter};
-use super::state::{State, timestamp};
+use super::state::State;
 use super::stats::StatsSnapshot;
 
 /// Largest request body Klaviyo accepts (decompressed).
@@ -432,7 +432,6 @@ async fn pipeline(
         query,
         params,
         body,
-        now: timestamp(),
     };
     let result = {
         let mut state = lock(&app.state);
@@ -561,5 +560,71 @@ async fn admin(app: &App, request: Request) -> Response {
             )
         }
         _ => json_response(404, Some(&ApiError::no_route(path).body(String::new()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(buckets: &[Bucket]) -> Vec<&str> {
+        buckets.iter().map(|b| b.name.as_str()).collect()
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn extras_join_stricter_buckets() {
+        assert_eq!(names(&buckets_for(Operation::GetList, &[])), ["get_list"]);
+        let counted = buckets_for(
+            Operation::GetList,
+            &query(&[("additional-fields[list]", "profile_count")]),
+        );
+        assert_eq!(names(&counted), ["get_list", "get_list:profile_count"]);
+        assert_eq!(counted[1].limit.steady_per_minute, 15);
+        let profile = buckets_for(
+            Operation::GetProfile,
+            &query(&[
+                ("include", "lists"),
+                ("additional-fields[profile]", "predictive_analytics"),
+            ]),
+        );
+        assert_eq!(
+            names(&profile),
+            [
+                "get_profile",
+                "get_profile:include",
+                "get_profile:predictive_analytics"
+            ]
+        );
+        let tags = buckets_for(Operation::GetLists, &query(&[("include", "tags")]));
+        assert_eq!(names(&tags), ["get_lists"]);
+    }
+
+    #[test]
+    fn routing_tells_unknown_paths_from_wrong_methods() {
+        assert_eq!(
+            route(&Method::GET, "/api/tags/abc").map(|(op, p)| (op, p)),
+            Ok((Operation::GetTag, vec!["abc".to_owned()]))
+        );
+        assert_eq!(
+            route(&Method::PUT, "/api/tags/abc").unwrap_err().status,
+            405
+        );
+        assert_eq!(route(&Method::GET, "/api/unknown").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn revisions_must_be_dates() {
+        assert!(valid_revision("2026-07-15"));
+        assert!(valid_revision("2024-02-15.pre"));
+        assert!(!valid_revision("2026-7-15"));
+        assert!(!valid_revision("2026-02-30"));
+        assert!(!valid_revision("2026-07-15.beta"));
     }
 }

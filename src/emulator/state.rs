@@ -583,6 +583,64 @@ impl State {
     }
 }
 
+/// Identifier value → profile id, so a 10,000-row bulk import does not scan every profile per
+/// row. Built per job; callers keep it in step with the profiles they change.
+#[derive(Debug, Default)]
+pub struct IdentifierIndex {
+    by_value: std::collections::HashMap<(&'static str, String), String>,
+}
+
+impl IdentifierIndex {
+    fn key(field: &'static str, value: &str) -> (&'static str, String) {
+        if field == "email" {
+            (field, value.to_ascii_lowercase())
+        } else {
+            (field, value.to_owned())
+        }
+    }
+
+    /// Indexes every profile of the account.
+    pub fn build(state: &State) -> Self {
+        let mut index = IdentifierIndex::default();
+        for p in state.profiles.values() {
+            index.insert(p);
+        }
+        index
+    }
+
+    /// Adds a profile's identifiers.
+    pub fn insert(&mut self, p: &Profile) {
+        for field in PROFILE_IDENTIFIERS {
+            if let Some(value) = p.get_str(field) {
+                self.by_value.insert(Self::key(field, value), p.id.clone());
+            }
+        }
+    }
+
+    /// Drops a profile's identifiers (before they change).
+    pub fn remove(&mut self, p: &Profile) {
+        for field in PROFILE_IDENTIFIERS {
+            if let Some(value) = p.get_str(field) {
+                self.by_value.remove(&Self::key(field, value));
+            }
+        }
+    }
+
+    /// Distinct profiles sharing an identifier with `attributes`, in creation order.
+    pub fn matching(&self, state: &State, attributes: &Map<String, Value>) -> Vec<String> {
+        let mut ids: Vec<&String> = PROFILE_IDENTIFIERS
+            .iter()
+            .filter_map(|field| {
+                let value = attributes.get(*field)?.as_str()?;
+                self.by_value.get(&Self::key(field, value))
+            })
+            .collect();
+        ids.sort_by_key(|id| state.profiles.get(*id).map_or(0, |p| p.seq));
+        ids.dedup();
+        ids.into_iter().cloned().collect()
+    }
+}
+
 /// Emails compare case-insensitively, other identifiers exactly.
 pub fn identifier_eq(key: &str, a: &str, b: &str) -> bool {
     if key == "email" {

@@ -8,7 +8,7 @@ use crate::emulator::jsonapi::{
     ApiError, HandlerResult, Reply, RequestCtx, paginate, relationship,
 };
 use crate::emulator::state::{
-    BulkJob, ImportErrorRecord, PROFILE_IDENTIFIERS, State, in_order, timestamp,
+    BulkJob, IdentifierIndex, ImportErrorRecord, PROFILE_IDENTIFIERS, State, in_order, timestamp,
 };
 
 /// Profiles accepted by one job.
@@ -126,12 +126,11 @@ pub fn start_job(state: &mut State, id: &str) {
     }
 }
 
-fn row_error(state: &mut State, row: &Value, index: usize, err: &ApiError) -> ImportErrorRecord {
+fn row_error(state: &mut State, row: &Value, err: &ApiError) -> ImportErrorRecord {
     let pointer = match &err.source {
         Some(crate::emulator::jsonapi::ErrorSource::Pointer(p)) => p.clone(),
         _ => "/data".into(),
     };
-    let _ = index;
     ImportErrorRecord {
         id: state.uuid(),
         code: err.code.to_owned(),
@@ -151,10 +150,11 @@ pub fn process_job(state: &mut State, id: &str) {
     let list_ids = job.list_ids.clone();
     let mut errors = Vec::new();
     let mut imported = Vec::new();
-    for (index, row) in rows.iter().enumerate() {
-        match import_row(state, row) {
+    let mut index = IdentifierIndex::build(state);
+    for row in &rows {
+        match import_row(state, &mut index, row) {
             Ok(profile_id) => imported.push(profile_id),
-            Err(err) => errors.push(row_error(state, row, index, &err)),
+            Err(err) => errors.push(row_error(state, row, &err)),
         }
     }
     for list in &list_ids {
@@ -183,7 +183,11 @@ pub fn process_job(state: &mut State, id: &str) {
     }
 }
 
-fn import_row(state: &mut State, row: &Value) -> Result<String, ApiError> {
+fn import_row(
+    state: &mut State,
+    index: &mut IdentifierIndex,
+    row: &Value,
+) -> Result<String, ApiError> {
     if row.get("type").and_then(Value::as_str) != Some("profile") {
         return Err(ApiError::invalid("/data/type", "Expected type 'profile'."));
     }
@@ -204,7 +208,7 @@ fn import_row(state: &mut State, row: &Value) -> Result<String, ApiError> {
         Some(id) if state.profiles.contains_key(id) => Some(id.to_owned()),
         Some(id) => return Err(ApiError::not_found("profile", id)),
         None => {
-            let found = state.profiles_matching(attrs, None);
+            let found = index.matching(state, attrs);
             match found.as_slice() {
                 [] => None,
                 [one] => Some(one.clone()),
@@ -215,7 +219,13 @@ fn import_row(state: &mut State, row: &Value) -> Result<String, ApiError> {
     match target {
         Some(id) => {
             let mut p = state.profiles[&id].clone();
+            let others = index.matching(state, attrs);
+            if let Some(other) = others.iter().find(|o| **o != id) {
+                return Err(ApiError::duplicate_profile(other));
+            }
+            index.remove(&p);
             apply_attributes(&mut p, attrs, false);
+            index.insert(&p);
             state.profiles.insert(id.clone(), p);
             Ok(id)
         }
@@ -231,7 +241,9 @@ fn import_row(state: &mut State, row: &Value) -> Result<String, ApiError> {
             }
             let mut clean = attrs.clone();
             clean.remove("_kx");
-            Ok(state.create_profile(clean))
+            let id = state.create_profile(clean);
+            index.insert(&state.profiles[&id]);
+            Ok(id)
         }
     }
 }

@@ -492,3 +492,17 @@ async fn a_full_ten_thousand_profile_job_completes() {
     assert_eq!((members, profiles), (10_000, 10_000));
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn latency_fault_delays_every_request() {
+    let handle = start_with(EmulatorConfig {
+        faults: Some("latency=150ms".into()),
+        ..off()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (status, _) = call(&handle.base_url, Method::GET, "/api/lists", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    handle.shutdown().await;
+}

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use klsync::emulator::clock::FakeClock;
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -205,32 +208,30 @@ async fn bulk_import_job_lifecycle_errors_and_null_not_clearing() {
     handle.shutdown().await;
 }
 
+fn fake_clock_config(clock: &FakeClock) -> EmulatorConfig {
+    EmulatorConfig {
+        clock: Arc::new(clock.clone()),
+        ..EmulatorConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn real_rate_limits_refuse_the_fourth_tag_create_in_a_second() {
-    let handle = start_with(EmulatorConfig::default()).await;
+    // Half a second into a minute, so neither window rolls over during the test.
+    let clock = FakeClock::new(1_800_000_000_500);
+    let handle = start_with(fake_clock_config(&clock)).await;
     let base = handle.base_url.clone();
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     let mut last = None;
-    // Retry the burst if it straddles a second boundary (the windows are fixed, not sliding).
-    for _attempt in 0..3 {
-        statuses.clear();
-        let started = std::time::Instant::now();
-        for i in 0..4 {
-            let body = json!({"data": {"type": "tag", "attributes": {"name": format!("t{i}-{_attempt}")}}});
-            let resp = request(&client, &base, Method::POST, "/api/tags", Some(&body))
-                .send()
-                .await
-                .unwrap();
-            statuses.push(resp.status());
-            last = Some(resp);
-        }
-        if started.elapsed() < Duration::from_millis(300)
-            && statuses[3] == StatusCode::TOO_MANY_REQUESTS
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+    for i in 0..4 {
+        let body = json!({"data": {"type": "tag", "attributes": {"name": format!("t{i}")}}});
+        let resp = request(&client, &base, Method::POST, "/api/tags", Some(&body))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status());
+        last = Some(resp);
     }
     assert_eq!(
         statuses,
@@ -242,37 +243,34 @@ async fn real_rate_limits_refuse_the_fourth_tag_create_in_a_second() {
         ]
     );
     let limited = last.unwrap();
-    let retry_after: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry_after));
+    assert_eq!(limited.headers()["retry-after"], "1");
     assert!(limited.headers().get("ratelimit-limit").is_none());
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["errors"][0]["status"], 429);
-
-    let ok = request(&client, &base, Method::GET, "/api/lists", None)
+    clock.advance(1_000);
+    let body = json!({"data": {"type": "tag", "attributes": {"name": "after a second"}}});
+    let resp = request(&client, &base, Method::POST, "/api/tags", Some(&body))
         .send()
         .await
         .unwrap();
-    assert_eq!(ok.headers()["ratelimit-limit"], "750");
-    assert_eq!(ok.headers()["ratelimit-remaining"], "749");
-    assert!(ok.headers().get("ratelimit-reset").is_some());
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()["ratelimit-limit"], "60");
+    assert_eq!(resp.headers()["ratelimit-remaining"], "56");
+    assert_eq!(resp.headers()["ratelimit-reset"], "59");
 
     // profile_count joins the 1/s bucket on top of the get_list bucket.
     let list = handle.seed(|s| s.create_list("Counted", None));
     let path = format!("/api/lists/{list}?additional-fields[list]=profile_count");
-    let mut counted = Vec::new();
-    for _ in 0..3 {
-        counted.push(
-            request(&client, &base, Method::GET, &path, None)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-        );
-    }
+    let first = request(&client, &base, Method::GET, &path, None)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let second = request(&client, &base, Method::GET, &path, None)
+        .send()
+        .await
+        .unwrap()
+        .status();
     let plain = request(
         &client,
         &base,
@@ -284,12 +282,60 @@ async fn real_rate_limits_refuse_the_fourth_tag_create_in_a_second() {
     .await
     .unwrap()
     .status();
-    assert_eq!(counted[0], StatusCode::OK);
-    assert!(
-        counted.contains(&StatusCode::TOO_MANY_REQUESTS),
-        "{counted:?}"
+    assert_eq!(
+        (first, second, plain),
+        (
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::OK
+        )
     );
-    assert_eq!(plain, StatusCode::OK);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn list_creation_stops_at_the_daily_cap_with_a_long_retry_after() {
+    // The start of a UTC day, so the daily window is a whole day long.
+    let clock = FakeClock::new(1_800_057_600_000);
+    let handle = start_with(fake_clock_config(&clock)).await;
+    let client = reqwest::Client::new();
+    let create = |i: usize| {
+        let body = json!({"data": {"type": "list", "attributes": {"name": format!("L{i}")}}});
+        request(
+            &client,
+            &handle.base_url,
+            Method::POST,
+            "/api/lists",
+            Some(&body),
+        )
+        .send()
+    };
+    for minute in 0..2 {
+        for second in 0..15 {
+            for i in 0..5 {
+                let status = create(minute * 100 + second * 10 + i)
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(
+                    status,
+                    StatusCode::CREATED,
+                    "minute {minute} second {second}"
+                );
+            }
+            clock.advance(1_000);
+        }
+        clock.advance(45_000);
+    }
+    let refused = create(999).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after > 80_000, "retry after {retry_after} s");
+    assert_eq!(handle.seed(|s| s.lists.len()), 150);
     handle.shutdown().await;
 }
 

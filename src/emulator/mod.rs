@@ -84,6 +84,8 @@ pub struct EmulatorConfig {
     pub api_keys: Vec<String>,
     /// How long a bulk import job stays `queued`, and then `processing`.
     pub job_delay: Duration,
+    /// The rate limiter's clock; tests pass a [`clock::FakeClock`] to step through windows.
+    pub clock: Arc<dyn clock::Clock>,
 }
 
 impl Default for EmulatorConfig {
@@ -96,6 +98,7 @@ impl Default for EmulatorConfig {
             state_file: None,
             api_keys: vec!["pk_emulator".to_owned()],
             job_delay: Duration::from_millis(50),
+            clock: Arc::new(clock::SystemClock),
         }
     }
 }
@@ -236,7 +239,7 @@ pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, EmulatorErr
         stats: Mutex::new(StatsSnapshot::default()),
         limiter: Mutex::new(ratelimit::Limiter::new(
             config.rate_limits,
-            Arc::new(clock::SystemClock),
+            Arc::clone(&config.clock),
         )),
         faults: Mutex::new(faults::FaultInjector::new(spec, config.seed)),
         api_keys: config.api_keys.clone(),

@@ -128,7 +128,7 @@ pub fn with_included_tags(
     let included: Vec<Value> = seen
         .iter()
         .filter_map(|id| state.tags.get(id))
-        .map(|t| tag_resource(ctx, state, t))
+        .map(|t| tag_resource(ctx, t))
         .collect();
     body["included"] = Value::Array(included);
 }
@@ -421,7 +421,7 @@ pub fn get_tags_for(
         tag_ids
             .iter()
             .filter_map(|id| state.tags.get(id))
-            .map(|t| tag_resource(ctx, state, t))
+            .map(|t| tag_resource(ctx, t))
             .collect()
     };
     Ok(Reply::ok(

@@ -10,7 +10,7 @@ use crate::emulator::jsonapi::{
 use crate::emulator::state::{State, Tag, TagGroup, Taggable, in_order};
 
 /// The JSON:API resource for a tag.
-pub fn tag_resource(ctx: &RequestCtx, _state: &State, t: &Tag) -> Value {
+pub fn tag_resource(ctx: &RequestCtx, t: &Tag) -> Value {
     let mut group = relationship(ctx, "tags", &t.id, "tag-group");
     group["data"] = json!({ "type": "tag-group", "id": t.group_id });
     json!({
@@ -105,7 +105,7 @@ pub fn get_tags(ctx: &RequestCtx, state: &State) -> HandlerResult {
         &["id", "name"],
     )?;
     let (page, links) = paginate(ctx, &tags, 50, 50)?;
-    let data: Vec<Value> = page.iter().map(|t| tag_resource(ctx, state, t)).collect();
+    let data: Vec<Value> = page.iter().map(|t| tag_resource(ctx, t)).collect();
     let mut body = json!({ "data": data, "links": links });
     if include_group {
         let mut groups: Vec<&String> = page.iter().map(|t| &t.group_id).collect();
@@ -133,8 +133,7 @@ pub fn get_tag(ctx: &RequestCtx, state: &State) -> HandlerResult {
         .iter()
         .any(|i| i == "tag-group");
     let t = find_tag(state, ctx.id())?;
-    let mut body =
-        json!({ "data": tag_resource(ctx, state, t), "links": { "self": ctx.self_link() } });
+    let mut body = json!({ "data": tag_resource(ctx, t), "links": { "self": ctx.self_link() } });
     if include_group {
         let included: Vec<Value> = state
             .tag_groups
@@ -185,7 +184,7 @@ pub fn create_tag(ctx: &RequestCtx, state: &mut State) -> HandlerResult {
     let t = &state.tags[&id];
     Ok(Reply::with_status(
         201,
-        json!({ "data": tag_resource(ctx, state, t), "links": { "self": ctx.url(&format!("/api/tags/{id}")) } }),
+        json!({ "data": tag_resource(ctx, t), "links": { "self": ctx.url(&format!("/api/tags/{id}")) } }),
     ))
 }
 
@@ -381,7 +380,7 @@ pub fn get_tags_of_group(ctx: &RequestCtx, state: &State, ids_only: bool) -> Han
             .map(|t| json!({ "type": "tag", "id": t.id }))
             .collect()
     } else {
-        tags.iter().map(|t| tag_resource(ctx, state, t)).collect()
+        tags.iter().map(|t| tag_resource(ctx, t)).collect()
     };
     Ok(Reply::ok(
         json!({ "data": data, "links": { "self": ctx.self_link() } }),

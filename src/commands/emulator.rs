@@ -1,10 +1,49 @@
-//! `klsync emulator`.
+//! `klsync emulator`: run the local Klaviyo emulator until Ctrl-C.
 
 use crate::cli::EmulatorArgs;
+use crate::emulator::{self, EmulatorConfig, RateLimitMode};
 use crate::error::{Error, ExitStatus};
 use crate::run::Output;
 
+/// Runs the emulator in the foreground.
 pub fn run(args: EmulatorArgs, _output: &Output) -> Result<ExitStatus, Error> {
-    let _ = args;
-    Err(Error::Emulator("work in progress".into()))
+    let rate_limits =
+        RateLimitMode::parse(&args.rate_limits).map_err(|e| Error::Config(e.to_string()))?;
+    let mut api_keys = args.api_keys;
+    if api_keys.is_empty() {
+        api_keys.push(
+            std::env::var("KLAVIYO_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| "pk_emulator".to_owned()),
+        );
+    }
+    let config = EmulatorConfig {
+        listen: args.listen,
+        rate_limits,
+        faults: args.faults,
+        seed: args.seed,
+        state_file: args.state_file,
+        api_keys,
+        ..EmulatorConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Emulator(format!("cannot start the async runtime: {e}")))?;
+    runtime
+        .block_on(emulator::serve(config))
+        .map_err(|e| Error::Emulator(error_chain(&e)))?;
+    Ok(ExitStatus::Success)
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }

@@ -559,6 +559,35 @@ impl Operation {
     }
 }
 
+/// Matches a concrete request path against a spec path template, returning the values of the
+/// `{param}` segments in order, or `None` when the path does not fit the template.
+pub fn match_template<'p>(template: &str, path: &'p str) -> Option<Vec<&'p str>> {
+    let mut template_segments = template.split('/');
+    let mut path_segments = path.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (template_segments.next(), path_segments.next()) {
+            (None, None) => return Some(params),
+            (Some(t), Some(p)) if t.starts_with('{') && t.ends_with('}') => {
+                if p.is_empty() {
+                    return None;
+                }
+                params.push(p);
+            }
+            (Some(t), Some(p)) if t == p => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The operation a request (`method`, `path` without query string) corresponds to, if any.
+pub fn operation_for(method: &str, path: &str) -> Option<Operation> {
+    Operation::ALL.iter().copied().find(|op| {
+        op.method().eq_ignore_ascii_case(method)
+            && match_template(op.path_template(), path).is_some()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,6 +630,45 @@ mod tests {
                 .rate_limit()
                 .steady_per_minute,
             15
+        );
+    }
+
+    #[test]
+    fn operation_for_matches_templates_and_methods() {
+        assert_eq!(
+            operation_for("GET", "/api/lists"),
+            Some(Operation::GetLists)
+        );
+        assert_eq!(
+            operation_for("POST", "/api/lists"),
+            Some(Operation::CreateList)
+        );
+        assert_eq!(
+            operation_for("GET", "/api/lists/Y6nRLr"),
+            Some(Operation::GetList)
+        );
+        assert_eq!(
+            operation_for("DELETE", "/api/lists/Y6nRLr/relationships/profiles"),
+            Some(Operation::RemoveProfilesFromList)
+        );
+        assert_eq!(
+            operation_for("GET", "/api/tags/abc/relationships/tag-group"),
+            Some(Operation::GetTagGroupIdForTag)
+        );
+        assert_eq!(operation_for("PUT", "/api/lists"), None);
+        assert_eq!(operation_for("GET", "/api/lists//tags"), None);
+        assert_eq!(operation_for("GET", "/api/nothing"), None);
+    }
+
+    #[test]
+    fn match_template_extracts_params() {
+        assert_eq!(
+            match_template("/api/lists/{id}/tags", "/api/lists/abc/tags"),
+            Some(vec!["abc"])
+        );
+        assert_eq!(
+            match_template("/api/lists/{id}", "/api/lists/abc/tags"),
+            None
         );
     }
 }

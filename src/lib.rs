@@ -21,6 +21,7 @@ pub mod klaviyo;
 pub mod manifest;
 mod run;
 pub mod settings;
+pub mod sql;
 
 pub use error::{Error, ExitStatus};
 pub use run::{Output, main_entry, run};

@@ -61,7 +61,7 @@ use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use tokio::sync::mpsc;
 
 use crate::manifest::types::QuerySpec;
@@ -99,7 +99,7 @@ const ROW_BUFFER: usize = 64;
 const SQLITE_PROGRESS_STEPS: i32 = 4_000;
 /// The most connections one klsync run keeps to a user's database.
 const MAX_CONNECTIONS: u32 = 4;
-/// How long the pool itself waits for a connection before reporting a (retryable) timeout.
+/// How long a query waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
 /// First retry delay; doubles each attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -142,13 +142,11 @@ impl QueryManager {
         let backend = match scheme.as_str() {
             "postgres" | "postgresql" => {
                 let connect = PgConnectOptions::from_str(raw).map_err(invalid)?;
-                let pool = with_retries(&shown, options.connect_retries, || {
-                    PgPoolOptions::new()
-                        .max_connections(MAX_CONNECTIONS)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_with(connect.clone())
-                })
-                .await?;
+                probe(&shown, options.connect_retries, &connect).await?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with(connect);
                 Backend::Postgres(pool)
             }
             "sqlite" => {
@@ -158,13 +156,11 @@ impl QueryManager {
                     .read_only(true)
                     .create_if_missing(false)
                     .pragma("query_only", "ON");
-                let pool = with_retries(&shown, options.connect_retries, || {
-                    SqlitePoolOptions::new()
-                        .max_connections(MAX_CONNECTIONS)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_with(read_only.clone())
-                })
-                .await?;
+                probe(&shown, options.connect_retries, &read_only).await?;
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with(read_only);
                 Backend::Sqlite {
                     read_only: pool,
                     writable,
@@ -285,18 +281,25 @@ impl QueryManager {
     }
 }
 
-/// Connect, retrying only failures that another attempt could fix.
-async fn with_retries<P, F, Fut>(url: &str, retries: u32, mut connect: F) -> Result<P, SqlError>
+/// Open one connection, retrying only failures another attempt could fix, then close it: the
+/// pool connects lazily, and this is where an unreachable or misconfigured database is
+/// reported. (The pool's own connect loop is not used for this because it retries a refused
+/// connection silently until its acquire timeout.)
+async fn probe<O>(url: &str, retries: u32, options: &O) -> Result<(), SqlError>
 where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<P, sqlx::Error>>,
+    O: ConnectOptions,
+    O::Connection: Sized,
 {
     let mut attempt = 0;
     let mut delay = FIRST_BACKOFF;
     loop {
         attempt += 1;
-        match connect().await {
-            Ok(pool) => return Ok(pool),
+        match options.connect().await {
+            Ok(connection) => {
+                // The connection worked; failing to say goodbye politely changes nothing.
+                let _ = connection.close().await;
+                return Ok(());
+            }
             Err(err) if attempt <= retries && is_transient(&err) => {
                 tracing::warn!(url, attempt, error = %err, "database connection failed; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;

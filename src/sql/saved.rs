@@ -84,9 +84,10 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
+// now() is the transaction start: one instant for both columns, and a later one on each save.
 const PG_UPSERT: &str = "\
 INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
-VALUES ($1, $2, $3, $4, clock_timestamp() AT TIME ZONE 'UTC', clock_timestamp() AT TIME ZONE 'UTC')
+VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
 ON CONFLICT (name) DO UPDATE SET
     description = COALESCE(EXCLUDED.description, saved_queries.description),
     query_text = EXCLUDED.query_text,

@@ -120,7 +120,7 @@ enum Backend {
         /// Read-only, `query_only` connections: every query and every read of saved_queries.
         read_only: SqlitePool,
         /// The URL's own options, for the rare writable connection `save_query` opens.
-        writable: SqliteConnectOptions,
+        writable: Box<SqliteConnectOptions>,
     },
 }
 
@@ -163,7 +163,7 @@ impl QueryManager {
                     .connect_lazy_with(read_only);
                 Backend::Sqlite {
                     read_only: pool,
-                    writable,
+                    writable: Box::new(writable),
                 }
             }
             _ => return Err(SqlError::UnsupportedUrl { url: shown }),

@@ -245,6 +245,18 @@ async fn errors_exit_1_with_a_clear_message_and_no_password() {
     let counted = schema.klsync(&["query", "run", "count", "--format", "json"]);
     assert_eq!(stdout(&counted), "[\n{\"n\":3}\n]\n");
 
+    let slow = schema.klsync(&["query", "save", "slow", "--sql", "SELECT pg_sleep(5)"]);
+    assert_success(&slow);
+    let started = std::time::Instant::now();
+    let timed_out = schema.klsync(&["query", "run", "slow", "--statement-timeout", "1s"]);
+    assert_eq!(timed_out.status.code(), Some(1));
+    assert!(
+        stderr(&timed_out).contains("statement timeout of 1s"),
+        "{}",
+        stderr(&timed_out)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+
     let bad_params = schema.klsync(&["query", "run", "count", "--params", "{\"a\":1}"]);
     assert_eq!(bad_params.status.code(), Some(1));
     assert!(stderr(&bad_params).contains("--params must be a JSON array"));

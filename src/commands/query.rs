@@ -45,7 +45,7 @@ pub fn run(args: QueryArgs, output: &Output) -> Result<ExitStatus, Error> {
         let manager = QueryManager::connect(&url, options).await?;
         let result = match args.command {
             QueryCommand::Save(save) => save_query(&manager, save, output).await,
-            QueryCommand::List => list_queries(&manager).await,
+            QueryCommand::List => list_queries(&manager, output).await,
             QueryCommand::Show(show) => show_query(&manager, &show.name).await,
             QueryCommand::Run(run) => run_query(&manager, run, output).await,
         };
@@ -77,10 +77,12 @@ async fn save_query(
     Ok(ExitStatus::Success)
 }
 
-async fn list_queries(manager: &QueryManager) -> Result<ExitStatus, Error> {
+async fn list_queries(manager: &QueryManager, output: &Output) -> Result<ExitStatus, Error> {
     let queries = manager.list_queries().await?;
     if queries.is_empty() {
-        eprintln!("no saved queries in {}", manager.redacted_url());
+        if !output.quiet {
+            eprintln!("no saved queries in {}", manager.redacted_url());
+        }
         return Ok(ExitStatus::Success);
     }
     let mut writer = RowWriter::new(RowFormat::Table, io::stdout().lock());

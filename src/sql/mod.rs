@@ -32,12 +32,19 @@
 //!   before the connection goes back to the pool. Either way the error is
 //!   [`SqlError::Timeout`]. A zero timeout disables it. The clock runs while the statement is
 //!   open, including time the caller spends consuming rows.
-//! * **Bound parameters only.** The SQL text is sent as written and parameters are bound by
-//!   their JSON type (see [`params`](self) docs in `params.rs`); nothing is ever interpolated.
+//! * **Bound parameters only.** The SQL text is sent as written (as one prepared statement, so
+//!   it cannot smuggle in a second one) and parameters are bound by their JSON type: string →
+//!   `text`, integer → `int8`, other number → `float8`, bool → `bool`, object/array → `jsonb`,
+//!   null → NULL (SQLite: TEXT, INTEGER, REAL, 1/0, JSON text, NULL). Nothing is ever
+//!   interpolated. PostgreSQL checks bound types strictly, so cast where a column is of another
+//!   type: `WHERE signed_up >= $1::date`.
+//! * **SQLite files must exist.** The query connections are read-only and never create the
+//!   file; `sqlite::memory:` gives each connection its own empty database and is of no use.
 //! * **Streaming.** Rows come from sqlx's `fetch`, are converted one at a time and handed over
 //!   through a small bounded channel, so memory stays flat however many rows a query returns
 //!   and a slow consumer slows the query instead of buffering it.
-//! * **Rows** are [`Row`]s: JSON objects in column order. Two columns with the same name are an
+//! * **Rows** are [`Row`]s: JSON objects in column order (serde_json's `preserve_order`
+//!   feature, enabled in Cargo.toml, keeps insertion order). Two columns with the same name are an
 //!   error ([`SqlError::DuplicateColumn`]) rather than one silently hiding the other. Types are
 //!   converted as documented in `decode.rs`: numbers stay numbers (NUMERIC only when exact, else
 //!   a string), timestamps become ISO 8601, JSON stays JSON, `bytea` becomes `\x` hex.

@@ -547,6 +547,8 @@ async fn sqlite_writes_are_refused_and_change_nothing() {
         "DELETE FROM items",
         "CREATE TABLE other (x INTEGER)",
         "DROP TABLE items",
+        // A read-only file alone would allow this; PRAGMA query_only refuses it too.
+        "CREATE TEMP TABLE scratch (x INTEGER)",
     ] {
         let err = rows(&manager, write, &[]).await.unwrap_err();
         assert!(matches!(err, SqlError::ReadOnly { .. }), "{write}: {err:?}");

@@ -196,6 +196,42 @@ async fn pg_types_round_trip_faithfully_in_column_order() {
 }
 
 #[tokio::test]
+async fn pg_more_types_enums_domains_and_special_values() {
+    let schema = PgSchema::new().await;
+    schema
+        .setup(
+            "CREATE TYPE mood AS ENUM ('happy', 'sad');
+             CREATE DOMAIN email AS text CHECK (VALUE LIKE '%@%');
+             CREATE DOMAIN score AS int4;",
+        )
+        .await;
+    let manager = schema.manager(QueryOptions::default()).await;
+    let got = rows(
+        &manager,
+        "SELECT 7::int2 AS small, 0.1::float4 AS f4, 'NaN'::float8 AS nan,
+                'NaN'::numeric AS num_nan, -0.0042::numeric AS tiny, 100::numeric(10,3) AS whole,
+                'ab'::char(4) AS padded, 'v'::varchar(3) AS short, 'happy'::mood AS feeling,
+                'a@b.c'::email AS mail, 5::score AS points,
+                '2024-05-01 12:30:00'::timestamp AS naive, '23:59:58.5'::time AS clock,
+                '[1, \"x\"]'::json AS plain_json, ARRAY[1.5, 2]::float8[] AS floats,
+                9007199254740993::numeric AS past_f64",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got,
+        vec![object(json!({
+            "small": 7, "f4": 0.1, "nan": "NaN", "num_nan": "NaN", "tiny": -0.0042,
+            "whole": 100, "padded": "ab  ", "short": "v", "feeling": "happy",
+            "mail": "a@b.c", "points": 5, "naive": "2024-05-01T12:30:00",
+            "clock": "23:59:58.500", "plain_json": [1, "x"], "floats": [1.5, 2.0],
+            "past_f64": 9007199254740993_i64,
+        }))]
+    );
+}
+
+#[tokio::test]
 async fn pg_parameters_are_bound_never_interpolated() {
     let schema = PgSchema::new().await;
     schema
@@ -250,6 +286,18 @@ async fn pg_writes_are_refused_and_change_nothing() {
             "{err}"
         );
     }
+    // Nor can a query leave the read-only transaction to write.
+    assert!(
+        rows(&manager, "SET TRANSACTION READ WRITE", &[])
+            .await
+            .is_err()
+    );
+    assert!(
+        rows(&manager, "COMMIT; DELETE FROM items", &[])
+            .await
+            .is_err(),
+        "two statements in one query must be refused"
+    );
     assert_eq!(schema.scalar_i64("SELECT count(*) FROM items").await, 2);
     assert_eq!(schema.scalar_i64("SELECT sum(id) FROM items").await, 3);
     assert_eq!(

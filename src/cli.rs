@@ -59,6 +59,8 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Run the local Klaviyo emulator (for tests, demos and trying klsync without an account).
     Emulator(EmulatorArgs),
+    /// Save, list, show and run the SQL queries kept in the database's saved_queries table.
+    Query(QueryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,4 +115,80 @@ pub struct EmulatorArgs {
     /// API key the emulator accepts (repeatable). Defaults to KLAVIYO_API_KEY, else `pk_emulator`.
     #[arg(long = "api-key", value_name = "KEY")]
     pub api_keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Environment variable holding the database URL (postgres://... or sqlite:...).
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        default_value = "DATABASE_URL"
+    )]
+    pub database_url_env: String,
+    /// Cancel a query running longer than this (`90s`, `1500ms`, `2m`; `0` for no limit).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "60s")]
+    pub statement_timeout: String,
+    #[command(subcommand)]
+    pub command: QueryCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueryCommand {
+    /// Save a query under a name; saving an existing name updates it.
+    Save(QuerySaveArgs),
+    /// List the saved queries.
+    List,
+    /// Print a saved query: SQL, description, parameters and timestamps.
+    Show(QueryShowArgs),
+    /// Run a saved query (read-only) and print its rows.
+    Run(QueryRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuerySaveArgs {
+    /// The query's name (at most 100 characters).
+    pub name: String,
+    /// The SQL text; parameters as `$1`, `$2`, ...
+    #[arg(long)]
+    pub sql: String,
+    /// What the query selects, for humans. Kept from the previous save when omitted.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Default parameter values, a JSON array bound to `$1`, `$2`, ... (e.g. '["2024-01-01", 5]').
+    #[arg(long, value_name = "JSON")]
+    pub params: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryShowArgs {
+    /// The saved query's name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryRunArgs {
+    /// The saved query's name.
+    pub name: String,
+    /// Parameter values for this run, a JSON array replacing the saved ones.
+    #[arg(long, value_name = "JSON")]
+    pub params: Option<String>,
+    /// Print at most this many rows (the query stops after them).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// How to print the rows.
+    #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+    pub format: QueryFormat,
+}
+
+/// How `query run` prints rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryFormat {
+    /// Aligned columns, long cells truncated.
+    Table,
+    /// A JSON array of objects.
+    Json,
+    /// RFC 4180 CSV with a header line.
+    Csv,
 }

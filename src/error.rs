@@ -46,6 +46,9 @@ pub enum Error {
     /// The emulator failed to start or serve.
     #[error("emulator: {0}")]
     Emulator(String),
+    /// Running a query or keeping saved queries failed.
+    #[error(transparent)]
+    Sql(#[from] crate::sql::SqlError),
 }
 
 impl Error {

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod render;
 mod run;
 pub mod settings;
+pub mod sql;
 pub mod state;
 
 pub use error::{Error, ExitStatus};

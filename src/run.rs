@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Validate(args) => commands::validate::run(&args, &output),
         Command::Schema(args) => commands::schema::run(&args),
         Command::Emulator(args) => commands::emulator::run(args, &output),
+        Command::Query(args) => commands::query::run(args, &output),
     }
 }
 

@@ -1,0 +1,264 @@
+//! `klsync query`: save, list, show and run the saved queries in the database named by
+//! `$DATABASE_URL` (or `--database-url-env`).
+//!
+//! Rows go to stdout as they stream in; confirmations and row counts go to stderr, so
+//! `klsync query run x --format csv > x.csv` captures only the data.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::cli::{QueryArgs, QueryCommand, QueryFormat, QueryRunArgs, QuerySaveArgs};
+use crate::error::{Error, ExitStatus};
+use crate::run::Output;
+use crate::settings::Secret;
+use crate::sql::output::{RowFormat, RowWriter};
+use crate::sql::{QueryManager, QueryOptions, Row, SavedQuery};
+
+/// Run `klsync query ...`.
+pub fn run(args: QueryArgs, output: &Output) -> Result<ExitStatus, Error> {
+    let statement_timeout = parse_duration(&args.statement_timeout).map_err(|reason| {
+        Error::Config(format!(
+            "--statement-timeout {:?}: {reason}",
+            args.statement_timeout
+        ))
+    })?;
+    let url = std::env::var(&args.database_url_env).map_err(|_| {
+        Error::Config(format!(
+            "environment variable {} is not set (or not UTF-8); it must hold the database URL, \
+             postgres://... or sqlite:...",
+            args.database_url_env
+        ))
+    })?;
+    let url = Secret::new(url);
+    let options = QueryOptions {
+        statement_timeout,
+        ..QueryOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::Config(format!("cannot start the async runtime: {err}")))?;
+    runtime.block_on(async move {
+        let manager = QueryManager::connect(&url, options).await?;
+        let result = match args.command {
+            QueryCommand::Save(save) => save_query(&manager, save, output).await,
+            QueryCommand::List => list_queries(&manager, output).await,
+            QueryCommand::Show(show) => show_query(&manager, &show.name).await,
+            QueryCommand::Run(run) => run_query(&manager, run, output).await,
+        };
+        manager.close().await;
+        result
+    })
+}
+
+async fn save_query(
+    manager: &QueryManager,
+    args: QuerySaveArgs,
+    output: &Output,
+) -> Result<ExitStatus, Error> {
+    let params = match &args.params {
+        Some(text) => parse_params(text)?,
+        None => Vec::new(),
+    };
+    let saved = manager
+        .save_query(&args.name, &args.sql, args.description.as_deref(), &params)
+        .await?;
+    if !output.quiet {
+        let verb = if saved.created_at == saved.updated_at {
+            "saved"
+        } else {
+            "updated"
+        };
+        eprintln!("{verb} query `{}`", saved.name);
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn list_queries(manager: &QueryManager, output: &Output) -> Result<ExitStatus, Error> {
+    let queries = manager.list_queries().await?;
+    if queries.is_empty() {
+        if !output.quiet {
+            eprintln!("no saved queries in {}", manager.redacted_url());
+        }
+        return Ok(ExitStatus::Success);
+    }
+    let mut writer = RowWriter::new(RowFormat::Table, io::stdout().lock());
+    for query in &queries {
+        writer
+            .write_row(&listing_row(query))
+            .map_err(stdout_error)?;
+    }
+    let _stdout = writer.finish().map_err(stdout_error)?;
+    Ok(ExitStatus::Success)
+}
+
+fn listing_row(query: &SavedQuery) -> Row {
+    let mut row = Row::new();
+    row.insert("name".into(), json!(query.name));
+    row.insert("description".into(), json!(query.description));
+    row.insert("params".into(), json!(query.params.len()));
+    row.insert("updated_at".into(), json!(timestamp(query.updated_at)));
+    row
+}
+
+async fn show_query(manager: &QueryManager, name: &str) -> Result<ExitStatus, Error> {
+    let query = load(manager, name).await?;
+    let mut out = io::stdout().lock();
+    out.write_all(describe(&query).as_bytes())
+        .map_err(stdout_error)?;
+    Ok(ExitStatus::Success)
+}
+
+fn describe(query: &SavedQuery) -> String {
+    let params = Value::Array(query.params.clone());
+    let mut text = format!(
+        "name:        {}\ndescription: {}\nparams:      {}\ncreated_at:  {}\nupdated_at:  {}\nsql:\n",
+        query.name,
+        query.description.as_deref().unwrap_or("-"),
+        params,
+        timestamp(query.created_at).unwrap_or_else(|| "-".into()),
+        timestamp(query.updated_at).unwrap_or_else(|| "-".into()),
+    );
+    for line in query.sql.lines() {
+        text.push_str("    ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+fn timestamp(value: Option<chrono::NaiveDateTime>) -> Option<String> {
+    value.map(|at| at.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+}
+
+async fn run_query(
+    manager: &QueryManager,
+    args: QueryRunArgs,
+    output: &Output,
+) -> Result<ExitStatus, Error> {
+    let query = load(manager, &args.name).await?;
+    let params = match &args.params {
+        Some(text) => parse_params(text)?,
+        None => query.params.clone(),
+    };
+    let limit = args
+        .limit
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let format = match args.format {
+        QueryFormat::Table => RowFormat::Table,
+        QueryFormat::Json => RowFormat::Json,
+        QueryFormat::Csv => RowFormat::Csv,
+    };
+    let rows = manager.execute_query(&query.sql, &params).take(limit);
+    let mut rows = std::pin::pin!(rows);
+    let mut writer = RowWriter::new(format, io::BufWriter::new(io::stdout().lock()));
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        match writer.write_row(&row) {
+            Ok(()) => {}
+            // The reader went away (`| head`): stop the query, as a finished pipeline should.
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitStatus::Success),
+            Err(err) => return Err(stdout_error(err)),
+        }
+    }
+    let count = writer.rows();
+    match writer.finish() {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitStatus::Success),
+        Err(err) => return Err(stdout_error(err)),
+    }
+    if !output.quiet && format == RowFormat::Table {
+        eprintln!("({count} row{})", if count == 1 { "" } else { "s" });
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn load(manager: &QueryManager, name: &str) -> Result<SavedQuery, Error> {
+    manager.load_query(name).await?.ok_or_else(|| {
+        Error::Config(format!(
+            "no saved query named `{name}` in {} (see `klsync query list`)",
+            manager.redacted_url()
+        ))
+    })
+}
+
+fn parse_params(text: &str) -> Result<Vec<Value>, Error> {
+    serde_json::from_str(text).map_err(|err| {
+        Error::Config(format!(
+            "--params must be a JSON array of values for $1, $2, ... (e.g. '[\"2024-01-01\", 5]'): {err}"
+        ))
+    })
+}
+
+fn stdout_error(source: io::Error) -> Error {
+    Error::Io {
+        path: "<stdout>".into(),
+        source,
+    }
+}
+
+/// `90s`, `1500ms`, `2m`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| "expected a whole number with an optional unit: ms, s or m".to_string())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
+        other => Err(format!("unknown unit {other:?}; use ms, s or m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_ms_s_m_or_bare_seconds() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn params_must_be_a_json_array() {
+        assert_eq!(
+            parse_params(r#"["a", 1, null]"#).unwrap(),
+            vec![json!("a"), json!(1), Value::Null]
+        );
+        assert!(parse_params(r#"{"a": 1}"#).is_err());
+        assert!(parse_params("not json").is_err());
+    }
+
+    #[test]
+    fn show_prints_every_field_and_indents_the_sql() {
+        let at = chrono::NaiveDate::from_ymd_opt(2024, 5, 1).and_then(|d| d.and_hms_opt(12, 30, 0));
+        let query = SavedQuery {
+            name: "vip".into(),
+            description: Some("Big spenders".into()),
+            sql: "SELECT email\nFROM customers WHERE spend > $1".into(),
+            params: vec![json!(1000)],
+            created_at: at,
+            updated_at: at,
+        };
+        assert_eq!(
+            describe(&query),
+            "name:        vip\ndescription: Big spenders\nparams:      [1000]\n\
+             created_at:  2024-05-01T12:30:00\nupdated_at:  2024-05-01T12:30:00\nsql:\n\
+             \x20   SELECT email\n    FROM customers WHERE spend > $1\n"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! The SQL layer's error type.
+
+use std::time::Duration;
+
+/// Anything that goes wrong connecting to `DATABASE_URL`, running a query or keeping saved queries.
+///
+/// URLs inside these errors are always redacted (`crate::settings::redact_url`).
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The URL names a database klsync does not speak.
+    #[error("unsupported database URL {url}: use postgres://, postgresql:// or sqlite:")]
+    UnsupportedUrl {
+        /// The redacted URL.
+        url: String,
+    },
+    /// The URL could not be parsed into connection options.
+    #[error("invalid database URL {url}")]
+    InvalidUrl {
+        /// The redacted URL.
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Connecting failed, after retrying if the failure looked transient.
+    #[error("cannot connect to {url} (after {attempts} attempt(s))")]
+    Connect {
+        /// The redacted URL.
+        url: String,
+        /// How many connection attempts were made.
+        attempts: u32,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The query tried to change the database; sync queries run in a read-only transaction.
+    #[error(
+        "sync queries are read-only: the database refused a write ({message}); nothing was changed"
+    )]
+    ReadOnly {
+        /// The database's own message.
+        message: String,
+    },
+    /// The query ran longer than the statement timeout and was cancelled.
+    #[error("query cancelled: it ran longer than the statement timeout of {timeout:?}")]
+    Timeout {
+        /// The configured statement timeout.
+        timeout: Duration,
+    },
+    /// The database rejected or failed the query.
+    #[error("query failed")]
+    Query {
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A parameter value cannot be bound.
+    #[error("parameter ${position}: {reason}")]
+    Param {
+        /// 1-based position (`$1` is 1).
+        position: usize,
+        /// Why it cannot be bound.
+        reason: String,
+    },
+    /// A result column has a type klsync does not convert to JSON.
+    #[error(
+        "column `{column}` has type {type_name}, which klsync cannot convert; cast it in the query (for example `{column}::text`)"
+    )]
+    UnsupportedType {
+        /// The column name.
+        column: String,
+        /// The database's name for its type.
+        type_name: String,
+    },
+    /// A value could not be decoded from its column type.
+    #[error("column `{column}` ({type_name}): cannot decode value: {reason}")]
+    Decode {
+        /// The column name.
+        column: String,
+        /// The database's name for its type.
+        type_name: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Two result columns share a name, so a row cannot be keyed by column.
+    #[error("column name `{column}` appears more than once; give each column a distinct alias")]
+    DuplicateColumn {
+        /// The repeated name.
+        column: String,
+    },
+    /// A saved query name is empty or longer than the table allows.
+    #[error("invalid saved query name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A saved query's stored parameters are not a JSON array of positional values.
+    #[error("saved query `{name}` has unusable parameters: {reason}")]
+    BadSavedParams {
+        /// The saved query's name.
+        name: String,
+        /// Why they are unusable.
+        reason: String,
+    },
+    /// No query of this name in the manifest's `queries:` nor in the saved_queries table.
+    #[error("no query named `{name}` (neither in `queries:` nor in the saved_queries table)")]
+    NotFound {
+        /// The name looked up.
+        name: String,
+    },
+    /// Reading or writing the saved_queries table failed.
+    #[error("saved_queries: {action} failed")]
+    SavedQueries {
+        /// What klsync was doing.
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl SqlError {
+    /// Classify a failure of a user query: read-only violations and timeouts get their own
+    /// variants so the message says what happened, everything else keeps the database's error.
+    pub(crate) fn from_query(source: sqlx::Error, timeout: Duration) -> Self {
+        if let sqlx::Error::Database(db) = &source {
+            let message = || db.message().to_string();
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                match pg.code() {
+                    // read_only_sql_transaction
+                    "25006" => return SqlError::ReadOnly { message: message() },
+                    // query_canceled: statement_timeout is the only canceller klsync sets.
+                    "57014" => return SqlError::Timeout { timeout },
+                    _ => {}
+                }
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite extended result codes keep the primary code in the low byte.
+                let primary = db
+                    .code()
+                    .and_then(|code| code.parse::<i32>().ok())
+                    .map(|code| code & 0xff);
+                match primary {
+                    Some(SQLITE_READONLY) => return SqlError::ReadOnly { message: message() },
+                    Some(SQLITE_INTERRUPT) => return SqlError::Timeout { timeout },
+                    _ => {}
+                }
+            }
+        }
+        SqlError::Query { source }
+    }
+}
+
+/// SQLite's primary result code for a write on a read-only connection (also `query_only`).
+const SQLITE_READONLY: i32 = 8;
+/// SQLite's primary result code for an operation stopped by the progress handler.
+const SQLITE_INTERRUPT: i32 = 9;

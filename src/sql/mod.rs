@@ -1,0 +1,444 @@
+//! SQL sources: run the queries that drive list membership and profile data, and keep reusable
+//! queries in the `saved_queries` table.
+//!
+//! [`QueryManager`] is the only type here that touches a database. It connects to the user's
+//! `DATABASE_URL` (PostgreSQL or SQLite) and offers three things: [`QueryManager::execute_query`]
+//! (rows as a stream of JSON objects), [`QueryManager::save_query`] /
+//! [`QueryManager::load_query`] / [`QueryManager::list_queries`] (the `saved_queries` table), and
+//! [`QueryManager::resolve_query`] (a manifest's query name, looked up in `queries:` then in the
+//! table).
+//!
+//! # Decisions
+//!
+//! * **Where saved queries live.** `saved_queries` is in the same database the queries run on:
+//!   that is where data teams keep their SQL, and it is the table of the design klsync grew
+//!   from (`migrations/{postgres,sqlite}/0900_saved_queries.sql`, plus a unique index on `name`
+//!   so that saving an existing name updates it).
+//! * **No migrations just to read.** Running a manifest's query must never change a user's
+//!   database, so the table is created only by [`QueryManager::save_query`]; loading or listing
+//!   treats a missing table as "no saved queries". The migration file's text is executed
+//!   directly (it is idempotent: `CREATE ... IF NOT EXISTS`) instead of through sqlx's migrator,
+//!   which would add a `_sqlx_migrations` bookkeeping table to the user's database and would
+//!   conflict with klsync's own state migrations if both ever shared one database.
+//! * **Read-only, always rolled back.** PostgreSQL queries run inside `BEGIN READ ONLY` with
+//!   `statement_timeout` set locally (through `set_config`, so even the timeout is a bound
+//!   value), and the transaction is rolled back whether the query succeeded, failed or was
+//!   abandoned. SQLite queries run on connections opened read-only (`SQLITE_OPEN_READONLY`) with
+//!   `PRAGMA query_only = ON`, which also covers `ATTACH`ed and temporary databases. A write
+//!   attempt fails with [`SqlError::ReadOnly`].
+//! * **Statement timeout.** PostgreSQL enforces it server-side (`SET LOCAL statement_timeout`).
+//!   SQLite has no such setting, so a progress handler interrupts the statement once the
+//!   deadline passes (checked every few thousand virtual-machine steps); the handler is removed
+//!   before the connection goes back to the pool. Either way the error is
+//!   [`SqlError::Timeout`]. A zero timeout disables it. The clock runs while the statement is
+//!   open, including time the caller spends consuming rows.
+//! * **Bound parameters only.** The SQL text is sent as written (as one prepared statement, so
+//!   it cannot smuggle in a second one) and parameters are bound by their JSON type: string →
+//!   `text`, integer → `int8`, other number → `float8`, bool → `bool`, object/array → `jsonb`,
+//!   null → NULL (SQLite: TEXT, INTEGER, REAL, 1/0, JSON text, NULL). Nothing is ever
+//!   interpolated. PostgreSQL checks bound types strictly, so cast where a column is of another
+//!   type: `WHERE signed_up >= $1::date`.
+//! * **SQLite files must exist.** The query connections are read-only and never create the
+//!   file; `sqlite::memory:` gives each connection its own empty database and is of no use.
+//! * **Streaming.** Rows come from sqlx's `fetch`, are converted one at a time and handed over
+//!   through a small bounded channel, so memory stays flat however many rows a query returns
+//!   and a slow consumer slows the query instead of buffering it.
+//! * **Rows** are [`Row`]s: JSON objects in column order (serde_json's `preserve_order`
+//!   feature, enabled in Cargo.toml, keeps insertion order). Two columns with the same name are an
+//!   error ([`SqlError::DuplicateColumn`]) rather than one silently hiding the other. Types are
+//!   converted as documented in `decode.rs`: numbers stay numbers (NUMERIC only when exact, else
+//!   a string), timestamps become ISO 8601, JSON stays JSON, `bytea` becomes `\x` hex.
+//! * **Connections.** sslmode and every other option come from the URL (sqlx parses them).
+//!   Transient connect failures (I/O, pool timeout, "starting up", "too many connections") are
+//!   retried with exponential backoff; authentication and configuration errors are not. The
+//!   password never appears in logs or errors: URLs are shown through
+//!   [`crate::settings::redact_url`].
+
+mod decode;
+mod error;
+pub mod output;
+mod params;
+mod saved;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+use tokio::sync::mpsc;
+
+use crate::manifest::types::QuerySpec;
+use crate::settings::{Secret, redact_url};
+
+pub use error::SqlError;
+pub use saved::SavedQuery;
+
+use params::Param;
+
+/// One result row: column name → value, in the query's column order.
+pub type Row = serde_json::Map<String, Value>;
+
+/// How queries are run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// Cancel a statement that runs longer than this. `Duration::ZERO` disables the limit.
+    pub statement_timeout: Duration,
+    /// Extra connection attempts after a transient connect failure.
+    pub connect_retries: u32,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            statement_timeout: Duration::from_secs(60),
+            connect_retries: 3,
+        }
+    }
+}
+
+/// Rows converted ahead of the consumer; small, because each may be large.
+const ROW_BUFFER: usize = 64;
+/// SQLite virtual-machine steps between two looks at the clock.
+const SQLITE_PROGRESS_STEPS: i32 = 4_000;
+/// The most connections one klsync run keeps to a user's database.
+const MAX_CONNECTIONS: u32 = 4;
+/// How long a query waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
+/// First retry delay; doubles each attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs read-only queries on the user's database and keeps its saved queries.
+#[derive(Debug, Clone)]
+pub struct QueryManager {
+    backend: Backend,
+    url: String,
+    options: QueryOptions,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Postgres(PgPool),
+    Sqlite {
+        /// Read-only, `query_only` connections: every query and every read of saved_queries.
+        read_only: SqlitePool,
+        /// The URL's own options, for the rare writable connection `save_query` opens.
+        writable: Box<SqliteConnectOptions>,
+    },
+}
+
+impl QueryManager {
+    /// Connect to a `postgres://`/`postgresql://` or `sqlite:` URL, retrying transient failures.
+    ///
+    /// Nothing is created or migrated in the database.
+    pub async fn connect(url: &Secret, options: QueryOptions) -> Result<Self, SqlError> {
+        let raw = url.expose();
+        let shown = redact_url(raw);
+        let scheme = raw
+            .split_once(':')
+            .map(|(scheme, _)| scheme.to_ascii_lowercase())
+            .unwrap_or_default();
+        let invalid = |source| SqlError::InvalidUrl {
+            url: shown.clone(),
+            source,
+        };
+        let backend = match scheme.as_str() {
+            "postgres" | "postgresql" => {
+                let connect = PgConnectOptions::from_str(raw).map_err(invalid)?;
+                probe(&shown, options.connect_retries, &connect).await?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with(connect);
+                Backend::Postgres(pool)
+            }
+            "sqlite" => {
+                let writable = SqliteConnectOptions::from_str(raw).map_err(invalid)?;
+                let read_only = writable
+                    .clone()
+                    .read_only(true)
+                    .create_if_missing(false)
+                    .pragma("query_only", "ON");
+                probe(&shown, options.connect_retries, &read_only).await?;
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with(read_only);
+                Backend::Sqlite {
+                    read_only: pool,
+                    writable: Box::new(writable),
+                }
+            }
+            _ => return Err(SqlError::UnsupportedUrl { url: shown }),
+        };
+        Ok(QueryManager {
+            backend,
+            url: shown,
+            options,
+        })
+    }
+
+    /// The database URL with its password masked, for messages.
+    pub fn redacted_url(&self) -> &str {
+        &self.url
+    }
+
+    /// Run `sql` read-only with `params` bound to `$1`, `$2`, ... and stream its rows.
+    ///
+    /// The query starts when the stream is first polled. Dropping the stream early stops the
+    /// query and rolls its transaction back. The stream ends after the first error.
+    pub fn execute_query(
+        &self,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Stream<Item = Result<Row, SqlError>> + Send + 'static {
+        let job = params::classify(params).map(|params| Job {
+            backend: self.backend.clone(),
+            sql: sql.to_string(),
+            params,
+            timeout: self.options.statement_timeout,
+        });
+        stream::once(async move {
+            match job {
+                Err(err) => stream::iter([Err(err)]).left_stream(),
+                Ok(job) => {
+                    let (sender, receiver) = mpsc::channel(ROW_BUFFER);
+                    // The producer owns the connection and its transaction; it stops (and rolls
+                    // back) as soon as the receiver is gone.
+                    tokio::spawn(job.run(sender));
+                    stream::unfold(receiver, |mut receiver| async move {
+                        receiver.recv().await.map(|item| (item, receiver))
+                    })
+                    .right_stream()
+                }
+            }
+        })
+        .flatten()
+    }
+
+    /// Save a query under `name`, creating the saved_queries table if needed.
+    ///
+    /// An existing name is updated: its SQL and parameters are replaced, its description too
+    /// when one is given (kept otherwise), and `updated_at` advances. Returns the stored row.
+    pub async fn save_query(
+        &self,
+        name: &str,
+        sql: &str,
+        description: Option<&str>,
+        params: &[Value],
+    ) -> Result<SavedQuery, SqlError> {
+        saved::validate_name(name)?;
+        match &self.backend {
+            Backend::Postgres(pool) => saved::save_pg(pool, name, sql, description, params).await,
+            Backend::Sqlite { writable, .. } => {
+                saved::save_sqlite(writable, name, sql, description, params).await
+            }
+        }
+    }
+
+    /// The saved query called `name`, or `None` (also when the table does not exist).
+    pub async fn load_query(&self, name: &str) -> Result<Option<SavedQuery>, SqlError> {
+        match &self.backend {
+            Backend::Postgres(pool) => saved::load_pg(pool, Some(name)).await,
+            Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, Some(name)).await,
+        }
+        .map(|mut found| found.pop())
+    }
+
+    /// Every saved query, by name (empty when the table does not exist).
+    pub async fn list_queries(&self) -> Result<Vec<SavedQuery>, SqlError> {
+        match &self.backend {
+            Backend::Postgres(pool) => saved::load_pg(pool, None).await,
+            Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, None).await,
+        }
+    }
+
+    /// The query a manifest names: its own `queries:` entry wins (it is reviewed in git with
+    /// the manifest), else the saved query of that name, else [`SqlError::NotFound`].
+    pub async fn resolve_query(
+        &self,
+        name: &str,
+        manifest_queries: &BTreeMap<String, QuerySpec>,
+    ) -> Result<QuerySpec, SqlError> {
+        if let Some(spec) = manifest_queries.get(name) {
+            return Ok(spec.clone());
+        }
+        match self.load_query(name).await? {
+            Some(saved) => Ok(QuerySpec {
+                sql: saved.sql,
+                params: saved.params,
+                description: saved.description,
+            }),
+            None => Err(SqlError::NotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Close every pooled connection.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Postgres(pool) => pool.close().await,
+            Backend::Sqlite { read_only, .. } => read_only.close().await,
+        }
+    }
+}
+
+/// Open one connection, retrying only failures another attempt could fix, then close it: the
+/// pool connects lazily, and this is where an unreachable or misconfigured database is
+/// reported. (The pool's own connect loop is not used for this because it retries a refused
+/// connection silently until its acquire timeout.)
+async fn probe<O>(url: &str, retries: u32, options: &O) -> Result<(), SqlError>
+where
+    O: ConnectOptions,
+    O::Connection: Sized,
+{
+    let mut attempt = 0;
+    let mut delay = FIRST_BACKOFF;
+    loop {
+        attempt += 1;
+        match options.connect().await {
+            Ok(connection) => {
+                // The connection worked; failing to say goodbye politely changes nothing.
+                let _ = connection.close().await;
+                return Ok(());
+            }
+            Err(err) if attempt <= retries && is_transient(&err) => {
+                tracing::warn!(url, attempt, error = %err, "database connection failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+            Err(source) => {
+                return Err(SqlError::Connect {
+                    url: url.to_string(),
+                    attempts: attempt,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // PostgreSQL cannot_connect_now (starting up) and too_many_connections.
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+        _ => false,
+    }
+}
+
+/// One query execution, owned by the task that streams its rows.
+struct Job {
+    backend: Backend,
+    sql: String,
+    params: Vec<Param>,
+    timeout: Duration,
+}
+
+type RowSender = mpsc::Sender<Result<Row, SqlError>>;
+
+impl Job {
+    async fn run(self, sender: RowSender) {
+        let Job {
+            backend,
+            sql,
+            params,
+            timeout,
+        } = self;
+        let outcome = match backend {
+            Backend::Postgres(pool) => run_pg(&pool, sql, params, timeout, &sender).await,
+            Backend::Sqlite { read_only, .. } => {
+                run_sqlite(&read_only, sql, params, timeout, &sender).await
+            }
+        };
+        if let Err(err) = outcome {
+            // The consumer may be gone already; then nobody is left to tell.
+            let _ = sender.send(Err(err)).await;
+        }
+    }
+}
+
+async fn run_pg(
+    pool: &PgPool,
+    sql: String,
+    params: Vec<Param>,
+    timeout: Duration,
+    sender: &RowSender,
+) -> Result<(), SqlError> {
+    let failed = |source| SqlError::from_query(source, timeout);
+    let mut transaction = pool.begin_with("BEGIN READ ONLY").await.map_err(failed)?;
+    let streamed = async {
+        // set_config(..., true) is SET LOCAL: it ends with the transaction.
+        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+            .bind(format!("{}ms", timeout.as_millis()))
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed)?;
+        let query = params::bind_pg(sqlx::query(AssertSqlSafe(sql)), params);
+        let mut rows = query.fetch(&mut *transaction);
+        while let Some(row) = rows.try_next().await.map_err(failed)? {
+            let row = decode::pg_row(&row)?;
+            if sender.send(Ok(row)).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    // A sync query never commits, whatever happened above.
+    let rolled_back = transaction.rollback().await.map_err(failed);
+    streamed.and(rolled_back)
+}
+
+async fn run_sqlite(
+    pool: &SqlitePool,
+    sql: String,
+    params: Vec<Param>,
+    timeout: Duration,
+    sender: &RowSender,
+) -> Result<(), SqlError> {
+    let failed = |source| SqlError::from_query(source, timeout);
+    let mut connection = pool.acquire().await.map_err(failed)?;
+    if !timeout.is_zero() {
+        let deadline = Instant::now() + timeout;
+        connection
+            .lock_handle()
+            .await
+            .map_err(failed)?
+            .set_progress_handler(SQLITE_PROGRESS_STEPS, move || Instant::now() < deadline);
+    }
+    let streamed = async {
+        let mut transaction = connection.begin().await.map_err(failed)?;
+        let outcome = async {
+            let query = params::bind_sqlite(sqlx::query(AssertSqlSafe(sql)), params);
+            let mut rows = query.fetch(&mut *transaction);
+            while let Some(row) = rows.try_next().await.map_err(failed)? {
+                let row = decode::sqlite_row(&row)?;
+                if sender.send(Ok(row)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let rolled_back = transaction.rollback().await.map_err(failed);
+        outcome.and(rolled_back)
+    }
+    .await;
+    // The deadline belongs to this query only; the pooled connection must not inherit it.
+    let cleared = connection
+        .lock_handle()
+        .await
+        .map(|mut handle| handle.remove_progress_handler());
+    let cleared = cleared.map_err(|source| {
+        // A connection whose handler cannot be cleared must not be reused.
+        connection.detach();
+        failed(source)
+    });
+    streamed.and(cleared)
+}

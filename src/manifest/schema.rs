@@ -33,6 +33,17 @@ pub fn manifest_schema() -> Value {
     let mut schema = schemars::schema_for!(ManifestFile).to_value();
     let vendor: Value = serde_json::from_str(SEGMENT_DEFINITION_SCHEMA)
         .expect("the vendored segment definition schema is valid JSON (checked by tests)");
+    if let (Some(root), Some(attribution)) = (
+        schema.as_object_mut(),
+        vendor.get("$comment").and_then(Value::as_str),
+    ) {
+        root.insert(
+            "$comment".into(),
+            Value::String(format!(
+                "Embeds Klaviyo's segment definition schema under $defs. {attribution}"
+            )),
+        );
+    }
     if let Some(defs) = schema.get_mut("$defs").and_then(Value::as_object_mut)
         && let Some(vendor_defs) = vendor.get("$defs").and_then(Value::as_object)
     {

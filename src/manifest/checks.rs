@@ -647,6 +647,100 @@ fn profiles(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::yaml;
+
+    /// Run the semantic checks over in-memory files; `(severity, file, line, message)` each.
+    fn check(files: &[(&str, &str)]) -> Vec<(Severity, String, usize, String)> {
+        let parsed: Vec<(std::path::PathBuf, ManifestFile, SpanIndex)> = files
+            .iter()
+            .map(|(path, text)| {
+                let (value, index) = yaml::parse(text).unwrap();
+                (path.into(), serde_json::from_value(value).unwrap(), index)
+            })
+            .collect();
+        let checked: Vec<Checked<'_>> = parsed
+            .iter()
+            .map(|(path, manifest, index)| Checked {
+                path,
+                manifest,
+                index,
+            })
+            .collect();
+        run(&checked)
+            .into_iter()
+            .map(|d| (d.severity, d.file.display().to_string(), d.line, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn duplicates_across_files_name_both_places() {
+        let found = check(&[
+            ("a.yaml", "lists:\n  - {id: vip, name: VIP}\n"),
+            (
+                "b.yaml",
+                "lists:\n  - {id: x, name: X}\n  - {id: vip, name: Other}\n",
+            ),
+        ]);
+        assert_eq!(
+            found,
+            [(
+                Severity::Error,
+                "b.yaml".into(),
+                3,
+                "duplicate list id: `vip`".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn tag_references_resolve_against_declarations() {
+        let tags = "tags: [seasonal]\ntag_groups:\n  - {name: stage, exclusive: true, tags: [a, b]}\n  - {name: life, tags: [x, y]}\n";
+        let ok = "lists:\n  - {id: l, name: L, tags: [seasonal, stage/a, life/x, life/y]}\n";
+        assert_eq!(check(&[("t.yaml", tags), ("l.yaml", ok)]), []);
+        let bad = "segments:\n  - {id: s, name: S, definition: {}, tags: [stage/a, stage/b, nope/x, life/z, vip]}\n";
+        let messages: Vec<String> = check(&[("t.yaml", tags), ("s.yaml", bad)])
+            .into_iter()
+            .map(|(_, _, _, m)| m)
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "tag group `stage` is exclusive, but this segment already has `stage/a` from it",
+                "undeclared tag group `nope`",
+                "undeclared tag `z` in group `life`",
+                "undeclared tag `vip`",
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let many: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
+        let text = format!(
+            "tags: [{0}]\nlists:\n  - {{id: l, name: L, tags: [{0}]}}\n",
+            many.join(", ")
+        );
+        let found = check(&[("a.yaml", &text)]);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.3 == "101 tags on one list, Klaviyo allows at most 100")
+        );
+        let groups: String = (0..50).map(|i| format!("  - {{name: g{i}}}\n")).collect();
+        let found = check(&[("g.yaml", &format!("tag_groups:\n{groups}"))]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].3.starts_with("too many tag groups"));
+    }
+
+    #[test]
+    fn undeclared_query_is_only_a_warning() {
+        let found = check(&[(
+            "p.yaml",
+            "profiles:\n  - {id: p, query: ltv, identify_by: email, properties: {shop_ltv: v}}\n",
+        )]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, Severity::Warning);
+    }
 
     #[test]
     fn placeholders_ignore_literals_and_comments() {

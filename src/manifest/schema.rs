@@ -33,6 +33,17 @@ pub fn manifest_schema() -> Value {
     let mut schema = schemars::schema_for!(ManifestFile).to_value();
     let vendor: Value = serde_json::from_str(SEGMENT_DEFINITION_SCHEMA)
         .expect("the vendored segment definition schema is valid JSON (checked by tests)");
+    if let (Some(root), Some(attribution)) = (
+        schema.as_object_mut(),
+        vendor.get("$comment").and_then(Value::as_str),
+    ) {
+        root.insert(
+            "$comment".into(),
+            Value::String(format!(
+                "Embeds Klaviyo's segment definition schema under $defs. {attribution}"
+            )),
+        );
+    }
     if let Some(defs) = schema.get_mut("$defs").and_then(Value::as_object_mut)
         && let Some(vendor_defs) = vendor.get("$defs").and_then(Value::as_object)
     {
@@ -88,6 +99,7 @@ pub(crate) fn check(
     for error in compiled.validator.iter_errors(value) {
         explain(&error, &compiled.schema, &mut found);
     }
+    link_typos_to_missing_fields(&mut found);
     found
         .into_iter()
         .map(|problem| {
@@ -124,6 +136,42 @@ struct Problem {
     at_key: bool,
     message: String,
     hint: Option<String>,
+}
+
+/// A typo such as `nmae` yields two problems, "missing `name`" and "unknown `nmae`"; tell the
+/// reader of the first that the second is the likely cause.
+fn link_typos_to_missing_fields(found: &mut [Problem]) {
+    let typos: Vec<(String, String, String)> = found
+        .iter()
+        .filter_map(|p| {
+            let unknown = p
+                .message
+                .strip_prefix("unknown field `")?
+                .strip_suffix('`')?;
+            let meant = p
+                .hint
+                .as_deref()?
+                .strip_prefix("did you mean `")?
+                .strip_suffix("`?")?;
+            let parent = p.pointer.rsplit_once('/')?.0;
+            Some((parent.to_owned(), meant.to_owned(), unknown.to_owned()))
+        })
+        .collect();
+    for problem in found.iter_mut().filter(|p| p.hint.is_none()) {
+        let Some(missing) = problem
+            .message
+            .strip_prefix("missing required field `")
+            .and_then(|m| m.strip_suffix('`'))
+        else {
+            continue;
+        };
+        if let Some((_, _, unknown)) = typos
+            .iter()
+            .find(|(parent, meant, _)| *parent == problem.pointer && meant == missing)
+        {
+            problem.hint = Some(format!("`{unknown}` looks like a misspelling of it"));
+        }
+    }
 }
 
 /// Turn a JSON pointer into a human path: `/lists/0/name` → `lists[0].name`.

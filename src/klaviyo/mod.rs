@@ -17,7 +17,6 @@ pub mod types;
 pub use client::{ApiStream, ClientConfig, ClientMetrics, KlaviyoClient};
 pub use error::{ApiError, ApiErrorObject};
 pub use operations::{ExtraBucket, Operation, RateLimit};
-pub use ratelimit::estimated_duration;
 pub use resources::{BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, PROFILE_MAX_BYTES};
 pub use types::{
     BulkImportJob, ImportError, JobStatus, List, OptInProcess, Profile, ProfileAttributes,

@@ -18,7 +18,7 @@
 //! The clock is a type parameter so tests drive the limiters with governor's
 //! [`FakeRelativeClock`](governor::clock::FakeRelativeClock) and never sleep.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,37 +52,6 @@ impl Bucket {
             Bucket::Extra(extra) => extra.rate_limit(),
         }
     }
-}
-
-/// The minimum wall time `requests_per_operation` need at Klaviyo's published limits.
-///
-/// Per operation this is the fixed-window lower bound: `n` requests fill `ceil(n / limit)`
-/// windows of each kind (burst, steady, daily), and the last one can start no earlier than
-/// `ceil(n / limit) - 1` window lengths after the first. Operations have independent buckets, so
-/// the plan as a whole needs at least the longest of them (a lower bound: it assumes the
-/// operations run concurrently and the first request of each starts a fresh window).
-pub fn estimated_duration(requests_per_operation: &BTreeMap<Operation, u64>) -> Duration {
-    requests_per_operation
-        .iter()
-        .map(|(op, &count)| operation_duration(op.rate_limit(), count))
-        .max()
-        .unwrap_or(Duration::ZERO)
-}
-
-fn operation_duration(limit: RateLimit, count: u64) -> Duration {
-    if count == 0 {
-        return Duration::ZERO;
-    }
-    let windows = |per_window: u32, length: Duration| {
-        let full = count.div_ceil(u64::from(per_window.max(1))) - 1;
-        length.saturating_mul(u32::try_from(full).unwrap_or(u32::MAX))
-    };
-    let mut needed =
-        windows(limit.burst_per_second, SECOND).max(windows(limit.steady_per_minute, MINUTE));
-    if let Some(daily) = limit.daily {
-        needed = needed.max(windows(daily, DAY));
-    }
-    needed
 }
 
 /// A GCRA quota that never admits more than `limit` cells in any window of length `window`,
@@ -442,39 +411,6 @@ mod tests {
         }
         limiters.clock().advance(DAY);
         assert_eq!(limiters.count_daily(Operation::CreateSegment), Ok(()));
-    }
-
-    #[test]
-    fn estimated_duration_is_the_fixed_window_lower_bound() {
-        let plan = |entries: &[(Operation, u64)]| entries.iter().copied().collect();
-        assert_eq!(estimated_duration(&BTreeMap::new()), Duration::ZERO);
-        // 15 segment creates fit in one minute window: the last can go 14 s after the first.
-        assert_eq!(
-            estimated_duration(&plan(&[(Operation::CreateSegment, 15)])),
-            Duration::from_secs(14)
-        );
-        // 16 need a second minute window.
-        assert_eq!(
-            estimated_duration(&plan(&[(Operation::CreateSegment, 16)])),
-            MINUTE
-        );
-        // 101 exceed the daily cap of 100: the last has to wait for the next day.
-        assert_eq!(
-            estimated_duration(&plan(&[(Operation::CreateSegment, 101)])),
-            DAY
-        );
-        // Independent buckets overlap: the slowest operation decides.
-        assert_eq!(
-            estimated_duration(&plan(&[
-                (Operation::GetProfiles, 1500),
-                (Operation::AddProfilesToList, 10),
-            ])),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            estimated_duration(&plan(&[(Operation::AddProfilesToList, 0)])),
-            Duration::ZERO
-        );
     }
 
     #[test]

@@ -1,69 +1,17 @@
 //! Contract test: every request body the client sends validates against the `requestBody`
-//! schema of its operation in Klaviyo's OpenAPI spec (revision 2026-07-15).
-//!
-//! The spec is read from `$KLAVIYO_OPENAPI_SPEC`, else `spec/klaviyo-openapi.json` in the
-//! package, else the shared workspace copy; the test fails if none exists. The spec's schemas
-//! are OpenAPI 3.0, so `nullable: true` is rewritten to `anyOf [schema, null]`, and every object
-//! schema that lists `properties` is closed (`additionalProperties: false`) to catch misspelt
-//! attribute names, which the spec alone would accept.
+//! schema of its operation in Klaviyo's OpenAPI spec (revision 2026-07-15, the vendored subset),
+//! with object schemas closed (see `support::openapi`) so misspelt attribute names fail too.
 
-use std::path::PathBuf;
+mod support;
 
 use klsync::klaviyo::{
     ClientConfig, KlaviyoClient, Operation, OptInProcess, ProfileAttributes, SegmentUpdate,
 };
 use klsync::settings::Secret;
 use serde_json::{Map, Value, json};
+use support::openapi::{Body, Objects, validate_component, validate_operation};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-fn spec() -> Value {
-    let candidates = [
-        std::env::var_os("KLAVIYO_OPENAPI_SPEC").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("spec/klaviyo-openapi.json")),
-        Some(PathBuf::from("/work/shared/klaviyo-openapi/stable.json")),
-    ];
-    let path = candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.exists())
-        .expect("Klaviyo OpenAPI spec not found; set KLAVIYO_OPENAPI_SPEC");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// OpenAPI 3.0 schema → JSON Schema 2020-12, closing objects with listed properties.
-fn convert(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for child in map.values_mut() {
-                convert(child);
-            }
-            let closable = map.get("properties").is_some_and(Value::is_object)
-                && map.get("type") == Some(&json!("object"))
-                && !map.contains_key("additionalProperties")
-                && !map.contains_key("allOf");
-            if closable {
-                map.insert("additionalProperties".into(), Value::Bool(false));
-            }
-            if map.remove("nullable") == Some(Value::Bool(true)) {
-                let inner = Value::Object(std::mem::take(map));
-                map.insert("anyOf".into(), json!([inner, {"type": "null"}]));
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(convert),
-        _ => {}
-    }
-}
-
-fn path_matches(template: &str, path: &str) -> bool {
-    let template: Vec<&str> = template.split('/').collect();
-    let path: Vec<&str> = path.split('/').collect();
-    template.len() == path.len()
-        && template
-            .iter()
-            .zip(&path)
-            .all(|(t, p)| t.starts_with('{') || t == p)
-}
 
 #[tokio::test]
 async fn every_request_body_validates_against_the_spec() {
@@ -167,11 +115,7 @@ async fn every_request_body_validates_against_the_spec() {
     client.tag_segments("T1", &ids("S")).await.unwrap();
     client.untag_segments("T1", &ids("S")).await.unwrap();
 
-    let mut spec = spec();
-    let mut components = spec["components"].take();
-    convert(&mut components);
     let mut checked = std::collections::BTreeSet::new();
-    let mut validators = std::collections::BTreeMap::new();
     let requests = server.received_requests().await.unwrap();
     let mut with_body = 0;
     for request in &requests {
@@ -180,32 +124,15 @@ async fn every_request_body_validates_against_the_spec() {
         }
         with_body += 1;
         let method = request.method.as_str();
-        let op = Operation::ALL
-            .iter()
-            .copied()
-            .find(|op| {
-                op.method() == method && path_matches(op.path_template(), request.url.path())
-            })
+        let op = klsync::klaviyo::operations::operation_for(method, request.url.path())
             .unwrap_or_else(|| panic!("no operation for {method} {}", request.url.path()));
-        let schema_ref = spec["paths"][op.path_template()][method.to_ascii_lowercase()]
-            ["requestBody"]["content"]["application/vnd.api+json"]["schema"]["$ref"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{} has no requestBody schema", op.operation_id()))
-            .to_string();
-        let validator = validators.entry(schema_ref.clone()).or_insert_with(|| {
-            jsonschema::validator_for(&json!({"$ref": schema_ref, "components": components}))
-                .unwrap()
-        });
         let body: Value = serde_json::from_slice(&request.body).unwrap();
-        let errors: Vec<String> = validator
-            .iter_errors(&body)
-            .map(|e| e.to_string())
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "{} body does not match {schema_ref}: {errors:?}\n{body:#}",
-            op.operation_id()
-        );
+        if let Err(errors) = validate_operation(op, Body::Request, &body) {
+            panic!(
+                "{} body does not match the spec: {errors:#?}\n{body:#}",
+                op.operation_id()
+            );
+        }
         checked.insert(op.operation_id());
     }
     let expected = [
@@ -235,28 +162,26 @@ async fn every_request_body_validates_against_the_spec() {
 #[test]
 fn the_converted_schemas_reject_what_klaviyo_rejects() {
     // Guard against a vacuous contract: the same machinery must refuse bad bodies.
-    let mut spec = spec();
-    let mut components = spec["components"].take();
-    convert(&mut components);
-    let validator = |name: &str| {
-        jsonschema::validator_for(&json!({"$ref": format!("#/components/schemas/{name}"),
-            "components": components}))
-        .unwrap()
-    };
-    let list = validator("ListCreateQuery");
-    assert!(list.is_valid(&json!({"data": {"type": "list", "attributes": {"name": "x"}}})));
-    assert!(!list.is_valid(&json!({"data": {"type": "list", "attributes": {}}})));
-    assert!(!list.is_valid(&json!({"data": {"type": "lists", "attributes": {"name": "x"}}})));
+    let list = |body: Value| validate_component("ListCreateQuery", &body, Objects::Closed);
+    assert!(list(json!({"data": {"type": "list", "attributes": {"name": "x"}}})).is_ok());
+    assert!(list(json!({"data": {"type": "list", "attributes": {}}})).is_err());
+    assert!(list(json!({"data": {"type": "lists", "attributes": {"name": "x"}}})).is_err());
+    let misspelt = json!({"data": {"type": "list", "attributes": {"name": "x", "optin": 1}}});
+    assert!(list(misspelt.clone()).is_err());
+    // As published the spec leaves attributes open: closing objects is what catches the typo.
+    assert!(validate_component("ListCreateQuery", &misspelt, Objects::AsPublished).is_ok());
+    let update =
+        |body: Value| validate_component("ProfilePartialUpdateQuery", &body, Objects::Closed);
     assert!(
-        !list.is_valid(&json!({"data": {"type": "list", "attributes": {"name": "x", "optin": 1}}}))
-    );
-    let update = validator("ProfilePartialUpdateQuery");
-    assert!(
-        update.is_valid(&json!({"data": {"type": "profile", "id": "1",
+        update(json!({"data": {"type": "profile", "id": "1",
         "attributes": {"first_name": null}, "meta": {"patch_properties": {"unset": ["a"]}}}}))
+        .is_ok()
     );
     assert!(
-        !update.is_valid(&json!({"data": {"type": "profile", "id": "1",
+        update(json!({"data": {"type": "profile", "id": "1",
         "attributes": {}, "meta": {"patch_properties": {"unset": {"a": 1}}}}}))
+        .is_err()
     );
+    // The operation-level entry point closes request bodies.
+    assert!(validate_operation(Operation::CreateList, Body::Request, &misspelt).is_err());
 }

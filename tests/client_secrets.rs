@@ -1,5 +1,6 @@
 //! The API key never reaches logs (ours, reqwest's, hyper's, h2's at TRACE) nor any error's
-//! Display or Debug output.
+//! Display or Debug output, against wiremock's canned answers and against the emulator (real
+//! JSON:API traffic with injected faults, whose server-side logs are captured too).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -128,10 +129,25 @@ async fn api_key_never_appears_in_trace_logs_or_errors() {
     }
     assert!(!format!("{client:?} {:?}", client.metrics()).contains(KEY));
 
+    let emulated = exercise_the_emulator().await;
+    assert!(
+        !emulated.contains(KEY),
+        "key leaked in an emulator-path error"
+    );
+
     let output = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     // The capture really saw the traffic (so the absence check below means something).
     assert!(output.contains("klaviyo.request"), "{output}");
     assert!(output.contains("status=401"), "{output}");
+    // Only the emulator answers 201, and only its injected faults drop connections.
+    assert!(
+        output.contains("status=201"),
+        "no emulator traffic captured"
+    );
+    assert!(
+        output.contains("reason=\"transport\"") || output.contains("reason=transport"),
+        "no retried reset captured"
+    );
     assert!(output.contains("retrying Klaviyo request"), "{output}");
     assert!(output.contains("TRACE"), "no TRACE records captured");
     // reqwest logs through `log` (so this proves the bridge), hyper-util through tracing.
@@ -142,4 +158,50 @@ async fn api_key_never_appears_in_trace_logs_or_errors() {
         !output.contains("SUPERSECRET"),
         "part of the key leaked in logs"
     );
+}
+
+/// Real traffic against the emulator at TRACE: creates, reads, a member add and an upsert, with
+/// injected 500s and resets so retry and recovery paths log too. Returns every error seen, as
+/// text, for the leak check.
+async fn exercise_the_emulator() -> String {
+    let handle = klsync::emulator::start(klsync::emulator::EmulatorConfig {
+        rate_limits: klsync::emulator::RateLimitMode::Off,
+        faults: Some("500=0.2,reset=0.1".into()),
+        seed: 7,
+        api_keys: vec![KEY.into()],
+        ..klsync::emulator::EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut config = ClientConfig::new(handle.base_url.clone(), Secret::new(KEY));
+    config.backoff_base = Duration::from_millis(5);
+    config.max_attempts = 8;
+    let client = KlaviyoClient::new(config).unwrap();
+    let mut seen = String::new();
+    for i in 0..10 {
+        let outcome = async {
+            let list = client.create_list(&format!("list {i}"), None).await?;
+            client.get_list(&list.id).await?;
+            let attributes = ProfileAttributes {
+                email: Some(Some(format!("p{i}@example.com"))),
+                ..ProfileAttributes::default()
+            };
+            let profile = client.upsert_profile(&attributes).await?.profile;
+            client.add_profiles_to_list(&list.id, &[profile.id]).await?;
+            let _: Vec<_> = client.list_lists(true).try_collect().await?;
+            Ok::<(), klsync::klaviyo::ApiError>(())
+        }
+        .await;
+        if let Err(error) = outcome {
+            seen.push_str(&format!("{error} {error:?}\n"));
+        }
+    }
+    let stats = handle.stats();
+    assert!(
+        stats.by_status.contains_key("reset") && stats.by_status.contains_key("500"),
+        "faults were injected: {:?}",
+        stats.by_status
+    );
+    handle.shutdown().await;
+    seen
 }

@@ -1,66 +1,22 @@
 //! Every response the emulator sends, for every operation klsync uses, validates against the
-//! official spec's response schema (OpenAPI 3.0 `nullable` translated to JSON Schema).
+//! official spec's response schema (the vendored subset, via `support::openapi`).
+
+mod support;
 
 use klsync::emulator::{self, EmulatorConfig, RateLimitMode};
 use klsync::klaviyo::operations::Operation;
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use support::openapi::{Body, validate_operation};
 
 const KEY: &str = "pk_test";
-const SPEC: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/klaviyo-openapi/stable.json"
-);
 
-fn spec_path() -> std::path::PathBuf {
-    // The spec lives beside the repository in the shared folder.
-    let candidates = [
-        std::path::PathBuf::from(SPEC),
-        std::path::PathBuf::from("/work/shared/klaviyo-openapi/stable.json"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("the Klaviyo OpenAPI spec is available")
-}
-
-/// OpenAPI 3.0 `nullable: true` becomes a JSON Schema type union or `anyOf` with null.
-fn translate(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for child in map.values_mut() {
-                translate(child);
-            }
-            if map.remove("nullable") == Some(Value::Bool(true)) {
-                if let Some(Value::String(t)) = map.get("type").cloned() {
-                    map.insert("type".into(), json!([t, "null"]));
-                    if let Some(Value::Array(options)) = map.get_mut("enum") {
-                        options.push(Value::Null);
-                    }
-                } else {
-                    let inner = Value::Object(std::mem::take(map));
-                    map.insert("anyOf".into(), json!([{ "type": "null" }, inner]));
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(translate),
-        _ => {}
-    }
-}
-
-struct Contract {
-    spec: Value,
-    components: Value,
-}
+/// Response checks, as the emulator contract needs them.
+struct Contract;
 
 impl Contract {
     fn load() -> Self {
-        let text = std::fs::read_to_string(spec_path()).unwrap();
-        let mut spec: Value = serde_json::from_str(&text).unwrap();
-        let mut components = spec["components"].clone();
-        translate(&mut components);
-        spec["components"] = Value::Null;
-        Contract { spec, components }
+        Contract
     }
 
     fn check(&self, op: Operation, status: u16, body: &Value) {
@@ -72,45 +28,9 @@ impl Contract {
     }
 
     fn errors(&self, op: Operation, status: u16, body: &Value) -> Vec<String> {
-        let responses =
-            &self.spec["paths"][op.path_template()][op.method().to_ascii_lowercase()]["responses"];
-        let code = status.to_string();
-        let response = if responses.get(&code).is_some() {
-            responses[&code].clone()
-        } else if status >= 500 {
-            json!({"$ref": "#/components/responses/ServerError"})
-        } else {
-            json!({"$ref": "#/components/responses/ClientError"})
-        };
-        let response = match response.get("$ref").and_then(Value::as_str) {
-            Some(r) => {
-                let name = r.rsplit('/').next().unwrap();
-                self.components["responses"][name].clone()
-            }
-            None => response,
-        };
-        let Some(schema) = response
-            .get("content")
-            .and_then(|c| c.get("application/vnd.api+json"))
-            .map(|c| c["schema"].clone())
-        else {
-            return if body.is_null() {
-                Vec::new()
-            } else {
-                vec![format!("the spec declares no body but got {body}")]
-            };
-        };
-        let mut root = schema.as_object().cloned().unwrap_or_else(Map::new);
-        root.insert("components".into(), self.components.clone());
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft4)
-            .should_validate_formats(true)
-            .build(&Value::Object(root))
-            .expect("schema compiles");
-        validator
-            .iter_errors(body)
-            .map(|e| format!("{} at {}", e, e.instance_path()))
-            .collect()
+        validate_operation(op, Body::Response(status), body)
+            .err()
+            .unwrap_or_default()
     }
 }
 

@@ -5,11 +5,29 @@
 //! `nullable: true`, which is rewritten to allow `null`. Everything else (`required`, `enum`,
 //! `oneOf`, `additionalProperties`, formats) is kept, so a body that passes here passes Klaviyo's
 //! own schema.
+//!
+//! [`Objects::Closed`] is stricter than the spec: every object schema that lists `properties`
+//! (and is not an `allOf` composition, whose parts must stay open) rejects other keys. Klaviyo
+//! ignores or rejects unknown attributes depending on the endpoint, so a misspelt attribute in a
+//! request would pass the published schema and silently do nothing; request bodies are checked
+//! closed. Responses are checked as published, since Klaviyo may add fields at any time.
+//!
+//! This is the only OpenAPI-to-JSON-Schema converter in the tests; every contract test uses it.
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use klsync::klaviyo::Operation;
 use serde_json::{Map, Value, json};
+
+/// How object schemas that list their `properties` treat other keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Objects {
+    /// As the spec says (mostly open).
+    AsPublished,
+    /// `additionalProperties: false` wherever properties are listed, to catch misspelt keys.
+    Closed,
+}
 
 /// The vendored spec subset, parsed once.
 pub fn spec() -> &'static Value {
@@ -20,13 +38,23 @@ pub fn spec() -> &'static Value {
     })
 }
 
-fn converted_components() -> &'static Value {
-    static COMPONENTS: OnceLock<Value> = OnceLock::new();
-    COMPONENTS.get_or_init(|| to_json_schema(&spec()["components"]))
+fn converted_components(objects: Objects) -> &'static Value {
+    static OPEN: OnceLock<Value> = OnceLock::new();
+    static CLOSED: OnceLock<Value> = OnceLock::new();
+    let cell = match objects {
+        Objects::AsPublished => &OPEN,
+        Objects::Closed => &CLOSED,
+    };
+    cell.get_or_init(|| to_json_schema_with(&spec()["components"], objects))
+}
+
+/// Rewrites OpenAPI 3.0 schema objects into JSON Schema (draft 2020-12), as published.
+pub fn to_json_schema(node: &Value) -> Value {
+    to_json_schema_with(node, Objects::AsPublished)
 }
 
 /// Rewrites OpenAPI 3.0 schema objects into JSON Schema (draft 2020-12).
-pub fn to_json_schema(node: &Value) -> Value {
+pub fn to_json_schema_with(node: &Value, objects: Objects) -> Value {
     match node {
         Value::Object(map) => {
             let mut out = Map::new();
@@ -34,7 +62,15 @@ pub fn to_json_schema(node: &Value) -> Value {
                 if key == "nullable" || key == "example" || key == "discriminator" {
                     continue;
                 }
-                out.insert(key.clone(), to_json_schema(value));
+                out.insert(key.clone(), to_json_schema_with(value, objects));
+            }
+            let closable = objects == Objects::Closed
+                && map.get("properties").is_some_and(Value::is_object)
+                && map.get("type") == Some(&json!("object"))
+                && !map.contains_key("additionalProperties")
+                && !map.contains_key("allOf");
+            if closable {
+                out.insert("additionalProperties".into(), Value::Bool(false));
             }
             if map.get("nullable") == Some(&Value::Bool(true)) {
                 make_nullable(out)
@@ -128,12 +164,34 @@ fn resolve_response(response: &'static Value) -> &'static Value {
     }
 }
 
-/// Validates `instance` against a body schema; returns every violation as a readable line.
+/// Validates `instance` against a body schema as published; returns every violation as a
+/// readable line.
 pub fn validate_body(
     method: &str,
     template: &str,
     body: Body,
     instance: &Value,
+) -> Result<(), Vec<String>> {
+    validate(method, template, body, instance, Objects::AsPublished)
+}
+
+/// Validates one body of `op` (requests closed, responses as published, see the module docs).
+pub fn validate_operation(op: Operation, body: Body, instance: &Value) -> Result<(), Vec<String>> {
+    let objects = match body {
+        Body::Request => Objects::Closed,
+        Body::Response(_) => Objects::AsPublished,
+    };
+    validate(op.method(), op.path_template(), body, instance, objects)
+}
+
+/// Validates `instance` against a body schema read as `objects` says; returns every violation as
+/// a readable line.
+pub fn validate(
+    method: &str,
+    template: &str,
+    body: Body,
+    instance: &Value,
+    objects: Objects,
 ) -> Result<(), Vec<String>> {
     let schema = match body_schema(method, template, body) {
         Ok(Some(schema)) => schema,
@@ -148,27 +206,66 @@ pub fn validate_body(
         }
         Err(err) => return Err(vec![err]),
     };
+    let key = format!("{objects:?} {method} {template} {body:?}");
+    let validator = compiled(key, &schema, objects)
+        .map_err(|e| vec![format!("schema for {method} {template}: {e}")])?;
+    collect_errors(
+        &validator,
+        instance,
+        &format!("{method} {template} {body:?}"),
+    )
+}
+
+/// Validates `instance` against `#/components/schemas/{name}`.
+pub fn validate_component(
+    name: &str,
+    instance: &Value,
+    objects: Objects,
+) -> Result<(), Vec<String>> {
+    let schema = json!({"$ref": format!("#/components/schemas/{name}")});
+    let validator = compiled(format!("{objects:?} component {name}"), &schema, objects)
+        .map_err(|e| vec![format!("schema {name}: {e}")])?;
+    collect_errors(&validator, instance, name)
+}
+
+/// Compiles (once per `key`) a validator for an OpenAPI-form `schema` whose references point
+/// into the spec's components.
+fn compiled(
+    key: String,
+    schema: &Value,
+    objects: Objects,
+) -> Result<Arc<jsonschema::Validator>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(validator) = cache.lock().expect("validator cache").get(&key) {
+        return Ok(Arc::clone(validator));
+    }
     let root = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "components": converted_components(),
-        "allOf": [to_json_schema(&schema)],
+        "components": converted_components(objects),
+        "allOf": [to_json_schema_with(schema, objects)],
     });
-    let validator = jsonschema::options()
-        .should_validate_formats(true)
-        .build(&root)
-        .map_err(|e| {
-            vec![format!(
-                "schema for {method} {template} does not compile: {e}"
-            )]
-        })?;
+    let validator = Arc::new(
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&root)
+            .map_err(|e| format!("does not compile: {e}"))?,
+    );
+    cache
+        .lock()
+        .expect("validator cache")
+        .insert(key, Arc::clone(&validator));
+    Ok(validator)
+}
+
+fn collect_errors(
+    validator: &jsonschema::Validator,
+    instance: &Value,
+    what: &str,
+) -> Result<(), Vec<String>> {
     let errors: Vec<String> = validator
         .iter_errors(instance)
-        .map(|e| {
-            format!(
-                "{method} {template} {body:?}: at {}: {e}",
-                e.instance_path()
-            )
-        })
+        .map(|e| format!("{what}: at {}: {e}", e.instance_path()))
         .collect();
     if errors.is_empty() {
         Ok(())

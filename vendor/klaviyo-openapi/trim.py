@@ -6,7 +6,7 @@ Usage: python3 vendor/klaviyo-openapi/trim.py /path/to/klaviyo/openapi/stable.js
 Keeps every path under the prefixes below (minus flows, campaigns, push tokens and conversations,
 which klsync does not manage) and the transitive closure of the components they reference, byte-for-
 byte as Klaviyo wrote them. The output is vendor/klaviyo-openapi/klaviyo-subset.json; the contract
-tests (tests/contract_openapi.rs) validate klsync's requests and the emulator's responses against it.
+tests (through tests/support/openapi.rs) validate klsync's requests and the emulator's responses against it.
 """
 import json
 import sys

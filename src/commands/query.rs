@@ -155,14 +155,31 @@ async fn run_query(
     let rows = manager.execute_query(&query.sql, &params).take(limit);
     let mut rows = std::pin::pin!(rows);
     let mut writer = RowWriter::new(format, io::BufWriter::new(io::stdout().lock()));
-    while let Some(row) = rows.next().await {
-        let row = row?;
-        match writer.write_row(&row) {
-            Ok(()) => {}
-            // The reader went away (`| head`): stop the query, as a finished pipeline should.
-            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitStatus::Success),
-            Err(err) => return Err(stdout_error(err)),
+    // Counted as read once fetched, whether or not stdout takes it.
+    let mut read = 0u64;
+    let result = loop {
+        let Some(row) = rows.next().await else {
+            break Ok(());
+        };
+        match row {
+            Ok(row) => {
+                read += 1;
+                if let Err(err) = writer.write_row(&row) {
+                    break Err(err);
+                }
+            }
+            Err(err) => {
+                output.metrics.add_rows_read(read);
+                return Err(err.into());
+            }
         }
+    };
+    output.metrics.add_rows_read(read);
+    match result {
+        Ok(()) => {}
+        // The reader went away (`| head`): stop the query, as a finished pipeline should.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitStatus::Success),
+        Err(err) => return Err(stdout_error(err)),
     }
     let count = writer.rows();
     match writer.finish() {

@@ -60,6 +60,11 @@ pub fn main_entry() -> ExitCode {
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     let output = Output::new(&cli.global);
     let name = command_name(&cli.command);
+    tracing::info!(
+        command = name,
+        version = env!("CARGO_PKG_VERSION"),
+        "run started"
+    );
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(&args, &output),
         Command::Schema(args) => commands::schema::run(&args),
@@ -106,6 +111,14 @@ fn finish_metrics(
     let snapshot = output
         .metrics
         .snapshot(command, metrics::outcome_name(status));
+    tracing::info!(
+        command,
+        outcome = snapshot.outcome,
+        duration_ms = snapshot.duration_ms,
+        requests = snapshot.total_requests(),
+        rows_read = snapshot.rows_read,
+        "run finished"
+    );
     if output.metrics.is_used() && !output.quiet {
         eprint!("{}", snapshot.summary_text());
     }

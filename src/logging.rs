@@ -31,6 +31,7 @@ use tracing_subscriber::{EnvFilter, Registry};
 
 use crate::cli::LogFormat;
 use crate::error::Error;
+use crate::progress::StderrWriter;
 
 /// A log file is rotated once it would grow past this size.
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -125,7 +126,7 @@ pub fn init(options: &LogOptions) -> Result<LogGuard, Error> {
     let mut layers: Vec<BoxedLayer> = Vec::with_capacity(2);
     let guard = match &options.file {
         None => {
-            layers.push(layer(options.format, std::io::stderr, stderr_filter));
+            layers.push(layer(options.format, StderrWriter::default, stderr_filter));
             LogGuard { file: None }
         }
         Some(path) => {
@@ -137,7 +138,7 @@ pub fn init(options: &LogOptions) -> Result<LogGuard, Error> {
                     }
                 })?;
             let shared = SharedFile(Arc::new(Mutex::new(file)));
-            layers.push(layer(LogFormat::Text, std::io::stderr, stderr_filter));
+            layers.push(layer(LogFormat::Text, StderrWriter::default, stderr_filter));
             let file_filter = filter(options.verbosity.file_level());
             layers.push(layer(options.format, shared.clone(), file_filter));
             LogGuard { file: Some(shared) }

@@ -24,29 +24,62 @@
 //! ```
 //!
 //! Plan uses a spinner per collection it reads (pages counted with `inc`), apply a bar over
-//! the plan's changes and one per bulk job (profiles imported). Log lines written while a bar
-//! is drawn would tear it; [`Task::suspend`] hides the bar around such output.
+//! the plan's changes and one per bulk job (profiles imported).
+//!
+//! Every stderr bar of the process belongs to one `MultiProgress`, so several bars stack
+//! instead of fighting over the last line, and log events reach stderr through
+//! [`StderrWriter`], which lifts the bars off the screen while it writes. Commands that
+//! `eprintln!` while a bar is shown wrap it in [`Task::suspend`].
 
 use std::borrow::Cow;
-use std::io::IsTerminal;
-use std::sync::Arc;
+use std::io::{self, IsTerminal, Write};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+/// The bars drawn on stderr, all of them: see the module docs.
+static STDERR_BARS: LazyLock<MultiProgress> =
+    LazyLock::new(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+
+/// Writes to stderr with any progress bars lifted off the screen, so a line never tears a bar
+/// (used by `logging` for events on stderr).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StderrWriter;
+
+impl Write for StderrWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Write the whole event inside one suspension: a partial write would redraw mid-line.
+        STDERR_BARS.suspend(|| io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
 
 /// Bars: label, bar, done/total, rate, time left, then the current item.
 const BAR_TEMPLATE: &str =
-    "{prefix:>12} [{bar:30}] {human_pos}/{human_len} ({per_sec}, {eta} left) {wide_msg}";
+    "{prefix:>12} [{bar:30}] {human_pos}/{human_len} ({rate}, {eta} left) {wide_msg}";
 /// Spinners (unknown total): label, count so far, rate, elapsed.
-const SPINNER_TEMPLATE: &str =
-    "{spinner} {prefix:>10} {human_pos} ({per_sec}, {elapsed}) {wide_msg}";
+const SPINNER_TEMPLATE: &str = "{spinner} {prefix:>10} {human_pos} ({rate}, {elapsed}) {wide_msg}";
 
 type TargetFactory = Arc<dyn Fn() -> ProgressDrawTarget + Send + Sync>;
+
+/// Where an enabled [`Progress`] draws.
+#[derive(Clone)]
+enum Target {
+    /// The process-wide stderr bars.
+    Stderr,
+    /// A target of its own per bar (tests).
+    Custom(TargetFactory),
+}
 
 /// Makes progress bars, or nothing when disabled.
 #[derive(Clone)]
 pub struct Progress {
-    target: Option<TargetFactory>,
+    target: Option<Target>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -60,7 +93,9 @@ impl std::fmt::Debug for Progress {
 impl Progress {
     /// Bars drawn on stderr when `enabled`; nothing at all otherwise.
     pub fn new(enabled: bool) -> Self {
-        Progress::with_target(enabled, ProgressDrawTarget::stderr)
+        Progress {
+            target: enabled.then_some(Target::Stderr),
+        }
     }
 
     /// On when stderr is a terminal and not `quiet`.
@@ -74,7 +109,7 @@ impl Progress {
         target: impl Fn() -> ProgressDrawTarget + Send + Sync + 'static,
     ) -> Self {
         Progress {
-            target: enabled.then(|| Arc::new(target) as TargetFactory),
+            target: enabled.then(|| Target::Custom(Arc::new(target))),
         }
     }
 
@@ -102,9 +137,22 @@ impl Progress {
         let Some(target) = &self.target else {
             return Task { bar: None };
         };
-        let bar = ProgressBar::with_draw_target(total, target());
+        let bar = match target {
+            Target::Stderr => STDERR_BARS.add(ProgressBar::with_draw_target(
+                total,
+                ProgressDrawTarget::hidden(),
+            )),
+            Target::Custom(target) => ProgressBar::with_draw_target(total, target()),
+        };
         let style = ProgressStyle::with_template(template)
             .expect("the templates are valid")
+            // indicatif's own {per_sec} prints four decimals; whole steps per second read better.
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                },
+            )
             .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(label.to_string());
@@ -261,6 +309,7 @@ mod tests {
         let text = term.text();
         assert!(text.contains("Applying"), "{text}");
         assert!(text.contains("5/5"), "{text}");
+        assert!(text.contains("/s, "), "rate shown: {text}");
         assert!(text.contains("list.newsletter"), "{text}");
         assert!(text.contains("Reading"), "{text}");
     }

@@ -98,7 +98,7 @@ impl LogOptions {
 }
 
 /// Keeps the log file open; flushes it when dropped. Hold it until the process ends.
-#[must_use = "dropping the guard flushes and stops nothing, but hold it until exit"]
+#[must_use = "the log file is flushed when the guard drops: hold it until the process exits"]
 #[derive(Debug)]
 pub struct LogGuard {
     file: Option<SharedFile>,

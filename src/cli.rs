@@ -33,6 +33,24 @@ pub struct GlobalArgs {
     /// More detail on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log line format: of the --log-file when given, else of stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Also write logs (at least info level) to this file; it rotates at 10 MiB, keeping 5 old files.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// Write the run's metrics (requests per endpoint, retries, 429s, waits, rows, duration) as JSON.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// When to use colour.
@@ -61,6 +79,48 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// Save, list, show and run the SQL queries kept in the database's saved_queries table.
     Query(QueryArgs),
+    /// Show recorded runs and the changes each applied, newest first.
+    History(HistoryArgs),
+    /// Print a shell completion script (e.g. `klsync completions bash > /etc/bash_completion.d/klsync`).
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one page per subcommand into a directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Show at most this many runs.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = HistoryFormat::Text)]
+    pub format: HistoryFormat,
+}
+
+/// How `history` prints runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HistoryFormat {
+    /// A few lines per run, one per change.
+    Text,
+    /// A JSON array of runs with their changes.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write klsync.1 and one klsync-<subcommand>.1 per subcommand here instead of printing
+    /// klsync.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -6,9 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, ColorChoice, Command, GlobalArgs};
+use crate::cli::{Cli, ColorChoice, Command, GlobalArgs, QueryCommand};
 use crate::commands;
 use crate::error::{Error, ExitStatus};
+use crate::logging::{self, LogOptions, Verbosity};
+use crate::metrics::{self, Recorder};
+use crate::progress::Progress;
 
 /// Entry point of the binary: never panics on bad input, never prints a stack trace.
 pub fn main_entry() -> ExitCode {
@@ -24,7 +27,21 @@ pub fn main_entry() -> ExitCode {
             };
         }
     };
-    init_tracing(&cli.global);
+    let log_options = LogOptions::new(
+        cli.global.log_format,
+        cli.global.log_file.clone(),
+        Verbosity {
+            quiet: cli.global.quiet,
+            verbose: cli.global.verbose,
+        },
+    );
+    let _log_guard = match logging::init(&log_options) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: --log-file: {err}");
+            return err.exit_status().into();
+        }
+    };
     match run(cli) {
         Ok(status) => status.into(),
         Err(err) => {
@@ -42,21 +59,88 @@ pub fn main_entry() -> ExitCode {
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     let output = Output::new(&cli.global);
-    match cli.command {
+    let name = command_name(&cli.command);
+    tracing::info!(
+        command = name,
+        version = env!("CARGO_PKG_VERSION"),
+        "run started"
+    );
+    let result = match cli.command {
         Command::Validate(args) => commands::validate::run(&args, &output),
         Command::Schema(args) => commands::schema::run(&args),
         Command::Emulator(args) => commands::emulator::run(args, &output),
         Command::Query(args) => commands::query::run(args, &output),
+        Command::History(args) => commands::history::run(&args, &output),
+        Command::Completions(args) => commands::docs::completions(&args),
+        Command::Man(args) => commands::docs::man(&args, &output),
+    };
+    finish_metrics(name, &cli.global, &output, result)
+}
+
+/// The command as a user would name it, for metrics.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Validate(_) => "validate",
+        Command::Schema(_) => "schema",
+        Command::Emulator(_) => "emulator",
+        Command::Query(args) => match args.command {
+            QueryCommand::Save(_) => "query save",
+            QueryCommand::List => "query list",
+            QueryCommand::Show(_) => "query show",
+            QueryCommand::Run(_) => "query run",
+        },
+        Command::History(_) => "history",
+        Command::Completions(_) => "completions",
+        Command::Man(_) => "man",
     }
 }
 
-/// How a command should write to the terminal.
-#[derive(Debug, Clone, Copy)]
+/// End of every run: print the summary of a command that recorded metrics (unless -q) and
+/// write `--metrics-file`. A failure to write the file fails a run that succeeded; after a
+/// failed run the original error is the one worth reporting.
+fn finish_metrics(
+    command: &str,
+    global: &GlobalArgs,
+    output: &Output,
+    result: Result<ExitStatus, Error>,
+) -> Result<ExitStatus, Error> {
+    let status = match &result {
+        Ok(status) => *status,
+        Err(err) => err.exit_status(),
+    };
+    let snapshot = output
+        .metrics
+        .snapshot(command, metrics::outcome_name(status));
+    tracing::info!(
+        command,
+        outcome = snapshot.outcome,
+        duration_ms = snapshot.duration_ms,
+        requests = snapshot.total_requests(),
+        rows_read = snapshot.rows_read,
+        "run finished"
+    );
+    if output.metrics.is_used() && !output.quiet {
+        eprint!("{}", snapshot.summary_text());
+    }
+    if let Some(path) = &global.metrics_file {
+        match (snapshot.write_json(path), &result) {
+            (Err(err), Ok(_)) => return Err(err),
+            (Err(err), Err(_)) => tracing::warn!("--metrics-file not written: {err}"),
+            (Ok(()), _) => {}
+        }
+    }
+    result
+}
+
+/// How a command should write to the terminal, and where it records the run's metrics.
+#[derive(Debug, Clone)]
 pub struct Output {
     /// Colour stdout.
     pub color: bool,
     /// Print only errors.
     pub quiet: bool,
+    /// This run's counters (requests, rows, changes): see [`crate::metrics`].
+    pub metrics: Recorder,
 }
 
 impl Output {
@@ -73,23 +157,12 @@ impl Output {
         Output {
             color,
             quiet: global.quiet,
+            metrics: Recorder::new(),
         }
     }
-}
 
-fn init_tracing(global: &GlobalArgs) {
-    use tracing_subscriber::EnvFilter;
-    let default = match (global.quiet, global.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    /// Progress bars on stderr: on when stderr is a terminal and not `-q`.
+    pub fn progress(&self) -> Progress {
+        Progress::for_stderr(self.quiet)
+    }
 }

@@ -4,7 +4,7 @@
 //! Rows go to stdout as they stream in; confirmations and row counts go to stderr, so
 //! `klsync query run x --format csv > x.csv` captures only the data.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{QueryArgs, QueryCommand, QueryFormat, QueryRunArgs, QuerySaveArgs};
 use crate::error::{Error, ExitStatus};
+use crate::progress::Progress;
 use crate::run::Output;
 use crate::settings::Secret;
 use crate::sql::output::{RowFormat, RowWriter};
@@ -155,14 +156,42 @@ async fn run_query(
     let rows = manager.execute_query(&query.sql, &params).take(limit);
     let mut rows = std::pin::pin!(rows);
     let mut writer = RowWriter::new(format, io::BufWriter::new(io::stdout().lock()));
-    while let Some(row) = rows.next().await {
-        let row = row?;
-        match writer.write_row(&row) {
-            Ok(()) => {}
-            // The reader went away (`| head`): stop the query, as a finished pipeline should.
-            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitStatus::Success),
-            Err(err) => return Err(stdout_error(err)),
+    // A spinner only when the rows go elsewhere (`> file.csv`): on a shared terminal it would
+    // tear the rows it counts.
+    let progress = if io::stdout().is_terminal() {
+        Progress::new(false)
+    } else {
+        output.progress()
+    };
+    let spinner = progress.spinner("Reading rows");
+    // Counted as read once fetched, whether or not stdout takes it.
+    let mut read = 0u64;
+    let result = loop {
+        let Some(row) = rows.next().await else {
+            break Ok(());
+        };
+        match row {
+            Ok(row) => {
+                read += 1;
+                spinner.inc(1);
+                if let Err(err) = writer.write_row(&row) {
+                    break Err(err);
+                }
+            }
+            Err(err) => {
+                spinner.abandon();
+                output.metrics.add_rows_read(read);
+                return Err(err.into());
+            }
         }
+    };
+    spinner.finish_and_clear();
+    output.metrics.add_rows_read(read);
+    match result {
+        Ok(()) => {}
+        // The reader went away (`| head`): stop the query, as a finished pipeline should.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitStatus::Success),
+        Err(err) => return Err(stdout_error(err)),
     }
     let count = writer.rows();
     match writer.finish() {

@@ -1,0 +1,281 @@
+//! `klsync history`: the audit record — who ran what, from which commit and manifests, how it
+//! ended, how many requests it used, and each change it journaled — newest run first.
+//!
+//! Reads the state database named by `KLSYNC_STATE_URL`, else the project's SQLite file. A
+//! project that never ran an apply has no such file; history then says so rather than create
+//! an empty database as a side effect of reading.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::cli::{HistoryArgs, HistoryFormat};
+use crate::error::{Error, ExitStatus};
+use crate::run::Output;
+use crate::state::{JournalRow, RunRow, STATE_URL_ENV, StateStore};
+
+/// Run `klsync history`.
+pub fn run(args: &HistoryArgs, output: &Output) -> Result<ExitStatus, Error> {
+    let configured = std::env::var(STATE_URL_ENV).ok();
+    let dir = &args.project.dir;
+    let url = StateStore::resolve_url(configured.as_deref(), dir);
+    let default_file = dir.join(".klsync/state.db");
+    let runs = if url == StateStore::default_url(dir) && !default_file.exists() {
+        Vec::new()
+    } else {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| Error::Config(format!("cannot start the async runtime: {err}")))?;
+        runtime.block_on(async {
+            let store = StateStore::connect(&url).await?;
+            let runs = store.history(args.limit).await;
+            store.close().await;
+            runs
+        })?
+    };
+    let text = match args.format {
+        HistoryFormat::Json => {
+            let runs: Vec<Value> = runs.iter().map(run_json).collect();
+            let mut text = serde_json::to_string_pretty(&runs).expect("JSON values serialize");
+            text.push('\n');
+            text
+        }
+        HistoryFormat::Text => {
+            if runs.is_empty() && !output.quiet {
+                eprintln!(
+                    "no runs recorded yet in {}",
+                    crate::settings::redact_url(&url)
+                );
+            }
+            runs.iter().map(run_text).collect()
+        }
+    };
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(ExitStatus::Success),
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
+        Err(source) => Err(Error::Io {
+            path: "<stdout>".into(),
+            source,
+        }),
+    }
+}
+
+/// Requests a run used, from its summary: the metrics' per-endpoint `requests` object summed,
+/// or a plain number.
+fn requests_used(summary: Option<&Value>) -> Option<u64> {
+    match summary?.get("requests")? {
+        Value::Object(per_endpoint) => Some(per_endpoint.values().filter_map(Value::as_u64).sum()),
+        other => other.as_u64(),
+    }
+}
+
+/// The first 12 characters of a commit or digest (after any `sha256:` style prefix).
+fn short(value: &str) -> &str {
+    let value = value.rsplit(':').next().unwrap_or(value);
+    value.get(..12).unwrap_or(value)
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn run_text(run: &RunRow) -> String {
+    let outcome = run
+        .outcome
+        .as_deref()
+        .unwrap_or(if run.finished_at.is_some() {
+            "finished"
+        } else {
+            "unfinished"
+        });
+    let duration = run
+        .finished_at
+        .map(|end| {
+            let ms = (end - run.started_at).num_milliseconds().max(0);
+            format!(" ({:.1}s)", ms as f64 / 1000.0)
+        })
+        .unwrap_or_default();
+    let mut text = format!(
+        "run {}  {}  {}  {}{}\n",
+        // The first group of the UUID, like a short git hash; JSON has the whole id.
+        run.run_id.to_string().split('-').next().unwrap_or_default(),
+        run.command,
+        outcome,
+        time(run.started_at),
+        duration
+    );
+    let mut facts = vec![format!("by {}", run.actor)];
+    if let Some(commit) = &run.git_commit {
+        facts.push(format!("commit {}", short(commit)));
+    }
+    if let Some(digest) = &run.manifest_digest {
+        facts.push(format!("manifests {}", short(digest)));
+    }
+    if let Some(plan) = &run.plan_id {
+        facts.push(format!("plan {plan}"));
+    }
+    if let Some(requests) = requests_used(run.summary.as_ref()) {
+        facts.push(format!(
+            "{requests} request{}",
+            if requests == 1 { "" } else { "s" }
+        ));
+    }
+    text.push_str(&format!("  {}\n", facts.join(", ")));
+    for entry in &run.journal {
+        text.push_str(&journal_text(entry));
+    }
+    text
+}
+
+fn journal_text(entry: &JournalRow) -> String {
+    let mut line = format!(
+        "  #{} {} {} -> {}",
+        entry.seq, entry.action, entry.address, entry.phase
+    );
+    if let Some(id) = &entry.klaviyo_id {
+        line.push_str(&format!(" ({id})"));
+    }
+    if let Some(error) = &entry.error {
+        line.push_str(&format!(": {error}"));
+    }
+    line.push('\n');
+    line
+}
+
+fn run_json(run: &RunRow) -> Value {
+    json!({
+        "run_id": run.run_id.to_string(),
+        "command": run.command,
+        "started_at": run.started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "finished_at": run.finished_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        "actor": run.actor,
+        "git_commit": run.git_commit,
+        "manifest_digest": run.manifest_digest,
+        "plan_id": run.plan_id,
+        "outcome": run.outcome,
+        "requests": requests_used(run.summary.as_ref()),
+        "summary": run.summary,
+        "changes": run.journal.iter().map(journal_json).collect::<Vec<_>>(),
+    })
+}
+
+fn journal_json(entry: &JournalRow) -> Value {
+    json!({
+        "seq": entry.seq,
+        "address": entry.address,
+        "action": entry.action,
+        "outcome": entry.phase.as_str(),
+        "klaviyo_id": entry.klaviyo_id,
+        "error": entry.error,
+        "started_at": entry.started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "finished_at": entry.finished_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        "detail": entry.detail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{JournalId, Phase, RunId};
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().into()
+    }
+
+    fn sample() -> RunRow {
+        let run_id: RunId = "3f2a1b4c-0000-4000-8000-000000000001".parse().unwrap();
+        RunRow {
+            run_id,
+            command: "apply".into(),
+            started_at: at("2026-01-02T03:04:05Z"),
+            finished_at: Some(at("2026-01-02T03:04:08.500Z")),
+            actor: "alice (github-actions)".into(),
+            git_commit: Some("0123456789abcdef0123".into()),
+            manifest_digest: Some("sha256:feedfacecafebeef00".into()),
+            plan_id: None,
+            outcome: Some("partial".into()),
+            summary: Some(json!({"requests": {"createList": 2, "getLists": 1}})),
+            journal: vec![
+                JournalRow {
+                    id: JournalId(1),
+                    run_id,
+                    seq: 1,
+                    address: "list.newsletter".into(),
+                    action: "create".into(),
+                    phase: Phase::Succeeded,
+                    klaviyo_id: Some("XyZ123".into()),
+                    detail: json!({}),
+                    error: None,
+                    started_at: at("2026-01-02T03:04:06Z"),
+                    finished_at: Some(at("2026-01-02T03:04:07Z")),
+                },
+                JournalRow {
+                    id: JournalId(2),
+                    run_id,
+                    seq: 2,
+                    address: "segment.vip".into(),
+                    action: "update".into(),
+                    phase: Phase::Failed,
+                    klaviyo_id: None,
+                    detail: json!({}),
+                    error: Some("400 invalid filter".into()),
+                    started_at: at("2026-01-02T03:04:07Z"),
+                    finished_at: Some(at("2026-01-02T03:04:08Z")),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn text_shows_the_run_its_provenance_and_each_change() {
+        assert_eq!(
+            run_text(&sample()),
+            "run 3f2a1b4c  apply  partial  2026-01-02 03:04:05 UTC (3.5s)\n\
+             \x20 by alice (github-actions), commit 0123456789ab, manifests feedfacecafe, 3 requests\n\
+             \x20 #1 create list.newsletter -> succeeded (XyZ123)\n\
+             \x20 #2 update segment.vip -> failed: 400 invalid filter\n"
+        );
+        let unfinished = RunRow {
+            finished_at: None,
+            outcome: None,
+            git_commit: None,
+            manifest_digest: None,
+            summary: None,
+            journal: Vec::new(),
+            ..sample()
+        };
+        assert_eq!(
+            run_text(&unfinished),
+            "run 3f2a1b4c  apply  unfinished  2026-01-02 03:04:05 UTC\n  by alice (github-actions)\n"
+        );
+    }
+
+    #[test]
+    fn requests_come_from_the_summary_in_either_shape() {
+        assert_eq!(
+            requests_used(Some(&json!({"requests": {"a": 2, "b": 5}}))),
+            Some(7)
+        );
+        assert_eq!(requests_used(Some(&json!({"requests": 4}))), Some(4));
+        assert_eq!(requests_used(Some(&json!({"rows": 4}))), None);
+        assert_eq!(requests_used(None), None);
+    }
+
+    #[test]
+    fn json_carries_every_field() {
+        let value = run_json(&sample());
+        assert_eq!(value["requests"], 3);
+        assert_eq!(value["outcome"], "partial");
+        assert_eq!(value["changes"][1]["outcome"], "failed");
+        assert_eq!(value["changes"][1]["error"], "400 invalid filter");
+        assert_eq!(value["changes"][0]["klaviyo_id"], "XyZ123");
+        assert_eq!(value["started_at"], "2026-01-02T03:04:05.000Z");
+        assert_eq!(value["git_commit"], "0123456789abcdef0123");
+    }
+}

@@ -399,7 +399,11 @@ async fn pg_saved_queries_save_load_update_and_list() {
     assert!(manager.list_queries().await.unwrap().is_empty());
     assert_eq!(
         schema
-            .scalar_i64("SELECT count(*) FROM pg_tables WHERE tablename = 'saved_queries'")
+            // Only this test's schema: other tests create the table in theirs concurrently.
+            .scalar_i64(
+                "SELECT count(*) FROM pg_tables \
+                 WHERE tablename = 'saved_queries' AND schemaname = current_schema()"
+            )
             .await,
         0
     );

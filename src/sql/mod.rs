@@ -12,7 +12,7 @@
 //!
 //! * **Where saved queries live.** `saved_queries` is in the same database the queries run on:
 //!   that is where data teams keep their SQL, and it is the table of the design klsync grew
-//!   from (`migrations/{postgres,sqlite}/0900_saved_queries.sql`, plus a unique index on `name`
+//!   from (`migrations/saved_queries/{postgres,sqlite}.sql`, plus a unique index on `name`
 //!   so that saving an existing name updates it).
 //! * **No migrations just to read.** Running a manifest's query must never change a user's
 //!   database, so the table is created only by [`QueryManager::save_query`]; loading or listing

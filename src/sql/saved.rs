@@ -13,8 +13,8 @@ use sqlx::{Connection, Row as _};
 
 use super::error::SqlError;
 
-const PG_MIGRATION: &str = include_str!("../../migrations/postgres/0900_saved_queries.sql");
-const SQLITE_MIGRATION: &str = include_str!("../../migrations/sqlite/0900_saved_queries.sql");
+const PG_MIGRATION: &str = include_str!("../../migrations/saved_queries/postgres.sql");
+const SQLITE_MIGRATION: &str = include_str!("../../migrations/saved_queries/sqlite.sql");
 /// `name VARCHAR(100)` in the table.
 const MAX_NAME_CHARS: usize = 100;
 

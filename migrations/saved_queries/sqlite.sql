@@ -4,7 +4,8 @@
 -- made within the same second.
 --
 -- Idempotent on purpose: klsync's QueryManager runs this text itself (only when saving a query,
--- never just to run one) on the user's data database, and the state migrator may run it too.
+-- never just to run one) on the user's data database. It lives outside migrations/{postgres,sqlite}/
+-- so that the state database's migrator never applies it: saved queries live with the data.
 CREATE TABLE IF NOT EXISTS saved_queries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name VARCHAR(100) NOT NULL,

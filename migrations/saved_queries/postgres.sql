@@ -2,7 +2,8 @@
 -- unchanged, so existing tooling that reads or writes it keeps working.
 --
 -- Idempotent on purpose: klsync's QueryManager runs this text itself (only when saving a query,
--- never just to run one) on the user's data database, and the state migrator may run it too.
+-- never just to run one) on the user's data database. It lives outside migrations/{postgres,sqlite}/
+-- so that the state database's migrator never applies it: saved queries live with the data.
 CREATE TABLE IF NOT EXISTS saved_queries (
     id SERIAL PRIMARY KEY,
     name VARCHAR(100) NOT NULL,

@@ -47,6 +47,9 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Schema(args) => commands::schema::run(&args),
         Command::Emulator(args) => commands::emulator::run(args, &output),
         Command::Query(args) => commands::query::run(args, &output),
+        Command::Plan(args) => commands::plan::run(&args, &output),
+        Command::Apply(args) => commands::apply::run(&args, &output),
+        Command::Demo(args) => commands::demo::run(&args, &output),
     }
 }
 

@@ -1,6 +1,9 @@
 //! One module per subcommand: each turns parsed arguments into work and an exit status.
 
+pub mod apply;
+pub mod demo;
 pub mod emulator;
+pub mod plan;
 pub mod query;
 pub mod schema;
 pub mod validate;

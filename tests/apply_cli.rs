@@ -163,6 +163,7 @@ on_both_backends!(
     concurrent_applies_are_refused_naming_the_holder,
     a_killed_apply_converges_without_duplicates,
     independent_changes_continue_past_a_failure,
+    a_recreate_lost_before_it_was_recorded_is_found_not_repeated,
 );
 
 const SMALL: &str = "\
@@ -609,4 +610,68 @@ fn demo_runs_anywhere_and_ends_with_nothing_to_do() {
         finished.stdout
     );
     assert!(!Path::new(&elsewhere.path().join(".klsync")).exists());
+}
+
+async fn a_recreate_lost_before_it_was_recorded_is_found_not_repeated(backend: Backend) {
+    let setup = Setup::new(
+        backend,
+        None,
+        &[("m.yaml", "lists:\n  - id: vip\n    name: VIP\n")],
+    )
+    .await;
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    // Someone deletes the managed list; an apply starts re-creating it, the create lands in
+    // Klaviyo, and the process dies before recording the new id.
+    setup.seed(|s| {
+        let old = s
+            .lists
+            .values()
+            .find(|l| l.name == "VIP")
+            .unwrap()
+            .id
+            .clone();
+        s.delete_list(&old);
+        s.create_list("VIP", None);
+    });
+    let store = klsync::state::StateStore::connect(&setup.backend.url())
+        .await
+        .expect("state");
+    let run = store
+        .begin_run(&klsync::state::RunStart {
+            command: "apply".into(),
+            actor: "test".into(),
+            git_commit: None,
+            manifest_digest: None,
+            plan_id: None,
+        })
+        .await
+        .expect("run");
+    store
+        .journal_started(run, "list.vip", "create", &serde_json::json!({}))
+        .await
+        .expect("journal");
+    store.close().await;
+
+    let rerun = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&rerun, 0);
+    assert!(rerun.stderr.contains("interrupted"), "{}", rerun.stderr);
+    assert_eq!(setup.inventory()["list VIP"], 1, "found, not created again");
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+}
+
+#[test]
+fn plan_without_an_api_key_names_the_variable() {
+    let project = TempProject::new(&[("m.yaml", "lists:\n  - id: vip\n    name: VIP\n")]);
+    let finished = support::project::run(klsync().arg("plan").arg("-C").arg(project.path()));
+    ok(&finished, 1);
+    assert!(
+        finished.stderr.contains("KLAVIYO_API_KEY"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("klsync demo"),
+        "{}",
+        finished.stderr
+    );
 }

@@ -113,9 +113,6 @@ pub enum ApplyError {
     /// The user answered something other than `yes`.
     #[error("apply cancelled; nothing was changed")]
     Declined,
-    /// The state database records a kind of resource this klsync does not know.
-    #[error(transparent)]
-    State(#[from] StateError),
 }
 
 /// The managed rows read from the state database, as the planner wants them.

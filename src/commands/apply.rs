@@ -219,6 +219,14 @@ impl Run<'_> {
             // Recorded before any change is sent: a crashed apply's plan is never re-applied
             // blindly; running `klsync apply` without the file resumes instead.
             store.mark_plan_applied(&saved.id, run_id).await?;
+            if !self.output.quiet {
+                eprintln!(
+                    "Applying saved plan {} (made {}): {} change(s).",
+                    saved.id,
+                    saved.plan.meta.created_at,
+                    plan.changes.len()
+                );
+            }
         }
         let resumed: BTreeSet<String> = unfinished.iter().map(|row| row.address.clone()).collect();
         let mut executor = Executor::new(

@@ -192,7 +192,11 @@ segments:
 
 async fn apply_then_plan_is_empty(backend: Backend) {
     let setup = Setup::new(backend, None, &[("manifest.yaml", SMALL)]).await;
-    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 2);
+    let markdown = setup
+        .run(&["plan", "--format", "markdown", "--detailed-exitcode"])
+        .await;
+    ok(&markdown, 2);
+    assert!(markdown.stdout.contains("list.vip"), "{}", markdown.stdout);
 
     let refused = setup.run(&["apply"]).await;
     ok(&refused, 1);
@@ -224,6 +228,10 @@ async fn apply_then_plan_is_empty(backend: Backend) {
     let again = setup.run(&["plan", "--detailed-exitcode"]).await;
     ok(&again, 0);
     assert!(again.stdout.contains("No changes"), "{}", again.stdout);
+    let json = setup.run(&["plan", "--format", "json"]).await;
+    ok(&json, 0);
+    let parsed: klsync::plan::Plan = serde_json::from_str(&json.stdout).expect("a JSON plan");
+    assert!(parsed.changes.is_empty());
     let inventory = setup.inventory();
     assert_eq!(inventory["list VIP"], 1);
     assert_eq!(inventory["segment Big spenders"], 1);
@@ -342,6 +350,37 @@ lists:
         0,
     );
     assert_eq!(setup.inventory().get("list Old"), None);
+
+    // A managed list deleted in Klaviyo and dropped from the manifests is simply forgotten.
+    setup.project.write(
+        "lists.yaml",
+        "lists:\n  - id: keep\n    name: Keep\n    prevent_destroy: true\n  - id: gone\n    name: Gone\n",
+    );
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    setup.seed(|s| {
+        let gone = s
+            .lists
+            .values()
+            .find(|l| l.name == "Gone")
+            .unwrap()
+            .id
+            .clone();
+        s.delete_list(&gone)
+    });
+    setup.project.write(
+        "lists.yaml",
+        "lists:\n  - id: keep\n    name: Keep\n    prevent_destroy: true\n",
+    );
+    let forgot = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&forgot, 0);
+    assert!(
+        forgot.stderr.contains("forgot list.gone"),
+        "{}",
+        forgot.stderr
+    );
+    let plan = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&plan, 0);
+    assert!(!plan.stdout.contains("no longer exists"), "{}", plan.stdout);
 
     setup.project.write("lists.yaml", "lists: []\n");
     let refused = setup

@@ -88,6 +88,30 @@ pub fn stale_addresses(saved: &[Change], fresh: &[Change]) -> Vec<String> {
     addresses
 }
 
+/// Addresses of `fresh` changes that are not what is left of the `saved` plan, when a saved
+/// plan whose apply stopped part way is applied again.
+///
+/// What is left may differ from the saved plan only where the first attempt made progress: a
+/// create that landed without being recorded is now an adoption, and changes that waited for a
+/// new resource's id now carry it. A change to a resource that existed when the plan was made
+/// must be exactly as reviewed, and nothing may be new.
+pub fn remainder_mismatches(saved: &[Change], fresh: &[Change]) -> Vec<String> {
+    let saved: BTreeMap<&str, &Change> = saved.iter().map(|c| (c.address.as_str(), c)).collect();
+    fresh
+        .iter()
+        .filter(|change| {
+            let Some(planned) = saved.get(change.address.as_str()) else {
+                return true;
+            };
+            let same_action = planned.action == change.action
+                || (planned.action == Action::Create && change.action == Action::Adopt);
+            let existed = planned.klaviyo_id.is_some() && planned.link.is_none();
+            !same_action || (existed && *planned != *change)
+        })
+        .map(|change| change.address.clone())
+        .collect()
+}
+
 /// The destroy rules: prevented changes are refused outright; destroys and replaces need
 /// `allow_destroy`.
 pub fn check_destroys(plan: &Plan, allow_destroy: bool) -> Result<(), ApplyError> {
@@ -230,6 +254,28 @@ mod tests {
         assert_eq!(
             stale_addresses(&[a.clone(), b], &[b2, c]),
             vec!["list.a", "list.b", "list.c"]
+        );
+    }
+
+    #[test]
+    fn the_rest_of_a_saved_plan_is_accepted_and_anything_else_is_named() {
+        let create = change("list.a", Action::Create);
+        let mut update = change("list.b", Action::Update);
+        update.klaviyo_id = Some("L2".into());
+        let saved = [create.clone(), update.clone()];
+        assert!(remainder_mismatches(&saved, &[update.clone()]).is_empty());
+        let mut adopted = create.clone();
+        adopted.action = Action::Adopt;
+        adopted.klaviyo_id = Some("L1".into());
+        assert!(remainder_mismatches(&saved, &[adopted]).is_empty());
+        let mut drifted = update.clone();
+        drifted.expected = Some(serde_json::json!({"name": "changed by hand"}));
+        let new = change("list.c", Action::Create);
+        let mut destroy = create;
+        destroy.action = Action::Destroy;
+        assert_eq!(
+            remainder_mismatches(&saved, &[drifted, new, destroy]),
+            vec!["list.b", "list.c", "list.a"]
         );
     }
 

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::plan::{Connection, Planned, load, print_stdout, runtime};
 use crate::apply::saved::{
     check_age, check_destroys, check_digest, parse_max_age, parse_saved_plan, plan_id,
-    stale_addresses,
+    remainder_mismatches, stale_addresses,
 };
 use crate::apply::{ApplyError, Event, ExecutionReport, Executor};
 use crate::cli::ApplyArgs;
@@ -44,6 +44,10 @@ pub fn run(args: &ApplyArgs, output: &Output) -> Result<ExitStatus, Error> {
         interactive,
     ))
 }
+
+/// How many recent runs are searched for the earlier apply of a saved plan. Plans expire within
+/// a day, so the run that applied one is recent.
+const PLAN_HISTORY_DEPTH: u32 = 200;
 
 /// A saved plan that passed the checks possible before the lock is taken.
 struct SavedPlan {
@@ -173,18 +177,40 @@ impl Run<'_> {
         lock: &mut ApplyLock,
     ) -> Result<Finished, Error> {
         let store = &self.connection.store;
+        let mut resuming = false;
         if let Some(saved) = &saved
             && store.is_plan_applied(&saved.id).await?
         {
-            return Err(ApplyError::AlreadyApplied {
-                plan_id: saved.id.clone(),
+            if !self.stopped_part_way(&saved.id).await? {
+                return Err(ApplyError::AlreadyApplied {
+                    plan_id: saved.id.clone(),
+                }
+                .into());
             }
-            .into());
+            resuming = true;
         }
         let unfinished = store.unfinished_journal().await?;
         self.report_unfinished(&unfinished);
         let fresh = self.connection.plan(self.project).await?;
         let plan = match &saved {
+            Some(saved) if resuming => {
+                let mismatched = remainder_mismatches(&saved.plan.changes, &fresh.plan.changes);
+                if !mismatched.is_empty() {
+                    return Err(ApplyError::Stale {
+                        addresses: mismatched,
+                    }
+                    .into());
+                }
+                if !self.output.quiet {
+                    eprintln!(
+                        "Resuming saved plan {}: its earlier apply stopped part way; {} of its {} change(s) remain.",
+                        saved.id,
+                        fresh.plan.changes.len(),
+                        saved.plan.changes.len()
+                    );
+                }
+                fresh.plan.clone()
+            }
             Some(saved) => {
                 let stale = stale_addresses(&saved.plan.changes, &fresh.plan.changes);
                 if !stale.is_empty() {
@@ -215,7 +241,7 @@ impl Run<'_> {
             }
         }
         let run_id = self.run_id;
-        if let Some(saved) = &saved {
+        if let Some(saved) = saved.as_ref().filter(|_| !resuming) {
             // Recorded before any change is sent: a crashed apply's plan is never re-applied
             // blindly; running `klsync apply` without the file resumes instead.
             store.mark_plan_applied(&saved.id, run_id).await?;
@@ -264,6 +290,18 @@ impl Run<'_> {
             outcome,
             summary,
         })
+    }
+
+    /// Whether the last apply of saved plan `plan_id` (refusals aside) stopped part way: some
+    /// changes failed, or it was killed. Such a plan may be applied again to finish it.
+    async fn stopped_part_way(&self, plan_id: &str) -> Result<bool, Error> {
+        let history = self.connection.store.history(PLAN_HISTORY_DEPTH).await?;
+        let last = history.iter().find(|run| {
+            run.run_id != self.run_id
+                && run.plan_id.as_deref() == Some(plan_id)
+                && run.outcome.as_deref() != Some("refused")
+        });
+        Ok(last.is_some_and(|run| run.outcome.as_deref() != Some("success")))
     }
 
     fn report_unfinished(&self, unfinished: &[JournalRow]) {

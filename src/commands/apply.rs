@@ -5,6 +5,10 @@
 //! it was made from the current manifests, is not too old, was never applied, and that Klaviyo
 //! has not changed since. Destroys need `--allow-destroy`; `prevent_destroy` forbids them.
 //!
+//! A saved plan counts as applied from the moment its apply starts sending. If that apply stopped
+//! part way (some changes failed, or it was killed), the same file may be applied again: it then
+//! does only what is left of the plan, and refuses if anything else would change.
+//!
 //! The apply lock is taken before Klaviyo is read, so two applies never interleave. Exit
 //! status: 0 success, 3 when some changes failed (run it again to resume), 1 when it was
 //! refused or nothing could be done.
@@ -243,7 +247,7 @@ impl Run<'_> {
         let run_id = self.run_id;
         if let Some(saved) = saved.as_ref().filter(|_| !resuming) {
             // Recorded before any change is sent: a crashed apply's plan is never re-applied
-            // blindly; running `klsync apply` without the file resumes instead.
+            // blindly; applying it again (or running `klsync apply` without it) resumes.
             store.mark_plan_applied(&saved.id, run_id).await?;
             if !self.output.quiet {
                 eprintln!(

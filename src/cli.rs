@@ -79,6 +79,12 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// Save, list, show and run the SQL queries kept in the database's saved_queries table.
     Query(QueryArgs),
+    /// Show what `apply` would change in Klaviyo, and what it costs in API requests and time.
+    Plan(PlanArgs),
+    /// Make Klaviyo match the manifests (or apply exactly a saved plan).
+    Apply(ApplyArgs),
+    /// Try klsync end to end against an in-process emulator: no account, no setup.
+    Demo(DemoArgs),
     /// Show recorded runs and the changes each applied, newest first.
     History(HistoryArgs),
     /// Print a shell completion script (e.g. `klsync completions bash > /etc/bash_completion.d/klsync`).
@@ -122,6 +128,53 @@ pub struct ManArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Also save the plan as JSON to FILE, for `klsync apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// How to print the plan.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Exit 0 when there is nothing to change, 2 when there are changes (1 on errors).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// How `plan` prints the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// For terminals.
+    Text,
+    /// For pull-request comments.
+    Markdown,
+    /// The saved-plan format.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// A plan saved with `klsync plan --out`: apply exactly it, or refuse.
+    #[arg(value_name = "PLAN_FILE")]
+    pub plan_file: Option<PathBuf>,
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Allow the plan to delete resources in Klaviyo.
+    #[arg(long)]
+    pub allow_destroy: bool,
+    /// Refuse a saved plan older than this (`30m`, `2h`, `1d`); default klsync.yaml plan.max_age_hours.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {}
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {

@@ -49,6 +49,15 @@ pub enum Error {
     /// Running a query or keeping saved queries failed.
     #[error(transparent)]
     Sql(#[from] crate::sql::SqlError),
+    /// No plan could be made (an ambiguous adoption, an impossible change).
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    /// A Klaviyo request failed outside of an apply's changes (reading the account).
+    #[error("Klaviyo: {0}")]
+    Klaviyo(#[from] crate::klaviyo::ApiError),
+    /// `apply` refused to run; nothing was changed.
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
 }
 
 impl Error {

@@ -13,8 +13,10 @@
 //! builds clients and pools). The `emulator` is a faithful stand-in for Klaviyo used by the tests,
 //! the benchmarks and `klsync demo`.
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
+pub mod context;
 pub mod emulator;
 pub mod error;
 pub mod klaviyo;

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod error;
+pub mod observe;
 pub mod operations;
 pub mod ratelimit;
 mod resources;

@@ -1,0 +1,573 @@
+//! Sends a plan's changes to Klaviyo in plan order, journaling each one.
+//!
+//! Per change: journal it as started, send it, record the resource as managed (or forget it, on
+//! a destroy), then close the journal entry. A change whose dependency failed is skipped; every
+//! other change still runs, so one bad segment does not hold back unrelated lists.
+//!
+//! Tag links are sent as the plan's cost estimate counts them: one request per tag, target kind
+//! and direction, carrying every list or segment. Each link keeps its own journal entry.
+//!
+//! Ids of resources created during the run reach the changes that need them (a tag in a new
+//! group, a link to a new list) through a map from address to Klaviyo id, seeded with the ids
+//! klsync already manages.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::klaviyo::observe::opt_in_to_api;
+use crate::klaviyo::{ApiError, KlaviyoClient, SegmentUpdate};
+use crate::manifest::OptInProcess;
+use crate::model::{ResourceKey, ResourceKind};
+use crate::plan::{Action, Change, Plan};
+use crate::state::{ApplyLock, ManagedRow, RunId, StateError, StateStore};
+
+/// How often the apply lock is refreshed while changes are sent.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+
+/// What happened to one change, for progress output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The change was made; `id` is the Klaviyo id it acted on or created.
+    Done {
+        /// The change's address.
+        address: String,
+        /// Its action.
+        action: Action,
+        /// The Klaviyo id.
+        id: Option<String>,
+    },
+    /// The change failed or was skipped.
+    Failed(Failure),
+}
+
+/// A change that did not happen, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The change's address.
+    pub address: String,
+    /// Its action.
+    pub action: Action,
+    /// Why.
+    pub reason: String,
+    /// It was not attempted because a change it depends on did not happen.
+    pub skipped: bool,
+}
+
+/// The outcome of executing a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionReport {
+    /// Addresses of the changes made, in order.
+    pub succeeded: Vec<String>,
+    /// Changes that failed or were skipped, in order.
+    pub failed: Vec<Failure>,
+}
+
+/// Executes plans against one account and state database.
+pub struct Executor<'a> {
+    client: &'a KlaviyoClient,
+    store: &'a StateStore,
+    run_id: RunId,
+    lock: &'a mut ApplyLock,
+    last_heartbeat: Instant,
+    /// Address → Klaviyo id of every resource known to exist.
+    ids: BTreeMap<String, String>,
+    /// Addresses an interrupted run may already have created.
+    resumed: BTreeSet<String>,
+}
+
+impl<'a> Executor<'a> {
+    /// An executor for run `run_id`, which holds `lock`. `managed` seeds the known ids;
+    /// `resumed` are addresses a killed run journaled without an outcome.
+    pub fn new(
+        client: &'a KlaviyoClient,
+        store: &'a StateStore,
+        run_id: RunId,
+        lock: &'a mut ApplyLock,
+        managed: &[ManagedRow],
+        resumed: BTreeSet<String>,
+    ) -> Self {
+        let ids = managed
+            .iter()
+            .map(|row| (format!("{}.{}", row.kind, row.key), row.klaviyo_id.clone()))
+            .collect();
+        Executor {
+            client,
+            store,
+            run_id,
+            lock,
+            last_heartbeat: Instant::now(),
+            ids,
+            resumed,
+        }
+    }
+
+    /// Run every change of `plan`, reporting each outcome to `progress`. Only a failure of the
+    /// state database stops the run early: without the journal, crash safety is gone.
+    pub async fn execute(
+        &mut self,
+        plan: &Plan,
+        progress: &mut dyn FnMut(&Event),
+    ) -> Result<ExecutionReport, StateError> {
+        let mut report = ExecutionReport::default();
+        let mut not_done: BTreeSet<String> = BTreeSet::new();
+        let mut handled: BTreeSet<usize> = BTreeSet::new();
+        for (index, change) in plan.changes.iter().enumerate() {
+            if !handled.insert(index) {
+                continue;
+            }
+            self.heartbeat().await?;
+            if let Some(link) = &change.link {
+                // Every link sharing this request, from here on (they sit together in the plan).
+                let batch: Vec<usize> = plan
+                    .changes
+                    .iter()
+                    .enumerate()
+                    .skip(index)
+                    .filter(|(_, other)| {
+                        other.action == change.action
+                            && other.link.as_ref().is_some_and(|other| {
+                                other.tag == link.tag && other.target.kind == link.target.kind
+                            })
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                handled.extend(batch.iter().copied());
+                let changes: Vec<&Change> = batch.iter().map(|i| &plan.changes[*i]).collect();
+                for event in self.links(&changes, &not_done).await? {
+                    record(&mut report, &mut not_done, &event);
+                    progress(&event);
+                }
+                continue;
+            }
+            let event = match blocked_by(change, &not_done) {
+                Some(dependency) => Event::Failed(Failure {
+                    address: change.address.clone(),
+                    action: change.action,
+                    reason: format!("skipped: {dependency} did not happen"),
+                    skipped: true,
+                }),
+                None => self.resource(change).await?,
+            };
+            record(&mut report, &mut not_done, &event);
+            progress(&event);
+        }
+        Ok(report)
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), StateError> {
+        if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+            self.lock.heartbeat().await?;
+            self.last_heartbeat = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// One resource change: journal, send, record.
+    async fn resource(&mut self, change: &Change) -> Result<Event, StateError> {
+        let Some(key) = &change.resource else {
+            return Ok(failed(change, "the plan names no resource".to_owned()));
+        };
+        let detail = json!({
+            "kind": key.kind.prefix(),
+            "key": key.key,
+            "name": change.name,
+            "klaviyo_id": change.klaviyo_id,
+            "fields": change.fields.iter().filter(|f| f.is_klaviyo_field()).collect::<Vec<_>>(),
+        });
+        let entry = self
+            .store
+            .journal_started(
+                self.run_id,
+                &change.address,
+                change.action.as_str(),
+                &detail,
+            )
+            .await?;
+        match self.send(key, change).await {
+            Ok(id) => {
+                match (change.action, &id) {
+                    (Action::Destroy, _) => {
+                        self.store
+                            .remove_managed(key.kind.prefix(), &key.key)
+                            .await?;
+                        self.ids.remove(&change.address);
+                    }
+                    (_, Some(id)) => {
+                        let row = ManagedRow {
+                            kind: key.kind.prefix().to_owned(),
+                            key: key.key.clone(),
+                            klaviyo_id: id.clone(),
+                            applied: change.applied.clone().unwrap_or(Value::Null),
+                        };
+                        self.store.upsert_managed(&row, self.run_id).await?;
+                        self.ids.insert(change.address.clone(), id.clone());
+                    }
+                    (_, None) => {}
+                }
+                self.store
+                    .journal_succeeded(entry, id.as_deref(), &json!({"klaviyo_id": id}))
+                    .await?;
+                Ok(Event::Done {
+                    address: change.address.clone(),
+                    action: change.action,
+                    id,
+                })
+            }
+            Err(reason) => {
+                self.store.journal_failed(entry, &reason).await?;
+                Ok(failed(change, reason))
+            }
+        }
+    }
+
+    /// Send one resource change; the Klaviyo id it acted on or created.
+    async fn send(&self, key: &ResourceKey, change: &Change) -> Result<Option<String>, String> {
+        let result = match change.action {
+            Action::Create => self.create(key, change).await.map(Some),
+            Action::Update | Action::Adopt => {
+                let id = self.existing_id(key, change)?;
+                self.update(key.kind, &id, change).await.map(|()| Some(id))
+            }
+            Action::Destroy => {
+                let id = self.existing_id(key, change)?;
+                self.delete(key.kind, &id).await.map(|()| Some(id))
+            }
+            Action::Replace => {
+                let old = self.existing_id(key, change)?;
+                match self.delete(key.kind, &old).await {
+                    Ok(()) => self.create(key, change).await.map(Some),
+                    Err(err) => Err(err),
+                }
+            }
+            Action::Attach | Action::Detach => {
+                return Err("a link change without a link".to_owned());
+            }
+        };
+        result.map_err(|err| err.to_string())
+    }
+
+    fn existing_id(&self, key: &ResourceKey, change: &Change) -> Result<String, String> {
+        change
+            .klaviyo_id
+            .clone()
+            .or_else(|| self.ids.get(&key.address()).cloned())
+            .ok_or_else(|| format!("{} has no Klaviyo id", key.address()))
+    }
+
+    async fn create(&self, key: &ResourceKey, change: &Change) -> Result<String, ApiError> {
+        if self.resumed.contains(&change.address)
+            && let Some(id) = self.find_unrecorded(key, change).await?
+        {
+            return Ok(id);
+        }
+        let name = change.name.as_str();
+        Ok(match key.kind {
+            ResourceKind::TagGroup => {
+                let exclusive = after(change, "exclusive")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                self.client.create_tag_group(name, exclusive).await?.id
+            }
+            ResourceKind::Tag => {
+                let group = self.tag_group_id(change).map_err(ApiError::Config)?;
+                self.client.create_tag(name, group.as_deref()).await?.id
+            }
+            ResourceKind::List => {
+                let opt_in = opt_in(after(change, "opt_in_process"));
+                self.client.create_list(name, opt_in).await?.id
+            }
+            ResourceKind::Segment => {
+                let definition = after(change, "definition").cloned().unwrap_or(Value::Null);
+                let starred = after(change, "is_starred")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                self.client
+                    .create_segment(name, &definition, starred)
+                    .await?
+                    .id
+            }
+        })
+    }
+
+    /// A resource an interrupted run created but did not record: same kind and exact name (in
+    /// the same group, for tags), and not managed under another key.
+    async fn find_unrecorded(
+        &self,
+        key: &ResourceKey,
+        change: &Change,
+    ) -> Result<Option<String>, ApiError> {
+        let name = change.name.as_str();
+        let found = match key.kind {
+            ResourceKind::TagGroup => self
+                .client
+                .find_tag_group_by_name(name)
+                .await?
+                .map(|g| g.id),
+            ResourceKind::Tag => {
+                let group = self.tag_group_id(change).map_err(ApiError::Config)?;
+                self.client
+                    .find_tag(name, group.as_deref())
+                    .await?
+                    .map(|t| t.id)
+            }
+            ResourceKind::List => self.client.find_list_by_name(name).await?.map(|l| l.id),
+            ResourceKind::Segment => self.client.find_segment_by_name(name).await?.map(|s| s.id),
+        };
+        let prefix = format!("{}.", key.kind.prefix());
+        let taken = |id: &String| {
+            self.ids
+                .iter()
+                .any(|(address, known)| known == id && address.starts_with(&prefix))
+        };
+        Ok(found.filter(|id| !taken(id)))
+    }
+
+    /// The Klaviyo id of the group a new tag goes in; `None` for the default group.
+    fn tag_group_id(&self, change: &Change) -> Result<Option<String>, String> {
+        match after(change, "group").and_then(Value::as_str) {
+            None => Ok(None),
+            Some(group) => {
+                let address = ResourceKey::new(ResourceKind::TagGroup, group).address();
+                self.ids
+                    .get(&address)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| format!("{address} has no Klaviyo id"))
+            }
+        }
+    }
+
+    async fn update(&self, kind: ResourceKind, id: &str, change: &Change) -> Result<(), ApiError> {
+        let name = after(change, "name").and_then(Value::as_str);
+        match kind {
+            ResourceKind::TagGroup => {
+                if let Some(name) = name {
+                    self.client.update_tag_group(id, name).await?;
+                }
+            }
+            ResourceKind::Tag => {
+                if let Some(name) = name {
+                    self.client.update_tag(id, name).await?;
+                }
+            }
+            ResourceKind::List => {
+                let opt_in = opt_in(after(change, "opt_in_process"));
+                if name.is_some() || opt_in.is_some() {
+                    self.client.update_list(id, name, opt_in).await?;
+                }
+            }
+            ResourceKind::Segment => {
+                let update = SegmentUpdate {
+                    name: name.map(str::to_owned),
+                    definition: after(change, "definition").cloned(),
+                    is_starred: after(change, "is_starred").and_then(Value::as_bool),
+                    is_active: None,
+                };
+                if update != SegmentUpdate::default() {
+                    self.client.update_segment(id, &update).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, kind: ResourceKind, id: &str) -> Result<(), ApiError> {
+        let result = match kind {
+            ResourceKind::TagGroup => self.client.delete_tag_group(id).await,
+            ResourceKind::Tag => self.client.delete_tag(id).await,
+            ResourceKind::List => self.client.delete_list(id).await,
+            ResourceKind::Segment => self.client.delete_segment(id).await,
+        };
+        match result {
+            // Already gone (deleted by hand, or by an interrupted run): the goal is reached.
+            Err(err) if err.status() == Some(404) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// One link request for `changes` (same tag, target kind and direction).
+    async fn links(
+        &mut self,
+        changes: &[&Change],
+        not_done: &BTreeSet<String>,
+    ) -> Result<Vec<Event>, StateError> {
+        let mut events = Vec::new();
+        let mut ready: Vec<(&Change, String)> = Vec::new();
+        let mut tag_id = None;
+        for change in changes {
+            if let Some(dependency) = blocked_by(change, not_done) {
+                events.push(Event::Failed(Failure {
+                    address: change.address.clone(),
+                    action: change.action,
+                    reason: format!("skipped: {dependency} did not happen"),
+                    skipped: true,
+                }));
+                continue;
+            }
+            let Some(link) = &change.link else { continue };
+            let tag_address = ResourceKey::new(ResourceKind::Tag, &link.tag).address();
+            let tag = link
+                .tag_id
+                .clone()
+                .or_else(|| self.ids.get(&tag_address).cloned());
+            let target = link
+                .target_id
+                .clone()
+                .or_else(|| self.ids.get(&link.target.address()).cloned());
+            match (tag, target) {
+                (Some(tag), Some(target)) => {
+                    tag_id = Some(tag);
+                    ready.push((change, target));
+                }
+                _ => events.push(failed(
+                    change,
+                    "the tag or its target has no Klaviyo id".into(),
+                )),
+            }
+        }
+        let (Some(tag_id), Some((first, _))) = (tag_id, ready.first()) else {
+            return Ok(events);
+        };
+        let Some(link) = &first.link else {
+            return Ok(events);
+        };
+        let mut entries = Vec::new();
+        for (change, target) in &ready {
+            let detail = json!({"tag_id": tag_id, "target_id": target});
+            entries.push(
+                self.store
+                    .journal_started(
+                        self.run_id,
+                        &change.address,
+                        change.action.as_str(),
+                        &detail,
+                    )
+                    .await?,
+            );
+        }
+        let targets: Vec<String> = ready.iter().map(|(_, target)| target.clone()).collect();
+        let client = self.client;
+        let result = match (link.target.kind, first.action) {
+            (ResourceKind::Segment, Action::Attach) => client.tag_segments(&tag_id, &targets).await,
+            (ResourceKind::Segment, _) => client.untag_segments(&tag_id, &targets).await,
+            (_, Action::Attach) => client.tag_lists(&tag_id, &targets).await,
+            (_, _) => client.untag_lists(&tag_id, &targets).await,
+        };
+        for ((change, target), entry) in ready.iter().zip(entries) {
+            match &result {
+                Ok(()) => {
+                    self.store
+                        .journal_succeeded(entry, Some(target), &json!({}))
+                        .await?;
+                    events.push(Event::Done {
+                        address: change.address.clone(),
+                        action: change.action,
+                        id: Some(target.clone()),
+                    });
+                }
+                Err(err) => {
+                    let reason = err.to_string();
+                    self.store.journal_failed(entry, &reason).await?;
+                    events.push(failed(change, reason));
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+fn failed(change: &Change, reason: String) -> Event {
+    Event::Failed(Failure {
+        address: change.address.clone(),
+        action: change.action,
+        reason,
+        skipped: false,
+    })
+}
+
+fn record(report: &mut ExecutionReport, not_done: &mut BTreeSet<String>, event: &Event) {
+    match event {
+        Event::Done { address, .. } => report.succeeded.push(address.clone()),
+        Event::Failed(failure) => {
+            not_done.insert(failure.address.clone());
+            report.failed.push(failure.clone());
+        }
+    }
+}
+
+/// The first dependency of `change` that did not happen.
+fn blocked_by<'c>(change: &'c Change, not_done: &BTreeSet<String>) -> Option<&'c str> {
+    change
+        .depends_on
+        .iter()
+        .find(|address| not_done.contains(*address))
+        .map(String::as_str)
+}
+
+fn after<'c>(change: &'c Change, field: &str) -> Option<&'c Value> {
+    change
+        .fields
+        .iter()
+        .find(|candidate| candidate.field == field)
+        .map(|candidate| &candidate.after)
+}
+
+fn opt_in(value: Option<&Value>) -> Option<crate::klaviyo::OptInProcess> {
+    value
+        .and_then(|value| serde_json::from_value::<OptInProcess>(value.clone()).ok())
+        .map(opt_in_to_api)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ChangeKind;
+
+    fn change(address: &str, depends_on: &[&str]) -> Change {
+        Change {
+            address: address.into(),
+            kind: ChangeKind::List,
+            action: Action::Create,
+            resource: None,
+            link: None,
+            klaviyo_id: None,
+            name: "N".into(),
+            fields: vec![crate::plan::FieldChange {
+                field: "opt_in_process".into(),
+                before: Value::Null,
+                after: json!("double_opt_in"),
+            }],
+            definition_diff: None,
+            prevented: false,
+            note: None,
+            expected: None,
+            applied: None,
+            depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_change_is_blocked_by_a_dependency_that_did_not_happen() {
+        let not_done: BTreeSet<String> = ["tag_group.a".to_owned()].into();
+        assert_eq!(
+            blocked_by(&change("tag.a/x", &["tag_group.a"]), &not_done),
+            Some("tag_group.a")
+        );
+        assert_eq!(
+            blocked_by(&change("tag.b/x", &["tag_group.b"]), &not_done),
+            None
+        );
+    }
+
+    #[test]
+    fn field_values_are_read_from_after() {
+        let c = change("list.a", &[]);
+        assert_eq!(
+            opt_in(after(&c, "opt_in_process")),
+            Some(crate::klaviyo::OptInProcess::DoubleOptIn)
+        );
+        assert_eq!(after(&c, "name"), None);
+    }
+}

@@ -1,0 +1,191 @@
+//! The apply engine: check a plan may run, then make Klaviyo match it, change by change,
+//! journaled so that an apply killed at any point converges when run again.
+//!
+//! - [`saved`]: the checks a saved plan must pass (format, manifests, age, already applied,
+//!   unchanged Klaviyo) and the destroy safety rules. Pure.
+//! - [`executor`]: sends the changes through the Klaviyo client and records each one in the
+//!   state database before and after it is sent.
+//!
+//! # Crash safety
+//! A change is journaled as started before its request is sent and the resource is recorded as
+//! managed before the journal entry is closed. A process killed in between leaves either:
+//! - a create that landed in Klaviyo but was never recorded: the next plan finds the resource by
+//!   its exact name among unmanaged resources and adopts it instead of creating a duplicate
+//!   (and a create of a resource that was managed before, such as the second half of a tag
+//!   replace, looks the name up first when the journal shows an earlier attempt);
+//! - a change recorded but its journal entry still open: harmless, the next plan has nothing
+//!   to do for it.
+//!
+//! Entries left open by a killed run are reported by the next apply and closed once it
+//! converges.
+
+#![deny(missing_docs)]
+
+pub mod executor;
+pub mod saved;
+
+use std::time::Duration;
+
+use crate::model::{ManagedRecord, ManagedState, ResourceKey, ResourceKind};
+use crate::state::{ManagedRow, StateError};
+
+pub use executor::{Event, ExecutionReport, Executor, Failure};
+
+/// Why `apply` refused to run. Nothing was changed in Klaviyo when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The saved plan file could not be parsed.
+    #[error("{path}: not a klsync plan: {reason}")]
+    UnreadablePlan {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The saved plan was written in a format this klsync does not know.
+    #[error(
+        "the plan uses format version {found}, this klsync reads version {supported}; make a new plan with this klsync"
+    )]
+    FormatVersion {
+        /// The plan's version.
+        found: u64,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// The saved plan was made from other manifests than the project's current ones.
+    #[error(
+        "the plan was made from other manifests (digest {planned}, the project's is now {current}); run `klsync plan` again"
+    )]
+    OtherManifests {
+        /// Digest recorded in the plan.
+        planned: String,
+        /// Digest of the project now.
+        current: String,
+    },
+    /// The saved plan is older than the allowed maximum age.
+    #[error(
+        "the plan is too old: made {age} ago, the maximum age is {max_age} (klsync.yaml plan.max_age_hours or --max-age); run `klsync plan` again"
+    )]
+    TooOld {
+        /// How old it is, human readable.
+        age: String,
+        /// The limit, human readable.
+        max_age: String,
+    },
+    /// The plan's `created_at` is not a timestamp.
+    #[error("the plan's created_at {0:?} is not an RFC 3339 timestamp")]
+    BadTimestamp(String),
+    /// The saved plan was applied before.
+    #[error("plan {plan_id} was already applied; run `klsync plan` again")]
+    AlreadyApplied {
+        /// The plan's id.
+        plan_id: String,
+    },
+    /// Klaviyo (or klsync's state) changed since the plan was made.
+    #[error(
+        "resources changed in Klaviyo since the plan was made: {}; run `klsync plan` again",
+        .addresses.join(", ")
+    )]
+    Stale {
+        /// Addresses whose planned change no longer matches.
+        addresses: Vec<String>,
+    },
+    /// The plan deletes resources and `--allow-destroy` was not given.
+    #[error(
+        "the plan deletes resources in Klaviyo: {}; pass --allow-destroy to allow it",
+        .addresses.join(", ")
+    )]
+    DestroyNotAllowed {
+        /// The destroys and replaces.
+        addresses: Vec<String>,
+    },
+    /// The plan contains changes that are forbidden outright.
+    #[error("the plan contains forbidden changes, even with --allow-destroy: {}", .reasons.join("; "))]
+    Prevented {
+        /// `address (name): why`, per change.
+        reasons: Vec<String>,
+    },
+    /// Confirmation is needed and there is no terminal to ask on.
+    #[error(
+        "apply needs confirmation, and stdin is not a terminal; pass --auto-approve (or apply a reviewed plan file)"
+    )]
+    NeedsApproval,
+    /// The user answered something other than `yes`.
+    #[error("apply cancelled; nothing was changed")]
+    Declined,
+}
+
+/// The managed rows read from the state database, as the planner wants them.
+pub fn managed_state(rows: &[ManagedRow]) -> Result<ManagedState, StateError> {
+    let mut managed = ManagedState::new();
+    for row in rows {
+        let kind = kind_from_prefix(&row.kind).ok_or_else(|| StateError::Corrupt {
+            what: format!("managed resource kind {:?}", row.kind),
+        })?;
+        managed.insert(
+            ResourceKey::new(kind, &row.key),
+            ManagedRecord {
+                klaviyo_id: row.klaviyo_id.clone(),
+                applied: row.applied.clone(),
+            },
+        );
+    }
+    Ok(managed)
+}
+
+/// The kind whose [`ResourceKind::prefix`] is `prefix`.
+pub fn kind_from_prefix(prefix: &str) -> Option<ResourceKind> {
+    ResourceKind::ALL
+        .into_iter()
+        .find(|kind| kind.prefix() == prefix)
+}
+
+/// `1h 5m`, `42s`, `3d 2h`: a duration for messages.
+pub fn human_duration(duration: Duration) -> String {
+    let total = duration.as_secs();
+    let (days, hours, minutes, seconds) = (
+        total / 86_400,
+        total % 86_400 / 3600,
+        total % 3600 / 60,
+        total % 60,
+    );
+    let parts: Vec<String> = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+        .into_iter()
+        .filter(|(value, _)| *value > 0)
+        .map(|(value, unit)| format!("{value}{unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_rows_map_to_keys_and_unknown_kinds_are_refused() {
+        let row = |kind: &str| ManagedRow {
+            kind: kind.into(),
+            key: "vip".into(),
+            klaviyo_id: "L1".into(),
+            applied: serde_json::json!({"name": "VIP"}),
+        };
+        let managed = managed_state(&[row("list")]).expect("known kind");
+        let key = ResourceKey::new(ResourceKind::List, "vip");
+        assert_eq!(managed[&key].klaviyo_id, "L1");
+        assert!(managed_state(&[row("flow")]).is_err());
+        for kind in ResourceKind::ALL {
+            assert_eq!(kind_from_prefix(kind.prefix()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(human_duration(Duration::from_secs(0)), "0s");
+        assert_eq!(human_duration(Duration::from_secs(3_900)), "1h 5m");
+        assert_eq!(human_duration(Duration::from_secs(90_061)), "1d 1h 1m 1s");
+    }
+}

@@ -1,0 +1,315 @@
+//! The checks a plan must pass before `apply` sends anything. Pure: the caller passes the
+//! clock, the project's digest and the freshly made plan.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest as _, Sha256};
+
+use super::{ApplyError, human_duration};
+use crate::plan::{Action, Change, FORMAT_VERSION, Plan};
+
+/// Parse a saved plan, checking its format version before anything else so that a plan from a
+/// newer klsync is refused with that reason rather than a parse error.
+pub fn parse_saved_plan(path: &str, text: &str) -> Result<Plan, ApplyError> {
+    let unreadable = |reason: String| ApplyError::UnreadablePlan {
+        path: path.to_owned(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|err| unreadable(err.to_string()))?;
+    let version = value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| unreadable("no format_version".to_owned()))?;
+    if version != u64::from(FORMAT_VERSION) {
+        return Err(ApplyError::FormatVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    serde_json::from_value(value).map_err(|err| unreadable(err.to_string()))
+}
+
+/// The plan's identity: a digest of its canonical JSON. Any edit to a plan (or a new plan made
+/// a moment later, since `created_at` differs) gives another id, so "already applied" cannot be
+/// dodged by touching the file and two plans never share an id.
+pub fn plan_id(plan: &Plan) -> String {
+    let digest = Sha256::digest(crate::render::json(plan).as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// Refuse a plan made from other manifests.
+pub fn check_digest(plan: &Plan, current: &str) -> Result<(), ApplyError> {
+    if plan.meta.manifest_digest == current {
+        Ok(())
+    } else {
+        Err(ApplyError::OtherManifests {
+            planned: short(&plan.meta.manifest_digest),
+            current: short(current),
+        })
+    }
+}
+
+fn short(digest: &str) -> String {
+    digest.chars().take(12).collect()
+}
+
+/// Refuse a plan older than `max_age` at `now`. A plan from the future (clock skew between the
+/// machine that planned and this one) counts as new.
+pub fn check_age(plan: &Plan, now: DateTime<Utc>, max_age: Duration) -> Result<(), ApplyError> {
+    let created = DateTime::parse_from_rfc3339(&plan.meta.created_at)
+        .map_err(|_| ApplyError::BadTimestamp(plan.meta.created_at.clone()))?
+        .with_timezone(&Utc);
+    let age = (now - created).to_std().unwrap_or(Duration::ZERO);
+    if age > max_age {
+        return Err(ApplyError::TooOld {
+            age: human_duration(age),
+            max_age: human_duration(max_age),
+        });
+    }
+    Ok(())
+}
+
+/// Addresses whose change differs between the saved plan and one made now from the same
+/// manifests: something changed in Klaviyo (or in klsync's state) since the plan was made.
+pub fn stale_addresses(saved: &[Change], fresh: &[Change]) -> Vec<String> {
+    let saved: BTreeMap<&str, &Change> = saved.iter().map(|c| (c.address.as_str(), c)).collect();
+    let fresh: BTreeMap<&str, &Change> = fresh.iter().map(|c| (c.address.as_str(), c)).collect();
+    let mut addresses: Vec<String> = saved
+        .keys()
+        .chain(fresh.keys())
+        .filter(|address| saved.get(*address) != fresh.get(*address))
+        .map(|address| (*address).to_owned())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
+/// Addresses of `fresh` changes that are not what is left of the `saved` plan, when a saved
+/// plan whose apply stopped part way is applied again.
+///
+/// What is left may differ from the saved plan only where the first attempt made progress: a
+/// create that landed without being recorded is now an adoption, and changes that waited for a
+/// new resource's id now carry it. A change to a resource that existed when the plan was made
+/// must be exactly as reviewed, and nothing may be new.
+pub fn remainder_mismatches(saved: &[Change], fresh: &[Change]) -> Vec<String> {
+    let saved: BTreeMap<&str, &Change> = saved.iter().map(|c| (c.address.as_str(), c)).collect();
+    fresh
+        .iter()
+        .filter(|change| {
+            let Some(planned) = saved.get(change.address.as_str()) else {
+                return true;
+            };
+            let same_action = planned.action == change.action
+                || (planned.action == Action::Create && change.action == Action::Adopt);
+            let existed = planned.klaviyo_id.is_some() && planned.link.is_none();
+            !same_action || (existed && *planned != *change)
+        })
+        .map(|change| change.address.clone())
+        .collect()
+}
+
+/// The destroy rules: prevented changes are refused outright; destroys and replaces need
+/// `allow_destroy`.
+pub fn check_destroys(plan: &Plan, allow_destroy: bool) -> Result<(), ApplyError> {
+    let reasons: Vec<String> = plan
+        .prevented()
+        .map(|change| {
+            format!(
+                "{} ({}): {}",
+                change.address,
+                change.name,
+                change
+                    .note
+                    .as_deref()
+                    .unwrap_or("prevent_destroy forbids it")
+            )
+        })
+        .collect();
+    if !reasons.is_empty() {
+        return Err(ApplyError::Prevented { reasons });
+    }
+    if plan.has_destroys() && !allow_destroy {
+        let addresses = plan
+            .changes
+            .iter()
+            .filter(|change| matches!(change.action, Action::Destroy | Action::Replace))
+            .map(|change| format!("{} ({})", change.address, change.name))
+            .collect();
+        return Err(ApplyError::DestroyNotAllowed { addresses });
+    }
+    Ok(())
+}
+
+/// `--max-age`: a whole number with a unit `s`, `m`, `h` or `d` (bare numbers are seconds).
+pub fn parse_max_age(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number with a unit: s, m, h or d"))?;
+    let unit_seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?}; use s, m, h or d"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(value.saturating_mul(unit_seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ChangeKind, Cost, PlanMeta};
+
+    fn change(address: &str, action: Action) -> Change {
+        Change {
+            address: address.into(),
+            kind: ChangeKind::List,
+            action,
+            resource: None,
+            link: None,
+            klaviyo_id: None,
+            name: "N".into(),
+            fields: Vec::new(),
+            definition_diff: None,
+            prevented: false,
+            note: None,
+            expected: None,
+            applied: None,
+            depends_on: Vec::new(),
+        }
+    }
+
+    fn plan(changes: Vec<Change>) -> Plan {
+        Plan {
+            format_version: FORMAT_VERSION,
+            meta: PlanMeta {
+                created_at: "2026-01-01T00:00:00Z".into(),
+                manifest_digest: "abc".into(),
+                klsync_version: "0".into(),
+            },
+            changes,
+            cost: Cost::default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_future_format_version_is_named() {
+        let err = parse_saved_plan("p.json", r#"{"format_version": 99}"#).unwrap_err();
+        assert!(
+            matches!(err, ApplyError::FormatVersion { found: 99, .. }),
+            "{err}"
+        );
+        let err = parse_saved_plan("p.json", "not json").unwrap_err();
+        assert!(matches!(err, ApplyError::UnreadablePlan { .. }), "{err}");
+        let text = crate::render::json(&plan(Vec::new()));
+        assert_eq!(parse_saved_plan("p.json", &text).unwrap(), plan(Vec::new()));
+    }
+
+    #[test]
+    fn age_is_measured_from_created_at() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let p = plan(Vec::new());
+        assert!(check_age(&p, now, Duration::from_secs(3 * 3600)).is_ok());
+        let err = check_age(&p, now, Duration::from_secs(3600)).unwrap_err();
+        assert_eq!(
+            err.to_string().split(':').next().unwrap(),
+            "the plan is too old"
+        );
+        assert!(err.to_string().contains("made 2h ago"), "{err}");
+    }
+
+    #[test]
+    fn digest_mismatch_is_refused() {
+        assert!(check_digest(&plan(Vec::new()), "abc").is_ok());
+        assert!(matches!(
+            check_digest(&plan(Vec::new()), "def"),
+            Err(ApplyError::OtherManifests { .. })
+        ));
+    }
+
+    #[test]
+    fn stale_addresses_are_the_symmetric_and_changed_ones() {
+        let a = change("list.a", Action::Create);
+        let b = change("list.b", Action::Update);
+        let mut b2 = b.clone();
+        b2.expected = Some(serde_json::json!({"name": "renamed"}));
+        let c = change("list.c", Action::Create);
+        assert!(stale_addresses(&[a.clone(), b.clone()], &[a.clone(), b.clone()]).is_empty());
+        assert_eq!(
+            stale_addresses(&[a.clone(), b], &[b2, c]),
+            vec!["list.a", "list.b", "list.c"]
+        );
+    }
+
+    #[test]
+    fn the_rest_of_a_saved_plan_is_accepted_and_anything_else_is_named() {
+        let create = change("list.a", Action::Create);
+        let mut update = change("list.b", Action::Update);
+        update.klaviyo_id = Some("L2".into());
+        let saved = [create.clone(), update.clone()];
+        assert!(remainder_mismatches(&saved, &[update.clone()]).is_empty());
+        let mut adopted = create.clone();
+        adopted.action = Action::Adopt;
+        adopted.klaviyo_id = Some("L1".into());
+        assert!(remainder_mismatches(&saved, &[adopted]).is_empty());
+        let mut drifted = update.clone();
+        drifted.expected = Some(serde_json::json!({"name": "changed by hand"}));
+        let new = change("list.c", Action::Create);
+        let mut destroy = create;
+        destroy.action = Action::Destroy;
+        assert_eq!(
+            remainder_mismatches(&saved, &[drifted, new, destroy]),
+            vec!["list.b", "list.c", "list.a"]
+        );
+    }
+
+    #[test]
+    fn destroys_need_the_flag_and_prevented_changes_never_run() {
+        let destroy = plan(vec![change("list.a", Action::Destroy)]);
+        assert!(matches!(
+            check_destroys(&destroy, false),
+            Err(ApplyError::DestroyNotAllowed { .. })
+        ));
+        assert!(check_destroys(&destroy, true).is_ok());
+        let mut forbidden = change("list.b", Action::Destroy);
+        forbidden.prevented = true;
+        let err = check_destroys(&plan(vec![forbidden]), true).unwrap_err();
+        assert!(err.to_string().contains("list.b (N)"), "{err}");
+    }
+
+    #[test]
+    fn plan_ids_follow_the_content() {
+        let one = plan(Vec::new());
+        let mut two = one.clone();
+        two.meta.created_at = "2026-01-01T00:00:01Z".into();
+        assert_eq!(plan_id(&one), plan_id(&one.clone()));
+        assert_ne!(plan_id(&one), plan_id(&two));
+        assert_eq!(plan_id(&one).len(), 32);
+    }
+
+    #[test]
+    fn max_age_takes_units() {
+        assert_eq!(parse_max_age("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_max_age("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_max_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_max_age("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_max_age("1w").is_err());
+        assert!(parse_max_age("h").is_err());
+    }
+}

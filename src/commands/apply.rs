@@ -1,0 +1,484 @@
+//! `klsync apply [PLAN_FILE]`: make Klaviyo match the manifests.
+//!
+//! Without a file it plans, shows the plan and asks for confirmation (or needs
+//! `--auto-approve` without a terminal). With a file it applies exactly that plan, after checking
+//! it was made from the current manifests, is not too old, was never applied, and that Klaviyo
+//! has not changed since. Destroys need `--allow-destroy`; `prevent_destroy` forbids them.
+//!
+//! A saved plan counts as applied from the moment its apply starts sending. If that apply stopped
+//! part way (some changes failed, or it was killed), the same file may be applied again: it then
+//! does only what is left of the plan, and refuses if anything else would change.
+//!
+//! The apply lock is taken before Klaviyo is read, so two applies never interleave. Exit
+//! status: 0 success, 3 when some changes failed (run it again to resume), 1 when it was
+//! refused or nothing could be done.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead as _, IsTerminal as _};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::plan::{Connection, Planned, load, print_stdout, runtime};
+use crate::apply::saved::{
+    check_age, check_destroys, check_digest, parse_max_age, parse_saved_plan, plan_id,
+    remainder_mismatches, stale_addresses,
+};
+use crate::apply::{ApplyError, Event, ExecutionReport, Executor};
+use crate::cli::ApplyArgs;
+use crate::context::{self, EnvLookup, Pacing};
+use crate::error::{Error, ExitStatus};
+use crate::manifest::Project;
+use crate::model::{DesiredState, ResourceKind};
+use crate::plan::Plan;
+use crate::render;
+use crate::run::Output;
+use crate::state::{
+    ApplyLock, JournalRow, LockHolder, RunId, RunStart, StateError, detect_actor, detect_git_commit,
+};
+
+/// Run `klsync apply`.
+pub fn run(args: &ApplyArgs, output: &Output) -> Result<ExitStatus, Error> {
+    let interactive = std::io::stdin().is_terminal();
+    runtime()?.block_on(apply_command(
+        args,
+        output,
+        &context::process_env,
+        Pacing::Published,
+        interactive,
+    ))
+}
+
+/// How many recent runs are searched for the earlier apply of a saved plan. Plans expire within
+/// a day, so the run that applied one is recent.
+const PLAN_HISTORY_DEPTH: u32 = 200;
+
+/// A saved plan that passed the checks possible before the lock is taken.
+struct SavedPlan {
+    plan: Plan,
+    id: String,
+}
+
+/// `klsync apply` with the environment read through `env`; `interactive` says whether the user
+/// can be asked for confirmation.
+pub(crate) async fn apply_command(
+    args: &ApplyArgs,
+    output: &Output,
+    env: EnvLookup<'_>,
+    pacing: Pacing,
+    interactive: bool,
+) -> Result<ExitStatus, Error> {
+    let project = load(&args.project.dir, output)?;
+    let saved = match &args.plan_file {
+        Some(path) => Some(check_saved(args, &project, path)?),
+        None => None,
+    };
+    let connection = Connection::open(&project, env, pacing).await?;
+    let actor = detect_actor();
+    let start = RunStart {
+        command: "apply".to_owned(),
+        actor: actor.clone(),
+        git_commit: detect_git_commit(&project.root),
+        manifest_digest: Some(project.digest()),
+        plan_id: saved.as_ref().map(|saved| saved.id.clone()),
+    };
+    let store = &connection.store;
+    let run_id = match store.begin_run(&start).await {
+        Ok(run_id) => run_id,
+        Err(err) => {
+            store.close().await;
+            return Err(err.into());
+        }
+    };
+    let run = Run {
+        args,
+        output,
+        project: &project,
+        connection: &connection,
+        run_id,
+        interactive,
+    };
+    let result = run.with_lock(saved, &actor).await;
+    // Every attempt ends in the audit record, refusals included.
+    let recorded = match &result {
+        Ok(finished) => {
+            store
+                .finish_run(run_id, finished.outcome, &finished.summary)
+                .await
+        }
+        Err(err) => {
+            let outcome = match err {
+                Error::Apply(_) | Error::State(StateError::Locked { .. }) => "refused",
+                _ => "failed",
+            };
+            store
+                .finish_run(run_id, outcome, &json!({"error": err.to_string()}))
+                .await
+        }
+    };
+    store.close().await;
+    let finished = result?;
+    recorded?;
+    Ok(finished.status)
+}
+
+/// How an apply that ran ended.
+struct Finished {
+    status: ExitStatus,
+    outcome: &'static str,
+    summary: serde_json::Value,
+}
+
+/// Parse a saved plan and run the checks that need neither Klaviyo nor the state database.
+fn check_saved(
+    args: &ApplyArgs,
+    project: &Project,
+    path: &std::path::Path,
+) -> Result<SavedPlan, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let plan = parse_saved_plan(&path.display().to_string(), &text)?;
+    check_digest(&plan, &project.digest())?;
+    let max_age = match &args.max_age {
+        Some(text) => {
+            parse_max_age(text).map_err(|reason| Error::Config(format!("--max-age {reason}")))?
+        }
+        None => Duration::from_secs(project.settings.plan.max_age_hours.saturating_mul(3600)),
+    };
+    check_age(&plan, chrono::Utc::now(), max_age)?;
+    let id = plan_id(&plan);
+    Ok(SavedPlan { plan, id })
+}
+
+/// One apply, with everything it needs.
+struct Run<'a> {
+    args: &'a ApplyArgs,
+    output: &'a Output,
+    project: &'a Project,
+    connection: &'a Connection,
+    run_id: RunId,
+    interactive: bool,
+}
+
+impl Run<'_> {
+    /// Take the apply lock, run, and give the lock back whatever happened.
+    async fn with_lock(&self, saved: Option<SavedPlan>, actor: &str) -> Result<Finished, Error> {
+        let holder = LockHolder::current(self.run_id, actor, "apply");
+        let mut lock = self.connection.store.acquire_apply_lock(&holder).await?;
+        let result = self.locked(saved, &mut lock).await;
+        let released = lock.release().await;
+        let finished = result?;
+        released?;
+        Ok(finished)
+    }
+
+    /// Everything that happens while the apply lock is held.
+    async fn locked(
+        &self,
+        saved: Option<SavedPlan>,
+        lock: &mut ApplyLock,
+    ) -> Result<Finished, Error> {
+        let store = &self.connection.store;
+        let mut resuming = false;
+        if let Some(saved) = &saved
+            && store.is_plan_applied(&saved.id).await?
+        {
+            if !self.stopped_part_way(&saved.id).await? {
+                return Err(ApplyError::AlreadyApplied {
+                    plan_id: saved.id.clone(),
+                }
+                .into());
+            }
+            resuming = true;
+        }
+        let unfinished = store.unfinished_journal().await?;
+        self.report_unfinished(&unfinished);
+        let fresh = self.connection.plan(self.project).await?;
+        let plan = match &saved {
+            Some(saved) if resuming => {
+                let mismatched = remainder_mismatches(&saved.plan.changes, &fresh.plan.changes);
+                if !mismatched.is_empty() {
+                    return Err(ApplyError::Stale {
+                        addresses: mismatched,
+                    }
+                    .into());
+                }
+                if !self.output.quiet {
+                    eprintln!(
+                        "Resuming saved plan {}: its earlier apply stopped part way; {} of its {} change(s) remain.",
+                        saved.id,
+                        fresh.plan.changes.len(),
+                        saved.plan.changes.len()
+                    );
+                }
+                fresh.plan.clone()
+            }
+            Some(saved) => {
+                let stale = stale_addresses(&saved.plan.changes, &fresh.plan.changes);
+                if !stale.is_empty() {
+                    return Err(ApplyError::Stale { addresses: stale }.into());
+                }
+                saved.plan.clone()
+            }
+            None => fresh.plan.clone(),
+        };
+        check_destroys(&plan, self.args.allow_destroy)?;
+        if plan.is_empty() {
+            if !self.output.quiet {
+                print_stdout(&render::text(&plan, self.output.color));
+            }
+            self.converged(&fresh, &unfinished).await?;
+            return Ok(Finished {
+                status: ExitStatus::Success,
+                outcome: "success",
+                summary: json!({"changed": 0, "failed": 0}),
+            });
+        }
+        if saved.is_none() {
+            if !self.output.quiet || !self.args.auto_approve {
+                print_stdout(&render::text(&plan, self.output.color));
+            }
+            if !self.args.auto_approve {
+                self.confirm()?;
+            }
+        }
+        let run_id = self.run_id;
+        if let Some(saved) = saved.as_ref().filter(|_| !resuming) {
+            // Recorded before any change is sent: a crashed apply's plan is never re-applied
+            // blindly; applying it again (or running `klsync apply` without it) resumes.
+            store.mark_plan_applied(&saved.id, run_id).await?;
+            if !self.output.quiet {
+                eprintln!(
+                    "Applying saved plan {} (made {}): {} change(s).",
+                    saved.id,
+                    saved.plan.meta.created_at,
+                    plan.changes.len()
+                );
+            }
+        }
+        let resumed: BTreeSet<String> = unfinished.iter().map(|row| row.address.clone()).collect();
+        let mut executor = Executor::new(
+            &self.connection.client,
+            store,
+            run_id,
+            lock,
+            &fresh.managed,
+            resumed,
+        );
+        let quiet = self.output.quiet;
+        let mut progress = |event: &Event| {
+            if !quiet {
+                eprintln!("{}", progress_line(event));
+            }
+        };
+        let report = executor.execute(&plan, &mut progress).await?;
+        let outcome = outcome(&report);
+        let summary = json!({
+            "changed": report.succeeded.len(),
+            "failed": report.failed.len(),
+            "failures": report.failed.iter().map(|failure| json!({
+                "address": failure.address,
+                "action": failure.action.as_str(),
+                "reason": failure.reason,
+                "skipped": failure.skipped,
+            })).collect::<Vec<_>>(),
+            "requests": self.connection.client.metrics(),
+        });
+        if report.failed.is_empty() {
+            self.converged(&fresh, &unfinished).await?;
+        }
+        Ok(Finished {
+            status: self.print_summary(&report),
+            outcome,
+            summary,
+        })
+    }
+
+    /// Whether the last apply of saved plan `plan_id` (refusals aside) stopped part way: some
+    /// changes failed, or it was killed. Such a plan may be applied again to finish it.
+    async fn stopped_part_way(&self, plan_id: &str) -> Result<bool, Error> {
+        let history = self.connection.store.history(PLAN_HISTORY_DEPTH).await?;
+        let last = history.iter().find(|run| {
+            run.run_id != self.run_id
+                && run.plan_id.as_deref() == Some(plan_id)
+                && run.outcome.as_deref() != Some("refused")
+        });
+        Ok(last.is_some_and(|run| run.outcome.as_deref() != Some("success")))
+    }
+
+    fn report_unfinished(&self, unfinished: &[JournalRow]) {
+        if unfinished.is_empty() || self.output.quiet {
+            return;
+        }
+        let runs: BTreeSet<String> = unfinished
+            .iter()
+            .map(|row| row.run_id.to_string())
+            .collect();
+        let addresses: Vec<String> = unfinished
+            .iter()
+            .map(|row| format!("{} {}", row.action, row.address))
+            .collect();
+        eprintln!(
+            "An earlier apply (run {}) was interrupted; these changes have no recorded outcome and are checked again: {}",
+            runs.into_iter().collect::<Vec<_>>().join(", "),
+            addresses.join(", ")
+        );
+    }
+
+    /// Klaviyo matches the manifests: close the journal entries of interrupted runs and forget
+    /// managed resources that are neither declared nor in Klaviyo any more.
+    async fn converged(&self, planned: &Planned, unfinished: &[JournalRow]) -> Result<(), Error> {
+        let store = &self.connection.store;
+        for row in unfinished {
+            store
+                .journal_failed(
+                    row.id,
+                    &format!("interrupted; run {} converged afterwards", self.run_id),
+                )
+                .await?;
+        }
+        for row in &planned.managed {
+            let Some(kind) = crate::apply::kind_from_prefix(&row.kind) else {
+                continue;
+            };
+            if !declared(&planned.desired, kind, &row.key)
+                && !planned.live.contains(kind, &row.klaviyo_id)
+            {
+                store.remove_managed(&row.kind, &row.key).await?;
+                if !self.output.quiet {
+                    eprintln!(
+                        "forgot {}.{} ({}): it no longer exists in Klaviyo",
+                        row.kind, row.key, row.klaviyo_id
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn confirm(&self) -> Result<(), Error> {
+        if !self.interactive {
+            return Err(ApplyError::NeedsApproval.into());
+        }
+        eprint!("Apply these changes? Only 'yes' is accepted: ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|source| Error::Io {
+                path: "stdin".into(),
+                source,
+            })?;
+        if answer.trim() == "yes" {
+            Ok(())
+        } else {
+            Err(ApplyError::Declined.into())
+        }
+    }
+
+    fn print_summary(&self, report: &ExecutionReport) -> ExitStatus {
+        let changed = report.succeeded.len();
+        let failed = report.failed.len();
+        if failed == 0 {
+            if !self.output.quiet {
+                print_stdout(&format!("Apply complete: {changed} changed, 0 failed.\n"));
+            }
+            return ExitStatus::Success;
+        }
+        let mut text = if changed == 0 {
+            format!("Apply failed: 0 changed, {failed} failed:\n")
+        } else {
+            format!("Apply partially complete: {changed} changed, {failed} failed:\n")
+        };
+        for failure in &report.failed {
+            text.push_str(&format!(
+                "  {} {}: {}\n",
+                failure.action.as_str(),
+                failure.address,
+                failure.reason
+            ));
+        }
+        text.push_str("Fix the cause and run `klsync apply` again to resume.\n");
+        eprint!("{text}");
+        if changed == 0 {
+            ExitStatus::Error
+        } else {
+            ExitStatus::Partial
+        }
+    }
+}
+
+/// The run's outcome as recorded in the audit log.
+fn outcome(report: &ExecutionReport) -> &'static str {
+    match (report.succeeded.is_empty(), report.failed.is_empty()) {
+        (_, true) => "success",
+        (false, false) => "partial",
+        (true, false) => "failed",
+    }
+}
+
+/// `✓ create list.vip (Y6nRLr)` or `✗ attach tag_link...: reason`.
+fn progress_line(event: &Event) -> String {
+    match event {
+        Event::Done {
+            address,
+            action,
+            id,
+        } => match id {
+            Some(id) => format!("✓ {} {address} ({id})", action.as_str()),
+            None => format!("✓ {} {address}", action.as_str()),
+        },
+        Event::Failed(failure) => format!(
+            "✗ {} {}: {}",
+            failure.action.as_str(),
+            failure.address,
+            failure.reason
+        ),
+    }
+}
+
+fn declared(desired: &DesiredState, kind: ResourceKind, key: &str) -> bool {
+    match kind {
+        ResourceKind::TagGroup => desired.tag_groups.contains_key(key),
+        ResourceKind::Tag => desired.tags.contains_key(key),
+        ResourceKind::List => desired.lists.contains_key(key),
+        ResourceKind::Segment => desired.segments.contains_key(key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::Failure;
+    use crate::plan::Action;
+
+    #[test]
+    fn outcomes_follow_successes_and_failures() {
+        let failure = Failure {
+            address: "list.a".into(),
+            action: Action::Create,
+            reason: "boom".into(),
+            skipped: false,
+        };
+        let mut report = ExecutionReport::default();
+        assert_eq!(outcome(&report), "success");
+        report.failed.push(failure.clone());
+        assert_eq!(outcome(&report), "failed");
+        report.succeeded.push("list.b".into());
+        assert_eq!(outcome(&report), "partial");
+        assert_eq!(
+            progress_line(&Event::Failed(failure)),
+            "✗ create list.a: boom"
+        );
+        assert_eq!(
+            progress_line(&Event::Done {
+                address: "list.b".into(),
+                action: Action::Create,
+                id: Some("L1".into())
+            }),
+            "✓ create list.b (L1)"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! What `plan` and `apply` connect to, built from `klsync.yaml` and the environment.
+//!
+//! `klsync.yaml` names environment variables; the values (API key, URLs) come from the
+//! environment through a lookup function, so `klsync demo` can point the very same code at its
+//! in-process emulator and temporary state without touching the user's real settings. Secrets
+//! are wrapped in [`Secret`] on read and URLs are only ever shown through [`redact_url`].
+
+use std::path::Path;
+
+use crate::error::Error;
+use crate::klaviyo::{ClientConfig, KlaviyoClient};
+use crate::manifest::ProjectSettings;
+use crate::settings::{DEFAULT_BASE_URL, Secret, redact_url};
+use crate::state::StateStore;
+
+/// Reads one environment variable; `None` when unset, empty or not UTF-8.
+pub type EnvLookup<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
+
+/// The process environment, ignoring empty values.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+}
+
+/// The Klaviyo client configuration: the key from `klaviyo.api_key_env`, the base URL from
+/// `klaviyo.base_url_env` (default [`DEFAULT_BASE_URL`]) and the configured revision.
+pub fn client_config(
+    settings: &ProjectSettings,
+    env: EnvLookup<'_>,
+) -> Result<ClientConfig, Error> {
+    let key_var = &settings.klaviyo.api_key_env;
+    let api_key = env(key_var).ok_or_else(|| {
+        Error::Config(format!(
+            "environment variable {key_var} is not set; it must hold a Klaviyo private API key \
+             (pk_...). To try klsync without an account run `klsync demo`, or start \
+             `klsync emulator` and set {key_var}=pk_emulator {}=http://127.0.0.1:8787",
+            settings.klaviyo.base_url_env
+        ))
+    })?;
+    let base_url =
+        env(&settings.klaviyo.base_url_env).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    let mut config = ClientConfig::new(base_url, Secret::new(api_key));
+    config.revision = settings.klaviyo.revision.clone();
+    Ok(config)
+}
+
+/// Whether the client paces itself to Klaviyo's published rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Klaviyo's published limits: always, against a real account.
+    Published,
+    /// No client-side pacing: only for an emulator that enforces no limits either.
+    Off,
+}
+
+/// A Klaviyo client for `config`.
+pub fn client(config: ClientConfig) -> Result<KlaviyoClient, Error> {
+    let shown = redact_url(&config.base_url);
+    KlaviyoClient::new(config)
+        .map_err(|err| Error::Config(format!("Klaviyo base URL {shown}: {err}")))
+}
+
+/// The state database URL: the value of `state.url_env`, else the SQLite file under `dir`.
+pub fn state_url(settings: &ProjectSettings, dir: &Path, env: EnvLookup<'_>) -> String {
+    StateStore::resolve_url(env(&settings.state.url_env).as_deref(), dir)
+}
+
+/// Open (and migrate) the state database.
+pub async fn connect_state(url: &str) -> Result<StateStore, Error> {
+    Ok(StateStore::connect(url).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ProjectSettings {
+        serde_json::from_str(r#"{"version": 1}"#).expect("settings")
+    }
+
+    #[test]
+    fn a_missing_key_names_the_variable_and_the_way_out() {
+        let env = |_: &str| None;
+        let err = client_config(&settings(), &env).expect_err("no key");
+        let message = err.to_string();
+        assert!(message.contains("KLAVIYO_API_KEY"), "{message}");
+        assert!(message.contains("klsync demo"), "{message}");
+    }
+
+    #[test]
+    fn base_url_defaults_to_klaviyo_and_follows_the_named_variable() {
+        let env = |name: &str| (name == "KLAVIYO_API_KEY").then(|| "pk_x".to_string());
+        let config = client_config(&settings(), &env).expect("config");
+        assert_eq!(config.base_url, DEFAULT_BASE_URL);
+        assert_eq!(config.api_key.expose(), "pk_x");
+        let env = |name: &str| match name {
+            "KLAVIYO_API_KEY" => Some("pk_x".to_string()),
+            "KLAVIYO_BASE_URL" => Some("http://127.0.0.1:9".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            client_config(&settings(), &env).expect("config").base_url,
+            "http://127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn state_url_defaults_to_the_project_sqlite_file() {
+        let env = |_: &str| None;
+        let url = state_url(&settings(), Path::new("/p"), &env);
+        assert_eq!(url, "sqlite:///p/.klsync/state.db");
+        let env = |_: &str| Some("postgres://db/x".to_string());
+        assert_eq!(
+            state_url(&settings(), Path::new("/p"), &env),
+            "postgres://db/x"
+        );
+    }
+}

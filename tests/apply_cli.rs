@@ -1,0 +1,730 @@
+//! `klsync plan`, `apply` and `demo` end to end: the real binary against an emulator started in
+//! the test process, with state in SQLite and in PostgreSQL (every scenario runs on both).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use klsync::emulator::state::{State, Taggable};
+use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
+use klsync::state::testing::TestPostgres;
+use support::project::{Finished, TempProject, klsync};
+
+/// Where a scenario keeps klsync's state.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestPostgres),
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        Backend::Sqlite(tempfile::tempdir().expect("tempdir"))
+    }
+
+    async fn postgres() -> Backend {
+        Backend::Postgres(
+            TestPostgres::create()
+                .await
+                .expect("KLSYNC_TEST_POSTGRES_URL=skip is not allowed for these tests"),
+        )
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Backend::Sqlite(dir) => format!("sqlite://{}", dir.path().join("state.db").display()),
+            Backend::Postgres(pg) => pg.url().to_owned(),
+        }
+    }
+}
+
+/// One scenario: an emulator, a state backend and a project.
+struct Setup {
+    emulator: EmulatorHandle,
+    backend: Backend,
+    project: TempProject,
+}
+
+impl Setup {
+    async fn new(backend: Backend, faults: Option<&str>, files: &[(&str, &str)]) -> Setup {
+        let emulator = emulator::start(EmulatorConfig {
+            rate_limits: RateLimitMode::Off,
+            faults: faults.map(str::to_owned),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .expect("start the emulator");
+        Setup {
+            emulator,
+            backend,
+            project: TempProject::new(files),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = klsync();
+        command
+            .args(args)
+            .arg("-C")
+            .arg(self.project.path())
+            .env("KLAVIYO_BASE_URL", &self.emulator.base_url)
+            .env("KLAVIYO_API_KEY", "pk_emulator")
+            .env("KLSYNC_STATE_URL", self.backend.url())
+            .stdin(Stdio::null());
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> Finished {
+        let mut command = self.command(args);
+        tokio::task::spawn_blocking(move || Finished::from(command.output().expect("run klsync")))
+            .await
+            .expect("join")
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn klsync")
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.project.path().join(name).display().to_string()
+    }
+
+    fn seed<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        self.emulator.seed(f)
+    }
+
+    /// Names per kind, with their counts: duplicates show as counts above 1.
+    fn inventory(&self) -> BTreeMap<String, usize> {
+        self.seed(|state| {
+            let mut names = BTreeMap::new();
+            for list in state.lists.values() {
+                *names.entry(format!("list {}", list.name)).or_default() += 1;
+            }
+            for segment in state.segments.values() {
+                *names
+                    .entry(format!("segment {}", segment.name))
+                    .or_default() += 1;
+            }
+            for tag in state.tags.values() {
+                let group = &state.tag_groups[&tag.group_id].name;
+                *names
+                    .entry(format!("tag {group}/{}", tag.name))
+                    .or_default() += 1;
+            }
+            for group in state.tag_groups.values() {
+                *names.entry(format!("group {}", group.name)).or_default() += 1;
+            }
+            names
+        })
+    }
+}
+
+async fn wait_for(child: Child) -> Finished {
+    tokio::task::spawn_blocking(move || Finished::from(child.wait_with_output().expect("wait")))
+        .await
+        .expect("join")
+}
+
+fn ok(finished: &Finished, code: i32) {
+    assert_eq!(
+        finished.code, code,
+        "stdout:\n{}\nstderr:\n{}",
+        finished.stdout, finished.stderr
+    );
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::sqlite()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::postgres().await).await;
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    apply_then_plan_is_empty,
+    saved_plan_refusals,
+    destroys_need_the_flag_and_prevent_destroy_forbids_them,
+    unmanaged_resources_are_untouched_and_one_namesake_is_adopted,
+    concurrent_applies_are_refused_naming_the_holder,
+    a_killed_apply_converges_without_duplicates,
+    independent_changes_continue_past_a_failure,
+    a_recreate_lost_before_it_was_recorded_is_found_not_repeated,
+);
+
+const SMALL: &str = "\
+tag_groups:
+  - name: lifecycle
+    tags: [vip]
+tags: [seasonal]
+lists:
+  - id: vip
+    name: VIP
+    tags: [lifecycle/vip, seasonal]
+  - id: newsletter
+    name: Newsletter
+    opt_in_process: double_opt_in
+segments:
+  - id: big-spenders
+    name: Big spenders
+    tags: [lifecycle/vip]
+    definition:
+      condition_groups:
+        - conditions:
+            - type: profile-property
+              property: \"properties['ltv']\"
+              filter: {type: numeric, operator: greater-than, value: 500}
+";
+
+async fn apply_then_plan_is_empty(backend: Backend) {
+    let setup = Setup::new(backend, None, &[("manifest.yaml", SMALL)]).await;
+    let markdown = setup
+        .run(&["plan", "--format", "markdown", "--detailed-exitcode"])
+        .await;
+    ok(&markdown, 2);
+    assert!(markdown.stdout.contains("list.vip"), "{}", markdown.stdout);
+
+    let refused = setup.run(&["apply"]).await;
+    ok(&refused, 1);
+    assert!(
+        refused.stderr.contains("--auto-approve"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        setup.seed(|s| s.lists.is_empty()),
+        "nothing is sent without approval"
+    );
+
+    let applied = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&applied, 0);
+    assert!(
+        applied
+            .stdout
+            .contains("Apply complete: 9 changed, 0 failed."),
+        "{}",
+        applied.stdout
+    );
+    assert!(
+        applied.stderr.contains("✓ create list.vip ("),
+        "{}",
+        applied.stderr
+    );
+
+    let again = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&again, 0);
+    assert!(again.stdout.contains("No changes"), "{}", again.stdout);
+    let json = setup.run(&["plan", "--format", "json"]).await;
+    ok(&json, 0);
+    let parsed: klsync::plan::Plan = serde_json::from_str(&json.stdout).expect("a JSON plan");
+    assert!(parsed.changes.is_empty());
+    let inventory = setup.inventory();
+    assert_eq!(inventory["list VIP"], 1);
+    assert_eq!(inventory["segment Big spenders"], 1);
+    let vip_tags = setup.seed(|s| {
+        let vip = s
+            .lists
+            .values()
+            .find(|l| l.name == "VIP")
+            .unwrap()
+            .id
+            .clone();
+        s.tags_of(Taggable::List, &vip).len()
+    });
+    assert_eq!(vip_tags, 2);
+}
+
+async fn saved_plan_refusals(backend: Backend) {
+    let setup = Setup::new(backend, None, &[("manifest.yaml", SMALL)]).await;
+    let plan = setup.path("plan.json");
+
+    // Made from other manifests.
+    ok(&setup.run(&["plan", "--out", &plan]).await, 0);
+    setup
+        .project
+        .write("more.yaml", "lists:\n  - id: extra\n    name: Extra\n");
+    let refused = setup.run(&["apply", &plan]).await;
+    ok(&refused, 1);
+    assert!(
+        refused.stderr.contains("other manifests"),
+        "{}",
+        refused.stderr
+    );
+    setup.project.remove("more.yaml");
+
+    // Too old.
+    let refused = setup.run(&["apply", &plan, "--max-age", "0s"]).await;
+    ok(&refused, 1);
+    assert!(refused.stderr.contains("too old"), "{}", refused.stderr);
+
+    // A format this klsync does not know.
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let future = setup.path("future.json");
+    std::fs::write(
+        &future,
+        text.replace("\"format_version\": 1", "\"format_version\": 2"),
+    )
+    .unwrap();
+    let refused = setup.run(&["apply", &future]).await;
+    ok(&refused, 1);
+    assert!(
+        refused.stderr.contains("format version 2"),
+        "{}",
+        refused.stderr
+    );
+
+    // Klaviyo changed since the plan: a list named like the manifest's appeared.
+    setup.seed(|s| s.create_list("Newsletter", None));
+    let refused = setup.run(&["apply", &plan]).await;
+    ok(&refused, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("changed in Klaviyo since the plan was made: list.newsletter"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(setup.inventory()["list Newsletter"], 1, "nothing was sent");
+
+    // A fresh plan applies once, and only once.
+    ok(&setup.run(&["plan", "--out", &plan]).await, 0);
+    ok(&setup.run(&["apply", &plan]).await, 0);
+    let refused = setup.run(&["apply", &plan]).await;
+    ok(&refused, 1);
+    assert!(
+        refused.stderr.contains("already applied"),
+        "{}",
+        refused.stderr
+    );
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+}
+
+async fn destroys_need_the_flag_and_prevent_destroy_forbids_them(backend: Backend) {
+    let lists = "\
+lists:
+  - id: keep
+    name: Keep
+    prevent_destroy: true
+  - id: old
+    name: Old
+";
+    let setup = Setup::new(backend, None, &[("lists.yaml", lists)]).await;
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+
+    setup.project.write(
+        "lists.yaml",
+        "lists:\n  - id: keep\n    name: Keep\n    prevent_destroy: true\n",
+    );
+    let refused = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&refused, 1);
+    assert!(
+        refused.stderr.contains("--allow-destroy"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("list.old (Old)"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(setup.inventory().get("list Old"), Some(&1));
+
+    ok(
+        &setup
+            .run(&["apply", "--auto-approve", "--allow-destroy"])
+            .await,
+        0,
+    );
+    assert_eq!(setup.inventory().get("list Old"), None);
+
+    // A managed list deleted in Klaviyo and dropped from the manifests is simply forgotten.
+    setup.project.write(
+        "lists.yaml",
+        "lists:\n  - id: keep\n    name: Keep\n    prevent_destroy: true\n  - id: gone\n    name: Gone\n",
+    );
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    setup.seed(|s| {
+        let gone = s
+            .lists
+            .values()
+            .find(|l| l.name == "Gone")
+            .unwrap()
+            .id
+            .clone();
+        s.delete_list(&gone)
+    });
+    setup.project.write(
+        "lists.yaml",
+        "lists:\n  - id: keep\n    name: Keep\n    prevent_destroy: true\n",
+    );
+    let forgot = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&forgot, 0);
+    assert!(
+        forgot.stderr.contains("forgot list.gone"),
+        "{}",
+        forgot.stderr
+    );
+    let plan = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&plan, 0);
+    assert!(!plan.stdout.contains("no longer exists"), "{}", plan.stdout);
+
+    setup.project.write("lists.yaml", "lists: []\n");
+    let refused = setup
+        .run(&["apply", "--auto-approve", "--allow-destroy"])
+        .await;
+    ok(&refused, 1);
+    assert!(refused.stderr.contains("forbidden"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("list.keep (Keep)"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(setup.inventory().get("list Keep"), Some(&1));
+}
+
+/// Everything about the unmanaged resources a test seeds, for before/after comparison.
+fn unmanaged_snapshot(state: &State, names: &[&str]) -> String {
+    let lists: Vec<_> = state
+        .lists
+        .values()
+        .filter(|l| names.contains(&l.name.as_str()))
+        .map(|l| {
+            (
+                l.id.clone(),
+                l.name.clone(),
+                l.opt_in_process.clone(),
+                state.tags_of(Taggable::List, &l.id),
+            )
+        })
+        .collect();
+    let segments: Vec<_> = state
+        .segments
+        .values()
+        .filter(|s| names.contains(&s.name.as_str()))
+        .map(|s| {
+            (
+                s.id.clone(),
+                s.name.clone(),
+                s.definition.clone(),
+                state.tags_of(Taggable::Segment, &s.id),
+            )
+        })
+        .collect();
+    let tags: Vec<_> = state
+        .tags
+        .values()
+        .filter(|t| names.contains(&t.name.as_str()))
+        .map(|t| (t.id.clone(), t.name.clone(), t.group_id.clone()))
+        .collect();
+    format!("{lists:?}\n{segments:?}\n{tags:?}")
+}
+
+async fn unmanaged_resources_are_untouched_and_one_namesake_is_adopted(backend: Backend) {
+    let setup = Setup::new(backend, None, &[("manifest.yaml", SMALL)]).await;
+    let unmanaged = ["Legacy list", "Legacy segment", "legacy-tag"];
+    let adopted_id = setup.seed(|s| {
+        let legacy = s.create_list("Legacy list", Some("single_opt_in"));
+        let segment = s.create_segment(
+            "Legacy segment",
+            serde_json::json!({"condition_groups": [{"conditions": [
+                {"type": "profile-property", "property": "email",
+                 "filter": {"type": "existence", "operator": "is-set"}}]}]}),
+            false,
+        );
+        let tag = s.create_tag("legacy-tag", None).unwrap();
+        s.tag_resources(&tag, Taggable::List, std::slice::from_ref(&legacy))
+            .unwrap();
+        s.tag_resources(&tag, Taggable::Segment, &[segment])
+            .unwrap();
+        // The manifest's newsletter already exists, once: it is adopted, with our tag on it.
+        let newsletter = s.create_list("Newsletter", None);
+        s.tag_resources(&tag, Taggable::List, std::slice::from_ref(&newsletter))
+            .unwrap();
+        newsletter
+    });
+    let before = setup.seed(|s| unmanaged_snapshot(s, &unmanaged));
+
+    let applied = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&applied, 0);
+    assert!(
+        applied.stdout.contains("= adopt list.newsletter"),
+        "{}",
+        applied.stdout
+    );
+    assert_eq!(setup.seed(|s| unmanaged_snapshot(s, &unmanaged)), before);
+    let inventory = setup.inventory();
+    assert_eq!(inventory["list Newsletter"], 1);
+    let newsletter = setup.seed(|s| s.lists[&adopted_id].opt_in_process.clone());
+    assert_eq!(
+        newsletter.as_deref(),
+        Some("double_opt_in"),
+        "adopted and updated"
+    );
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+
+    // Two namesakes: klsync cannot tell which one to adopt, and says which ids.
+    setup
+        .project
+        .write("more.yaml", "lists:\n  - id: twins\n    name: Twins\n");
+    let (a, b) = setup.seed(|s| (s.create_list("Twins", None), s.create_list("Twins", None)));
+    let refused = setup.run(&["plan"]).await;
+    ok(&refused, 1);
+    assert!(
+        refused.stderr.contains(&a) && refused.stderr.contains(&b),
+        "{}",
+        refused.stderr
+    );
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 1);
+    assert_eq!(setup.inventory()["list Twins"], 2);
+}
+
+/// A manifest with enough writes to take a while against a slow emulator.
+fn many_lists(count: usize) -> String {
+    let mut text = String::from("tags: [auto]\nlists:\n");
+    for i in 0..count {
+        text.push_str(&format!(
+            "  - id: l{i}\n    name: List {i}\n    tags: [auto]\n"
+        ));
+    }
+    text.push_str(
+        "segments:\n  - id: s1\n    name: Segment one\n    definition:\n      condition_groups:\n        - conditions:\n            - {type: profile-property, property: email, filter: {type: existence, operator: is-set}}\n",
+    );
+    text
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn concurrent_applies_are_refused_naming_the_holder(backend: Backend) {
+    let manifest = many_lists(6);
+    let setup = Setup::new(backend, Some("latency=150ms"), &[("m.yaml", &manifest)]).await;
+    let first = setup.spawn(&["apply", "--auto-approve"]);
+    let pid = first.id();
+    wait_until("the first apply to write", || {
+        setup.seed(|s| !s.tags.is_empty())
+    })
+    .await;
+    let second = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&second, 1);
+    assert!(
+        second.stderr.contains("another apply is running"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(&format!("pid {pid}")),
+        "{}",
+        second.stderr
+    );
+    ok(&wait_for(first).await, 0);
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+}
+
+async fn a_killed_apply_converges_without_duplicates(backend: Backend) {
+    let manifest = many_lists(8);
+    let setup = Setup::new(backend, Some("latency=100ms"), &[("m.yaml", &manifest)]).await;
+    let mut first = setup.spawn(&["apply", "--auto-approve"]);
+    wait_until("some lists to land", || setup.seed(|s| s.lists.len() >= 3)).await;
+    first.kill().expect("kill the apply");
+    let killed = wait_for(first).await;
+    assert_ne!(
+        killed.code, 0,
+        "it was killed before finishing: {}",
+        killed.stdout
+    );
+    let landed = setup.seed(|s| s.lists.len());
+    assert!(landed < 8, "killed mid-way, {landed} lists landed");
+
+    let rerun = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&rerun, 0);
+    assert!(rerun.stderr.contains("interrupted"), "{}", rerun.stderr);
+    let inventory = setup.inventory();
+    for i in 0..8 {
+        assert_eq!(inventory[&format!("list List {i}")], 1, "{inventory:?}");
+    }
+    assert_eq!(inventory["segment Segment one"], 1, "{inventory:?}");
+    let auto: usize = setup.seed(|s| s.tags.values().filter(|t| t.name == "auto").count());
+    assert_eq!(auto, 1, "{inventory:?}");
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+    // The journal of the killed run was closed: another apply has nothing to report.
+    let quiet = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&quiet, 0);
+    assert!(!quiet.stderr.contains("interrupted"), "{}", quiet.stderr);
+}
+
+async fn independent_changes_continue_past_a_failure(backend: Backend) {
+    let manifest = "\
+tag_groups:
+  - name: stage
+    exclusive: true
+    tags: [acquisition]
+lists:
+  - id: newsletter
+    name: Newsletter
+    tags: [stage/acquisition]
+  - id: other
+    name: Other
+";
+    let setup = Setup::new(backend, None, &[("m.yaml", manifest)]).await;
+    // Behind klsync's back, the newsletter already carries another tag of the exclusive group.
+    let (legacy, newsletter) = setup.seed(|s| {
+        let group = s.create_tag_group("stage", true).unwrap();
+        let legacy = s.create_tag("legacy", Some(&group)).unwrap();
+        let newsletter = s.create_list("Newsletter", None);
+        s.tag_resources(&legacy, Taggable::List, std::slice::from_ref(&newsletter))
+            .unwrap();
+        (legacy, newsletter)
+    });
+    // The reviewed plan is applied; the link to the newsletter fails, the rest goes through.
+    let plan = setup.path("plan.json");
+    ok(&setup.run(&["plan", "--out", &plan]).await, 0);
+    let partial = setup.run(&["apply", &plan]).await;
+    ok(&partial, 3);
+    assert!(
+        partial
+            .stderr
+            .contains("attach tag_link.stage/acquisition->list.newsletter")
+            && partial.stderr.contains("exclusive"),
+        "{}",
+        partial.stderr
+    );
+    assert!(
+        partial.stderr.contains("run `klsync apply` again"),
+        "{}",
+        partial.stderr
+    );
+    assert_eq!(
+        setup.inventory().get("list Other"),
+        Some(&1),
+        "independent change made"
+    );
+
+    // Once the cause is fixed, the same reviewed plan finishes what is left of it, once.
+    setup.seed(|s| s.tags.get_mut(&legacy).unwrap().lists.remove(&newsletter));
+    let resumed = setup.run(&["apply", &plan]).await;
+    ok(&resumed, 0);
+    assert!(
+        resumed.stderr.contains("Resuming saved plan") && resumed.stdout.contains("1 changed"),
+        "{}\n{}",
+        resumed.stdout,
+        resumed.stderr
+    );
+    let again = setup.run(&["apply", &plan]).await;
+    ok(&again, 1);
+    assert!(again.stderr.contains("already applied"), "{}", again.stderr);
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+}
+
+async fn a_recreate_lost_before_it_was_recorded_is_found_not_repeated(backend: Backend) {
+    let setup = Setup::new(
+        backend,
+        None,
+        &[("m.yaml", "lists:\n  - id: vip\n    name: VIP\n")],
+    )
+    .await;
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    // Someone deletes the managed list; an apply starts re-creating it, the create lands in
+    // Klaviyo, and the process dies before recording the new id.
+    setup.seed(|s| {
+        let old = s
+            .lists
+            .values()
+            .find(|l| l.name == "VIP")
+            .unwrap()
+            .id
+            .clone();
+        s.delete_list(&old);
+        s.create_list("VIP", None);
+    });
+    let store = klsync::state::StateStore::connect(&setup.backend.url())
+        .await
+        .expect("state");
+    let run = store
+        .begin_run(&klsync::state::RunStart {
+            command: "apply".into(),
+            actor: "test".into(),
+            git_commit: None,
+            manifest_digest: None,
+            plan_id: None,
+        })
+        .await
+        .expect("run");
+    store
+        .journal_started(run, "list.vip", "create", &serde_json::json!({}))
+        .await
+        .expect("journal");
+    store.close().await;
+
+    let rerun = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&rerun, 0);
+    assert!(rerun.stderr.contains("interrupted"), "{}", rerun.stderr);
+    assert_eq!(setup.inventory()["list VIP"], 1, "found, not created again");
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+}
+
+#[test]
+fn plan_without_an_api_key_names_the_variable() {
+    let project = TempProject::new(&[("m.yaml", "lists:\n  - id: vip\n    name: VIP\n")]);
+    let finished = support::project::run(klsync().arg("plan").arg("-C").arg(project.path()));
+    ok(&finished, 1);
+    assert!(
+        finished.stderr.contains("KLAVIYO_API_KEY"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("klsync demo"),
+        "{}",
+        finished.stderr
+    );
+}
+
+#[test]
+fn demo_runs_anywhere_and_ends_with_nothing_to_do() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let finished = Finished::from(
+        klsync()
+            .arg("demo")
+            .current_dir(elsewhere.path())
+            // A real account configured in the environment must never be used by the demo.
+            .env("KLAVIYO_API_KEY", "pk_live_must_not_be_used")
+            .env("KLAVIYO_BASE_URL", "http://127.0.0.1:9")
+            .env("KLSYNC_STATE_URL", "postgres://nowhere.invalid/x")
+            .output()
+            .expect("run demo"),
+    );
+    ok(&finished, 0);
+    assert!(
+        finished.stdout.contains("No changes"),
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        finished.stdout.contains("export KLAVIYO_API_KEY"),
+        "{}",
+        finished.stdout
+    );
+    assert!(!Path::new(&elsewhere.path().join(".klsync")).exists());
+}

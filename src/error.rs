@@ -49,6 +49,15 @@ pub enum Error {
     /// Running a query or keeping saved queries failed.
     #[error(transparent)]
     Sql(#[from] crate::sql::SqlError),
+    /// A profile or membership data sync failed or was refused (boxed: it is large).
+    #[error(transparent)]
+    Sync(Box<crate::sync::SyncError>),
+}
+
+impl From<crate::sync::SyncError> for Error {
+    fn from(error: crate::sync::SyncError) -> Self {
+        Error::Sync(Box::new(error))
+    }
 }
 
 impl Error {

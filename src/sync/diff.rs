@@ -25,11 +25,9 @@ pub fn identifier_key(identifier: &str) -> u64 {
 
 /// The hash of a row's properties.
 pub fn row_hash(properties: &Map<String, Value>) -> RowHash {
-    let mut hasher = Sha256::new();
     let mut buffer = Vec::with_capacity(256);
-    write_canonical(&mut buffer, &Value::Object(properties.clone()));
-    hasher.update(&buffer);
-    let digest = hasher.finalize();
+    write_object(&mut buffer, properties);
+    let digest = Sha256::digest(&buffer);
     let mut hash = [0u8; 16];
     hash.copy_from_slice(&digest[..16]);
     hash
@@ -46,21 +44,23 @@ pub fn parse_hash(text: &str) -> Option<RowHash> {
     bytes.try_into().ok()
 }
 
+fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    let sorted: BTreeMap<&String, &Value> = map.iter().collect();
+    out.push(b'{');
+    for (index, (key, value)) in sorted.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).expect("strings serialize");
+        out.push(b':');
+        write_canonical(out, value);
+    }
+    out.push(b'}');
+}
+
 fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Object(map) => {
-            let sorted: BTreeMap<&String, &Value> = map.iter().collect();
-            out.push(b'{');
-            for (index, (key, value)) in sorted.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, key).expect("strings serialize");
-                out.push(b':');
-                write_canonical(out, value);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(out, map),
         Value::Array(items) => {
             out.push(b'[');
             for (index, item) in items.iter().enumerate() {

@@ -686,6 +686,54 @@ async fn missing_rows_and_nulls_are_unset_when_configured(db: Db) {
     assert!(!plan(&db, &manifest, &none).await.has_changes());
 }
 
+async fn refresh_reports_live_drift_of_sampled_profiles(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    db.insert_customers(0, 2).await;
+    let manifest = profile_manifest(
+        "SELECT email, plan, ltv FROM customers ORDER BY email",
+        OnMissingRow::Keep,
+    );
+    let none = BTreeMap::new();
+    let planned = plan(&db, &manifest, &none).await;
+    sync::apply_data(
+        &planned,
+        &manifest,
+        &none,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    handle.seed(|s| {
+        let profile = s
+            .profiles
+            .values_mut()
+            .find(|p| p.get_str("email") == Some("c0@shop.test"))
+            .unwrap();
+        profile.attributes["properties"]["plan"] = json!("edited in Klaviyo");
+    });
+    db.exec("UPDATE customers SET ltv = 7 WHERE email = 'c0@shop.test'")
+        .await;
+    let mut planned = plan(&db, &manifest, &none).await;
+    assert_eq!(planned.refresh_requests(), 1);
+    let before = handle.stats().total;
+    sync::refresh_data(&mut planned, &db.state, &client)
+        .await
+        .unwrap();
+    assert_eq!(handle.stats().total - before, planned.refresh_requests());
+    let drift = &planned.profiles[0].drift;
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(
+        (drift[0].identifier.as_str(), drift[0].property.as_str()),
+        ("c0@shop.test", "plan")
+    );
+    assert_eq!(drift[0].applied, Some(json!("basic")));
+    assert_eq!(drift[0].live, Some(json!("edited in Klaviyo")));
+    assert!(sync::render_text(&planned).contains("drift c0@shop.test plan"));
+}
+
 // ---- one test per scenario and backend ------------------------------------------------------
 
 macro_rules! on_both_backends {
@@ -717,4 +765,5 @@ on_both_backends!(
     max_removals_refuses_without_force,
     a_write_from_a_sync_query_fails_and_changes_nothing,
     missing_rows_and_nulls_are_unset_when_configured,
+    refresh_reports_live_drift_of_sampled_profiles,
 );

@@ -8,11 +8,11 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::chunk::{Chunker, chunk_ranges};
-use super::identify;
 use super::{
     FailedRow, MembershipCounts, MembershipPlan, MembershipReport, RejectedRow, SAMPLE_SIZE,
     SyncError,
 };
+use super::{diff, identify};
 use crate::klaviyo::{KlaviyoClient, Operation};
 use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec, QuerySpec};
 use crate::sql::QueryManager;
@@ -65,12 +65,16 @@ pub(super) async fn compute(
         .await
         .map_err(query_error)?;
     let recorded = store.sync_members(list_key).await?;
-    let recorded_ids: HashSet<&str> = recorded.iter().map(|m| m.identifier.as_str()).collect();
+    // Compact keys, not strings: a list query may return millions of rows.
+    let recorded_keys: HashSet<u64> = recorded
+        .iter()
+        .map(|m| diff::identifier_key(&m.identifier))
+        .collect();
     let mut counts = MembershipCounts::default();
     let mut rejected_sample = Vec::new();
     let mut add_sample = Vec::new();
     let mut adds = Vec::new();
-    let mut desired: HashSet<String> = HashSet::new();
+    let mut desired: HashSet<u64> = HashSet::new();
     let column = super::identifier_field(spec.identify_by).to_string();
     let mut rows = std::pin::pin!(queries.execute_query(&query.sql, &query.params));
     let mut index = 0u64;
@@ -95,11 +99,12 @@ pub(super) async fn compute(
                 continue;
             }
         };
-        if desired.contains(&identifier) {
+        let key = diff::identifier_key(&identifier);
+        if !desired.insert(key) {
             counts.duplicates += 1;
             continue;
         }
-        if recorded_ids.contains(identifier.as_str()) {
+        if recorded_keys.contains(&key) {
             counts.unchanged += 1;
         } else {
             counts.add += 1;
@@ -107,15 +112,14 @@ pub(super) async fn compute(
                 add_sample.push(identifier.clone());
             }
             if keep_work {
-                adds.push(identifier.clone());
+                adds.push(identifier);
             }
         }
-        desired.insert(identifier);
     }
     let removes: Vec<SyncMemberRecord> = if spec.mode == MembershipMode::Mirror {
         recorded
             .iter()
-            .filter(|m| !desired.contains(&m.identifier))
+            .filter(|m| !desired.contains(&diff::identifier_key(&m.identifier)))
             .cloned()
             .collect()
     } else {

@@ -734,6 +734,54 @@ async fn refresh_reports_live_drift_of_sampled_profiles(db: Db) {
     assert!(sync::render_text(&planned).contains("drift c0@shop.test plan"));
 }
 
+async fn large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let big = "x".repeat(60_000);
+    for n in 0..100 {
+        db.exec(&format!(
+            "INSERT INTO customers (email, plan, ltv, active) VALUES ('c{n}@shop.test', '{big}', {n}, TRUE)"
+        ))
+        .await;
+    }
+    let huge = "y".repeat(120_000);
+    db.exec(&format!(
+        "INSERT INTO customers (email, plan, ltv, active) VALUES ('huge@shop.test', '{huge}', 0, TRUE)"
+    ))
+    .await;
+    let manifest = profile_manifest(
+        "SELECT email, plan, ltv FROM customers ORDER BY email",
+        OnMissingRow::Keep,
+    );
+    let none = BTreeMap::new();
+    let planned = plan(&db, &manifest, &none).await;
+    let counts = planned.profiles[0].counts;
+    assert_eq!((counts.new, counts.rejected), (100, 1));
+    assert!(
+        planned.profiles[0].rejected_sample[0]
+            .reason
+            .contains("100000")
+    );
+    // 100 profiles of ~60 KB are ~6 MB: two jobs under the 5 MB cap.
+    assert_eq!(planned.requests.get("bulk_import_profiles"), Some(&2));
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &none,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(handle.stats().count(BULK_JOBS), 2);
+    assert_eq!(
+        (report.profiles[0].sent, report.profiles[0].recorded),
+        (100, 100)
+    );
+    assert!(live_properties(&handle, "huge@shop.test").is_none());
+}
+
 // ---- one test per scenario and backend ------------------------------------------------------
 
 macro_rules! on_both_backends {
@@ -766,4 +814,5 @@ on_both_backends!(
     a_write_from_a_sync_query_fails_and_changes_nothing,
     missing_rows_and_nulls_are_unset_when_configured,
     refresh_reports_live_drift_of_sampled_profiles,
+    large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected,
 );

@@ -15,7 +15,7 @@
 //!
 //! [`apply_data`] runs the same classification again (the data is read at apply time, not
 //! frozen at plan time: a data sync sends what the query returns now) and keeps the rows to send
-//! in memory, about 250 bytes per changed row. It then refuses, before sending anything, when a
+//! in memory (about twice their JSON size). It then refuses, before sending anything, when a
 //! list's removals exceed `max_removals` (in the plan given or in the fresh computation) unless
 //! `force`. Counts that differ from the plan's are reported as `drift` in the report.
 //!

@@ -201,21 +201,21 @@ pub(super) async fn apply(
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
 
     // Adds: bulk import with the list relationship, identifier only.
-    let attributes: Vec<crate::klaviyo::ProfileAttributes> = work
+    let profile = |identifier: &String| super::attributes_for(spec.identify_by, identifier, None);
+    let sizes: Vec<usize> = work
         .adds
         .iter()
-        .map(|identifier| super::attributes_for(spec.identify_by, identifier, None))
-        .collect();
-    let sizes: Vec<usize> = attributes
-        .iter()
-        .map(|a| {
-            serde_json::to_vec(&crate::klaviyo::types::profile_upsert_object(a))
-                .map_or(usize::MAX, |bytes| bytes.len())
+        .map(|identifier| {
+            serde_json::to_vec(&crate::klaviyo::types::profile_upsert_object(&profile(
+                identifier,
+            )))
+            .map_or(usize::MAX, |bytes| bytes.len())
         })
         .collect();
     let ranges = chunk_ranges(&sizes, Chunker::default());
     let lists = [list_id.clone()];
-    let outcomes = super::run_jobs(client, &attributes, &ranges, &lists, spec.identify_by).await;
+    let build = |range: std::ops::Range<usize>| work.adds[range].iter().map(profile).collect();
+    let outcomes = super::run_jobs(client, &build, &ranges, &lists, spec.identify_by).await;
     let mut added = Vec::new();
     for (range, outcome) in ranges.iter().zip(outcomes) {
         let chunk = &work.adds[range.clone()];

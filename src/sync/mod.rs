@@ -580,21 +580,27 @@ async fn job_failures(
 /// A finished job's id and the rows it refused (`None`: refused rows unknown, so all failed).
 type JobOutcome = Result<(String, Option<BTreeMap<String, String>>), SyncError>;
 
-/// Create one bulk import job per range of `profiles`, at most [`JOBS_IN_FLIGHT`] at a time,
+/// Create one bulk import job per range of profiles, at most [`JOBS_IN_FLIGHT`] at a time,
 /// wait for each and read its failures. Outcomes are in range order.
-async fn run_jobs(
+///
+/// `build` makes a range's profiles when its job is about to be sent, so only the jobs in flight
+/// are ever materialised.
+async fn run_jobs<B>(
     client: &KlaviyoClient,
-    profiles: &[crate::klaviyo::ProfileAttributes],
+    build: &B,
     ranges: &[std::ops::Range<usize>],
     list_ids: &[String],
     identify_by: IdentifyBy,
-) -> Vec<JobOutcome> {
+) -> Vec<JobOutcome>
+where
+    B: Fn(std::ops::Range<usize>) -> Vec<crate::klaviyo::ProfileAttributes> + Sync,
+{
     use futures::StreamExt;
     futures::stream::iter(ranges.iter().cloned())
         .map(|range| async move {
-            let job = client
-                .create_bulk_import_job(&profiles[range], list_ids)
-                .await?;
+            let profiles = build(range);
+            let job = client.create_bulk_import_job(&profiles, list_ids).await?;
+            drop(profiles);
             let job = wait_for_job(client, &job.id).await?;
             let failures = job_failures(client, &job, identify_by).await?;
             Ok((job.id, failures))

@@ -53,14 +53,30 @@ struct Candidate {
     row: u64,
 }
 
-/// One row to send or record at apply.
+/// One row to send or record at apply. Property maps are kept as JSON text: a `Map` costs
+/// several times its text in memory, and a first load may hold a million of these.
 pub(super) struct Upsert {
     key: u64,
     identifier: String,
-    row_hash: String,
-    set: Map<String, Value>,
+    row_hash: RowHash,
+    /// Properties to bulk import (a JSON object), if any.
+    set: Option<Box<str>>,
+    /// Serialised size of the profile in the job body.
+    size: usize,
     unset: Vec<String>,
-    applied: Map<String, Value>,
+    /// What to record once accepted (a JSON object).
+    applied: Box<str>,
+}
+
+fn json_text(map: &Map<String, Value>) -> Box<str> {
+    serde_json::to_string(map)
+        .expect("JSON maps always serialize")
+        .into_boxed_str()
+}
+
+fn json_map(text: &str) -> Map<String, Value> {
+    // Written by `json_text` above, from a Map: always an object.
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// Everything an apply sends for one sync; empty when planning.
@@ -190,8 +206,9 @@ impl Run<'_> {
                 .and_then(Value::as_object);
             let delta = diff::row_delta(before, &candidate.properties, unset_nulls);
             let unset = !delta.unset.is_empty();
+            let mut size = 0;
             let seen = if !delta.set.is_empty() {
-                let size = profile_size(self.spec, &candidate.identifier, &delta.set);
+                size = profile_size(self.spec, &candidate.identifier, &delta.set);
                 if size > PROFILE_MAX_BYTES {
                     self.seen.insert(candidate.key, Seen::Rejected);
                     self.reject(
@@ -238,10 +255,11 @@ impl Run<'_> {
                 self.work.upserts.push(Upsert {
                     key: candidate.key,
                     identifier: candidate.identifier,
-                    row_hash: diff::hash_hex(&candidate.hash),
-                    set: delta.set,
+                    row_hash: candidate.hash,
+                    set: (!delta.set.is_empty()).then(|| json_text(&delta.set)),
+                    size,
                     unset: delta.unset,
-                    applied: delta.applied,
+                    applied: json_text(&delta.applied),
                 });
             }
         }
@@ -442,18 +460,21 @@ pub(super) async fn apply(
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
 
     // 1. Bulk import every row with values to set.
-    let to_send: Vec<&Upsert> = work.upserts.iter().filter(|u| !u.set.is_empty()).collect();
-    let attributes: Vec<crate::klaviyo::ProfileAttributes> = to_send
-        .iter()
-        .map(|u| super::attributes_for(spec.identify_by, &u.identifier, Some(u.set.clone())))
-        .collect();
-    let sizes: Vec<usize> = to_send
-        .iter()
-        .map(|u| profile_size(spec, &u.identifier, &u.set))
-        .collect();
+    let to_send: Vec<&Upsert> = work.upserts.iter().filter(|u| u.set.is_some()).collect();
+    let sizes: Vec<usize> = to_send.iter().map(|u| u.size).collect();
     let ranges = chunk_ranges(&sizes, Chunker::default());
     report.sent = to_send.len() as u64;
-    let outcomes = super::run_jobs(client, &attributes, &ranges, &[], spec.identify_by).await;
+    // Each job's attributes are built only when it is sent.
+    let build = |range: std::ops::Range<usize>| -> Vec<crate::klaviyo::ProfileAttributes> {
+        to_send[range]
+            .iter()
+            .map(|u| {
+                let set = u.set.as_deref().map(json_map);
+                super::attributes_for(spec.identify_by, &u.identifier, set)
+            })
+            .collect()
+    };
+    let outcomes = super::run_jobs(client, &build, &ranges, &[], spec.identify_by).await;
     for (range, outcome) in ranges.iter().zip(outcomes) {
         let chunk = &to_send[range.clone()];
         match outcome {
@@ -509,8 +530,8 @@ pub(super) async fn apply(
         .filter(|u| !failed.contains_key(&u.identifier))
         .map(|u| SyncRowRecord {
             identifier: u.identifier.clone(),
-            row_hash: u.row_hash.clone(),
-            applied: Value::Object(u.applied.clone()),
+            row_hash: diff::hash_hex(&u.row_hash),
+            applied: Value::Object(json_map(&u.applied)),
         })
         .collect();
     store.record_sync_rows(&spec.id, &records).await?;

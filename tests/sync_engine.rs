@@ -782,6 +782,63 @@ async fn large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected(db: Db)
     assert!(live_properties(&handle, "huge@shop.test").is_none());
 }
 
+/// A no-op plan over many rows: time and peak memory (`KLSYNC_BENCH_ROWS`, default 1,000,000).
+/// Run with `cargo test --release --test sync_engine -- --ignored --nocapture no_op_plan`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: slow, run on demand"]
+async fn no_op_plan_benchmark() {
+    let rows: u32 = std::env::var("KLSYNC_BENCH_ROWS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let db = Db::sqlite().await;
+    let numbers: Vec<u32> = (0..rows).collect();
+    for batch in numbers.chunks(20_000) {
+        let values: Vec<String> = batch
+            .iter()
+            .map(|n| format!("('c{n}@shop.test', 'basic', {n}, TRUE)"))
+            .collect();
+        db.exec(&format!(
+            "INSERT INTO customers (email, plan, ltv, active) VALUES {}",
+            values.join(", ")
+        ))
+        .await;
+    }
+    // Record every row as applied, exactly as an apply would have.
+    for batch in numbers.chunks(50_000) {
+        let records: Vec<klsync::state::SyncRowRecord> = batch
+            .iter()
+            .map(|n| {
+                let properties = json!({"plan": "basic", "ltv": n});
+                let map = properties.as_object().unwrap();
+                klsync::state::SyncRowRecord {
+                    identifier: format!("c{n}@shop.test"),
+                    row_hash: sync::diff::hash_hex(&sync::diff::row_hash(map)),
+                    applied: properties.clone(),
+                }
+            })
+            .collect();
+        db.state
+            .record_sync_rows("customers", &records)
+            .await
+            .unwrap();
+    }
+    let manifest = profile_manifest("SELECT email, plan, ltv FROM customers", OnMissingRow::Keep);
+    // Reset the peak-RSS counter so that only the plan is measured.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let started = std::time::Instant::now();
+    let planned = plan(&db, &manifest, &BTreeMap::new()).await;
+    let elapsed = started.elapsed();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
+    println!("no-op plan over {rows} rows: {elapsed:?}, {peak}");
+    assert_eq!(planned.profiles[0].counts.unchanged, u64::from(rows));
+    assert!(!planned.has_changes());
+}
+
 // ---- one test per scenario and backend ------------------------------------------------------
 
 macro_rules! on_both_backends {

@@ -2,7 +2,7 @@
 //! left the query. Members who joined any other way are never in klsync's record, so never
 //! removed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -66,7 +66,7 @@ pub(super) async fn compute(
         .map_err(query_error)?;
     let recorded = store.sync_members(list_key).await?;
     // Compact keys, not strings: a list query may return millions of rows.
-    let recorded_keys: HashSet<u64> = recorded
+    let recorded_keys: diff::KeySet = recorded
         .iter()
         .map(|m| diff::identifier_key(&m.identifier))
         .collect();
@@ -74,7 +74,7 @@ pub(super) async fn compute(
     let mut rejected_sample = Vec::new();
     let mut add_sample = Vec::new();
     let mut adds = Vec::new();
-    let mut desired: HashSet<u64> = HashSet::new();
+    let mut desired = diff::KeySet::default();
     let column = super::identifier_field(spec.identify_by).to_string();
     let mut rows = std::pin::pin!(queries.execute_query(&query.sql, &query.params));
     let mut index = 0u64;

@@ -91,8 +91,8 @@ struct Run<'a> {
     spec: &'a ProfileSyncSpec,
     store: &'a StateStore,
     keep_work: bool,
-    stored: HashMap<u64, RowHash>,
-    seen: HashMap<u64, Seen>,
+    stored: diff::KeyMap<RowHash>,
+    seen: diff::KeyMap<Seen>,
     pending: Vec<Candidate>,
     counts: ProfileCounts,
     rejected_sample: Vec<RejectedRow>,
@@ -359,7 +359,7 @@ pub(super) async fn compute(
     keep_work: bool,
 ) -> Result<(ProfileSyncPlan, ProfileWork, BTreeMap<Operation, u64>), SyncError> {
     let query = resolve_query(spec, manifest_queries, queries).await?;
-    let mut stored = HashMap::new();
+    let mut stored = diff::KeyMap::default();
     let mut corrupt = None;
     store
         .visit_sync_row_hashes(&spec.id, |identifier, hash| match diff::parse_hash(hash) {
@@ -379,7 +379,7 @@ pub(super) async fn compute(
         store,
         keep_work,
         stored,
-        seen: HashMap::new(),
+        seen: diff::KeyMap::default(),
         pending: Vec::new(),
         counts: ProfileCounts::default(),
         rejected_sample: Vec::new(),

@@ -782,8 +782,10 @@ async fn large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected(db: Db)
     assert!(live_properties(&handle, "huge@shop.test").is_none());
 }
 
-/// A no-op plan over many rows: time and peak memory (`KLSYNC_BENCH_ROWS`, default 1,000,000).
-/// Run with `cargo test --release --test sync_engine -- --ignored --nocapture no_op_plan`.
+/// A no-op plan over many rows: time and peak memory (`KLSYNC_BENCH_ROWS`, default 1,000,000;
+/// `KLSYNC_BENCH_BACKEND=postgres` for PostgreSQL, where `psql \copy` of the same query is
+/// timed too, when psql is installed). Run with
+/// `cargo test --release --test sync_engine -- --ignored --nocapture no_op_plan`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: slow, run on demand"]
 async fn no_op_plan_benchmark() {
@@ -791,7 +793,12 @@ async fn no_op_plan_benchmark() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000_000);
-    let db = Db::sqlite().await;
+    let postgres = std::env::var("KLSYNC_BENCH_BACKEND").is_ok_and(|b| b == "postgres");
+    let db = if postgres {
+        Db::postgres().await
+    } else {
+        Db::sqlite().await
+    };
     let numbers: Vec<u32> = (0..rows).collect();
     for batch in numbers.chunks(20_000) {
         let values: Vec<String> = batch
@@ -835,6 +842,24 @@ async fn no_op_plan_benchmark() {
         .find(|line| line.starts_with("VmHWM"))
         .unwrap_or("VmHWM: ?");
     println!("no-op plan over {rows} rows: {elapsed:?}, {peak}");
+    if postgres {
+        let started = std::time::Instant::now();
+        let copied = std::process::Command::new("psql")
+            .arg(&db.url)
+            .arg("-c")
+            .arg("\\copy (SELECT email, plan, ltv FROM customers) TO '/dev/null'")
+            .output();
+        match copied {
+            Ok(out) if out.status.success() => {
+                let copy = started.elapsed();
+                println!(
+                    "psql \\copy: {copy:?}; plan/copy = {:.2}",
+                    elapsed.as_secs_f64() / copy.as_secs_f64()
+                );
+            }
+            other => println!("psql \\copy not measured: {other:?}"),
+        }
+    }
     assert_eq!(planned.profiles[0].counts.unchanged, u64::from(rows));
     assert!(!planned.has_changes());
 }

@@ -374,12 +374,16 @@ pub(super) async fn compute(
             what: format!("row hash of {identifier} in profiles sync {}", spec.id),
         }));
     }
+    // Sized up front: a re-run mostly sees the same identifiers, and growing a million-entry
+    // table briefly holds the old and the new one.
+    let mut seen = diff::KeyMap::default();
+    seen.reserve(stored.len());
     let mut run = Run {
         spec,
         store,
         keep_work,
         stored,
-        seen: diff::KeyMap::default(),
+        seen,
         pending: Vec::new(),
         counts: ProfileCounts::default(),
         rejected_sample: Vec::new(),

@@ -844,8 +844,9 @@ async fn no_op_plan_benchmark() {
     println!("no-op plan over {rows} rows: {elapsed:?}, {peak}");
     if postgres {
         let started = std::time::Instant::now();
+        // psql does not read `+` as a space in URL parameters.
         let copied = std::process::Command::new("psql")
-            .arg(&db.url)
+            .arg(db.url.replace('+', "%20"))
             .arg("-c")
             .arg("\\copy (SELECT email, plan, ltv FROM customers) TO '/dev/null'")
             .output();

@@ -842,6 +842,18 @@ async fn no_op_plan_benchmark() {
         .find(|line| line.starts_with("VmHWM"))
         .unwrap_or("VmHWM: ?");
     println!("no-op plan over {rows} rows: {elapsed:?}, {peak}");
+    let started = std::time::Instant::now();
+    let streamed = {
+        use futures::StreamExt;
+        db.queries
+            .execute_query("SELECT email, plan, ltv FROM customers", &[])
+            .fold(0u64, |n, row| async move { n + u64::from(row.is_ok()) })
+            .await
+    };
+    println!(
+        "the query streamed alone (QueryManager): {:?} for {streamed} rows",
+        started.elapsed()
+    );
     if postgres {
         let started = std::time::Instant::now();
         // psql does not read `+` as a space in URL parameters.

@@ -60,6 +60,26 @@ pub fn row_hash(properties: &Map<String, Value>) -> RowHash {
     hash
 }
 
+/// [`row_hash`] of the object made of `properties`, which must come sorted by name and
+/// unique (as a `BTreeMap`'s entries do): hashes a row without building a map for it.
+pub fn row_hash_sorted<'a>(properties: impl Iterator<Item = (&'a str, &'a Value)>) -> RowHash {
+    let mut buffer = Vec::with_capacity(256);
+    buffer.push(b'{');
+    for (index, (key, value)) in properties.enumerate() {
+        if index > 0 {
+            buffer.push(b',');
+        }
+        serde_json::to_writer(&mut buffer, key).expect("strings serialize");
+        buffer.push(b':');
+        write_canonical(&mut buffer, value);
+    }
+    buffer.push(b'}');
+    let digest = Sha256::digest(&buffer);
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(&digest[..16]);
+    hash
+}
+
 /// A row hash as stored: 32 lowercase hex digits.
 pub fn hash_hex(hash: &RowHash) -> String {
     hex::encode(hash)
@@ -207,6 +227,8 @@ mod tests {
                 json!({"plan": "gold", "ltv": 10.5, "meta": {"x": 1, "y": [1, 2]}})
             ))
         );
+        let sorted: BTreeMap<&str, &Value> = a.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(row_hash_sorted(sorted.into_iter()), row_hash(&a));
         let hex = hash_hex(&row_hash(&a));
         assert_eq!(hex.len(), 32);
         assert_eq!(parse_hash(&hex), Some(row_hash(&a)));

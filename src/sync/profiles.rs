@@ -152,20 +152,26 @@ impl Run<'_> {
             self.reject(index, &raw, format!("duplicate identifier {identifier}"));
             return Ok(());
         }
-        let mut properties = Map::with_capacity(self.spec.properties.len());
-        for (property, column) in &self.spec.properties {
-            properties.insert(
-                property.clone(),
-                row.get(column).cloned().unwrap_or(Value::Null),
-            );
-        }
-        let hash = diff::row_hash(&properties);
+        // `spec.properties` is sorted by property name, as the canonical form wants; the map
+        // is built only for rows that differ.
+        let hash = diff::row_hash_sorted(self.spec.properties.iter().map(|(property, column)| {
+            (property.as_str(), row.get(column).unwrap_or(&Value::Null))
+        }));
         match self.stored.remove(&key) {
             Some(stored) if stored == hash => {
                 self.counts.unchanged += 1;
                 self.seen.insert(key, Seen::Unchanged);
             }
             stored => {
+                let properties: Map<String, Value> = self
+                    .spec
+                    .properties
+                    .iter()
+                    .map(|(property, column)| {
+                        let value = row.get(column).cloned().unwrap_or(Value::Null);
+                        (property.clone(), value)
+                    })
+                    .collect();
                 self.seen.insert(key, Seen::Pending);
                 self.pending.push(Candidate {
                     key,

@@ -877,6 +877,57 @@ async fn no_op_plan_benchmark() {
     assert!(!planned.has_changes());
 }
 
+async fn external_ids_and_phone_numbers_are_normalised_end_to_end(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let list_id = handle.seed(|s| s.create_list("SMS", None));
+    db.insert_customers(1, 4).await;
+    let mut manifest = profile_manifest(
+        "SELECT ltv AS external_id, plan, ltv FROM customers ORDER BY ltv",
+        OnMissingRow::Keep,
+    );
+    manifest.profiles[0].identify_by = IdentifyBy::ExternalId;
+    let mut members = member_manifest(MembershipMode::AddOnly, None);
+    members.lists[0].members.as_mut().unwrap().identify_by = IdentifyBy::PhoneNumber;
+    members.queries.insert(
+        "vips".into(),
+        query("SELECT '+1 (500) 555-000' || ltv AS phone_number FROM customers ORDER BY ltv"),
+    );
+    manifest.lists = members.lists;
+    manifest.queries.extend(members.queries);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    assert_eq!(planned.profiles[0].counts.new, 3);
+    assert_eq!(planned.memberships[0].add_sample[0], "+15005550001");
+    sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    let (by_external_id, phones) = handle.seed(|s| {
+        let external = s
+            .profiles
+            .values()
+            .find(|p| p.get_str("external_id") == Some("2"))
+            .map(|p| p.attributes["properties"].clone());
+        let mut phones: Vec<String> = s.lists[&list_id]
+            .members
+            .keys()
+            .filter_map(|id| s.profiles[id].get_str("phone_number").map(str::to_string))
+            .collect();
+        phones.sort();
+        (external, phones)
+    });
+    assert_eq!(by_external_id, Some(json!({"plan": "basic", "ltv": 2})));
+    assert_eq!(phones, ["+15005550001", "+15005550002", "+15005550003"]);
+    assert!(!plan(&db, &manifest, &lists).await.has_changes());
+}
+
 // ---- one test per scenario and backend ------------------------------------------------------
 
 macro_rules! on_both_backends {
@@ -910,4 +961,5 @@ on_both_backends!(
     missing_rows_and_nulls_are_unset_when_configured,
     refresh_reports_live_drift_of_sampled_profiles,
     large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected,
+    external_ids_and_phone_numbers_are_normalised_end_to_end,
 );

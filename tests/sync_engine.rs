@@ -928,6 +928,69 @@ async fn external_ids_and_phone_numbers_are_normalised_end_to_end(db: Db) {
     assert!(!plan(&db, &manifest, &lists).await.has_changes());
 }
 
+async fn switching_to_unset_removes_nulls_kept_before(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    db.insert_customers(0, 2).await;
+    let sql = "SELECT email, plan, ltv FROM customers ORDER BY email";
+    let keep = profile_manifest(sql, OnMissingRow::Keep);
+    let none = BTreeMap::new();
+    let planned = plan(&db, &keep, &none).await;
+    sync::apply_data(
+        &planned,
+        &keep,
+        &none,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    db.exec("UPDATE customers SET ltv = NULL WHERE email = 'c1@shop.test'")
+        .await;
+    // Under `keep` a null keeps the value: nothing to send.
+    let planned = plan(&db, &keep, &none).await;
+    assert!(!planned.has_changes(), "{:?}", planned.profiles[0].counts);
+    let before = handle.stats().total;
+    sync::apply_data(
+        &planned,
+        &keep,
+        &none,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(handle.stats().total, before);
+    assert_eq!(
+        live_properties(&handle, "c1@shop.test"),
+        Some(json!({"plan": "basic", "ltv": 1}))
+    );
+    // Switching to `unset` compares every row again and removes the kept value.
+    let unset = profile_manifest(sql, OnMissingRow::Unset);
+    let planned = plan(&db, &unset, &none).await;
+    let counts = planned.profiles[0].counts;
+    assert_eq!((counts.unset, counts.unchanged), (1, 1), "{counts:?}");
+    sync::apply_data(
+        &planned,
+        &unset,
+        &none,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        live_properties(&handle, "c1@shop.test"),
+        Some(json!({"plan": "basic"}))
+    );
+    assert!(!plan(&db, &unset, &none).await.has_changes());
+}
+
 // ---- one test per scenario and backend ------------------------------------------------------
 
 macro_rules! on_both_backends {
@@ -962,4 +1025,5 @@ on_both_backends!(
     refresh_reports_live_drift_of_sampled_profiles,
     large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected,
     external_ids_and_phone_numbers_are_normalised_end_to_end,
+    switching_to_unset_removes_nulls_kept_before,
 );

@@ -80,6 +80,22 @@ pub fn row_hash_sorted<'a>(properties: impl Iterator<Item = (&'a str, &'a Value)
     hash
 }
 
+/// The hash stored for a row: its properties' hash under `on_missing_row: keep`, and a hash of
+/// that under `unset`. A row's hash thus changes when the sync's mode does, so every row is
+/// compared again (a null kept under `keep` must be removed under `unset`).
+pub fn mode_hash(properties: RowHash, unset_nulls: bool) -> RowHash {
+    if !unset_nulls {
+        return properties;
+    }
+    let digest = Sha256::new()
+        .chain_update(b"on_missing_row=unset:")
+        .chain_update(properties)
+        .finalize();
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(&digest[..16]);
+    hash
+}
+
 /// A row hash as stored: 32 lowercase hex digits.
 pub fn hash_hex(hash: &RowHash) -> String {
     hex::encode(hash)
@@ -229,6 +245,8 @@ mod tests {
         );
         let sorted: BTreeMap<&str, &Value> = a.iter().map(|(k, v)| (k.as_str(), v)).collect();
         assert_eq!(row_hash_sorted(sorted.into_iter()), row_hash(&a));
+        assert_eq!(mode_hash(row_hash(&a), false), row_hash(&a));
+        assert_ne!(mode_hash(row_hash(&a), true), row_hash(&a));
         let hex = hash_hex(&row_hash(&a));
         assert_eq!(hex.len(), 32);
         assert_eq!(parse_hash(&hex), Some(row_hash(&a)));

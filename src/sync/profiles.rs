@@ -157,6 +157,7 @@ impl Run<'_> {
         let hash = diff::row_hash_sorted(self.spec.properties.iter().map(|(property, column)| {
             (property.as_str(), row.get(column).unwrap_or(&Value::Null))
         }));
+        let hash = diff::mode_hash(hash, self.spec.on_missing_row == OnMissingRow::Unset);
         match self.stored.remove(&key) {
             Some(stored) if stored == hash => {
                 self.counts.unchanged += 1;

@@ -58,6 +58,15 @@ pub enum Error {
     /// `apply` refused to run; nothing was changed.
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
+    /// A profile or membership data sync failed or was refused (boxed: it is large).
+    #[error(transparent)]
+    Sync(Box<crate::sync::SyncError>),
+}
+
+impl From<crate::sync::SyncError> for Error {
+    fn from(error: crate::sync::SyncError) -> Self {
+        Error::Sync(Box::new(error))
+    }
 }
 
 impl Error {

@@ -31,6 +31,7 @@ mod run;
 pub mod settings;
 pub mod sql;
 pub mod state;
+pub mod sync;
 
 pub use error::{Error, ExitStatus};
 pub use run::{Output, main_entry, run};

@@ -174,6 +174,26 @@ impl KlaviyoClient {
         })
     }
 
+    /// `POST /api/profile-import` with `meta.patch_properties.unset`: create or update by
+    /// identifier and remove the `unset` property keys (bulk import cannot remove properties).
+    /// Repeatable like [`Self::upsert_profile`]: removing an absent key is a no-op.
+    pub async fn upsert_profile_unset(
+        &self,
+        attributes: &ProfileAttributes,
+        unset: &[String],
+    ) -> Result<Upserted, ApiError> {
+        let op = Operation::CreateOrUpdateProfile;
+        let call = Call::new(op, path(&["profile-import"]))
+            .json(&types::profile_upsert_unset(attributes, unset))
+            .repeatable("an upsert keyed by identifiers; unsetting an absent key changes nothing");
+        ensure_size(op, &call, PROFILE_MAX_BYTES)?;
+        let reply = self.execute(&call).await?;
+        Ok(Upserted {
+            profile: single::<ProfileData, Profile>(&reply, op)?,
+            created: reply.status == 201,
+        })
+    }
+
     /// `POST /api/profile-bulk-import-jobs`. Refuses up front (nothing sent) above 10,000
     /// profiles, 100 KB for any one profile, or 5 MB of body.
     pub async fn create_bulk_import_job(

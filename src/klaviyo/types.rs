@@ -606,6 +606,15 @@ pub(crate) fn profile_upsert(attributes: &ProfileAttributes) -> Value {
     serde_json::json!({ "data": profile_upsert_object(attributes) })
 }
 
+/// `ProfileUpsertQuery` with `meta.patch_properties.unset` when keys are to be removed.
+pub(crate) fn profile_upsert_unset(attributes: &ProfileAttributes, unset: &[String]) -> Value {
+    let mut data = profile_upsert_object(attributes);
+    if !unset.is_empty() {
+        data["meta"] = serde_json::json!({"patch_properties": {"unset": unset}});
+    }
+    serde_json::json!({ "data": data })
+}
+
 /// `ProfileImportJobCreateQuery`
 pub(crate) fn bulk_import_job(profiles: &[ProfileAttributes], list_ids: &[String]) -> Value {
     let profiles: Vec<Value> = profiles.iter().map(profile_upsert_object).collect();

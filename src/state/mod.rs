@@ -66,6 +66,10 @@ macro_rules! on_backend {
     };
 }
 
+// Declared after `on_backend!` so that the macro is in scope there.
+mod sync_records;
+pub use sync_records::{SyncMemberRecord, SyncRowRecord};
+
 /// A connection pool to the state database, migrated to the current schema.
 ///
 /// Cheap to clone: clones share the pool.

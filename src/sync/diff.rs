@@ -1,0 +1,296 @@
+//! Row hashing and field-level comparison for `profiles:` syncs. Pure.
+//!
+//! A row's *properties* are its mapped columns, keyed by Klaviyo property name, nulls included.
+//! Their hash is the first 16 bytes of the sha256 of their canonical JSON (object keys sorted
+//! at every depth, serde_json's number and string formatting), so column order in the query
+//! and key order in JSON columns never make a row look changed.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// A row hash: 16 bytes of sha256 (collisions need ~2^64 rows).
+pub type RowHash = [u8; 16];
+
+/// The 64-bit in-memory key of a normalised identifier. Only ever compared within one process
+/// (never stored), and 1,000,000 identifiers collide with probability ~3e-8.
+pub fn identifier_key(identifier: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    identifier.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A hasher for keys that already are [`identifier_key`] hashes: uniformly distributed, so
+/// hashing them again (SipHash, the default) would only cost time on a million-row plan.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for u64 keys; fold anything else in, for completeness.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// A map keyed by [`identifier_key`].
+pub type KeyMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+/// A set of [`identifier_key`]s.
+pub type KeySet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// The hash of a row's properties.
+pub fn row_hash(properties: &Map<String, Value>) -> RowHash {
+    let mut buffer = Vec::with_capacity(256);
+    write_object(&mut buffer, properties);
+    let digest = Sha256::digest(&buffer);
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(&digest[..16]);
+    hash
+}
+
+/// [`row_hash`] of the object made of `properties`, which must come sorted by name and
+/// unique (as a `BTreeMap`'s entries do): hashes a row without building a map for it.
+pub fn row_hash_sorted<'a>(properties: impl Iterator<Item = (&'a str, &'a Value)>) -> RowHash {
+    let mut buffer = Vec::with_capacity(256);
+    buffer.push(b'{');
+    for (index, (key, value)) in properties.enumerate() {
+        if index > 0 {
+            buffer.push(b',');
+        }
+        serde_json::to_writer(&mut buffer, key).expect("strings serialize");
+        buffer.push(b':');
+        write_canonical(&mut buffer, value);
+    }
+    buffer.push(b'}');
+    let digest = Sha256::digest(&buffer);
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(&digest[..16]);
+    hash
+}
+
+/// The hash stored for a row: its properties' hash under `on_missing_row: keep`, and a hash of
+/// that under `unset`. A row's hash thus changes when the sync's mode does, so every row is
+/// compared again (a null kept under `keep` must be removed under `unset`).
+pub fn mode_hash(properties: RowHash, unset_nulls: bool) -> RowHash {
+    if !unset_nulls {
+        return properties;
+    }
+    let digest = Sha256::new()
+        .chain_update(b"on_missing_row=unset:")
+        .chain_update(properties)
+        .finalize();
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(&digest[..16]);
+    hash
+}
+
+/// A row hash as stored: 32 lowercase hex digits.
+pub fn hash_hex(hash: &RowHash) -> String {
+    hex::encode(hash)
+}
+
+/// A stored hash back to bytes; `None` for anything klsync did not write.
+pub fn parse_hash(text: &str) -> Option<RowHash> {
+    let bytes = hex::decode(text).ok()?;
+    bytes.try_into().ok()
+}
+
+fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    let sorted: BTreeMap<&String, &Value> = map.iter().collect();
+    out.push(b'{');
+    for (index, (key, value)) in sorted.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).expect("strings serialize");
+        out.push(b':');
+        write_canonical(out, value);
+    }
+    out.push(b'}');
+}
+
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Object(map) => write_object(out, map),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialize"),
+    }
+}
+
+/// One property whose value changes.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct FieldChange {
+    /// The Klaviyo property name.
+    pub property: String,
+    /// The value klsync last applied (`None`: never set by klsync).
+    pub before: Option<Value>,
+    /// The new value (`None`: the property is removed from the profile).
+    pub after: Option<Value>,
+}
+
+/// What one row needs sent.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RowDelta {
+    /// Non-null properties to write through bulk import (every non-null one when anything
+    /// changed, so the profile ends up exactly as the row says).
+    pub set: Map<String, Value>,
+    /// Properties to remove with `patch_properties.unset`.
+    pub unset: Vec<String>,
+    /// The property-level changes, for the plan.
+    pub changes: Vec<FieldChange>,
+    /// What to store as applied once Klaviyo accepted the row.
+    pub applied: Map<String, Value>,
+}
+
+/// Compare a row's properties with those last applied.
+///
+/// A null means "no value": with `unset_nulls` a property klsync had set is removed, without it
+/// the property keeps its value (bulk import cannot clear, and `on_missing_row: keep` promises
+/// never to delete data).
+pub fn row_delta(
+    applied: Option<&Map<String, Value>>,
+    desired: &Map<String, Value>,
+    unset_nulls: bool,
+) -> RowDelta {
+    let mut delta = RowDelta::default();
+    for (property, value) in desired {
+        let before = applied
+            .and_then(|applied| applied.get(property))
+            .filter(|value| !value.is_null());
+        if value.is_null() {
+            match before {
+                Some(before) if unset_nulls => {
+                    delta.unset.push(property.clone());
+                    delta.changes.push(FieldChange {
+                        property: property.clone(),
+                        before: Some(before.clone()),
+                        after: None,
+                    });
+                    delta.applied.insert(property.clone(), Value::Null);
+                }
+                Some(before) => {
+                    delta.applied.insert(property.clone(), before.clone());
+                }
+                None => {
+                    delta.applied.insert(property.clone(), Value::Null);
+                }
+            }
+            continue;
+        }
+        if before != Some(value) {
+            delta.changes.push(FieldChange {
+                property: property.clone(),
+                before: before.cloned(),
+                after: Some(value.clone()),
+            });
+        }
+        delta.applied.insert(property.clone(), value.clone());
+    }
+    if delta.changes.iter().any(|change| change.after.is_some()) {
+        delta.set = desired
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+    }
+    delta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn hash_ignores_key_order_but_not_types() {
+        let a = map(json!({"plan": "gold", "ltv": 10, "meta": {"x": 1, "y": [1, 2]}}));
+        let b = map(json!({"meta": {"y": [1, 2], "x": 1}, "ltv": 10, "plan": "gold"}));
+        assert_eq!(row_hash(&a), row_hash(&b));
+        assert_ne!(
+            row_hash(&a),
+            row_hash(&map(
+                json!({"plan": "gold", "ltv": "10", "meta": {"x": 1, "y": [1, 2]}})
+            ))
+        );
+        assert_ne!(
+            row_hash(&a),
+            row_hash(&map(
+                json!({"plan": "gold", "ltv": 10.5, "meta": {"x": 1, "y": [1, 2]}})
+            ))
+        );
+        let sorted: BTreeMap<&str, &Value> = a.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(row_hash_sorted(sorted.into_iter()), row_hash(&a));
+        assert_eq!(mode_hash(row_hash(&a), false), row_hash(&a));
+        assert_ne!(mode_hash(row_hash(&a), true), row_hash(&a));
+        let hex = hash_hex(&row_hash(&a));
+        assert_eq!(hex.len(), 32);
+        assert_eq!(parse_hash(&hex), Some(row_hash(&a)));
+        assert_eq!(parse_hash("zz"), None);
+    }
+
+    #[test]
+    fn new_row_sets_every_non_null_property() {
+        let delta = row_delta(None, &map(json!({"plan": "gold", "ltv": null})), true);
+        assert_eq!(delta.set, map(json!({"plan": "gold"})));
+        assert!(delta.unset.is_empty());
+        assert_eq!(delta.changes.len(), 1);
+        assert_eq!(delta.applied, map(json!({"plan": "gold", "ltv": null})));
+    }
+
+    #[test]
+    fn changed_row_sends_all_values_and_reports_only_changes() {
+        let before = map(json!({"plan": "gold", "ltv": 10}));
+        let delta = row_delta(
+            Some(&before),
+            &map(json!({"plan": "gold", "ltv": 12})),
+            true,
+        );
+        assert_eq!(delta.set, map(json!({"plan": "gold", "ltv": 12})));
+        assert_eq!(
+            delta.changes,
+            vec![FieldChange {
+                property: "ltv".into(),
+                before: Some(json!(10)),
+                after: Some(json!(12))
+            }]
+        );
+    }
+
+    #[test]
+    fn null_unsets_only_when_configured() {
+        let before = map(json!({"plan": "gold", "ltv": 10}));
+        let desired = map(json!({"plan": "gold", "ltv": null}));
+        let unset = row_delta(Some(&before), &desired, true);
+        assert!(unset.set.is_empty());
+        assert_eq!(unset.unset, vec!["ltv".to_string()]);
+        assert_eq!(unset.applied, map(json!({"plan": "gold", "ltv": null})));
+        let keep = row_delta(Some(&before), &desired, false);
+        assert!(keep.set.is_empty() && keep.unset.is_empty() && keep.changes.is_empty());
+        assert_eq!(keep.applied, before);
+    }
+}

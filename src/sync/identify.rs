@@ -1,0 +1,202 @@
+//! Profile identifiers from query rows: checked and normalised before anything is sent, so a row
+//! Klaviyo would refuse is reported by the plan instead of failing inside a bulk job.
+//!
+//! Normalisation (the normalised value is what is hashed, deduplicated, stored and sent):
+//! - `email`: surrounding whitespace trimmed, then lowercased as a whole. Klaviyo matches email
+//!   addresses case-insensitively, so `Ann@X.com` and `ann@x.com` are one profile and must be
+//!   one row. Syntax: one `@`, a non-empty local part, a domain with a dot that neither starts
+//!   nor ends with one, no whitespace, at most 254 characters (Klaviyo's own rule plus RFC 5321's
+//!   length limit).
+//! - `phone_number`: surrounding whitespace trimmed and the usual separators (space, `-`, `.`,
+//!   `(`, `)`) removed; the result must be E.164: `+`, a non-zero digit, 1 to 14 more digits.
+//!   A national number without `+` is refused rather than guessed at.
+//! - `external_id`: a string is taken as is (it is opaque) but must not be blank; an integer
+//!   column becomes its decimal text, since ids are often numeric in the source database.
+
+use serde_json::Value;
+
+use crate::manifest::types::IdentifyBy;
+
+/// Longest email address accepted (RFC 5321 path limit).
+const MAX_EMAIL_LEN: usize = 254;
+
+/// Why a row's identifier cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentifierProblem {
+    /// The identifier column is NULL or empty.
+    Missing,
+    /// The identifier is not a string (or, for external_id, an integer).
+    WrongType(&'static str),
+    /// The email address is not syntactically valid.
+    InvalidEmail,
+    /// The phone number is not E.164.
+    InvalidPhone,
+}
+
+impl std::fmt::Display for IdentifierProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentifierProblem::Missing => f.write_str("identifier is missing (NULL or empty)"),
+            IdentifierProblem::WrongType(found) => {
+                write!(f, "identifier must be text, found {found}")
+            }
+            IdentifierProblem::InvalidEmail => f.write_str("invalid email address"),
+            IdentifierProblem::InvalidPhone => {
+                f.write_str("phone number is not E.164 (e.g. +15005550006)")
+            }
+        }
+    }
+}
+
+/// The JSON type name of `value`, for messages.
+pub fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The normalised identifier of `value`, or why it is unusable.
+pub fn normalize(kind: IdentifyBy, value: &Value) -> Result<String, IdentifierProblem> {
+    let text = match (kind, value) {
+        (_, Value::Null) => return Err(IdentifierProblem::Missing),
+        (_, Value::String(text)) => text.as_str(),
+        (IdentifyBy::ExternalId, Value::Number(number)) if number.is_i64() || number.is_u64() => {
+            return Ok(number.to_string());
+        }
+        (_, other) => return Err(IdentifierProblem::WrongType(json_type(other))),
+    };
+    if text.trim().is_empty() {
+        return Err(IdentifierProblem::Missing);
+    }
+    match kind {
+        IdentifyBy::Email => normalize_email(text),
+        IdentifyBy::PhoneNumber => normalize_phone(text),
+        IdentifyBy::ExternalId => Ok(text.to_string()),
+    }
+}
+
+fn normalize_email(text: &str) -> Result<String, IdentifierProblem> {
+    let email = text.trim().to_lowercase();
+    let valid = email.len() <= MAX_EMAIL_LEN
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains("..")
+            }
+            None => false,
+        };
+    if valid {
+        Ok(email)
+    } else {
+        Err(IdentifierProblem::InvalidEmail)
+    }
+}
+
+fn normalize_phone(text: &str) -> Result<String, IdentifierProblem> {
+    let compact: String = text
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let valid = compact.strip_prefix('+').is_some_and(|digits| {
+        (2..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0')
+    });
+    if valid {
+        Ok(compact)
+    } else {
+        Err(IdentifierProblem::InvalidPhone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn emails_are_trimmed_lowercased_and_checked() {
+        assert_eq!(
+            normalize(IdentifyBy::Email, &json!("  Ann.B+x@Example.CO.uk ")).unwrap(),
+            "ann.b+x@example.co.uk"
+        );
+        for bad in [
+            "ann",
+            "@x.com",
+            "a@b",
+            "a@.x.com",
+            "a@x.com.",
+            "a b@x.com",
+            "a@b@x.com",
+            "a@x..com",
+        ] {
+            assert_eq!(
+                normalize(IdentifyBy::Email, &json!(bad)),
+                Err(IdentifierProblem::InvalidEmail),
+                "{bad}"
+            );
+        }
+        let long = format!("{}@x.com", "a".repeat(250));
+        assert_eq!(
+            normalize(IdentifyBy::Email, &json!(long)),
+            Err(IdentifierProblem::InvalidEmail)
+        );
+    }
+
+    #[test]
+    fn phones_lose_separators_and_must_be_e164() {
+        assert_eq!(
+            normalize(IdentifyBy::PhoneNumber, &json!("+1 (500) 555-0006")).unwrap(),
+            "+15005550006"
+        );
+        for bad in [
+            "15005550006",
+            "+0123",
+            "+1",
+            "+1234567890123456",
+            "+1 500 CALL",
+        ] {
+            assert_eq!(
+                normalize(IdentifyBy::PhoneNumber, &json!(bad)),
+                Err(IdentifierProblem::InvalidPhone),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn external_ids_accept_text_and_integers_only() {
+        assert_eq!(
+            normalize(IdentifyBy::ExternalId, &json!(" c-1")).unwrap(),
+            " c-1"
+        );
+        assert_eq!(normalize(IdentifyBy::ExternalId, &json!(42)).unwrap(), "42");
+        assert_eq!(
+            normalize(IdentifyBy::ExternalId, &json!(4.5)),
+            Err(IdentifierProblem::WrongType("a number"))
+        );
+        assert_eq!(
+            normalize(IdentifyBy::Email, &json!(null)),
+            Err(IdentifierProblem::Missing)
+        );
+        assert_eq!(
+            normalize(IdentifyBy::ExternalId, &json!("  ")),
+            Err(IdentifierProblem::Missing)
+        );
+        assert_eq!(
+            normalize(IdentifyBy::Email, &json!(7)),
+            Err(IdentifierProblem::WrongType("a number"))
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! `members:` on a list: add the query's profiles; in mirror mode remove those klsync added that
+//! left the query. Members who joined any other way are never in klsync's record, so never
+//! removed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::chunk::{Chunker, chunk_ranges};
+use super::{
+    FailedRow, MembershipCounts, MembershipPlan, MembershipReport, RejectedRow, SAMPLE_SIZE,
+    SyncError,
+};
+use super::{diff, identify};
+use crate::klaviyo::{KlaviyoClient, Operation};
+use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec, QuerySpec};
+use crate::sql::QueryManager;
+use crate::state::{StateStore, SyncMemberRecord};
+
+const WHAT: &str = "members of list";
+/// Profile ids per list relationship request [spec].
+const IDS_PER_REMOVE: u64 = 1_000;
+/// Identifiers per `any(...)` profile lookup.
+const IDS_PER_LOOKUP: u64 = 100;
+
+/// What an apply sends for one list; empty when planning.
+#[derive(Default)]
+pub(super) struct MemberWork {
+    adds: Vec<String>,
+    removes: Vec<SyncMemberRecord>,
+}
+
+/// The removal limit as a count: a percentage is of the members klsync added (the only ones
+/// it may remove), rounded down.
+pub(super) fn removal_limit(limit: &MaxRemovals, recorded: u64) -> u64 {
+    match limit {
+        MaxRemovals::Count(count) => *count,
+        MaxRemovals::Percent(text) => {
+            let percent: f64 = text.trim_end_matches('%').trim().parse().unwrap_or(0.0);
+            // Exact for the manifest's syntax (at most 100%, a few decimals).
+            ((recorded as f64) * percent / 100.0 + 1e-9).floor() as u64
+        }
+    }
+}
+
+/// Stream the list's query and compare it with the members klsync added.
+pub(super) async fn compute(
+    list_key: &str,
+    list_id: Option<String>,
+    spec: &MembershipSpec,
+    manifest_queries: &BTreeMap<String, QuerySpec>,
+    queries: &QueryManager,
+    store: &StateStore,
+    keep_work: bool,
+) -> Result<(MembershipPlan, MemberWork, BTreeMap<Operation, u64>), SyncError> {
+    let query_error = |source| SyncError::Query {
+        what: WHAT,
+        name: list_key.to_string(),
+        query: spec.query.clone(),
+        source: Box::new(source),
+    };
+    let query = queries
+        .resolve_query(&spec.query, manifest_queries)
+        .await
+        .map_err(query_error)?;
+    let recorded = store.sync_members(list_key).await?;
+    // Compact keys, not strings: a list query may return millions of rows.
+    let recorded_keys: diff::KeySet = recorded
+        .iter()
+        .map(|m| diff::identifier_key(&m.identifier))
+        .collect();
+    let mut counts = MembershipCounts::default();
+    let mut rejected_sample = Vec::new();
+    let mut add_sample = Vec::new();
+    let mut adds = Vec::new();
+    let mut desired = diff::KeySet::default();
+    let column = super::identifier_field(spec.identify_by).to_string();
+    let mut rows = std::pin::pin!(queries.execute_query(&query.sql, &query.params));
+    let mut index = 0u64;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(query_error)?;
+        index += 1;
+        if index == 1 {
+            super::check_columns(&row, [&column], WHAT, list_key, &spec.query)?;
+        }
+        let raw = row.get(&column).cloned().unwrap_or(Value::Null);
+        let identifier = match identify::normalize(spec.identify_by, &raw) {
+            Ok(identifier) => identifier,
+            Err(problem) => {
+                counts.rejected += 1;
+                if rejected_sample.len() < SAMPLE_SIZE {
+                    rejected_sample.push(RejectedRow {
+                        row: index,
+                        identifier: raw.to_string(),
+                        reason: problem.to_string(),
+                    });
+                }
+                continue;
+            }
+        };
+        let key = diff::identifier_key(&identifier);
+        if !desired.insert(key) {
+            counts.duplicates += 1;
+            continue;
+        }
+        if recorded_keys.contains(&key) {
+            counts.unchanged += 1;
+        } else {
+            counts.add += 1;
+            if add_sample.len() < SAMPLE_SIZE {
+                add_sample.push(identifier.clone());
+            }
+            if keep_work {
+                adds.push(identifier);
+            }
+        }
+    }
+    let removes: Vec<SyncMemberRecord> = if spec.mode == MembershipMode::Mirror {
+        recorded
+            .iter()
+            .filter(|m| !desired.contains(&diff::identifier_key(&m.identifier)))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    counts.remove = removes.len() as u64;
+    let max_removals = spec
+        .max_removals
+        .as_ref()
+        .map(|limit| removal_limit(limit, recorded.len() as u64));
+    let exceeds_max_removals = max_removals.is_some_and(|limit| counts.remove > limit);
+    let add_jobs = add_job_count(spec, counts.add);
+    let lookups = removes.iter().filter(|m| m.profile_id.is_none()).count() as u64;
+    let requests: BTreeMap<Operation, u64> = [
+        (Operation::BulkImportProfiles, add_jobs),
+        (Operation::GetBulkImportProfilesJob, add_jobs),
+        (Operation::GetProfiles, lookups.div_ceil(IDS_PER_LOOKUP)),
+        (
+            Operation::RemoveProfilesFromList,
+            counts.remove.div_ceil(IDS_PER_REMOVE),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, count)| *count > 0)
+    .collect();
+    let plan = MembershipPlan {
+        list: list_key.to_string(),
+        list_id,
+        query: spec.query.clone(),
+        identify_by: spec.identify_by,
+        mode: spec.mode,
+        rows: index,
+        counts,
+        add_sample,
+        remove_sample: removes
+            .iter()
+            .take(SAMPLE_SIZE)
+            .map(|m| m.identifier.clone())
+            .collect(),
+        rejected_sample,
+        max_removals,
+        exceeds_max_removals,
+        requests: super::request_names(&requests),
+        estimated_seconds: super::seconds(&requests),
+    };
+    let work = if keep_work {
+        MemberWork { adds, removes }
+    } else {
+        MemberWork::default()
+    };
+    Ok((plan, work, requests))
+}
+
+/// Identifier-only profiles are far below 5 MB per 10,000, so jobs are counted by number; the
+/// chunker still checks bytes at apply.
+fn add_job_count(_spec: &MembershipSpec, adds: u64) -> u64 {
+    adds.div_ceil(crate::klaviyo::BULK_IMPORT_MAX_PROFILES as u64)
+}
+
+/// Send one list's adds and removes and record them.
+pub(super) async fn apply(
+    list_key: &str,
+    list_id: Option<String>,
+    spec: &MembershipSpec,
+    work: MemberWork,
+    client: &KlaviyoClient,
+    store: &StateStore,
+) -> Result<MembershipReport, SyncError> {
+    let mut report = MembershipReport {
+        list: list_key.to_string(),
+        ..MembershipReport::default()
+    };
+    if work.adds.is_empty() && work.removes.is_empty() {
+        return Ok(report);
+    }
+    let list_id = list_id.ok_or_else(|| SyncError::UnknownList {
+        list: list_key.to_string(),
+    })?;
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+
+    // Adds: bulk import with the list relationship, identifier only.
+    let profile = |identifier: &String| super::attributes_for(spec.identify_by, identifier, None);
+    let sizes: Vec<usize> = work
+        .adds
+        .iter()
+        .map(|identifier| {
+            serde_json::to_vec(&crate::klaviyo::types::profile_upsert_object(&profile(
+                identifier,
+            )))
+            .map_or(usize::MAX, |bytes| bytes.len())
+        })
+        .collect();
+    let ranges = chunk_ranges(&sizes, Chunker::default());
+    let lists = [list_id.clone()];
+    let build = |range: std::ops::Range<usize>| work.adds[range].iter().map(profile).collect();
+    let outcomes = super::run_jobs(client, &build, &ranges, &lists, spec.identify_by).await;
+    let mut added = Vec::new();
+    for (range, outcome) in ranges.iter().zip(outcomes) {
+        let chunk = &work.adds[range.clone()];
+        match outcome {
+            Ok((job_id, Some(failures))) => {
+                report.jobs.push(job_id);
+                added.extend(
+                    chunk
+                        .iter()
+                        .filter(|identifier| !failures.contains_key(*identifier))
+                        .map(|identifier| SyncMemberRecord {
+                            identifier: identifier.clone(),
+                            profile_id: None,
+                        }),
+                );
+                failed.extend(failures);
+            }
+            Ok((job_id, None)) => {
+                for identifier in chunk {
+                    failed.insert(
+                        identifier.clone(),
+                        format!("bulk import job {job_id} did not complete cleanly"),
+                    );
+                }
+                report.jobs.push(job_id);
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                for identifier in chunk {
+                    failed.insert(identifier.clone(), reason.clone());
+                }
+            }
+        }
+    }
+    store.record_sync_members(list_key, &added).await?;
+    report.added = added.len() as u64;
+
+    // Removes: resolve missing profile ids (100 per lookup), then 1,000 per request.
+    if !work.removes.is_empty() {
+        let unresolved: Vec<String> = work
+            .removes
+            .iter()
+            .filter(|m| m.profile_id.is_none())
+            .map(|m| m.identifier.clone())
+            .collect();
+        let mut ids: HashMap<String, String> = work
+            .removes
+            .iter()
+            .filter_map(|m| Some((m.identifier.clone(), m.profile_id.clone()?)))
+            .collect();
+        if !unresolved.is_empty() {
+            let field = super::identifier_field(spec.identify_by);
+            for profile in client
+                .find_profiles_by(super::profile_identifier(spec.identify_by), &unresolved)
+                .await?
+            {
+                let value = serde_json::to_value(&profile.attributes).unwrap_or(Value::Null);
+                if let Some(identifier) = value
+                    .get(field)
+                    .and_then(|v| identify::normalize(spec.identify_by, v).ok())
+                {
+                    ids.insert(identifier, profile.id);
+                }
+            }
+        }
+        // A recorded member with no profile any more is no member either: just forget it.
+        let profile_ids: Vec<String> = ids.values().cloned().collect();
+        client
+            .remove_profiles_from_list(&list_id, &profile_ids)
+            .await?;
+        let forget: Vec<String> = work.removes.iter().map(|m| m.identifier.clone()).collect();
+        store.forget_sync_members(list_key, &forget).await?;
+        report.removed = forget.len() as u64;
+    }
+
+    report.failed = failed.len() as u64;
+    report.failed_sample = failed
+        .into_iter()
+        .take(SAMPLE_SIZE)
+        .map(|(identifier, reason)| FailedRow { identifier, reason })
+        .collect();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_apply_to_recorded_members_rounding_down() {
+        assert_eq!(removal_limit(&MaxRemovals::Count(7), 1000), 7);
+        assert_eq!(removal_limit(&MaxRemovals::Percent("5%".into()), 1000), 50);
+        assert_eq!(
+            removal_limit(&MaxRemovals::Percent("2.5%".into()), 1000),
+            25
+        );
+        assert_eq!(removal_limit(&MaxRemovals::Percent("10%".into()), 19), 1);
+        assert_eq!(removal_limit(&MaxRemovals::Percent("100%".into()), 3), 3);
+        assert_eq!(removal_limit(&MaxRemovals::Percent("0.1%".into()), 0), 0);
+    }
+}

@@ -1,0 +1,668 @@
+//! Query-driven profile data and list membership (issue 5): `profiles:` syncs and `members:` on
+//! lists. See `docs/sync.md` for the user-facing semantics.
+//!
+//! Layout: [`identify`], [`diff`] and [`chunk`] are pure; `profiles` and `members` run the
+//! queries (through [`QueryManager`], read-only), read and write klsync's state
+//! ([`StateStore`]) and talk to Klaviyo ([`KlaviyoClient`]).
+//!
+//! # How a run works
+//!
+//! [`plan_data`] streams every sync's query once and classifies each row against what klsync
+//! last applied for it. Memory stays compact: the stored row hashes are loaded as
+//! `identifier hash (u64) -> row hash (16 bytes)`, the rows seen as `u64 -> class (u8)`, and only
+//! rows whose hash changed are looked up in the state (500 at a time) for a field-level diff.
+//! The plan keeps counts, bounded samples and the request cost, never the rows.
+//!
+//! [`apply_data`] runs the same classification again (the data is read at apply time, not
+//! frozen at plan time: a data sync sends what the query returns now) and keeps the rows to send
+//! in memory (about twice their JSON size). It then refuses, before sending anything, when a
+//! list's removals exceed `max_removals` (in the plan given or in the fresh computation) unless
+//! `force`. Counts that differ from the plan's are reported as `drift` in the report.
+//!
+//! Profiles go out in bulk import jobs (≤ 10,000 profiles and ≤ 5 MB each, chunked by bytes),
+//! at most [`JOBS_IN_FLIGHT`] at once, polled with backoff; import errors are read only when a
+//! job reports failures and are mapped back to rows by the identifier in their
+//! `original_payload`. Only accepted rows are recorded, so rejected ones are sent again by the
+//! next apply. Removing properties needs `profile-import` with `patch_properties.unset`, one
+//! request per profile (bulk import cannot remove).
+
+pub mod chunk;
+pub mod diff;
+pub mod identify;
+mod members;
+mod profiles;
+mod render;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::klaviyo::{ApiError, KlaviyoClient, Operation};
+use crate::manifest::types::{IdentifyBy, ManifestFile, MembershipMode, OnMissingRow};
+use crate::sql::{QueryManager, SqlError};
+use crate::state::{StateError, StateStore};
+
+pub use diff::FieldChange;
+pub use render::{render_markdown, render_report, render_text};
+
+/// Rows kept in each sample of a plan or report.
+pub const SAMPLE_SIZE: usize = 10;
+/// Bulk import jobs created and polled at the same time.
+pub const JOBS_IN_FLIGHT: usize = 4;
+
+/// Anything that stops a data sync.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The sync's query failed (including a refused write: queries are read-only).
+    #[error("{what} `{name}`: query `{query}` failed: {source}")]
+    Query {
+        /// "profiles sync" or "members of list".
+        what: &'static str,
+        /// The sync id or list key.
+        name: String,
+        /// The query name.
+        query: String,
+        /// The SQL layer's error (boxed: it is large).
+        #[source]
+        source: Box<SqlError>,
+    },
+    /// A column the manifest maps is not in the query's result.
+    #[error("{what} `{name}`: query `{query}` returns no column `{column}` (columns: {available})")]
+    MissingColumn {
+        /// "profiles sync" or "members of list".
+        what: &'static str,
+        /// The sync id or list key.
+        name: String,
+        /// The query name.
+        query: String,
+        /// The missing column.
+        column: String,
+        /// The columns the query does return.
+        available: String,
+    },
+    /// klsync's state database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A Klaviyo request failed (after the client's retries).
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// A list with `members:` has no Klaviyo id yet (apply the list itself first).
+    #[error("list `{list}` has no Klaviyo id yet; apply the list before its members")]
+    UnknownList {
+        /// The list key.
+        list: String,
+    },
+    /// Removals exceed `max_removals` and `force` was not given.
+    #[error(
+        "list `{list}`: {removals} removal(s) exceed max_removals ({limit}); nothing was sent (use --force to apply anyway)"
+    )]
+    MaxRemovalsExceeded {
+        /// The list key.
+        list: String,
+        /// Removals planned.
+        removals: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A bulk import job did not finish in time.
+    #[error("bulk import job {job_id} still not complete after {waited:?}")]
+    JobTimeout {
+        /// The job id.
+        job_id: String,
+        /// How long klsync polled.
+        waited: Duration,
+    },
+}
+
+/// The data part of a plan: every `profiles:` sync and every list with `members:`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct DataPlan {
+    /// One entry per `profiles:` sync, by id.
+    pub profiles: Vec<ProfileSyncPlan>,
+    /// One entry per list with `members:`, by list key.
+    pub memberships: Vec<MembershipPlan>,
+    /// Requests the apply sends, per `operationId` (lower bound: one poll per job).
+    pub requests: BTreeMap<String, u64>,
+    /// Least time those requests take at Klaviyo's published limits, in seconds.
+    pub estimated_seconds: u64,
+}
+
+impl DataPlan {
+    /// Whether apply would send anything.
+    pub fn has_changes(&self) -> bool {
+        self.profiles
+            .iter()
+            .any(|p| p.counts.new + p.counts.changed + p.counts.unset > 0)
+            || self
+                .memberships
+                .iter()
+                .any(|m| m.counts.add + m.counts.remove > 0)
+    }
+
+    /// Whether any list's removals exceed its `max_removals` (apply refuses without force).
+    pub fn exceeds_max_removals(&self) -> bool {
+        self.memberships.iter().any(|m| m.exceeds_max_removals)
+    }
+
+    /// Requests `--refresh` sends to read the sampled profiles (one filter request per sync
+    /// with a non-empty diff sample).
+    pub fn refresh_requests(&self) -> u64 {
+        self.profiles
+            .iter()
+            .map(|p| u64::from(!p.diff_sample.is_empty()))
+            .sum()
+    }
+}
+
+/// The plan of one `profiles:` sync.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ProfileSyncPlan {
+    /// The sync's manifest id.
+    pub id: String,
+    /// The query it runs.
+    pub query: String,
+    /// The identifier column.
+    pub identify_by: IdentifyBy,
+    /// What happens to properties of rows that disappeared (and to null values).
+    pub on_missing_row: OnMissingRow,
+    /// Rows the query returned.
+    pub rows: u64,
+    /// Rows by outcome.
+    pub counts: ProfileCounts,
+    /// Some rejected rows, with the reason.
+    pub rejected_sample: Vec<RejectedRow>,
+    /// Some rows that change, field by field.
+    pub diff_sample: Vec<RowChange>,
+    /// Requests, per `operationId`.
+    pub requests: BTreeMap<String, u64>,
+    /// Least time at Klaviyo's limits, in seconds.
+    pub estimated_seconds: u64,
+    /// Live values that differ from what klsync last applied (only with `--refresh`).
+    pub drift: Vec<Drift>,
+}
+
+/// Row counts of a `profiles:` sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ProfileCounts {
+    /// Rows klsync never applied: sent through bulk import.
+    pub new: u64,
+    /// Rows whose values changed: sent through bulk import.
+    pub changed: u64,
+    /// Profiles losing properties (a null with `on_missing_row: unset`, or a row gone): one
+    /// `profile-import` request each. A row can be both changed and unset.
+    pub unset: u64,
+    /// Rows exactly as last applied.
+    pub unchanged: u64,
+    /// Rows refused before sending (bad or duplicate identifier, profile over 100 KB).
+    pub rejected: u64,
+    /// Rows gone from the query whose properties are kept (`on_missing_row: keep`).
+    pub missing_kept: u64,
+}
+
+/// A row refused before sending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct RejectedRow {
+    /// 1-based position in the query's result.
+    pub row: u64,
+    /// The identifier as the query returned it (JSON text).
+    pub identifier: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// A row's field-level changes.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RowChange {
+    /// The normalised identifier.
+    pub identifier: String,
+    /// `new`, `changed` or `unset`.
+    pub action: String,
+    /// The changed properties.
+    pub changes: Vec<FieldChange>,
+}
+
+/// A property whose live value differs from what klsync last applied.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Drift {
+    /// The normalised identifier.
+    pub identifier: String,
+    /// The property.
+    pub property: String,
+    /// What klsync last applied.
+    pub applied: Option<serde_json::Value>,
+    /// What Klaviyo has now (`None`: absent, or no such profile).
+    pub live: Option<serde_json::Value>,
+}
+
+/// The plan of one list's `members:`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct MembershipPlan {
+    /// The list's manifest key.
+    pub list: String,
+    /// Its Klaviyo id, when it exists.
+    pub list_id: Option<String>,
+    /// The query it runs.
+    pub query: String,
+    /// The identifier column.
+    pub identify_by: IdentifyBy,
+    /// `add_only` or `mirror`.
+    pub mode: MembershipMode,
+    /// Rows the query returned.
+    pub rows: u64,
+    /// Members by outcome.
+    pub counts: MembershipCounts,
+    /// Some identifiers to add.
+    pub add_sample: Vec<String>,
+    /// Some identifiers to remove.
+    pub remove_sample: Vec<String>,
+    /// Some rejected rows.
+    pub rejected_sample: Vec<RejectedRow>,
+    /// The removal limit resolved to a count (a percentage applies to the members klsync added).
+    pub max_removals: Option<u64>,
+    /// Removals exceed the limit: apply refuses without `--force`.
+    pub exceeds_max_removals: bool,
+    /// Requests, per `operationId`.
+    pub requests: BTreeMap<String, u64>,
+    /// Least time at Klaviyo's limits, in seconds.
+    pub estimated_seconds: u64,
+}
+
+/// Member counts of one list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct MembershipCounts {
+    /// Profiles to add.
+    pub add: u64,
+    /// Profiles klsync added that left the query (mirror mode only).
+    pub remove: u64,
+    /// Profiles in the query that klsync already added.
+    pub unchanged: u64,
+    /// Rows with an unusable identifier.
+    pub rejected: u64,
+    /// Rows repeating an identifier already seen (the profile is added once).
+    pub duplicates: u64,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+pub struct DataApplyReport {
+    /// Per `profiles:` sync.
+    pub profiles: Vec<ProfileSyncReport>,
+    /// Per list with `members:`.
+    pub memberships: Vec<MembershipReport>,
+    /// Syncs whose fresh counts differ from the plan's (the data changed in between).
+    pub drift: Vec<String>,
+}
+
+impl DataApplyReport {
+    /// Whether some rows or members failed (they are retried by the next apply).
+    pub fn has_failures(&self) -> bool {
+        self.profiles.iter().any(|p| p.failed > 0) || self.memberships.iter().any(|m| m.failed > 0)
+    }
+}
+
+/// What an apply did for one `profiles:` sync.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+pub struct ProfileSyncReport {
+    /// The sync id.
+    pub id: String,
+    /// Profiles sent in bulk import jobs.
+    pub sent: u64,
+    /// Profiles whose properties were removed through profile-import.
+    pub unset: u64,
+    /// Rows recorded as applied (accepted by Klaviyo).
+    pub recorded: u64,
+    /// Rows Klaviyo refused: not recorded, sent again by the next apply.
+    pub failed: u64,
+    /// Some failed rows, with Klaviyo's reason.
+    pub failed_sample: Vec<FailedRow>,
+    /// The bulk import jobs created.
+    pub jobs: Vec<String>,
+}
+
+/// What an apply did for one list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+pub struct MembershipReport {
+    /// The list key.
+    pub list: String,
+    /// Members added (and recorded).
+    pub added: u64,
+    /// Members removed (and forgotten).
+    pub removed: u64,
+    /// Adds Klaviyo refused: retried by the next apply.
+    pub failed: u64,
+    /// Some failed adds, with Klaviyo's reason.
+    pub failed_sample: Vec<FailedRow>,
+    /// The bulk import jobs created.
+    pub jobs: Vec<String>,
+}
+
+/// A row Klaviyo refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct FailedRow {
+    /// The normalised identifier.
+    pub identifier: String,
+    /// Klaviyo's error, or why the whole job failed.
+    pub reason: String,
+}
+
+/// Keyed request counts from typed ones.
+fn request_names(requests: &BTreeMap<Operation, u64>) -> BTreeMap<String, u64> {
+    requests
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(operation, count)| (operation.operation_id().to_string(), *count))
+        .collect()
+}
+
+fn seconds(requests: &BTreeMap<Operation, u64>) -> u64 {
+    crate::plan::estimated_duration(requests).as_secs()
+}
+
+/// Plan every `profiles:` sync and every list's `members:` of `manifest` (the project's merged
+/// manifest). `list_ids` maps list keys to Klaviyo ids for lists that exist. With `refresh`,
+/// also reads the sampled profiles from Klaviyo to report drift (costs
+/// [`DataPlan::refresh_requests`]).
+pub async fn plan_data(
+    manifest: &ManifestFile,
+    list_ids: &BTreeMap<String, String>,
+    queries: &QueryManager,
+    store: &StateStore,
+    refresh: Option<&KlaviyoClient>,
+) -> Result<DataPlan, SyncError> {
+    let mut total: BTreeMap<Operation, u64> = BTreeMap::new();
+    let mut plan = DataPlan {
+        profiles: Vec::new(),
+        memberships: Vec::new(),
+        requests: BTreeMap::new(),
+        estimated_seconds: 0,
+    };
+    for spec in &manifest.profiles {
+        let (sync_plan, _, requests) =
+            profiles::compute(spec, &manifest.queries, queries, store, false).await?;
+        merge(&mut total, &requests);
+        plan.profiles.push(sync_plan);
+    }
+    for list in &manifest.lists {
+        let Some(members) = &list.members else {
+            continue;
+        };
+        let list_id = list_ids.get(&list.id).cloned();
+        let (member_plan, _, requests) = members::compute(
+            &list.id,
+            list_id,
+            members,
+            &manifest.queries,
+            queries,
+            store,
+            false,
+        )
+        .await?;
+        merge(&mut total, &requests);
+        plan.memberships.push(member_plan);
+    }
+    plan.requests = request_names(&total);
+    plan.estimated_seconds = seconds(&total);
+    if let Some(client) = refresh {
+        refresh_data(&mut plan, store, client).await?;
+    }
+    Ok(plan)
+}
+
+/// Read the profiles of each sync's diff sample from Klaviyo and record, in
+/// [`ProfileSyncPlan::drift`], properties whose live value is not what klsync last applied.
+pub async fn refresh_data(
+    plan: &mut DataPlan,
+    store: &StateStore,
+    client: &KlaviyoClient,
+) -> Result<(), SyncError> {
+    for sync in &mut plan.profiles {
+        sync.drift = profiles::drift(sync, store, client).await?;
+    }
+    Ok(())
+}
+
+/// Apply the data part of a plan: recompute every sync from the data as it is now, refuse
+/// (before sending anything) lists over `max_removals` unless `force`, then send.
+pub async fn apply_data(
+    plan: &DataPlan,
+    manifest: &ManifestFile,
+    list_ids: &BTreeMap<String, String>,
+    queries: &QueryManager,
+    client: &KlaviyoClient,
+    store: &StateStore,
+    force: bool,
+) -> Result<DataApplyReport, SyncError> {
+    let mut report = DataApplyReport::default();
+    let mut profile_work = Vec::new();
+    for spec in &manifest.profiles {
+        let (fresh, work, _) =
+            profiles::compute(spec, &manifest.queries, queries, store, true).await?;
+        if let Some(planned) = plan.profiles.iter().find(|p| p.id == spec.id)
+            && planned.counts != fresh.counts
+        {
+            report.drift.push(format!(
+                "profiles.{}: planned {:?}, found {:?}",
+                spec.id, planned.counts, fresh.counts
+            ));
+        }
+        profile_work.push((spec, work));
+    }
+    let mut member_work = Vec::new();
+    for list in &manifest.lists {
+        let Some(members) = &list.members else {
+            continue;
+        };
+        let list_id = list_ids.get(&list.id).cloned();
+        let (fresh, work, _) = members::compute(
+            &list.id,
+            list_id,
+            members,
+            &manifest.queries,
+            queries,
+            store,
+            true,
+        )
+        .await?;
+        let planned = plan.memberships.iter().find(|m| m.list == list.id);
+        if let Some(planned) = planned
+            && planned.counts != fresh.counts
+        {
+            report.drift.push(format!(
+                "lists.{}.members: planned {:?}, found {:?}",
+                list.id, planned.counts, fresh.counts
+            ));
+        }
+        let flagged = planned.is_some_and(|p| p.exceeds_max_removals) || fresh.exceeds_max_removals;
+        if flagged && !force {
+            let limit = fresh
+                .max_removals
+                .or(planned.and_then(|p| p.max_removals))
+                .unwrap_or(0);
+            let removals = fresh
+                .counts
+                .remove
+                .max(planned.map_or(0, |p| p.counts.remove));
+            return Err(SyncError::MaxRemovalsExceeded {
+                list: list.id.clone(),
+                removals,
+                limit,
+            });
+        }
+        member_work.push((list, fresh.list_id.clone(), members, work));
+    }
+    for (spec, work) in profile_work {
+        report
+            .profiles
+            .push(profiles::apply(spec, work, client, store).await?);
+    }
+    for (list, list_id, members, work) in member_work {
+        report
+            .memberships
+            .push(members::apply(&list.id, list_id, members, work, client, store).await?);
+    }
+    Ok(report)
+}
+
+fn merge(total: &mut BTreeMap<Operation, u64>, part: &BTreeMap<Operation, u64>) {
+    for (operation, count) in part {
+        *total.entry(*operation).or_default() += count;
+    }
+}
+
+/// Poll a bulk import job until it completes: 250 ms, then 1.5 times longer each time, at most
+/// 10 s apart, for at most an hour.
+async fn wait_for_job(
+    client: &KlaviyoClient,
+    job_id: &str,
+) -> Result<crate::klaviyo::BulkImportJob, SyncError> {
+    use crate::klaviyo::JobStatus;
+    const FIRST: Duration = Duration::from_millis(250);
+    const LONGEST: Duration = Duration::from_secs(10);
+    const GIVE_UP: Duration = Duration::from_secs(3600);
+    let started = std::time::Instant::now();
+    let mut delay = FIRST;
+    loop {
+        tokio::time::sleep(delay).await;
+        let job = client.get_bulk_import_job(job_id).await?;
+        if matches!(job.status, JobStatus::Complete | JobStatus::Cancelled) {
+            return Ok(job);
+        }
+        if started.elapsed() > GIVE_UP {
+            return Err(SyncError::JobTimeout {
+                job_id: job_id.to_string(),
+                waited: started.elapsed(),
+            });
+        }
+        delay = delay.mul_f64(1.5).min(LONGEST);
+    }
+}
+
+/// Identifiers Klaviyo refused in a finished job, with the reason, read from its import errors
+/// (only when the job reports failures). `None` when some failure cannot be traced to a row:
+/// the caller then treats the whole job as failed, so nothing is recorded that might not be.
+async fn job_failures(
+    client: &KlaviyoClient,
+    job: &crate::klaviyo::BulkImportJob,
+    identify_by: IdentifyBy,
+) -> Result<Option<BTreeMap<String, String>>, SyncError> {
+    use futures::TryStreamExt;
+    if job.status != crate::klaviyo::JobStatus::Complete {
+        return Ok(None);
+    }
+    if job.failed_count == 0 {
+        return Ok(Some(BTreeMap::new()));
+    }
+    let errors: Vec<crate::klaviyo::ImportError> =
+        client.bulk_import_errors(&job.id).try_collect().await?;
+    let field = identifier_field(identify_by);
+    let mut failed = BTreeMap::new();
+    for error in &errors {
+        let identifier = error
+            .original_payload
+            .as_ref()
+            .and_then(|payload| payload.get("attributes")?.get(field))
+            .and_then(|value| identify::normalize(identify_by, value).ok());
+        match identifier {
+            Some(identifier) => {
+                failed.insert(identifier, format!("{}: {}", error.title, error.detail));
+            }
+            None => return Ok(None),
+        }
+    }
+    if (failed.len() as u64) < job.failed_count {
+        return Ok(None);
+    }
+    Ok(Some(failed))
+}
+
+/// A finished job's id and the rows it refused (`None`: refused rows unknown, so all failed).
+type JobOutcome = Result<(String, Option<BTreeMap<String, String>>), SyncError>;
+
+/// Create one bulk import job per range of profiles, at most [`JOBS_IN_FLIGHT`] at a time,
+/// wait for each and read its failures. Outcomes are in range order.
+///
+/// `build` makes a range's profiles when its job is about to be sent, so only the jobs in flight
+/// are ever materialised.
+async fn run_jobs<B>(
+    client: &KlaviyoClient,
+    build: &B,
+    ranges: &[std::ops::Range<usize>],
+    list_ids: &[String],
+    identify_by: IdentifyBy,
+) -> Vec<JobOutcome>
+where
+    B: Fn(std::ops::Range<usize>) -> Vec<crate::klaviyo::ProfileAttributes> + Sync,
+{
+    use futures::StreamExt;
+    futures::stream::iter(ranges.iter().cloned())
+        .map(|range| async move {
+            let profiles = build(range);
+            let job = client.create_bulk_import_job(&profiles, list_ids).await?;
+            drop(profiles);
+            let job = wait_for_job(client, &job.id).await?;
+            let failures = job_failures(client, &job, identify_by).await?;
+            Ok((job.id, failures))
+        })
+        .buffered(JOBS_IN_FLIGHT)
+        .collect()
+        .await
+}
+
+fn identifier_field(identify_by: IdentifyBy) -> &'static str {
+    match identify_by {
+        IdentifyBy::Email => "email",
+        IdentifyBy::ExternalId => "external_id",
+        IdentifyBy::PhoneNumber => "phone_number",
+    }
+}
+
+fn profile_identifier(identify_by: IdentifyBy) -> crate::klaviyo::ProfileIdentifier {
+    match identify_by {
+        IdentifyBy::Email => crate::klaviyo::ProfileIdentifier::Email,
+        IdentifyBy::ExternalId => crate::klaviyo::ProfileIdentifier::ExternalId,
+        IdentifyBy::PhoneNumber => crate::klaviyo::ProfileIdentifier::PhoneNumber,
+    }
+}
+
+/// Profile attributes carrying only the identifier (and `properties` when given).
+fn attributes_for(
+    identify_by: IdentifyBy,
+    identifier: &str,
+    properties: Option<serde_json::Map<String, serde_json::Value>>,
+) -> crate::klaviyo::ProfileAttributes {
+    let value = Some(Some(identifier.to_string()));
+    let mut attributes = crate::klaviyo::ProfileAttributes {
+        properties,
+        ..Default::default()
+    };
+    match identify_by {
+        IdentifyBy::Email => attributes.email = value,
+        IdentifyBy::ExternalId => attributes.external_id = value,
+        IdentifyBy::PhoneNumber => attributes.phone_number = value,
+    }
+    attributes
+}
+
+/// Checks a query's first row has every column the manifest maps.
+fn check_columns<'a>(
+    row: &crate::sql::Row,
+    columns: impl IntoIterator<Item = &'a String>,
+    what: &'static str,
+    name: &str,
+    query: &str,
+) -> Result<(), SyncError> {
+    for column in columns {
+        if !row.contains_key(column) {
+            return Err(SyncError::MissingColumn {
+                what,
+                name: name.to_string(),
+                query: query.to_string(),
+                column: column.clone(),
+                available: row.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,659 @@
+//! `profiles:` syncs: classify rows against what was last applied, then send the changes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
+use serde_json::{Map, Value};
+
+use super::chunk::{Chunker, chunk_ranges};
+use super::diff::{self, RowHash};
+use super::identify;
+use super::{
+    FailedRow, ProfileCounts, ProfileSyncPlan, ProfileSyncReport, RejectedRow, RowChange,
+    SAMPLE_SIZE, SyncError,
+};
+use crate::klaviyo::{KlaviyoClient, Operation, PROFILE_MAX_BYTES};
+use crate::manifest::types::{OnMissingRow, ProfileSyncSpec, QuerySpec};
+use crate::sql::QueryManager;
+use crate::state::{StateStore, SyncRowRecord};
+
+const WHAT: &str = "profiles sync";
+/// Changed rows looked up in the state at once.
+const LOOKUP_BATCH: usize = 500;
+/// profile-import requests in flight at once (the client paces them).
+const UNSETS_IN_FLIGHT: usize = 8;
+
+/// What a row turned out to be; kept per identifier to catch duplicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Hash differs; waiting for its state lookup.
+    Pending,
+    New {
+        unset: bool,
+    },
+    Changed {
+        unset: bool,
+    },
+    /// Only nulls changed, nothing to send (its record is refreshed at apply).
+    UnsetOnly,
+    Unchanged,
+    /// Seen more than once: every occurrence is rejected.
+    Duplicate,
+    /// Rejected for another reason after its identifier was taken.
+    Rejected,
+}
+
+/// A row whose hash differs from the stored one (or that has none).
+struct Candidate {
+    key: u64,
+    identifier: String,
+    hash: RowHash,
+    properties: Map<String, Value>,
+    stored: bool,
+    row: u64,
+}
+
+/// One row to send or record at apply. Property maps are kept as JSON text: a `Map` costs
+/// several times its text in memory, and a first load may hold a million of these.
+pub(super) struct Upsert {
+    key: u64,
+    identifier: String,
+    row_hash: RowHash,
+    /// Properties to bulk import (a JSON object), if any.
+    set: Option<Box<str>>,
+    /// Serialised size of the profile in the job body.
+    size: usize,
+    unset: Vec<String>,
+    /// What to record once accepted (a JSON object).
+    applied: Box<str>,
+}
+
+fn json_text(map: &Map<String, Value>) -> Box<str> {
+    serde_json::to_string(map)
+        .expect("JSON maps always serialize")
+        .into_boxed_str()
+}
+
+fn json_map(text: &str) -> Map<String, Value> {
+    // Written by `json_text` above, from a Map: always an object.
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// Everything an apply sends for one sync; empty when planning.
+#[derive(Default)]
+pub(super) struct ProfileWork {
+    upserts: Vec<Upsert>,
+    /// Rows gone from the query: identifier and the properties to remove.
+    gone: Vec<(String, Vec<String>)>,
+}
+
+struct Run<'a> {
+    spec: &'a ProfileSyncSpec,
+    store: &'a StateStore,
+    keep_work: bool,
+    stored: diff::KeyMap<RowHash>,
+    seen: diff::KeyMap<Seen>,
+    pending: Vec<Candidate>,
+    counts: ProfileCounts,
+    rejected_sample: Vec<RejectedRow>,
+    diff_sample: Vec<(u64, RowChange)>,
+    chunker: Chunker,
+    work: ProfileWork,
+}
+
+impl Run<'_> {
+    fn reject(&mut self, row: u64, identifier: &Value, reason: String) {
+        self.counts.rejected += 1;
+        if self.rejected_sample.len() < SAMPLE_SIZE {
+            self.rejected_sample.push(RejectedRow {
+                row,
+                identifier: identifier.to_string(),
+                reason,
+            });
+        }
+    }
+
+    fn uncount(&mut self, seen: Seen) {
+        match seen {
+            Seen::New { unset } => {
+                self.counts.new -= 1;
+                self.counts.unset -= u64::from(unset);
+            }
+            Seen::Changed { unset } => {
+                self.counts.changed -= 1;
+                self.counts.unset -= u64::from(unset);
+            }
+            Seen::UnsetOnly => self.counts.unset -= 1,
+            Seen::Unchanged => self.counts.unchanged -= 1,
+            Seen::Pending | Seen::Duplicate | Seen::Rejected => {}
+        }
+    }
+
+    async fn row(&mut self, index: u64, row: crate::sql::Row) -> Result<(), SyncError> {
+        let id_column = super::identifier_field(self.spec.identify_by);
+        let raw = row.get(id_column).cloned().unwrap_or(Value::Null);
+        let identifier = match identify::normalize(self.spec.identify_by, &raw) {
+            Ok(identifier) => identifier,
+            Err(problem) => {
+                self.reject(index, &raw, problem.to_string());
+                return Ok(());
+            }
+        };
+        let key = diff::identifier_key(&identifier);
+        if let Some(previous) = self.seen.get(&key).copied() {
+            if previous != Seen::Duplicate {
+                self.uncount(previous);
+                if previous != Seen::Rejected {
+                    // The first occurrence is rejected too, now that it has a twin.
+                    self.counts.rejected += 1;
+                }
+                self.seen.insert(key, Seen::Duplicate);
+            }
+            self.reject(index, &raw, format!("duplicate identifier {identifier}"));
+            return Ok(());
+        }
+        // `spec.properties` is sorted by property name, as the canonical form wants; the map
+        // is built only for rows that differ.
+        let hash = diff::row_hash_sorted(self.spec.properties.iter().map(|(property, column)| {
+            (property.as_str(), row.get(column).unwrap_or(&Value::Null))
+        }));
+        let hash = diff::mode_hash(hash, self.spec.on_missing_row == OnMissingRow::Unset);
+        match self.stored.remove(&key) {
+            Some(stored) if stored == hash => {
+                self.counts.unchanged += 1;
+                self.seen.insert(key, Seen::Unchanged);
+            }
+            stored => {
+                let properties: Map<String, Value> = self
+                    .spec
+                    .properties
+                    .iter()
+                    .map(|(property, column)| {
+                        let value = row.get(column).cloned().unwrap_or(Value::Null);
+                        (property.clone(), value)
+                    })
+                    .collect();
+                self.seen.insert(key, Seen::Pending);
+                self.pending.push(Candidate {
+                    key,
+                    identifier,
+                    hash,
+                    properties,
+                    stored: stored.is_some(),
+                    row: index,
+                });
+                if self.pending.len() >= LOOKUP_BATCH {
+                    self.resolve().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Diff the pending rows against their applied values.
+    async fn resolve(&mut self) -> Result<(), SyncError> {
+        let batch = std::mem::take(&mut self.pending);
+        let lookup: Vec<String> = batch
+            .iter()
+            .filter(|c| c.stored)
+            .map(|c| c.identifier.clone())
+            .collect();
+        let applied = if lookup.is_empty() {
+            HashMap::new()
+        } else {
+            self.store.sync_applied(&self.spec.id, &lookup).await?
+        };
+        let unset_nulls = self.spec.on_missing_row == OnMissingRow::Unset;
+        for candidate in batch {
+            if self.seen.get(&candidate.key) == Some(&Seen::Duplicate) {
+                continue;
+            }
+            let before = applied
+                .get(&candidate.identifier)
+                .and_then(Value::as_object);
+            let delta = diff::row_delta(before, &candidate.properties, unset_nulls);
+            let unset = !delta.unset.is_empty();
+            let mut size = 0;
+            let seen = if !delta.set.is_empty() {
+                size = profile_size(self.spec, &candidate.identifier, &delta.set);
+                if size > PROFILE_MAX_BYTES {
+                    self.seen.insert(candidate.key, Seen::Rejected);
+                    self.reject(
+                        candidate.row,
+                        &Value::String(candidate.identifier),
+                        format!(
+                            "profile is {size} bytes, over Klaviyo's limit of {PROFILE_MAX_BYTES}"
+                        ),
+                    );
+                    continue;
+                }
+                self.chunker.push(size);
+                if before.is_some() {
+                    self.counts.changed += 1;
+                    Seen::Changed { unset }
+                } else {
+                    self.counts.new += 1;
+                    Seen::New { unset }
+                }
+            } else if unset {
+                Seen::UnsetOnly
+            } else {
+                self.counts.unchanged += 1;
+                Seen::Unchanged
+            };
+            self.counts.unset += u64::from(unset);
+            self.seen.insert(candidate.key, seen);
+            if !delta.changes.is_empty() && self.diff_sample.len() < SAMPLE_SIZE {
+                let action = match seen {
+                    Seen::New { .. } => "new",
+                    Seen::Changed { .. } => "changed",
+                    _ => "unset",
+                };
+                self.diff_sample.push((
+                    candidate.key,
+                    RowChange {
+                        identifier: candidate.identifier.clone(),
+                        action: action.to_string(),
+                        changes: delta.changes.clone(),
+                    },
+                ));
+            }
+            if self.keep_work {
+                self.work.upserts.push(Upsert {
+                    key: candidate.key,
+                    identifier: candidate.identifier,
+                    row_hash: candidate.hash,
+                    set: (!delta.set.is_empty()).then(|| json_text(&delta.set)),
+                    size,
+                    unset: delta.unset,
+                    applied: json_text(&delta.applied),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows klsync applied that the query no longer returns.
+    async fn gone(&mut self) -> Result<(), SyncError> {
+        if self.stored.is_empty() {
+            return Ok(());
+        }
+        if self.spec.on_missing_row == OnMissingRow::Keep {
+            self.counts.missing_kept = self.stored.len() as u64;
+            return Ok(());
+        }
+        let mut identifiers = Vec::with_capacity(self.stored.len());
+        let stored = &self.stored;
+        self.store
+            .visit_sync_row_hashes(&self.spec.id, |identifier, _| {
+                if stored.contains_key(&diff::identifier_key(identifier)) {
+                    identifiers.push(identifier.to_string());
+                }
+            })
+            .await?;
+        for batch in identifiers.chunks(LOOKUP_BATCH) {
+            let applied = self.store.sync_applied(&self.spec.id, batch).await?;
+            for identifier in batch {
+                let keys: Vec<String> = applied
+                    .get(identifier)
+                    .and_then(Value::as_object)
+                    .map(|applied| {
+                        applied
+                            .iter()
+                            .filter(|(_, value)| !value.is_null())
+                            .map(|(key, _)| key.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    self.counts.unset += 1;
+                    if self.diff_sample.len() < SAMPLE_SIZE {
+                        let before = applied.get(identifier).and_then(Value::as_object);
+                        self.diff_sample.push((
+                            0,
+                            RowChange {
+                                identifier: identifier.clone(),
+                                action: "unset".to_string(),
+                                changes: keys
+                                    .iter()
+                                    .map(|key| super::FieldChange {
+                                        property: key.clone(),
+                                        before: before.and_then(|b| b.get(key)).cloned(),
+                                        after: None,
+                                    })
+                                    .collect(),
+                            },
+                        ));
+                    }
+                }
+                if self.keep_work {
+                    self.work.gone.push((identifier.clone(), keys));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Value>) -> usize {
+    let attributes = super::attributes_for(spec.identify_by, identifier, Some(set.clone()));
+    serde_json::to_vec(&crate::klaviyo::types::profile_upsert_object(&attributes))
+        .map_or(usize::MAX, |bytes| bytes.len())
+}
+
+async fn resolve_query(
+    spec: &ProfileSyncSpec,
+    manifest_queries: &BTreeMap<String, QuerySpec>,
+    queries: &QueryManager,
+) -> Result<QuerySpec, SyncError> {
+    queries
+        .resolve_query(&spec.query, manifest_queries)
+        .await
+        .map_err(|source| SyncError::Query {
+            what: WHAT,
+            name: spec.id.clone(),
+            query: spec.query.clone(),
+            source: Box::new(source),
+        })
+}
+
+/// Stream the sync's query and classify every row. With `keep_work`, also return what to send.
+pub(super) async fn compute(
+    spec: &ProfileSyncSpec,
+    manifest_queries: &BTreeMap<String, QuerySpec>,
+    queries: &QueryManager,
+    store: &StateStore,
+    keep_work: bool,
+) -> Result<(ProfileSyncPlan, ProfileWork, BTreeMap<Operation, u64>), SyncError> {
+    let query = resolve_query(spec, manifest_queries, queries).await?;
+    let mut stored = diff::KeyMap::default();
+    let mut corrupt = None;
+    store
+        .visit_sync_row_hashes(&spec.id, |identifier, hash| match diff::parse_hash(hash) {
+            Some(hash) => {
+                stored.insert(diff::identifier_key(identifier), hash);
+            }
+            None => corrupt = Some(identifier.to_string()),
+        })
+        .await?;
+    if let Some(identifier) = corrupt {
+        return Err(SyncError::State(crate::state::StateError::Corrupt {
+            what: format!("row hash of {identifier} in profiles sync {}", spec.id),
+        }));
+    }
+    // Sized up front: a re-run mostly sees the same identifiers, and growing a million-entry
+    // table briefly holds the old and the new one.
+    let mut seen = diff::KeyMap::default();
+    seen.reserve(stored.len());
+    let mut run = Run {
+        spec,
+        store,
+        keep_work,
+        stored,
+        seen,
+        pending: Vec::new(),
+        counts: ProfileCounts::default(),
+        rejected_sample: Vec::new(),
+        diff_sample: Vec::new(),
+        chunker: Chunker::default(),
+        work: ProfileWork::default(),
+    };
+    let mut rows = std::pin::pin!(queries.execute_query(&query.sql, &query.params));
+    let mut index = 0u64;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(|source| SyncError::Query {
+            what: WHAT,
+            name: spec.id.clone(),
+            query: spec.query.clone(),
+            source: Box::new(source),
+        })?;
+        index += 1;
+        if index == 1 {
+            let id_column = super::identifier_field(spec.identify_by).to_string();
+            super::check_columns(
+                &row,
+                std::iter::once(&id_column).chain(spec.properties.values()),
+                WHAT,
+                &spec.id,
+                &spec.query,
+            )?;
+        }
+        run.row(index, row).await?;
+    }
+    run.resolve().await?;
+    run.gone().await?;
+    let seen = run.seen;
+    let diff_sample = run
+        .diff_sample
+        .into_iter()
+        .filter(|(key, _)| *key == 0 || seen.get(key) != Some(&Seen::Duplicate))
+        .map(|(_, change)| change)
+        .collect();
+    run.work
+        .upserts
+        .retain(|upsert| seen.get(&upsert.key) != Some(&Seen::Duplicate));
+    let jobs = run.chunker.jobs() as u64;
+    let requests: BTreeMap<Operation, u64> = [
+        (Operation::BulkImportProfiles, jobs),
+        (Operation::GetBulkImportProfilesJob, jobs),
+        (Operation::CreateOrUpdateProfile, run.counts.unset),
+    ]
+    .into_iter()
+    .filter(|(_, count)| *count > 0)
+    .collect();
+    let plan = ProfileSyncPlan {
+        id: spec.id.clone(),
+        query: spec.query.clone(),
+        identify_by: spec.identify_by,
+        on_missing_row: spec.on_missing_row,
+        rows: index,
+        counts: run.counts,
+        rejected_sample: run.rejected_sample,
+        diff_sample,
+        requests: super::request_names(&requests),
+        estimated_seconds: super::seconds(&requests),
+        drift: Vec::new(),
+    };
+    Ok((plan, run.work, requests))
+}
+
+/// Send one sync's work and record what Klaviyo accepted.
+pub(super) async fn apply(
+    spec: &ProfileSyncSpec,
+    work: ProfileWork,
+    client: &KlaviyoClient,
+    store: &StateStore,
+) -> Result<ProfileSyncReport, SyncError> {
+    let mut report = ProfileSyncReport {
+        id: spec.id.clone(),
+        ..ProfileSyncReport::default()
+    };
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+
+    // 1. Bulk import every row with values to set.
+    let to_send: Vec<&Upsert> = work.upserts.iter().filter(|u| u.set.is_some()).collect();
+    let sizes: Vec<usize> = to_send.iter().map(|u| u.size).collect();
+    let ranges = chunk_ranges(&sizes, Chunker::default());
+    report.sent = to_send.len() as u64;
+    // Each job's attributes are built only when it is sent.
+    let build = |range: std::ops::Range<usize>| -> Vec<crate::klaviyo::ProfileAttributes> {
+        to_send[range]
+            .iter()
+            .map(|u| {
+                let set = u.set.as_deref().map(json_map);
+                super::attributes_for(spec.identify_by, &u.identifier, set)
+            })
+            .collect()
+    };
+    let outcomes = super::run_jobs(client, &build, &ranges, &[], spec.identify_by).await;
+    for (range, outcome) in ranges.iter().zip(outcomes) {
+        let chunk = &to_send[range.clone()];
+        match outcome {
+            Ok((job_id, Some(failures))) => {
+                report.jobs.push(job_id);
+                failed.extend(failures);
+            }
+            Ok((job_id, None)) => {
+                for upsert in chunk {
+                    failed.insert(
+                        upsert.identifier.clone(),
+                        format!("bulk import job {job_id} did not complete cleanly"),
+                    );
+                }
+                report.jobs.push(job_id);
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                for upsert in chunk {
+                    failed.insert(upsert.identifier.clone(), reason.clone());
+                }
+            }
+        }
+    }
+
+    // 2. Remove properties (nulls), for rows whose values (if any) were accepted.
+    let unsets: Vec<&Upsert> = work
+        .upserts
+        .iter()
+        .filter(|u| !u.unset.is_empty() && !failed.contains_key(&u.identifier))
+        .collect();
+    let unset_outcomes = unset_all(
+        spec,
+        client,
+        unsets
+            .iter()
+            .map(|u| (u.identifier.as_str(), u.unset.as_slice())),
+    )
+    .await;
+    for (upsert, outcome) in unsets.iter().zip(unset_outcomes) {
+        match outcome {
+            Ok(()) => report.unset += 1,
+            Err(error) => {
+                failed.insert(upsert.identifier.clone(), error.to_string());
+            }
+        }
+    }
+
+    // 3. Record accepted rows.
+    let records: Vec<SyncRowRecord> = work
+        .upserts
+        .iter()
+        .filter(|u| !failed.contains_key(&u.identifier))
+        .map(|u| SyncRowRecord {
+            identifier: u.identifier.clone(),
+            row_hash: diff::hash_hex(&u.row_hash),
+            applied: Value::Object(json_map(&u.applied)),
+        })
+        .collect();
+    store.record_sync_rows(&spec.id, &records).await?;
+    report.recorded = records.len() as u64;
+
+    // 4. Rows gone from the query (on_missing_row: unset): remove their properties, forget them.
+    let with_keys: Vec<&(String, Vec<String>)> = work
+        .gone
+        .iter()
+        .filter(|(_, keys)| !keys.is_empty())
+        .collect();
+    let gone_outcomes = unset_all(
+        spec,
+        client,
+        with_keys
+            .iter()
+            .map(|(identifier, keys)| (identifier.as_str(), keys.as_slice())),
+    )
+    .await;
+    let mut forget: Vec<String> = work
+        .gone
+        .iter()
+        .filter(|(_, keys)| keys.is_empty())
+        .map(|(identifier, _)| identifier.clone())
+        .collect();
+    for ((identifier, _), outcome) in with_keys.iter().zip(gone_outcomes) {
+        match outcome {
+            Ok(()) => {
+                report.unset += 1;
+                forget.push(identifier.clone());
+            }
+            Err(error) => {
+                failed.insert(identifier.clone(), error.to_string());
+            }
+        }
+    }
+    store.forget_sync_rows(&spec.id, &forget).await?;
+
+    report.failed = failed.len() as u64;
+    report.failed_sample = failed
+        .into_iter()
+        .take(SAMPLE_SIZE)
+        .map(|(identifier, reason)| FailedRow { identifier, reason })
+        .collect();
+    Ok(report)
+}
+
+/// One `profile-import` with `patch_properties.unset` per profile, a few in flight.
+async fn unset_all<'a>(
+    spec: &ProfileSyncSpec,
+    client: &KlaviyoClient,
+    profiles: impl Iterator<Item = (&'a str, &'a [String])>,
+) -> Vec<Result<(), SyncError>> {
+    futures::stream::iter(profiles)
+        .map(|(identifier, keys)| async move {
+            let attributes = super::attributes_for(spec.identify_by, identifier, None);
+            client
+                .upsert_profile_unset(&attributes, keys)
+                .await
+                .map(drop)
+                .map_err(SyncError::from)
+        })
+        .buffered(UNSETS_IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// Live values of the sampled profiles that differ from what klsync last applied.
+pub(super) async fn drift(
+    sync: &ProfileSyncPlan,
+    store: &StateStore,
+    client: &KlaviyoClient,
+) -> Result<Vec<super::Drift>, SyncError> {
+    let identifiers: Vec<String> = sync
+        .diff_sample
+        .iter()
+        .map(|change| change.identifier.clone())
+        .collect();
+    if identifiers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let applied = store.sync_applied(&sync.id, &identifiers).await?;
+    let live = client
+        .find_profiles_by(super::profile_identifier(sync.identify_by), &identifiers)
+        .await?;
+    let field = super::identifier_field(sync.identify_by);
+    let live_by_identifier: HashMap<String, Map<String, Value>> = live
+        .into_iter()
+        .filter_map(|profile| {
+            let value = serde_json::to_value(&profile.attributes).ok()?;
+            let identifier = identify::normalize(sync.identify_by, value.get(field)?).ok()?;
+            Some((identifier, profile.attributes.properties))
+        })
+        .collect();
+    let mut drift = Vec::new();
+    for identifier in &identifiers {
+        let Some(applied) = applied.get(identifier).and_then(Value::as_object) else {
+            continue;
+        };
+        let live = live_by_identifier.get(identifier);
+        for (property, value) in applied.iter().filter(|(_, v)| !v.is_null()) {
+            let now = live.and_then(|props| props.get(property));
+            if now != Some(value) {
+                drift.push(super::Drift {
+                    identifier: identifier.clone(),
+                    property: property.clone(),
+                    applied: Some(value.clone()),
+                    live: now.cloned(),
+                });
+            }
+        }
+    }
+    Ok(drift)
+}

@@ -1,0 +1,304 @@
+//! Text and markdown renderings of a [`DataPlan`].
+
+use std::fmt::Write;
+
+use super::{DataApplyReport, DataPlan, FieldChange};
+use crate::plan::format_duration;
+
+fn value(v: &Option<serde_json::Value>) -> String {
+    v.as_ref()
+        .map_or_else(|| "(none)".to_string(), ToString::to_string)
+}
+
+fn change_line(change: &FieldChange) -> String {
+    format!(
+        "{}: {} -> {}",
+        change.property,
+        value(&change.before),
+        value(&change.after)
+    )
+}
+
+/// The data plan for a terminal.
+pub fn render_text(plan: &DataPlan) -> String {
+    let mut out = String::new();
+    for sync in &plan.profiles {
+        let c = &sync.counts;
+        let _ = writeln!(
+            out,
+            "profiles.{} ({} rows): {} new, {} changed, {} unset, {} unchanged, {} rejected{}",
+            sync.id,
+            sync.rows,
+            c.new,
+            c.changed,
+            c.unset,
+            c.unchanged,
+            c.rejected,
+            if c.missing_kept > 0 {
+                format!(", {} gone (kept)", c.missing_kept)
+            } else {
+                String::new()
+            }
+        );
+        for row in &sync.diff_sample {
+            let _ = writeln!(out, "  ~ {} ({})", row.identifier, row.action);
+            for change in &row.changes {
+                let _ = writeln!(out, "      {}", change_line(change));
+            }
+        }
+        for row in &sync.rejected_sample {
+            let _ = writeln!(
+                out,
+                "  ! row {} {}: {}",
+                row.row, row.identifier, row.reason
+            );
+        }
+        for drift in &sync.drift {
+            let _ = writeln!(
+                out,
+                "  drift {} {}: applied {} but Klaviyo has {}",
+                drift.identifier,
+                drift.property,
+                value(&drift.applied),
+                value(&drift.live)
+            );
+        }
+    }
+    for list in &plan.memberships {
+        let c = &list.counts;
+        let _ = writeln!(
+            out,
+            "lists.{}.members ({} rows): +{} add, -{} remove, {} unchanged, {} rejected",
+            list.list, list.rows, c.add, c.remove, c.unchanged, c.rejected
+        );
+        if list.exceeds_max_removals {
+            let _ = writeln!(
+                out,
+                "  ! {} removals exceed max_removals ({}): apply refuses without --force",
+                c.remove,
+                list.max_removals.unwrap_or(0)
+            );
+        }
+        for identifier in &list.add_sample {
+            let _ = writeln!(out, "  + {identifier}");
+        }
+        for identifier in &list.remove_sample {
+            let _ = writeln!(out, "  - {identifier}");
+        }
+        for row in &list.rejected_sample {
+            let _ = writeln!(
+                out,
+                "  ! row {} {}: {}",
+                row.row, row.identifier, row.reason
+            );
+        }
+    }
+    let total: u64 = plan.requests.values().sum();
+    let _ = writeln!(
+        out,
+        "data: {total} request(s), at least {} at Klaviyo's rate limits",
+        format_duration(std::time::Duration::from_secs(plan.estimated_seconds))
+    );
+    for (operation, count) in &plan.requests {
+        let _ = writeln!(out, "  {operation}: {count}");
+    }
+    out
+}
+
+/// The data plan as markdown (pull-request comments).
+pub fn render_markdown(plan: &DataPlan) -> String {
+    let mut out = String::from("### Data\n\n");
+    if !plan.profiles.is_empty() {
+        out.push_str("| profiles | rows | new | changed | unset | unchanged | rejected |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+        for sync in &plan.profiles {
+            let c = &sync.counts;
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} | {} | {} |",
+                sync.id, sync.rows, c.new, c.changed, c.unset, c.unchanged, c.rejected
+            );
+        }
+        out.push('\n');
+    }
+    if !plan.memberships.is_empty() {
+        out.push_str("| list members | rows | add | remove | unchanged | rejected |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|\n");
+        for list in &plan.memberships {
+            let c = &list.counts;
+            let warn = if list.exceeds_max_removals {
+                " ⚠️ exceeds max_removals"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "| `{}`{warn} | {} | {} | {} | {} | {} |",
+                list.list, list.rows, c.add, c.remove, c.unchanged, c.rejected
+            );
+        }
+        out.push('\n');
+    }
+    let samples: Vec<String> = plan
+        .profiles
+        .iter()
+        .flat_map(|sync| {
+            sync.diff_sample.iter().flat_map(move |row| {
+                row.changes.iter().map(move |change| {
+                    format!(
+                        "- `{}` `{}`: {}",
+                        sync.id,
+                        row.identifier,
+                        change_line(change)
+                    )
+                })
+            })
+        })
+        .collect();
+    if !samples.is_empty() {
+        out.push_str("<details><summary>Sample changes</summary>\n\n");
+        out.push_str(&samples.join("\n"));
+        out.push_str("\n\n</details>\n\n");
+    }
+    let total: u64 = plan.requests.values().sum();
+    let _ = writeln!(
+        out,
+        "{total} request(s), at least {} at Klaviyo's rate limits.",
+        format_duration(std::time::Duration::from_secs(plan.estimated_seconds))
+    );
+    out
+}
+
+/// What an apply did, for a terminal.
+pub fn render_report(report: &DataApplyReport) -> String {
+    let mut out = String::new();
+    for sync in &report.profiles {
+        let _ = writeln!(
+            out,
+            "profiles.{}: {} sent in {} job(s), {} unset, {} recorded, {} failed",
+            sync.id,
+            sync.sent,
+            sync.jobs.len(),
+            sync.unset,
+            sync.recorded,
+            sync.failed
+        );
+        for row in &sync.failed_sample {
+            let _ = writeln!(out, "  ! {}: {}", row.identifier, row.reason);
+        }
+    }
+    for list in &report.memberships {
+        let _ = writeln!(
+            out,
+            "lists.{}.members: +{} added, -{} removed, {} failed",
+            list.list, list.added, list.removed, list.failed
+        );
+        for row in &list.failed_sample {
+            let _ = writeln!(out, "  ! {}: {}", row.identifier, row.reason);
+        }
+    }
+    if report.has_failures() {
+        out.push_str("failed rows were not recorded: the next apply sends them again\n");
+    }
+    for drift in &report.drift {
+        let _ = writeln!(out, "data changed since the plan: {drift}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::manifest::types::{IdentifyBy, MembershipMode, OnMissingRow};
+    use crate::sync::{
+        MembershipCounts, MembershipPlan, ProfileCounts, ProfileSyncPlan, RejectedRow, RowChange,
+    };
+
+    fn plan() -> DataPlan {
+        DataPlan {
+            profiles: vec![ProfileSyncPlan {
+                id: "customers".into(),
+                query: "q".into(),
+                identify_by: IdentifyBy::Email,
+                on_missing_row: OnMissingRow::Keep,
+                rows: 5,
+                counts: ProfileCounts {
+                    new: 1,
+                    changed: 1,
+                    unchanged: 2,
+                    rejected: 1,
+                    ..ProfileCounts::default()
+                },
+                rejected_sample: vec![RejectedRow {
+                    row: 4,
+                    identifier: "\"nope\"".into(),
+                    reason: "invalid email address".into(),
+                }],
+                diff_sample: vec![RowChange {
+                    identifier: "a@x.com".into(),
+                    action: "changed".into(),
+                    changes: vec![FieldChange {
+                        property: "ltv".into(),
+                        before: Some(json!(1)),
+                        after: Some(json!(2)),
+                    }],
+                }],
+                requests: BTreeMap::new(),
+                estimated_seconds: 1,
+                drift: Vec::new(),
+            }],
+            memberships: vec![MembershipPlan {
+                list: "vip".into(),
+                list_id: Some("L1".into()),
+                query: "v".into(),
+                identify_by: IdentifyBy::Email,
+                mode: MembershipMode::Mirror,
+                rows: 3,
+                counts: MembershipCounts {
+                    add: 1,
+                    remove: 3,
+                    ..MembershipCounts::default()
+                },
+                add_sample: vec!["n@x.com".into()],
+                remove_sample: vec!["o@x.com".into()],
+                rejected_sample: Vec::new(),
+                max_removals: Some(2),
+                exceeds_max_removals: true,
+                requests: BTreeMap::new(),
+                estimated_seconds: 1,
+            }],
+            requests: BTreeMap::from([("bulk_import_profiles".to_string(), 2)]),
+            estimated_seconds: 1,
+        }
+    }
+
+    #[test]
+    fn text_shows_counts_diffs_rejections_and_the_removal_guard() {
+        let text = render_text(&plan());
+        for expected in [
+            "profiles.customers (5 rows): 1 new, 1 changed, 0 unset, 2 unchanged, 1 rejected",
+            "ltv: 1 -> 2",
+            "row 4 \"nope\": invalid email address",
+            "lists.vip.members (3 rows): +1 add, -3 remove",
+            "3 removals exceed max_removals (2)",
+            "bulk_import_profiles: 2",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn markdown_has_tables_and_flags_the_guard() {
+        let markdown = render_markdown(&plan());
+        assert!(
+            markdown.contains("| `customers` | 5 | 1 | 1 | 0 | 2 | 1 |"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("exceeds max_removals"), "{markdown}");
+        assert!(markdown.contains("ltv: 1 -> 2"), "{markdown}");
+    }
+}

@@ -58,6 +58,9 @@ pub enum Error {
     /// `apply` refused to run; nothing was changed.
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
+    /// `import` could not map what it wrote back onto Klaviyo (a bug; the state is unchanged).
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
 }
 
 impl Error {

@@ -50,6 +50,8 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Plan(args) => commands::plan::run(&args, &output),
         Command::Apply(args) => commands::apply::run(&args, &output),
         Command::Demo(args) => commands::demo::run(&args, &output),
+        Command::Import(args) => commands::import::run(&args, &output),
+        Command::Drift(args) => commands::drift::run(&args, &output),
     }
 }
 

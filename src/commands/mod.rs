@@ -2,7 +2,9 @@
 
 pub mod apply;
 pub mod demo;
+pub mod drift;
 pub mod emulator;
+pub mod import;
 pub mod plan;
 pub mod query;
 pub mod schema;

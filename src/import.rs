@@ -232,9 +232,63 @@ pub fn render_file(kind: ImportKind, manifest: &ManifestFile) -> String {
         }
     } else {
         // Manifest types hold strings, booleans and JSON values only: they always serialise.
-        serde_yaml::to_string(&section).unwrap_or_else(|error| format!("# {error}\n"))
+        let text = serde_yaml::to_string(&section).unwrap_or_else(|error| format!("# {error}\n"));
+        quote_yaml11_booleans(&text)
     };
     format!("{MANIFEST_HEADER}{body}")
+}
+
+/// Words YAML 1.1 reads as booleans. klsync reads YAML 1.2, where they are strings, and so
+/// serde_yaml leaves them bare; but many editors and tools still read YAML 1.1, where a list
+/// named `yes` would become `true`.
+const YAML11_BOOLEANS: &[&str] = &[
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+/// `text` (serde_yaml output) with every plain scalar that YAML 1.1 would read as a boolean
+/// single-quoted. serde_yaml writes real booleans as `true`/`false`, so a bare `yes` is always
+/// a string. Lines inside block scalars (`|`, `>`) are content and left alone.
+fn quote_yaml11_booleans(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // Indentation of the line that opened a block scalar, while inside one.
+    let mut block: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        let content = line.trim_end_matches('\n');
+        let indent = content.len() - content.trim_start().len();
+        if let Some(opened) = block {
+            if content.trim().is_empty() || indent > opened {
+                out.push_str(line);
+                continue;
+            }
+            block = None;
+        }
+        let rest = content.trim_start();
+        // The value part: after `- ` markers and a `key: `.
+        let mut value_start = indent;
+        let mut value = rest;
+        while let Some(item) = value.strip_prefix("- ") {
+            value_start += 2;
+            value = item;
+        }
+        if let Some(colon) = value.find(": ")
+            && !value.starts_with(['\'', '"'])
+        {
+            value_start += colon + 2;
+            value = &value[colon + 2..];
+        }
+        if value.starts_with('|') || value.starts_with('>') {
+            block = Some(indent);
+        }
+        if YAML11_BOOLEANS.contains(&value) {
+            out.push_str(&content[..value_start]);
+            out.push_str(&format!("'{value}'"));
+            out.push_str(&line[content.len()..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// What to record as managed for each imported resource: the Klaviyo id and the `applied`
@@ -931,9 +985,19 @@ mod tests {
             ..ManifestFile::default()
         };
         let text = render_file(ImportKind::Lists, &manifest);
+        assert!(text.contains("  name: 'yes'\n"), "{text}");
         let (value, _) = crate::manifest::yaml::parse(&text).expect("parses");
         let back: ManifestFile = serde_json::from_value(value).expect("a manifest");
         assert_eq!(back, manifest, "{text}");
+    }
+
+    #[test]
+    fn yaml11_booleans_are_quoted_outside_block_scalars() {
+        let text = "lists:\n- id: yes\n  name: |-\n    a\n    - no\n  tags:\n  - on\n  - 'off'\n  - onward\n";
+        assert_eq!(
+            quote_yaml11_booleans(text),
+            "lists:\n- id: 'yes'\n  name: |-\n    a\n    - no\n  tags:\n  - 'on'\n  - 'off'\n  - onward\n"
+        );
     }
 
     #[test]

@@ -190,10 +190,10 @@ fn seed_account(state: &mut State) -> Seeded {
     let big_spenders = state.create_segment("Big spenders", definition(500), false);
     let anchor = state.create_segment("&anchor", definition(100), true);
     state
-        .tag_resources(&vip, Taggable::Segment, &[big_spenders.clone()])
+        .tag_resources(&vip, Taggable::Segment, std::slice::from_ref(&big_spenders))
         .expect("link");
     state
-        .tag_resources(&sale, Taggable::Segment, &[anchor.clone()])
+        .tag_resources(&sale, Taggable::Segment, std::slice::from_ref(&anchor))
         .expect("link");
     Seeded {
         yes_list: ids[0].clone(),
@@ -253,6 +253,15 @@ async fn import_then_plan_is_empty_and_drift_finds_each_hand_change(backend: Bac
     );
     assert!(dir.join("klsync.schema.json").exists());
     assert!(!lists.contains("Twin"), "{lists}");
+    // Quoted for YAML 1.1 readers too, where a bare `yes` or `on` is a boolean.
+    for line in [
+        "  name: 'yes'\n",
+        "  name: 'null'\n",
+        "  name: '123'\n",
+        "  - 'on'\n",
+    ] {
+        assert!(lists.contains(line), "{line:?} in {lists}");
+    }
     assert!(!read(&dir, "tags.yaml").contains("a/b"));
 
     ok(&setup.in_project(&["validate"]).await, 0);
@@ -310,7 +319,7 @@ async fn import_then_plan_is_empty_and_drift_finds_each_hand_change(backend: Bac
             .tag_resources(
                 &seeded.churned,
                 Taggable::Segment,
-                &[seeded.big_spenders.clone()],
+                std::slice::from_ref(&seeded.big_spenders),
             )
             .expect("retag");
         assert!(state.delete_list(&seeded.number_list));

@@ -56,12 +56,16 @@ impl Setup {
     }
 
     async fn run(&self, args: &[&str]) -> Finished {
+        self.run_with_state(args, &self.backend.url()).await
+    }
+
+    async fn run_with_state(&self, args: &[&str], state_url: &str) -> Finished {
         let mut command: Command = klsync();
         command
             .args(args)
             .env("KLAVIYO_BASE_URL", &self.emulator.base_url)
             .env("KLAVIYO_API_KEY", "pk_emulator")
-            .env("KLSYNC_STATE_URL", self.backend.url())
+            .env("KLSYNC_STATE_URL", state_url)
             .stdin(Stdio::null());
         tokio::task::spawn_blocking(move || Finished::from(command.output().expect("run klsync")))
             .await
@@ -126,7 +130,10 @@ macro_rules! on_both_backends {
     )*};
 }
 
-on_both_backends!(import_then_plan_is_empty_and_drift_finds_each_hand_change);
+on_both_backends!(
+    import_then_plan_is_empty_and_drift_finds_each_hand_change,
+    import_by_kind_refuses_clashes_and_drift_covers_every_field,
+);
 
 fn definition(value: i64) -> Value {
     json!({"condition_groups": [{"conditions": [{
@@ -378,4 +385,99 @@ async fn import_then_plan_is_empty_and_drift_finds_each_hand_change(backend: Bac
 
     // Read-only: klsync's records are exactly as before.
     assert_eq!(setup.managed_rows().await, rows_before);
+}
+
+async fn import_by_kind_refuses_clashes_and_drift_covers_every_field(backend: Backend) {
+    let setup = Setup::new(backend).await;
+    let dir = setup.dir();
+    let (group, vip, list, segment) = setup.seed(|state| {
+        let group = state.create_tag_group("tier", true).expect("group");
+        let vip = state.create_tag("gold", Some(&group)).expect("tag");
+        let list = state.create_list("Members", Some("single_opt_in"));
+        let segment = state.create_segment("Whales", definition(900), false);
+        state
+            .tag_resources(&vip, Taggable::List, std::slice::from_ref(&list))
+            .expect("link");
+        (group, vip, list, segment)
+    });
+
+    // Tags first, then lists and segments: each step leaves nothing to plan.
+    ok(&setup.import(&["--only", "tags"]).await, 0);
+    assert!(dir.join("tags.yaml").exists());
+    assert!(!dir.join("lists.yaml").exists());
+    ok(&setup.in_project(&["plan", "--detailed-exitcode"]).await, 0);
+    ok(&setup.import(&["--only", "lists,segments"]).await, 0);
+    assert!(read(&dir, "lists.yaml").contains("- tier/gold"));
+    ok(&setup.in_project(&["plan", "--detailed-exitcode"]).await, 0);
+
+    // A manifest in the directory that clashes with the import: files are written, state is not.
+    std::fs::write(
+        dir.join("extra.yaml"),
+        "lists:\n  - id: other\n    name: Members\n",
+    )
+    .expect("write");
+    let rows = setup.managed_rows().await;
+    let refused = setup.import(&["--force"]).await;
+    ok(&refused, 1);
+    assert!(
+        refused.stderr.contains("state was not changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(setup.managed_rows().await, rows);
+    std::fs::remove_file(dir.join("extra.yaml")).expect("remove");
+
+    // Every other field drift reports: renames, opt-in, exclusive, starring, a new link.
+    setup.seed(|state| {
+        let g = state.tag_groups.get_mut(&group).unwrap();
+        g.name = "level".into();
+        g.exclusive = false;
+        state.tags.get_mut(&vip).unwrap().name = "platinum".into();
+        state.lists.get_mut(&list).unwrap().opt_in_process = Some("double_opt_in".into());
+        state.segments.get_mut(&segment).unwrap().is_starred = true;
+        state
+            .tag_resources(&vip, Taggable::Segment, std::slice::from_ref(&segment))
+            .expect("link");
+    });
+    let drift = setup.in_project(&["drift", "--format", "json"]).await;
+    ok(&drift, 2);
+    let report: Value = serde_json::from_str(&drift.stdout).expect("JSON report");
+    let expected: BTreeMap<(String, String), (String, Value, Value)> = [
+        ("tag_group.tier", "name", json!("tier"), json!("level")),
+        ("tag_group.tier", "exclusive", json!(true), json!(false)),
+        ("tag.tier/gold", "name", json!("gold"), json!("platinum")),
+        (
+            "list.members",
+            "opt_in_process",
+            json!("single_opt_in"),
+            json!("double_opt_in"),
+        ),
+        ("segment.whales", "is_starred", json!(false), json!(true)),
+    ]
+    .into_iter()
+    .map(|(a, f, b, v)| ((a.to_owned(), f.to_owned()), ("changed".to_owned(), b, v)))
+    .chain([(
+        (
+            "tag_link.tier/gold->segment.whales".to_owned(),
+            "linked".to_owned(),
+        ),
+        ("attached".to_owned(), json!(false), json!(true)),
+    )])
+    .collect();
+    assert_eq!(entries(&report), expected, "{}", drift.stdout);
+
+    // Without state there is nothing to compare with; drift says so and creates nothing.
+    let missing = setup.out.path().join("nowhere/state.db");
+    let url = format!("sqlite://{}", missing.display());
+    let dir_arg = dir.display().to_string();
+    let no_state = setup
+        .run_with_state(&["drift", "-C", dir_arg.as_str()], &url)
+        .await;
+    ok(&no_state, 1);
+    assert!(
+        no_state.stderr.contains("no klsync state"),
+        "{}",
+        no_state.stderr
+    );
+    assert!(!missing.exists());
 }

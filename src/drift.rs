@@ -193,14 +193,15 @@ pub fn detect(
         }
         drift.extend(found);
     }
-    drift.extend(link_drift(managed, live, declared));
+    let mut warnings = Vec::new();
+    drift.extend(link_drift(managed, live, declared, &mut warnings));
     drift.sort_by(|a, b| (&a.address, &a.field).cmp(&(&b.address, &b.field)));
     let unmanaged = include_unmanaged.then(|| unmanaged(managed, live));
     DriftReport {
         format_version: FORMAT_VERSION,
         drift,
         unmanaged,
-        warnings: Vec::new(),
+        warnings,
     }
 }
 
@@ -210,6 +211,7 @@ fn link_drift(
     managed: &ManagedState,
     live: &LiveState,
     declared: &DesiredState,
+    warnings: &mut Vec<String>,
 ) -> Vec<DriftEntry> {
     let tags: BTreeMap<&str, &str> = managed
         .iter()
@@ -237,7 +239,13 @@ fn link_drift(
             _ => continue,
         };
         // A target the manifests dropped is about to be destroyed: its links say nothing.
-        let Some(wanted) = wanted else { continue };
+        let Some(wanted) = wanted else {
+            warnings.push(format!(
+                "{} is managed but no manifest declares it (`klsync plan` would destroy it); its tag links were not compared",
+                key.address()
+            ));
+            continue;
+        };
         let name = record
             .applied
             .get("name")
@@ -421,7 +429,7 @@ fn sanitize(value: &str) -> String {
         .collect()
 }
 
-/// The JSON schema of [`DriftReport`], for readers of `klsync drift --format json`.
+/// The JSON schema of [`DriftReport`], as committed in `schemas/drift.schema.json`.
 pub fn json_schema() -> Value {
     serde_json::to_value(schemars::schema_for!(DriftReport)).unwrap_or_default()
 }
@@ -433,6 +441,24 @@ mod tests {
     use crate::model::{
         DesiredList, LiveList, LiveSegment, LiveTag, LiveTagGroup, ManagedRecord, ResourceKey,
     };
+
+    #[test]
+    fn committed_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/drift.schema.json");
+        let generated = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json_schema()).expect("serialize schema")
+        );
+        if std::env::var_os("KLSYNC_UPDATE_SCHEMA").is_some_and(|value| value == "1") {
+            std::fs::write(path, &generated).expect("write schemas/drift.schema.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "schemas/drift.schema.json is stale; run `KLSYNC_UPDATE_SCHEMA=1 cargo test --lib drift::tests::committed_schema_is_current`"
+        );
+    }
 
     fn record(id: &str, applied: Value) -> ManagedRecord {
         ManagedRecord {
@@ -559,6 +585,8 @@ mod tests {
         let report = detect(&managed, &live, &declared, false);
         assert_eq!(report.drift, Vec::new(), "{}", render_text(&report));
         assert!(!report.has_drift());
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].starts_with("segment.big is managed but no manifest"));
         assert!(render_text(&report).starts_with("No drift."));
     }
 

@@ -455,6 +455,16 @@ struct Importer<'a> {
 }
 
 impl Importer<'_> {
+    /// Whether klsync protects the resource with Klaviyo id `id` from destruction: a re-import
+    /// keeps `prevent_destroy` rather than silently dropping the protection.
+    fn protected(&self, kind: ResourceKind, id: &str) -> bool {
+        self.managed.iter().any(|(key, record)| {
+            key.kind == kind
+                && record.klaviyo_id == id
+                && record.applied.get("prevent_destroy") == Some(&serde_json::Value::Bool(true))
+        })
+    }
+
     fn skip(&mut self, kind: ResourceKind, id: &str, name: &str, reason: String) {
         self.skipped.push(Skipped {
             kind,
@@ -536,7 +546,7 @@ impl Importer<'_> {
                     .unwrap_or_default()
                     .into_iter()
                     .collect(),
-                prevent_destroy: false,
+                prevent_destroy: self.protected(ResourceKind::TagGroup, &g.id),
             })
             .collect();
         specs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -670,7 +680,7 @@ impl Importer<'_> {
                 opt_in_process: list.opt_in_process,
                 tags,
                 members: None,
-                prevent_destroy: false,
+                prevent_destroy: self.protected(ResourceKind::List, &list.id),
             });
         }
         specs
@@ -709,7 +719,7 @@ impl Importer<'_> {
                 definition,
                 tags,
                 is_starred: segment.is_starred,
-                prevent_destroy: false,
+                prevent_destroy: self.protected(ResourceKind::Segment, &segment.id),
             });
         }
         specs
@@ -885,7 +895,7 @@ mod tests {
             ResourceKey::new(ResourceKind::List, "my-yes"),
             ManagedRecord {
                 klaviyo_id: "L2".into(),
-                applied: json!({}),
+                applied: json!({"prevent_destroy": true}),
             },
         );
         managed.insert(
@@ -912,6 +922,11 @@ mod tests {
         );
         let sale = &imported.manifest.lists[1];
         assert_eq!(sale.tags, ["lifecycle/vip", "yes"]);
+        assert!(!sale.prevent_destroy);
+        assert!(
+            imported.manifest.lists[2].prevent_destroy,
+            "kept from the managed record"
+        );
         assert_eq!(imported.manifest.tags, ["yes"]);
         assert_eq!(imported.manifest.tag_groups[0].tags, ["churned", "vip"]);
     }

@@ -133,6 +133,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     import_then_plan_is_empty_and_drift_finds_each_hand_change,
     import_by_kind_refuses_clashes_and_drift_covers_every_field,
+    drift_after_apply_is_empty_until_a_hand_change,
 );
 
 fn definition(value: i64) -> Value {
@@ -480,4 +481,62 @@ async fn import_by_kind_refuses_clashes_and_drift_covers_every_field(backend: Ba
         no_state.stderr
     );
     assert!(!missing.exists());
+}
+
+const APPLIED: &str = "\
+tag_groups:
+  - name: lifecycle
+    exclusive: true
+    tags: [vip]
+tags: [seasonal]
+lists:
+  - id: vip
+    name: VIP
+    opt_in_process: double_opt_in
+    tags: [lifecycle/vip, seasonal]
+    prevent_destroy: true
+segments:
+  - id: big-spenders
+    name: Big spenders
+    tags: [lifecycle/vip]
+    definition:
+      condition_groups:
+        - conditions:
+            - type: profile-property
+              property: \"properties['ltv']\"
+              filter: {type: numeric, operator: greater-than, value: 500}
+";
+
+async fn drift_after_apply_is_empty_until_a_hand_change(backend: Backend) {
+    let setup = Setup::new(backend).await;
+    let dir = setup.dir();
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("klsync.yaml"), "version: 1\n").expect("write");
+    std::fs::write(dir.join("manifest.yaml"), APPLIED).expect("write");
+    ok(&setup.in_project(&["apply", "--auto-approve"]).await, 0);
+    let drift = setup.in_project(&["drift"]).await;
+    ok(&drift, 0);
+    assert!(drift.stdout.starts_with("No drift."), "{}", drift.stdout);
+
+    let seasonal = setup.seed(|state| {
+        let id = state
+            .tags
+            .values()
+            .find(|t| t.name == "seasonal")
+            .expect("applied")
+            .id
+            .clone();
+        state.tags.get_mut(&id).unwrap().name = "summer".into();
+        id
+    });
+    let drift = setup.in_project(&["drift", "--format", "json"]).await;
+    ok(&drift, 2);
+    let report: Value = serde_json::from_str(&drift.stdout).expect("JSON report");
+    let expected: BTreeMap<(String, String), (String, Value, Value)> = [(
+        ("tag.seasonal".to_owned(), "name".to_owned()),
+        ("changed".to_owned(), json!("seasonal"), json!("summer")),
+    )]
+    .into();
+    assert_eq!(entries(&report), expected, "{}", drift.stdout);
+    assert_eq!(report["drift"][0]["klaviyo_id"], json!(seasonal));
 }

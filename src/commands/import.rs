@@ -324,7 +324,7 @@ fn report(
     };
     let files: Vec<String> = kinds
         .iter()
-        .map(|kind| display(&dir.join(kind.file_name())))
+        .map(|kind| dir.join(kind.file_name()).display().to_string())
         .collect();
     print_stdout(&format!(
         "Imported {} tag group(s), {} tag(s), {} list(s) and {} segment(s) into {}; {} skipped.\nRecorded them as managed in {location}. `klsync plan -C {}` now shows no changes.\n",
@@ -336,10 +336,6 @@ fn report(
         imported.skipped.len(),
         dir.display(),
     ));
-}
-
-fn display(path: &Path) -> String {
-    path.display().to_string()
 }
 
 /// Write `text` to `path` via a temporary file and a rename: a reader never sees half a file.

@@ -1007,6 +1007,17 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_account_gives_empty_valid_sections() {
+        let imported = import(&LiveState::default(), &ManagedState::new(), &all());
+        for file in &imported.files {
+            let (value, _) = crate::manifest::yaml::parse(&file.text).expect("parses");
+            let part: ManifestFile = serde_json::from_value(value).expect("a manifest");
+            assert_eq!(part, ManifestFile::default(), "{}", file.text);
+        }
+        assert!(imported.files[1].text.ends_with("lists: []\n"));
+    }
+
+    #[test]
     fn yaml11_booleans_are_quoted_outside_block_scalars() {
         let text = "lists:\n- id: yes\n  name: |-\n    a\n    - no\n  tags:\n  - on\n  - 'off'\n  - onward\n";
         assert_eq!(

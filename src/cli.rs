@@ -85,12 +85,58 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Try klsync end to end against an in-process emulator: no account, no setup.
     Demo(DemoArgs),
+    /// Write manifests for what exists in Klaviyo and record it as managed.
+    Import(ImportArgs),
+    /// Show what was changed in Klaviyo since klsync last applied (read-only).
+    Drift(DriftArgs),
     /// Show recorded runs and the changes each applied, newest first.
     History(HistoryArgs),
     /// Print a shell completion script (e.g. `klsync completions bash > /etc/bash_completion.d/klsync`).
     Completions(CompletionsArgs),
     /// Print the man page, or write one page per subcommand into a directory.
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Directory to write klsync.yaml (if absent), tags.yaml, lists.yaml and segments.yaml to.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Import only these kinds (`tags` covers tag groups and tags).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KINDS")]
+    pub only: Vec<ImportKindArg>,
+    /// Overwrite manifest files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// What `import --only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportKindArg {
+    Tags,
+    Lists,
+    Segments,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// How to print what drifted.
+    #[arg(long, value_enum, default_value_t = DriftFormat::Text)]
+    pub format: DriftFormat,
+    /// Also list resources in Klaviyo that klsync does not manage (they count as drift).
+    #[arg(long)]
+    pub include_unmanaged: bool,
+}
+
+/// How `drift` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriftFormat {
+    /// For terminals.
+    Text,
+    /// For machines (documented in docs/import-drift.md).
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -58,6 +58,9 @@ pub enum Error {
     /// `apply` refused to run; nothing was changed.
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
+    /// `import` could not map what it wrote back onto Klaviyo (a bug; the state is unchanged).
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
     /// A profile or membership data sync failed or was refused (boxed: it is large).
     #[error(transparent)]
     Sync(Box<crate::sync::SyncError>),

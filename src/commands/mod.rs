@@ -3,8 +3,10 @@
 pub mod apply;
 pub mod demo;
 pub mod docs;
+pub mod drift;
 pub mod emulator;
 pub mod history;
+pub mod import;
 pub mod plan;
 pub mod query;
 pub mod schema;

@@ -1,0 +1,100 @@
+//! `klsync drift`: compare Klaviyo with what klsync last applied, without changing anything.
+//!
+//! Read-only: nothing is sent to Klaviyo but reads, and no row of klsync's state is written. A
+//! missing SQLite state file is reported, never created. Exit status: 0 no drift, 2 drift, 1 on
+//! any error.
+
+use std::path::PathBuf;
+use std::str::FromStr as _;
+
+use super::plan::{load, print_stdout, runtime};
+use crate::apply::managed_state;
+use crate::cli::{DriftArgs, DriftFormat};
+use crate::context::{self, EnvLookup, Pacing};
+use crate::drift::{self, DriftReport};
+use crate::error::{Error, ExitStatus};
+use crate::klaviyo::observe::read_live;
+use crate::model::DesiredState;
+use crate::run::Output;
+use crate::settings::redact_url;
+
+/// Run `klsync drift`.
+pub fn run(args: &DriftArgs, output: &Output) -> Result<ExitStatus, Error> {
+    runtime()?.block_on(drift_command(
+        args,
+        output,
+        &context::process_env,
+        Pacing::Published,
+    ))
+}
+
+/// `klsync drift` with the environment read through `env`.
+pub(crate) async fn drift_command(
+    args: &DriftArgs,
+    output: &Output,
+    env: EnvLookup<'_>,
+    pacing: Pacing,
+) -> Result<ExitStatus, Error> {
+    let project = load(&args.project.dir, output)?;
+    let mut config = context::client_config(&project.settings, env)?;
+    if pacing == Pacing::Off {
+        config.rate_limit_factor = None;
+    }
+    let client = context::client(config)?;
+    let url = context::state_url(&project.settings, &project.root, env);
+    if let Some(path) = sqlite_file(&url)
+        && !path.exists()
+    {
+        return Err(Error::Config(format!(
+            "no klsync state at {}: nothing was applied or imported for this project yet, so nothing can have drifted (set {} if the state lives elsewhere)",
+            redact_url(&url),
+            project.settings.state.url_env
+        )));
+    }
+    let store = context::connect_state(&url).await?;
+    let rows = store.managed().await;
+    store.close().await;
+    let managed = managed_state(&rows?)?;
+    let live = read_live(&client).await?;
+    let declared = DesiredState::from_manifest(&project.merged());
+    let report = drift::detect(&managed, &live, &declared, args.include_unmanaged);
+    print_stdout(&render(&report, args.format));
+    Ok(if report.has_drift() {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// The report in the chosen format.
+pub fn render(report: &DriftReport, format: DriftFormat) -> String {
+    match format {
+        DriftFormat::Text => drift::render_text(report),
+        DriftFormat::Json => drift::render_json(report),
+    }
+}
+
+/// The file an `sqlite:` state URL names (`None` for other databases and in-memory SQLite).
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    (!file.to_string_lossy().starts_with("file:") && file != std::path::Path::new(":memory:"))
+        .then(|| file.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sqlite_files_are_checked_for_existence() {
+        assert_eq!(
+            sqlite_file("sqlite:///p/.klsync/state.db"),
+            Some(PathBuf::from("/p/.klsync/state.db"))
+        );
+        assert_eq!(sqlite_file("postgres://db/state"), None);
+    }
+}

@@ -1,0 +1,379 @@
+//! `klsync import --out DIR`: write manifests for what exists in Klaviyo and record it as
+//! managed, so that `klsync plan` right after shows no changes.
+//!
+//! Order matters for safety: existing files are checked before anything is read, the apply lock
+//! is held from reading the state to writing it, and the state is only written once the written
+//! project validates. Nothing is ever sent to Klaviyo. Exit status 0, or 1 on any error.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::json;
+
+use super::plan::{print_stdout, runtime};
+use crate::apply::managed_state;
+use crate::cli::{ImportArgs, ImportKindArg};
+use crate::context::{self, EnvLookup, Pacing};
+use crate::error::{Error, ExitStatus};
+use crate::import::{
+    self, ImportKind, Imported, MANIFEST_SCHEMA_FILE, SETTINGS_SCHEMA_FILE, SETTINGS_TEXT,
+};
+use crate::klaviyo::KlaviyoClient;
+use crate::klaviyo::observe::read_live;
+use crate::manifest::diagnostic::{self, Severity};
+use crate::manifest::{self, ProjectError, ProjectSettings, SETTINGS_FILE};
+use crate::model::ResourceKind;
+use crate::plan::PlanMeta;
+use crate::run::Output;
+use crate::state::{
+    LockHolder, ManagedRow, RunId, RunStart, StateStore, detect_actor, detect_git_commit,
+};
+
+/// Run `klsync import`.
+pub fn run(args: &ImportArgs, output: &Output) -> Result<ExitStatus, Error> {
+    runtime()?.block_on(import_command(
+        args,
+        output,
+        &context::process_env,
+        Pacing::Published,
+    ))
+}
+
+/// The kinds `--only` selects; all of them without it.
+pub fn selected_kinds(only: &[ImportKindArg]) -> BTreeSet<ImportKind> {
+    if only.is_empty() {
+        return ImportKind::ALL.into_iter().collect();
+    }
+    only.iter()
+        .map(|kind| match kind {
+            ImportKindArg::Tags => ImportKind::Tags,
+            ImportKindArg::Lists => ImportKind::Lists,
+            ImportKindArg::Segments => ImportKind::Segments,
+        })
+        .collect()
+}
+
+/// `klsync import` with the environment read through `env`.
+pub(crate) async fn import_command(
+    args: &ImportArgs,
+    output: &Output,
+    env: EnvLookup<'_>,
+    pacing: Pacing,
+) -> Result<ExitStatus, Error> {
+    let dir = args.out.as_path();
+    let kinds = selected_kinds(&args.only);
+    let existing: Vec<String> = kinds
+        .iter()
+        .map(|kind| kind.file_name())
+        .filter(|name| dir.join(name).exists())
+        .map(str::to_owned)
+        .collect();
+    if !existing.is_empty() && !args.force {
+        return Err(Error::Config(format!(
+            "{}: {} already exist(s); import never overwrites manifests unless --force is given",
+            dir.display(),
+            existing.join(", ")
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let settings = settings(dir)?;
+    let mut config = context::client_config(&settings, env)?;
+    if pacing == Pacing::Off {
+        config.rate_limit_factor = None;
+    }
+    let client = context::client(config)?;
+    let url = context::state_url(&settings, dir, env);
+    let store = context::connect_state(&url).await?;
+    let actor = detect_actor();
+    let start = RunStart {
+        command: "import".to_owned(),
+        actor: actor.clone(),
+        git_commit: detect_git_commit(dir),
+        manifest_digest: None,
+        plan_id: None,
+    };
+    let result = match store.begin_run(&start).await {
+        Ok(run_id) => {
+            let work = Work {
+                store: &store,
+                client: &client,
+                run_id,
+                kinds: &kinds,
+                dir,
+                force: args.force,
+            };
+            let result = work.locked(&actor).await;
+            let (outcome, summary) = match &result {
+                Ok((imported, forgotten)) => (
+                    "success",
+                    json!({
+                        "imported": imported.resources.len(),
+                        "skipped": imported.skipped.len(),
+                        "forgotten": forgotten.len(),
+                    }),
+                ),
+                Err(err) => ("failed", json!({"error": err.to_string()})),
+            };
+            let finished = store.finish_run(run_id, outcome, &summary).await;
+            result.and_then(|done| finished.map(|()| done).map_err(Error::from))
+        }
+        Err(err) => Err(err.into()),
+    };
+    let location = store.location().to_owned();
+    store.close().await;
+    let (imported, forgotten) = result?;
+    report(output, dir, &kinds, &imported, &forgotten, &location);
+    Ok(ExitStatus::Success)
+}
+
+/// One import, with everything it needs.
+struct Work<'a> {
+    store: &'a StateStore,
+    client: &'a KlaviyoClient,
+    run_id: RunId,
+    kinds: &'a BTreeSet<ImportKind>,
+    dir: &'a Path,
+    force: bool,
+}
+
+impl Work<'_> {
+    /// Import holding the apply lock, so an import never interleaves with an apply.
+    async fn locked(&self, actor: &str) -> Result<(Imported, Vec<String>), Error> {
+        let holder = LockHolder::current(self.run_id, actor, "import");
+        let lock = self.store.acquire_apply_lock(&holder).await?;
+        let result = self.import().await;
+        let released = lock.release().await;
+        let value = result?;
+        released?;
+        Ok(value)
+    }
+
+    async fn import(&self) -> Result<(Imported, Vec<String>), Error> {
+        let live = read_live(self.client).await?;
+        let rows = self.store.managed().await?;
+        let imported = import::import(&live, &managed_state(&rows)?, self.kinds);
+        write_project(self.dir, &imported, self.force)?;
+        let project = load_written(self.dir)?;
+        let meta = PlanMeta {
+            created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            manifest_digest: project.digest(),
+            klsync_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let records = import::managed_records(&imported, &live, meta)?;
+        let forgotten = record_state(
+            self.store,
+            self.run_id,
+            self.kinds,
+            &imported,
+            &records,
+            &rows,
+            &live,
+        )
+        .await?;
+        Ok((imported, forgotten))
+    }
+}
+
+/// The settings of `dir`'s `klsync.yaml`, or the defaults when there is none yet.
+fn settings(dir: &Path) -> Result<ProjectSettings, Error> {
+    let path = dir.join(SETTINGS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => SETTINGS_TEXT.to_owned(),
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    let invalid = |reason: String| {
+        Error::Config(format!(
+            "{}: {reason}; run `klsync validate -C {}` for details",
+            path.display(),
+            dir.display()
+        ))
+    };
+    let (value, _) = manifest::yaml::parse(&text).map_err(|err| invalid(err.message))?;
+    serde_json::from_value(value).map_err(|err| invalid(err.to_string()))
+}
+
+/// Write the manifests, `klsync.yaml` when missing and the schema files the modelines name.
+fn write_project(dir: &Path, imported: &Imported, force: bool) -> Result<(), Error> {
+    for file in &imported.files {
+        write_atomically(&dir.join(file.name), &file.text)?;
+    }
+    let settings_path = dir.join(SETTINGS_FILE);
+    if !settings_path.exists() {
+        write_atomically(&settings_path, SETTINGS_TEXT)?;
+    }
+    for (name, kind) in [
+        (MANIFEST_SCHEMA_FILE, crate::cli::SchemaKind::Manifest),
+        (SETTINGS_SCHEMA_FILE, crate::cli::SchemaKind::Settings),
+    ] {
+        let path = dir.join(name);
+        if force || !path.exists() {
+            write_atomically(&path, &super::schema::render(kind))?;
+        }
+    }
+    Ok(())
+}
+
+/// Load the written project; the state is not touched when it does not validate (another
+/// manifest in the directory may clash with the imported ones).
+fn load_written(dir: &Path) -> Result<manifest::Project, Error> {
+    match manifest::load_project(dir) {
+        Ok(project) => Ok(project),
+        Err(ProjectError::Invalid(diagnostics)) => {
+            eprint!("{}", diagnostic::render_text(&diagnostics, false));
+            eprintln!(
+                "The imported manifests were written, but the project in {} does not validate with them; klsync's state was not changed.",
+                dir.display()
+            );
+            Err(Error::InvalidManifests {
+                count: diagnostic::count(&diagnostics, Severity::Error),
+            })
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Record the imported resources as managed and forget what the import replaced: records of the
+/// imported kinds under another key for the same Klaviyo resource, of resources gone from
+/// Klaviyo, and of resources skipped (so `plan` never destroys what import could not write).
+/// Returns the addresses forgotten.
+async fn record_state(
+    store: &StateStore,
+    run_id: RunId,
+    kinds: &BTreeSet<ImportKind>,
+    imported: &Imported,
+    records: &[(crate::model::ResourceKey, crate::model::ManagedRecord)],
+    before: &[ManagedRow],
+    live: &crate::model::LiveState,
+) -> Result<Vec<String>, Error> {
+    let imported_kinds: BTreeSet<ResourceKind> = kinds
+        .iter()
+        .flat_map(|kind| kind.resource_kinds().iter().copied())
+        .collect();
+    let imported_ids: BTreeSet<(ResourceKind, &str)> = records
+        .iter()
+        .map(|(key, record)| (key.kind, record.klaviyo_id.as_str()))
+        .collect();
+    let mut forgotten = Vec::new();
+    for row in before {
+        let Some(kind) = crate::apply::kind_from_prefix(&row.kind) else {
+            continue;
+        };
+        if !imported_kinds.contains(&kind) {
+            continue;
+        }
+        let reimported = records
+            .iter()
+            .any(|(key, _)| key.kind == kind && key.key == row.key);
+        let elsewhere = imported_ids.contains(&(kind, row.klaviyo_id.as_str()));
+        let gone = !live.contains(kind, &row.klaviyo_id);
+        let skipped = imported
+            .skipped
+            .iter()
+            .any(|s| s.kind == kind && s.klaviyo_id == row.klaviyo_id);
+        if !reimported && (elsewhere || gone || skipped) {
+            store.remove_managed(&row.kind, &row.key).await?;
+            forgotten.push(format!("{}.{}", row.kind, row.key));
+        }
+    }
+    for (key, record) in records {
+        let row = ManagedRow {
+            kind: key.kind.prefix().to_owned(),
+            key: key.key.clone(),
+            klaviyo_id: record.klaviyo_id.clone(),
+            applied: record.applied.clone(),
+        };
+        store.upsert_managed(&row, run_id).await?;
+    }
+    Ok(forgotten)
+}
+
+fn report(
+    output: &Output,
+    dir: &Path,
+    kinds: &BTreeSet<ImportKind>,
+    imported: &Imported,
+    forgotten: &[String],
+    location: &str,
+) {
+    for skipped in &imported.skipped {
+        eprintln!(
+            "warning: skipped {} {} (id {}): {}",
+            skipped.kind,
+            serde_json::Value::String(skipped.name.clone()),
+            skipped.klaviyo_id,
+            skipped.reason
+        );
+    }
+    for address in forgotten {
+        eprintln!("warning: {address} is no longer recorded as managed (replaced by this import)");
+    }
+    if output.quiet {
+        return;
+    }
+    let count = |kind: ResourceKind| {
+        imported
+            .resources
+            .keys()
+            .filter(|key| key.kind == kind)
+            .count()
+    };
+    let files: Vec<String> = kinds
+        .iter()
+        .map(|kind| dir.join(kind.file_name()).display().to_string())
+        .collect();
+    print_stdout(&format!(
+        "Imported {} tag group(s), {} tag(s), {} list(s) and {} segment(s) into {}; {} skipped.\nRecorded them as managed in {location}. `klsync plan -C {}` now shows no changes.\n",
+        count(ResourceKind::TagGroup),
+        count(ResourceKind::Tag),
+        count(ResourceKind::List),
+        count(ResourceKind::Segment),
+        files.join(", "),
+        imported.skipped.len(),
+        dir.display(),
+    ));
+}
+
+/// Write `text` to `path` via a temporary file and a rename: a reader never sees half a file.
+fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp: PathBuf = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temp, text).map_err(io)?;
+    std::fs::rename(&temp, path).map_err(|err| {
+        let _ = std::fs::remove_file(&temp);
+        io(err)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_selects_kinds_and_defaults_to_all() {
+        assert_eq!(selected_kinds(&[]).len(), 3);
+        assert_eq!(
+            selected_kinds(&[ImportKindArg::Lists, ImportKindArg::Lists]),
+            [ImportKind::Lists].into()
+        );
+    }
+
+    #[test]
+    fn settings_default_when_absent() {
+        let dir = std::env::temp_dir().join(format!("klsync-import-{}", std::process::id()));
+        let settings = settings(&dir).expect("defaults");
+        assert_eq!(settings.version, 1);
+        assert_eq!(settings.state.url_env, "KLSYNC_STATE_URL");
+    }
+}

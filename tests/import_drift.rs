@@ -1,0 +1,542 @@
+//! `klsync import` and `klsync drift` end to end: the real binary against an emulator started
+//! in the test process, with state in SQLite and in PostgreSQL.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use klsync::emulator::state::{State, Taggable};
+use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
+use klsync::state::StateStore;
+use klsync::state::testing::TestPostgres;
+use serde_json::{Value, json};
+use support::project::{Finished, klsync};
+
+/// Where a scenario keeps klsync's state.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestPostgres),
+}
+
+impl Backend {
+    fn url(&self) -> String {
+        match self {
+            Backend::Sqlite(dir) => format!("sqlite://{}", dir.path().join("state.db").display()),
+            Backend::Postgres(pg) => pg.url().to_owned(),
+        }
+    }
+}
+
+struct Setup {
+    emulator: EmulatorHandle,
+    backend: Backend,
+    out: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(backend: Backend) -> Setup {
+        let emulator = emulator::start(EmulatorConfig {
+            rate_limits: RateLimitMode::Off,
+            ..EmulatorConfig::default()
+        })
+        .await
+        .expect("start the emulator");
+        Setup {
+            emulator,
+            backend,
+            out: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The project directory import writes to.
+    fn dir(&self) -> PathBuf {
+        self.out.path().join("project")
+    }
+
+    async fn run(&self, args: &[&str]) -> Finished {
+        self.run_with_state(args, &self.backend.url()).await
+    }
+
+    async fn run_with_state(&self, args: &[&str], state_url: &str) -> Finished {
+        let mut command: Command = klsync();
+        command
+            .args(args)
+            .env("KLAVIYO_BASE_URL", &self.emulator.base_url)
+            .env("KLAVIYO_API_KEY", "pk_emulator")
+            .env("KLSYNC_STATE_URL", state_url)
+            .stdin(Stdio::null());
+        tokio::task::spawn_blocking(move || Finished::from(command.output().expect("run klsync")))
+            .await
+            .expect("join")
+    }
+
+    async fn import(&self, extra: &[&str]) -> Finished {
+        let dir = self.dir().display().to_string();
+        let mut args = vec!["import", "--out", dir.as_str()];
+        args.extend_from_slice(extra);
+        self.run(&args).await
+    }
+
+    async fn in_project(&self, args: &[&str]) -> Finished {
+        let dir = self.dir().display().to_string();
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["-C", dir.as_str()]);
+        self.run(&all).await
+    }
+
+    fn seed<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        self.emulator.seed(f)
+    }
+
+    async fn managed_rows(&self) -> Vec<(String, String, String, Value)> {
+        let store = StateStore::connect(&self.backend.url())
+            .await
+            .expect("state");
+        let rows = store.managed().await.expect("rows");
+        store.close().await;
+        rows.into_iter()
+            .map(|row| (row.kind, row.key, row.klaviyo_id, row.applied))
+            .collect()
+    }
+}
+
+fn ok(finished: &Finished, code: i32) {
+    assert_eq!(
+        finished.code, code,
+        "stdout:\n{}\nstderr:\n{}",
+        finished.stdout, finished.stderr
+    );
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                super::$name(super::Backend::Sqlite(dir)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let pg = klsync::state::testing::TestPostgres::create()
+                    .await
+                    .expect("KLSYNC_TEST_POSTGRES_URL=skip is not allowed for these tests");
+                super::$name(super::Backend::Postgres(pg)).await;
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    import_then_plan_is_empty_and_drift_finds_each_hand_change,
+    import_by_kind_refuses_clashes_and_drift_covers_every_field,
+    drift_after_apply_is_empty_until_a_hand_change,
+);
+
+fn definition(value: i64) -> Value {
+    json!({"condition_groups": [{"conditions": [{
+        "type": "profile-property",
+        "property": "properties['ltv']",
+        "filter": {"type": "numeric", "operator": "greater-than", "value": value}
+    }]}]})
+}
+
+/// Names YAML would read as something else unless quoted, and names klsync must skip.
+const AWKWARD_LISTS: &[&str] = &[
+    "yes",
+    "Sale: 50% off",
+    "#1 fans",
+    "\"quoted\"",
+    "*star",
+    "null",
+    "123",
+    "Café ☕",
+    " padded ",
+];
+
+/// Klaviyo ids of what the scenario changes by hand later.
+struct Seeded {
+    yes_list: String,
+    number_list: String,
+    big_spenders: String,
+    anchor: String,
+    vip: String,
+    churned: String,
+}
+
+fn seed_account(state: &mut State) -> Seeded {
+    let lifecycle = state.create_tag_group("lifecycle", true).expect("group");
+    let channel = state.create_tag_group("channel", false).expect("group");
+    let vip = state.create_tag("vip", Some(&lifecycle)).expect("tag");
+    let churned = state.create_tag("churned", Some(&lifecycle)).expect("tag");
+    let email = state.create_tag("email: yes", Some(&channel)).expect("tag");
+    let sale = state.create_tag("on", None).expect("tag");
+    // Klaviyo allows `/` in a tag name; klsync cannot reference it, so import skips it.
+    let slashed = state.create_tag("a/b", None).expect("tag");
+    let mut ids = Vec::new();
+    for name in AWKWARD_LISTS {
+        ids.push(state.create_list(name, Some("double_opt_in")));
+    }
+    // Two lists with one name: klsync could not tell them apart, so import skips both.
+    state.create_list("Twin", None);
+    state.create_list("Twin", None);
+    state
+        .tag_resources(&vip, Taggable::List, &[ids[0].clone(), ids[7].clone()])
+        .expect("link");
+    state
+        .tag_resources(&email, Taggable::List, &[ids[0].clone()])
+        .expect("link");
+    state
+        .tag_resources(&sale, Taggable::List, &[ids[1].clone()])
+        .expect("link");
+    state
+        .tag_resources(&slashed, Taggable::List, &[ids[1].clone()])
+        .expect("link");
+    let big_spenders = state.create_segment("Big spenders", definition(500), false);
+    let anchor = state.create_segment("&anchor", definition(100), true);
+    state
+        .tag_resources(&vip, Taggable::Segment, std::slice::from_ref(&big_spenders))
+        .expect("link");
+    state
+        .tag_resources(&sale, Taggable::Segment, std::slice::from_ref(&anchor))
+        .expect("link");
+    Seeded {
+        yes_list: ids[0].clone(),
+        number_list: ids[6].clone(),
+        big_spenders,
+        anchor,
+        vip,
+        churned,
+    }
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|err| panic!("{name}: {err}"))
+}
+
+/// (address, field, drift, before, after) of every entry of a JSON drift report.
+fn entries(report: &Value) -> BTreeMap<(String, String), (String, Value, Value)> {
+    report["drift"]
+        .as_array()
+        .expect("drift array")
+        .iter()
+        .map(|e| {
+            (
+                (
+                    e["address"].as_str().unwrap().to_owned(),
+                    e["field"].as_str().unwrap().to_owned(),
+                ),
+                (
+                    e["drift"].as_str().unwrap().to_owned(),
+                    e["before"].clone(),
+                    e["after"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+async fn import_then_plan_is_empty_and_drift_finds_each_hand_change(backend: Backend) {
+    let setup = Setup::new(backend).await;
+    let seeded = setup.seed(seed_account);
+    let dir = setup.dir();
+
+    let imported = setup.import(&[]).await;
+    ok(&imported, 0);
+    for skipped in ["\"Twin\"", "\"a/b\""] {
+        assert!(
+            imported.stderr.contains(&format!("skipped list {skipped}"))
+                || imported.stderr.contains(&format!("skipped tag {skipped}")),
+            "{skipped}: {}",
+            imported.stderr
+        );
+    }
+    let lists = read(&dir, "lists.yaml");
+    assert!(
+        lists.starts_with("# yaml-language-server: $schema=klsync.schema.json\n"),
+        "{lists}"
+    );
+    assert!(dir.join("klsync.schema.json").exists());
+    assert!(!lists.contains("Twin"), "{lists}");
+    // Quoted for YAML 1.1 readers too, where a bare `yes` or `on` is a boolean.
+    for line in [
+        "  name: 'yes'\n",
+        "  name: 'null'\n",
+        "  name: '123'\n",
+        "  - 'on'\n",
+    ] {
+        assert!(lists.contains(line), "{line:?} in {lists}");
+    }
+    assert!(!read(&dir, "tags.yaml").contains("a/b"));
+
+    ok(&setup.in_project(&["validate"]).await, 0);
+    let plan = setup.in_project(&["plan", "--detailed-exitcode"]).await;
+    ok(&plan, 0);
+    assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
+
+    let drift = setup.in_project(&["drift"]).await;
+    ok(&drift, 0);
+    assert!(drift.stdout.starts_with("No drift."), "{}", drift.stdout);
+
+    // The skipped resources are not managed, so they show up as unmanaged (and count as drift).
+    let unmanaged = setup
+        .in_project(&["drift", "--include-unmanaged", "--format", "json"])
+        .await;
+    ok(&unmanaged, 2);
+    let report: Value = serde_json::from_str(&unmanaged.stdout).expect("JSON report");
+    assert_eq!(report["drift"], json!([]));
+    let names: BTreeSet<(String, String)> = report["unmanaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["kind"].as_str().unwrap().to_owned(),
+                u["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [("tag", "a/b"), ("list", "Twin")]
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n.to_owned()))
+        .collect();
+    assert_eq!(names, expected);
+
+    // Refuses to overwrite; --force rewrites the same bytes (the output is stable).
+    let before = read(&dir, "lists.yaml");
+    let refused = setup.import(&[]).await;
+    ok(&refused, 1);
+    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
+    ok(&setup.import(&["--force"]).await, 0);
+    assert_eq!(read(&dir, "lists.yaml"), before);
+    ok(&setup.in_project(&["plan", "--detailed-exitcode"]).await, 0);
+
+    // Hand changes in Klaviyo: rename a list, retag a segment, delete a list, edit a definition.
+    setup.seed(|state| {
+        state.lists.get_mut(&seeded.yes_list).unwrap().name = "no way".into();
+        state
+            .tags
+            .get_mut(&seeded.vip)
+            .unwrap()
+            .segments
+            .remove(&seeded.big_spenders);
+        state
+            .tag_resources(
+                &seeded.churned,
+                Taggable::Segment,
+                std::slice::from_ref(&seeded.big_spenders),
+            )
+            .expect("retag");
+        assert!(state.delete_list(&seeded.number_list));
+        state.segments.get_mut(&seeded.anchor).unwrap().definition = definition(250);
+    });
+    let rows_before = setup.managed_rows().await;
+    let drift = setup.in_project(&["drift", "--format", "json"]).await;
+    ok(&drift, 2);
+    let report: Value = serde_json::from_str(&drift.stdout).expect("JSON report");
+    assert_eq!(report["format_version"], 1);
+    let normalized = |v: i64| klsync::plan::normalize_definition(&definition(v));
+    let expected: BTreeMap<(String, String), (String, Value, Value)> = [
+        ("list.yes", "name", "changed", json!("yes"), json!("no way")),
+        ("list.123", "exists", "deleted", json!(true), json!(false)),
+        (
+            "segment.anchor",
+            "definition",
+            "changed",
+            normalized(100),
+            normalized(250),
+        ),
+        (
+            "tag_link.lifecycle/vip->segment.big-spenders",
+            "linked",
+            "detached",
+            json!(true),
+            json!(false),
+        ),
+        (
+            "tag_link.lifecycle/churned->segment.big-spenders",
+            "linked",
+            "attached",
+            json!(false),
+            json!(true),
+        ),
+    ]
+    .into_iter()
+    .map(|(a, f, d, b, v)| ((a.to_owned(), f.to_owned()), (d.to_owned(), b, v)))
+    .collect();
+    assert_eq!(entries(&report), expected, "{}", drift.stdout);
+
+    let text = setup.in_project(&["drift"]).await;
+    ok(&text, 2);
+    assert!(
+        text.stdout.contains("name: \"yes\" → \"no way\""),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("- list.123 \"123\""),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("-      value: 100"), "{}", text.stdout);
+    assert!(text.stdout.contains("+      value: 250"), "{}", text.stdout);
+
+    // Read-only: klsync's records are exactly as before.
+    assert_eq!(setup.managed_rows().await, rows_before);
+}
+
+async fn import_by_kind_refuses_clashes_and_drift_covers_every_field(backend: Backend) {
+    let setup = Setup::new(backend).await;
+    let dir = setup.dir();
+    let (group, vip, list, segment) = setup.seed(|state| {
+        let group = state.create_tag_group("tier", true).expect("group");
+        let vip = state.create_tag("gold", Some(&group)).expect("tag");
+        let list = state.create_list("Members", Some("single_opt_in"));
+        let segment = state.create_segment("Whales", definition(900), false);
+        state
+            .tag_resources(&vip, Taggable::List, std::slice::from_ref(&list))
+            .expect("link");
+        (group, vip, list, segment)
+    });
+
+    // Tags first, then lists and segments: each step leaves nothing to plan.
+    ok(&setup.import(&["--only", "tags"]).await, 0);
+    assert!(dir.join("tags.yaml").exists());
+    assert!(!dir.join("lists.yaml").exists());
+    ok(&setup.in_project(&["plan", "--detailed-exitcode"]).await, 0);
+    ok(&setup.import(&["--only", "lists,segments"]).await, 0);
+    assert!(read(&dir, "lists.yaml").contains("- tier/gold"));
+    ok(&setup.in_project(&["plan", "--detailed-exitcode"]).await, 0);
+
+    // A manifest in the directory that clashes with the import: files are written, state is not.
+    std::fs::write(
+        dir.join("extra.yaml"),
+        "lists:\n  - id: other\n    name: Members\n",
+    )
+    .expect("write");
+    let rows = setup.managed_rows().await;
+    let refused = setup.import(&["--force"]).await;
+    ok(&refused, 1);
+    assert!(
+        refused.stderr.contains("state was not changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(setup.managed_rows().await, rows);
+    std::fs::remove_file(dir.join("extra.yaml")).expect("remove");
+
+    // Every other field drift reports: renames, opt-in, exclusive, starring, a new link.
+    setup.seed(|state| {
+        let g = state.tag_groups.get_mut(&group).unwrap();
+        g.name = "level".into();
+        g.exclusive = false;
+        state.tags.get_mut(&vip).unwrap().name = "platinum".into();
+        state.lists.get_mut(&list).unwrap().opt_in_process = Some("double_opt_in".into());
+        state.segments.get_mut(&segment).unwrap().is_starred = true;
+        state
+            .tag_resources(&vip, Taggable::Segment, std::slice::from_ref(&segment))
+            .expect("link");
+    });
+    let drift = setup.in_project(&["drift", "--format", "json"]).await;
+    ok(&drift, 2);
+    let report: Value = serde_json::from_str(&drift.stdout).expect("JSON report");
+    let expected: BTreeMap<(String, String), (String, Value, Value)> = [
+        ("tag_group.tier", "name", json!("tier"), json!("level")),
+        ("tag_group.tier", "exclusive", json!(true), json!(false)),
+        ("tag.tier/gold", "name", json!("gold"), json!("platinum")),
+        (
+            "list.members",
+            "opt_in_process",
+            json!("single_opt_in"),
+            json!("double_opt_in"),
+        ),
+        ("segment.whales", "is_starred", json!(false), json!(true)),
+    ]
+    .into_iter()
+    .map(|(a, f, b, v)| ((a.to_owned(), f.to_owned()), ("changed".to_owned(), b, v)))
+    .chain([(
+        (
+            "tag_link.tier/gold->segment.whales".to_owned(),
+            "linked".to_owned(),
+        ),
+        ("attached".to_owned(), json!(false), json!(true)),
+    )])
+    .collect();
+    assert_eq!(entries(&report), expected, "{}", drift.stdout);
+
+    // Without state there is nothing to compare with; drift says so and creates nothing.
+    let missing = setup.out.path().join("nowhere/state.db");
+    let url = format!("sqlite://{}", missing.display());
+    let dir_arg = dir.display().to_string();
+    let no_state = setup
+        .run_with_state(&["drift", "-C", dir_arg.as_str()], &url)
+        .await;
+    ok(&no_state, 1);
+    assert!(
+        no_state.stderr.contains("no klsync state"),
+        "{}",
+        no_state.stderr
+    );
+    assert!(!missing.exists());
+}
+
+const APPLIED: &str = "\
+tag_groups:
+  - name: lifecycle
+    exclusive: true
+    tags: [vip]
+tags: [seasonal]
+lists:
+  - id: vip
+    name: VIP
+    opt_in_process: double_opt_in
+    tags: [lifecycle/vip, seasonal]
+    prevent_destroy: true
+segments:
+  - id: big-spenders
+    name: Big spenders
+    tags: [lifecycle/vip]
+    definition:
+      condition_groups:
+        - conditions:
+            - type: profile-property
+              property: \"properties['ltv']\"
+              filter: {type: numeric, operator: greater-than, value: 500}
+";
+
+async fn drift_after_apply_is_empty_until_a_hand_change(backend: Backend) {
+    let setup = Setup::new(backend).await;
+    let dir = setup.dir();
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("klsync.yaml"), "version: 1\n").expect("write");
+    std::fs::write(dir.join("manifest.yaml"), APPLIED).expect("write");
+    ok(&setup.in_project(&["apply", "--auto-approve"]).await, 0);
+    let drift = setup.in_project(&["drift"]).await;
+    ok(&drift, 0);
+    assert!(drift.stdout.starts_with("No drift."), "{}", drift.stdout);
+
+    let seasonal = setup.seed(|state| {
+        let id = state
+            .tags
+            .values()
+            .find(|t| t.name == "seasonal")
+            .expect("applied")
+            .id
+            .clone();
+        state.tags.get_mut(&id).unwrap().name = "summer".into();
+        id
+    });
+    let drift = setup.in_project(&["drift", "--format", "json"]).await;
+    ok(&drift, 2);
+    let report: Value = serde_json::from_str(&drift.stdout).expect("JSON report");
+    let expected: BTreeMap<(String, String), (String, Value, Value)> = [(
+        ("tag.seasonal".to_owned(), "name".to_owned()),
+        ("changed".to_owned(), json!("seasonal"), json!("summer")),
+    )]
+    .into();
+    assert_eq!(entries(&report), expected, "{}", drift.stdout);
+    assert_eq!(report["drift"][0]["klaviyo_id"], json!(seasonal));
+}

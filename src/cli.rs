@@ -188,6 +188,10 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to change, 2 when there are changes (1 on errors).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Also read the sampled profiles of `profiles:` syncs from Klaviyo and report properties
+    /// changed outside klsync (costs one request per sync; printed first).
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 /// How `plan` prints the plan.
@@ -217,6 +221,9 @@ pub struct ApplyArgs {
     /// Refuse a saved plan older than this (`30m`, `2h`, `1d`); default klsync.yaml plan.max_age_hours.
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
+    /// Apply even when lists would lose more members than their `max_removals` allows.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

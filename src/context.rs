@@ -10,7 +10,9 @@ use std::path::Path;
 use crate::error::Error;
 use crate::klaviyo::{ClientConfig, KlaviyoClient};
 use crate::manifest::ProjectSettings;
+use crate::manifest::types::ManifestFile;
 use crate::settings::{DEFAULT_BASE_URL, Secret, redact_url};
+use crate::sql::{QueryManager, QueryOptions};
 use crate::state::StateStore;
 
 /// Reads one environment variable; `None` when unset, empty or not UTF-8.
@@ -71,6 +73,58 @@ pub async fn connect_state(url: &str) -> Result<StateStore, Error> {
     Ok(StateStore::connect(url).await?)
 }
 
+/// The manifest sections whose data comes from SQL, e.g. `profiles: ltv` and
+/// `members: of lists vip, win-back`; empty when there are none.
+pub fn data_sections(manifest: &ManifestFile) -> Vec<String> {
+    let mut sections = Vec::new();
+    if !manifest.profiles.is_empty() {
+        let ids: Vec<&str> = manifest.profiles.iter().map(|p| p.id.as_str()).collect();
+        sections.push(format!("profiles: {}", ids.join(", ")));
+    }
+    let lists: Vec<&str> = manifest
+        .lists
+        .iter()
+        .filter(|list| list.members.is_some())
+        .map(|list| list.id.as_str())
+        .collect();
+    if !lists.is_empty() {
+        sections.push(format!("members: of lists {}", lists.join(", ")));
+    }
+    sections
+}
+
+/// The database the data syncs read, from `database.url_env` with
+/// `database.statement_timeout_seconds`; `None` when the manifests declare no data sync (the
+/// variable is then not needed).
+pub async fn connect_data(
+    settings: &ProjectSettings,
+    manifest: &ManifestFile,
+    env: EnvLookup<'_>,
+) -> Result<Option<QueryManager>, Error> {
+    let sections = data_sections(manifest);
+    if sections.is_empty() {
+        return Ok(None);
+    }
+    let var = &settings.database.url_env;
+    let url = env(var).ok_or_else(|| {
+        Error::Config(format!(
+            "environment variable {var} is not set; it must hold the URL of the database the \
+             data queries read (postgres://... or sqlite:...), needed by {} \
+             (database.url_env in klsync.yaml names the variable)",
+            sections.join(" and ")
+        ))
+    })?;
+    let options = QueryOptions {
+        statement_timeout: std::time::Duration::from_secs(
+            settings.database.statement_timeout_seconds,
+        ),
+        ..QueryOptions::default()
+    };
+    Ok(Some(
+        QueryManager::connect(&Secret::new(url), options).await?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +157,27 @@ mod tests {
             client_config(&settings(), &env).expect("config").base_url,
             "http://127.0.0.1:9"
         );
+    }
+
+    #[tokio::test]
+    async fn the_database_is_needed_only_by_data_syncs_and_named_when_missing() {
+        let env = |_: &str| None;
+        let manifest: ManifestFile = serde_json::from_value(serde_json::json!({
+            "lists": [
+                {"id": "vip", "name": "VIP", "members": {"query": "q", "identify_by": "email"}},
+                {"id": "plain", "name": "Plain"}
+            ]
+        }))
+        .expect("manifest");
+        let none = connect_data(&settings(), &ManifestFile::default(), &env).await;
+        assert!(none.expect("no data syncs, no database").is_none());
+        let err = connect_data(&settings(), &manifest, &env)
+            .await
+            .expect_err("no DATABASE_URL");
+        let message = err.to_string();
+        assert!(message.contains("DATABASE_URL"), "{message}");
+        assert!(message.contains("members: of lists vip"), "{message}");
+        assert!(!message.contains("plain"), "{message}");
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub enum ApplyError {
     },
     /// The saved plan was written in a format this klsync does not know.
     #[error(
-        "the plan uses format version {found}, this klsync reads version {supported}; make a new plan with this klsync"
+        "the plan uses format version {found}, this klsync reads versions up to {supported}; make a new plan with this klsync"
     )]
     FormatVersion {
         /// The plan's version.
@@ -113,6 +113,16 @@ pub enum ApplyError {
     /// The user answered something other than `yes`.
     #[error("apply cancelled; nothing was changed")]
     Declined,
+    /// Lists would lose more members than their `max_removals` allows and `--force` was not
+    /// given. Checked before anything is sent, configuration changes included.
+    #[error(
+        "members would be removed beyond max_removals: {}; nothing was changed. Check the queries, or pass --force to apply anyway",
+        .lists.join(", ")
+    )]
+    MaxRemovalsExceeded {
+        /// `lists.vip.members: 12 removal(s), max_removals 5`, per list.
+        lists: Vec<String>,
+    },
 }
 
 /// The managed rows read from the state database, as the planner wants them.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 
 use super::{ApplyError, human_duration};
-use crate::plan::{Action, Change, FORMAT_VERSION, Plan};
+use crate::plan::{Action, Change, DATA_FORMAT_VERSION, FORMAT_VERSION, Plan};
 
 /// Parse a saved plan, checking its format version before anything else so that a plan from a
 /// newer klsync is refused with that reason rather than a parse error.
@@ -23,10 +23,10 @@ pub fn parse_saved_plan(path: &str, text: &str) -> Result<Plan, ApplyError> {
         .get("format_version")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| unreadable("no format_version".to_owned()))?;
-    if version != u64::from(FORMAT_VERSION) {
+    if version != u64::from(FORMAT_VERSION) && version != u64::from(DATA_FORMAT_VERSION) {
         return Err(ApplyError::FormatVersion {
             found: version,
-            supported: FORMAT_VERSION,
+            supported: DATA_FORMAT_VERSION,
         });
     }
     serde_json::from_value(value).map_err(|err| unreadable(err.to_string()))
@@ -203,6 +203,7 @@ mod tests {
             changes,
             cost: Cost::default(),
             warnings: Vec::new(),
+            data: None,
         }
     }
 

@@ -9,9 +9,16 @@
 //! part way (some changes failed, or it was killed), the same file may be applied again: it then
 //! does only what is left of the plan, and refuses if anything else would change.
 //!
+//! Data syncs (`profiles:`, `members:` on lists) run after the configuration changes, so lists
+//! created by the same apply exist and have ids. Their data is read again at apply time (a saved
+//! plan fixes the configuration changes, not the rows); counts that differ from the saved plan's
+//! are reported as drift. A plan whose list removals exceed `max_removals` (the saved plan's or
+//! the fresh one) is refused before anything is sent, configuration included, unless `--force`.
+//! Data syncs are skipped when a configuration change failed (a list they fill may not exist).
+//!
 //! The apply lock is taken before Klaviyo is read, so two applies never interleave. Exit
-//! status: 0 success, 3 when some changes failed (run it again to resume), 1 when it was
-//! refused or nothing could be done.
+//! status: 0 success, 3 when some changes or data rows failed (run it again to resume), 1 when it
+//! was refused or nothing could be done.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, IsTerminal as _};
@@ -19,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::plan::{Connection, Planned, load, print_stdout, runtime};
+use super::plan::{Connection, Planned, data_rows, load, print_stdout, runtime};
 use crate::apply::saved::{
     check_age, check_destroys, check_digest, parse_max_age, parse_saved_plan, plan_id,
     remainder_mismatches, stale_addresses,
@@ -33,9 +40,11 @@ use crate::model::{DesiredState, ResourceKind};
 use crate::plan::Plan;
 use crate::render;
 use crate::run::Output;
+use crate::sql::QueryManager;
 use crate::state::{
     ApplyLock, JournalRow, LockHolder, RunId, RunStart, StateError, detect_actor, detect_git_commit,
 };
+use crate::sync::{self, DataApplyReport, DataPlan};
 
 /// Run `klsync apply`.
 pub fn run(args: &ApplyArgs, output: &Output) -> Result<ExitStatus, Error> {
@@ -86,7 +95,7 @@ pub(crate) async fn apply_command(
     let run_id = match store.begin_run(&start).await {
         Ok(run_id) => run_id,
         Err(err) => {
-            store.close().await;
+            connection.close().await;
             return Err(err.into());
         }
     };
@@ -116,7 +125,7 @@ pub(crate) async fn apply_command(
                 .await
         }
     };
-    store.close().await;
+    connection.close().await;
     let finished = result?;
     recorded?;
     Ok(finished.status)
@@ -196,6 +205,9 @@ impl Run<'_> {
         let unfinished = store.unfinished_journal().await?;
         self.report_unfinished(&unfinished);
         let fresh = self.connection.plan(self.project).await?;
+        if let Some(data) = &fresh.plan.data {
+            self.output.metrics.add_rows_read(data_rows(data));
+        }
         let plan = match &saved {
             Some(saved) if resuming => {
                 let mismatched = remainder_mismatches(&saved.plan.changes, &fresh.plan.changes);
@@ -225,7 +237,16 @@ impl Run<'_> {
             None => fresh.plan.clone(),
         };
         check_destroys(&plan, self.args.allow_destroy)?;
-        if plan.is_empty() {
+        // The data part the user saw: the saved plan's, else the one just made.
+        let data_planned = match &saved {
+            Some(saved) if !resuming => saved.plan.data.as_ref(),
+            _ => fresh.plan.data.as_ref(),
+        };
+        if !self.args.force {
+            check_max_removals(data_planned, fresh.plan.data.as_ref())?;
+        }
+        let data_changes = fresh.plan.data.as_ref().is_some_and(DataPlan::has_changes);
+        if plan.changes.is_empty() && !data_changes {
             if !self.output.quiet {
                 print_stdout(&render::text(&plan, self.output.color));
             }
@@ -274,7 +295,19 @@ impl Run<'_> {
             }
         };
         let report = executor.execute(&plan, &mut progress).await?;
-        let outcome = outcome(&report);
+        let data = match (&self.connection.queries, data_planned) {
+            (Some(queries), Some(data_planned)) if report.failed.is_empty() => {
+                Some(self.apply_data(queries, data_planned).await?)
+            }
+            (Some(_), Some(_)) => {
+                eprintln!(
+                    "Data syncs skipped: configuration changes failed, and lists they fill may not exist."
+                );
+                None
+            }
+            _ => None,
+        };
+        let outcome = outcome(&report, data.as_ref());
         let summary = json!({
             "changed": report.succeeded.len(),
             "failed": report.failed.len(),
@@ -285,15 +318,40 @@ impl Run<'_> {
                 "skipped": failure.skipped,
             })).collect::<Vec<_>>(),
             "requests": self.connection.client.metrics(),
+            "data": data,
         });
         if report.failed.is_empty() {
             self.converged(&fresh, &unfinished).await?;
         }
         Ok(Finished {
-            status: self.print_summary(&report),
+            status: self.print_summary(&report, data.as_ref()),
             outcome,
             summary,
         })
+    }
+
+    /// Run the data syncs once the configuration is applied, with the list ids as they are now
+    /// (lists created by this apply included).
+    async fn apply_data(
+        &self,
+        queries: &QueryManager,
+        planned: &DataPlan,
+    ) -> Result<DataApplyReport, Error> {
+        let list_ids = self.connection.list_ids().await?;
+        if !self.output.quiet {
+            eprintln!("Syncing data from SQL...");
+        }
+        let report = sync::apply_data(
+            planned,
+            &self.project.merged(),
+            &list_ids,
+            queries,
+            &self.connection.client,
+            &self.connection.store,
+            self.args.force,
+        )
+        .await?;
+        Ok(report)
     }
 
     /// Whether the last apply of saved plan `plan_id` (refusals aside) stopped part way: some
@@ -378,9 +436,25 @@ impl Run<'_> {
         }
     }
 
-    fn print_summary(&self, report: &ExecutionReport) -> ExitStatus {
+    fn print_summary(
+        &self,
+        report: &ExecutionReport,
+        data: Option<&DataApplyReport>,
+    ) -> ExitStatus {
         let changed = report.succeeded.len();
         let failed = report.failed.len();
+        if let Some(data) = data
+            && (!self.output.quiet || data.has_failures())
+        {
+            print_stdout(&sync::render_report(data));
+        }
+        let data_failed = data.is_some_and(DataApplyReport::has_failures);
+        if failed == 0 && data_failed {
+            eprintln!(
+                "Apply partially complete: {changed} changed, 0 failed; some data rows failed (listed above). Run `klsync apply` again to retry them."
+            );
+            return ExitStatus::Partial;
+        }
         if failed == 0 {
             if !self.output.quiet {
                 print_stdout(&format!("Apply complete: {changed} changed, 0 failed.\n"));
@@ -411,11 +485,36 @@ impl Run<'_> {
 }
 
 /// The run's outcome as recorded in the audit log.
-fn outcome(report: &ExecutionReport) -> &'static str {
+fn outcome(report: &ExecutionReport, data: Option<&DataApplyReport>) -> &'static str {
     match (report.succeeded.is_empty(), report.failed.is_empty()) {
+        (_, true) if data.is_some_and(DataApplyReport::has_failures) => "partial",
         (_, true) => "success",
         (false, false) => "partial",
         (true, false) => "failed",
+    }
+}
+
+/// Refuse, before anything is sent, a data part whose list removals exceed `max_removals`, in
+/// the plan the user saw or in the one just made.
+fn check_max_removals(planned: Option<&DataPlan>, fresh: Option<&DataPlan>) -> Result<(), Error> {
+    let mut lists: Vec<String> = Vec::new();
+    for data in [planned, fresh].into_iter().flatten() {
+        for list in data.memberships.iter().filter(|m| m.exceeds_max_removals) {
+            let line = format!(
+                "lists.{}.members: {} removal(s), max_removals {}",
+                list.list,
+                list.counts.remove,
+                list.max_removals.unwrap_or(0)
+            );
+            if !lists.contains(&line) {
+                lists.push(line);
+            }
+        }
+    }
+    if lists.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::MaxRemovalsExceeded { lists }.into())
     }
 }
 
@@ -463,11 +562,24 @@ mod tests {
             skipped: false,
         };
         let mut report = ExecutionReport::default();
-        assert_eq!(outcome(&report), "success");
+        assert_eq!(outcome(&report, None), "success");
+        let data_failed = DataApplyReport {
+            memberships: vec![sync::MembershipReport {
+                list: "vip".into(),
+                failed: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(outcome(&report, Some(&data_failed)), "partial");
+        assert_eq!(
+            outcome(&report, Some(&DataApplyReport::default())),
+            "success"
+        );
         report.failed.push(failure.clone());
-        assert_eq!(outcome(&report), "failed");
+        assert_eq!(outcome(&report, None), "failed");
         report.succeeded.push("list.b".into());
-        assert_eq!(outcome(&report), "partial");
+        assert_eq!(outcome(&report, None), "partial");
         assert_eq!(
             progress_line(&Event::Failed(failure)),
             "✗ create list.a: boom"

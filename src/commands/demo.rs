@@ -1,7 +1,10 @@
 //! `klsync demo`: the whole workflow against an emulator started in this process, on a copy of
 //! the `examples/shop` project embedded in the binary (so it works from any directory), with
-//! state in a temporary SQLite file. It never reads the user's Klaviyo or state settings from
-//! the environment, so it can never touch a real account.
+//! state in a temporary SQLite file. It never reads the user's Klaviyo, state or database
+//! settings from the environment, so it can never touch a real account or database.
+//!
+//! The project's data syncs (`profiles:`, `members:`) read a temporary SQLite database seeded
+//! from `examples/shop/demo-data.sql`: 200 sample customers, two of them with invalid emails.
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +41,9 @@ const SHOP: &[(&str, &str)] = &[
     ("tags.yaml", include_str!("../../examples/shop/tags.yaml")),
 ];
 
+/// The sample shop database (SQLite), for the project's data syncs.
+const DEMO_DATA: &str = include_str!("../../examples/shop/demo-data.sql");
+
 /// The key the demo's emulator accepts.
 const DEMO_API_KEY: &str = "pk_emulator";
 
@@ -69,13 +75,39 @@ async fn demo(dir: &Path, output: &Output) -> Result<ExitStatus, Error> {
     result
 }
 
+/// Create the sample shop database at `path` and return its URL.
+async fn seed_database(path: &Path) -> Result<String, Error> {
+    use sqlx::Connection as _;
+    let failed = |err: sqlx::Error| {
+        Error::Config(format!(
+            "cannot create the demo database {}: {err}",
+            path.display()
+        ))
+    };
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .map_err(failed)?;
+    sqlx::raw_sql(DEMO_DATA)
+        .execute(&mut connection)
+        .await
+        .map_err(failed)?;
+    connection.close().await.map_err(failed)?;
+    Ok(format!("sqlite://{}", path.display()))
+}
+
 async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus, Error> {
     let settings = match manifest::load_project(dir) {
         Ok(project) => project.settings,
         Err(err) => return Err(err.into()),
     };
+    let database_path = dir.join("shop.db");
+    let database_url = seed_database(&database_path).await?;
     let key_var = settings.klaviyo.api_key_env.clone();
     let url_var = settings.klaviyo.base_url_env.clone();
+    let database_var = settings.database.url_env.clone();
     let base = base_url.to_owned();
     // Only the demo's own values: the state URL variable stays unset, so state is the SQLite
     // file inside the temporary project.
@@ -84,6 +116,8 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
             Some(DEMO_API_KEY.to_owned())
         } else if name == url_var {
             Some(base.clone())
+        } else if name == database_var {
+            Some(database_url.clone())
         } else {
             None
         }
@@ -97,9 +131,11 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
          (no real account is touched).\n\
          Project: examples/shop, copied to {}\n\
          State: a temporary SQLite file, {}\n\
+         Data: a sample shop database (SQLite, 200 customers) for profiles: and members:, {}\n\
          Rate limits are off in the demo; each plan states what it costs at Klaviyo's limits.\n",
         dir.display(),
-        dir.join(".klsync/state.db").display()
+        dir.join(".klsync/state.db").display(),
+        database_path.display()
     ));
 
     heading("1. klsync validate");
@@ -118,6 +154,7 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
             out: Some(plan_file.clone()),
             format: PlanFormat::Text,
             detailed_exitcode: false,
+            refresh: false,
         },
         output,
         &env,
@@ -133,6 +170,7 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
             auto_approve: true,
             allow_destroy: false,
             max_age: None,
+            force: false,
         },
         output,
         &env,
@@ -151,6 +189,7 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
             out: None,
             format: PlanFormat::Text,
             detailed_exitcode: true,
+            refresh: false,
         },
         output,
         &env,
@@ -173,6 +212,8 @@ Point the same commands at your own account:
   klsync validate -C your-project      # a directory with klsync.yaml and *.yaml manifests
   klsync plan -C your-project --out plan.json
   klsync apply -C your-project plan.json
+Profile properties and list members come from SQL: set the variable klsync.yaml names in
+database.url_env (DATABASE_URL by default) to postgres://... or sqlite:... .
 State is kept in your-project/.klsync/state.db; in CI set KLSYNC_STATE_URL=postgres://... so
 every runner shares it (see examples/ci). To experiment without an account, run
 `klsync emulator` and set KLAVIYO_BASE_URL=http://127.0.0.1:8787 KLAVIYO_API_KEY=pk_emulator.

@@ -3,7 +3,13 @@
 //! The plan goes to stdout in the chosen format; `--out FILE` also saves it as JSON for
 //! `klsync apply FILE`. Exit status: 0, or with `--detailed-exitcode` 0 for no changes and 2 for
 //! changes; 1 on any error. Nothing is written to Klaviyo or to klsync's state.
+//!
+//! When the manifests declare data syncs (`profiles:`, `members:` on lists) the plan also runs
+//! their queries on the database named by `database.url_env` and carries the counts as its data
+//! part (`sync::plan_data`); `--refresh` then also reads the sampled profiles from Klaviyo to
+//! report drift, after saying what that costs.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
 
@@ -17,11 +23,13 @@ use crate::klaviyo::KlaviyoClient;
 use crate::klaviyo::observe::read_live;
 use crate::manifest::diagnostic::{self, Severity};
 use crate::manifest::{self, Project, ProjectError};
-use crate::model::{DesiredState, LiveState};
+use crate::model::{DesiredState, LiveState, ResourceKind};
 use crate::plan::{self, Plan, PlanMeta};
 use crate::render;
 use crate::run::Output;
+use crate::sql::QueryManager;
 use crate::state::{ManagedRow, StateStore};
+use crate::sync::{self, DataPlan};
 
 /// Run `klsync plan`.
 pub fn run(args: &PlanArgs, output: &Output) -> Result<ExitStatus, Error> {
@@ -50,10 +58,20 @@ pub(crate) async fn plan_command(
 ) -> Result<ExitStatus, Error> {
     let project = load(&args.project.dir, output)?;
     let connection = Connection::open(&project, env, pacing).await?;
-    let planned = connection.plan(&project).await;
-    connection.store.close().await;
+    let planned = async {
+        let mut planned = connection.plan(&project).await?;
+        if args.refresh {
+            connection.refresh(&mut planned.plan, output).await?;
+        }
+        Ok::<_, Error>(planned)
+    }
+    .await;
+    connection.close().await;
     let planned = planned?;
     let plan = &planned.plan;
+    if let Some(data) = &plan.data {
+        output.metrics.add_rows_read(data_rows(data));
+    }
     let rendered = match args.format {
         PlanFormat::Text => render::text(plan, output.color),
         PlanFormat::Markdown => render::markdown(plan),
@@ -98,12 +116,20 @@ pub(crate) fn load(dir: &Path, output: &Output) -> Result<Project, Error> {
     }
 }
 
-/// The Klaviyo client and state database of a project.
+/// Rows the data part's queries returned.
+pub(crate) fn data_rows(data: &DataPlan) -> u64 {
+    data.profiles.iter().map(|p| p.rows).sum::<u64>()
+        + data.memberships.iter().map(|m| m.rows).sum::<u64>()
+}
+
+/// The Klaviyo client, state database and data source of a project.
 pub(crate) struct Connection {
     /// The Klaviyo client.
     pub client: KlaviyoClient,
     /// klsync's state.
     pub store: StateStore,
+    /// The database the data syncs read; `None` when the manifests declare none.
+    pub queries: Option<QueryManager>,
 }
 
 /// A plan and what it was made from.
@@ -130,14 +156,59 @@ impl Connection {
             config.rate_limit_factor = None;
         }
         let client = context::client(config)?;
+        // Before the state database: a missing DATABASE_URL is a setup error best reported
+        // before anything is opened.
+        let queries = context::connect_data(&project.settings, &project.merged(), env).await?;
         let url = context::state_url(&project.settings, &project.root, env);
-        let store = context::connect_state(&url).await?;
-        Ok(Connection { client, store })
+        let store = match context::connect_state(&url).await {
+            Ok(store) => store,
+            Err(err) => {
+                if let Some(queries) = &queries {
+                    queries.close().await;
+                }
+                return Err(err);
+            }
+        };
+        Ok(Connection {
+            client,
+            store,
+            queries,
+        })
     }
 
-    /// Read klsync's state and Klaviyo, and plan.
+    /// Close the state database and the data source.
+    pub(crate) async fn close(&self) {
+        self.store.close().await;
+        if let Some(queries) = &self.queries {
+            queries.close().await;
+        }
+    }
+
+    /// The Klaviyo ids of the lists klsync manages, by key (the lists data syncs fill).
+    pub(crate) async fn list_ids(&self) -> Result<BTreeMap<String, String>, Error> {
+        Ok(list_ids(&self.store.managed().await?))
+    }
+
+    /// Read the sampled profiles of the data part from Klaviyo (`plan --refresh`), after
+    /// saying what that costs.
+    pub(crate) async fn refresh(&self, plan: &mut Plan, output: &Output) -> Result<(), Error> {
+        let Some(data) = &mut plan.data else {
+            return Ok(());
+        };
+        if !output.quiet {
+            eprintln!(
+                "Refreshing: reading the sampled profiles from Klaviyo ({} request(s)).",
+                data.refresh_requests()
+            );
+        }
+        sync::refresh_data(data, &self.store, &self.client).await?;
+        Ok(())
+    }
+
+    /// Read klsync's state and Klaviyo, run the data queries, and plan.
     pub(crate) async fn plan(&self, project: &Project) -> Result<Planned, Error> {
-        let desired = DesiredState::from_manifest(&project.merged());
+        let merged = project.merged();
+        let desired = DesiredState::from_manifest(&merged);
         let managed = self.store.managed().await?;
         let live = read_live(&self.client).await?;
         let meta = PlanMeta {
@@ -145,7 +216,14 @@ impl Connection {
             manifest_digest: project.digest(),
             klsync_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        let plan = plan::diff(&desired, &live, &managed_state(&managed)?, meta)?;
+        let mut plan = plan::diff(&desired, &live, &managed_state(&managed)?, meta)?;
+        if let Some(queries) = &self.queries {
+            // Lists this plan creates have no id yet: their members are planned all as adds,
+            // and apply fills the id in once the list exists.
+            let data =
+                sync::plan_data(&merged, &list_ids(&managed), queries, &self.store, None).await?;
+            plan = plan.with_data(data);
+        }
         Ok(Planned {
             plan,
             desired,
@@ -153,6 +231,15 @@ impl Connection {
             managed,
         })
     }
+}
+
+/// Klaviyo ids of managed lists, by key.
+fn list_ids(managed: &[ManagedRow]) -> BTreeMap<String, String> {
+    managed
+        .iter()
+        .filter(|row| row.kind == ResourceKind::List.prefix())
+        .map(|row| (row.key.clone(), row.klaviyo_id.clone()))
+        .collect()
 }
 
 /// Write `text` to `path` via a temporary file in the same directory and a rename, so a reader

@@ -42,6 +42,7 @@ pub fn diff(
         changes,
         cost,
         warnings,
+        data: None,
     })
 }
 

@@ -49,6 +49,11 @@ pub use normalize::{definition_diff, definition_yaml, normalize_definition};
 /// reader of saved plans would notice.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The format version of a plan with a data part ([`Plan::data`]). Plans without one keep
+/// [`FORMAT_VERSION`], so their JSON is byte for byte what earlier klsync wrote and read; a
+/// klsync that cannot apply data syncs refuses a plan that has them instead of ignoring them.
+pub const DATA_FORMAT_VERSION: u32 = 2;
+
 /// Facts about the run that produced a plan, passed in so the plan stays pure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PlanMeta {
@@ -285,12 +290,32 @@ pub struct Plan {
     pub cost: Cost,
     /// Things the user should know that are not changes.
     pub warnings: Vec<String>,
+    /// Profile properties and list memberships from SQL (`profiles:`, `members:`), when the
+    /// manifests declare any. Apply reads the data again; see `docs/sync.md`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::sync::DataPlan>,
 }
 
 impl Plan {
-    /// No changes.
+    /// No changes to Klaviyo's configuration and no data to send.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.is_empty() && !self.data.as_ref().is_some_and(|data| data.has_changes())
+    }
+
+    /// This plan with its data part, in the format version that carries one.
+    pub fn with_data(mut self, data: crate::sync::DataPlan) -> Plan {
+        self.format_version = DATA_FORMAT_VERSION;
+        self.data = Some(data);
+        self
+    }
+
+    /// Requests of the configuration changes and the data part together.
+    pub fn total_requests(&self) -> u64 {
+        self.cost.total_requests
+            + self
+                .data
+                .as_ref()
+                .map_or(0, |data| data.requests.values().sum())
     }
 
     /// Counts per action.

@@ -42,24 +42,27 @@ pub fn markdown(plan: &Plan) -> String {
     let mut out = String::from("### klsync plan\n\n");
     if plan.is_empty() {
         out.push_str("No changes. Klaviyo matches the manifests.\n");
+        write_data(&mut out, plan);
         write_warnings(&mut out, plan);
         return out;
     }
     let summary = plan.summary();
     let _ = writeln!(out, "**Plan:** {}.\n", summary_sentence(plan));
-    out.push_str("| Action | Count |\n|---|---:|\n");
-    for action in Action::ALL {
-        let count = summary.count(action);
-        if count > 0 {
-            let _ = writeln!(
-                out,
-                "| `{}` {} | {count} |",
-                symbol(action),
-                action.as_str()
-            );
+    if !plan.changes.is_empty() {
+        out.push_str("| Action | Count |\n|---|---:|\n");
+        for action in Action::ALL {
+            let count = summary.count(action);
+            if count > 0 {
+                let _ = writeln!(
+                    out,
+                    "| `{}` {} | {count} |",
+                    symbol(action),
+                    action.as_str()
+                );
+            }
         }
+        out.push('\n');
     }
-    out.push('\n');
     if summary.prevented > 0 {
         let _ = writeln!(
             out,
@@ -69,6 +72,7 @@ pub fn markdown(plan: &Plan) -> String {
     }
     // The cost sentence holds only operation ids and numbers, no data.
     let _ = writeln!(out, "{}.\n", cost_sentence(plan));
+    write_data(&mut out, plan);
     write_warnings(&mut out, plan);
 
     let mut used = out.chars().count();
@@ -116,6 +120,17 @@ pub fn markdown(plan: &Plan) -> String {
         );
     }
     out
+}
+
+/// The data part, when the manifests declare one. Its size is bounded (counts and samples of at
+/// most `sync::SAMPLE_SIZE` rows per sync), so it comes before the resource details that are
+/// cut to fit.
+fn write_data(out: &mut String, plan: &Plan) {
+    if let Some(data) = &plan.data {
+        out.push('\n');
+        out.push_str(&crate::sync::render_markdown(data));
+        out.push('\n');
+    }
 }
 
 fn write_warnings(out: &mut String, plan: &Plan) {

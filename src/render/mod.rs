@@ -42,15 +42,40 @@ pub(crate) fn sanitize(value: &str) -> String {
     out
 }
 
-/// The plan's summary sentence, e.g. `3 to create, 1 to update`.
+/// The plan's summary sentence, e.g. `3 to create, 1 to update`, followed by what the data
+/// part sends, e.g. `120 profile(s) to set, 40 member(s) to add`.
 pub(crate) fn summary_sentence(plan: &crate::plan::Plan) -> String {
     let summary = plan.summary();
-    let parts: Vec<String> = Action::ALL
+    let mut parts: Vec<String> = Action::ALL
         .iter()
         .filter(|action| summary.count(**action) > 0)
         .map(|action| format!("{} to {}", summary.count(*action), action.as_str()))
         .collect();
+    if let Some(data) = &plan.data {
+        parts.extend(data_parts(data));
+    }
     parts.join(", ")
+}
+
+/// The data part's counts that make apply send something.
+fn data_parts(data: &crate::sync::DataPlan) -> Vec<String> {
+    let sum = |f: &dyn Fn(&crate::sync::ProfileSyncPlan) -> u64| -> u64 {
+        data.profiles.iter().map(f).sum()
+    };
+    let set = sum(&|p| p.counts.new + p.counts.changed);
+    let unset = sum(&|p| p.counts.unset);
+    let add: u64 = data.memberships.iter().map(|m| m.counts.add).sum();
+    let remove: u64 = data.memberships.iter().map(|m| m.counts.remove).sum();
+    [
+        (set, "profile(s) to set properties on"),
+        (unset, "profile(s) to unset properties on"),
+        (add, "list member(s) to add"),
+        (remove, "list member(s) to remove"),
+    ]
+    .into_iter()
+    .filter(|(count, _)| *count > 0)
+    .map(|(count, what)| format!("{count} {what}"))
+    .collect()
 }
 
 /// Why `apply` will refuse the plan.
@@ -73,7 +98,9 @@ pub(crate) fn cost_sentence(plan: &crate::plan::Plan) -> String {
         .collect();
     let duration =
         crate::plan::format_duration(std::time::Duration::from_secs(plan.cost.estimated_seconds));
-    if per_operation.is_empty() {
+    if per_operation.is_empty() && plan.data.is_some() {
+        "Requests: none for configuration changes (the data's are listed with it)".to_owned()
+    } else if per_operation.is_empty() {
         "Requests: 0 (klsync's records only)".to_owned()
     } else {
         format!(
@@ -87,6 +114,50 @@ pub(crate) fn cost_sentence(plan: &crate::plan::Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_counts_data_to_send() {
+        let mut plan: crate::plan::Plan = serde_json::from_value(serde_json::json!({
+            "format_version": 1,
+            "meta": {"created_at": "t", "manifest_digest": "d", "klsync_version": "0"},
+            "changes": [], "cost": {"requests": {}, "total_requests": 0, "estimated_seconds": 0},
+            "warnings": []
+        }))
+        .expect("plan");
+        assert_eq!(summary_sentence(&plan), "");
+        let counts = |add: u64, remove: u64| crate::sync::MembershipCounts {
+            add,
+            remove,
+            ..Default::default()
+        };
+        let list = |key: &str, counts| crate::sync::MembershipPlan {
+            list: key.into(),
+            list_id: None,
+            query: "q".into(),
+            identify_by: crate::manifest::types::IdentifyBy::Email,
+            mode: crate::manifest::types::MembershipMode::Mirror,
+            rows: 0,
+            counts,
+            add_sample: vec![],
+            remove_sample: vec![],
+            rejected_sample: vec![],
+            max_removals: None,
+            exceeds_max_removals: false,
+            requests: Default::default(),
+            estimated_seconds: 0,
+        };
+        plan = plan.with_data(crate::sync::DataPlan {
+            profiles: vec![],
+            memberships: vec![list("a", counts(3, 0)), list("b", counts(2, 1))],
+            requests: Default::default(),
+            estimated_seconds: 0,
+        });
+        assert_eq!(
+            summary_sentence(&plan),
+            "5 list member(s) to add, 1 list member(s) to remove"
+        );
+        assert!(!plan.is_empty());
+    }
 
     #[test]
     fn sanitize_neutralises_terminal_escapes() {

@@ -45,12 +45,14 @@ pub fn text(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
     if plan.is_empty() {
         out.push_str("No changes. Klaviyo matches the manifests.\n");
+        write_data(&mut out, plan, &paint);
         write_warnings(&mut out, plan, &paint);
         return out;
     }
     for change in &plan.changes {
         write_change(&mut out, change, &paint);
     }
+    write_data(&mut out, plan, &paint);
     out.push('\n');
     let _ = writeln!(
         out,
@@ -127,6 +129,14 @@ fn write_change(out: &mut String, change: &Change, paint: &Paint) {
             };
             let _ = writeln!(out, "      {styled}");
         }
+    }
+}
+
+/// The data part (profile properties, list members), when the manifests declare any.
+fn write_data(out: &mut String, plan: &Plan, paint: &Paint) {
+    if let Some(data) = &plan.data {
+        let _ = writeln!(out, "\n{}", paint.paint(BOLD, "Data from SQL:"));
+        out.push_str(&sanitize(&crate::sync::render_text(data)));
     }
 }
 

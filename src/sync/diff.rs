@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -139,7 +139,7 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value) {
 }
 
 /// One property whose value changes.
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FieldChange {
     /// The Klaviyo property name.
     pub property: String,

@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::klaviyo::{ApiError, KlaviyoClient, Operation};
 use crate::manifest::types::{IdentifyBy, ManifestFile, MembershipMode, OnMissingRow};
@@ -117,7 +117,7 @@ pub enum SyncError {
 }
 
 /// The data part of a plan: every `profiles:` sync and every list with `members:`.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DataPlan {
     /// One entry per `profiles:` sync, by id.
     pub profiles: Vec<ProfileSyncPlan>,
@@ -157,7 +157,7 @@ impl DataPlan {
 }
 
 /// The plan of one `profiles:` sync.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProfileSyncPlan {
     /// The sync's manifest id.
     pub id: String,
@@ -184,7 +184,7 @@ pub struct ProfileSyncPlan {
 }
 
 /// Row counts of a `profiles:` sync.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProfileCounts {
     /// Rows klsync never applied: sent through bulk import.
     pub new: u64,
@@ -202,7 +202,7 @@ pub struct ProfileCounts {
 }
 
 /// A row refused before sending.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RejectedRow {
     /// 1-based position in the query's result.
     pub row: u64,
@@ -213,7 +213,7 @@ pub struct RejectedRow {
 }
 
 /// A row's field-level changes.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RowChange {
     /// The normalised identifier.
     pub identifier: String,
@@ -224,7 +224,7 @@ pub struct RowChange {
 }
 
 /// A property whose live value differs from what klsync last applied.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Drift {
     /// The normalised identifier.
     pub identifier: String,
@@ -237,7 +237,7 @@ pub struct Drift {
 }
 
 /// The plan of one list's `members:`.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MembershipPlan {
     /// The list's manifest key.
     pub list: String,
@@ -270,7 +270,7 @@ pub struct MembershipPlan {
 }
 
 /// Member counts of one list.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MembershipCounts {
     /// Profiles to add.
     pub add: u64,

@@ -77,7 +77,12 @@ impl Setup {
     }
 
     async fn run(&self, args: &[&str]) -> Finished {
+        self.run_env(args, &[]).await
+    }
+
+    async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Finished {
         let mut command = self.command(args);
+        command.envs(env.iter().copied());
         tokio::task::spawn_blocking(move || Finished::from(command.output().expect("run klsync")))
             .await
             .expect("join")
@@ -164,6 +169,7 @@ on_both_backends!(
     a_killed_apply_converges_without_duplicates,
     independent_changes_continue_past_a_failure,
     a_recreate_lost_before_it_was_recorded_is_found_not_repeated,
+    data_syncs_plan_apply_converge_and_guard_removals,
 );
 
 const SMALL: &str = "\
@@ -276,13 +282,13 @@ async fn saved_plan_refusals(backend: Backend) {
     let future = setup.path("future.json");
     std::fs::write(
         &future,
-        text.replace("\"format_version\": 1", "\"format_version\": 2"),
+        text.replace("\"format_version\": 1", "\"format_version\": 99"),
     )
     .unwrap();
     let refused = setup.run(&["apply", &future]).await;
     ok(&refused, 1);
     assert!(
-        refused.stderr.contains("format version 2"),
+        refused.stderr.contains("format version 99"),
         "{}",
         refused.stderr
     );
@@ -684,6 +690,219 @@ async fn a_recreate_lost_before_it_was_recorded_is_found_not_repeated(backend: B
     ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
 }
 
+/// The data syncs' source: a SQLite file beside a SQLite state, the state's own schema on
+/// PostgreSQL (a TestPostgres URL pins its search_path).
+struct Source {
+    url: String,
+    postgres: bool,
+}
+
+impl Source {
+    fn of(backend: &Backend) -> Source {
+        match backend {
+            Backend::Sqlite(dir) => Source {
+                url: format!("sqlite://{}", dir.path().join("shop.db").display()),
+                postgres: false,
+            },
+            Backend::Postgres(pg) => Source {
+                url: pg.url().to_owned(),
+                postgres: true,
+            },
+        }
+    }
+
+    async fn execute(&self, sql: &str) {
+        use sqlx::Connection as _;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.postgres {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("pg");
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
+            conn.close().await.expect("close");
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", self.url))
+                .await
+                .expect("sqlite");
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
+            conn.close().await.expect("close");
+        }
+    }
+}
+
+const DATA: &str = "\
+lists:
+  - id: vip
+    name: VIP
+    members:
+      query: big_spenders
+      identify_by: email
+      mode: mirror
+      max_removals: 1
+profiles:
+  - id: facts
+    query: facts
+    identify_by: email
+    properties:
+      shop_plan: plan
+      shop_ltv: ltv
+queries:
+  big_spenders:
+    sql: SELECT email FROM customers WHERE ltv >= $1
+    params: [100]
+  facts:
+    sql: SELECT email, plan, ltv FROM customers
+";
+
+/// Email -> (properties, whether a member of the list named `list`), as the emulator has them.
+fn profiles_and_members(setup: &Setup, list: &str) -> BTreeMap<String, (serde_json::Value, bool)> {
+    setup.seed(|state| {
+        let members = state
+            .lists
+            .values()
+            .find(|l| l.name == list)
+            .map(|l| l.members.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        state
+            .profiles
+            .values()
+            .map(|p| {
+                let properties = p.attributes.get("properties").cloned().unwrap_or_default();
+                (
+                    p.get_str("email").unwrap_or_default().to_owned(),
+                    (properties, members.contains(&p.id)),
+                )
+            })
+            .collect()
+    })
+}
+
+async fn data_syncs_plan_apply_converge_and_guard_removals(backend: Backend) {
+    let source = Source::of(&backend);
+    source
+        .execute(
+            "CREATE TABLE customers (email TEXT, plan TEXT, ltv INTEGER);
+             INSERT INTO customers VALUES
+               ('a@example.com', 'gold', 500), ('B@Example.com', 'silver', 300),
+               ('c@example.com', 'silver', 200), ('d@example.com', 'free', 50),
+               ('not-an-email', 'free', 150);",
+        )
+        .await;
+    let setup = Setup::new(backend, None, &[("shop.yaml", DATA)]).await;
+    let db = [("DATABASE_URL", source.url.as_str())];
+
+    // Without the database the plan names the variable and what needs it.
+    let missing = setup.run(&["plan"]).await;
+    ok(&missing, 1);
+    for needle in ["DATABASE_URL", "profiles: facts", "members: of lists vip"] {
+        assert!(missing.stderr.contains(needle), "{}", missing.stderr);
+    }
+
+    let plan = setup.run_env(&["plan", "--detailed-exitcode"], &db).await;
+    ok(&plan, 2);
+    for needle in [
+        "+ create list.vip",
+        "profiles.facts (5 rows): 4 new, 0 changed, 0 unset, 0 unchanged, 1 rejected",
+        "lists.vip.members (4 rows): +3 add, -0 remove, 0 unchanged, 1 rejected",
+        "4 profile(s) to set properties on, 3 list member(s) to add",
+    ] {
+        assert!(plan.stdout.contains(needle), "{needle}:\n{}", plan.stdout);
+    }
+    let saved = setup.path("plan.json");
+    ok(&setup.run_env(&["plan", "--out", &saved], &db).await, 0);
+    let parsed: klsync::plan::Plan =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).expect("a saved plan");
+    assert_eq!(parsed.format_version, klsync::plan::DATA_FORMAT_VERSION);
+    let data = parsed.data.expect("a data part");
+    assert_eq!(
+        data.memberships[0].list_id, None,
+        "the list is created by this plan"
+    );
+
+    let applied = setup.run_env(&["apply", &saved], &db).await;
+    ok(&applied, 0);
+    assert!(
+        applied
+            .stdout
+            .contains("lists.vip.members: +3 added, -0 removed, 0 failed"),
+        "{}",
+        applied.stdout
+    );
+    let emulated = profiles_and_members(&setup, "VIP");
+    assert_eq!(
+        emulated["b@example.com"],
+        (
+            serde_json::json!({"shop_plan": "silver", "shop_ltv": 300}),
+            true
+        )
+    );
+    assert_eq!(
+        emulated["d@example.com"],
+        (
+            serde_json::json!({"shop_plan": "free", "shop_ltv": 50}),
+            false
+        )
+    );
+    assert_eq!(emulated.values().filter(|(_, member)| *member).count(), 3);
+    assert!(!emulated.contains_key("not-an-email"));
+    let again = setup.run_env(&["plan", "--detailed-exitcode"], &db).await;
+    ok(&again, 0);
+    assert!(again.stdout.contains("No changes"), "{}", again.stdout);
+
+    // Two of the three leave the query: over max_removals (1). The refusal comes before
+    // anything is sent, the new list included.
+    source
+        .execute("UPDATE customers SET ltv = 10 WHERE email IN ('B@Example.com', 'c@example.com')")
+        .await;
+    setup
+        .project
+        .write("more.yaml", "lists:\n  - id: extra\n    name: Extra\n");
+    let flagged = setup.run_env(&["plan", "--detailed-exitcode"], &db).await;
+    ok(&flagged, 2);
+    assert!(
+        flagged
+            .stdout
+            .contains("2 removals exceed max_removals (1): apply refuses without --force"),
+        "{}",
+        flagged.stdout
+    );
+    let refused = setup.run_env(&["apply", "--auto-approve"], &db).await;
+    ok(&refused, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("lists.vip.members: 2 removal(s), max_removals 1"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!setup.inventory().contains_key("list Extra"));
+    assert_eq!(
+        profiles_and_members(&setup, "VIP")["b@example.com"],
+        (
+            serde_json::json!({"shop_plan": "silver", "shop_ltv": 300}),
+            true
+        )
+    );
+
+    let forced = setup
+        .run_env(&["apply", "--auto-approve", "--force"], &db)
+        .await;
+    ok(&forced, 0);
+    let emulated = profiles_and_members(&setup, "VIP");
+    assert_eq!(setup.inventory()["list Extra"], 1);
+    assert_eq!(
+        emulated["b@example.com"],
+        (
+            serde_json::json!({"shop_plan": "silver", "shop_ltv": 10}),
+            false
+        )
+    );
+    assert!(emulated["a@example.com"].1);
+    assert_eq!(emulated.values().filter(|(_, member)| *member).count(), 1);
+    ok(
+        &setup.run_env(&["plan", "--detailed-exitcode"], &db).await,
+        0,
+    );
+}
+
 #[test]
 fn plan_without_an_api_key_names_the_variable() {
     let project = TempProject::new(&[("m.yaml", "lists:\n  - id: vip\n    name: VIP\n")]);
@@ -712,6 +931,7 @@ fn demo_runs_anywhere_and_ends_with_nothing_to_do() {
             .env("KLAVIYO_API_KEY", "pk_live_must_not_be_used")
             .env("KLAVIYO_BASE_URL", "http://127.0.0.1:9")
             .env("KLSYNC_STATE_URL", "postgres://nowhere.invalid/x")
+            .env("SHOP_DATABASE_URL", "postgres://nowhere.invalid/shop")
             .output()
             .expect("run demo"),
     );
@@ -720,6 +940,26 @@ fn demo_runs_anywhere_and_ends_with_nothing_to_do() {
         finished.stdout.contains("No changes"),
         "{}",
         finished.stdout
+    );
+    // The sample database feeds profiles and both mirrored lists; two emails are rejected.
+    let synced = finished
+        .stdout
+        .split("== 4.")
+        .next()
+        .expect("steps")
+        .to_owned();
+    for needle in [
+        "profiles.ltv (200 rows): 198 new, 0 changed, 0 unset, 0 unchanged, 2 rejected",
+        "invalid email address",
+        "profiles.ltv: 198 sent in 1 job(s), 0 unset, 198 recorded, 0 failed",
+        "lists.win-back.members: +",
+    ] {
+        assert!(synced.contains(needle), "{needle}:\n{}", finished.stdout);
+    }
+    let last = finished.stdout.split("== 4.").nth(1).expect("step 4");
+    assert!(
+        last.contains("profiles.ltv (200 rows): 0 new, 0 changed, 0 unset, 198 unchanged"),
+        "{last}"
     );
     assert!(
         finished.stdout.contains("export KLAVIYO_API_KEY"),

@@ -170,6 +170,7 @@ on_both_backends!(
     independent_changes_continue_past_a_failure,
     a_recreate_lost_before_it_was_recorded_is_found_not_repeated,
     data_syncs_plan_apply_converge_and_guard_removals,
+    rows_klaviyo_refuses_make_a_partial_apply_and_are_retried,
 );
 
 const SMALL: &str = "\
@@ -855,8 +856,32 @@ async fn data_syncs_plan_apply_converge_and_guard_removals(backend: Backend) {
     setup
         .project
         .write("more.yaml", "lists:\n  - id: extra\n    name: Extra\n");
-    let flagged = setup.run_env(&["plan", "--detailed-exitcode"], &db).await;
+    setup.seed(|s| {
+        let profile = s
+            .profiles
+            .values_mut()
+            .find(|p| p.get_str("email") == Some("b@example.com"))
+            .expect("b");
+        profile.attributes["properties"]["shop_plan"] = serde_json::json!("edited in Klaviyo");
+    });
+    let flagged = setup
+        .run_env(&["plan", "--detailed-exitcode", "--refresh"], &db)
+        .await;
     ok(&flagged, 2);
+    assert!(
+        flagged
+            .stderr
+            .contains("reading the sampled profiles from Klaviyo (1 request(s))"),
+        "{}",
+        flagged.stderr
+    );
+    assert!(
+        flagged.stdout.contains(
+            "drift b@example.com shop_plan: applied \"silver\" but Klaviyo has \"edited in Klaviyo\""
+        ),
+        "{}",
+        flagged.stdout
+    );
     assert!(
         flagged
             .stdout
@@ -873,11 +898,12 @@ async fn data_syncs_plan_apply_converge_and_guard_removals(backend: Backend) {
         "{}",
         refused.stderr
     );
+    // Nothing was sent: no new list, b still a member with its hand-edited value.
     assert!(!setup.inventory().contains_key("list Extra"));
     assert_eq!(
         profiles_and_members(&setup, "VIP")["b@example.com"],
         (
-            serde_json::json!({"shop_plan": "silver", "shop_ltv": 300}),
+            serde_json::json!({"shop_plan": "edited in Klaviyo", "shop_ltv": 300}),
             true
         )
     );
@@ -901,6 +927,152 @@ async fn data_syncs_plan_apply_converge_and_guard_removals(backend: Backend) {
         &setup.run_env(&["plan", "--detailed-exitcode"], &db).await,
         0,
     );
+}
+
+async fn rows_klaviyo_refuses_make_a_partial_apply_and_are_retried(backend: Backend) {
+    let source = Source::of(&backend);
+    source
+        .execute(
+            "CREATE TABLE customers (email TEXT, plan TEXT, ltv INTEGER);
+             INSERT INTO customers VALUES ('a@example.com', 'gold', 500),
+               ('b@example.com', 'free', 20), ('c@example.com', 'free', 30);",
+        )
+        .await;
+    let manifest = "\
+profiles:
+  - id: facts
+    query: facts
+    identify_by: email
+    properties: {shop_plan: plan}
+queries:
+  facts:
+    sql: SELECT email, plan FROM customers
+";
+    // Jobs stay queued long enough for the test to spoil one row before Klaviyo reads it.
+    let setup = Setup {
+        emulator: slow_jobs_emulator().await,
+        backend,
+        project: TempProject::new(&[("shop.yaml", manifest)]),
+    };
+    let db = [("DATABASE_URL", source.url.as_str())];
+    let child = setup
+        .command(&["apply", "--auto-approve"])
+        .env("DATABASE_URL", &source.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn klsync");
+    wait_until("the bulk import job", || {
+        setup.seed(|s| {
+            s.jobs.values_mut().any(|job| {
+                job.pending
+                    .iter_mut()
+                    .find(|row| row["attributes"]["email"] == "c@example.com")
+                    .map(|row| row["attributes"]["properties"] = serde_json::json!("spoiled"))
+                    .is_some()
+            })
+        })
+    })
+    .await;
+    let partial = wait_for(child).await;
+    ok(&partial, 3);
+    assert!(
+        partial
+            .stdout
+            .contains("profiles.facts: 3 sent in 1 job(s), 0 unset, 2 recorded, 1 failed"),
+        "{}",
+        partial.stdout
+    );
+    assert!(
+        partial.stdout.contains("  ! c@example.com: "),
+        "{}",
+        partial.stdout
+    );
+    assert!(
+        partial.stderr.contains("some data rows failed"),
+        "{}",
+        partial.stderr
+    );
+    let history = setup.run(&["history", "--format", "json"]).await;
+    ok(&history, 0);
+    assert!(history.stdout.contains("\"partial\""), "{}", history.stdout);
+
+    let retry = setup.run_env(&["plan", "--detailed-exitcode"], &db).await;
+    ok(&retry, 2);
+    assert!(
+        retry
+            .stdout
+            .contains("profiles.facts (3 rows): 1 new, 0 changed, 0 unset, 2 unchanged"),
+        "{}",
+        retry.stdout
+    );
+    ok(&setup.run_env(&["apply", "--auto-approve"], &db).await, 0);
+    ok(
+        &setup.run_env(&["plan", "--detailed-exitcode"], &db).await,
+        0,
+    );
+}
+
+async fn slow_jobs_emulator() -> EmulatorHandle {
+    emulator::start(EmulatorConfig {
+        rate_limits: RateLimitMode::Off,
+        job_delay: Duration::from_millis(300),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("start the emulator")
+}
+
+/// The shop example's queries are portable: they plan on PostgreSQL too (the demo runs them on
+/// SQLite), with `customer_stats` in PostgreSQL's dialect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_queries_run_on_postgres() {
+    let backend = Backend::postgres().await;
+    let source = Source::of(&backend);
+    source
+        .execute(
+            "CREATE TABLE customers (
+                 customer_id text PRIMARY KEY, email text, country text,
+                 lifetime_value numeric(12, 2), order_count integer,
+                 first_order_at timestamptz, last_order_at timestamptz, marketing_status text);
+             INSERT INTO customers VALUES
+               ('C-1', 'vip@example.com', 'DE', 2500.00, 9, now() - interval '400 days',
+                now() - interval '10 days', 'subscribed'),
+               ('C-2', 'gone@example.com', 'AT', 80.50, 1, now() - interval '300 days',
+                now() - interval '300 days', 'subscribed'),
+               ('C-3', 'never@example.com', 'FR', 40.00, 1, now() - interval '500 days',
+                now() - interval '500 days', 'do-not-contact');
+             CREATE VIEW customer_stats AS
+             SELECT customer_id AS external_id, email, country, lifetime_value, order_count,
+                    first_order_at, last_order_at, marketing_status,
+                    (CURRENT_DATE - last_order_at::date) AS days_since_last_order
+             FROM customers;",
+        )
+        .await;
+    let setup = Setup {
+        emulator: slow_jobs_emulator().await,
+        backend,
+        project: TempProject::copy_of("examples/shop"),
+    };
+    let finished = setup
+        .run_env(
+            &["plan", "--detailed-exitcode"],
+            &[("SHOP_DATABASE_URL", source.url.as_str())],
+        )
+        .await;
+    ok(&finished, 2);
+    for needle in [
+        "profiles.ltv (3 rows): 3 new",
+        "lists.vip.members (1 rows): +1 add",
+        "lists.win-back.members (1 rows): +1 add",
+        "+ C-2",
+    ] {
+        assert!(
+            finished.stdout.contains(needle),
+            "{needle}:\n{}",
+            finished.stdout
+        );
+    }
 }
 
 #[test]

@@ -927,6 +927,32 @@ async fn data_syncs_plan_apply_converge_and_guard_removals(backend: Backend) {
         &setup.run_env(&["plan", "--detailed-exitcode"], &db).await,
         0,
     );
+
+    // A saved plan fixes the manifests, not the rows: apply reads the data again, sends what
+    // it finds and reports the difference.
+    source
+        .execute("INSERT INTO customers VALUES ('e@example.com', 'gold', 700)")
+        .await;
+    let later = setup.path("later.json");
+    ok(&setup.run_env(&["plan", "--out", &later], &db).await, 0);
+    source
+        .execute("INSERT INTO customers VALUES ('f@example.com', 'gold', 800)")
+        .await;
+    let applied = setup.run_env(&["apply", &later], &db).await;
+    ok(&applied, 0);
+    assert!(
+        applied
+            .stdout
+            .contains("data changed since the plan: lists.vip.members: planned"),
+        "{}",
+        applied.stdout
+    );
+    let emulated = profiles_and_members(&setup, "VIP");
+    assert!(emulated["e@example.com"].1 && emulated["f@example.com"].1);
+    ok(
+        &setup.run_env(&["plan", "--detailed-exitcode"], &db).await,
+        0,
+    );
 }
 
 async fn rows_klaviyo_refuses_make_a_partial_apply_and_are_retried(backend: Backend) {

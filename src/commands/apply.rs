@@ -248,7 +248,10 @@ impl Run<'_> {
         let data_changes = fresh.plan.data.as_ref().is_some_and(DataPlan::has_changes);
         if plan.changes.is_empty() && !data_changes {
             if !self.output.quiet {
-                print_stdout(&render::text(&plan, self.output.color));
+                // The data as it is now: a saved plan's data part may have been applied since.
+                let mut shown = plan.clone();
+                shown.data = fresh.plan.data.clone();
+                print_stdout(&render::text(&shown, self.output.color));
             }
             self.converged(&fresh, &unfinished).await?;
             return Ok(Finished {

@@ -280,7 +280,8 @@ impl Summary {
 /// A plan: the changes that make Klaviyo match the manifests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
-    /// Version of this format (currently 1); readers refuse versions they do not know.
+    /// Version of this format: 1, or 2 when the plan has a `data` part; readers refuse versions
+    /// they do not know.
     pub format_version: u32,
     /// Facts about the run.
     pub meta: PlanMeta,

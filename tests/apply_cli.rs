@@ -953,6 +953,34 @@ async fn data_syncs_plan_apply_converge_and_guard_removals(backend: Backend) {
         &setup.run_env(&["plan", "--detailed-exitcode"], &db).await,
         0,
     );
+
+    // The list deleted in Klaviyo is created again, with its members.
+    setup.seed(|s| {
+        let vip = s
+            .lists
+            .values()
+            .find(|l| l.name == "VIP")
+            .unwrap()
+            .id
+            .clone();
+        assert!(s.delete_list(&vip));
+    });
+    let recreate = setup.run_env(&["plan", "--detailed-exitcode"], &db).await;
+    ok(&recreate, 2);
+    assert!(
+        recreate
+            .stdout
+            .contains("list.vip is created again: the 3 member(s) klsync recorded"),
+        "{}",
+        recreate.stdout
+    );
+    ok(&setup.run_env(&["apply", "--auto-approve"], &db).await, 0);
+    let emulated = profiles_and_members(&setup, "VIP");
+    assert_eq!(emulated.values().filter(|(_, member)| *member).count(), 3);
+    ok(
+        &setup.run_env(&["plan", "--detailed-exitcode"], &db).await,
+        0,
+    );
 }
 
 async fn rows_klaviyo_refuses_make_a_partial_apply_and_are_retried(backend: Backend) {

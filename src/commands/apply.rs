@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::plan::{Connection, Planned, data_rows, load, print_stdout, runtime};
+use super::plan::{Connection, Planned, created_lists, data_rows, load, print_stdout, runtime};
 use crate::apply::saved::{
     check_age, check_destroys, check_digest, parse_max_age, parse_saved_plan, plan_id,
     remainder_mismatches, stale_addresses,
@@ -300,6 +300,7 @@ impl Run<'_> {
         let report = executor.execute(&plan, &mut progress).await?;
         let data = match (&self.connection.queries, data_planned) {
             (Some(queries), Some(data_planned)) if report.failed.is_empty() => {
+                self.forget_members_of_created_lists(&plan).await?;
                 Some(self.apply_data(queries, data_planned).await?)
             }
             (Some(_), Some(_)) => {
@@ -331,6 +332,24 @@ impl Run<'_> {
             outcome,
             summary,
         })
+    }
+
+    /// A list this apply created is empty, whatever klsync recorded for its key (the list was
+    /// deleted outside klsync): forget those records so the data sync adds the members anew.
+    async fn forget_members_of_created_lists(&self, plan: &Plan) -> Result<(), Error> {
+        let store = &self.connection.store;
+        for key in created_lists(plan) {
+            let recorded: Vec<String> = store
+                .sync_members(key)
+                .await?
+                .into_iter()
+                .map(|member| member.identifier)
+                .collect();
+            if !recorded.is_empty() {
+                store.forget_sync_members(key, &recorded).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Run the data syncs once the configuration is applied, with the list ids as they are now

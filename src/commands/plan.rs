@@ -24,7 +24,7 @@ use crate::klaviyo::observe::read_live;
 use crate::manifest::diagnostic::{self, Severity};
 use crate::manifest::{self, Project, ProjectError};
 use crate::model::{DesiredState, LiveState, ResourceKind};
-use crate::plan::{self, Plan, PlanMeta};
+use crate::plan::{self, Action, Plan, PlanMeta};
 use crate::render;
 use crate::run::Output;
 use crate::sql::QueryManager;
@@ -222,6 +222,8 @@ impl Connection {
             // and apply fills the id in once the list exists.
             let data =
                 sync::plan_data(&merged, &list_ids(&managed), queries, &self.store, None).await?;
+            let recreated = recreated_list_warnings(&plan, &data);
+            plan.warnings.extend(recreated);
             plan = plan.with_data(data);
         }
         Ok(Planned {
@@ -231,6 +233,34 @@ impl Connection {
             managed,
         })
     }
+}
+
+/// Keys of the lists `plan` creates (first creates, or lists deleted outside klsync).
+pub(crate) fn created_lists(plan: &Plan) -> impl Iterator<Item = &str> {
+    plan.changes.iter().filter_map(|change| {
+        let resource = change.resource.as_ref()?;
+        (resource.kind == ResourceKind::List && change.action == Action::Create)
+            .then_some(resource.key.as_str())
+    })
+}
+
+/// A list created again starts empty, so apply forgets the members klsync recorded for it and
+/// adds them again; the data plan, made from the records, counts them as unchanged.
+fn recreated_list_warnings(plan: &Plan, data: &DataPlan) -> Vec<String> {
+    let created: Vec<&str> = created_lists(plan).collect();
+    data.memberships
+        .iter()
+        .filter(|list| created.contains(&list.list.as_str()))
+        .filter(|list| list.counts.unchanged + list.counts.remove > 0)
+        .map(|list| {
+            format!(
+                "list.{} is created again: the {} member(s) klsync recorded for it are forgotten, and apply adds the query's members anew (this plan counts {} of them as unchanged)",
+                list.list,
+                list.counts.unchanged + list.counts.remove,
+                list.counts.unchanged
+            )
+        })
+        .collect()
 }
 
 /// Klaviyo ids of managed lists, by key.

@@ -124,13 +124,141 @@ pub fn markdown(plan: &Plan) -> String {
 
 /// The data part, when the manifests declare one. Its size is bounded (counts and samples of at
 /// most `sync::SAMPLE_SIZE` rows per sync), so it comes before the resource details that are
-/// cut to fit.
+/// cut to fit. Sync ids, identifiers and values come from manifests and the user's database,
+/// so they go in code spans like every other untrusted value here.
 fn write_data(out: &mut String, plan: &Plan) {
-    if let Some(data) = &plan.data {
-        out.push('\n');
-        out.push_str(&crate::sync::render_markdown(data));
+    let Some(data) = &plan.data else {
+        return;
+    };
+    out.push_str("\n#### Data from SQL\n\n");
+    if !data.profiles.is_empty() {
+        out.push_str("| Profiles | Rows | New | Changed | Unset | Unchanged | Rejected |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+        for sync in &data.profiles {
+            let c = &sync.counts;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                code_cell(&sync.id),
+                sync.rows,
+                c.new,
+                c.changed,
+                c.unset,
+                c.unchanged,
+                c.rejected
+            );
+        }
         out.push('\n');
     }
+    if !data.memberships.is_empty() {
+        out.push_str("| List members | Rows | Add | Remove | Unchanged | Rejected |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|\n");
+        for list in &data.memberships {
+            let c = &list.counts;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                code_cell(&list.list),
+                list.rows,
+                c.add,
+                c.remove,
+                c.unchanged,
+                c.rejected
+            );
+        }
+        out.push('\n');
+        for list in data.memberships.iter().filter(|m| m.exceeds_max_removals) {
+            let _ = writeln!(
+                out,
+                "> [!CAUTION]\n> {}: {} removals exceed max_removals ({}); `klsync apply` refuses without `--force`.\n",
+                code(&format!("lists.{}.members", list.list)),
+                list.counts.remove,
+                list.max_removals.unwrap_or(0)
+            );
+        }
+    }
+    let samples = data_samples(data);
+    if !samples.is_empty() {
+        out.push_str("<details><summary>Data samples</summary>\n\n");
+        for line in samples {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push_str("\n</details>\n\n");
+    }
+    let total: u64 = data.requests.values().sum();
+    let per_operation: Vec<String> = data
+        .requests
+        .iter()
+        .map(|(operation, count)| format!("{operation} {count}"))
+        .collect();
+    let duration =
+        crate::plan::format_duration(std::time::Duration::from_secs(data.estimated_seconds));
+    if total > 0 {
+        let _ = writeln!(
+            out,
+            "Data requests: {total} ({}); at Klaviyo's limits this takes at least {duration}.\n",
+            per_operation.join(", ")
+        );
+    }
+}
+
+/// One line per sampled row: changes, rejections, drift, members to add and remove.
+fn data_samples(data: &crate::sync::DataPlan) -> Vec<String> {
+    let value = |value: &Option<serde_json::Value>| match value {
+        Some(value) => code(&value.to_string()),
+        None => "(none)".to_owned(),
+    };
+    let mut lines = Vec::new();
+    for sync in &data.profiles {
+        let id = code(&format!("profiles.{}", sync.id));
+        for row in &sync.diff_sample {
+            for change in &row.changes {
+                lines.push(format!(
+                    "{id} {} ({}): {} {} → {}",
+                    code(&row.identifier),
+                    escape_text(&row.action),
+                    code(&change.property),
+                    value(&change.before),
+                    value(&change.after)
+                ));
+            }
+        }
+        for row in &sync.rejected_sample {
+            lines.push(format!(
+                "{id} rejected row {} {}: {}",
+                row.row,
+                code(&row.identifier),
+                escape_text(&row.reason)
+            ));
+        }
+        for drift in &sync.drift {
+            lines.push(format!(
+                "{id} drift {} {}: applied {}, Klaviyo has {}",
+                code(&drift.identifier),
+                code(&drift.property),
+                value(&drift.applied),
+                value(&drift.live)
+            ));
+        }
+    }
+    for list in &data.memberships {
+        let id = code(&format!("lists.{}.members", list.list));
+        for identifier in &list.add_sample {
+            lines.push(format!("{id} + {}", code(identifier)));
+        }
+        for identifier in &list.remove_sample {
+            lines.push(format!("{id} − {}", code(identifier)));
+        }
+        for row in &list.rejected_sample {
+            lines.push(format!(
+                "{id} rejected row {} {}: {}",
+                row.row,
+                code(&row.identifier),
+                escape_text(&row.reason)
+            ));
+        }
+    }
+    lines
 }
 
 fn write_warnings(out: &mut String, plan: &Plan) {
@@ -283,6 +411,55 @@ fn escape_text(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_from_the_database_stays_in_code_spans() {
+        let mut plan: Plan = serde_json::from_value(serde_json::json!({
+            "format_version": 1,
+            "meta": {"created_at": "t", "manifest_digest": "d", "klsync_version": "0"},
+            "changes": [], "cost": {"requests": {}, "total_requests": 0, "estimated_seconds": 0},
+            "warnings": []
+        }))
+        .expect("plan");
+        let data: crate::sync::DataPlan = serde_json::from_value(serde_json::json!({
+            "profiles": [{
+                "id": "ltv", "query": "q", "identify_by": "email", "on_missing_row": "keep",
+                "rows": 2,
+                "counts": {"new": 1, "changed": 0, "unset": 0, "unchanged": 0, "rejected": 1,
+                           "missing_kept": 0},
+                "rejected_sample": [{"row": 2, "identifier": "\"`@all <b>x</b>`\"",
+                                     "reason": "invalid email address"}],
+                "diff_sample": [{"identifier": "a`b@x.io", "action": "new", "changes": [
+                    {"property": "note", "before": null, "after": "[link](http://x.io) @team"}
+                ]}],
+                "requests": {}, "estimated_seconds": 0, "drift": []
+            }],
+            "memberships": [{
+                "list": "vip", "list_id": null, "query": "q", "identify_by": "email",
+                "mode": "mirror", "rows": 1,
+                "counts": {"add": 0, "remove": 9, "unchanged": 1, "rejected": 0, "duplicates": 0},
+                "add_sample": [], "remove_sample": ["r@x.io"], "rejected_sample": [],
+                "max_removals": 2, "exceeds_max_removals": true,
+                "requests": {}, "estimated_seconds": 0
+            }],
+            "requests": {"bulk_import_profiles": 1}, "estimated_seconds": 1
+        }))
+        .expect("data plan");
+        plan = plan.with_data(data);
+        let text = markdown(&plan);
+        assert!(text.contains("| `ltv` | 2 | 1 | 0 | 0 | 0 | 1 |"), "{text}");
+        assert!(text.contains("``a`b@x.io``"), "{text}");
+        assert!(text.contains("`\"[link](http://x.io) @team\"`"), "{text}");
+        assert!(text.contains("``\"`@all <b>x</b>`\"``"), "{text}");
+        assert!(
+            text.contains("9 removals exceed max_removals (2)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Data requests: 1 (bulk_import_profiles 1)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn code_spans_cannot_be_closed_by_the_value() {

@@ -615,4 +615,43 @@ mod tests {
             "✓ create list.b (L1)"
         );
     }
+
+    fn data(flagged: &[(&str, u64)]) -> DataPlan {
+        serde_json::from_value(json!({
+            "profiles": [],
+            "memberships": flagged.iter().map(|(list, remove)| json!({
+                "list": list, "list_id": null, "query": "q", "identify_by": "email",
+                "mode": "mirror", "rows": 0,
+                "counts": {"add": 0, "remove": remove, "unchanged": 0, "rejected": 0,
+                           "duplicates": 0},
+                "add_sample": [], "remove_sample": [], "rejected_sample": [],
+                "max_removals": 1, "exceeds_max_removals": *remove > 1,
+                "requests": {}, "estimated_seconds": 0
+            })).collect::<Vec<_>>(),
+            "requests": {}, "estimated_seconds": 0
+        }))
+        .expect("data plan")
+    }
+
+    #[test]
+    fn removals_over_the_limit_in_either_plan_refuse_naming_each_list_once() {
+        let calm = data(&[("vip", 1)]);
+        assert!(check_max_removals(Some(&calm), Some(&calm)).is_ok());
+        assert!(check_max_removals(None, None).is_ok());
+        let saved = data(&[("vip", 5), ("win", 1)]);
+        let fresh = data(&[("vip", 5), ("win", 3)]);
+        let err = check_max_removals(Some(&saved), Some(&fresh)).expect_err("over the limit");
+        let Error::Apply(ApplyError::MaxRemovalsExceeded { lists }) = err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            lists,
+            [
+                "lists.vip.members: 5 removal(s), max_removals 1",
+                "lists.win.members: 3 removal(s), max_removals 1"
+            ]
+        );
+        // Flagged only in the saved plan still refuses: the reviewer saw the warning.
+        assert!(check_max_removals(Some(&fresh), Some(&calm)).is_err());
+    }
 }

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod drift;
+pub mod duration;
 pub mod emulator;
 pub mod error;
 pub mod import;

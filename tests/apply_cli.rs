@@ -217,8 +217,54 @@ async fn apply_then_plan_is_empty(backend: Backend) {
         "nothing is sent without approval"
     );
 
-    let applied = setup.run(&["apply", "--auto-approve"]).await;
+    let metrics_file = setup.path("metrics.json");
+    let applied = setup
+        .run(&["apply", "--auto-approve", "--metrics-file", &metrics_file])
+        .await;
     ok(&applied, 0);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&metrics_file).unwrap()).unwrap();
+    assert_eq!(metrics["command"], "apply", "{metrics:#}");
+    assert_eq!(metrics["outcome"], "success", "{metrics:#}");
+    assert_eq!(metrics["changes_applied"], 9, "{metrics:#}");
+    assert_eq!(metrics["changes_failed"], 0, "{metrics:#}");
+    assert_eq!(metrics["requests"]["create_list"], 2, "{metrics:#}");
+    assert!(
+        metrics["requests"]["get_lists"].as_u64().unwrap() >= 1,
+        "{metrics:#}"
+    );
+    assert!(metrics["duration_ms"].is_u64(), "{metrics:#}");
+
+    // The audit record: the run, who ran it, the manifests' digest, and every change.
+    let history = setup.run(&["history", "--format", "json"]).await;
+    ok(&history, 0);
+    let runs: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let run = &runs[0];
+    assert_eq!(run["command"], "apply", "{run:#}");
+    assert_eq!(run["outcome"], "success", "{run:#}");
+    assert!(
+        run["actor"].as_str().is_some_and(|a| !a.is_empty()),
+        "{run:#}"
+    );
+    assert_eq!(
+        run["manifest_digest"].as_str().map(str::len),
+        Some(64),
+        "{run:#}"
+    );
+    assert!(run["requests"].as_u64().unwrap() >= 9, "{run:#}");
+    let changes = run["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 9, "{run:#}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["outcome"] == "succeeded" && c["klaviyo_id"].is_string()),
+        "{run:#}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["address"] == "list.vip" && c["action"] == "create")
+    );
     assert!(
         applied
             .stdout
@@ -626,6 +672,34 @@ lists:
         setup.inventory().get("list Other"),
         Some(&1),
         "independent change made"
+    );
+    // The partial run is in the audit record with the failed change and its reason.
+    let history = setup.run(&["history", "--format", "json"]).await;
+    ok(&history, 0);
+    let runs: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let run = &runs[0];
+    assert_eq!(run["outcome"], "partial", "{run:#}");
+    let changes = run["changes"].as_array().unwrap();
+    let failed: Vec<_> = changes
+        .iter()
+        .filter(|c| c["outcome"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{run:#}");
+    assert_eq!(
+        failed[0]["address"], "tag_link.stage/acquisition->list.newsletter",
+        "{run:#}"
+    );
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exclusive")),
+        "{run:#}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["address"] == "list.other" && c["outcome"] == "succeeded"),
+        "{run:#}"
     );
 
     // Once the cause is fixed, the same reviewed plan finishes what is left of it, once.

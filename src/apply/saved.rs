@@ -144,30 +144,6 @@ pub fn check_destroys(plan: &Plan, allow_destroy: bool) -> Result<(), ApplyError
     Ok(())
 }
 
-/// `--max-age`: a whole number with a unit `s`, `m`, `h` or `d` (bare numbers are seconds).
-pub fn parse_max_age(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a whole number with a unit: s, m, h or d"))?;
-    let unit_seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?}; use s, m, h or d"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(value.saturating_mul(unit_seconds)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,15 +278,5 @@ mod tests {
         assert_eq!(plan_id(&one), plan_id(&one.clone()));
         assert_ne!(plan_id(&one), plan_id(&two));
         assert_eq!(plan_id(&one).len(), 32);
-    }
-
-    #[test]
-    fn max_age_takes_units() {
-        assert_eq!(parse_max_age("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_max_age("0s"), Ok(Duration::ZERO));
-        assert_eq!(parse_max_age("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_max_age("1d"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_max_age("1w").is_err());
-        assert!(parse_max_age("h").is_err());
     }
 }

@@ -28,8 +28,8 @@ use serde_json::json;
 
 use super::plan::{Connection, Planned, created_lists, data_rows, load, print_stdout, runtime};
 use crate::apply::saved::{
-    check_age, check_destroys, check_digest, parse_max_age, parse_saved_plan, plan_id,
-    remainder_mismatches, stale_addresses,
+    check_age, check_destroys, check_digest, parse_saved_plan, plan_id, remainder_mismatches,
+    stale_addresses,
 };
 use crate::apply::{ApplyError, Event, ExecutionReport, Executor};
 use crate::cli::ApplyArgs;
@@ -108,6 +108,7 @@ pub(crate) async fn apply_command(
         interactive,
     };
     let result = run.with_lock(saved, &actor).await;
+    output.metrics.add_client(&connection.client.metrics());
     // Every attempt ends in the audit record, refusals included.
     let recorded = match &result {
         Ok(finished) => {
@@ -151,9 +152,8 @@ fn check_saved(
     let plan = parse_saved_plan(&path.display().to_string(), &text)?;
     check_digest(&plan, &project.digest())?;
     let max_age = match &args.max_age {
-        Some(text) => {
-            parse_max_age(text).map_err(|reason| Error::Config(format!("--max-age {reason}")))?
-        }
+        Some(text) => crate::duration::parse_duration(text)
+            .map_err(|reason| Error::Config(format!("--max-age {reason}")))?,
         None => Duration::from_secs(project.settings.plan.max_age_hours.saturating_mul(3600)),
     };
     check_age(&plan, chrono::Utc::now(), max_age)?;
@@ -204,7 +204,13 @@ impl Run<'_> {
         }
         let unfinished = store.unfinished_journal().await?;
         self.report_unfinished(&unfinished);
-        let fresh = self.connection.plan(self.project).await?;
+        let reading = self
+            .output
+            .progress()
+            .spinner("Reading Klaviyo and running the data queries");
+        let fresh = self.connection.plan(self.project).await;
+        reading.finish_and_clear();
+        let fresh = fresh?;
         if let Some(data) = &fresh.plan.data {
             self.output.metrics.add_rows_read(data_rows(data));
         }
@@ -292,16 +298,38 @@ impl Run<'_> {
             resumed,
         );
         let quiet = self.output.quiet;
+        let metrics = &self.output.metrics;
+        let bar = self
+            .output
+            .progress()
+            .bar(plan.changes.len() as u64, "Applying");
         let mut progress = |event: &Event| {
+            match event {
+                Event::Done { address, .. } => {
+                    metrics.change_applied();
+                    bar.set_message(address.clone());
+                }
+                Event::Failed(_) => metrics.change_failed(),
+            }
+            bar.inc(1);
             if !quiet {
-                eprintln!("{}", progress_line(event));
+                // Printed above the bar, so neither tears the other.
+                bar.suspend(|| eprintln!("{}", progress_line(event)));
             }
         };
-        let report = executor.execute(&plan, &mut progress).await?;
+        let report = executor.execute(&plan, &mut progress).await;
+        bar.finish_and_clear();
+        let report = report?;
         let data = match (&self.connection.queries, data_planned) {
             (Some(queries), Some(data_planned)) if report.failed.is_empty() => {
                 self.forget_members_of_created_lists(&plan).await?;
-                Some(self.apply_data(queries, data_planned).await?)
+                let syncing = self
+                    .output
+                    .progress()
+                    .spinner("Syncing profile properties and list members");
+                let data = self.apply_data(queries, data_planned).await;
+                syncing.finish_and_clear();
+                Some(data?)
             }
             (Some(_), Some(_)) => {
                 eprintln!(
@@ -312,6 +340,7 @@ impl Run<'_> {
             _ => None,
         };
         let outcome = outcome(&report, data.as_ref());
+        let client_metrics = self.connection.client.metrics();
         let summary = json!({
             "changed": report.succeeded.len(),
             "failed": report.failed.len(),
@@ -321,7 +350,10 @@ impl Run<'_> {
                 "reason": failure.reason,
                 "skipped": failure.skipped,
             })).collect::<Vec<_>>(),
-            "requests": self.connection.client.metrics(),
+            // Requests per endpoint, as `klsync history` reads them; the rest of the client's
+            // counters (retries, 429s, time waited) beside them.
+            "requests": client_metrics.requests,
+            "client": client_metrics,
             "data": data,
         });
         if report.failed.is_empty() {

@@ -55,7 +55,11 @@ pub(crate) async fn drift_command(
     let rows = store.managed().await;
     store.close().await;
     let managed = managed_state(&rows?)?;
-    let live = read_live(&client).await?;
+    let reading = output.progress().spinner("Reading Klaviyo");
+    let live = read_live(&client).await;
+    reading.finish_and_clear();
+    output.metrics.add_client(&client.metrics());
+    let live = live?;
     let declared = DesiredState::from_manifest(&project.merged());
     let report = drift::detect(&managed, &live, &declared, args.include_unmanaged);
     print_stdout(&render(&report, args.format));

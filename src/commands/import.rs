@@ -6,12 +6,12 @@
 //! project validates. Nothing is ever sent to Klaviyo. Exit status 0, or 1 on any error.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::json;
 
-use super::plan::{print_stdout, runtime};
+use super::plan::{print_stdout, runtime, write_atomically};
 use crate::apply::managed_state;
 use crate::cli::{ImportArgs, ImportKindArg};
 use crate::context::{self, EnvLookup, Pacing};
@@ -123,6 +123,7 @@ pub(crate) async fn import_command(
         }
         Err(err) => Err(err.into()),
     };
+    output.metrics.add_client(&client.metrics());
     let location = store.location().to_owned();
     store.close().await;
     let (imported, forgotten) = result?;
@@ -336,24 +337,6 @@ fn report(
         imported.skipped.len(),
         dir.display(),
     ));
-}
-
-/// Write `text` to `path` via a temporary file and a rename: a reader never sees half a file.
-fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp: PathBuf = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&temp, text).map_err(io)?;
-    std::fs::rename(&temp, path).map_err(|err| {
-        let _ = std::fs::remove_file(&temp);
-        io(err)
-    })
 }
 
 #[cfg(test)]

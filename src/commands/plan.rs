@@ -59,13 +59,19 @@ pub(crate) async fn plan_command(
     let project = load(&args.project.dir, output)?;
     let connection = Connection::open(&project, env, pacing).await?;
     let planned = async {
-        let mut planned = connection.plan(&project).await?;
+        let reading = output
+            .progress()
+            .spinner("Reading Klaviyo and running the data queries");
+        let planned = connection.plan(&project).await;
+        reading.finish_and_clear();
+        let mut planned = planned?;
         if args.refresh {
             connection.refresh(&mut planned.plan, output).await?;
         }
         Ok::<_, Error>(planned)
     }
     .await;
+    output.metrics.add_client(&connection.client.metrics());
     connection.close().await;
     let planned = planned?;
     let plan = &planned.plan;
@@ -274,7 +280,7 @@ fn list_ids(managed: &[ManagedRow]) -> BTreeMap<String, String> {
 
 /// Write `text` to `path` via a temporary file in the same directory and a rename, so a reader
 /// never sees half a plan.
-fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
+pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,

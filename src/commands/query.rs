@@ -5,7 +5,6 @@
 //! `klsync query run x --format csv > x.csv` captures only the data.
 
 use std::io::{self, IsTerminal, Write};
-use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -20,12 +19,13 @@ use crate::sql::{QueryManager, QueryOptions, Row, SavedQuery};
 
 /// Run `klsync query ...`.
 pub fn run(args: QueryArgs, output: &Output) -> Result<ExitStatus, Error> {
-    let statement_timeout = parse_duration(&args.statement_timeout).map_err(|reason| {
-        Error::Config(format!(
-            "--statement-timeout {:?}: {reason}",
-            args.statement_timeout
-        ))
-    })?;
+    let statement_timeout =
+        crate::duration::parse_duration(&args.statement_timeout).map_err(|reason| {
+            Error::Config(format!(
+                "--statement-timeout {:?}: {reason}",
+                args.statement_timeout
+            ))
+        })?;
     let url = std::env::var(&args.database_url_env).map_err(|_| {
         Error::Config(format!(
             "environment variable {} is not set (or not UTF-8); it must hold the database URL, \
@@ -229,38 +229,9 @@ fn stdout_error(source: io::Error) -> Error {
     }
 }
 
-/// `90s`, `1500ms`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: u64 = number
-        .parse()
-        .map_err(|_| "expected a whole number with an optional unit: ms, s or m".to_string())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
-        other => Err(format!("unknown unit {other:?}; use ms, s or m")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_take_ms_s_m_or_bare_seconds() {
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("1h").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("-5s").is_err());
-    }
 
     #[test]
     fn params_must_be_a_json_array() {

@@ -1,0 +1,50 @@
+//! Durations on the command line: `90s`, `1500ms`, `2m`, `2h`, `1d`, or a bare number of seconds.
+//! One parser for every flag that takes a duration (`apply --max-age`, `query --statement-timeout`).
+
+use std::time::Duration;
+
+/// Parses a whole number with an optional unit: `ms`, `s` (the default), `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: u64 = number.parse().map_err(|_| {
+        format!("{text:?}: expected a whole number with an optional unit: ms, s, m, h or d")
+    })?;
+    let seconds = |per_unit: u64| Duration::from_secs(value.saturating_mul(per_unit));
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        "d" => Ok(seconds(86_400)),
+        other => Err(format!(
+            "{text:?}: unknown unit {other:?}; use ms, s, m, h or d"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_and_bare_seconds() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration(" 1d "), Ok(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn rejects_unknown_units_and_missing_numbers() {
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+}

@@ -506,6 +506,134 @@ async fn mirror_never_removes_members_klsync_did_not_add(db: Db) {
     );
 }
 
+async fn mirror_keeps_members_that_were_on_the_list_before_klsync_added_them(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let list_id = handle.seed(|s| {
+        let list = s.create_list("VIP", None);
+        let early = s.create_profile(
+            json!({"email": "early@shop.test"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        s.add_members(&list, &[early]);
+        list
+    });
+    db.exec(
+        "INSERT INTO customers (email, plan, ltv, active) VALUES ('a@shop.test', 'vip', 1, TRUE), \
+         ('b@shop.test', 'vip', 2, TRUE), ('Early@Shop.test', 'vip', 3, TRUE)",
+    )
+    .await;
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    assert_eq!(planned.memberships[0].counts.add, 3);
+    // The plan counts the read of the list's members that apply makes before adding.
+    assert_eq!(
+        planned.memberships[0].requests.get("get_profiles_for_list"),
+        Some(&1)
+    );
+    let before = handle.stats();
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    let after = handle.stats();
+    assert_eq!(
+        after.count("GET /api/lists/{id}/profiles") - before.count("GET /api/lists/{id}/profiles"),
+        1
+    );
+    assert_eq!(
+        (
+            report.memberships[0].added,
+            report.memberships[0].already_members
+        ),
+        (2, 1)
+    );
+    assert_eq!(
+        list_member_emails(&handle, &list_id),
+        ["a@shop.test", "b@shop.test", "early@shop.test"]
+    );
+    // The early member is known now: not planned as an add again.
+    let again = plan(&db, &manifest, &lists).await;
+    assert!(!again.has_changes());
+    assert_eq!(again.memberships[0].counts.unchanged, 3);
+
+    // Both leave the query: only the one klsync added is removed.
+    db.exec(
+        "UPDATE customers SET plan = 'basic' WHERE email IN ('b@shop.test', 'Early@Shop.test')",
+    )
+    .await;
+    let planned = plan(&db, &manifest, &lists).await;
+    let counts = planned.memberships[0].counts;
+    assert_eq!((counts.add, counts.remove, counts.unchanged), (0, 1, 1));
+    assert_eq!(planned.memberships[0].remove_sample, ["b@shop.test"]);
+    assert_eq!(
+        planned.memberships[0].requests.get("get_profiles_for_list"),
+        None
+    );
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.memberships[0].removed, 1);
+    assert_eq!(
+        list_member_emails(&handle, &list_id),
+        ["a@shop.test", "early@shop.test"]
+    );
+    assert!(!plan(&db, &manifest, &lists).await.has_changes());
+
+    // Back in the query after someone removed it from the list: now klsync adds it, and owns it.
+    handle.seed(|s| {
+        let early = s
+            .profiles
+            .iter()
+            .find(|(_, p)| p.get_str("email") == Some("early@shop.test"))
+            .map(|(id, _)| id.clone())
+            .unwrap();
+        s.lists.get_mut(&list_id).unwrap().members.remove(&early);
+    });
+    db.exec("UPDATE customers SET plan = 'vip' WHERE email = 'Early@Shop.test'")
+        .await;
+    let planned = plan(&db, &manifest, &lists).await;
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            report.memberships[0].added,
+            report.memberships[0].already_members
+        ),
+        (1, 0)
+    );
+    db.exec("UPDATE customers SET plan = 'basic' WHERE email = 'Early@Shop.test'")
+        .await;
+    let planned = plan(&db, &manifest, &lists).await;
+    assert_eq!(planned.memberships[0].remove_sample, ["early@shop.test"]);
+}
+
 async fn max_removals_refuses_without_force(db: Db) {
     let (handle, client) = emulator(Duration::from_millis(10)).await;
     let list_id = handle.seed(|s| s.create_list("VIP", None));
@@ -1019,6 +1147,7 @@ on_both_backends!(
     invalid_rows_are_reported_and_not_sent,
     rows_klaviyo_rejected_are_retried_then_recorded,
     mirror_never_removes_members_klsync_did_not_add,
+    mirror_keeps_members_that_were_on_the_list_before_klsync_added_them,
     max_removals_refuses_without_force,
     a_write_from_a_sync_query_fails_and_changes_nothing,
     missing_rows_and_nulls_are_unset_when_configured,

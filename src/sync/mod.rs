@@ -328,6 +328,9 @@ pub struct MembershipReport {
     pub list: String,
     /// Members added (and recorded).
     pub added: u64,
+    /// Profiles to add that were already members (joined another way): recorded as such, not
+    /// sent, never removed by mirror mode.
+    pub already_members: u64,
     /// Members removed (and forgotten).
     pub removed: u64,
     /// Adds Klaviyo refused: retried by the next apply.

@@ -131,11 +131,11 @@ impl Run<'_> {
 
     async fn row(&mut self, index: u64, row: crate::sql::Row) -> Result<(), SyncError> {
         let id_column = super::identifier_field(self.spec.identify_by);
-        let raw = row.get(id_column).cloned().unwrap_or(Value::Null);
-        let identifier = match identify::normalize(self.spec.identify_by, &raw) {
+        let raw = row.get(id_column).unwrap_or(&Value::Null);
+        let identifier = match identify::normalize(self.spec.identify_by, raw) {
             Ok(identifier) => identifier,
             Err(problem) => {
-                self.reject(index, &raw, problem.to_string());
+                self.reject(index, raw, problem.to_string());
                 return Ok(());
             }
         };
@@ -149,7 +149,7 @@ impl Run<'_> {
                 }
                 self.seen.insert(key, Seen::Duplicate);
             }
-            self.reject(index, &raw, format!("duplicate identifier {identifier}"));
+            self.reject(index, raw, format!("duplicate identifier {identifier}"));
             return Ok(());
         }
         // `spec.properties` is sorted by property name, as the canonical form wants; the map

@@ -14,7 +14,8 @@
 //! 3. **Membership**: 200,000 profiles added to a list (`KLSYNC_BENCH_MEMBERS`), then 50,000
 //!    removed (`KLSYNC_BENCH_REMOVED`), mirror mode; requests sent vs the plan's lower bound.
 //!
-//! Prints one table; exits non-zero when a target is missed.
+//! Prints one table; exits non-zero when a target is missed. `KLSYNC_BENCH_PERF=<file>` records
+//! the no-op plan child with `perf record -g` for profiling.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -171,7 +172,17 @@ struct ChildRun {
 
 fn run_child(url: &str, mode: &str) -> ChildRun {
     let exe = std::env::current_exe().expect("own path");
-    let out = Command::new(exe)
+    // KLSYNC_BENCH_PERF=<file>: record the child with `perf record -g` (the figures then include
+    // perf's overhead).
+    let mut command = match std::env::var("KLSYNC_BENCH_PERF") {
+        Ok(file) if mode == "plan" => {
+            let mut perf = Command::new("perf");
+            perf.args(["record", "-g", "-o", &file, "--"]).arg(exe);
+            perf
+        }
+        _ => Command::new(exe),
+    };
+    let out = command
         .args([CHILD_FLAG, url, mode])
         .output()
         .expect("run the plan child");
@@ -269,7 +280,10 @@ impl Report {
                 "MISSED".to_string()
             }
         };
-        self.lines.push((what.into(), value.into(), verdict));
+        let line = (what.into(), value.into(), verdict);
+        // As it goes, too: the whole run takes minutes.
+        eprintln!("{} | {} | {}", line.0, line.1, line.2);
+        self.lines.push(line);
     }
 }
 

@@ -634,6 +634,50 @@ async fn mirror_keeps_members_that_were_on_the_list_before_klsync_added_them(db:
     assert_eq!(planned.memberships[0].remove_sample, ["early@shop.test"]);
 }
 
+/// The plan reads rows as bare values in batches; they must be the rows `execute_query` gives,
+/// and hash exactly as the map of those rows does.
+async fn value_batches_are_the_rows_and_hash_alike(db: Db) {
+    use futures::StreamExt;
+    db.insert_customers(0, 600).await;
+    db.exec(
+        "INSERT INTO customers (email, plan, ltv, active) VALUES ('n@shop.test', NULL, NULL, NULL)",
+    )
+    .await;
+    let sql = "SELECT email, plan, ltv, active FROM customers ORDER BY email";
+    let rows: Vec<_> = db
+        .queries
+        .execute_query(sql, &[])
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let batches: Vec<_> = db
+        .queries
+        .execute_query_batches(sql, &[])
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert!(batches.len() > 1, "600 rows come in several batches");
+    let columns = batches[0].columns.clone();
+    assert_eq!(&*columns, ["email", "plan", "ltv", "active"]);
+    let values: Vec<Vec<Value>> = batches.into_iter().flat_map(|b| b.rows).collect();
+    assert_eq!(values.len(), rows.len());
+    for (row, values) in rows.iter().zip(&values) {
+        assert_eq!(row.values().cloned().collect::<Vec<_>>(), *values);
+        let mut properties = row.clone();
+        properties.remove("email");
+        // Sorted by property name, as the plan hashes them: active, ltv, plan.
+        let sorted = [
+            ("active", &values[3]),
+            ("ltv", &values[2]),
+            ("plan", &values[1]),
+        ];
+        assert_eq!(
+            sync::diff::row_hash(&properties),
+            sync::diff::row_hash_sorted(sorted.into_iter())
+        );
+    }
+}
+
 async fn max_removals_refuses_without_force(db: Db) {
     let (handle, client) = emulator(Duration::from_millis(10)).await;
     let list_id = handle.seed(|s| s.create_list("VIP", None));
@@ -1053,6 +1097,7 @@ on_both_backends!(
     rows_klaviyo_rejected_are_retried_then_recorded,
     mirror_never_removes_members_klsync_did_not_add,
     mirror_keeps_members_that_were_on_the_list_before_klsync_added_them,
+    value_batches_are_the_rows_and_hash_alike,
     max_removals_refuses_without_force,
     a_write_from_a_sync_query_fails_and_changes_nothing,
     missing_rows_and_nulls_are_unset_when_configured,

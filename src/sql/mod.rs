@@ -83,6 +83,27 @@ use params::Param;
 /// One result row: column name → value, in the query's column order.
 pub type Row = serde_json::Map<String, Value>;
 
+/// Consecutive result rows of a query as bare values, for consumers that read millions of rows
+/// and look columns up by position ([`QueryManager::execute_query_batches`]): no per-row map,
+/// no per-row copy of the column names. Values are typed exactly as in a [`Row`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowBatch {
+    /// The column names, in order (distinct).
+    pub columns: std::sync::Arc<[String]>,
+    /// Each row's values, in column order.
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl RowBatch {
+    /// The rows as [`Row`]s.
+    pub fn into_rows(self) -> impl Iterator<Item = Row> {
+        let columns = self.columns;
+        self.rows
+            .into_iter()
+            .map(move |values| columns.iter().cloned().zip(values).collect())
+    }
+}
+
 /// How queries are run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryOptions {
@@ -200,6 +221,20 @@ impl QueryManager {
         sql: &str,
         params: &[Value],
     ) -> impl Stream<Item = Result<Row, SqlError>> + Send + 'static {
+        self.execute_query_batches(sql, params)
+            .flat_map(|item| match item {
+                Ok(batch) => stream::iter(batch.into_rows().map(Ok)).left_stream(),
+                Err(err) => stream::iter([Err(err)]).right_stream(),
+            })
+    }
+
+    /// [`QueryManager::execute_query`] in batches of up to 256 rows of bare values: the same
+    /// rows, typed the same way, without building a map per row.
+    pub fn execute_query_batches(
+        &self,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Stream<Item = Result<RowBatch, SqlError>> + Send + 'static {
         let job = params::classify(params).map(|params| Job {
             backend: self.backend.clone(),
             sql: sql.to_string(),
@@ -216,10 +251,6 @@ impl QueryManager {
                     tokio::spawn(job.run(sender));
                     stream::unfold(receiver, |mut receiver| async move {
                         receiver.recv().await.map(|item| (item, receiver))
-                    })
-                    .flat_map(|item| match item {
-                        Ok(rows) => stream::iter(rows.into_iter().map(Ok)).left_stream(),
-                        Err(err) => stream::iter([Err(err)]).right_stream(),
                     })
                     .right_stream()
                 }
@@ -348,38 +379,56 @@ struct Job {
     timeout: Duration,
 }
 
-type RowSender = mpsc::Sender<Result<Vec<Row>, SqlError>>;
+type RowSender = mpsc::Sender<Result<RowBatch, SqlError>>;
 
 /// Collects converted rows and hands them to the consumer [`ROW_BATCH`] at a time.
 struct Batcher<'a> {
     sender: &'a RowSender,
-    rows: Vec<Row>,
+    /// Known from the first row on.
+    columns: Option<std::sync::Arc<[String]>>,
+    rows: Vec<Vec<Value>>,
 }
 
 impl<'a> Batcher<'a> {
     fn new(sender: &'a RowSender) -> Self {
         Batcher {
             sender,
+            columns: None,
             rows: Vec::with_capacity(ROW_BATCH),
         }
     }
 
-    /// Add a row; `false` once the consumer is gone (stop reading).
-    async fn push(&mut self, row: Row) -> bool {
-        self.rows.push(row);
-        if self.rows.len() < ROW_BATCH {
-            return true;
+    /// Add a row, converting it with `values`; `Ok(false)` once the consumer is gone (stop
+    /// reading).
+    async fn push<R: sqlx::Row>(
+        &mut self,
+        row: &R,
+        values: fn(&R) -> Result<Vec<Value>, SqlError>,
+    ) -> Result<bool, SqlError> {
+        if self.columns.is_none() {
+            self.columns = Some(decode::column_names(row)?.into());
         }
-        self.flush().await
+        self.rows.push(values(row)?);
+        if self.rows.len() < ROW_BATCH {
+            return Ok(true);
+        }
+        Ok(self.flush().await)
     }
 
     /// Send what is collected (also before an error, so rows before it still arrive first).
     async fn flush(&mut self) -> bool {
+        let Some(columns) = &self.columns else {
+            return true;
+        };
         if self.rows.is_empty() {
             return true;
         }
         let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(ROW_BATCH));
-        self.sender.send(Ok(rows)).await.is_ok()
+        let batch = RowBatch {
+            columns: columns.clone(),
+            rows,
+        };
+        self.sender.send(Ok(batch)).await.is_ok()
     }
 }
 
@@ -425,7 +474,7 @@ async fn run_pg(
         let mut batch = Batcher::new(sender);
         let read = async {
             while let Some(row) = rows.try_next().await.map_err(failed)? {
-                if !batch.push(decode::pg_row(&row)?).await {
+                if !batch.push(&row, decode::pg_values).await? {
                     break;
                 }
             }
@@ -466,7 +515,7 @@ async fn run_sqlite(
             let mut batch = Batcher::new(sender);
             let read = async {
                 while let Some(row) = rows.try_next().await.map_err(failed)? {
-                    if !batch.push(decode::sqlite_row(&row)?).await {
+                    if !batch.push(&row, decode::sqlite_values).await? {
                         break;
                     }
                 }

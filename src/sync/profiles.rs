@@ -129,9 +129,8 @@ impl Run<'_> {
         }
     }
 
-    async fn row(&mut self, index: u64, row: crate::sql::Row) -> Result<(), SyncError> {
-        let id_column = super::identifier_field(self.spec.identify_by);
-        let raw = row.get(id_column).unwrap_or(&Value::Null);
+    async fn row(&mut self, index: u64, row: &[Value], layout: &Layout) -> Result<(), SyncError> {
+        let raw = &row[layout.identifier];
         let identifier = match identify::normalize(self.spec.identify_by, raw) {
             Ok(identifier) => identifier,
             Err(problem) => {
@@ -154,9 +153,12 @@ impl Run<'_> {
         }
         // `spec.properties` is sorted by property name, as the canonical form wants; the map
         // is built only for rows that differ.
-        let hash = diff::row_hash_sorted(self.spec.properties.iter().map(|(property, column)| {
-            (property.as_str(), row.get(column).unwrap_or(&Value::Null))
-        }));
+        let hash = diff::row_hash_sorted(
+            layout
+                .properties
+                .iter()
+                .map(|(property, column)| (property.as_str(), &row[*column])),
+        );
         let hash = diff::mode_hash(hash, self.spec.on_missing_row == OnMissingRow::Unset);
         match self.stored.remove(&key) {
             Some(stored) if stored == hash => {
@@ -164,14 +166,10 @@ impl Run<'_> {
                 self.seen.insert(key, Seen::Unchanged);
             }
             stored => {
-                let properties: Map<String, Value> = self
-                    .spec
+                let properties: Map<String, Value> = layout
                     .properties
                     .iter()
-                    .map(|(property, column)| {
-                        let value = row.get(column).cloned().unwrap_or(Value::Null);
-                        (property.clone(), value)
-                    })
+                    .map(|(property, column)| (property.clone(), row[*column].clone()))
                     .collect();
                 self.seen.insert(key, Seen::Pending);
                 self.pending.push(Candidate {
@@ -335,6 +333,40 @@ impl Run<'_> {
     }
 }
 
+/// Where a sync finds its columns in the query's rows.
+struct Layout {
+    /// The identifier column's position.
+    identifier: usize,
+    /// Property name and column position, sorted by property name (the canonical order).
+    properties: Vec<(String, usize)>,
+}
+
+impl Layout {
+    fn new(spec: &ProfileSyncSpec, columns: &[String]) -> Result<Layout, SyncError> {
+        let position = |column: &String| {
+            columns
+                .iter()
+                .position(|c| c == column)
+                .ok_or_else(|| SyncError::MissingColumn {
+                    what: WHAT,
+                    name: spec.id.clone(),
+                    query: spec.query.clone(),
+                    column: column.clone(),
+                    available: columns.join(", "),
+                })
+        };
+        let id_column = super::identifier_field(spec.identify_by).to_string();
+        Ok(Layout {
+            identifier: position(&id_column)?,
+            properties: spec
+                .properties
+                .iter()
+                .map(|(property, column)| Ok((property.clone(), position(column)?)))
+                .collect::<Result<_, SyncError>>()?,
+        })
+    }
+}
+
 fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Value>) -> usize {
     let attributes = super::attributes_for(spec.identify_by, identifier, Some(set.clone()));
     serde_json::to_vec(&crate::klaviyo::types::profile_upsert_object(&attributes))
@@ -398,27 +430,27 @@ pub(super) async fn compute(
         chunker: Chunker::default(),
         work: ProfileWork::default(),
     };
-    let mut rows = std::pin::pin!(queries.execute_query(&query.sql, &query.params));
+    // Bare values in batches: a million-row query builds no map per row.
+    let mut batches = std::pin::pin!(queries.execute_query_batches(&query.sql, &query.params));
     let mut index = 0u64;
-    while let Some(row) = rows.next().await {
-        let row = row.map_err(|source| SyncError::Query {
+    let mut layout: Option<Layout> = None;
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(|source| SyncError::Query {
             what: WHAT,
             name: spec.id.clone(),
             query: spec.query.clone(),
             source: Box::new(source),
         })?;
-        index += 1;
-        if index == 1 {
-            let id_column = super::identifier_field(spec.identify_by).to_string();
-            super::check_columns(
-                &row,
-                std::iter::once(&id_column).chain(spec.properties.values()),
-                WHAT,
-                &spec.id,
-                &spec.query,
-            )?;
+        if layout.is_none() {
+            layout = Some(Layout::new(spec, &batch.columns)?);
         }
-        run.row(index, row).await?;
+        let Some(layout) = &layout else {
+            continue;
+        };
+        for row in &batch.rows {
+            index += 1;
+            run.row(index, row, layout).await?;
+        }
     }
     run.resolve().await?;
     run.gone().await?;

@@ -9,7 +9,8 @@
 //!
 //! [`plan_data`] streams every sync's query once and classifies each row against what klsync
 //! last applied for it. Memory stays compact: the stored row hashes are loaded as
-//! `identifier hash (u64) -> row hash (16 bytes)`, the rows seen as `u64 -> class (u8)`, and only
+//! `identifier hash (u64) -> (row hash, class of the row seen)`, rows with no stored hash as
+//! `u64 -> class`, so each row costs one table probe, and only
 //! rows whose hash changed are looked up in the state (500 at a time) for a field-level diff.
 //! The plan keeps counts, bounded samples and the request cost, never the rows.
 //!

@@ -189,6 +189,14 @@ async fn every_exchange_of_every_client_operation_matches_the_spec() {
     let mut expected = members.clone();
     expected.sort();
     assert_eq!(ids, expected);
+    let profiles: Vec<klsync::klaviyo::Profile> = client
+        .list_member_profiles(&list.id)
+        .try_collect()
+        .await
+        .unwrap();
+    let mut profile_ids: Vec<String> = profiles.into_iter().map(|p| p.id).collect();
+    profile_ids.sort();
+    assert_eq!(profile_ids, expected);
     client
         .remove_profiles_from_list(&list.id, std::slice::from_ref(&bob.profile.id))
         .await

@@ -506,6 +506,178 @@ async fn mirror_never_removes_members_klsync_did_not_add(db: Db) {
     );
 }
 
+async fn mirror_keeps_members_that_were_on_the_list_before_klsync_added_them(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let list_id = handle.seed(|s| {
+        let list = s.create_list("VIP", None);
+        let early = s.create_profile(
+            json!({"email": "early@shop.test"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        s.add_members(&list, &[early]);
+        list
+    });
+    db.exec(
+        "INSERT INTO customers (email, plan, ltv, active) VALUES ('a@shop.test', 'vip', 1, TRUE), \
+         ('b@shop.test', 'vip', 2, TRUE), ('Early@Shop.test', 'vip', 3, TRUE)",
+    )
+    .await;
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    assert_eq!(planned.memberships[0].counts.add, 3);
+    // The plan counts the read of the list's members that apply makes before adding.
+    assert_eq!(
+        planned.memberships[0].requests.get("get_profiles_for_list"),
+        Some(&1)
+    );
+    let before = handle.stats();
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    let after = handle.stats();
+    assert_eq!(
+        after.count("GET /api/lists/{id}/profiles") - before.count("GET /api/lists/{id}/profiles"),
+        1
+    );
+    assert_eq!(
+        (
+            report.memberships[0].added,
+            report.memberships[0].already_members
+        ),
+        (2, 1)
+    );
+    assert_eq!(
+        list_member_emails(&handle, &list_id),
+        ["a@shop.test", "b@shop.test", "early@shop.test"]
+    );
+    // The early member is known now: not planned as an add again.
+    let again = plan(&db, &manifest, &lists).await;
+    assert!(!again.has_changes());
+    assert_eq!(again.memberships[0].counts.unchanged, 3);
+
+    // Both leave the query: only the one klsync added is removed.
+    db.exec(
+        "UPDATE customers SET plan = 'basic' WHERE email IN ('b@shop.test', 'Early@Shop.test')",
+    )
+    .await;
+    let planned = plan(&db, &manifest, &lists).await;
+    let counts = planned.memberships[0].counts;
+    assert_eq!((counts.add, counts.remove, counts.unchanged), (0, 1, 1));
+    assert_eq!(planned.memberships[0].remove_sample, ["b@shop.test"]);
+    assert_eq!(
+        planned.memberships[0].requests.get("get_profiles_for_list"),
+        None
+    );
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.memberships[0].removed, 1);
+    assert_eq!(
+        list_member_emails(&handle, &list_id),
+        ["a@shop.test", "early@shop.test"]
+    );
+    assert!(!plan(&db, &manifest, &lists).await.has_changes());
+
+    // Back in the query after someone removed it from the list: now klsync adds it, and owns it.
+    handle.seed(|s| {
+        let early = s
+            .profiles
+            .iter()
+            .find(|(_, p)| p.get_str("email") == Some("early@shop.test"))
+            .map(|(id, _)| id.clone())
+            .unwrap();
+        s.lists.get_mut(&list_id).unwrap().members.remove(&early);
+    });
+    db.exec("UPDATE customers SET plan = 'vip' WHERE email = 'Early@Shop.test'")
+        .await;
+    let planned = plan(&db, &manifest, &lists).await;
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            report.memberships[0].added,
+            report.memberships[0].already_members
+        ),
+        (1, 0)
+    );
+    db.exec("UPDATE customers SET plan = 'basic' WHERE email = 'Early@Shop.test'")
+        .await;
+    let planned = plan(&db, &manifest, &lists).await;
+    assert_eq!(planned.memberships[0].remove_sample, ["early@shop.test"]);
+}
+
+/// The plan reads rows as bare values in batches; they must be the rows `execute_query` gives,
+/// and hash exactly as the map of those rows does.
+async fn value_batches_are_the_rows_and_hash_alike(db: Db) {
+    use futures::StreamExt;
+    db.insert_customers(0, 600).await;
+    db.exec(
+        "INSERT INTO customers (email, plan, ltv, active) VALUES ('n@shop.test', NULL, NULL, NULL)",
+    )
+    .await;
+    let sql = "SELECT email, plan, ltv, active FROM customers ORDER BY email";
+    let rows: Vec<_> = db
+        .queries
+        .execute_query(sql, &[])
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let batches: Vec<_> = db
+        .queries
+        .execute_query_batches(sql, &[])
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert!(batches.len() > 1, "600 rows come in several batches");
+    let columns = batches[0].columns.clone();
+    assert_eq!(&*columns, ["email", "plan", "ltv", "active"]);
+    let values: Vec<Vec<Value>> = batches.into_iter().flat_map(|b| b.rows).collect();
+    assert_eq!(values.len(), rows.len());
+    for (row, values) in rows.iter().zip(&values) {
+        assert_eq!(row.values().cloned().collect::<Vec<_>>(), *values);
+        let mut properties = row.clone();
+        properties.remove("email");
+        // Sorted by property name, as the plan hashes them: active, ltv, plan.
+        let sorted = [
+            ("active", &values[3]),
+            ("ltv", &values[2]),
+            ("plan", &values[1]),
+        ];
+        assert_eq!(
+            sync::diff::row_hash(&properties),
+            sync::diff::row_hash_sorted(sorted.into_iter())
+        );
+    }
+}
+
 async fn max_removals_refuses_without_force(db: Db) {
     let (handle, client) = emulator(Duration::from_millis(10)).await;
     let list_id = handle.seed(|s| s.create_list("VIP", None));
@@ -782,101 +954,6 @@ async fn large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected(db: Db)
     assert!(live_properties(&handle, "huge@shop.test").is_none());
 }
 
-/// A no-op plan over many rows: time and peak memory (`KLSYNC_BENCH_ROWS`, default 1,000,000;
-/// `KLSYNC_BENCH_BACKEND=postgres` for PostgreSQL, where `psql \copy` of the same query is
-/// timed too, when psql is installed). Run with
-/// `cargo test --release --test sync_engine -- --ignored --nocapture no_op_plan`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: slow, run on demand"]
-async fn no_op_plan_benchmark() {
-    let rows: u32 = std::env::var("KLSYNC_BENCH_ROWS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000);
-    let postgres = std::env::var("KLSYNC_BENCH_BACKEND").is_ok_and(|b| b == "postgres");
-    let db = if postgres {
-        Db::postgres().await
-    } else {
-        Db::sqlite().await
-    };
-    let numbers: Vec<u32> = (0..rows).collect();
-    for batch in numbers.chunks(20_000) {
-        let values: Vec<String> = batch
-            .iter()
-            .map(|n| format!("('c{n}@shop.test', 'basic', {n}, TRUE)"))
-            .collect();
-        db.exec(&format!(
-            "INSERT INTO customers (email, plan, ltv, active) VALUES {}",
-            values.join(", ")
-        ))
-        .await;
-    }
-    // Record every row as applied, exactly as an apply would have.
-    for batch in numbers.chunks(50_000) {
-        let records: Vec<klsync::state::SyncRowRecord> = batch
-            .iter()
-            .map(|n| {
-                let properties = json!({"plan": "basic", "ltv": n});
-                let map = properties.as_object().unwrap();
-                klsync::state::SyncRowRecord {
-                    identifier: format!("c{n}@shop.test"),
-                    row_hash: sync::diff::hash_hex(&sync::diff::row_hash(map)),
-                    applied: properties.clone(),
-                }
-            })
-            .collect();
-        db.state
-            .record_sync_rows("customers", &records)
-            .await
-            .unwrap();
-    }
-    let manifest = profile_manifest("SELECT email, plan, ltv FROM customers", OnMissingRow::Keep);
-    // Reset the peak-RSS counter so that only the plan is measured.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let started = std::time::Instant::now();
-    let planned = plan(&db, &manifest, &BTreeMap::new()).await;
-    let elapsed = started.elapsed();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let peak = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM"))
-        .unwrap_or("VmHWM: ?");
-    println!("no-op plan over {rows} rows: {elapsed:?}, {peak}");
-    let started = std::time::Instant::now();
-    let streamed = {
-        use futures::StreamExt;
-        db.queries
-            .execute_query("SELECT email, plan, ltv FROM customers", &[])
-            .fold(0u64, |n, row| async move { n + u64::from(row.is_ok()) })
-            .await
-    };
-    println!(
-        "the query streamed alone (QueryManager): {:?} for {streamed} rows",
-        started.elapsed()
-    );
-    if postgres {
-        let started = std::time::Instant::now();
-        // psql does not read `+` as a space in URL parameters.
-        let copied = std::process::Command::new("psql")
-            .arg(db.url.replace('+', "%20"))
-            .arg("-c")
-            .arg("\\copy (SELECT email, plan, ltv FROM customers) TO '/dev/null'")
-            .output();
-        match copied {
-            Ok(out) if out.status.success() => {
-                let copy = started.elapsed();
-                println!(
-                    "psql \\copy: {copy:?}; plan/copy = {:.2}",
-                    elapsed.as_secs_f64() / copy.as_secs_f64()
-                );
-            }
-            other => println!("psql \\copy not measured: {other:?}"),
-        }
-    }
-    assert_eq!(planned.profiles[0].counts.unchanged, u64::from(rows));
-    assert!(!planned.has_changes());
-}
-
 async fn external_ids_and_phone_numbers_are_normalised_end_to_end(db: Db) {
     let (handle, client) = emulator(Duration::from_millis(10)).await;
     let list_id = handle.seed(|s| s.create_list("SMS", None));
@@ -1019,6 +1096,8 @@ on_both_backends!(
     invalid_rows_are_reported_and_not_sent,
     rows_klaviyo_rejected_are_retried_then_recorded,
     mirror_never_removes_members_klsync_did_not_add,
+    mirror_keeps_members_that_were_on_the_list_before_klsync_added_them,
+    value_batches_are_the_rows_and_hash_alike,
     max_removals_refuses_without_force,
     a_write_from_a_sync_query_fails_and_changes_nothing,
     missing_rows_and_nulls_are_unset_when_configured,

@@ -368,6 +368,24 @@ impl KlaviyoClient {
             .boxed()
     }
 
+    /// Every member profile of a list with its identifiers only
+    /// (`GET /api/lists/{id}/profiles`,
+    /// `fields[profile]=email,external_id,phone_number,joined_group_at`; the spec makes
+    /// `joined_group_at` a required attribute of this response), 100 per page: one request per
+    /// 100 members.
+    pub fn list_member_profiles(&self, list_id: &str) -> ApiStream<Profile> {
+        let call = Call::new(
+            Operation::GetProfilesForList,
+            path(&["lists", list_id, "profiles"]),
+        )
+        .query(
+            "fields[profile]",
+            "email,external_id,phone_number,joined_group_at",
+        )
+        .query("page[size]", "100");
+        self.paginate::<Resource<ProfileData>, Profile>(call)
+    }
+
     // ---- segments ---------------------------------------------------------------------------
 
     /// Every segment with its definition, 10 per page; with `include_tags`, with tag ids.

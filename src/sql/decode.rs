@@ -32,48 +32,51 @@ use sqlx::postgres::{PgRow, PgTypeInfo, PgTypeKind, PgValueRef};
 use sqlx::sqlite::{SqliteRow, SqliteValueRef};
 use sqlx::{Column, Decode, Postgres, Row as _, Sqlite, TypeInfo, ValueRef};
 
-use super::Row;
 use super::error::SqlError;
 
 type BoxDynError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Convert one PostgreSQL row, keeping column order.
-pub(crate) fn pg_row(row: &PgRow) -> Result<Row, SqlError> {
-    let mut out = Row::with_capacity(row.len());
+/// The column names of a row, checked to be distinct (a row is keyed by them).
+pub(crate) fn column_names<R: sqlx::Row>(row: &R) -> Result<Vec<String>, SqlError> {
+    let mut names: Vec<String> = Vec::with_capacity(row.len());
+    for column in row.columns() {
+        let name = column.name();
+        if names.iter().any(|seen| seen == name) {
+            return Err(SqlError::DuplicateColumn {
+                column: name.to_string(),
+            });
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
+/// The values of one PostgreSQL row, in column order (see the table above).
+pub(crate) fn pg_values(row: &PgRow) -> Result<Vec<Value>, SqlError> {
+    let mut out = Vec::with_capacity(row.len());
     for (index, column) in row.columns().iter().enumerate() {
         let name = column.name();
         let type_info = column.type_info();
         let raw = row
             .try_get_raw(index)
             .map_err(|err| decode_error(name, type_info.name(), err))?;
-        let value = pg_value(raw, type_info, name)?;
-        insert_column(&mut out, name, value)?;
+        out.push(pg_value(raw, type_info, name)?);
     }
     Ok(out)
 }
 
-/// Convert one SQLite row, keeping column order.
-pub(crate) fn sqlite_row(row: &SqliteRow) -> Result<Row, SqlError> {
-    let mut out = Row::with_capacity(row.len());
+/// The values of one SQLite row, in column order (by storage class, see above).
+pub(crate) fn sqlite_values(row: &SqliteRow) -> Result<Vec<Value>, SqlError> {
+    let mut out = Vec::with_capacity(row.len());
     for (index, column) in row.columns().iter().enumerate() {
         let name = column.name();
         let declared = column.type_info().name();
         let raw = row
             .try_get_raw(index)
             .map_err(|err| decode_error(name, declared, err))?;
-        let value = sqlite_value(raw, declared).map_err(|err| decode_error(name, declared, err))?;
-        insert_column(&mut out, name, value)?;
+        out.push(sqlite_value(raw, declared).map_err(|err| decode_error(name, declared, err))?);
     }
     Ok(out)
-}
-
-fn insert_column(row: &mut Row, name: &str, value: Value) -> Result<(), SqlError> {
-    if row.insert(name.to_string(), value).is_some() {
-        return Err(SqlError::DuplicateColumn {
-            column: name.to_string(),
-        });
-    }
-    Ok(())
 }
 
 fn decode_error(column: &str, type_name: &str, err: impl std::fmt::Display) -> SqlError {

@@ -29,13 +29,16 @@ pub struct SyncRowRecord {
     pub applied: serde_json::Value,
 }
 
-/// A list member klsync added.
+/// A list member klsync added, or found already on the list when it would have added it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncMemberRecord {
     /// The normalised identifier.
     pub identifier: String,
     /// The Klaviyo profile id, when known.
     pub profile_id: Option<String>,
+    /// Already a member (joined another way) when klsync would have added it: klsync did not
+    /// add it, so mirror mode never removes it.
+    pub preexisting: bool,
 }
 
 fn placeholders(first: usize, count: usize) -> String {
@@ -58,13 +61,18 @@ impl StateStore {
     {
         const SQL: &str = "SELECT identifier, row_hash FROM sync_profile_rows WHERE sync_id = $1";
         on_backend!(self, pool => {
-            let mut rows = sqlx::query_as::<_, (String, String)>(SQL).bind(sync_id).fetch(pool);
-            while let Some((identifier, hash)) = rows
+            let mut rows = sqlx::query(SQL).bind(sync_id).fetch(pool);
+            while let Some(row) = rows
                 .try_next()
                 .await
                 .map_err(StateError::query("read sync row hashes"))?
             {
-                visit(&identifier, &hash);
+                // Borrowed from the row: no two strings allocated per row of a million.
+                use sqlx::Row as _;
+                let identifier: &str =
+                    row.try_get(0).map_err(StateError::query("read sync row hashes"))?;
+                let hash: &str = row.try_get(1).map_err(StateError::query("read sync row hashes"))?;
+                visit(identifier, hash);
             }
             Ok(())
         })
@@ -142,23 +150,26 @@ impl StateStore {
             .await
     }
 
-    /// Every member klsync added to a list.
+    /// Every member klsync recorded for a list: those it added and those it found already there.
     pub async fn sync_members(&self, list_key: &str) -> Result<Vec<SyncMemberRecord>, StateError> {
-        const SQL: &str = "SELECT identifier, profile_id FROM sync_list_members \
+        const SQL: &str = "SELECT identifier, profile_id, preexisting FROM sync_list_members \
                            WHERE list_key = $1 ORDER BY identifier";
-        let rows: Vec<(String, Option<String>)> =
+        let rows: Vec<(String, Option<String>, bool)> =
             on_backend!(self, pool => sqlx::query_as(SQL).bind(list_key).fetch_all(pool).await)
                 .map_err(StateError::query("read list members added by klsync"))?;
         Ok(rows
             .into_iter()
-            .map(|(identifier, profile_id)| SyncMemberRecord {
+            .map(|(identifier, profile_id, preexisting)| SyncMemberRecord {
                 identifier,
                 profile_id,
+                preexisting,
             })
             .collect())
     }
 
-    /// Record members klsync added to a list (a known profile id replaces an unknown one).
+    /// Record members of a list (a known profile id replaces an unknown one). A member recorded
+    /// as added by klsync stays so even if recorded again as preexisting, and a preexisting one
+    /// becomes klsync's once klsync adds it (it had left the list in between).
     pub async fn record_sync_members(
         &self,
         list_key: &str,
@@ -169,13 +180,15 @@ impl StateStore {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
             for batch in members.chunks(WRITE_BATCH) {
                 let values = (0..batch.len())
-                    .map(|i| format!("({})", placeholders(i * 4 + 1, 4)))
+                    .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
-                    "INSERT INTO sync_list_members (list_key, identifier, profile_id, added_at) \
+                    "INSERT INTO sync_list_members \
+                     (list_key, identifier, profile_id, added_at, preexisting) \
                      VALUES {values} ON CONFLICT (list_key, identifier) DO UPDATE SET \
-                     profile_id = COALESCE(excluded.profile_id, sync_list_members.profile_id)"
+                     profile_id = COALESCE(excluded.profile_id, sync_list_members.profile_id), \
+                     preexisting = excluded.preexisting AND sync_list_members.preexisting"
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for member in batch {
@@ -183,7 +196,8 @@ impl StateStore {
                         .bind(list_key)
                         .bind(&member.identifier)
                         .bind(member.profile_id.as_deref())
-                        .bind(now);
+                        .bind(now)
+                        .bind(member.preexisting);
                 }
                 query.execute(&mut *tx).await.map_err(StateError::query("record list members"))?;
             }

@@ -1,6 +1,7 @@
 //! `members:` on a list: add the query's profiles; in mirror mode remove those klsync added that
-//! left the query. Members who joined any other way are never in klsync's record, so never
-//! removed.
+//! left the query. Members who joined any other way are never removed: before recording its
+//! adds, apply reads the list's members (with their identifiers) and records a profile that was
+//! already there as `preexisting`, not as added by klsync.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,12 +24,26 @@ const WHAT: &str = "members of list";
 const IDS_PER_REMOVE: u64 = 1_000;
 /// Identifiers per `any(...)` profile lookup.
 const IDS_PER_LOOKUP: u64 = 100;
+/// Member profiles per page of `GET /lists/{id}/profiles` [spec].
+const MEMBERS_PER_PAGE: u64 = 100;
+
+/// Pages apply reads to learn a list's members before adding: at least one, and one per 100
+/// members klsync knows are there (members who joined otherwise add pages it cannot foresee).
+pub(super) fn member_read_pages(adds: u64, known_members: u64) -> u64 {
+    if adds == 0 {
+        0
+    } else {
+        known_members.div_ceil(MEMBERS_PER_PAGE).max(1)
+    }
+}
 
 /// What an apply sends for one list; empty when planning.
 #[derive(Default)]
 pub(super) struct MemberWork {
     adds: Vec<String>,
     removes: Vec<SyncMemberRecord>,
+    /// Preexisting members that left the query: forgotten, never removed.
+    stale: Vec<String>,
 }
 
 /// The removal limit as a count: a percentage is of the members klsync added (the only ones
@@ -116,24 +131,33 @@ pub(super) async fn compute(
             }
         }
     }
+    let (gone_preexisting, gone_added): (Vec<&SyncMemberRecord>, Vec<&SyncMemberRecord>) = recorded
+        .iter()
+        .filter(|m| !desired.contains(&diff::identifier_key(&m.identifier)))
+        .partition(|m| m.preexisting);
     let removes: Vec<SyncMemberRecord> = if spec.mode == MembershipMode::Mirror {
-        recorded
-            .iter()
-            .filter(|m| !desired.contains(&diff::identifier_key(&m.identifier)))
-            .cloned()
-            .collect()
+        gone_added.into_iter().cloned().collect()
     } else {
         Vec::new()
     };
+    let stale: Vec<String> = gone_preexisting
+        .into_iter()
+        .map(|m| m.identifier.clone())
+        .collect();
     counts.remove = removes.len() as u64;
+    let added_by_klsync = recorded.iter().filter(|m| !m.preexisting).count() as u64;
     let max_removals = spec
         .max_removals
         .as_ref()
-        .map(|limit| removal_limit(limit, recorded.len() as u64));
+        .map(|limit| removal_limit(limit, added_by_klsync));
     let exceeds_max_removals = max_removals.is_some_and(|limit| counts.remove > limit);
     let add_jobs = add_job_count(spec, counts.add);
     let lookups = removes.iter().filter(|m| m.profile_id.is_none()).count() as u64;
     let requests: BTreeMap<Operation, u64> = [
+        (
+            Operation::GetProfilesForList,
+            member_read_pages(counts.add, recorded.len() as u64),
+        ),
         (Operation::BulkImportProfiles, add_jobs),
         (Operation::GetBulkImportProfilesJob, add_jobs),
         (Operation::GetProfiles, lookups.div_ceil(IDS_PER_LOOKUP)),
@@ -166,7 +190,11 @@ pub(super) async fn compute(
         estimated_seconds: super::seconds(&requests),
     };
     let work = if keep_work {
-        MemberWork { adds, removes }
+        MemberWork {
+            adds,
+            removes,
+            stale,
+        }
     } else {
         MemberWork::default()
     };
@@ -192,6 +220,9 @@ pub(super) async fn apply(
         list: list_key.to_string(),
         ..MembershipReport::default()
     };
+    if !work.stale.is_empty() {
+        store.forget_sync_members(list_key, &work.stale).await?;
+    }
     if work.adds.is_empty() && work.removes.is_empty() {
         return Ok(report);
     }
@@ -200,10 +231,15 @@ pub(super) async fn apply(
     })?;
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
 
+    // Profiles already on the list joined some other way: recorded as such, never sent, so
+    // mirror mode will not remove them when they leave the query.
+    let (adds, already) = split_existing(list_id.as_str(), spec, work.adds, client).await?;
+    store.record_sync_members(list_key, &already).await?;
+    report.already_members = already.len() as u64;
+
     // Adds: bulk import with the list relationship, identifier only.
     let profile = |identifier: &String| super::attributes_for(spec.identify_by, identifier, None);
-    let sizes: Vec<usize> = work
-        .adds
+    let sizes: Vec<usize> = adds
         .iter()
         .map(|identifier| {
             serde_json::to_vec(&crate::klaviyo::types::profile_upsert_object(&profile(
@@ -214,11 +250,11 @@ pub(super) async fn apply(
         .collect();
     let ranges = chunk_ranges(&sizes, Chunker::default());
     let lists = [list_id.clone()];
-    let build = |range: std::ops::Range<usize>| work.adds[range].iter().map(profile).collect();
+    let build = |range: std::ops::Range<usize>| adds[range].iter().map(profile).collect();
     let outcomes = super::run_jobs(client, &build, &ranges, &lists, spec.identify_by).await;
     let mut added = Vec::new();
     for (range, outcome) in ranges.iter().zip(outcomes) {
-        let chunk = &work.adds[range.clone()];
+        let chunk = &adds[range.clone()];
         match outcome {
             Ok((job_id, Some(failures))) => {
                 report.jobs.push(job_id);
@@ -229,6 +265,7 @@ pub(super) async fn apply(
                         .map(|identifier| SyncMemberRecord {
                             identifier: identifier.clone(),
                             profile_id: None,
+                            preexisting: false,
                         }),
                 );
                 failed.extend(failures);
@@ -300,9 +337,63 @@ pub(super) async fn apply(
     Ok(report)
 }
 
+/// Split `adds` into profiles to add and those already members of the list (as records marked
+/// `preexisting`, with their profile id), reading the list's members once
+/// ([`member_read_pages`] requests when only klsync's members are there).
+async fn split_existing(
+    list_id: &str,
+    spec: &MembershipSpec,
+    adds: Vec<String>,
+    client: &KlaviyoClient,
+) -> Result<(Vec<String>, Vec<SyncMemberRecord>), SyncError> {
+    if adds.is_empty() {
+        return Ok((adds, Vec::new()));
+    }
+    let mut members: HashMap<u64, String> = HashMap::new();
+    let mut pages = std::pin::pin!(client.list_member_profiles(list_id));
+    while let Some(profile) = pages.next().await {
+        let profile = profile?;
+        let value = match spec.identify_by {
+            crate::manifest::types::IdentifyBy::Email => profile.attributes.email,
+            crate::manifest::types::IdentifyBy::ExternalId => profile.attributes.external_id,
+            crate::manifest::types::IdentifyBy::PhoneNumber => profile.attributes.phone_number,
+        };
+        if let Some(identifier) =
+            value.and_then(|v| identify::normalize(spec.identify_by, &Value::String(v)).ok())
+        {
+            members.insert(diff::identifier_key(&identifier), profile.id);
+        }
+    }
+    if members.is_empty() {
+        return Ok((adds, Vec::new()));
+    }
+    let mut already = Vec::new();
+    let mut to_add = Vec::with_capacity(adds.len());
+    for identifier in adds {
+        match members.get(&diff::identifier_key(&identifier)) {
+            Some(profile_id) => already.push(SyncMemberRecord {
+                identifier,
+                profile_id: Some(profile_id.clone()),
+                preexisting: true,
+            }),
+            None => to_add.push(identifier),
+        }
+    }
+    Ok((to_add, already))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_read_only_when_adding_at_least_one_page() {
+        assert_eq!(member_read_pages(0, 5_000), 0);
+        assert_eq!(member_read_pages(1, 0), 1);
+        assert_eq!(member_read_pages(1, 100), 1);
+        assert_eq!(member_read_pages(1, 101), 2);
+        assert_eq!(member_read_pages(200_000, 150_000), 1_500);
+    }
 
     #[test]
     fn percentages_apply_to_recorded_members_rounding_down() {

@@ -9,7 +9,8 @@
 //!
 //! [`plan_data`] streams every sync's query once and classifies each row against what klsync
 //! last applied for it. Memory stays compact: the stored row hashes are loaded as
-//! `identifier hash (u64) -> row hash (16 bytes)`, the rows seen as `u64 -> class (u8)`, and only
+//! `identifier hash (u64) -> (row hash, class of the row seen)`, rows with no stored hash as
+//! `u64 -> class`, so each row costs one table probe, and only
 //! rows whose hash changed are looked up in the state (500 at a time) for a field-level diff.
 //! The plan keeps counts, bounded samples and the request cost, never the rows.
 //!
@@ -328,6 +329,9 @@ pub struct MembershipReport {
     pub list: String,
     /// Members added (and recorded).
     pub added: u64,
+    /// Profiles to add that were already members (joined another way): recorded as such, not
+    /// sent, never removed by mirror mode.
+    pub already_members: u64,
     /// Members removed (and forgotten).
     pub removed: u64,
     /// Adds Klaviyo refused: retried by the next apply.
@@ -511,18 +515,25 @@ fn merge(total: &mut BTreeMap<Operation, u64>, part: &BTreeMap<Operation, u64>) 
     }
 }
 
-/// Poll a bulk import job until it completes: 250 ms, then 1.5 times longer each time, at most
-/// 10 s apart, for at most an hour.
+/// The wait before a job's first poll: 250 ms plus 50 ms per 1,000 profiles (750 ms for a full
+/// job of 10,000), since a big job is never done after a quarter of a second and each early
+/// poll is a wasted request.
+fn first_poll_delay(profiles: usize) -> Duration {
+    Duration::from_millis(250 + 50 * (profiles as u64 / 1_000))
+}
+
+/// Poll a bulk import job of `profiles` profiles until it completes: first after
+/// [`first_poll_delay`], then 1.5 times longer each time, at most 10 s apart, for at most an hour.
 async fn wait_for_job(
     client: &KlaviyoClient,
     job_id: &str,
+    profiles: usize,
 ) -> Result<crate::klaviyo::BulkImportJob, SyncError> {
     use crate::klaviyo::JobStatus;
-    const FIRST: Duration = Duration::from_millis(250);
     const LONGEST: Duration = Duration::from_secs(10);
     const GIVE_UP: Duration = Duration::from_secs(3600);
     let started = std::time::Instant::now();
-    let mut delay = FIRST;
+    let mut delay = first_poll_delay(profiles);
     loop {
         tokio::time::sleep(delay).await;
         let job = client.get_bulk_import_job(job_id).await?;
@@ -599,9 +610,10 @@ where
     futures::stream::iter(ranges.iter().cloned())
         .map(|range| async move {
             let profiles = build(range);
+            let count = profiles.len();
             let job = client.create_bulk_import_job(&profiles, list_ids).await?;
             drop(profiles);
-            let job = wait_for_job(client, &job.id).await?;
+            let job = wait_for_job(client, &job.id, count).await?;
             let failures = job_failures(client, &job, identify_by).await?;
             Ok((job.id, failures))
         })
@@ -665,4 +677,16 @@ fn check_columns<'a>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_jobs_are_polled_later() {
+        assert_eq!(first_poll_delay(1), Duration::from_millis(250));
+        assert_eq!(first_poll_delay(999), Duration::from_millis(250));
+        assert_eq!(first_poll_delay(10_000), Duration::from_millis(750));
+    }
 }

@@ -193,6 +193,13 @@ pub fn render_report(report: &DataApplyReport) -> String {
             "lists.{}.members: +{} added, -{} removed, {} failed",
             list.list, list.added, list.removed, list.failed
         );
+        if list.already_members > 0 {
+            let _ = writeln!(
+                out,
+                "  {} already member(s) (joined another way): recorded, never removed by mirror",
+                list.already_members
+            );
+        }
         for row in &list.failed_sample {
             let _ = writeln!(out, "  ! {}: {}", row.identifier, row.reason);
         }

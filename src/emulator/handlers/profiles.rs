@@ -225,6 +225,56 @@ pub fn apply_patch_properties(p: &mut Profile, data: &Value) -> Result<(), ApiEr
     Ok(())
 }
 
+/// A filter term prepared once per request: an `any(...)` of 100 identifiers is checked against
+/// every profile, so its values are parsed (and lowercased for emails) once, into a set.
+struct Prepared<'a> {
+    term: &'a Term,
+    /// For string fields: the wanted values (emails lowercased).
+    wanted: Option<std::collections::HashSet<String>>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(term: &'a Term) -> Self {
+        let wanted = match term.field.as_str() {
+            "created" | "updated" => None,
+            field => Some(
+                filter::string_values(&term.value)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|w| {
+                        if field == "email" {
+                            w.to_ascii_lowercase()
+                        } else {
+                            w
+                        }
+                    })
+                    .collect(),
+            ),
+        };
+        Prepared { term, wanted }
+    }
+
+    fn matches(&self, p: &Profile) -> bool {
+        let Some(wanted) = &self.wanted else {
+            return term_matches(self.term, p);
+        };
+        let field = self.term.field.as_str();
+        let have = if field == "id" {
+            Some(p.id.as_str())
+        } else {
+            p.get_str(field)
+        };
+        have.is_some_and(|h| {
+            // Same result as `identifier_eq` against each wanted value.
+            if field == "email" && h.bytes().any(|b| b.is_ascii_uppercase()) {
+                wanted.contains(&h.to_ascii_lowercase())
+            } else {
+                wanted.contains(h)
+            }
+        })
+    }
+}
+
 fn term_matches(term: &Term, p: &Profile) -> bool {
     match term.field.as_str() {
         "created" | "updated" => {
@@ -272,11 +322,12 @@ pub fn get_profiles(ctx: &RequestCtx, state: &State) -> HandlerResult {
     let terms = ctx.filter(PROFILE_FILTERS)?;
     ctx.includes(&["conversations", "push-tokens"])?;
     ctx.additional_fields("profile", &["subscriptions", "predictive_analytics"])?;
+    let prepared: Vec<Prepared<'_>> = terms.iter().map(Prepared::new).collect();
     let mut profiles: Vec<&Profile> = in_order(
         state
             .profiles
             .values()
-            .filter(|p| terms.iter().all(|t| term_matches(t, p))),
+            .filter(|p| prepared.iter().all(|t| t.matches(p))),
         |p| p.seq,
     );
     if let Some(sort) = ctx.query_value("sort") {

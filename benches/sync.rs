@@ -1,0 +1,494 @@
+//! Data sync benchmark (issue 5): run with `cargo bench --bench sync` (release profile).
+//!
+//! Needs PostgreSQL (`KLSYNC_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`)
+//! and `psql` on the PATH. Everything runs in a fresh schema, dropped at the end:
+//!
+//! 1. **No-op plan** over a generated table of `KLSYNC_BENCH_ROWS` rows (default 1,000,000),
+//!    every row already recorded as applied, side by side with `psql \copy` of the same query to
+//!    /dev/null (copy, plan, copy: the better copy is the reference). The plan runs in a child
+//!    process (this binary re-executed with `--plan-child`), so its peak RSS (`VmHWM`) is the
+//!    plan's alone, not the data generation's.
+//! 2. **Apply of 100,000 changed profiles** (`KLSYNC_BENCH_CHANGED`) against the in-process
+//!    emulator with rate limits off: bulk jobs and polls counted from the emulator's stats, and
+//!    the time the same requests take at Klaviyo's published limits (the plan's estimate).
+//! 3. **Membership**: 200,000 profiles added to a list (`KLSYNC_BENCH_MEMBERS`), then 50,000
+//!    removed (`KLSYNC_BENCH_REMOVED`), mirror mode; requests sent vs the plan's lower bound.
+//!
+//! Prints one table; exits non-zero when a target is missed. `KLSYNC_BENCH_PERF=<file>` records
+//! the no-op plan child with `perf record -g` for profiling.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
+use klsync::klaviyo::{ClientConfig, KlaviyoClient};
+use klsync::manifest::types::{
+    IdentifyBy, ListSpec, ManifestFile, MembershipMode, MembershipSpec, OnMissingRow,
+    ProfileSyncSpec, QuerySpec,
+};
+use klsync::settings::Secret;
+use klsync::sql::{QueryManager, QueryOptions};
+use klsync::state::StateStore;
+use klsync::state::testing::TestPostgres;
+use klsync::sync::{self, DataPlan};
+use sqlx::Connection;
+
+const PROFILE_SQL: &str = "SELECT email, plan, ltv FROM customers";
+const MEMBER_SQL: &str = "SELECT email FROM vips";
+const CHILD_FLAG: &str = "--plan-child";
+/// Targets of issue 5.
+const COPY_FACTOR: f64 = 1.5;
+const PEAK_MB: f64 = 200.0;
+const REQUEST_SLACK: f64 = 1.05;
+
+fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == CHILD_FLAG) {
+        let url = args.get(at + 1).expect("--plan-child URL MODE");
+        let mode = args.get(at + 2).map_or("plan", String::as_str);
+        runtime().block_on(child(url, mode));
+        return;
+    }
+    let ok = runtime().block_on(bench());
+    if !ok {
+        std::process::exit(1);
+    }
+}
+
+fn profile_manifest() -> ManifestFile {
+    ManifestFile {
+        profiles: vec![ProfileSyncSpec {
+            id: "customers".into(),
+            query: "customers".into(),
+            identify_by: IdentifyBy::Email,
+            properties: BTreeMap::from([
+                ("plan".to_string(), "plan".to_string()),
+                ("ltv".to_string(), "ltv".to_string()),
+            ]),
+            on_missing_row: OnMissingRow::Keep,
+        }],
+        queries: BTreeMap::from([("customers".to_string(), query(PROFILE_SQL))]),
+        ..ManifestFile::default()
+    }
+}
+
+fn member_manifest() -> ManifestFile {
+    ManifestFile {
+        lists: vec![ListSpec {
+            id: "bench".into(),
+            name: "Bench".into(),
+            opt_in_process: None,
+            tags: Vec::new(),
+            members: Some(MembershipSpec {
+                query: "vips".into(),
+                identify_by: IdentifyBy::Email,
+                mode: MembershipMode::Mirror,
+                max_removals: None,
+            }),
+            prevent_destroy: false,
+        }],
+        queries: BTreeMap::from([("vips".to_string(), query(MEMBER_SQL))]),
+        ..ManifestFile::default()
+    }
+}
+
+fn query(sql: &str) -> QuerySpec {
+    QuerySpec {
+        sql: sql.to_string(),
+        params: Vec::new(),
+        description: None,
+    }
+}
+
+async fn connect(url: &str) -> (QueryManager, StateStore) {
+    let queries = QueryManager::connect(&Secret::new(url.to_string()), QueryOptions::default())
+        .await
+        .expect("connect the source");
+    let state = StateStore::connect(url).await.expect("connect the state");
+    (queries, state)
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The child: connect, run the no-op plan (or only stream the query), report time and peak RSS.
+async fn child(url: &str, mode: &str) {
+    let (queries, state) = connect(url).await;
+    let started = Instant::now();
+    let rows = if mode == "stream" {
+        use futures::StreamExt;
+        queries
+            .execute_query(PROFILE_SQL, &[])
+            .fold(0u64, |n, row| async move { n + u64::from(row.is_ok()) })
+            .await
+    } else {
+        let plan = sync::plan_data(
+            &profile_manifest(),
+            &BTreeMap::new(),
+            &queries,
+            &state,
+            None,
+        )
+        .await
+        .expect("no-op plan");
+        assert!(!plan.has_changes(), "the no-op plan found changes");
+        plan.profiles[0].counts.unchanged
+    };
+    let elapsed = started.elapsed();
+    println!(
+        "CHILD ms={} rows={rows} hwm_kb={}",
+        elapsed.as_millis(),
+        peak_rss_kb()
+    );
+}
+
+struct ChildRun {
+    elapsed: Duration,
+    rows: u64,
+    peak_mb: f64,
+}
+
+fn run_child(url: &str, mode: &str) -> ChildRun {
+    let exe = std::env::current_exe().expect("own path");
+    // KLSYNC_BENCH_PERF=<file>: record the child with `perf record -g` (the figures then include
+    // perf's overhead).
+    let mut command = match std::env::var("KLSYNC_BENCH_PERF") {
+        Ok(file) if mode == "plan" => {
+            let mut perf = Command::new("perf");
+            perf.args(["record", "-g", "-o", &file, "--"]).arg(exe);
+            perf
+        }
+        _ => Command::new(exe),
+    };
+    let out = command
+        .args([CHILD_FLAG, url, mode])
+        .output()
+        .expect("run the plan child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "plan child failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("CHILD "))
+        .expect("child result line");
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .expect("child field")
+    };
+    ChildRun {
+        elapsed: Duration::from_millis(field("ms")),
+        rows: field("rows"),
+        peak_mb: field("hwm_kb") as f64 / 1024.0,
+    }
+}
+
+fn psql_copy(url: &str, sql: &str) -> Duration {
+    let started = Instant::now();
+    // psql does not read `+` as a space in URL parameters.
+    let out = Command::new("psql")
+        .arg(url.replace('+', "%20"))
+        .arg("-c")
+        .arg(format!("\\copy ({sql}) TO '/dev/null'"))
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql \\copy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.elapsed()
+}
+
+async fn exec(url: &str, sql: &str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .expect("statement");
+    conn.close().await.expect("close");
+}
+
+async fn emulator() -> (EmulatorHandle, KlaviyoClient) {
+    let handle = emulator::start(EmulatorConfig {
+        rate_limits: RateLimitMode::Off,
+        job_delay: Duration::from_millis(50),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let mut config = ClientConfig::new(handle.base_url.clone(), Secret::new("pk_emulator"));
+    config.rate_limit_factor = None;
+    (handle, KlaviyoClient::new(config).expect("client"))
+}
+
+/// Requests per emulator operation (`METHOD /api/path`) between two snapshots.
+fn sent_since(
+    before: &klsync::emulator::StatsSnapshot,
+    after: &klsync::emulator::StatsSnapshot,
+) -> BTreeMap<String, u64> {
+    after
+        .by_operation
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.count(op)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+fn total(requests: &BTreeMap<String, u64>) -> u64 {
+    requests.values().sum()
+}
+
+struct Report {
+    lines: Vec<(String, String, String)>,
+    ok: bool,
+}
+
+impl Report {
+    fn row(&mut self, what: impl Into<String>, value: impl Into<String>, target: Option<bool>) {
+        let verdict = match target {
+            None => String::new(),
+            Some(true) => "ok".to_string(),
+            Some(false) => {
+                self.ok = false;
+                "MISSED".to_string()
+            }
+        };
+        let line = (what.into(), value.into(), verdict);
+        // As it goes, too: the whole run takes minutes.
+        eprintln!("{} | {} | {}", line.0, line.1, line.2);
+        self.lines.push(line);
+    }
+}
+
+async fn bench() -> bool {
+    let rows = env_count("KLSYNC_BENCH_ROWS", 1_000_000);
+    let changed = env_count("KLSYNC_BENCH_CHANGED", 100_000).min(rows);
+    let members = env_count("KLSYNC_BENCH_MEMBERS", 200_000);
+    let removed = env_count("KLSYNC_BENCH_REMOVED", 50_000).min(members);
+    let pg = TestPostgres::create()
+        .await
+        .expect("PostgreSQL (KLSYNC_TEST_POSTGRES_URL) is needed for this benchmark");
+    let url = pg.url().to_string();
+    let mut report = Report {
+        lines: Vec::new(),
+        ok: true,
+    };
+
+    // ---- 1. no-op plan vs psql \copy --------------------------------------------------------
+    let started = Instant::now();
+    exec(
+        &url,
+        &format!(
+            "CREATE TABLE customers (email TEXT, plan TEXT, ltv BIGINT, active BOOLEAN); \
+             INSERT INTO customers SELECT 'c' || n || '@shop.test', 'basic', n, TRUE \
+             FROM generate_series(0, {}) AS n; ANALYZE customers",
+            rows - 1
+        ),
+    )
+    .await;
+    let (queries, state) = connect(&url).await;
+    // Record every row as applied, exactly as an apply would have.
+    let numbers: Vec<u64> = (0..rows).collect();
+    for batch in numbers.chunks(100_000) {
+        let records: Vec<klsync::state::SyncRowRecord> = batch
+            .iter()
+            .map(|n| {
+                let properties = serde_json::json!({"plan": "basic", "ltv": n});
+                let map = properties.as_object().expect("an object");
+                klsync::state::SyncRowRecord {
+                    identifier: format!("c{n}@shop.test"),
+                    row_hash: sync::diff::hash_hex(&sync::diff::row_hash(map)),
+                    applied: properties.clone(),
+                }
+            })
+            .collect();
+        state
+            .record_sync_rows("customers", &records)
+            .await
+            .expect("record rows");
+    }
+    eprintln!(
+        "generated {rows} rows and their state in {:?}",
+        started.elapsed()
+    );
+
+    let copy_before = psql_copy(&url, PROFILE_SQL);
+    let plan_run = run_child(&url, "plan");
+    let copy_after = psql_copy(&url, PROFILE_SQL);
+    let stream_run = run_child(&url, "stream");
+    let copy = copy_before.min(copy_after);
+    assert_eq!(
+        plan_run.rows, rows,
+        "the plan did not see every row unchanged"
+    );
+    assert_eq!(stream_run.rows, rows);
+    let ratio = plan_run.elapsed.as_secs_f64() / copy.as_secs_f64();
+    report.row(
+        format!("psql \\copy of the query, {rows} rows (best of 2)"),
+        format!(
+            "{:.2} s ({:.2} s, {:.2} s)",
+            copy.as_secs_f64(),
+            copy_before.as_secs_f64(),
+            copy_after.as_secs_f64()
+        ),
+        None,
+    );
+    report.row(
+        "the query streamed alone through QueryManager",
+        format!("{:.2} s", stream_run.elapsed.as_secs_f64()),
+        None,
+    );
+    report.row(
+        format!("no-op plan (target <= {COPY_FACTOR}x psql)"),
+        format!("{:.2} s = {ratio:.2}x", plan_run.elapsed.as_secs_f64()),
+        Some(ratio <= COPY_FACTOR),
+    );
+    report.row(
+        format!("no-op plan peak RSS (target < {PEAK_MB} MB)"),
+        format!("{:.0} MB", plan_run.peak_mb),
+        Some(plan_run.peak_mb < PEAK_MB),
+    );
+
+    // ---- 2. apply of `changed` changed profiles ---------------------------------------------
+    exec(
+        &url,
+        &format!("UPDATE customers SET plan = 'pro' WHERE ltv < {changed}"),
+    )
+    .await;
+    let (handle, client) = emulator().await;
+    let manifest = profile_manifest();
+    let no_lists = BTreeMap::new();
+    let planned = sync::plan_data(&manifest, &no_lists, &queries, &state, None)
+        .await
+        .expect("plan the changes");
+    assert_eq!(planned.profiles[0].counts.changed, changed);
+    let before = handle.stats();
+    let started = Instant::now();
+    let applied = sync::apply_data(
+        &planned, &manifest, &no_lists, &queries, &client, &state, false,
+    )
+    .await
+    .expect("apply the changes");
+    let wall = started.elapsed();
+    let sent = sent_since(&before, &handle.stats());
+    assert_eq!(applied.profiles[0].recorded, changed);
+    let jobs = sent
+        .get("POST /api/profile-bulk-import-jobs")
+        .copied()
+        .unwrap_or(0);
+    let polls = sent
+        .get("GET /api/profile-bulk-import-jobs/{job_id}")
+        .copied()
+        .unwrap_or(0);
+    let max_jobs = changed.div_ceil(10_000);
+    report.row(
+        format!("apply {changed} changed profiles, rate limits off: wall time"),
+        format!("{:.1} s", wall.as_secs_f64()),
+        None,
+    );
+    report.row(
+        format!("  bulk import jobs (target <= {max_jobs}) + polls"),
+        format!(
+            "{jobs} jobs + {polls} polls ({} requests in all)",
+            total(&sent)
+        ),
+        Some(jobs <= max_jobs && polls >= jobs),
+    );
+    report.row(
+        "  the same at Klaviyo's published limits (plan estimate)",
+        format!("{} s for {:?}", planned.estimated_seconds, planned.requests),
+        None,
+    );
+    drop(handle);
+
+    // ---- 3. membership: add, then remove -----------------------------------------------------
+    exec(
+        &url,
+        &format!(
+            "CREATE TABLE vips (n BIGINT, email TEXT); \
+             INSERT INTO vips SELECT n, 'm' || n || '@shop.test' FROM generate_series(0, {}) AS n",
+            members - 1
+        ),
+    )
+    .await;
+    let (handle, client) = emulator().await;
+    let list_id = handle.seed(|s| s.create_list("Bench", None));
+    let lists = BTreeMap::from([("bench".to_string(), list_id)]);
+    let manifest = member_manifest();
+    for (step, sql) in [
+        (format!("add {members} members"), None),
+        (
+            format!("remove {removed} members (mirror)"),
+            Some(format!("DELETE FROM vips WHERE n < {removed}")),
+        ),
+    ] {
+        if let Some(sql) = sql {
+            exec(&url, &sql).await;
+        }
+        let planned: DataPlan = sync::plan_data(&manifest, &lists, &queries, &state, None)
+            .await
+            .expect("plan membership");
+        let before = handle.stats();
+        let started = Instant::now();
+        sync::apply_data(
+            &planned, &manifest, &lists, &queries, &client, &state, false,
+        )
+        .await
+        .expect("apply membership");
+        let wall = started.elapsed();
+        let sent = sent_since(&before, &handle.stats());
+        let bound = total(&planned.requests);
+        let ratio = total(&sent) as f64 / bound.max(1) as f64;
+        report.row(
+            format!("membership: {step} (requests within 5% of the lower bound)"),
+            format!(
+                "{} sent / {bound} bound = {ratio:.3} in {:.1} s",
+                total(&sent),
+                wall.as_secs_f64()
+            ),
+            Some(ratio <= REQUEST_SLACK),
+        );
+        report.row("  sent, by operation", format!("{sent:?}"), None);
+        report.row(
+            "  lower bound (plan), at Klaviyo's limits",
+            format!("{:?}, {} s", planned.requests, planned.estimated_seconds),
+            None,
+        );
+    }
+    queries.close().await;
+
+    let width = report.lines.iter().map(|l| l.0.len()).max().unwrap_or(0);
+    println!("\n{:width$} | result | target", "measure");
+    println!("{}", "-".repeat(width + 20));
+    for (what, value, verdict) in &report.lines {
+        println!("{what:width$} | {value} | {verdict}");
+    }
+    report.ok
+}

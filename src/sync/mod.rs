@@ -46,7 +46,7 @@ use crate::sql::{QueryManager, SqlError};
 use crate::state::{StateError, StateStore};
 
 pub use diff::FieldChange;
-pub use render::{render_markdown, render_report, render_text};
+pub use render::{render_report, render_text};
 
 /// Rows kept in each sample of a plan or report.
 pub const SAMPLE_SIZE: usize = 10;

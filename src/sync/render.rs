@@ -105,70 +105,6 @@ pub fn render_text(plan: &DataPlan) -> String {
     out
 }
 
-/// The data plan as markdown (pull-request comments).
-pub fn render_markdown(plan: &DataPlan) -> String {
-    let mut out = String::from("### Data\n\n");
-    if !plan.profiles.is_empty() {
-        out.push_str("| profiles | rows | new | changed | unset | unchanged | rejected |\n");
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
-        for sync in &plan.profiles {
-            let c = &sync.counts;
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {} | {} | {} | {} | {} |",
-                sync.id, sync.rows, c.new, c.changed, c.unset, c.unchanged, c.rejected
-            );
-        }
-        out.push('\n');
-    }
-    if !plan.memberships.is_empty() {
-        out.push_str("| list members | rows | add | remove | unchanged | rejected |\n");
-        out.push_str("|---|---:|---:|---:|---:|---:|\n");
-        for list in &plan.memberships {
-            let c = &list.counts;
-            let warn = if list.exceeds_max_removals {
-                " ⚠️ exceeds max_removals"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                out,
-                "| `{}`{warn} | {} | {} | {} | {} | {} |",
-                list.list, list.rows, c.add, c.remove, c.unchanged, c.rejected
-            );
-        }
-        out.push('\n');
-    }
-    let samples: Vec<String> = plan
-        .profiles
-        .iter()
-        .flat_map(|sync| {
-            sync.diff_sample.iter().flat_map(move |row| {
-                row.changes.iter().map(move |change| {
-                    format!(
-                        "- `{}` `{}`: {}",
-                        sync.id,
-                        row.identifier,
-                        change_line(change)
-                    )
-                })
-            })
-        })
-        .collect();
-    if !samples.is_empty() {
-        out.push_str("<details><summary>Sample changes</summary>\n\n");
-        out.push_str(&samples.join("\n"));
-        out.push_str("\n\n</details>\n\n");
-    }
-    let total: u64 = plan.requests.values().sum();
-    let _ = writeln!(
-        out,
-        "{total} request(s), at least {} at Klaviyo's rate limits.",
-        format_duration(std::time::Duration::from_secs(plan.estimated_seconds))
-    );
-    out
-}
-
 /// What an apply did, for a terminal.
 pub fn render_report(report: &DataApplyReport) -> String {
     let mut out = String::new();
@@ -296,16 +232,5 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} missing in\n{text}");
         }
-    }
-
-    #[test]
-    fn markdown_has_tables_and_flags_the_guard() {
-        let markdown = render_markdown(&plan());
-        assert!(
-            markdown.contains("| `customers` | 5 | 1 | 1 | 0 | 2 | 1 |"),
-            "{markdown}"
-        );
-        assert!(markdown.contains("exceeds max_removals"), "{markdown}");
-        assert!(markdown.contains("ltv: 1 -> 2"), "{markdown}");
     }
 }

@@ -134,6 +134,7 @@ on_both_backends!(
     import_then_plan_is_empty_and_drift_finds_each_hand_change,
     import_by_kind_refuses_clashes_and_drift_covers_every_field,
     drift_after_apply_is_empty_until_a_hand_change,
+    a_partial_apply_records_the_links_it_made,
 );
 
 fn definition(value: i64) -> Value {
@@ -697,4 +698,51 @@ async fn applied_tags(setup: &Setup) -> BTreeMap<String, Value> {
         .filter(|(kind, ..)| kind == "list" || kind == "segment")
         .map(|(kind, key, _, applied)| (format!("{kind}.{key}"), applied["tags"].clone()))
         .collect()
+}
+
+async fn a_partial_apply_records_the_links_it_made(backend: Backend) {
+    let setup = Setup::new(backend).await;
+    let dir = setup.dir();
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("klsync.yaml"), "version: 1\n").expect("write");
+    std::fs::write(
+        dir.join("manifest.yaml"),
+        "\
+tag_groups:
+  - name: stage
+    exclusive: true
+    tags: [acquisition]
+tags: [promo]
+lists:
+  - id: newsletter
+    name: Newsletter
+    tags: [stage/acquisition, promo]
+  - id: other
+    name: Other
+    tags: [promo]
+",
+    )
+    .expect("write");
+    // The newsletter already carries another tag of the exclusive group: that attach fails.
+    setup.seed(|state| {
+        let group = state.create_tag_group("stage", true).expect("group");
+        let legacy = state.create_tag("legacy", Some(&group)).expect("tag");
+        let newsletter = state.create_list("Newsletter", None);
+        state
+            .tag_resources(&legacy, Taggable::List, &[newsletter])
+            .expect("link");
+    });
+    let partial = setup.in_project(&["apply", "--auto-approve"]).await;
+    ok(&partial, 3);
+    // Only the links that were made are recorded (the run did not converge).
+    assert_eq!(
+        applied_tags(&setup).await,
+        BTreeMap::from([
+            ("list.newsletter".to_owned(), json!(["promo"])),
+            ("list.other".to_owned(), json!(["promo"])),
+        ])
+    );
+    let drift = setup.in_project(&["drift"]).await;
+    ok(&drift, 0);
+    assert!(drift.stdout.starts_with("No drift."), "{}", drift.stdout);
 }

@@ -8,11 +8,12 @@
 //! - segments: `name`, `definition` (compared normalised, shown as a YAML diff), `is_starred`;
 //! - any kind: deleted in Klaviyo.
 //!
-//! Tag links are not part of the applied record (klsync plans them from the manifests), so a
-//! link between a managed tag and a managed list or segment is compared with the links the
-//! manifests declare: a link present in Klaviyo but not declared was attached by hand, a declared
-//! link missing in Klaviyo was detached by hand. Links to resources klsync does not manage are
-//! never drift.
+//! Tag links: a managed list's or segment's applied record holds the keys of the tags klsync
+//! last linked to it (`tags`), so a link between a managed tag and a managed list or segment is
+//! compared with that: a link present in Klaviyo but not recorded was attached by hand, a
+//! recorded link missing in Klaviyo was detached by hand. Unapplied manifest edits are not drift.
+//! Records written by klsync versions that did not keep `tags` fall back to the links the
+//! manifests declare. Links to resources klsync does not manage are never drift.
 
 #![deny(missing_docs)]
 
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::model::{DesiredState, LiveState, ManagedState, ResourceKind};
-use crate::plan::{ChangeKind, definition_diff, normalize_definition};
+use crate::plan::{APPLIED_TAGS, ChangeKind, definition_diff, normalize_definition};
 
 /// The version of the JSON drift format. Bumped on any change a reader would notice.
 pub const FORMAT_VERSION: u32 = 1;
@@ -114,8 +115,9 @@ impl DriftReport {
     }
 }
 
-/// Compare Klaviyo (`live`) with what klsync applied (`managed`); links are compared with the
-/// links `declared` in the manifests. `include_unmanaged` also lists what klsync does not manage.
+/// Compare Klaviyo (`live`) with what klsync applied (`managed`); links of records without
+/// applied `tags` (written by earlier versions) are compared with the links `declared` in the
+/// manifests instead. `include_unmanaged` also lists what klsync does not manage.
 pub fn detect(
     managed: &ManagedState,
     live: &LiveState,
@@ -206,7 +208,7 @@ pub fn detect(
 }
 
 /// Links between managed tags and managed, existing lists and segments that differ from the
-/// declared links.
+/// applied links (or, for records without them, the declared links).
 fn link_drift(
     managed: &ManagedState,
     live: &LiveState,
@@ -238,13 +240,23 @@ fn link_drift(
             },
             _ => continue,
         };
-        // A target the manifests dropped is about to be destroyed: its links say nothing.
-        let Some(wanted) = wanted else {
-            warnings.push(format!(
-                "{} is managed but no manifest declares it (`klsync plan` would destroy it); its tag links were not compared",
-                key.address()
-            ));
-            continue;
+        let applied_tags = record
+            .applied
+            .get(APPLIED_TAGS)
+            .and_then(Value::as_array)
+            .map(|tags| tags.iter().filter_map(Value::as_str).collect::<Vec<_>>());
+        let wanted: Vec<&str> = match (applied_tags, wanted) {
+            (Some(applied), _) => applied,
+            // Recorded by an earlier klsync: the manifests are the best guess.
+            (None, Some(declared)) => declared.iter().map(String::as_str).collect(),
+            // A target the manifests dropped is about to be destroyed: its links say nothing.
+            (None, None) => {
+                warnings.push(format!(
+                    "{} is managed but no manifest declares it (`klsync plan` would destroy it) and its record predates applied tag links; its tag links were not compared",
+                    key.address()
+                ));
+                continue;
+            }
         };
         let name = record
             .applied
@@ -252,8 +264,7 @@ fn link_drift(
             .and_then(Value::as_str)
             .unwrap_or_default();
         let wanted: BTreeSet<&str> = wanted
-            .iter()
-            .map(String::as_str)
+            .into_iter()
             .filter(|tag| managed_tag_keys.contains(tag))
             .collect();
         let live_keys: BTreeSet<&str> = linked
@@ -686,5 +697,55 @@ mod tests {
         assert_eq!(json["format_version"], 1);
         assert_eq!(json["drift"][0]["drift"], "attached");
         assert_eq!(json["unmanaged"][1]["kind"], "list");
+    }
+
+    #[test]
+    fn links_are_compared_with_the_applied_tags_not_the_manifests() {
+        let (mut managed, mut live, mut declared) = setup();
+        for (key, tags) in [("vip", json!(["lifecycle/vip"])), ("loose", json!([]))] {
+            let record = managed
+                .get_mut(&ResourceKey::new(ResourceKind::List, key))
+                .unwrap();
+            record.applied[APPLIED_TAGS] = tags;
+        }
+        managed
+            .get_mut(&ResourceKey::new(ResourceKind::Segment, "big"))
+            .unwrap()
+            .applied[APPLIED_TAGS] = json!(["seasonal"]);
+        live.segments.get_mut("S1").unwrap().tag_ids = ["t2".to_owned()].into();
+        // Unapplied manifest edits: a new link on `loose`, the link on `vip` dropped.
+        declared.lists.get_mut("loose").unwrap().tags = ["seasonal".to_owned()].into();
+        declared.lists.get_mut("vip").unwrap().tags.clear();
+        let report = detect(&managed, &live, &declared, false);
+        assert_eq!(report.drift, Vec::new(), "{}", render_text(&report));
+        // An undeclared target with recorded tags is still compared: no warning.
+        assert_eq!(report.warnings, Vec::<String>::new());
+
+        // Retagged by hand: `seasonal` swapped for `lifecycle/vip` on the segment.
+        live.segments.get_mut("S1").unwrap().tag_ids = ["t1".to_owned()].into();
+        let report = detect(&managed, &live, &declared, false);
+        let got: Vec<(&str, DriftKind, &Value, &Value)> = report
+            .drift
+            .iter()
+            .map(|e| (e.address.as_str(), e.drift, &e.before, &e.after))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "tag_link.lifecycle/vip->segment.big",
+                    DriftKind::Attached,
+                    &json!(false),
+                    &json!(true)
+                ),
+                (
+                    "tag_link.seasonal->segment.big",
+                    DriftKind::Detached,
+                    &json!(true),
+                    &json!(false)
+                ),
+            ]
+        );
+        assert!(report.drift.iter().all(|e| e.field == "linked"));
     }
 }

@@ -299,7 +299,23 @@ pub fn managed_records(
     live: &LiveState,
     meta: PlanMeta,
 ) -> Result<Vec<(ResourceKey, ManagedRecord)>, ImportError> {
-    // `applied` holds no links, and links to tags outside this import would not resolve.
+    // Links to tags outside this import would not resolve, and the adoption plan only knows the
+    // imported tags as klsync's: the applied `tags` are the links the manifests were written
+    // with (links to imported or already managed tags), as `apply` records them once it linked
+    // them.
+    let mut linked: BTreeMap<ResourceKey, Vec<String>> = BTreeMap::new();
+    for list in &imported.manifest.lists {
+        linked.insert(
+            ResourceKey::new(ResourceKind::List, &list.id),
+            list.tags.clone(),
+        );
+    }
+    for segment in &imported.manifest.segments {
+        linked.insert(
+            ResourceKey::new(ResourceKind::Segment, &segment.id),
+            segment.tags.clone(),
+        );
+    }
     let mut manifest = imported.manifest.clone();
     for list in &mut manifest.lists {
         list.tags.clear();
@@ -317,6 +333,11 @@ pub fn managed_records(
             change.klaviyo_id,
             change.applied,
         ) {
+            let mut applied = applied;
+            if let Some(tags) = linked.get(&key) {
+                let tags: BTreeSet<&String> = tags.iter().collect();
+                applied[plan::APPLIED_TAGS] = serde_json::json!(tags);
+            }
             adopted.insert(key, (id, applied));
         }
     }
@@ -1052,6 +1073,36 @@ mod tests {
         assert_eq!(vip.applied["group"], "lifecycle");
         let group = &records[&ResourceKey::new(ResourceKind::TagGroup, "lifecycle")];
         assert_eq!(group.applied["exclusive"], true);
+        for (key, record) in &records {
+            let tags = match key.kind {
+                ResourceKind::List => {
+                    &imported
+                        .manifest
+                        .lists
+                        .iter()
+                        .find(|l| l.id == key.key)
+                        .unwrap()
+                        .tags
+                }
+                ResourceKind::Segment => {
+                    &imported
+                        .manifest
+                        .segments
+                        .iter()
+                        .find(|s| s.id == key.key)
+                        .unwrap()
+                        .tags
+                }
+                _ => continue,
+            };
+            assert_eq!(record.applied["tags"], json!(tags), "{}", key.address());
+        }
+        assert!(
+            records
+                .values()
+                .any(|r| r.applied["tags"].as_array().is_some_and(|t| !t.is_empty())),
+            "the fixture links some tag"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 
 use klsync::emulator::state::{State, Taggable};
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
-use klsync::state::StateStore;
 use klsync::state::testing::TestPostgres;
+use klsync::state::{RunStart, StateStore};
 use serde_json::{Value, json};
 use support::project::{Finished, klsync};
 
@@ -134,6 +134,7 @@ on_both_backends!(
     import_then_plan_is_empty_and_drift_finds_each_hand_change,
     import_by_kind_refuses_clashes_and_drift_covers_every_field,
     drift_after_apply_is_empty_until_a_hand_change,
+    a_partial_apply_records_the_links_it_made,
 );
 
 fn definition(value: i64) -> Value {
@@ -539,4 +540,209 @@ async fn drift_after_apply_is_empty_until_a_hand_change(backend: Backend) {
     .into();
     assert_eq!(entries(&report), expected, "{}", drift.stdout);
     assert_eq!(report["drift"][0]["klaviyo_id"], json!(seasonal));
+    setup.seed(|state| state.tags.get_mut(&seasonal).unwrap().name = "seasonal".into());
+
+    // The state records the links apply made.
+    assert_eq!(
+        applied_tags(&setup).await,
+        BTreeMap::from([
+            ("list.vip".to_owned(), json!(["lifecycle/vip", "seasonal"])),
+            ("segment.big-spenders".to_owned(), json!(["lifecycle/vip"])),
+        ])
+    );
+
+    // Manifest edits not applied yet are not drift: drift compares with what was applied.
+    let edited = APPLIED
+        .replace(
+            "tags: [lifecycle/vip, seasonal]\n    prevent_destroy",
+            "tags: [lifecycle/vip]\n    prevent_destroy",
+        )
+        .replace(
+            "name: Big spenders\n    tags: [lifecycle/vip]",
+            "name: Big spenders\n    tags: [lifecycle/vip, seasonal]",
+        );
+    assert_ne!(edited, APPLIED);
+    std::fs::write(dir.join("manifest.yaml"), &edited).expect("write");
+    let drift = setup.in_project(&["drift"]).await;
+    ok(&drift, 0);
+    assert!(drift.stdout.starts_with("No drift."), "{}", drift.stdout);
+
+    // Retagged by hand: the segment loses `lifecycle/vip` and gains `seasonal` — which the
+    // unapplied manifest now asks for, but klsync never applied.
+    let segment = setup.seed(|state| {
+        let segment = state
+            .segments
+            .values()
+            .find(|s| s.name == "Big spenders")
+            .expect("applied")
+            .id
+            .clone();
+        for tag in state.tags.values_mut() {
+            tag.segments.remove(&segment);
+        }
+        state
+            .tags
+            .get_mut(&seasonal)
+            .unwrap()
+            .segments
+            .insert(segment.clone());
+        segment
+    });
+    let drift = setup.in_project(&["drift", "--format", "json"]).await;
+    ok(&drift, 2);
+    let report: Value = serde_json::from_str(&drift.stdout).expect("JSON report");
+    let expected: BTreeMap<(String, String), (String, Value, Value)> = [
+        (
+            (
+                "tag_link.lifecycle/vip->segment.big-spenders".to_owned(),
+                "linked".to_owned(),
+            ),
+            ("detached".to_owned(), json!(true), json!(false)),
+        ),
+        (
+            (
+                "tag_link.seasonal->segment.big-spenders".to_owned(),
+                "linked".to_owned(),
+            ),
+            ("attached".to_owned(), json!(false), json!(true)),
+        ),
+    ]
+    .into();
+    assert_eq!(entries(&report), expected, "{}", drift.stdout);
+    assert!(
+        report["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["klaviyo_id"] == json!(segment) && e["name"] == json!("Big spenders")),
+        "{}",
+        drift.stdout
+    );
+
+    // Applying the edits attaches and detaches, and records each link: no drift after.
+    ok(&setup.in_project(&["apply", "--auto-approve"]).await, 0);
+    assert_eq!(
+        applied_tags(&setup).await,
+        BTreeMap::from([
+            ("list.vip".to_owned(), json!(["lifecycle/vip"])),
+            (
+                "segment.big-spenders".to_owned(),
+                json!(["lifecycle/vip", "seasonal"])
+            ),
+        ])
+    );
+    let drift = setup.in_project(&["drift"]).await;
+    ok(&drift, 0);
+    assert!(drift.stdout.starts_with("No drift."), "{}", drift.stdout);
+
+    // Records of earlier versions have no applied tags: drift compares their links with the
+    // manifests, so an unapplied edit shows, until an apply that converges records them.
+    let store = StateStore::connect(&setup.backend.url())
+        .await
+        .expect("state");
+    let run = store
+        .begin_run(&RunStart {
+            command: "test".into(),
+            actor: "test".into(),
+            git_commit: None,
+            manifest_digest: None,
+            plan_id: None,
+        })
+        .await
+        .expect("run");
+    for mut row in store.managed().await.expect("rows") {
+        if let Some(applied) = row.applied.as_object_mut()
+            && applied.remove("tags").is_some()
+        {
+            store.upsert_managed(&row, run).await.expect("write");
+        }
+    }
+    store.close().await;
+    let unapplied = edited.replace(
+        "name: Big spenders\n    tags: [lifecycle/vip, seasonal]",
+        "name: Big spenders\n    tags: [lifecycle/vip]",
+    );
+    std::fs::write(dir.join("manifest.yaml"), &unapplied).expect("write");
+    let drift = setup.in_project(&["drift", "--format", "json"]).await;
+    ok(&drift, 2);
+    let report: Value = serde_json::from_str(&drift.stdout).expect("JSON report");
+    let expected: BTreeMap<(String, String), (String, Value, Value)> = [(
+        (
+            "tag_link.seasonal->segment.big-spenders".to_owned(),
+            "linked".to_owned(),
+        ),
+        ("attached".to_owned(), json!(false), json!(true)),
+    )]
+    .into();
+    assert_eq!(entries(&report), expected, "{}", drift.stdout);
+    std::fs::write(dir.join("manifest.yaml"), &edited).expect("write");
+    ok(&setup.in_project(&["apply", "--auto-approve"]).await, 0);
+    assert_eq!(
+        applied_tags(&setup).await,
+        BTreeMap::from([
+            ("list.vip".to_owned(), json!(["lifecycle/vip"])),
+            (
+                "segment.big-spenders".to_owned(),
+                json!(["lifecycle/vip", "seasonal"])
+            ),
+        ])
+    );
+}
+
+/// Address → applied `tags` of every managed list and segment.
+async fn applied_tags(setup: &Setup) -> BTreeMap<String, Value> {
+    setup
+        .managed_rows()
+        .await
+        .into_iter()
+        .filter(|(kind, ..)| kind == "list" || kind == "segment")
+        .map(|(kind, key, _, applied)| (format!("{kind}.{key}"), applied["tags"].clone()))
+        .collect()
+}
+
+async fn a_partial_apply_records_the_links_it_made(backend: Backend) {
+    let setup = Setup::new(backend).await;
+    let dir = setup.dir();
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("klsync.yaml"), "version: 1\n").expect("write");
+    std::fs::write(
+        dir.join("manifest.yaml"),
+        "\
+tag_groups:
+  - name: stage
+    exclusive: true
+    tags: [acquisition]
+tags: [promo]
+lists:
+  - id: newsletter
+    name: Newsletter
+    tags: [stage/acquisition, promo]
+  - id: other
+    name: Other
+    tags: [promo]
+",
+    )
+    .expect("write");
+    // The newsletter already carries another tag of the exclusive group: that attach fails.
+    setup.seed(|state| {
+        let group = state.create_tag_group("stage", true).expect("group");
+        let legacy = state.create_tag("legacy", Some(&group)).expect("tag");
+        let newsletter = state.create_list("Newsletter", None);
+        state
+            .tag_resources(&legacy, Taggable::List, &[newsletter])
+            .expect("link");
+    });
+    let partial = setup.in_project(&["apply", "--auto-approve"]).await;
+    ok(&partial, 3);
+    // Only the links that were made are recorded (the run did not converge).
+    assert_eq!(
+        applied_tags(&setup).await,
+        BTreeMap::from([
+            ("list.newsletter".to_owned(), json!(["promo"])),
+            ("list.other".to_owned(), json!(["promo"])),
+        ])
+    );
+    let drift = setup.in_project(&["drift"]).await;
+    ok(&drift, 0);
+    assert!(drift.stdout.starts_with("No drift."), "{}", drift.stdout);
 }

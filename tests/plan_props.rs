@@ -6,11 +6,12 @@ mod plan_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use klsync::drift::detect;
 use klsync::manifest::OptInProcess;
 use klsync::model::{
     DesiredState, LiveState, ManagedRecord, ManagedState, ResourceKey, ResourceKind, tag_key,
 };
-use klsync::plan::{PlanError, diff, model_apply, normalize_definition};
+use klsync::plan::{ChangeKind, PlanError, diff, model_apply, normalize_definition};
 use plan_common::*;
 use proptest::prelude::*;
 use serde_json::json;
@@ -246,13 +247,36 @@ fn generate_managed(tape: &mut Tape, desired: &DesiredState, live: &LiveState) -
                 .map_or_else(|| tape.chance(1), |list| list.prevent_destroy),
             _ => !is_desired(desired, &key) && tape.byte() % 8 == 0,
         };
+        let mut applied = json!({"prevent_destroy": prevent_destroy});
+        // Lists and segments recorded by this klsync carry the tags it linked (filled in below);
+        // records of earlier versions have none.
+        if matches!(key.kind, ResourceKind::List | ResourceKind::Segment) && tape.chance(2) {
+            applied["tags"] = json!([]);
+        }
         managed.insert(
             key,
             ManagedRecord {
                 klaviyo_id: id,
-                applied: json!({"prevent_destroy": prevent_destroy}),
+                applied,
             },
         );
+    }
+    // What klsync would have recorded: the target's links to its tags.
+    let tag_keys: BTreeMap<String, String> = managed
+        .iter()
+        .filter(|(key, _)| key.kind == ResourceKind::Tag)
+        .map(|(key, record)| (record.klaviyo_id.clone(), key.key.clone()))
+        .collect();
+    for (key, record) in managed.iter_mut() {
+        let linked = match key.kind {
+            ResourceKind::List => live.lists.get(&record.klaviyo_id).map(|l| &l.tag_ids),
+            ResourceKind::Segment => live.segments.get(&record.klaviyo_id).map(|s| &s.tag_ids),
+            _ => None,
+        };
+        if let (Some(tags), Some(linked)) = (record.applied.get_mut("tags"), linked) {
+            let keys: BTreeSet<&String> = linked.iter().filter_map(|id| tag_keys.get(id)).collect();
+            *tags = json!(keys);
+        }
     }
     managed
 }
@@ -439,7 +463,35 @@ fn check(tape: Vec<u8>, stats: &mut BTreeMap<&'static str, usize>) {
         *stats.entry("converged").or_default() += 1;
         assert!(replan.is_empty());
         assert_converged(&desired, &after, &managed_after);
+        assert_applied_tags(&desired, &after, &managed_after);
     }
+}
+
+/// After a full apply, every list and segment record that keeps applied tags names exactly the
+/// declared tags, and `klsync drift` sees no link drift.
+fn assert_applied_tags(desired: &DesiredState, live: &LiveState, managed: &ManagedState) {
+    let declared = desired
+        .lists
+        .values()
+        .map(|l| (ResourceKey::new(ResourceKind::List, &l.key), &l.tags))
+        .chain(
+            desired
+                .segments
+                .values()
+                .map(|s| (ResourceKey::new(ResourceKind::Segment, &s.key), &s.tags)),
+        );
+    for (key, tags) in declared {
+        if let Some(recorded) = managed[&key].applied.get("tags") {
+            assert_eq!(recorded, &json!(tags), "applied tags of {}", key.address());
+        }
+    }
+    let report = detect(managed, live, desired, false);
+    let links: Vec<_> = report
+        .drift
+        .iter()
+        .filter(|entry| entry.kind == ChangeKind::TagLink)
+        .collect();
+    assert!(links.is_empty(), "{links:#?}");
 }
 
 proptest! {

@@ -7,6 +7,10 @@
 //! Tag links are sent as the plan's cost estimate counts them: one request per tag, target kind
 //! and direction, carrying every list or segment. Each link keeps its own journal entry.
 //!
+//! A list's or segment's managed row records the tags klsync linked to it (`tags` of its
+//! `applied` value): the plan's value when the resource itself changes, then updated by each
+//! attach and detach that succeeds, and by each tag klsync deletes (Klaviyo drops its links).
+//!
 //! Ids of resources created during the run reach the changes that need them (a tag in a new
 //! group, a link to a new list) through a map from address to Klaviyo id, seeded with the ids
 //! klsync already manages.
@@ -20,7 +24,7 @@ use crate::klaviyo::observe::opt_in_to_api;
 use crate::klaviyo::{ApiError, KlaviyoClient, SegmentUpdate};
 use crate::manifest::OptInProcess;
 use crate::model::{ResourceKey, ResourceKind};
-use crate::plan::{Action, Change, Plan};
+use crate::plan::{Action, Change, Plan, record_link};
 use crate::state::{ApplyLock, ManagedRow, RunId, StateError, StateStore};
 
 /// How often the apply lock is refreshed while changes are sent.
@@ -73,6 +77,9 @@ pub struct Executor<'a> {
     last_heartbeat: Instant,
     /// Address → Klaviyo id of every resource known to exist.
     ids: BTreeMap<String, String>,
+    /// Address → the `applied` value recorded for each managed resource, kept current so that
+    /// attaches and detaches can update a list's or segment's recorded `tags`.
+    applied: BTreeMap<String, Value>,
     /// Addresses an interrupted run may already have created.
     resumed: BTreeSet<String>,
 }
@@ -92,6 +99,10 @@ impl<'a> Executor<'a> {
             .iter()
             .map(|row| (format!("{}.{}", row.kind, row.key), row.klaviyo_id.clone()))
             .collect();
+        let applied = managed
+            .iter()
+            .map(|row| (format!("{}.{}", row.kind, row.key), row.applied.clone()))
+            .collect();
         Executor {
             client,
             store,
@@ -99,6 +110,7 @@ impl<'a> Executor<'a> {
             lock,
             last_heartbeat: Instant::now(),
             ids,
+            applied,
             resumed,
         }
     }
@@ -193,6 +205,7 @@ impl<'a> Executor<'a> {
                             .remove_managed(key.kind.prefix(), &key.key)
                             .await?;
                         self.ids.remove(&change.address);
+                        self.applied.remove(&change.address);
                     }
                     (_, Some(id)) => {
                         let row = ManagedRow {
@@ -203,8 +216,18 @@ impl<'a> Executor<'a> {
                         };
                         self.store.upsert_managed(&row, self.run_id).await?;
                         self.ids.insert(change.address.clone(), id.clone());
+                        self.applied.insert(change.address.clone(), row.applied);
                     }
                     (_, None) => {}
+                }
+                if key.kind == ResourceKind::Tag
+                    && matches!(change.action, Action::Destroy | Action::Replace)
+                {
+                    // Klaviyo deleted the old tag's links with it.
+                    let targets: Vec<String> = self.applied.keys().cloned().collect();
+                    for target in targets {
+                        self.record_link(&target, &key.key, false).await?;
+                    }
                 }
                 self.store
                     .journal_succeeded(entry, id.as_deref(), &json!({"klaviyo_id": id}))
@@ -387,6 +410,34 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// Records in the managed row at `address` (a list or segment) that tag `tag` is now
+    /// linked (`linked`) or not; rows without recorded `tags` and unmanaged targets are left
+    /// alone (see [`record_link`]).
+    async fn record_link(
+        &mut self,
+        address: &str,
+        tag: &str,
+        linked: bool,
+    ) -> Result<(), StateError> {
+        let (Some(applied), Some(id)) = (self.applied.get_mut(address), self.ids.get(address))
+        else {
+            return Ok(());
+        };
+        if !record_link(applied, tag, linked) {
+            return Ok(());
+        }
+        let Some((kind, key)) = address.split_once('.') else {
+            return Ok(());
+        };
+        let row = ManagedRow {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            klaviyo_id: id.clone(),
+            applied: applied.clone(),
+        };
+        self.store.upsert_managed(&row, self.run_id).await
+    }
+
     /// One link request for `changes` (same tag, target kind and direction).
     async fn links(
         &mut self,
@@ -458,6 +509,14 @@ impl<'a> Executor<'a> {
         for ((change, target), entry) in ready.iter().zip(entries) {
             match &result {
                 Ok(()) => {
+                    if let Some(link) = &change.link {
+                        self.record_link(
+                            &link.target.address(),
+                            &link.tag,
+                            change.action == Action::Attach,
+                        )
+                        .await?;
+                    }
                     self.store
                         .journal_succeeded(entry, Some(target), &json!({}))
                         .await?;

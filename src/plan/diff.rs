@@ -472,10 +472,12 @@ impl<'a> Planner<'a> {
             if let Some(opt_in) = list.opt_in_process {
                 create_fields.push(created("opt_in_process", json!(opt_in)));
             }
+            let linked = resolution.live_id().map(|id| &self.live.lists[id].tag_ids);
             let applied = json!({
                 "name": list.name,
                 "opt_in_process": list.opt_in_process,
                 "prevent_destroy": list.prevent_destroy,
+                "tags": self.applied_tags(linked),
             });
             self.targets.insert(key.clone(), resolution.clone());
             self.resource_change(
@@ -541,11 +543,15 @@ impl<'a> Planner<'a> {
                 created("definition", segment.definition.clone()),
                 created("is_starred", json!(segment.is_starred)),
             ];
+            let linked = resolution
+                .live_id()
+                .map(|id| &self.live.segments[id].tag_ids);
             let applied = json!({
                 "name": segment.name,
                 "definition": wanted,
                 "is_starred": segment.is_starred,
                 "prevent_destroy": segment.prevent_destroy,
+                "tags": self.applied_tags(linked),
             });
             self.targets.insert(key.clone(), resolution.clone());
             self.resource_change(
@@ -565,9 +571,9 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// Attaches desired tags missing in Klaviyo and detaches klsync's tags no longer desired.
-    /// Links to tags klsync does not manage are left alone.
-    fn links(&mut self, desired: &DesiredState) -> Result<(), PlanError> {
+    /// Klaviyo id → key of every tag klsync manages or adopts in this plan (known once
+    /// [`Self::tags`] ran).
+    fn klsync_tags(&self) -> BTreeMap<String, String> {
         let mut klsync_tags: BTreeMap<String, String> = self
             .managed
             .iter()
@@ -579,6 +585,31 @@ impl<'a> Planner<'a> {
                 klsync_tags.insert(id.clone(), key.clone());
             }
         }
+        klsync_tags
+    }
+
+    /// The `tags` a list's or segment's `applied` value records: its links to klsync's tags as
+    /// they stand when its own change runs. Links come after resources, so a new list has none
+    /// yet and a replaced tag's links are gone; each attach and detach then updates the record
+    /// (see `apply::executor` and [`super::model_apply`]).
+    /// `linked` is the live resource's links, `None` when it is created.
+    fn applied_tags(&self, linked: Option<&BTreeSet<String>>) -> Value {
+        let Some(linked) = linked else {
+            return json!([]);
+        };
+        let klsync_tags = self.klsync_tags();
+        let keys: BTreeSet<&String> = linked
+            .iter()
+            .filter(|id| !self.replaced_tag_ids.contains(*id))
+            .filter_map(|id| klsync_tags.get(id))
+            .collect();
+        json!(keys)
+    }
+
+    /// Attaches desired tags missing in Klaviyo and detaches klsync's tags no longer desired.
+    /// Links to tags klsync does not manage are left alone.
+    fn links(&mut self, desired: &DesiredState) -> Result<(), PlanError> {
+        let klsync_tags = self.klsync_tags();
         let targets = desired
             .lists
             .values()

@@ -178,6 +178,35 @@ impl FieldChange {
 /// The one field klsync records but never sends to Klaviyo.
 pub(crate) const STATE_ONLY_FIELD: &str = "prevent_destroy";
 
+/// The field of a list's or segment's `applied` value that records the keys of the tags klsync
+/// last linked to it, sorted. Records written before klsync kept it have none.
+pub const APPLIED_TAGS: &str = "tags";
+
+/// Records in a list's or segment's `applied` value that klsync linked (`linked`) or unlinked
+/// tag `tag`. A record without [`APPLIED_TAGS`] (written by an earlier klsync) is left alone:
+/// one link cannot tell what the others are. Returns whether the value changed.
+pub fn record_link(applied: &mut serde_json::Value, tag: &str, linked: bool) -> bool {
+    let Some(tags) = applied
+        .get_mut(APPLIED_TAGS)
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return false;
+    };
+    let mut keys: std::collections::BTreeSet<String> = tags
+        .iter()
+        .filter_map(|tag| tag.as_str().map(str::to_owned))
+        .collect();
+    let changed = if linked {
+        keys.insert(tag.to_owned())
+    } else {
+        keys.remove(tag)
+    };
+    if changed {
+        *tags = keys.into_iter().map(serde_json::Value::String).collect();
+    }
+    changed
+}
+
 /// The two ends of a tag link. Ids are `None` when the resource is created by this plan; the
 /// executor then takes the id from the change that creates it (see `depends_on`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -430,6 +459,20 @@ fn exclusivity(exclusive: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_link_keeps_tags_sorted_and_leaves_old_records_alone() {
+        let mut applied = serde_json::json!({"name": "VIP", "tags": ["b/x"]});
+        assert!(record_link(&mut applied, "a/y", true));
+        assert!(!record_link(&mut applied, "a/y", true));
+        assert_eq!(applied["tags"], serde_json::json!(["a/y", "b/x"]));
+        assert!(record_link(&mut applied, "b/x", false));
+        assert!(!record_link(&mut applied, "c/z", false));
+        assert_eq!(applied["tags"], serde_json::json!(["a/y"]));
+        let mut old = serde_json::json!({"name": "VIP"});
+        assert!(!record_link(&mut old, "a/y", true));
+        assert_eq!(old, serde_json::json!({"name": "VIP"}));
+    }
 
     #[test]
     fn committed_schema_is_current() {

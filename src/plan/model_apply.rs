@@ -1,6 +1,8 @@
 //! A plan applied to an in-memory model of Klaviyo, the way the executor applies it to the real
 //! one: creates get fresh ids, links are added and removed, destroys take their links (and a
-//! group's tags) with them, and klsync's state records each change's `applied` value.
+//! group's tags) with them, and klsync's state records each change's `applied` value; attaches
+//! and detaches update the `tags` of their list's or segment's record, and a deleted tag leaves
+//! every record's `tags`.
 //!
 //! Prevented changes are skipped, and so is every change that depends on a skipped one, as the
 //! executor would if it were allowed to run at all.
@@ -9,7 +11,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{Action, Change, FieldChange};
+use super::{Action, Change, FieldChange, record_link};
 use crate::manifest::OptInProcess;
 use crate::model::{
     LiveList, LiveSegment, LiveState, LiveTag, LiveTagGroup, ManagedRecord, ManagedState,
@@ -57,12 +59,16 @@ fn apply_change(
         let (Some(tag_id), Some(target_id)) = (tag_id, target_id) else {
             return;
         };
+        let attach = change.action == Action::Attach;
         if let Some(tag_ids) = target_tags(live, link.target.kind, &target_id) {
-            if change.action == Action::Attach {
+            if attach {
                 tag_ids.insert(tag_id);
             } else {
                 tag_ids.remove(&tag_id);
             }
+        }
+        if let Some(record) = managed.get_mut(&link.target) {
+            record_link(&mut record.applied, &link.tag, attach);
         }
         return;
     }
@@ -106,11 +112,13 @@ fn apply_change(
                 delete(live, key.kind, id);
             }
             managed.remove(key);
+            unlink_everywhere(managed, key);
         }
         Action::Replace => {
             if let Some(id) = &change.klaviyo_id {
                 delete(live, key.kind, id);
             }
+            unlink_everywhere(managed, key);
             let id = ids(key.kind);
             create(live, managed, key.kind, &id, change);
             managed.insert(
@@ -122,6 +130,17 @@ fn apply_change(
             );
         }
         Action::Attach | Action::Detach => {}
+    }
+}
+
+/// A deleted tag takes its links along: no record keeps it (a group's tags go with their own
+/// changes, which the plan orders before the group's).
+fn unlink_everywhere(managed: &mut ManagedState, key: &ResourceKey) {
+    if key.kind != ResourceKind::Tag {
+        return;
+    }
+    for record in managed.values_mut() {
+        record_link(&mut record.applied, &key.key, false);
     }
 }
 

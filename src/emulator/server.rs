@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::klaviyo::operations::{Operation, RateLimit, match_template};
+use crate::klaviyo::operations::{Operation, match_template};
 
 use super::faults::{Fault, FaultInjector, Timing};
 use super::handlers::{self, bulk};
@@ -173,71 +173,21 @@ impl Connected<IncomingStream<'_, KillableListener>> for Conn {
     }
 }
 
-/// The buckets a request counts against: its operation, plus the stricter extras.
+/// The buckets a request counts against: its operation, plus the stricter extras it joins. The
+/// extras come from `Operation::extra_buckets`, the same rules the client paces itself by.
 pub fn buckets_for(op: Operation, query: &[(String, String)]) -> Vec<Bucket> {
-    let mut buckets = vec![Bucket {
+    let primary = Bucket {
         name: op.operation_id().to_owned(),
         limit: op.rate_limit(),
-    }];
-    let values = |name: &str| -> Vec<String> {
-        query
-            .iter()
-            .filter(|(k, _)| k == name)
-            .flat_map(|(_, v)| {
-                v.split(',')
-                    .map(|s| s.trim().to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
     };
-    let xs = RateLimit {
-        burst_per_second: 1,
-        steady_per_minute: 15,
-        daily: None,
-    };
-    let m = RateLimit {
-        burst_per_second: 10,
-        steady_per_minute: 150,
-        daily: None,
-    };
-    let mut extra = |suffix: &str, limit: RateLimit| {
-        buckets.push(Bucket {
-            name: format!("{}:{suffix}", op.operation_id()),
-            limit,
+    let extras = op
+        .extra_buckets(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .into_iter()
+        .map(|extra| Bucket {
+            name: format!("{}:{}", op.operation_id(), extra.name()),
+            limit: extra.rate_limit(),
         });
-    };
-    match op {
-        Operation::GetList
-            if values("additional-fields[list]")
-                .iter()
-                .any(|v| v == "profile_count") =>
-        {
-            extra("profile_count", xs);
-        }
-        Operation::GetSegment
-            if values("additional-fields[segment]")
-                .iter()
-                .any(|v| v == "profile_count") =>
-        {
-            extra("profile_count", xs);
-        }
-        Operation::GetProfile | Operation::GetProfiles => {
-            let include = values("include");
-            if op == Operation::GetProfile
-                && include.iter().any(|v| v == "lists" || v == "segments")
-            {
-                extra("include", xs);
-            }
-            if values("additional-fields[profile]")
-                .iter()
-                .any(|v| v == "predictive_analytics")
-            {
-                extra("predictive_analytics", m);
-            }
-        }
-        _ => {}
-    }
-    buckets
+    std::iter::once(primary).chain(extras).collect()
 }
 
 fn route(method: &Method, path: &str) -> Result<(Operation, Vec<String>), ApiError> {
@@ -598,7 +548,7 @@ mod tests {
             names(&profile),
             [
                 "get_profile",
-                "get_profile:include",
+                "get_profile:include_lists",
                 "get_profile:predictive_analytics"
             ]
         );

@@ -504,6 +504,16 @@ impl ExtraBucket {
         ExtraBucket::SegmentProfileCount,
     ];
 
+    /// A short stable name, unique among the extras of one operation.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExtraBucket::ProfilePredictiveAnalytics => "predictive_analytics",
+            ExtraBucket::ProfileIncludeLists => "include_lists",
+            ExtraBucket::ProfileIncludeSegments => "include_segments",
+            ExtraBucket::ListProfileCount | ExtraBucket::SegmentProfileCount => "profile_count",
+        }
+    }
+
     /// The published limit of this bucket (none of them has a daily cap).
     pub fn rate_limit(self) -> RateLimit {
         let (burst_per_second, steady_per_minute) = match self {

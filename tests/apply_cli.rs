@@ -10,35 +10,8 @@ use std::time::{Duration, Instant};
 
 use klsync::emulator::state::{State, Taggable};
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
-use klsync::state::testing::TestPostgres;
+use support::backend::{Backend, ok, on_both_backends};
 use support::project::{Finished, TempProject, klsync};
-
-/// Where a scenario keeps klsync's state.
-enum Backend {
-    Sqlite(tempfile::TempDir),
-    Postgres(TestPostgres),
-}
-
-impl Backend {
-    fn sqlite() -> Backend {
-        Backend::Sqlite(tempfile::tempdir().expect("tempdir"))
-    }
-
-    async fn postgres() -> Backend {
-        Backend::Postgres(
-            TestPostgres::create()
-                .await
-                .expect("KLSYNC_TEST_POSTGRES_URL=skip is not allowed for these tests"),
-        )
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Backend::Sqlite(dir) => format!("sqlite://{}", dir.path().join("state.db").display()),
-            Backend::Postgres(pg) => pg.url().to_owned(),
-        }
-    }
-}
 
 /// One scenario: an emulator, a state backend and a project.
 struct Setup {
@@ -134,30 +107,6 @@ async fn wait_for(child: Child) -> Finished {
     tokio::task::spawn_blocking(move || Finished::from(child.wait_with_output().expect("wait")))
         .await
         .expect("join")
-}
-
-fn ok(finished: &Finished, code: i32) {
-    assert_eq!(
-        finished.code, code,
-        "stdout:\n{}\nstderr:\n{}",
-        finished.stdout, finished.stderr
-    );
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::sqlite()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::postgres().await).await;
-            }
-        }
-    )*};
 }
 
 on_both_backends!(

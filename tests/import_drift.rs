@@ -9,25 +9,10 @@ use std::process::{Command, Stdio};
 
 use klsync::emulator::state::{State, Taggable};
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
-use klsync::state::testing::TestPostgres;
 use klsync::state::{RunStart, StateStore};
 use serde_json::{Value, json};
+use support::backend::{Backend, ok, on_both_backends};
 use support::project::{Finished, klsync};
-
-/// Where a scenario keeps klsync's state.
-enum Backend {
-    Sqlite(tempfile::TempDir),
-    Postgres(TestPostgres),
-}
-
-impl Backend {
-    fn url(&self) -> String {
-        match self {
-            Backend::Sqlite(dir) => format!("sqlite://{}", dir.path().join("state.db").display()),
-            Backend::Postgres(pg) => pg.url().to_owned(),
-        }
-    }
-}
 
 struct Setup {
     emulator: EmulatorHandle,
@@ -100,34 +85,6 @@ impl Setup {
             .map(|row| (row.kind, row.key, row.klaviyo_id, row.applied))
             .collect()
     }
-}
-
-fn ok(finished: &Finished, code: i32) {
-    assert_eq!(
-        finished.code, code,
-        "stdout:\n{}\nstderr:\n{}",
-        finished.stdout, finished.stderr
-    );
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let dir = tempfile::tempdir().expect("tempdir");
-                super::$name(super::Backend::Sqlite(dir)).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let pg = klsync::state::testing::TestPostgres::create()
-                    .await
-                    .expect("KLSYNC_TEST_POSTGRES_URL=skip is not allowed for these tests");
-                super::$name(super::Backend::Postgres(pg)).await;
-            }
-        }
-    )*};
 }
 
 on_both_backends!(

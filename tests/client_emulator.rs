@@ -473,6 +473,30 @@ async fn a_paced_burst_of_2000_reads_gets_no_429_at_scaled_real_limits() {
     handle.shutdown().await;
 }
 
+/// The case exactly: Klaviyo's published limits on both sides, unscaled. get_list is
+/// L-tier (75/s, 750/min), so 2,000 reads need at least two full minutes: about three minutes of
+/// wall time, spent in the limiter, not in assertions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_burst_of_2000_reads_gets_no_429_at_the_published_limits() {
+    const READS: usize = 2000;
+    let handle = start(RateLimitMode::Real, None).await;
+    let list = handle.seed(|s| s.create_list("Read me", None));
+    let client = client(&handle, Some(1.0));
+    let elapsed = burst(READS, 64, || {
+        let (client, list) = (client.clone(), list.clone());
+        async move { client.get_list(&list).await.map(drop) }
+    })
+    .await;
+    assert_no_429(&handle, &client, READS as u64);
+    // At most 750 in any minute: 2,000 reads span more than two minutes.
+    assert!(elapsed >= Duration::from_secs(120), "{elapsed:?}");
+    eprintln!(
+        "{READS} paced reads (get_list, factor 1.0): {:.2} s",
+        elapsed.as_secs_f64()
+    );
+    handle.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_published_s_tier_limit_is_paced_without_429() {
     // get_tags is S-tier: 3/s and 60/min, as published. 20 reads fired at once are almost seven

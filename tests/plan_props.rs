@@ -11,7 +11,9 @@ use klsync::manifest::OptInProcess;
 use klsync::model::{
     DesiredState, LiveState, ManagedRecord, ManagedState, ResourceKey, ResourceKind, tag_key,
 };
-use klsync::plan::{ChangeKind, PlanError, diff, model_apply, normalize_definition};
+use klsync::plan::{
+    ChangeKind, PlanError, diff, model_apply, normalize_definition, record_converged_tags,
+};
 use plan_common::*;
 use proptest::prelude::*;
 use serde_json::json;
@@ -460,6 +462,10 @@ fn check(tape: Vec<u8>, stats: &mut BTreeMap<&'static str, usize>) {
     assert_eq!(replanned, skipped, "replan: {:#?}", replan.changes);
     assert_unmanaged_untouched(&live, &after, &managed, &managed_after);
     if skipped.is_empty() {
+        // As `klsync apply` does once it converged (see `record_converged_tags`).
+        for (key, record) in &mut managed_after {
+            record_converged_tags(&desired, key.kind, &key.key, &mut record.applied);
+        }
         *stats.entry("converged").or_default() += 1;
         assert!(replan.is_empty());
         assert_converged(&desired, &after, &managed_after);

@@ -37,7 +37,7 @@ use crate::context::{self, EnvLookup, Pacing};
 use crate::error::{Error, ExitStatus};
 use crate::manifest::Project;
 use crate::model::{DesiredState, ResourceKind};
-use crate::plan::{APPLIED_TAGS, Plan};
+use crate::plan::{Plan, record_converged_tags};
 use crate::render;
 use crate::run::Output;
 use crate::sql::QueryManager;
@@ -471,17 +471,10 @@ impl Run<'_> {
         // declared ones, also where nothing was sent because they were changed by hand to what
         // the manifests now say. Records of earlier versions gain their applied tags here.
         for mut row in store.managed().await? {
-            let declared_tags = match crate::apply::kind_from_prefix(&row.kind) {
-                Some(ResourceKind::List) => planned.desired.lists.get(&row.key).map(|l| &l.tags),
-                Some(ResourceKind::Segment) => {
-                    planned.desired.segments.get(&row.key).map(|s| &s.tags)
-                }
-                _ => None,
+            let Some(kind) = crate::apply::kind_from_prefix(&row.kind) else {
+                continue;
             };
-            let Some(tags) = declared_tags else { continue };
-            let tags = json!(tags);
-            if row.applied.get(APPLIED_TAGS) != Some(&tags) && row.applied.is_object() {
-                row.applied[APPLIED_TAGS] = tags;
+            if record_converged_tags(&planned.desired, kind, &row.key, &mut row.applied) {
                 store.upsert_managed(&row, self.run_id).await?;
             }
         }

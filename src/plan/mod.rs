@@ -207,6 +207,31 @@ pub fn record_link(applied: &mut serde_json::Value, tag: &str, linked: bool) -> 
     changed
 }
 
+/// Once an apply has converged, a declared list's or segment's links to klsync's tags are the
+/// declared ones, also where nothing was sent because someone had already made them so by hand.
+/// Sets [`APPLIED_TAGS`] of that record accordingly (records of earlier versions gain it here);
+/// returns whether the value changed. Not declared, or not a list or segment: unchanged.
+pub fn record_converged_tags(
+    desired: &crate::model::DesiredState,
+    kind: crate::model::ResourceKind,
+    key: &str,
+    applied: &mut serde_json::Value,
+) -> bool {
+    use crate::model::ResourceKind;
+    let declared = match kind {
+        ResourceKind::List => desired.lists.get(key).map(|list| &list.tags),
+        ResourceKind::Segment => desired.segments.get(key).map(|segment| &segment.tags),
+        ResourceKind::TagGroup | ResourceKind::Tag => None,
+    };
+    let Some(tags) = declared else { return false };
+    let tags = serde_json::json!(tags);
+    if !applied.is_object() || applied.get(APPLIED_TAGS) == Some(&tags) {
+        return false;
+    }
+    applied[APPLIED_TAGS] = tags;
+    true
+}
+
 /// The two ends of a tag link. Ids are `None` when the resource is created by this plan; the
 /// executor then takes the id from the change that creates it (see `depends_on`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -459,6 +484,47 @@ fn exclusivity(exclusive: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn converged_tags_are_the_declared_ones_for_lists_and_segments_only() {
+        use crate::manifest::ManifestFile;
+        use crate::model::{DesiredState, ResourceKind};
+        let manifest: ManifestFile = serde_yaml::from_str(
+            "tags: [new, old]\nlists: [{id: vip, name: VIP, tags: [old, new]}]\n",
+        )
+        .unwrap();
+        let desired = DesiredState::from_manifest(&manifest);
+        // A record left at [] although Klaviyo already had both links (made by hand): nothing
+        // was sent, yet after convergence the record must name them.
+        let mut applied = serde_json::json!({"name": "VIP", "tags": []});
+        assert!(record_converged_tags(
+            &desired,
+            ResourceKind::List,
+            "vip",
+            &mut applied
+        ));
+        assert_eq!(applied[APPLIED_TAGS], serde_json::json!(["new", "old"]));
+        assert!(!record_converged_tags(
+            &desired,
+            ResourceKind::List,
+            "vip",
+            &mut applied
+        ));
+        let mut other = serde_json::json!({"tags": []});
+        assert!(!record_converged_tags(
+            &desired,
+            ResourceKind::List,
+            "gone",
+            &mut other
+        ));
+        assert!(!record_converged_tags(
+            &desired,
+            ResourceKind::Tag,
+            "new",
+            &mut other
+        ));
+        assert_eq!(other, serde_json::json!({"tags": []}));
+    }
 
     #[test]
     fn record_link_keeps_tags_sorted_and_leaves_old_records_alone() {

@@ -231,6 +231,105 @@ async fn pg_more_types_enums_domains_and_special_values() {
     );
 }
 
+/// Queries without parameters are read through `COPY ... (FORMAT binary)`, others row by row;
+/// both must give the very same values (profile row hashes depend on it).
+#[tokio::test]
+async fn pg_copy_and_row_by_row_reads_agree_value_for_value() {
+    let schema = PgSchema::new().await;
+    schema
+        .setup(
+            "CREATE TYPE mood AS ENUM ('happy', 'sad');
+             CREATE DOMAIN score AS int4;
+             CREATE TABLE sample (
+                n int4, small int2, big int8, o oid, f4 float4, f8 float8, num numeric,
+                txt text, vc varchar(9), ch char(3), flag bool, at timestamptz, naive timestamp,
+                day date, clock time, doc jsonb, plain json, id uuid, raw bytea, feeling mood,
+                points score, tags text[], ints int8[], moods mood[]
+             );
+             INSERT INTO sample VALUES
+               (1, -7, 9007199254740993, 42, 0.1, -1.5e300, 1234.5000, 'héllo \"x\" \\ é',
+                'v', 'ab', true, '2024-05-01 12:30:00.25+02', '1999-12-31 23:59:59.999999',
+                '1970-01-01', '00:00:00.000001', '{\"b\": [1, null], \"a\": {}}', '[1, \"x\"]',
+                'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\xdead01', 'happy', 5,
+                ARRAY['x', NULL, ''], ARRAY[]::int8[], ARRAY['sad', 'happy']::mood[]),
+               (2, NULL, NULL, NULL, 'NaN', 'Infinity', 'NaN', NULL, NULL, NULL, false,
+                'infinity', '-infinity', '-infinity', '23:59:59.999999', 'null', NULL, NULL, '\\x',
+                NULL, NULL, NULL, ARRAY[NULL]::int8[], NULL),
+               (3, 32767, -9223372036854775808, 4294967295, -0.0, 5e-324, -0.000001, '', '', '',
+                NULL, '0001-01-01 00:00:00+00', '9999-12-31 23:59:59', '0044-03-15 BC',
+                '12:34:56', '[]', '{}', '00000000-0000-0000-0000-000000000000', NULL, 'sad', -1,
+                ARRAY['a,b', '{c}'], ARRAY[1, 2, 3], ARRAY[]::mood[]);",
+        )
+        .await;
+    let manager = schema.manager(QueryOptions::default()).await;
+    let copied = rows(&manager, "SELECT * FROM sample ORDER BY n", &[])
+        .await
+        .unwrap();
+    let row_by_row = rows(
+        &manager,
+        "SELECT * FROM sample WHERE $1::bool ORDER BY n",
+        &[json!(true)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(copied.len(), 3);
+    assert_eq!(copied, row_by_row);
+    assert_eq!(copied[1]["at"], json!("infinity"));
+    assert_eq!(copied[1]["naive"], json!("-infinity"));
+    assert_eq!(copied[0]["moods"], json!(["sad", "happy"]));
+
+    // The first read really went through COPY, the second really did not.
+    let through_copy = rows(&manager, "SELECT current_query() AS q", &[])
+        .await
+        .unwrap();
+    let text = through_copy[0]["q"].as_str().unwrap();
+    assert!(text.starts_with("COPY (\nSELECT current_query()"), "{text}");
+    let bound = rows(
+        &manager,
+        "SELECT current_query() AS q WHERE $1::bool",
+        &[json!(true)],
+    )
+    .await
+    .unwrap();
+    assert!(!bound[0]["q"].as_str().unwrap().starts_with("COPY"));
+
+    // Statements COPY refuses are read the ordinary way; a trailing semicolon is fine.
+    let shown = rows(&manager, "SHOW statement_timeout", &[]).await.unwrap();
+    assert_eq!(shown, vec![object(json!({"statement_timeout": "1min"}))]);
+    for sql in [
+        "SELECT 1 AS one;",
+        "SELECT 1 AS one; -- and a comment",
+        "VALUES (1)",
+    ] {
+        let got = rows(&manager, sql, &[]).await.unwrap();
+        assert_eq!(got.len(), 1, "{sql}");
+    }
+    // An error in the middle of the stream arrives after the rows before it, and the pool
+    // stays healthy (the connection that failed is not reused).
+    let mut stream = std::pin::pin!(manager.execute_query(
+        "SELECT 10 / (3 - n) AS x FROM generate_series(1, 5) AS n",
+        &[]
+    ));
+    let mut got = Vec::new();
+    let mut failure = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(row) => got.push(row),
+            Err(err) => failure = Some(err),
+        }
+    }
+    assert_eq!(got, vec![object(json!({"x": 5})), object(json!({"x": 10}))]);
+    // The database's message travels as the error's source.
+    let failure = format!("{:?}", failure.expect("the error arrives"));
+    assert!(failure.contains("division by zero"), "{failure}");
+    for _ in 0..6 {
+        let again = rows(&manager, "SELECT count(*) AS n FROM sample", &[])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![object(json!({"n": 3}))]);
+    }
+}
+
 #[tokio::test]
 async fn pg_parameters_are_bound_never_interpolated() {
     let schema = PgSchema::new().await;

@@ -638,7 +638,7 @@ async fn mirror_keeps_members_that_were_on_the_list_before_klsync_added_them(db:
 /// and hash exactly as the map of those rows does.
 async fn value_batches_are_the_rows_and_hash_alike(db: Db) {
     use futures::StreamExt;
-    db.insert_customers(0, 600).await;
+    db.insert_customers(0, 2_500).await;
     db.exec(
         "INSERT INTO customers (email, plan, ltv, active) VALUES ('n@shop.test', NULL, NULL, NULL)",
     )
@@ -656,7 +656,7 @@ async fn value_batches_are_the_rows_and_hash_alike(db: Db) {
         .map(Result::unwrap)
         .collect()
         .await;
-    assert!(batches.len() > 1, "600 rows come in several batches");
+    assert!(batches.len() > 1, "2,500 rows come in several batches");
     let columns = batches[0].columns.clone();
     assert_eq!(&*columns, ["email", "plan", "ltv", "active"]);
     let values: Vec<Vec<Value>> = batches.into_iter().flat_map(|b| b.rows).collect();

@@ -11,10 +11,11 @@
 //! | `bool`                                       | `true` / `false`                              |
 //! | `timestamptz`                                | ISO 8601 in UTC: `2024-05-01T12:30:00Z`       |
 //! | `timestamp`, `date`, `time`                  | ISO 8601 without offset                       |
+//! | infinite `timestamp[tz]`, `date`             | `"infinity"` / `"-infinity"`                  |
 //! | `json`, `jsonb`                              | the JSON value itself                         |
 //! | `uuid`                                       | hyphenated string                             |
 //! | `bytea`                                      | `\x` + lowercase hex, as PostgreSQL prints it |
-//! | arrays of ints, floats, bools, text          | arrays                                        |
+//! | one-dimensional arrays of the types above    | arrays                                        |
 //! | domains                                      | as their base type                            |
 //! | NULL                                         | `null`                                        |
 //!
@@ -28,9 +29,9 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 use serde_json::{Number, Value};
-use sqlx::postgres::{PgRow, PgTypeInfo, PgTypeKind, PgValueRef};
+use sqlx::postgres::{PgRow, PgTypeInfo, PgTypeKind, PgValueFormat};
 use sqlx::sqlite::{SqliteRow, SqliteValueRef};
-use sqlx::{Column, Decode, Postgres, Row as _, Sqlite, TypeInfo, ValueRef};
+use sqlx::{Column, Decode, Row as _, Sqlite, TypeInfo, ValueRef};
 
 use super::error::SqlError;
 
@@ -38,29 +39,143 @@ type BoxDynError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The column names of a row, checked to be distinct (a row is keyed by them).
 pub(crate) fn column_names<R: sqlx::Row>(row: &R) -> Result<Vec<String>, SqlError> {
-    let mut names: Vec<String> = Vec::with_capacity(row.len());
-    for column in row.columns() {
-        let name = column.name();
-        if names.iter().any(|seen| seen == name) {
+    distinct_names(row.columns().iter().map(Column::name))
+}
+
+fn distinct_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<String>, SqlError> {
+    let mut distinct: Vec<String> = Vec::new();
+    for name in names {
+        if distinct.iter().any(|seen| seen == name) {
             return Err(SqlError::DuplicateColumn {
                 column: name.to_string(),
             });
         }
-        names.push(name.to_string());
+        distinct.push(name.to_string());
     }
-    Ok(names)
+    Ok(distinct)
 }
 
-/// The values of one PostgreSQL row, in column order (see the table above).
-pub(crate) fn pg_values(row: &PgRow) -> Result<Vec<Value>, SqlError> {
-    let mut out = Vec::with_capacity(row.len());
-    for (index, column) in row.columns().iter().enumerate() {
-        let name = column.name();
-        let type_info = column.type_info();
+/// How the values of one PostgreSQL result column become JSON: resolved once per column from
+/// its type, then applied to each value's binary wire form. Rows read through sqlx and rows
+/// read through `COPY ... (FORMAT binary)` carry values in the same binary representation, and
+/// both go through [`PgColumn::value`], so the two paths cannot disagree on a value (row hashes
+/// depend on it).
+#[derive(Debug, Clone)]
+pub(crate) struct PgColumn {
+    name: String,
+    type_name: String,
+    kind: PgKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PgKind {
+    Scalar(Scalar),
+    /// A one-dimensional array of a known scalar type.
+    Array(Scalar),
+    /// A type klsync does not convert: an error for any non-null value.
+    Unsupported,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scalar {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Oid,
+    Float4,
+    Float8,
+    Numeric,
+    Text,
+    TimestampTz,
+    Timestamp,
+    Date,
+    Time,
+    Json,
+    Jsonb,
+    Uuid,
+    Bytea,
+}
+
+impl PgColumn {
+    /// The decoder of a column called `name` of type `type_info`.
+    pub(crate) fn new(name: &str, type_info: &PgTypeInfo) -> PgColumn {
+        let kind = match scalar_of(type_info) {
+            Some(scalar) => PgKind::Scalar(scalar),
+            None => match type_info.kind() {
+                PgTypeKind::Array(element) => {
+                    scalar_of(element).map_or(PgKind::Unsupported, PgKind::Array)
+                }
+                _ => PgKind::Unsupported,
+            },
+        };
+        PgColumn {
+            name: name.to_string(),
+            type_name: type_info.name().to_string(),
+            kind,
+        }
+    }
+
+    /// The column's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The JSON form of one value in binary wire format (`None`: SQL NULL).
+    pub(crate) fn value(&self, bytes: Option<&[u8]>) -> Result<Value, SqlError> {
+        let Some(bytes) = bytes else {
+            return Ok(Value::Null);
+        };
+        let decoded = match self.kind {
+            PgKind::Scalar(scalar) => scalar_value(scalar, bytes),
+            PgKind::Array(element) => array_value(element, bytes),
+            PgKind::Unsupported => {
+                return Err(SqlError::UnsupportedType {
+                    column: self.name.clone(),
+                    type_name: self.type_name.clone(),
+                });
+            }
+        };
+        decoded.map_err(|err| decode_error(&self.name, &self.type_name, err))
+    }
+}
+
+/// The decoders of a result's columns, checked to have distinct names.
+pub(crate) fn pg_columns<'a>(
+    columns: impl Iterator<Item = (&'a str, &'a PgTypeInfo)>,
+) -> Result<Vec<PgColumn>, SqlError> {
+    let columns: Vec<PgColumn> = columns
+        .map(|(name, type_info)| PgColumn::new(name, type_info))
+        .collect();
+    distinct_names(columns.iter().map(PgColumn::name))?;
+    Ok(columns)
+}
+
+/// The values of one PostgreSQL row, in column order (see the table above). `columns` are the
+/// row's own, from [`pg_columns`].
+pub(crate) fn pg_values(row: &PgRow, columns: &[PgColumn]) -> Result<Vec<Value>, SqlError> {
+    let mut out = Vec::with_capacity(columns.len());
+    for (index, column) in columns.iter().enumerate() {
         let raw = row
             .try_get_raw(index)
-            .map_err(|err| decode_error(name, type_info.name(), err))?;
-        out.push(pg_value(raw, type_info, name)?);
+            .map_err(|err| decode_error(&column.name, &column.type_name, err))?;
+        if raw.format() != PgValueFormat::Binary {
+            // sqlx asks for every result column in binary; text would be misread below.
+            return Err(decode_error(
+                &column.name,
+                &column.type_name,
+                "value sent as text",
+            ));
+        }
+        let bytes = if raw.is_null() {
+            None
+        } else {
+            Some(
+                raw.as_bytes()
+                    .map_err(|err| decode_error(&column.name, &column.type_name, err))?,
+            )
+        };
+        out.push(column.value(bytes)?);
     }
     Ok(out)
 }
@@ -87,75 +202,183 @@ fn decode_error(column: &str, type_name: &str, err: impl std::fmt::Display) -> S
     }
 }
 
-fn pg_value(raw: PgValueRef<'_>, type_info: &PgTypeInfo, column: &str) -> Result<Value, SqlError> {
-    if raw.is_null() {
-        return Ok(Value::Null);
-    }
-    let type_name = type_info.name();
-    let decoded = pg_known(raw.clone(), type_info);
-    match decoded {
-        Ok(Some(value)) => Ok(value),
-        Ok(None) => match type_info.kind() {
-            // A domain is sent in its base type's representation.
-            PgTypeKind::Domain(base) => pg_value(raw, base, column),
-            _ => Err(SqlError::UnsupportedType {
-                column: column.to_string(),
-                type_name: type_name.to_string(),
-            }),
-        },
-        Err(err) => Err(decode_error(column, type_name, err)),
-    }
-}
-
-/// The JSON form of a value of a type klsync knows, `None` for any other type.
-fn pg_known(raw: PgValueRef<'_>, type_info: &PgTypeInfo) -> Result<Option<Value>, BoxDynError> {
-    Ok(Some(match type_info.name() {
-        "BOOL" => Value::Bool(dec::<bool>(raw)?),
-        "INT2" => Value::from(dec::<i16>(raw)?),
-        "INT4" => Value::from(dec::<i32>(raw)?),
-        "INT8" => Value::from(dec::<i64>(raw)?),
-        "OID" => Value::from(dec::<sqlx::postgres::types::Oid>(raw)?.0),
-        "FLOAT4" => float4_to_json(dec::<f32>(raw)?),
-        "FLOAT8" => float_to_json(dec::<f64>(raw)?),
-        "NUMERIC" => numeric_to_json(&pg_numeric_to_string(raw.as_bytes()?)?),
-        "TEXT" | "VARCHAR" | "CHAR" | "NAME" | "UNKNOWN" | "citext" | "CITEXT" => {
-            Value::String(dec::<String>(raw)?)
-        }
-        "TIMESTAMPTZ" => Value::String(timestamptz_iso(dec::<DateTime<Utc>>(raw)?)),
-        "TIMESTAMP" => Value::String(timestamp_iso(dec::<NaiveDateTime>(raw)?)),
-        "DATE" => Value::String(date_iso(dec::<NaiveDate>(raw)?)),
-        "TIME" => Value::String(time_iso(dec::<NaiveTime>(raw)?)),
-        "JSON" | "JSONB" => dec::<sqlx::types::Json<Value>>(raw)?.0,
-        "UUID" => Value::String(uuid::Uuid::from_slice(raw.as_bytes()?)?.to_string()),
-        "BYTEA" => Value::String(bytes_hex(raw.as_bytes()?)),
-        "BOOL[]" => array(dec::<Vec<Option<bool>>>(raw)?, Value::Bool),
-        "INT2[]" => array(dec::<Vec<Option<i16>>>(raw)?, Value::from),
-        "INT4[]" => array(dec::<Vec<Option<i32>>>(raw)?, Value::from),
-        "INT8[]" => array(dec::<Vec<Option<i64>>>(raw)?, Value::from),
-        "FLOAT4[]" => array(dec::<Vec<Option<f32>>>(raw)?, float4_to_json),
-        "FLOAT8[]" => array(dec::<Vec<Option<f64>>>(raw)?, float_to_json),
-        "TEXT[]" | "VARCHAR[]" | "CHAR[]" | "NAME[]" => {
-            array(dec::<Vec<Option<String>>>(raw)?, Value::String)
-        }
+/// The scalar a type is converted as: by name for built-in types, enums as their label text,
+/// domains as their base type (a domain's values travel in its base type's representation).
+fn scalar_of(type_info: &PgTypeInfo) -> Option<Scalar> {
+    Some(match type_info.name() {
+        "BOOL" => Scalar::Bool,
+        "INT2" => Scalar::Int2,
+        "INT4" => Scalar::Int4,
+        "INT8" => Scalar::Int8,
+        "OID" => Scalar::Oid,
+        "FLOAT4" => Scalar::Float4,
+        "FLOAT8" => Scalar::Float8,
+        "NUMERIC" => Scalar::Numeric,
+        "TEXT" | "VARCHAR" | "CHAR" | "NAME" | "UNKNOWN" | "citext" | "CITEXT" => Scalar::Text,
+        "TIMESTAMPTZ" => Scalar::TimestampTz,
+        "TIMESTAMP" => Scalar::Timestamp,
+        "DATE" => Scalar::Date,
+        "TIME" => Scalar::Time,
+        "JSON" => Scalar::Json,
+        "JSONB" => Scalar::Jsonb,
+        "UUID" => Scalar::Uuid,
+        "BYTEA" => Scalar::Bytea,
         _ => match type_info.kind() {
-            // Enum labels travel as their text in both wire formats.
-            PgTypeKind::Enum(_) => Value::String(raw.as_str()?.to_string()),
-            _ => return Ok(None),
+            // Enum labels travel as their text.
+            PgTypeKind::Enum(_) => Scalar::Text,
+            PgTypeKind::Domain(base) => return scalar_of(base),
+            _ => return None,
         },
-    }))
+    })
 }
 
-fn dec<'r, T: Decode<'r, Postgres>>(raw: PgValueRef<'r>) -> Result<T, BoxDynError> {
-    T::decode(raw)
+/// A cursor over PostgreSQL's binary wire format (big-endian integers, length-prefixed fields).
+pub(crate) struct WireReader<'a> {
+    bytes: &'a [u8],
 }
 
-fn array<T>(items: Vec<Option<T>>, convert: impl Fn(T) -> Value) -> Value {
-    Value::Array(
-        items
-            .into_iter()
-            .map(|item| item.map_or(Value::Null, &convert))
-            .collect(),
-    )
+impl<'a> WireReader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        WireReader { bytes }
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub(crate) fn take(&mut self, count: usize) -> Option<&'a [u8]> {
+        if self.bytes.len() < count {
+            return None;
+        }
+        let (taken, rest) = self.bytes.split_at(count);
+        self.bytes = rest;
+        Some(taken)
+    }
+
+    pub(crate) fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    pub(crate) fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A length-prefixed field: `Some(None)` for NULL (length -1), `None` when truncated.
+    pub(crate) fn field(&mut self) -> Option<Option<&'a [u8]>> {
+        let length = self.i32()?;
+        if length < 0 {
+            return Some(None);
+        }
+        self.take(usize::try_from(length).ok()?).map(Some)
+    }
+}
+
+fn exact<const N: usize>(bytes: &[u8]) -> Result<[u8; N], BoxDynError> {
+    bytes
+        .try_into()
+        .map_err(|_| format!("expected {N} bytes, got {}", bytes.len()).into())
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+fn pg_timestamp(micros: i64) -> Result<Option<NaiveDateTime>, BoxDynError> {
+    // i64::MIN / i64::MAX are -infinity / infinity.
+    if micros == i64::MIN || micros == i64::MAX {
+        return Ok(None);
+    }
+    micros
+        .checked_add(PG_EPOCH_UNIX_MICROS)
+        .and_then(DateTime::from_timestamp_micros)
+        .map(|at| Some(at.naive_utc()))
+        .ok_or_else(|| "timestamp out of range".into())
+}
+
+fn infinity(positive: bool) -> Value {
+    Value::String(if positive { "infinity" } else { "-infinity" }.into())
+}
+
+fn scalar_value(scalar: Scalar, bytes: &[u8]) -> Result<Value, BoxDynError> {
+    Ok(match scalar {
+        Scalar::Bool => Value::Bool(exact::<1>(bytes)?[0] != 0),
+        Scalar::Int2 => Value::from(i16::from_be_bytes(exact(bytes)?)),
+        Scalar::Int4 => Value::from(i32::from_be_bytes(exact(bytes)?)),
+        Scalar::Int8 => Value::from(i64::from_be_bytes(exact(bytes)?)),
+        Scalar::Oid => Value::from(u32::from_be_bytes(exact(bytes)?)),
+        Scalar::Float4 => float4_to_json(f32::from_be_bytes(exact(bytes)?)),
+        Scalar::Float8 => float_to_json(f64::from_be_bytes(exact(bytes)?)),
+        Scalar::Numeric => numeric_to_json(&pg_numeric_to_string(bytes)?),
+        Scalar::Text => Value::String(std::str::from_utf8(bytes)?.to_owned()),
+        Scalar::TimestampTz | Scalar::Timestamp => {
+            let micros = i64::from_be_bytes(exact(bytes)?);
+            match pg_timestamp(micros)? {
+                None => infinity(micros > 0),
+                Some(at) if scalar == Scalar::TimestampTz => {
+                    Value::String(timestamptz_iso(at.and_utc()))
+                }
+                Some(at) => Value::String(timestamp_iso(at)),
+            }
+        }
+        Scalar::Date => {
+            let days = i32::from_be_bytes(exact(bytes)?);
+            if days == i32::MIN || days == i32::MAX {
+                infinity(days > 0)
+            } else {
+                let epoch = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
+                let date = epoch
+                    .checked_add_signed(chrono::TimeDelta::days(i64::from(days)))
+                    .ok_or("date out of range")?;
+                Value::String(date_iso(date))
+            }
+        }
+        Scalar::Time => {
+            let micros = i64::from_be_bytes(exact(bytes)?);
+            let seconds = u32::try_from(micros.div_euclid(1_000_000))?;
+            let nanos = u32::try_from(micros.rem_euclid(1_000_000) * 1_000)?;
+            let time = NaiveTime::from_num_seconds_from_midnight_opt(seconds, nanos)
+                .ok_or("time out of range")?;
+            Value::String(time_iso(time))
+        }
+        Scalar::Json => serde_json::from_slice(bytes)?,
+        Scalar::Jsonb => match bytes.split_first() {
+            Some((1, text)) => serde_json::from_slice(text)?,
+            _ => return Err("unknown jsonb format version".into()),
+        },
+        Scalar::Uuid => Value::String(uuid::Uuid::from_slice(bytes)?.to_string()),
+        Scalar::Bytea => Value::String(bytes_hex(bytes)),
+    })
+}
+
+/// A binary array: dimensions, a null flag, the element type, per dimension its length and
+/// lower bound, then length-prefixed elements. Only one dimension is converted.
+fn array_value(element: Scalar, bytes: &[u8]) -> Result<Value, BoxDynError> {
+    let truncated = || -> BoxDynError { "truncated array".into() };
+    let mut reader = WireReader::new(bytes);
+    let dimensions = reader.i32().ok_or_else(truncated)?;
+    let _has_nulls = reader.i32().ok_or_else(truncated)?;
+    let _element_type = reader.i32().ok_or_else(truncated)?;
+    if dimensions == 0 {
+        return Ok(Value::Array(Vec::new()));
+    }
+    if dimensions != 1 {
+        return Err(format!(
+            "{dimensions}-dimensional arrays are not converted; select to_json(...) of it instead"
+        )
+        .into());
+    }
+    let length = reader.i32().ok_or_else(truncated)?;
+    let _lower_bound = reader.i32().ok_or_else(truncated)?;
+    let length = usize::try_from(length)?;
+    let mut items = Vec::with_capacity(length.min(reader.rest().len() / 4));
+    for _ in 0..length {
+        items.push(match reader.field().ok_or_else(truncated)? {
+            None => Value::Null,
+            Some(item) => scalar_value(element, item)?,
+        });
+    }
+    Ok(Value::Array(items))
 }
 
 fn sqlite_value(raw: SqliteValueRef<'_>, declared: &str) -> Result<Value, BoxDynError> {

@@ -41,9 +41,15 @@
 //! * **SQLite files must exist.** The query connections are read-only and never create the
 //!   file; `sqlite::memory:` gives each connection its own empty database and is of no use.
 //! * **Streaming.** Rows come from sqlx's `fetch`, are converted one at a time by a task of
-//!   their own and handed over in batches of 256 through a bounded channel of two batches, so
+//!   their own and handed over in batches of 1,024 through a bounded channel of four batches, so
 //!   memory stays flat however many rows a query returns, a slow consumer slows the query
 //!   instead of buffering it, and the channel's cost is paid per batch, not per row.
+//! * **`COPY` for PostgreSQL queries without parameters.** Such a query is read through
+//!   `COPY (query) TO STDOUT (FORMAT binary)` in the same read-only transaction, which streams
+//!   a million rows at several times the speed of row-by-row reads and yields the very same
+//!   values (`copy.rs` says when it applies and how a statement `COPY` refuses falls back).
+//!   Queries with parameters are read row by row: `COPY` cannot bind parameters, and klsync
+//!   never interpolates them.
 //! * **Rows** are [`Row`]s: JSON objects in column order (serde_json's `preserve_order`
 //!   feature, enabled in Cargo.toml, keeps insertion order). Two columns with the same name are an
 //!   error ([`SqlError::DuplicateColumn`]) rather than one silently hiding the other. Types are
@@ -55,6 +61,7 @@
 //!   password never appears in logs or errors: URLs are shown through
 //!   [`crate::settings::redact_url`].
 
+mod copy;
 mod decode;
 mod error;
 pub mod output;
@@ -124,9 +131,9 @@ impl Default for QueryOptions {
 
 /// Rows per hand-off between the task that converts rows and the consumer: a channel hand-off
 /// (with its wake-ups) costs about as much as converting a small row, so rows travel in batches.
-const ROW_BATCH: usize = 256;
+const ROW_BATCH: usize = 1024;
 /// Batches converted ahead of the consumer; few, because rows may be large.
-const BATCH_BUFFER: usize = 2;
+const BATCH_BUFFER: usize = 4;
 /// SQLite virtual-machine steps between two looks at the clock.
 const SQLITE_PROGRESS_STEPS: i32 = 4_000;
 /// The most connections one klsync run keeps to a user's database.
@@ -228,7 +235,7 @@ impl QueryManager {
             })
     }
 
-    /// [`QueryManager::execute_query`] in batches of up to 256 rows of bare values: the same
+    /// [`QueryManager::execute_query`] in batches of up to 1,024 rows of bare values: the same
     /// rows, typed the same way, without building a map per row.
     pub fn execute_query_batches(
         &self,
@@ -384,7 +391,7 @@ type RowSender = mpsc::Sender<Result<RowBatch, SqlError>>;
 /// Collects converted rows and hands them to the consumer [`ROW_BATCH`] at a time.
 struct Batcher<'a> {
     sender: &'a RowSender,
-    /// Known from the first row on.
+    /// Known before the first row.
     columns: Option<std::sync::Arc<[String]>>,
     rows: Vec<Vec<Value>>,
 }
@@ -398,17 +405,18 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// Add a row, converting it with `values`; `Ok(false)` once the consumer is gone (stop
-    /// reading).
-    async fn push<R: sqlx::Row>(
-        &mut self,
-        row: &R,
-        values: fn(&R) -> Result<Vec<Value>, SqlError>,
-    ) -> Result<bool, SqlError> {
-        if self.columns.is_none() {
-            self.columns = Some(decode::column_names(row)?.into());
-        }
-        self.rows.push(values(row)?);
+    fn has_columns(&self) -> bool {
+        self.columns.is_some()
+    }
+
+    fn set_columns(&mut self, names: Vec<String>) {
+        self.columns = Some(names.into());
+    }
+
+    /// Add a row's values (after [`Batcher::set_columns`]); `Ok(false)` once the consumer is
+    /// gone (stop reading).
+    async fn push(&mut self, values: Vec<Value>) -> Result<bool, SqlError> {
+        self.rows.push(values);
         if self.rows.len() < ROW_BATCH {
             return Ok(true);
         }
@@ -461,7 +469,59 @@ async fn run_pg(
     sender: &RowSender,
 ) -> Result<(), SqlError> {
     let failed = |source| SqlError::from_query(source, timeout);
-    let mut transaction = pool.begin_with("BEGIN READ ONLY").await.map_err(failed)?;
+    let mut try_copy = params.is_empty();
+    let mut params = Some(params);
+    loop {
+        let mut connection = pool.acquire().await.map_err(failed)?;
+        let read = read_pg(
+            &mut connection,
+            &sql,
+            &mut params,
+            timeout,
+            sender,
+            try_copy,
+        )
+        .await;
+        match read {
+            PgRead::Done(outcome) => return outcome,
+            PgRead::Discard(outcome) => {
+                connection.close_on_drop();
+                return outcome;
+            }
+            PgRead::NotCopyable => {
+                connection.close_on_drop();
+                try_copy = false;
+            }
+        }
+    }
+}
+
+/// How one attempt at a PostgreSQL query ended.
+enum PgRead {
+    /// With this outcome; the connection is reusable.
+    Done(Result<(), SqlError>),
+    /// With this outcome; the connection is out of step (see [`copy::Copied::Abandoned`]).
+    Discard(Result<(), SqlError>),
+    /// The query must be read without `COPY`, on another connection.
+    NotCopyable,
+}
+
+/// Read `sql` in a read-only transaction on `connection`: through `COPY` when `try_copy` and
+/// it applies (see `copy.rs`), else row by row with `params` bound.
+async fn read_pg(
+    connection: &mut sqlx::PgConnection,
+    sql: &str,
+    params: &mut Option<Vec<Param>>,
+    timeout: Duration,
+    sender: &RowSender,
+    try_copy: bool,
+) -> PgRead {
+    let failed = |source| SqlError::from_query(source, timeout);
+    let mut transaction = match connection.begin_with("BEGIN READ ONLY").await {
+        Ok(transaction) => transaction,
+        Err(err) => return PgRead::Discard(Err(failed(err))),
+    };
+    let mut batch = Batcher::new(sender);
     let streamed = async {
         // set_config(..., true) is SET LOCAL: it ends with the transaction.
         sqlx::query("SELECT set_config('statement_timeout', $1, true)")
@@ -469,25 +529,53 @@ async fn run_pg(
             .execute(&mut *transaction)
             .await
             .map_err(failed)?;
-        let query = params::bind_pg(sqlx::query(AssertSqlSafe(sql)), params);
-        let mut rows = query.fetch(&mut *transaction);
-        let mut batch = Batcher::new(sender);
-        let read = async {
-            while let Some(row) = rows.try_next().await.map_err(failed)? {
-                if !batch.push(&row, decode::pg_values).await? {
-                    break;
+        if try_copy {
+            match copy::copy_rows(&mut transaction, sql, failed, &mut batch).await? {
+                copy::Copied::NotApplicable => {}
+                copy::Copied::Complete => return Ok(None),
+                copy::Copied::NotCopyable => return Ok(Some(PgRead::NotCopyable)),
+                copy::Copied::Abandoned(outcome) => {
+                    batch.flush().await;
+                    return Ok(Some(PgRead::Discard(outcome)));
                 }
             }
-            Ok(())
         }
-        .await;
-        batch.flush().await;
-        read
+        let query = params::bind_pg(
+            sqlx::query(AssertSqlSafe(sql.to_string())),
+            params.take().unwrap_or_default(),
+        );
+        let mut rows = query.fetch(&mut *transaction);
+        let mut columns: Option<Vec<decode::PgColumn>> = None;
+        while let Some(row) = rows.try_next().await.map_err(failed)? {
+            let columns = match &mut columns {
+                Some(columns) => columns,
+                None => {
+                    use sqlx::Row as _;
+                    let found = decode::pg_columns(
+                        row.columns()
+                            .iter()
+                            .map(|c| (sqlx::Column::name(c), sqlx::Column::type_info(c))),
+                    )?;
+                    batch.set_columns(found.iter().map(|c| c.name().to_string()).collect());
+                    columns.insert(found)
+                }
+            };
+            if !batch.push(decode::pg_values(&row, columns)?).await? {
+                break;
+            }
+        }
+        Ok(None)
     }
     .await;
-    // A sync query never commits, whatever happened above.
-    let rolled_back = transaction.rollback().await.map_err(failed);
-    streamed.and(rolled_back)
+    match streamed {
+        Ok(Some(early)) => early,
+        outcome => {
+            batch.flush().await;
+            // A sync query never commits, whatever happened above.
+            let rolled_back = transaction.rollback().await.map_err(failed);
+            PgRead::Done(outcome.map(|_| ()).and(rolled_back))
+        }
+    }
 }
 
 async fn run_sqlite(
@@ -515,7 +603,10 @@ async fn run_sqlite(
             let mut batch = Batcher::new(sender);
             let read = async {
                 while let Some(row) = rows.try_next().await.map_err(failed)? {
-                    if !batch.push(&row, decode::sqlite_values).await? {
+                    if !batch.has_columns() {
+                        batch.set_columns(decode::column_names(&row)?);
+                    }
+                    if !batch.push(decode::sqlite_values(&row)?).await? {
                         break;
                     }
                 }

@@ -1,0 +1,335 @@
+//! PostgreSQL's fast path for queries without parameters: `COPY (query) TO STDOUT (FORMAT
+//! binary)` inside the query's own read-only transaction.
+//!
+//! Why: reading a million rows through sqlx's extended protocol costs about four times what
+//! `psql \copy` needs for the same rows (each row is a message decoded into a row object of its
+//! own), and a no-op plan of a million-row sync is mostly that read. `COPY` streams the same
+//! values in the same binary representation, so they go through the same
+//! [`PgColumn`](super::decode::PgColumn) decoders and come out identical (row hashes depend on
+//! it: `tests/sync_engine.rs` compares both paths value by value).
+//!
+//! When it is used: PostgreSQL, no bound parameters (`COPY` cannot take any), and a statement
+//! that returns columns. The statement is first prepared on its own, which proves it is a single
+//! statement and gives its column names and types; wrapping one statement in `COPY (...)` cannot
+//! make two. Statements `COPY` does not accept (`SHOW`, `EXPLAIN`, a trailing comment after a
+//! `;`) fail with a syntax or feature error at once, before any row, and the caller reads the
+//! rows the ordinary way on a fresh connection.
+//! Everything else is unchanged: same transaction (`READ ONLY`, the statement timeout), same
+//! errors, same batches.
+
+use futures::TryStreamExt;
+use serde_json::Value;
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Column, Either, Executor, SqlSafeStr, Statement};
+
+use super::decode::{self, WireReader};
+use super::{Batcher, SqlError};
+
+/// What the fast path did.
+pub(super) enum Copied {
+    /// Every row was read; the transaction goes on as after any query.
+    Complete,
+    /// The query cannot go through `COPY` (parameters, no columns); only the statement was
+    /// prepared, and the transaction goes on.
+    NotApplicable,
+    /// The statement is valid alone but not inside `COPY (...)`. Nothing was read. The
+    /// connection must be discarded (see [`Copied::Abandoned`]) and the query read the ordinary
+    /// way on another.
+    NotCopyable,
+    /// The `COPY` failed or stopped before its end (an error, or the consumer went away), with
+    /// this outcome. sqlx leaves a connection out of step with the server after a `COPY` that
+    /// fails to start or is not read to its end, so the caller must close it rather than reuse
+    /// it; closing it also rolls the transaction back on the server.
+    Abandoned(Result<(), SqlError>),
+}
+
+/// The signature, flags and header-extension length that open a binary `COPY` stream.
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// Run `sql` through `COPY` on `connection` (inside the caller's transaction), handing the rows
+/// to `batch` until it says the consumer is gone. `Err` only for failures before the `COPY`
+/// started (preparing the statement), after which the connection is in step.
+pub(super) async fn copy_rows(
+    connection: &mut PgConnection,
+    sql: &str,
+    failed: impl Fn(sqlx::Error) -> SqlError,
+    batch: &mut Batcher<'_>,
+) -> Result<Copied, SqlError> {
+    let statement = connection
+        .prepare(AssertSqlSafe(sql.to_string()).into_sql_str())
+        .await
+        .map_err(&failed)?;
+    let has_parameters = match statement.parameters() {
+        Some(Either::Left(types)) => !types.is_empty(),
+        Some(Either::Right(count)) => count > 0,
+        None => false,
+    };
+    if has_parameters || statement.columns().is_empty() {
+        return Ok(Copied::NotApplicable);
+    }
+    let columns = decode::pg_columns(
+        statement
+            .columns()
+            .iter()
+            .map(|column| (column.name(), column.type_info())),
+    )?;
+    batch.set_columns(columns.iter().map(|c| c.name().to_string()).collect());
+
+    let copy = format!(
+        "COPY (\n{}\n) TO STDOUT (FORMAT binary)",
+        statement_body(sql)
+    );
+    let mut stream = match connection.copy_out_raw(&copy).await {
+        Ok(stream) => stream,
+        Err(err) if is_not_copyable(&err) => return Ok(Copied::NotCopyable),
+        Err(err) => return Ok(Copied::Abandoned(Err(failed(err)))),
+    };
+    let mut reader = CopyReader::new(columns.len());
+    let read = async {
+        while let Some(chunk) = stream.try_next().await.map_err(&failed)? {
+            reader.feed(&chunk);
+            while let Some(fields) = reader.next_row().map_err(protocol)? {
+                let values = columns
+                    .iter()
+                    .zip(fields.iter())
+                    .map(|(column, field)| column.value(field))
+                    .collect::<Result<Vec<Value>, SqlError>>()?;
+                if !batch.push(values).await? {
+                    return Ok(false);
+                }
+            }
+            reader.compact();
+        }
+        if !reader.finished() {
+            return Err(protocol("the COPY stream ended without its trailer".into()));
+        }
+        Ok(true)
+    }
+    .await;
+    Ok(match read {
+        Ok(true) => Copied::Complete,
+        Ok(false) => Copied::Abandoned(Ok(())),
+        Err(err) => Copied::Abandoned(Err(err)),
+    })
+}
+
+/// The statement without trailing whitespace and semicolons (`COPY (...;)` is a syntax error).
+fn statement_body(sql: &str) -> &str {
+    sql.trim_end_matches(|c: char| c.is_whitespace() || c == ';')
+}
+
+/// A syntax error or "feature not supported": the statement is valid on its own but not inside
+/// `COPY (...)`.
+fn is_not_copyable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42601" | "0A000")))
+}
+
+fn protocol(reason: String) -> SqlError {
+    SqlError::Decode {
+        column: "(COPY stream)".into(),
+        type_name: "binary COPY".into(),
+        reason,
+    }
+}
+
+/// Splits a binary `COPY` stream into rows, however its bytes are cut into messages.
+///
+/// Format: an 11-byte signature, a 32-bit flags word and a 32-bit header-extension length (plus
+/// that many bytes); then per row a 16-bit field count and per field a 32-bit length (-1: NULL)
+/// and the value's binary form; then a 16-bit -1.
+pub(crate) struct CopyReader {
+    buffer: Vec<u8>,
+    /// Bytes of `buffer` already consumed.
+    read: usize,
+    columns: usize,
+    header_read: bool,
+    finished: bool,
+    fields: Vec<Option<std::ops::Range<usize>>>,
+}
+
+impl CopyReader {
+    pub(crate) fn new(columns: usize) -> Self {
+        CopyReader {
+            buffer: Vec::with_capacity(64 * 1024),
+            read: 0,
+            columns,
+            header_read: false,
+            finished: false,
+            fields: Vec::with_capacity(columns),
+        }
+    }
+
+    /// Append bytes received.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Drop consumed bytes (call between feeds).
+    pub(crate) fn compact(&mut self) {
+        if self.read == self.buffer.len() {
+            self.buffer.clear();
+        } else {
+            self.buffer.drain(..self.read);
+        }
+        self.read = 0;
+    }
+
+    /// Whether the trailer was read.
+    pub(crate) fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The next complete row's fields (`None` inside: NULL), or `None` when the buffer holds no
+    /// complete row (feed more) or the trailer was read.
+    pub(crate) fn next_row(&mut self) -> Result<Option<RowFields<'_>>, String> {
+        if self.finished {
+            return Ok(None);
+        }
+        let unread = &self.buffer[self.read..];
+        let mut reader = WireReader::new(unread);
+        if !self.header_read {
+            let Some(signature) = reader.take(SIGNATURE.len()) else {
+                return Ok(None);
+            };
+            if signature != SIGNATURE {
+                return Err("not a binary COPY stream".into());
+            }
+            let (Some(_flags), Some(extension)) = (reader.i32(), reader.i32()) else {
+                return Ok(None);
+            };
+            let extension = usize::try_from(extension).map_err(|_| "bad COPY header")?;
+            if reader.take(extension).is_none() {
+                return Ok(None);
+            }
+            self.header_read = true;
+            self.read += unread.len() - reader.rest().len();
+            return self.next_row();
+        }
+        let Some(count) = reader.i16() else {
+            return Ok(None);
+        };
+        if count == -1 {
+            self.finished = true;
+            self.read += 2;
+            return Ok(None);
+        }
+        if usize::try_from(count).ok() != Some(self.columns) {
+            return Err(format!(
+                "COPY row has {count} fields, the statement {}",
+                self.columns
+            ));
+        }
+        self.fields.clear();
+        for _ in 0..self.columns {
+            let offset = unread.len() - reader.rest().len() + 4;
+            match reader.field() {
+                None => return Ok(None),
+                Some(None) => self.fields.push(None),
+                Some(Some(value)) => self.fields.push(Some(offset..offset + value.len())),
+            }
+        }
+        let start = self.read;
+        self.read += unread.len() - reader.rest().len();
+        Ok(Some(RowFields {
+            row: &self.buffer[start..],
+            fields: &self.fields,
+        }))
+    }
+}
+
+/// One row's fields, borrowed from the reader's buffer.
+pub(crate) struct RowFields<'a> {
+    row: &'a [u8],
+    fields: &'a [Option<std::ops::Range<usize>>],
+}
+
+impl<'a> RowFields<'a> {
+    /// Each field's bytes in column order (`None`: NULL).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Option<&'a [u8]>> + use<'a> {
+        let row = self.row;
+        self.fields
+            .iter()
+            .map(move |field| field.clone().map(|range| &row[range]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(rows: &[Vec<Option<&[u8]>>]) -> Vec<u8> {
+        let mut out = SIGNATURE.to_vec();
+        out.extend(0i32.to_be_bytes());
+        out.extend(0i32.to_be_bytes());
+        for row in rows {
+            out.extend((row.len() as i16).to_be_bytes());
+            for field in row {
+                match field {
+                    None => out.extend((-1i32).to_be_bytes()),
+                    Some(bytes) => {
+                        out.extend((bytes.len() as i32).to_be_bytes());
+                        out.extend(*bytes);
+                    }
+                }
+            }
+        }
+        out.extend((-1i16).to_be_bytes());
+        out
+    }
+
+    fn read_all(bytes: &[u8], cut: usize) -> (Vec<Vec<Option<Vec<u8>>>>, bool) {
+        let mut reader = CopyReader::new(2);
+        let mut rows = Vec::new();
+        for chunk in bytes.chunks(cut) {
+            reader.feed(chunk);
+            while let Some(fields) = reader.next_row().unwrap() {
+                rows.push(fields.iter().map(|f| f.map(<[u8]>::to_vec)).collect());
+            }
+            reader.compact();
+        }
+        (rows, reader.finished())
+    }
+
+    #[test]
+    fn rows_come_out_whole_however_the_stream_is_cut() {
+        let rows: Vec<Vec<Option<&[u8]>>> = vec![
+            vec![Some(b"a@x.test"), Some(&[0, 0, 0, 7])],
+            vec![None, Some(b"")],
+            vec![Some(b"b@x.test"), None],
+        ];
+        let bytes = stream(&rows);
+        let expected: Vec<Vec<Option<Vec<u8>>>> = rows
+            .iter()
+            .map(|r| r.iter().map(|f| f.map(<[u8]>::to_vec)).collect())
+            .collect();
+        for cut in [1, 2, 3, 5, 7, 19, bytes.len()] {
+            let (read, finished) = read_all(&bytes, cut);
+            assert_eq!(read, expected, "cut into {cut}-byte chunks");
+            assert!(finished);
+        }
+    }
+
+    #[test]
+    fn a_stream_without_trailer_is_not_finished() {
+        let bytes = stream(&[vec![Some(b"x"), None]]);
+        let (read, finished) = read_all(&bytes[..bytes.len() - 2], 4);
+        assert_eq!(read.len(), 1);
+        assert!(!finished);
+    }
+
+    #[test]
+    fn wrong_field_counts_and_signatures_are_errors() {
+        let mut reader = CopyReader::new(3);
+        reader.feed(&stream(&[vec![Some(b"x"), None]]));
+        assert!(reader.next_row().is_err());
+        let mut reader = CopyReader::new(1);
+        reader.feed(b"PGCOPY\nXXXXXXXXXXXXXXXXXXXX");
+        assert!(reader.next_row().is_err());
+    }
+
+    #[test]
+    fn trailing_semicolons_are_dropped() {
+        assert_eq!(statement_body("SELECT 1;\n  ;; \n"), "SELECT 1");
+        assert_eq!(statement_body("SELECT ';'"), "SELECT ';'");
+    }
+}

@@ -7,7 +7,7 @@ use chrono::Utc;
 use klsync::state::testing::TestPostgres;
 use klsync::state::{
     JournalId, LockHolder, ManagedRow, Phase, RunId, RunStart, StateBackend, StateError,
-    StateStore, hostname,
+    StateStore, SyncRowRecord, hostname,
 };
 use serde_json::json;
 
@@ -83,6 +83,7 @@ on_both!(
     second_apply_lock_is_refused_naming_the_holder,
     released_lock_can_be_taken_again,
     racing_applies_get_the_lock_exactly_once,
+    sync_row_digest_is_read_while_exact_and_dropped_by_every_write,
 );
 
 fn start(command: &str) -> RunStart {
@@ -679,4 +680,99 @@ async fn sqlite_heartbeat_keeps_a_lock_from_going_stale() {
         .unwrap_err();
     assert!(matches!(refused, StateError::Locked { .. }), "{refused}");
     lock.release().await.unwrap();
+}
+
+/// Run one statement on the store's database behind klsync's back.
+async fn exec_raw(f: &Fixture, sql: &str) {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    match f.store.backend() {
+        StateBackend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&f.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        }
+        StateBackend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&f.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+async fn recorded_hashes(store: &StateStore, sync_id: &str) -> Vec<(String, [u8; 16])> {
+    let mut seen = Vec::new();
+    store
+        .visit_sync_row_hashes(sync_id, |identifier, hash| {
+            seen.push((identifier.to_string(), *hash))
+        })
+        .await
+        .unwrap();
+    seen.sort();
+    seen
+}
+
+fn sync_row(identifier: &str, hash_byte: u8) -> SyncRowRecord {
+    SyncRowRecord {
+        identifier: identifier.into(),
+        row_hash: hex::encode([hash_byte; 16]),
+        applied: json!({"plan": "gold"}),
+    }
+}
+
+async fn sync_row_digest_is_read_while_exact_and_dropped_by_every_write(f: &Fixture) {
+    let rows: Vec<SyncRowRecord> = (0..300)
+        .map(|n| sync_row(&format!("c{n}@x.test"), n as u8))
+        .collect();
+    f.store.record_sync_rows("customers", &rows).await.unwrap();
+    f.store
+        .record_sync_rows("other", &[sync_row("o@x.test", 9)])
+        .await
+        .unwrap();
+    let expected: Vec<(String, [u8; 16])> = {
+        let mut all: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let hash: [u8; 16] = hex::decode(&r.row_hash).unwrap().try_into().unwrap();
+                (r.identifier.clone(), hash)
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    // Without a digest the rows themselves are read.
+    assert_eq!(recorded_hashes(&f.store, "customers").await, expected);
+    f.store.refresh_sync_digest("customers").await.unwrap();
+    f.store.refresh_sync_digest("customers").await.unwrap();
+    assert_eq!(recorded_hashes(&f.store, "customers").await, expected);
+
+    // A change made behind klsync's back is not seen while the digest stands: proof that the
+    // digest, not the table, was read.
+    exec_raw(
+        f,
+        "UPDATE sync_profile_rows SET row_hash = 'ffffffffffffffffffffffffffffffff' \
+         WHERE identifier = 'c0@x.test'",
+    )
+    .await;
+    assert_eq!(recorded_hashes(&f.store, "customers").await, expected);
+
+    // Any write through klsync drops the digest: the table (with that change) is read again.
+    f.store
+        .record_sync_rows("customers", &[sync_row("new@x.test", 7)])
+        .await
+        .unwrap();
+    let now = recorded_hashes(&f.store, "customers").await;
+    assert_eq!(now.len(), 301);
+    assert!(now.contains(&("c0@x.test".to_string(), [0xff; 16])));
+    assert!(now.contains(&("new@x.test".to_string(), [7; 16])));
+    f.store.refresh_sync_digest("customers").await.unwrap();
+    assert_eq!(recorded_hashes(&f.store, "customers").await, now);
+    f.store
+        .forget_sync_rows("customers", &["new@x.test".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(recorded_hashes(&f.store, "customers").await.len(), 300);
+    // Other syncs keep their own rows.
+    assert_eq!(
+        recorded_hashes(&f.store, "other").await,
+        vec![("o@x.test".to_string(), [9; 16])]
+    );
 }

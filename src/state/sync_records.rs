@@ -17,6 +17,120 @@ use super::{Backend, StateError, StateStore};
 const WRITE_BATCH: usize = 1_000;
 /// Identifiers per `IN (...)` lookup.
 const READ_BATCH: usize = 500;
+/// Every write to a sync's rows runs this first, in its transaction (see [`digest`]).
+const DROP_DIGEST: &str = "DELETE FROM sync_profile_digests WHERE sync_id = $1";
+
+/// A row hash: 16 bytes (stored as 32 hex digits in `sync_profile_rows`).
+pub type RowHashBytes = [u8; 16];
+
+fn parse_row_hash(
+    sync_id: &str,
+    identifier: &str,
+    hex_text: &str,
+) -> Result<RowHashBytes, StateError> {
+    hex::decode(hex_text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| StateError::Corrupt {
+            what: format!("row hash of {identifier} in profiles sync {sync_id}"),
+        })
+}
+
+/// The digest format: chunks of about [`digest::CHUNK_BYTES`], each a run of entries
+/// `identifier length (u16 LE) | identifier (UTF-8) | row hash (16 bytes)`.
+mod digest {
+    use super::RowHashBytes;
+
+    pub(super) const CHUNK_BYTES: usize = 4 << 20;
+
+    #[derive(Default)]
+    pub(super) struct Builder {
+        chunks: Vec<Vec<u8>>,
+    }
+
+    impl Builder {
+        /// Add an entry; `false` if the identifier is too long for the format.
+        pub(super) fn push(&mut self, identifier: &str, hash: &RowHashBytes) -> bool {
+            let Ok(length) = u16::try_from(identifier.len()) else {
+                return false;
+            };
+            let entry = 2 + identifier.len() + hash.len();
+            let full = self
+                .chunks
+                .last()
+                .is_none_or(|chunk| chunk.len() + entry > CHUNK_BYTES);
+            if full {
+                self.chunks.push(Vec::with_capacity(CHUNK_BYTES));
+            }
+            let chunk = self.chunks.last_mut().expect("a chunk was just ensured");
+            chunk.extend_from_slice(&length.to_le_bytes());
+            chunk.extend_from_slice(identifier.as_bytes());
+            chunk.extend_from_slice(hash);
+            true
+        }
+
+        pub(super) fn finish(self) -> Vec<Vec<u8>> {
+            self.chunks
+        }
+    }
+
+    /// Call `visit` for each entry of a chunk; what is wrong if it is malformed.
+    pub(super) fn visit_chunk(
+        mut data: &[u8],
+        visit: &mut impl FnMut(&str, &RowHashBytes),
+    ) -> Result<(), String> {
+        while !data.is_empty() {
+            let (length, rest) = data.split_at_checked(2).ok_or("truncated entry")?;
+            let length = usize::from(u16::from_le_bytes([length[0], length[1]]));
+            let (identifier, rest) = rest.split_at_checked(length).ok_or("truncated entry")?;
+            let (hash, rest) = rest.split_at_checked(16).ok_or("truncated entry")?;
+            let identifier = std::str::from_utf8(identifier).map_err(|e| e.to_string())?;
+            visit(identifier, hash.try_into().expect("16 bytes"));
+            data = rest;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn entries_come_back_in_order_across_chunks() {
+            let mut builder = Builder::default();
+            let count = CHUNK_BYTES / 30 + 10;
+            for n in 0..count {
+                assert!(builder.push(&format!("c{n}@x.test"), &[n as u8; 16]));
+            }
+            let chunks = builder.finish();
+            assert!(chunks.len() > 1);
+            let mut seen = Vec::new();
+            for chunk in &chunks {
+                assert!(chunk.len() <= CHUNK_BYTES);
+                visit_chunk(chunk, &mut |id, hash| seen.push((id.to_string(), hash[0]))).unwrap();
+            }
+            assert_eq!(seen.len(), count);
+            assert_eq!(
+                seen[count - 1],
+                (format!("c{}@x.test", count - 1), (count - 1) as u8)
+            );
+        }
+
+        #[test]
+        fn malformed_chunks_are_refused() {
+            assert!(visit_chunk(&[5, 0, b'a'], &mut |_, _| {}).is_err());
+            assert!(
+                visit_chunk(
+                    &[1, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    &mut |_, _| {}
+                )
+                .is_err()
+            );
+            let mut builder = Builder::default();
+            assert!(!builder.push(&"x".repeat(70_000), &[0; 16]));
+        }
+    }
+}
 
 /// One applied row of a `profiles:` sync.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,14 +165,20 @@ fn placeholders(first: usize, count: usize) -> String {
 impl StateStore {
     /// Call `visit(identifier, row_hash)` for every recorded row of a `profiles:` sync,
     /// streaming, so a million rows never sit in memory as strings.
+    ///
+    /// Reads the sync's digest when it has one (a few large values: see
+    /// `migrations/*/0004_sync_row_digest.sql`), else `sync_profile_rows` itself.
     pub async fn visit_sync_row_hashes<F>(
         &self,
         sync_id: &str,
         mut visit: F,
     ) -> Result<(), StateError>
     where
-        F: FnMut(&str, &str) + Send,
+        F: FnMut(&str, &RowHashBytes) + Send,
     {
+        if self.visit_sync_digest(sync_id, &mut visit).await? {
+            return Ok(());
+        }
         const SQL: &str = "SELECT identifier, row_hash FROM sync_profile_rows WHERE sync_id = $1";
         on_backend!(self, pool => {
             let mut rows = sqlx::query(SQL).bind(sync_id).fetch(pool);
@@ -72,9 +192,85 @@ impl StateStore {
                 let identifier: &str =
                     row.try_get(0).map_err(StateError::query("read sync row hashes"))?;
                 let hash: &str = row.try_get(1).map_err(StateError::query("read sync row hashes"))?;
-                visit(identifier, hash);
+                visit(identifier, &parse_row_hash(sync_id, identifier, hash)?);
             }
             Ok(())
+        })
+    }
+
+    /// Visit the sync's digest; `false` when it has none.
+    async fn visit_sync_digest<F>(&self, sync_id: &str, visit: &mut F) -> Result<bool, StateError>
+    where
+        F: FnMut(&str, &RowHashBytes) + Send,
+    {
+        const SQL: &str = "SELECT data FROM sync_profile_digests WHERE sync_id = $1 ORDER BY chunk";
+        let mut found = false;
+        on_backend!(self, pool => {
+            let mut rows = sqlx::query(SQL).bind(sync_id).fetch(pool);
+            while let Some(row) = rows
+                .try_next()
+                .await
+                .map_err(StateError::query("read sync row digest"))?
+            {
+                use sqlx::Row as _;
+                let data: &[u8] = row.try_get(0).map_err(StateError::query("read sync row digest"))?;
+                digest::visit_chunk(data, &mut *visit).map_err(|what| StateError::Corrupt {
+                    what: format!("row digest of profiles sync {sync_id}: {what}"),
+                })?;
+                found = true;
+            }
+        });
+        Ok(found)
+    }
+
+    /// Give a `profiles:` sync a digest of its recorded rows if it has none (every write to its
+    /// rows drops it). Apply calls this once it has recorded a sync's rows, so the next plan
+    /// reads the digest. Must run under the apply lock: a write between the read and the insert
+    /// would not be in the digest (writes drop digests, but this one is inserted after).
+    pub async fn refresh_sync_digest(&self, sync_id: &str) -> Result<(), StateError> {
+        const EXISTS: &str = "SELECT COUNT(*) FROM sync_profile_digests WHERE sync_id = $1";
+        const ROWS: &str = "SELECT identifier, row_hash FROM sync_profile_rows WHERE sync_id = $1";
+        const INSERT: &str =
+            "INSERT INTO sync_profile_digests (sync_id, chunk, data) VALUES ($1, $2, $3)";
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            let (chunks,): (i64,) = sqlx::query_as(EXISTS)
+                .bind(sync_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StateError::query("read sync row digest"))?;
+            if chunks > 0 {
+                return Ok(());
+            }
+            let mut builder = digest::Builder::default();
+            {
+                let mut rows = sqlx::query(ROWS).bind(sync_id).fetch(&mut *tx);
+                while let Some(row) = rows
+                    .try_next()
+                    .await
+                    .map_err(StateError::query("read sync row hashes"))?
+                {
+                    use sqlx::Row as _;
+                    let identifier: &str =
+                        row.try_get(0).map_err(StateError::query("read sync row hashes"))?;
+                    let hash: &str =
+                        row.try_get(1).map_err(StateError::query("read sync row hashes"))?;
+                    if !builder.push(identifier, &parse_row_hash(sync_id, identifier, hash)?) {
+                        // An identifier too long for the format: no digest, plans read the rows.
+                        return Ok(());
+                    }
+                }
+            }
+            for (index, chunk) in builder.finish().iter().enumerate() {
+                sqlx::query(INSERT)
+                    .bind(sync_id)
+                    .bind(index as i64)
+                    .bind(chunk.as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StateError::query("write sync row digest"))?;
+            }
+            tx.commit().await.map_err(StateError::query("commit sync row digest"))
         })
     }
 
@@ -110,9 +306,17 @@ impl StateStore {
         sync_id: &str,
         rows: &[SyncRowRecord],
     ) -> Result<(), StateError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let now = Utc::now();
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            sqlx::query(DROP_DIGEST)
+                .bind(sync_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::query("drop sync row digest"))?;
             for batch in rows.chunks(WRITE_BATCH) {
                 let values = (0..batch.len())
                     .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
@@ -146,7 +350,7 @@ impl StateStore {
         sync_id: &str,
         identifiers: &[String],
     ) -> Result<(), StateError> {
-        self.delete_keyed("sync_profile_rows", "sync_id", sync_id, identifiers)
+        self.delete_keyed("sync_profile_rows", "sync_id", sync_id, identifiers, true)
             .await
     }
 
@@ -211,8 +415,14 @@ impl StateStore {
         list_key: &str,
         identifiers: &[String],
     ) -> Result<(), StateError> {
-        self.delete_keyed("sync_list_members", "list_key", list_key, identifiers)
-            .await
+        self.delete_keyed(
+            "sync_list_members",
+            "list_key",
+            list_key,
+            identifiers,
+            false,
+        )
+        .await
     }
 
     async fn delete_keyed(
@@ -221,9 +431,20 @@ impl StateStore {
         key_column: &'static str,
         key: &str,
         identifiers: &[String],
+        drop_digest: bool,
     ) -> Result<(), StateError> {
+        if identifiers.is_empty() {
+            return Ok(());
+        }
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            if drop_digest {
+                sqlx::query(DROP_DIGEST)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StateError::query("drop sync row digest"))?;
+            }
             for batch in identifiers.chunks(READ_BATCH) {
                 // Table and column names are constants of this module, never input.
                 let sql = format!(

@@ -81,7 +81,13 @@ pub fn normalize(kind: IdentifyBy, value: &Value) -> Result<String, IdentifierPr
 }
 
 fn normalize_email(text: &str) -> Result<String, IdentifierProblem> {
-    let email = text.trim().to_lowercase();
+    let trimmed = text.trim();
+    // The same result for ASCII, without Unicode case tables: most addresses are ASCII.
+    let email = if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        trimmed.to_lowercase()
+    };
     let valid = email.len() <= MAX_EMAIL_LEN
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && match email.split_once('@') {

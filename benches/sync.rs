@@ -161,7 +161,7 @@ async fn child(url: &str, mode: &str) {
         queries
             .execute_query_batches(PROFILE_SQL, &[])
             .fold(0u64, |n, batch| async move {
-                n + batch.map_or(0, |b| b.rows.len() as u64)
+                n + batch.map_or(0, |b| b.len() as u64)
             })
             .await
     } else if mode == "state" {

@@ -659,7 +659,24 @@ async fn value_batches_are_the_rows_and_hash_alike(db: Db) {
     assert!(batches.len() > 1, "2,500 rows come in several batches");
     let columns = batches[0].columns.clone();
     assert_eq!(&*columns, ["email", "plan", "ltv", "active"]);
-    let values: Vec<Vec<Value>> = batches.into_iter().flat_map(|b| b.rows).collect();
+    // The plan hashes rows straight from the batch (PostgreSQL: COPY's binary fields), without
+    // building values: the same hash as the row's properties.
+    let mut hasher = sync::diff::RowHasher::new(["active", "ltv", "plan"].into_iter());
+    let row_hashes: Vec<_> = batches
+        .iter()
+        .flat_map(|batch| batch.rows().collect::<Vec<_>>())
+        .map(|row| hasher.hash_row(&row, [3, 2, 1].into_iter()).unwrap())
+        .collect();
+    let values: Vec<Vec<Value>> = batches
+        .into_iter()
+        .flat_map(|b| b.into_values().unwrap())
+        .collect();
+    assert_eq!(row_hashes.len(), rows.len());
+    for (row, hash) in rows.iter().zip(&row_hashes) {
+        let mut properties = row.clone();
+        properties.remove("email");
+        assert_eq!(sync::diff::row_hash(&properties), *hash);
+    }
     assert_eq!(values.len(), rows.len());
     for (row, values) in rows.iter().zip(&values) {
         assert_eq!(row.values().cloned().collect::<Vec<_>>(), *values);

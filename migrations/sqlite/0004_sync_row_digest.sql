@@ -8,6 +8,7 @@
 CREATE TABLE sync_profile_digests (
     sync_id TEXT    NOT NULL,  -- the manifest id of the profiles: sync
     chunk   INTEGER NOT NULL,  -- 0, 1, 2, ...: the chunks in order
+    entries INTEGER NOT NULL,  -- entries in this chunk (their sum sizes the plan's table up front)
     data    BLOB NOT NULL,  -- entries: identifier length (u16, little-endian), identifier (UTF-8), 16-byte row hash
     PRIMARY KEY (sync_id, chunk)
 );

@@ -18,12 +18,12 @@
 //! errors, same batches.
 
 use futures::TryStreamExt;
-use serde_json::Value;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Column, Either, Executor, SqlSafeStr, Statement};
 
-use super::decode::{self, WireReader};
-use super::{Batcher, SqlError};
+use super::batch::BinaryRows;
+use super::decode::{self, PgColumn, WireReader};
+use super::{Batcher, ROW_BATCH, RowBatch, SqlError};
 
 /// What the fast path did.
 pub(super) enum Copied {
@@ -84,18 +84,21 @@ pub(super) async fn copy_rows(
         Err(err) if is_not_copyable(&err) => return Ok(Copied::NotCopyable),
         Err(err) => return Ok(Copied::Abandoned(Err(failed(err)))),
     };
-    let mut reader = CopyReader::new(columns.len());
+    let names = batch.columns().expect("set above");
+    let decoders: std::sync::Arc<[PgColumn]> = columns.into();
+    let mut reader = CopyReader::new(decoders.len());
+    let mut rows = BinaryRows::new(decoders.clone(), ROW_BATCH);
     let read = async {
         while let Some(chunk) = stream.try_next().await.map_err(&failed)? {
             reader.feed(&chunk);
             while let Some(fields) = reader.next_row().map_err(protocol)? {
-                let values = columns
-                    .iter()
-                    .zip(fields.iter())
-                    .map(|(column, field)| column.value(field))
-                    .collect::<Result<Vec<Value>, SqlError>>()?;
-                if !batch.push(values).await? {
-                    return Ok(false);
+                rows.push(fields.iter());
+                if rows.len() >= ROW_BATCH {
+                    let full =
+                        std::mem::replace(&mut rows, BinaryRows::new(decoders.clone(), ROW_BATCH));
+                    if !batch.send(RowBatch::from_binary(names.clone(), full)).await {
+                        return Ok(false);
+                    }
                 }
             }
             reader.compact();
@@ -106,6 +109,15 @@ pub(super) async fn copy_rows(
         Ok(true)
     }
     .await;
+    // The last rows, also those before an error (they arrive first).
+    let read = match read {
+        Ok(false) => Ok(false),
+        _ if rows.is_empty() => read,
+        read => {
+            let sent = batch.send(RowBatch::from_binary(names, rows)).await;
+            read.map(|complete| complete && sent)
+        }
+    };
     Ok(match read {
         Ok(true) => Copied::Complete,
         Ok(false) => Copied::Abandoned(Ok(())),

@@ -140,6 +140,64 @@ impl PgColumn {
     }
 }
 
+impl PgColumn {
+    /// A text value borrowed from its bytes (`None`: NULL, or not a text column).
+    pub(crate) fn text<'b>(&self, bytes: Option<&'b [u8]>) -> Result<Option<&'b str>, SqlError> {
+        match (self.kind, bytes) {
+            (PgKind::Scalar(Scalar::Text), Some(bytes)) => std::str::from_utf8(bytes)
+                .map(Some)
+                .map_err(|err| decode_error(&self.name, &self.type_name, err)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Write the JSON of a NULL, boolean, integer or text value straight from its bytes,
+    /// exactly as serde_json writes [`PgColumn::value`]'s result; `false` (nothing written)
+    /// for other types.
+    pub(crate) fn write_scalar_json(
+        &self,
+        bytes: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, SqlError> {
+        let Some(bytes) = bytes else {
+            out.extend_from_slice(b"null");
+            return Ok(true);
+        };
+        let failed = |err: BoxDynError| decode_error(&self.name, &self.type_name, err);
+        let PgKind::Scalar(scalar) = self.kind else {
+            return Ok(false);
+        };
+        let written = match scalar {
+            Scalar::Text => {
+                let text = std::str::from_utf8(bytes).map_err(|err| failed(err.into()))?;
+                serde_json::to_writer(&mut *out, text)
+            }
+            Scalar::Int2 => serde_json::to_writer(
+                &mut *out,
+                &i16::from_be_bytes(exact(bytes).map_err(failed)?),
+            ),
+            Scalar::Int4 => serde_json::to_writer(
+                &mut *out,
+                &i32::from_be_bytes(exact(bytes).map_err(failed)?),
+            ),
+            Scalar::Int8 => serde_json::to_writer(
+                &mut *out,
+                &i64::from_be_bytes(exact(bytes).map_err(failed)?),
+            ),
+            Scalar::Oid => serde_json::to_writer(
+                &mut *out,
+                &u32::from_be_bytes(exact(bytes).map_err(failed)?),
+            ),
+            Scalar::Bool => {
+                serde_json::to_writer(&mut *out, &(exact::<1>(bytes).map_err(failed)?[0] != 0))
+            }
+            _ => return Ok(false),
+        };
+        written.expect("scalars serialize");
+        Ok(true)
+    }
+}
+
 /// The decoders of a result's columns, checked to have distinct names.
 pub(crate) fn pg_columns<'a>(
     columns: impl Iterator<Item = (&'a str, &'a PgTypeInfo)>,

@@ -61,6 +61,7 @@
 //!   password never appears in logs or errors: URLs are shown through
 //!   [`crate::settings::redact_url`].
 
+mod batch;
 mod copy;
 mod decode;
 mod error;
@@ -82,6 +83,7 @@ use tokio::sync::mpsc;
 use crate::manifest::types::QuerySpec;
 use crate::settings::{Secret, redact_url};
 
+pub use batch::{RowBatch, RowRef};
 pub use error::SqlError;
 pub use saved::SavedQuery;
 
@@ -89,27 +91,6 @@ use params::Param;
 
 /// One result row: column name → value, in the query's column order.
 pub type Row = serde_json::Map<String, Value>;
-
-/// Consecutive result rows of a query as bare values, for consumers that read millions of rows
-/// and look columns up by position ([`QueryManager::execute_query_batches`]): no per-row map,
-/// no per-row copy of the column names. Values are typed exactly as in a [`Row`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowBatch {
-    /// The column names, in order (distinct).
-    pub columns: std::sync::Arc<[String]>,
-    /// Each row's values, in column order.
-    pub rows: Vec<Vec<Value>>,
-}
-
-impl RowBatch {
-    /// The rows as [`Row`]s.
-    pub fn into_rows(self) -> impl Iterator<Item = Row> {
-        let columns = self.columns;
-        self.rows
-            .into_iter()
-            .map(move |values| columns.iter().cloned().zip(values).collect())
-    }
-}
 
 /// How queries are run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +211,7 @@ impl QueryManager {
     ) -> impl Stream<Item = Result<Row, SqlError>> + Send + 'static {
         self.execute_query_batches(sql, params)
             .flat_map(|item| match item {
-                Ok(batch) => stream::iter(batch.into_rows().map(Ok)).left_stream(),
+                Ok(batch) => stream::iter(batch.into_rows()).left_stream(),
                 Err(err) => stream::iter([Err(err)]).right_stream(),
             })
     }
@@ -432,11 +413,18 @@ impl<'a> Batcher<'a> {
             return true;
         }
         let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(ROW_BATCH));
-        let batch = RowBatch {
-            columns: columns.clone(),
-            rows,
-        };
+        let batch = RowBatch::from_values(columns.clone(), rows);
+        self.send(batch).await
+    }
+
+    /// Hand a whole batch to the consumer; `false` once it is gone.
+    async fn send(&self, batch: RowBatch) -> bool {
         self.sender.send(Ok(batch)).await.is_ok()
+    }
+
+    /// The column names, once set.
+    fn columns(&self) -> Option<std::sync::Arc<[String]>> {
+        self.columns.clone()
     }
 }
 

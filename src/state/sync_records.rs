@@ -45,7 +45,8 @@ mod digest {
 
     #[derive(Default)]
     pub(super) struct Builder {
-        chunks: Vec<Vec<u8>>,
+        /// Entries and bytes of each chunk.
+        chunks: Vec<(usize, Vec<u8>)>,
     }
 
     impl Builder {
@@ -58,18 +59,20 @@ mod digest {
             let full = self
                 .chunks
                 .last()
-                .is_none_or(|chunk| chunk.len() + entry > CHUNK_BYTES);
+                .is_none_or(|(_, chunk)| chunk.len() + entry > CHUNK_BYTES);
             if full {
-                self.chunks.push(Vec::with_capacity(CHUNK_BYTES));
+                self.chunks.push((0, Vec::with_capacity(CHUNK_BYTES)));
             }
-            let chunk = self.chunks.last_mut().expect("a chunk was just ensured");
+            let (entries, chunk) = self.chunks.last_mut().expect("a chunk was just ensured");
+            *entries += 1;
             chunk.extend_from_slice(&length.to_le_bytes());
             chunk.extend_from_slice(identifier.as_bytes());
             chunk.extend_from_slice(hash);
             true
         }
 
-        pub(super) fn finish(self) -> Vec<Vec<u8>> {
+        /// Each chunk: its entry count and bytes.
+        pub(super) fn finish(self) -> Vec<(usize, Vec<u8>)> {
             self.chunks
         }
     }
@@ -105,9 +108,11 @@ mod digest {
             let chunks = builder.finish();
             assert!(chunks.len() > 1);
             let mut seen = Vec::new();
-            for chunk in &chunks {
+            for (entries, chunk) in &chunks {
                 assert!(chunk.len() <= CHUNK_BYTES);
+                let before = seen.len();
                 visit_chunk(chunk, &mut |id, hash| seen.push((id.to_string(), hash[0]))).unwrap();
+                assert_eq!(seen.len() - before, *entries);
             }
             assert_eq!(seen.len(), count);
             assert_eq!(
@@ -168,15 +173,26 @@ impl StateStore {
     ///
     /// Reads the sync's digest when it has one (a few large values: see
     /// `migrations/*/0004_sync_row_digest.sql`), else `sync_profile_rows` itself.
-    pub async fn visit_sync_row_hashes<F>(
+    pub async fn visit_sync_row_hashes<F>(&self, sync_id: &str, visit: F) -> Result<(), StateError>
+    where
+        F: FnMut(&str, &RowHashBytes) + Send,
+    {
+        self.visit_sync_row_hashes_sized(sync_id, |_| {}, visit)
+            .await
+    }
+
+    /// [`StateStore::visit_sync_row_hashes`], first telling `size` how many rows are coming
+    /// when the digest knows (so a table can be sized once instead of growing).
+    pub async fn visit_sync_row_hashes_sized<F>(
         &self,
         sync_id: &str,
+        size: impl FnOnce(usize) + Send,
         mut visit: F,
     ) -> Result<(), StateError>
     where
         F: FnMut(&str, &RowHashBytes) + Send,
     {
-        if self.visit_sync_digest(sync_id, &mut visit).await? {
+        if self.visit_sync_digest(sync_id, size, &mut visit).await? {
             return Ok(());
         }
         const SQL: &str = "SELECT identifier, row_hash FROM sync_profile_rows WHERE sync_id = $1";
@@ -199,11 +215,26 @@ impl StateStore {
     }
 
     /// Visit the sync's digest; `false` when it has none.
-    async fn visit_sync_digest<F>(&self, sync_id: &str, visit: &mut F) -> Result<bool, StateError>
+    async fn visit_sync_digest<F>(
+        &self,
+        sync_id: &str,
+        size: impl FnOnce(usize) + Send,
+        visit: &mut F,
+    ) -> Result<bool, StateError>
     where
         F: FnMut(&str, &RowHashBytes) + Send,
     {
+        const SIZE: &str = "SELECT COUNT(*), COALESCE(SUM(entries), 0) FROM sync_profile_digests \
+                            WHERE sync_id = $1";
         const SQL: &str = "SELECT data FROM sync_profile_digests WHERE sync_id = $1 ORDER BY chunk";
+        let (chunks, entries): (i64, i64) = on_backend!(self, pool => {
+            sqlx::query_as(SIZE).bind(sync_id).fetch_one(pool).await
+        })
+        .map_err(StateError::query("read sync row digest"))?;
+        if chunks == 0 {
+            return Ok(false);
+        }
+        size(usize::try_from(entries).unwrap_or(0));
         let mut found = false;
         on_backend!(self, pool => {
             let mut rows = sqlx::query(SQL).bind(sync_id).fetch(pool);
@@ -230,8 +261,8 @@ impl StateStore {
     pub async fn refresh_sync_digest(&self, sync_id: &str) -> Result<(), StateError> {
         const EXISTS: &str = "SELECT COUNT(*) FROM sync_profile_digests WHERE sync_id = $1";
         const ROWS: &str = "SELECT identifier, row_hash FROM sync_profile_rows WHERE sync_id = $1";
-        const INSERT: &str =
-            "INSERT INTO sync_profile_digests (sync_id, chunk, data) VALUES ($1, $2, $3)";
+        const INSERT: &str = "INSERT INTO sync_profile_digests (sync_id, chunk, entries, data) \
+                              VALUES ($1, $2, $3, $4)";
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
             let (chunks,): (i64,) = sqlx::query_as(EXISTS)
@@ -261,10 +292,11 @@ impl StateStore {
                     }
                 }
             }
-            for (index, chunk) in builder.finish().iter().enumerate() {
+            for (index, (entries, chunk)) in builder.finish().iter().enumerate() {
                 sqlx::query(INSERT)
                     .bind(sync_id)
                     .bind(index as i64)
+                    .bind(*entries as i64)
                     .bind(chunk.as_slice())
                     .execute(&mut *tx)
                     .await

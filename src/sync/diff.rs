@@ -105,6 +105,27 @@ impl RowHasher {
             self.buffer.extend_from_slice(prefix);
             write_canonical(&mut self.buffer, value);
         }
+        self.finish()
+    }
+
+    /// [`RowHasher::hash`] of the values of `row` in `columns` (in name order). Scalars are
+    /// written straight from the row (no [`Value`] built); their JSON text is the same.
+    pub fn hash_row(
+        &mut self,
+        row: &crate::sql::RowRef<'_>,
+        columns: impl Iterator<Item = usize>,
+    ) -> Result<RowHash, crate::sql::SqlError> {
+        self.buffer.clear();
+        for (prefix, column) in self.prefixes.iter().zip(columns) {
+            self.buffer.extend_from_slice(prefix);
+            if !row.write_scalar_json(column, &mut self.buffer)? {
+                write_canonical(&mut self.buffer, &*row.value(column)?);
+            }
+        }
+        Ok(self.finish())
+    }
+
+    fn finish(&mut self) -> RowHash {
         if self.prefixes.is_empty() {
             self.buffer.push(b'{');
         }

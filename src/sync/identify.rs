@@ -70,6 +70,11 @@ pub fn normalize(kind: IdentifyBy, value: &Value) -> Result<String, IdentifierPr
         }
         (_, other) => return Err(IdentifierProblem::WrongType(json_type(other))),
     };
+    normalize_text(kind, text)
+}
+
+/// [`normalize`] of a text value.
+pub fn normalize_text(kind: IdentifyBy, text: &str) -> Result<String, IdentifierProblem> {
     if text.trim().is_empty() {
         return Err(IdentifierProblem::Missing);
     }

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::klaviyo::{KlaviyoClient, Operation, PROFILE_MAX_BYTES};
 use crate::manifest::types::{OnMissingRow, ProfileSyncSpec, QuerySpec};
-use crate::sql::QueryManager;
+use crate::sql::{QueryManager, RowBatch, RowRef, SqlError};
 use crate::state::{StateStore, SyncRowRecord};
 
 const WHAT: &str = "profiles sync";
@@ -48,8 +48,15 @@ enum Seen {
 /// probe per row of a million instead of two.
 #[derive(Debug, Clone, Copy)]
 struct Stored {
-    hash: RowHash,
+    /// The first 8 bytes of the stored row hash: a changed row keeps its old hash with
+    /// probability 2^-64, and a million entries take 16 MB less (each MB of a fresh table
+    /// costs page faults).
+    hash: u64,
     seen: Option<Seen>,
+}
+
+fn short_hash(hash: &RowHash) -> u64 {
+    u64::from_le_bytes(hash[..8].try_into().expect("16 bytes"))
 }
 
 /// What a row's identifier met in the tables.
@@ -176,26 +183,39 @@ impl Run<'_> {
     /// probes. The probes of a batch are independent of each other, so the processor overlaps
     /// their cache misses (a million-row table does not fit in any cache) instead of waiting
     /// for each in turn; probing row by row, a no-op plan spent a quarter of its time on them.
+    /// Values are read from the batch only where needed: hashing writes scalars straight from
+    /// the row, and a row's properties are built only when it differs.
     async fn rows(
         &mut self,
         first: u64,
-        rows: &[Vec<Value>],
+        batch: &RowBatch,
         layout: &Layout,
     ) -> Result<(), SyncError> {
         let unset_nulls = self.spec.on_missing_row == OnMissingRow::Unset;
+        let failed = |source| query_error(self.spec, source);
         let mut prepared = std::mem::take(&mut self.prepared);
         prepared.clear();
-        for row in rows {
-            let identifier = identify::normalize(self.spec.identify_by, &row[layout.identifier]);
-            prepared.push(identifier.map(|identifier| {
-                let key = diff::identifier_key(&identifier);
-                // `spec.properties` is sorted by property name, as the canonical form wants;
-                // the map is built only for rows that differ.
-                let hash = self
-                    .hasher
-                    .hash(layout.properties.iter().map(|(_, column)| &row[*column]));
-                (identifier, key, diff::mode_hash(hash, unset_nulls))
-            }));
+        for row in batch.rows() {
+            let identified = match row.text(layout.identifier).map_err(failed)? {
+                Some(text) => identify::normalize_text(self.spec.identify_by, text),
+                None => identify::normalize(
+                    self.spec.identify_by,
+                    &*row.value(layout.identifier).map_err(failed)?,
+                ),
+            };
+            prepared.push(match identified {
+                Ok(identifier) => {
+                    let key = diff::identifier_key(&identifier);
+                    // `spec.properties` is sorted by property name, as the canonical form
+                    // wants.
+                    let hash = self
+                        .hasher
+                        .hash_row(&row, layout.properties.iter().map(|(_, column)| *column))
+                        .map_err(failed)?;
+                    Ok((identifier, key, diff::mode_hash(hash, unset_nulls)))
+                }
+                Err(problem) => Err(problem),
+            });
         }
         // Touch every row's table entry in a tight loop first: these loads are independent,
         // so the processor has many of them in flight at once, and the classification below
@@ -206,13 +226,17 @@ impl Run<'_> {
             .filter(|(_, key, _)| self.stored.contains_key(key))
             .count();
         std::hint::black_box(present);
-        for ((offset, row), identified) in rows.iter().enumerate().zip(prepared.drain(..)) {
+        for (offset, identified) in prepared.drain(..).enumerate() {
             let index = first + offset as u64;
+            let row = batch.row(offset);
             match identified {
                 Ok((identifier, key, hash)) => {
-                    self.row(index, row, layout, identifier, key, hash).await?;
+                    self.row(index, &row, layout, identifier, key, hash).await?;
                 }
-                Err(problem) => self.reject(index, &row[layout.identifier], problem.to_string()),
+                Err(problem) => {
+                    let raw = row.value(layout.identifier).map_err(failed)?;
+                    self.reject(index, &raw, problem.to_string());
+                }
             }
         }
         self.prepared = prepared;
@@ -222,17 +246,16 @@ impl Run<'_> {
     async fn row(
         &mut self,
         index: u64,
-        row: &[Value],
+        row: &RowRef<'_>,
         layout: &Layout,
         identifier: String,
         key: u64,
         hash: RowHash,
     ) -> Result<(), SyncError> {
-        let raw = &row[layout.identifier];
         let found = match self.stored.get_mut(&key) {
             Some(entry) => match entry.seen {
                 Some(previous) => Found::Twin(previous),
-                None if entry.hash == hash => {
+                None if entry.hash == short_hash(&hash) => {
                     entry.seen = Some(Seen::Unchanged);
                     Found::Unchanged
                 }
@@ -259,15 +282,22 @@ impl Run<'_> {
                     }
                     self.mark(key, Seen::Duplicate);
                 }
-                self.reject(index, raw, format!("duplicate identifier {identifier}"));
+                let raw = row
+                    .value(layout.identifier)
+                    .map_err(|source| query_error(self.spec, source))?;
+                self.reject(index, &raw, format!("duplicate identifier {identifier}"));
             }
             Found::Unchanged => self.counts.unchanged += 1,
             Found::Differs { stored } => {
                 let properties: Map<String, Value> = layout
                     .properties
                     .iter()
-                    .map(|(property, column)| (property.clone(), row[*column].clone()))
-                    .collect();
+                    .map(|(property, column)| {
+                        let value = row.value(*column)?.into_owned();
+                        Ok((property.clone(), value))
+                    })
+                    .collect::<Result<_, SqlError>>()
+                    .map_err(|source| query_error(self.spec, source))?;
                 self.pending.push(Candidate {
                     key,
                     identifier,
@@ -471,6 +501,47 @@ fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Valu
         .map_or(usize::MAX, |bytes| bytes.len())
 }
 
+/// Query batches (of up to 1,024 rows) held while the stored hashes load: a few MB at most.
+const EARLY_BATCHES: usize = 64;
+
+/// The stored row hashes of a sync, in a table sized up front when the digest gives their
+/// number (growing a table of a million entries rehashes it a dozen times).
+async fn load_stored(store: &StateStore, sync_id: &str) -> Result<diff::KeyMap<Stored>, SyncError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut stored = diff::KeyMap::default();
+    let size = AtomicUsize::new(0);
+    store
+        .visit_sync_row_hashes_sized(
+            sync_id,
+            |rows| size.store(rows, Ordering::Relaxed),
+            |identifier, hash| {
+                let rows = size.swap(0, Ordering::Relaxed);
+                if rows > 0 {
+                    stored.reserve(rows);
+                }
+                stored.insert(
+                    diff::identifier_key(identifier),
+                    Stored {
+                        hash: short_hash(hash),
+                        seen: None,
+                    },
+                );
+            },
+        )
+        .await?;
+    Ok(stored)
+}
+
+/// A failure reading the sync's query (or one of its values).
+fn query_error(spec: &ProfileSyncSpec, source: SqlError) -> SyncError {
+    SyncError::Query {
+        what: WHAT,
+        name: spec.id.clone(),
+        query: spec.query.clone(),
+        source: Box::new(source),
+    }
+}
+
 async fn resolve_query(
     spec: &ProfileSyncSpec,
     manifest_queries: &BTreeMap<String, QuerySpec>,
@@ -496,20 +567,29 @@ pub(super) async fn compute(
     keep_work: bool,
 ) -> Result<(ProfileSyncPlan, ProfileWork, BTreeMap<Operation, u64>), SyncError> {
     let query = resolve_query(spec, manifest_queries, queries).await?;
-    // Collected first and inserted into a table of the right size: growing a table of a
-    // million entries rehashes it a dozen times.
-    let mut entries: Vec<(u64, RowHash)> = Vec::new();
-    store
-        .visit_sync_row_hashes(&spec.id, |identifier, hash| {
-            entries.push((diff::identifier_key(identifier), *hash));
-        })
-        .await?;
-    let mut stored = diff::KeyMap::with_capacity_and_hasher(entries.len(), Default::default());
-    stored.extend(
-        entries
-            .into_iter()
-            .map(|(key, hash)| (key, Stored { hash, seen: None })),
-    );
+    // Bare rows in batches: a million-row query builds no map per row. The query starts while
+    // the stored hashes load, and its first batches wait in memory, so neither waits for the
+    // other.
+    let mut batches = std::pin::pin!(queries.execute_query_batches(&query.sql, &query.params));
+    let mut early = std::collections::VecDeque::new();
+    let mut ended = false;
+    let stored = {
+        let mut load = std::pin::pin!(load_stored(store, &spec.id));
+        loop {
+            tokio::select! {
+                biased;
+                stored = &mut load => break stored?,
+                item = batches.next(), if !ended && early.len() < EARLY_BATCHES => match item {
+                    Some(item) => {
+                        ended = item.is_err();
+                        early.push_back(item);
+                    }
+                    None => ended = true,
+                },
+            }
+        }
+    };
+    let mut batches = futures::stream::iter(early).chain(batches);
     let seen = diff::KeyMap::default();
     let mut run = Run {
         spec,
@@ -526,8 +606,6 @@ pub(super) async fn compute(
         hasher: diff::RowHasher::new(spec.properties.keys().map(String::as_str)),
         prepared: Vec::new(),
     };
-    // Bare values in batches: a million-row query builds no map per row.
-    let mut batches = std::pin::pin!(queries.execute_query_batches(&query.sql, &query.params));
     let mut index = 0u64;
     let mut layout: Option<Layout> = None;
     while let Some(batch) = batches.next().await {
@@ -543,8 +621,8 @@ pub(super) async fn compute(
         let Some(layout) = &layout else {
             continue;
         };
-        run.rows(index + 1, &batch.rows, layout).await?;
-        index += batch.rows.len() as u64;
+        run.rows(index + 1, &batch, layout).await?;
+        index += batch.len() as u64;
     }
     run.resolve().await?;
     run.gone().await?;

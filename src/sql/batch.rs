@@ -95,6 +95,16 @@ impl RowBatch {
         }
     }
 
+    /// About how many bytes the batch holds (its buffers; decoded values are estimated).
+    pub fn memory(&self) -> usize {
+        match &self.rows {
+            BatchRows::Values(rows) => rows.iter().map(|row| 64 + row.len() * 48).sum(),
+            BatchRows::Binary(rows) => {
+                rows.data.capacity() + rows.fields.capacity() * size_of::<Option<(u32, u32)>>()
+            }
+        }
+    }
+
     /// Whether the batch has no rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

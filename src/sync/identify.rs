@@ -75,24 +75,41 @@ pub fn normalize(kind: IdentifyBy, value: &Value) -> Result<String, IdentifierPr
 
 /// [`normalize`] of a text value.
 pub fn normalize_text(kind: IdentifyBy, text: &str) -> Result<String, IdentifierProblem> {
+    let mut out = String::new();
+    normalize_text_into(kind, text, &mut out)?;
+    Ok(out)
+}
+
+/// [`normalize_text`] into `out` (cleared first; its content after an error is unspecified):
+/// a million-row plan reuses one buffer.
+pub fn normalize_text_into(
+    kind: IdentifyBy,
+    text: &str,
+    out: &mut String,
+) -> Result<(), IdentifierProblem> {
+    out.clear();
     if text.trim().is_empty() {
         return Err(IdentifierProblem::Missing);
     }
     match kind {
-        IdentifyBy::Email => normalize_email(text),
-        IdentifyBy::PhoneNumber => normalize_phone(text),
-        IdentifyBy::ExternalId => Ok(text.to_string()),
+        IdentifyBy::Email => normalize_email(text, out),
+        IdentifyBy::PhoneNumber => normalize_phone(text, out),
+        IdentifyBy::ExternalId => {
+            out.push_str(text);
+            Ok(())
+        }
     }
 }
 
-fn normalize_email(text: &str) -> Result<String, IdentifierProblem> {
+fn normalize_email(text: &str, email: &mut String) -> Result<(), IdentifierProblem> {
     let trimmed = text.trim();
     // The same result for ASCII, without Unicode case tables: most addresses are ASCII.
-    let email = if trimmed.is_ascii() {
-        trimmed.to_ascii_lowercase()
+    if trimmed.is_ascii() {
+        email.push_str(trimmed);
+        email.make_ascii_lowercase();
     } else {
-        trimmed.to_lowercase()
-    };
+        email.push_str(&trimmed.to_lowercase());
+    }
     let valid = email.len() <= MAX_EMAIL_LEN
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && match email.split_once('@') {
@@ -107,25 +124,25 @@ fn normalize_email(text: &str) -> Result<String, IdentifierProblem> {
             None => false,
         };
     if valid {
-        Ok(email)
+        Ok(())
     } else {
         Err(IdentifierProblem::InvalidEmail)
     }
 }
 
-fn normalize_phone(text: &str) -> Result<String, IdentifierProblem> {
-    let compact: String = text
-        .trim()
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        .collect();
+fn normalize_phone(text: &str, compact: &mut String) -> Result<(), IdentifierProblem> {
+    compact.extend(
+        text.trim()
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')),
+    );
     let valid = compact.strip_prefix('+').is_some_and(|digits| {
         (2..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !digits.starts_with('0')
     });
     if valid {
-        Ok(compact)
+        Ok(())
     } else {
         Err(IdentifierProblem::InvalidPhone)
     }

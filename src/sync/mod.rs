@@ -33,6 +33,7 @@ pub mod identify;
 mod members;
 mod profiles;
 mod render;
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::chunk::{Chunker, chunk_ranges};
 use super::diff::{self, RowHash};
 use super::identify;
+use super::table::KeyTable;
 use super::{
     FailedRow, ProfileCounts, ProfileSyncPlan, ProfileSyncReport, RejectedRow, RowChange,
     SAMPLE_SIZE, SyncError,
@@ -43,17 +44,11 @@ enum Seen {
     Rejected,
 }
 
-/// A row klsync applied before: its stored hash, and what the query's row turned out to be
-/// (`None`: not seen yet, so far gone from the query). Keeping both in one table costs one
-/// probe per row of a million instead of two.
-#[derive(Debug, Clone, Copy)]
-struct Stored {
-    /// The first 8 bytes of the stored row hash: a changed row keeps its old hash with
-    /// probability 2^-64, and a million entries take 16 MB less (each MB of a fresh table
-    /// costs page faults).
-    hash: u64,
-    seen: Option<Seen>,
-}
+/// The rows klsync applied before, by identifier key: the first 8 bytes of each stored row
+/// hash (a changed row keeps its old hash with probability 2^-64, and a million entries take
+/// 16 MB less) and what the query's row turned out to be (`None`: not seen yet, so far gone
+/// from the query). Keeping both in one table costs one probe per row instead of two.
+type StoredTable = KeyTable<Option<Seen>>;
 
 fn short_hash(hash: &RowHash) -> u64 {
     u64::from_le_bytes(hash[..8].try_into().expect("16 bytes"))
@@ -70,9 +65,9 @@ enum Found {
     Twin(Seen),
 }
 
-fn seen_of(stored: &diff::KeyMap<Stored>, seen: &diff::KeyMap<Seen>, key: u64) -> Option<Seen> {
-    match stored.get(&key) {
-        Some(entry) => entry.seen,
+fn seen_of(stored: &StoredTable, seen: &diff::KeyMap<Seen>, key: u64) -> Option<Seen> {
+    match stored.get(key) {
+        Some((_, class)) => class,
         None => seen.get(&key).copied(),
     }
 }
@@ -125,7 +120,7 @@ struct Run<'a> {
     spec: &'a ProfileSyncSpec,
     store: &'a StateStore,
     keep_work: bool,
-    stored: diff::KeyMap<Stored>,
+    stored: StoredTable,
     /// Rows with no stored hash, by what they turned out to be.
     seen: diff::KeyMap<Seen>,
     pending: Vec<Candidate>,
@@ -134,10 +129,65 @@ struct Run<'a> {
     diff_sample: Vec<(u64, RowChange)>,
     chunker: Chunker,
     work: ProfileWork,
+}
+
+/// A row's identifier key and hash, or why its identifier is unusable.
+type Prepared = Result<(u64, RowHash), identify::IdentifierProblem>;
+
+/// The first, CPU-heavy step of classifying rows: normalise each identifier, key it, hash the
+/// row. Needs no stored state, so it runs on the first batches while the stored hashes load.
+struct Identifier<'a> {
+    spec: &'a ProfileSyncSpec,
     /// Hashes rows by `spec.properties` (sorted by property name, the canonical order).
     hasher: diff::RowHasher,
-    /// Scratch space of [`Run::rows`]: each row's identifier, key and hash, or its problem.
-    prepared: Vec<Result<(String, u64, RowHash), identify::IdentifierProblem>>,
+    /// The identifier being normalised: identifiers are kept as strings only for the few
+    /// rows that differ.
+    scratch: String,
+}
+
+impl<'a> Identifier<'a> {
+    fn new(spec: &'a ProfileSyncSpec) -> Self {
+        Identifier {
+            spec,
+            hasher: diff::RowHasher::new(spec.properties.keys().map(String::as_str)),
+            scratch: String::new(),
+        }
+    }
+
+    /// Each row's identifier key and hash. Values are read from the batch only where needed:
+    /// hashing writes scalars straight from the row.
+    fn identify(&mut self, batch: &RowBatch, layout: &Layout) -> Result<Vec<Prepared>, SyncError> {
+        let unset_nulls = self.spec.on_missing_row == OnMissingRow::Unset;
+        let spec = self.spec;
+        let failed = |source| query_error(spec, source);
+        let mut prepared = Vec::with_capacity(batch.len());
+        for row in batch.rows() {
+            let identified = match row.text(layout.identifier).map_err(failed)? {
+                Some(text) => {
+                    identify::normalize_text_into(spec.identify_by, text, &mut self.scratch)
+                }
+                None => identify::normalize(
+                    spec.identify_by,
+                    &*row.value(layout.identifier).map_err(failed)?,
+                )
+                .map(|identifier| self.scratch = identifier),
+            };
+            prepared.push(match identified {
+                Ok(()) => {
+                    let key = diff::identifier_key(&self.scratch);
+                    // `spec.properties` is sorted by property name, as the canonical form
+                    // wants.
+                    let hash = self
+                        .hasher
+                        .hash_row(&row, layout.properties.iter().map(|(_, column)| *column))
+                        .map_err(failed)?;
+                    Ok((key, diff::mode_hash(hash, unset_nulls)))
+                }
+                Err(problem) => Err(problem),
+            });
+        }
+        Ok(prepared)
+    }
 }
 
 impl Run<'_> {
@@ -153,8 +203,8 @@ impl Run<'_> {
     }
 
     fn mark(&mut self, key: u64, class: Seen) {
-        match self.stored.get_mut(&key) {
-            Some(entry) => entry.seen = Some(class),
+        match self.stored.get_mut(key) {
+            Some((_, seen)) => *seen = Some(class),
             None => {
                 self.seen.insert(key, class);
             }
@@ -177,70 +227,47 @@ impl Run<'_> {
         }
     }
 
-    /// Classify a batch of consecutive rows, the first being row `first` (1-based).
+    /// Classify a batch of consecutive rows, the first being row `first` (1-based), given
+    /// each row's identifier key and hash from [`Identifier::identify`].
     ///
-    /// Two passes: first every row's identifier, key and hash (CPU work), then the table
-    /// probes. The probes of a batch are independent of each other, so the processor overlaps
-    /// their cache misses (a million-row table does not fit in any cache) instead of waiting
-    /// for each in turn; probing row by row, a no-op plan spent a quarter of its time on them.
-    /// Values are read from the batch only where needed: hashing writes scalars straight from
-    /// the row, and a row's properties are built only when it differs.
-    async fn rows(
+    /// The probes come after all the hashing (in [`Identifier::identify`]): the probes of a
+    /// batch are independent of each other, so the processor overlaps their cache misses (a
+    /// million-row table does not fit in any cache) instead of waiting for each in turn;
+    /// probing row by row, a no-op plan spent a quarter of its time on them.
+    async fn classify(
         &mut self,
         first: u64,
         batch: &RowBatch,
         layout: &Layout,
+        prepared: Vec<Prepared>,
     ) -> Result<(), SyncError> {
-        let unset_nulls = self.spec.on_missing_row == OnMissingRow::Unset;
         let failed = |source| query_error(self.spec, source);
-        let mut prepared = std::mem::take(&mut self.prepared);
-        prepared.clear();
-        for row in batch.rows() {
-            let identified = match row.text(layout.identifier).map_err(failed)? {
-                Some(text) => identify::normalize_text(self.spec.identify_by, text),
-                None => identify::normalize(
-                    self.spec.identify_by,
-                    &*row.value(layout.identifier).map_err(failed)?,
-                ),
-            };
-            prepared.push(match identified {
-                Ok(identifier) => {
-                    let key = diff::identifier_key(&identifier);
-                    // `spec.properties` is sorted by property name, as the canonical form
-                    // wants.
-                    let hash = self
-                        .hasher
-                        .hash_row(&row, layout.properties.iter().map(|(_, column)| *column))
-                        .map_err(failed)?;
-                    Ok((identifier, key, diff::mode_hash(hash, unset_nulls)))
-                }
-                Err(problem) => Err(problem),
-            });
-        }
         // Touch every row's table entry in a tight loop first: these loads are independent,
         // so the processor has many of them in flight at once, and the classification below
         // then finds the entries in cache.
         let present = prepared
             .iter()
             .filter_map(|identified| identified.as_ref().ok())
-            .filter(|(_, key, _)| self.stored.contains_key(key))
+            .filter(|(key, _)| self.stored.contains_key(*key))
             .count();
         std::hint::black_box(present);
-        for (offset, identified) in prepared.drain(..).enumerate() {
+        for (offset, identified) in prepared.into_iter().enumerate() {
             let index = first + offset as u64;
             let row = batch.row(offset);
             match identified {
-                Ok((identifier, key, hash)) => {
-                    self.row(index, &row, layout, identifier, key, hash).await?;
-                }
+                Ok((key, hash)) => self.row(index, &row, layout, key, hash).await?,
                 Err(problem) => {
                     let raw = row.value(layout.identifier).map_err(failed)?;
                     self.reject(index, &raw, problem.to_string());
                 }
             }
         }
-        self.prepared = prepared;
         Ok(())
+    }
+
+    /// The normalised identifier of a row whose identifier passed [`Identifier::identify`].
+    fn identifier_of(&self, raw: &Value) -> String {
+        identify::normalize(self.spec.identify_by, raw).unwrap_or_default()
     }
 
     async fn row(
@@ -248,19 +275,18 @@ impl Run<'_> {
         index: u64,
         row: &RowRef<'_>,
         layout: &Layout,
-        identifier: String,
         key: u64,
         hash: RowHash,
     ) -> Result<(), SyncError> {
-        let found = match self.stored.get_mut(&key) {
-            Some(entry) => match entry.seen {
+        let found = match self.stored.get_mut(key) {
+            Some((stored_hash, seen)) => match *seen {
                 Some(previous) => Found::Twin(previous),
-                None if entry.hash == short_hash(&hash) => {
-                    entry.seen = Some(Seen::Unchanged);
+                None if stored_hash == short_hash(&hash) => {
+                    *seen = Some(Seen::Unchanged);
                     Found::Unchanged
                 }
                 None => {
-                    entry.seen = Some(Seen::Pending);
+                    *seen = Some(Seen::Pending);
                     Found::Differs { stored: true }
                 }
             },
@@ -285,6 +311,7 @@ impl Run<'_> {
                 let raw = row
                     .value(layout.identifier)
                     .map_err(|source| query_error(self.spec, source))?;
+                let identifier = self.identifier_of(&raw);
                 self.reject(index, &raw, format!("duplicate identifier {identifier}"));
             }
             Found::Unchanged => self.counts.unchanged += 1,
@@ -298,6 +325,10 @@ impl Run<'_> {
                     })
                     .collect::<Result<_, SqlError>>()
                     .map_err(|source| query_error(self.spec, source))?;
+                let raw = row
+                    .value(layout.identifier)
+                    .map_err(|source| query_error(self.spec, source))?;
+                let identifier = self.identifier_of(&raw);
                 self.pending.push(Candidate {
                     key,
                     identifier,
@@ -399,7 +430,7 @@ impl Run<'_> {
 
     /// Rows klsync applied that the query no longer returns.
     async fn gone(&mut self) -> Result<(), SyncError> {
-        let gone = self.stored.values().filter(|s| s.seen.is_none()).count();
+        let gone = self.stored.states().filter(Option::is_none).count();
         if gone == 0 {
             return Ok(());
         }
@@ -412,7 +443,7 @@ impl Run<'_> {
         self.store
             .visit_sync_row_hashes(&self.spec.id, |identifier, _| {
                 let key = diff::identifier_key(identifier);
-                if stored.get(&key).is_some_and(|s| s.seen.is_none()) {
+                if stored.get(key).is_some_and(|(_, seen)| seen.is_none()) {
                     identifiers.push(identifier.to_string());
                 }
             })
@@ -501,35 +532,59 @@ fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Valu
         .map_or(usize::MAX, |bytes| bytes.len())
 }
 
-/// Query batches (of up to 1,024 rows) held while the stored hashes load: a few MB at most.
-const EARLY_BATCHES: usize = 64;
+/// Memory for query batches taken while the stored hashes load. Loading a million hashes takes
+/// about as long as reading a few hundred thousand rows (20 to 30 MB in binary form): the
+/// query runs at full speed meanwhile, and the buffer stays small (fresh memory costs page
+/// faults, so more would not be faster).
+const EARLY_BYTES: usize = 32 << 20;
 
-/// The stored row hashes of a sync, in a table sized up front when the digest gives their
-/// number (growing a table of a million entries rehashes it a dozen times).
-async fn load_stored(store: &StateStore, sync_id: &str) -> Result<diff::KeyMap<Stored>, SyncError> {
+/// The stored row hashes of a sync. The table is sized once: from the digest's entry count,
+/// filled as the digest is read; without a digest, after collecting the rows.
+async fn load_stored(store: StateStore, sync_id: String) -> Result<StoredTable, SyncError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let mut stored = diff::KeyMap::default();
-    let size = AtomicUsize::new(0);
+    const UNKNOWN: usize = usize::MAX;
+    let size = AtomicUsize::new(UNKNOWN);
+    let mut table: Option<StoredTable> = None;
+    let mut collected: Vec<(u64, u64)> = Vec::new();
     store
         .visit_sync_row_hashes_sized(
-            sync_id,
+            &sync_id,
             |rows| size.store(rows, Ordering::Relaxed),
             |identifier, hash| {
-                let rows = size.swap(0, Ordering::Relaxed);
-                if rows > 0 {
-                    stored.reserve(rows);
+                let entry = (diff::identifier_key(identifier), short_hash(hash));
+                if table.is_none() && size.load(Ordering::Relaxed) != UNKNOWN {
+                    table = Some(StoredTable::with_capacity(size.load(Ordering::Relaxed)));
                 }
-                stored.insert(
-                    diff::identifier_key(identifier),
-                    Stored {
-                        hash: short_hash(hash),
-                        seen: None,
-                    },
-                );
+                // A digest holding more than its count (it cannot) lands in `collected`.
+                let inserted = table.as_mut().is_some_and(|t| t.insert(entry.0, entry.1));
+                if !inserted {
+                    collected.push(entry);
+                }
             },
         )
         .await?;
-    Ok(stored)
+    let mut table = match table {
+        Some(table) if collected.is_empty() => return Ok(table),
+        Some(table) => table,
+        None => StoredTable::with_capacity(0),
+    };
+    if !collected.is_empty() {
+        let mut bigger = StoredTable::with_capacity(table.len() + collected.len());
+        for (key, hash) in table.entries().chain(collected) {
+            bigger.insert(key, hash);
+        }
+        table = bigger;
+    }
+    Ok(table)
+}
+
+/// A task that is cancelled when its handle goes (a plan that fails stops loading too).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A failure reading the sync's query (or one of its values).
@@ -571,25 +626,38 @@ pub(super) async fn compute(
     // the stored hashes load, and its first batches wait in memory, so neither waits for the
     // other.
     let mut batches = std::pin::pin!(queries.execute_query_batches(&query.sql, &query.params));
+    let failed = |source| query_error(spec, source);
+    let mut identifier = Identifier::new(spec);
+    let mut layout: Option<Layout> = None;
     let mut early = std::collections::VecDeque::new();
+    let mut early_bytes = 0;
     let mut ended = false;
     let stored = {
-        let mut load = std::pin::pin!(load_stored(store, &spec.id));
+        // A task of its own: filling the table is CPU work in bursts of a digest chunk, and
+        // meanwhile this task takes batches and identifies their rows (the hashing is most
+        // of the work and needs no stored hash), so the query's reader never stalls.
+        let mut load = AbortOnDrop(tokio::spawn(load_stored(store.clone(), spec.id.clone())));
         loop {
             tokio::select! {
                 biased;
-                stored = &mut load => break stored?,
-                item = batches.next(), if !ended && early.len() < EARLY_BATCHES => match item {
-                    Some(item) => {
-                        ended = item.is_err();
-                        early.push_back(item);
+                stored = &mut load.0 => break stored.expect("loading stored hashes does not panic")?,
+                item = batches.next(), if !ended && early_bytes < EARLY_BYTES => match item {
+                    Some(batch) => {
+                        let batch = batch.map_err(failed)?;
+                        let layout = match &layout {
+                            Some(layout) => layout,
+                            None => layout.insert(Layout::new(spec, &batch.columns)?),
+                        };
+                        let prepared = identifier.identify(&batch, layout)?;
+                        early_bytes += batch.memory()
+                            + prepared.capacity() * std::mem::size_of::<Prepared>();
+                        early.push_back((batch, prepared));
                     }
                     None => ended = true,
                 },
             }
         }
     };
-    let mut batches = futures::stream::iter(early).chain(batches);
     let seen = diff::KeyMap::default();
     let mut run = Run {
         spec,
@@ -603,25 +671,21 @@ pub(super) async fn compute(
         diff_sample: Vec::new(),
         chunker: Chunker::default(),
         work: ProfileWork::default(),
-        hasher: diff::RowHasher::new(spec.properties.keys().map(String::as_str)),
-        prepared: Vec::new(),
     };
     let mut index = 0u64;
-    let mut layout: Option<Layout> = None;
+    for (batch, prepared) in early {
+        let layout = layout.as_ref().expect("set by the first batch");
+        run.classify(index + 1, &batch, layout, prepared).await?;
+        index += batch.len() as u64;
+    }
     while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(|source| SyncError::Query {
-            what: WHAT,
-            name: spec.id.clone(),
-            query: spec.query.clone(),
-            source: Box::new(source),
-        })?;
-        if layout.is_none() {
-            layout = Some(Layout::new(spec, &batch.columns)?);
-        }
-        let Some(layout) = &layout else {
-            continue;
+        let batch = batch.map_err(failed)?;
+        let layout = match &layout {
+            Some(layout) => layout,
+            None => layout.insert(Layout::new(spec, &batch.columns)?),
         };
-        run.rows(index + 1, &batch, layout).await?;
+        let prepared = identifier.identify(&batch, layout)?;
+        run.classify(index + 1, &batch, layout, prepared).await?;
         index += batch.len() as u64;
     }
     run.resolve().await?;

@@ -174,28 +174,25 @@ impl StateStore {
     ///
     /// Reads the sync's digest when it has one (a few large values: see
     /// `migrations/*/0004_sync_row_digest.sql`), else `sync_profile_rows` itself.
-    pub async fn visit_sync_row_hashes<F>(&self, sync_id: &str, visit: F) -> Result<(), StateError>
-    where
-        F: FnMut(&str, &RowHashBytes) + Send,
-    {
-        self.visit_sync_row_hashes_sized(sync_id, |_| {}, visit)
-            .await
-    }
-
-    /// [`StateStore::visit_sync_row_hashes`], first telling `size` how many rows are coming
-    /// when the digest knows (so a table can be sized once instead of growing).
-    pub async fn visit_sync_row_hashes_sized<F>(
+    pub async fn visit_sync_row_hashes<F>(
         &self,
         sync_id: &str,
-        size: impl FnOnce(usize) + Send,
         mut visit: F,
     ) -> Result<(), StateError>
     where
         F: FnMut(&str, &RowHashBytes) + Send,
     {
-        if self.visit_sync_digest(sync_id, size, &mut visit).await? {
+        if self.visit_sync_digest(sync_id, &mut visit).await? {
             return Ok(());
         }
+        self.visit_recorded_rows(sync_id, visit).await
+    }
+
+    /// Every row of `sync_profile_rows` of a sync, streamed.
+    async fn visit_recorded_rows<F>(&self, sync_id: &str, mut visit: F) -> Result<(), StateError>
+    where
+        F: FnMut(&str, &RowHashBytes) + Send,
+    {
         const SQL: &str = "SELECT identifier, row_hash FROM sync_profile_rows WHERE sync_id = $1";
         on_backend!(self, pool => {
             let mut rows = sqlx::query(SQL).bind(sync_id).fetch(pool);
@@ -215,27 +212,24 @@ impl StateStore {
         })
     }
 
-    /// Visit the sync's digest; `false` when it has none.
-    async fn visit_sync_digest<F>(
-        &self,
-        sync_id: &str,
-        size: impl FnOnce(usize) + Send,
-        visit: &mut F,
-    ) -> Result<bool, StateError>
+    /// How many rows [`StateStore::visit_sync_row_hashes`] will visit, when the sync's digest
+    /// says so cheaply (`None`: no digest), to size a table up front.
+    pub async fn sync_digest_entries(&self, sync_id: &str) -> Result<Option<usize>, StateError> {
+        const SQL: &str = "SELECT COUNT(*), COALESCE(SUM(entries), 0) FROM sync_profile_digests \
+                           WHERE sync_id = $1";
+        let (chunks, entries): (i64, i64) = on_backend!(self, pool => {
+            sqlx::query_as(SQL).bind(sync_id).fetch_one(pool).await
+        })
+        .map_err(StateError::query("read sync row digest"))?;
+        Ok((chunks > 0).then(|| usize::try_from(entries).unwrap_or(0)))
+    }
+
+    /// Every entry of the sync's digest; `false` when it has none.
+    async fn visit_sync_digest<F>(&self, sync_id: &str, visit: &mut F) -> Result<bool, StateError>
     where
         F: FnMut(&str, &RowHashBytes) + Send,
     {
-        const SIZE: &str = "SELECT COUNT(*), COALESCE(SUM(entries), 0) FROM sync_profile_digests \
-                            WHERE sync_id = $1";
         const SQL: &str = "SELECT data FROM sync_profile_digests WHERE sync_id = $1 ORDER BY chunk";
-        let (chunks, entries): (i64, i64) = on_backend!(self, pool => {
-            sqlx::query_as(SIZE).bind(sync_id).fetch_one(pool).await
-        })
-        .map_err(StateError::query("read sync row digest"))?;
-        if chunks == 0 {
-            return Ok(false);
-        }
-        size(usize::try_from(entries).unwrap_or(0));
         let mut found = false;
         on_backend!(self, pool => {
             let mut rows = sqlx::query(SQL).bind(sync_id).fetch(pool);
@@ -260,39 +254,28 @@ impl StateStore {
     /// reads the digest. Must run under the apply lock: a write between the read and the insert
     /// would not be in the digest (writes drop digests, but this one is inserted after).
     pub async fn refresh_sync_digest(&self, sync_id: &str) -> Result<(), StateError> {
-        const EXISTS: &str = "SELECT COUNT(*) FROM sync_profile_digests WHERE sync_id = $1";
-        const ROWS: &str = "SELECT identifier, row_hash FROM sync_profile_rows WHERE sync_id = $1";
         const INSERT: &str = "INSERT INTO sync_profile_digests (sync_id, chunk, entries, data) \
                               VALUES ($1, $2, $3, $4)";
+        if self.sync_digest_entries(sync_id).await?.is_some() {
+            return Ok(());
+        }
+        let mut builder = digest::Builder::default();
+        let mut fits = true;
+        self.visit_recorded_rows(sync_id, |identifier, hash| {
+            fits = fits && builder.push(identifier, hash);
+        })
+        .await?;
+        if !fits {
+            // An identifier too long for the format: no digest, plans read the rows.
+            return Ok(());
+        }
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
-            let (chunks,): (i64,) = sqlx::query_as(EXISTS)
+            sqlx::query(DROP_DIGEST)
                 .bind(sync_id)
-                .fetch_one(&mut *tx)
+                .execute(&mut *tx)
                 .await
-                .map_err(StateError::query("read sync row digest"))?;
-            if chunks > 0 {
-                return Ok(());
-            }
-            let mut builder = digest::Builder::default();
-            {
-                let mut rows = sqlx::query(ROWS).bind(sync_id).fetch(&mut *tx);
-                while let Some(row) = rows
-                    .try_next()
-                    .await
-                    .map_err(StateError::query("read sync row hashes"))?
-                {
-                    use sqlx::Row as _;
-                    let identifier: &str =
-                        row.try_get(0).map_err(StateError::query("read sync row hashes"))?;
-                    let hash: &str =
-                        row.try_get(1).map_err(StateError::query("read sync row hashes"))?;
-                    if !builder.push(identifier, &parse_row_hash(sync_id, identifier, hash)?) {
-                        // An identifier too long for the format: no digest, plans read the rows.
-                        return Ok(());
-                    }
-                }
-            }
+                .map_err(StateError::query("drop sync row digest"))?;
             for (index, (entries, chunk)) in builder.finish().iter().enumerate() {
                 sqlx::query(INSERT)
                     .bind(sync_id)

@@ -143,6 +143,8 @@ struct Identifier<'a> {
     /// The identifier being normalised: identifiers are kept as strings only for the few
     /// rows that differ.
     scratch: String,
+    /// Where the columns are, from the first batch.
+    layout: Option<Layout>,
 }
 
 impl<'a> Identifier<'a> {
@@ -151,12 +153,22 @@ impl<'a> Identifier<'a> {
             spec,
             hasher: diff::RowHasher::new(spec.properties.keys().map(String::as_str)),
             scratch: String::new(),
+            layout: None,
         }
+    }
+
+    /// The query's layout (after the first [`Identifier::identify`]).
+    fn layout(&self) -> &Layout {
+        self.layout.as_ref().expect("identify runs before classify")
     }
 
     /// Each row's identifier key and hash. Values are read from the batch only where needed:
     /// hashing writes scalars straight from the row.
-    fn identify(&mut self, batch: &RowBatch, layout: &Layout) -> Result<Vec<Prepared>, SyncError> {
+    fn identify(&mut self, batch: &RowBatch) -> Result<Vec<Prepared>, SyncError> {
+        if self.layout.is_none() {
+            self.layout = Some(Layout::new(self.spec, &batch.columns)?);
+        }
+        let layout = self.layout.as_ref().expect("set above");
         let unset_nulls = self.spec.on_missing_row == OnMissingRow::Unset;
         let spec = self.spec;
         let failed = |source| query_error(spec, source);
@@ -538,43 +550,16 @@ fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Valu
 /// faults, so more would not be faster).
 const EARLY_BYTES: usize = 32 << 20;
 
-/// The stored row hashes of a sync. The table is sized once: from the digest's entry count,
-/// filled as the digest is read; without a digest, after collecting the rows.
+/// The stored row hashes of a sync, in a table sized once from the digest's entry count (it
+/// grows when there is no digest).
 async fn load_stored(store: StateStore, sync_id: String) -> Result<StoredTable, SyncError> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    const UNKNOWN: usize = usize::MAX;
-    let size = AtomicUsize::new(UNKNOWN);
-    let mut table: Option<StoredTable> = None;
-    let mut collected: Vec<(u64, u64)> = Vec::new();
+    let size = store.sync_digest_entries(&sync_id).await?.unwrap_or(0);
+    let mut table = StoredTable::with_capacity(size);
     store
-        .visit_sync_row_hashes_sized(
-            &sync_id,
-            |rows| size.store(rows, Ordering::Relaxed),
-            |identifier, hash| {
-                let entry = (diff::identifier_key(identifier), short_hash(hash));
-                if table.is_none() && size.load(Ordering::Relaxed) != UNKNOWN {
-                    table = Some(StoredTable::with_capacity(size.load(Ordering::Relaxed)));
-                }
-                // A digest holding more than its count (it cannot) lands in `collected`.
-                let inserted = table.as_mut().is_some_and(|t| t.insert(entry.0, entry.1));
-                if !inserted {
-                    collected.push(entry);
-                }
-            },
-        )
+        .visit_sync_row_hashes(&sync_id, |identifier, hash| {
+            table.insert(diff::identifier_key(identifier), short_hash(hash));
+        })
         .await?;
-    let mut table = match table {
-        Some(table) if collected.is_empty() => return Ok(table),
-        Some(table) => table,
-        None => StoredTable::with_capacity(0),
-    };
-    if !collected.is_empty() {
-        let mut bigger = StoredTable::with_capacity(table.len() + collected.len());
-        for (key, hash) in table.entries().chain(collected) {
-            bigger.insert(key, hash);
-        }
-        table = bigger;
-    }
     Ok(table)
 }
 
@@ -628,7 +613,6 @@ pub(super) async fn compute(
     let mut batches = std::pin::pin!(queries.execute_query_batches(&query.sql, &query.params));
     let failed = |source| query_error(spec, source);
     let mut identifier = Identifier::new(spec);
-    let mut layout: Option<Layout> = None;
     let mut early = std::collections::VecDeque::new();
     let mut early_bytes = 0;
     let mut ended = false;
@@ -644,11 +628,7 @@ pub(super) async fn compute(
                 item = batches.next(), if !ended && early_bytes < EARLY_BYTES => match item {
                     Some(batch) => {
                         let batch = batch.map_err(failed)?;
-                        let layout = match &layout {
-                            Some(layout) => layout,
-                            None => layout.insert(Layout::new(spec, &batch.columns)?),
-                        };
-                        let prepared = identifier.identify(&batch, layout)?;
+                        let prepared = identifier.identify(&batch)?;
                         early_bytes += batch.memory()
                             + prepared.capacity() * std::mem::size_of::<Prepared>();
                         early.push_back((batch, prepared));
@@ -674,18 +654,15 @@ pub(super) async fn compute(
     };
     let mut index = 0u64;
     for (batch, prepared) in early {
-        let layout = layout.as_ref().expect("set by the first batch");
-        run.classify(index + 1, &batch, layout, prepared).await?;
+        run.classify(index + 1, &batch, identifier.layout(), prepared)
+            .await?;
         index += batch.len() as u64;
     }
     while let Some(batch) = batches.next().await {
         let batch = batch.map_err(failed)?;
-        let layout = match &layout {
-            Some(layout) => layout,
-            None => layout.insert(Layout::new(spec, &batch.columns)?),
-        };
-        let prepared = identifier.identify(&batch, layout)?;
-        run.classify(index + 1, &batch, layout, prepared).await?;
+        let prepared = identifier.identify(&batch)?;
+        run.classify(index + 1, &batch, identifier.layout(), prepared)
+            .await?;
         index += batch.len() as u64;
     }
     run.resolve().await?;

@@ -4,8 +4,8 @@
 //! klsync runs on (virtual, shared) every megabyte of fresh memory costs page faults that
 //! showed up as a third of a profiled no-op plan. hashbrown rounds its buckets up to a power of
 //! two with at most 7/8 of them used, so a million entries take 2,097,152 buckets of 24 bytes
-//! (50 MB). This table has 5/4 as many slots as entries, 16 bytes each, with the 2-byte
-//! per-entry state in a parallel vector: 22.5 MB for a million.
+//! (50 MB). This table has 5/4 as many slots as entries it is sized for, 16 bytes each, with
+//! the 2-byte per-entry state in a parallel vector: 22.5 MB for a million.
 //!
 //! Open addressing with linear probing. Keys are already uniform 64-bit hashes, so a slot is
 //! picked by multiply-shift range reduction (any table size), and key 0 marks an empty slot (a
@@ -22,8 +22,7 @@ pub struct KeyTable<S> {
 }
 
 impl<S: Copy + Default> KeyTable<S> {
-    /// A table for up to `entries` entries (it never grows: more is a bug of the caller,
-    /// caught by [`KeyTable::insert`]).
+    /// A table sized for `entries` entries (it grows past them, at the cost of rebuilding).
     pub fn with_capacity(entries: usize) -> Self {
         let slots = entries + entries / 4 + 8;
         KeyTable {
@@ -66,20 +65,33 @@ impl<S: Copy + Default> KeyTable<S> {
         }
     }
 
-    /// Insert or replace `key`'s value (its state is reset). Returns `false`, inserting nothing,
-    /// when the table is full.
-    pub fn insert(&mut self, key: u64, value: u64) -> bool {
-        let slot = self.find(key);
+    /// Insert or replace `key`'s value (its state is reset).
+    pub fn insert(&mut self, key: u64, value: u64) {
+        let mut slot = self.find(key);
         if self.slots[slot].0 == 0 {
-            // One slot always stays empty, so every probe ends.
-            if self.len + 1 >= self.slots.len() {
-                return false;
+            // At most 4/5 of the slots are used, so probes stay short and always end.
+            if (self.len + 1) * 5 > self.slots.len() * 4 {
+                self.grow();
+                slot = self.find(key);
             }
             self.len += 1;
         }
         self.slots[slot] = (key.max(1), value);
         self.states[slot] = S::default();
-        true
+    }
+
+    /// Rebuild with room for twice as many entries.
+    fn grow(&mut self) {
+        let mut bigger = KeyTable::with_capacity(self.len.max(8) * 2);
+        for ((key, value), state) in self.slots.iter().zip(&self.states) {
+            if *key != 0 {
+                let slot = bigger.find(*key);
+                bigger.slots[slot] = (*key, *value);
+                bigger.states[slot] = *state;
+                bigger.len += 1;
+            }
+        }
+        *self = bigger;
     }
 
     /// `key`'s value and state.
@@ -123,7 +135,7 @@ mod tests {
         let mut table: KeyTable<u8> = KeyTable::with_capacity(1_000);
         // Consecutive keys all land near slot 0: the worst case for linear probing.
         for key in 0..1_000u64 {
-            assert!(table.insert(key, key * 10));
+            table.insert(key, key * 10);
         }
         // Key 0 is stored as 1, so 0 and 1 are one entry.
         assert_eq!(table.len(), 999);
@@ -132,14 +144,14 @@ mod tests {
         assert_eq!(table.get(5_000), None);
         *table.get_mut(7).unwrap().1 = 3;
         assert_eq!(table.get(7), Some((70, 3)));
-        assert!(table.insert(7, 71));
+        table.insert(7, 71);
         assert_eq!(table.get(7), Some((71, 0)), "replacing resets the state");
         assert_eq!(table.len(), 999);
         assert_eq!(table.states().count(), 999);
         // Spread keys too, including ones that wrap around the end.
         let mut spread: KeyTable<bool> = KeyTable::with_capacity(100);
         for n in 0..100u64 {
-            assert!(spread.insert(u64::MAX - n, n));
+            spread.insert(u64::MAX - n, n);
         }
         assert!((0..100u64).all(|n| spread.get(u64::MAX - n) == Some((n, false))));
         assert!(spread.contains_key(u64::MAX));
@@ -147,11 +159,28 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_refuses_instead_of_looping() {
+    fn a_table_grows_past_its_size_keeping_values_and_states() {
         let mut table: KeyTable<u8> = KeyTable::with_capacity(0);
-        let inserted = (1..=20u64).take_while(|key| table.insert(*key, 0)).count();
-        assert_eq!(inserted, table.len());
-        assert!(inserted < 20);
-        assert_eq!(table.get(999), None, "a lookup in a full table ends");
+        for key in 1..=5_000u64 {
+            table.insert(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), key);
+            if key == 3 {
+                *table
+                    .get_mut(3u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                    .unwrap()
+                    .1 = 9;
+            }
+        }
+        assert_eq!(table.len(), 5_000);
+        assert!((1..=5_000u64).all(|key| {
+            table
+                .get(key.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .map(|e| e.0)
+                == Some(key)
+        }));
+        assert_eq!(
+            table.get(3u64.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            Some((3, 9))
+        );
+        assert_eq!(table.get(0), None, "a lookup of a missing key ends");
     }
 }

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use futures::StreamExt;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 
 use super::chunk::{Chunker, chunk_ranges};
@@ -14,7 +16,7 @@ use super::{
     SAMPLE_SIZE, SyncError,
 };
 use crate::klaviyo::{KlaviyoClient, Operation, PROFILE_MAX_BYTES};
-use crate::manifest::types::{OnMissingRow, ProfileSyncSpec, QuerySpec};
+use crate::manifest::types::{IdentifyBy, OnMissingRow, ProfileSyncSpec, QuerySpec};
 use crate::sql::{QueryManager, RowBatch, RowRef, SqlError};
 use crate::state::{StateStore, SyncRowRecord};
 
@@ -135,71 +137,111 @@ struct Run<'a> {
 type Prepared = Result<(u64, RowHash), identify::IdentifierProblem>;
 
 /// The first, CPU-heavy step of classifying rows: normalise each identifier, key it, hash the
-/// row. Needs no stored state, so it runs on the first batches while the stored hashes load.
-struct Identifier<'a> {
-    spec: &'a ProfileSyncSpec,
-    /// Hashes rows by `spec.properties` (sorted by property name, the canonical order).
+/// row. Needs no stored state and no other row, so batches are identified in parallel, each by
+/// its own clone, while the stored hashes load.
+#[derive(Clone)]
+struct Identifier {
+    identify_by: IdentifyBy,
+    unset_nulls: bool,
+    /// Hashes rows by the sync's properties (sorted by property name, the canonical order).
     hasher: diff::RowHasher,
     /// The identifier being normalised: identifiers are kept as strings only for the few
     /// rows that differ.
     scratch: String,
-    /// Where the columns are, from the first batch.
-    layout: Option<Layout>,
+    layout: Arc<Layout>,
 }
 
-impl<'a> Identifier<'a> {
-    fn new(spec: &'a ProfileSyncSpec) -> Self {
+impl Identifier {
+    fn new(spec: &ProfileSyncSpec, layout: Layout) -> Self {
         Identifier {
-            spec,
+            identify_by: spec.identify_by,
+            unset_nulls: spec.on_missing_row == OnMissingRow::Unset,
             hasher: diff::RowHasher::new(spec.properties.keys().map(String::as_str)),
             scratch: String::new(),
-            layout: None,
+            layout: Arc::new(layout),
         }
-    }
-
-    /// The query's layout (after the first [`Identifier::identify`]).
-    fn layout(&self) -> &Layout {
-        self.layout.as_ref().expect("identify runs before classify")
     }
 
     /// Each row's identifier key and hash. Values are read from the batch only where needed:
     /// hashing writes scalars straight from the row.
-    fn identify(&mut self, batch: &RowBatch) -> Result<Vec<Prepared>, SyncError> {
-        if self.layout.is_none() {
-            self.layout = Some(Layout::new(self.spec, &batch.columns)?);
-        }
-        let layout = self.layout.as_ref().expect("set above");
-        let unset_nulls = self.spec.on_missing_row == OnMissingRow::Unset;
-        let spec = self.spec;
-        let failed = |source| query_error(spec, source);
+    fn identify(&mut self, batch: &RowBatch) -> Result<Vec<Prepared>, SqlError> {
+        let layout = &*self.layout;
         let mut prepared = Vec::with_capacity(batch.len());
         for row in batch.rows() {
-            let identified = match row.text(layout.identifier).map_err(failed)? {
+            let identified = match row.text(layout.identifier)? {
                 Some(text) => {
-                    identify::normalize_text_into(spec.identify_by, text, &mut self.scratch)
+                    identify::normalize_text_into(self.identify_by, text, &mut self.scratch)
                 }
-                None => identify::normalize(
-                    spec.identify_by,
-                    &*row.value(layout.identifier).map_err(failed)?,
-                )
-                .map(|identifier| self.scratch = identifier),
+                None => identify::normalize(self.identify_by, &*row.value(layout.identifier)?)
+                    .map(|identifier| self.scratch = identifier),
             };
             prepared.push(match identified {
                 Ok(()) => {
                     let key = diff::identifier_key(&self.scratch);
-                    // `spec.properties` is sorted by property name, as the canonical form
+                    // `layout.properties` is sorted by property name, as the canonical form
                     // wants.
                     let hash = self
                         .hasher
-                        .hash_row(&row, layout.properties.iter().map(|(_, column)| *column))
-                        .map_err(failed)?;
-                    Ok((key, diff::mode_hash(hash, unset_nulls)))
+                        .hash_row(&row, layout.properties.iter().map(|(_, column)| *column))?;
+                    Ok((key, diff::mode_hash(hash, self.unset_nulls)))
                 }
                 Err(problem) => Err(problem),
             });
         }
         Ok(prepared)
     }
+}
+
+/// A batch of query rows with each row's [`Identifier::identify`] outcome.
+struct Identified {
+    batch: RowBatch,
+    layout: Arc<Layout>,
+    prepared: Vec<Prepared>,
+}
+
+impl Identified {
+    /// Memory held while it waits.
+    fn memory(&self) -> usize {
+        self.batch.memory() + self.prepared.capacity() * std::mem::size_of::<Prepared>()
+    }
+}
+
+/// Batches identified at once (on the runtime's worker threads), in query order.
+const IDENTIFYING: usize = 4;
+
+/// The query's batches, identified in parallel and delivered in order.
+fn identify_batches<'a>(
+    spec: &'a ProfileSyncSpec,
+    batches: impl Stream<Item = Result<RowBatch, SqlError>> + 'a,
+) -> impl Stream<Item = Result<Identified, SyncError>> + 'a {
+    let mut template: Option<Identifier> = None;
+    batches
+        .map(move |batch| {
+            let started = batch
+                .map_err(|source| query_error(spec, source))
+                .and_then(|batch| {
+                    if template.is_none() {
+                        template = Some(Identifier::new(spec, Layout::new(spec, &batch.columns)?));
+                    }
+                    let mut identifier = template.clone().expect("set above");
+                    Ok(AbortOnDrop(tokio::spawn(async move {
+                        let prepared = identifier.identify(&batch);
+                        (batch, identifier.layout, prepared)
+                    })))
+                });
+            async move {
+                let mut task = started?;
+                let (batch, layout, prepared) = (&mut task.0)
+                    .await
+                    .expect("identifying rows does not panic");
+                Ok(Identified {
+                    batch,
+                    layout,
+                    prepared: prepared.map_err(|source| query_error(spec, source))?,
+                })
+            }
+        })
+        .buffered(IDENTIFYING)
 }
 
 impl Run<'_> {
@@ -239,30 +281,29 @@ impl Run<'_> {
         }
     }
 
-    /// Classify a batch of consecutive rows, the first being row `first` (1-based), given
-    /// each row's identifier key and hash from [`Identifier::identify`].
+    /// Classify a batch of consecutive rows, the first being row `first` (1-based), by each
+    /// row's identifier key and hash from [`Identifier::identify`].
     ///
     /// The probes come after all the hashing (in [`Identifier::identify`]): the probes of a
     /// batch are independent of each other, so the processor overlaps their cache misses (a
     /// million-row table does not fit in any cache) instead of waiting for each in turn;
     /// probing row by row, a no-op plan spent a quarter of its time on them.
-    async fn classify(
-        &mut self,
-        first: u64,
-        batch: &RowBatch,
-        layout: &Layout,
-        prepared: Vec<Prepared>,
-    ) -> Result<(), SyncError> {
+    async fn classify(&mut self, first: u64, identified: Identified) -> Result<(), SyncError> {
+        let Identified {
+            batch,
+            layout,
+            prepared,
+        } = identified;
+        let layout = &*layout;
         let failed = |source| query_error(self.spec, source);
-        // Touch every row's table entry in a tight loop first: these loads are independent,
-        // so the processor has many of them in flight at once, and the classification below
-        // then finds the entries in cache.
-        let present = prepared
+        // Touch every row's table entry in a tight loop first (see `KeyTable::touch`): the
+        // classification below then finds them in cache.
+        for (key, _) in prepared
             .iter()
             .filter_map(|identified| identified.as_ref().ok())
-            .filter(|(key, _)| self.stored.contains_key(*key))
-            .count();
-        std::hint::black_box(present);
+        {
+            self.stored.touch(*key);
+        }
         for (offset, identified) in prepared.into_iter().enumerate() {
             let index = first + offset as u64;
             let row = batch.row(offset);
@@ -544,11 +585,11 @@ fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Valu
         .map_or(usize::MAX, |bytes| bytes.len())
 }
 
-/// Memory for query batches taken while the stored hashes load. Loading a million hashes takes
-/// about as long as reading a few hundred thousand rows (20 to 30 MB in binary form): the
-/// query runs at full speed meanwhile, and the buffer stays small (fresh memory costs page
-/// faults, so more would not be faster).
-const EARLY_BYTES: usize = 32 << 20;
+/// Memory for query batches taken while the stored hashes load. The digest of a million rows
+/// loads in about a third of the query's time; past this the reader waits (and PostgreSQL with
+/// it) until the table is ready. Kept small because fresh memory is what a plan pays most for on
+/// the virtual machines it runs on (page faults): 32 MB here cost more than the wait it saved.
+const EARLY_BYTES: usize = 4 << 20;
 
 /// The stored row hashes of a sync, in a table sized once from the digest's entry count (it
 /// grows when there is no digest).
@@ -610,28 +651,27 @@ pub(super) async fn compute(
     // Bare rows in batches: a million-row query builds no map per row. The query starts while
     // the stored hashes load, and its first batches wait in memory, so neither waits for the
     // other.
-    let mut batches = std::pin::pin!(queries.execute_query_batches(&query.sql, &query.params));
-    let failed = |source| query_error(spec, source);
-    let mut identifier = Identifier::new(spec);
+    let mut batches = std::pin::pin!(identify_batches(
+        spec,
+        queries.execute_query_batches(&query.sql, &query.params)
+    ));
     let mut early = std::collections::VecDeque::new();
     let mut early_bytes = 0;
     let mut ended = false;
     let stored = {
         // A task of its own: filling the table is CPU work in bursts of a digest chunk, and
-        // meanwhile this task takes batches and identifies their rows (the hashing is most
-        // of the work and needs no stored hash), so the query's reader never stalls.
+        // meanwhile the first batches are identified (the hashing is most of the work and
+        // needs no stored hash), so the query's reader does not stall.
         let mut load = AbortOnDrop(tokio::spawn(load_stored(store.clone(), spec.id.clone())));
         loop {
             tokio::select! {
                 biased;
                 stored = &mut load.0 => break stored.expect("loading stored hashes does not panic")?,
                 item = batches.next(), if !ended && early_bytes < EARLY_BYTES => match item {
-                    Some(batch) => {
-                        let batch = batch.map_err(failed)?;
-                        let prepared = identifier.identify(&batch)?;
-                        early_bytes += batch.memory()
-                            + prepared.capacity() * std::mem::size_of::<Prepared>();
-                        early.push_back((batch, prepared));
+                    Some(identified) => {
+                        let identified = identified?;
+                        early_bytes += identified.memory();
+                        early.push_back(identified);
                     }
                     None => ended = true,
                 },
@@ -653,17 +693,16 @@ pub(super) async fn compute(
         work: ProfileWork::default(),
     };
     let mut index = 0u64;
-    for (batch, prepared) in early {
-        run.classify(index + 1, &batch, identifier.layout(), prepared)
-            .await?;
-        index += batch.len() as u64;
+    for identified in early {
+        let rows = identified.batch.len() as u64;
+        run.classify(index + 1, identified).await?;
+        index += rows;
     }
-    while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(failed)?;
-        let prepared = identifier.identify(&batch)?;
-        run.classify(index + 1, &batch, identifier.layout(), prepared)
-            .await?;
-        index += batch.len() as u64;
+    while let Some(identified) = batches.next().await {
+        let identified = identified?;
+        let rows = identified.batch.len() as u64;
+        run.classify(index + 1, identified).await?;
+        index += rows;
     }
     run.resolve().await?;
     run.gone().await?;

@@ -595,12 +595,20 @@ const EARLY_BYTES: usize = 4 << 20;
 /// grows when there is no digest).
 async fn load_stored(store: StateStore, sync_id: String) -> Result<StoredTable, SyncError> {
     let size = store.sync_digest_entries(&sync_id).await?.unwrap_or(0);
+    /// Entries inserted at once (see `KeyTable::insert_all`).
+    const INSERT_BATCH: usize = 2048;
     let mut table = StoredTable::with_capacity(size);
+    let mut entries = Vec::with_capacity(INSERT_BATCH);
     store
         .visit_sync_row_hashes(&sync_id, |identifier, hash| {
-            table.insert(diff::identifier_key(identifier), short_hash(hash));
+            entries.push((diff::identifier_key(identifier), short_hash(hash)));
+            if entries.len() == INSERT_BATCH {
+                table.insert_all(&entries);
+                entries.clear();
+            }
         })
         .await?;
+    table.insert_all(&entries);
     Ok(table)
 }
 

@@ -225,6 +225,9 @@ mod tests {
         expected.sort_unstable();
         got.sort_unstable();
         assert_eq!(got, expected);
-        assert_eq!(all.get(5u64.wrapping_mul(0x9E37_79B9_7F4A_7C15)), Some((2_505, 0)));
+        assert_eq!(
+            all.get(5u64.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            Some((2_505, 0))
+        );
     }
 }

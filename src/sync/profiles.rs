@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::chunk::{Chunker, chunk_ranges};
 use super::diff::{self, RowHash};
 use super::identify;
-use super::table::KeyTable;
+use super::table::{self, KeyTable, PackedState};
 use super::{
     FailedRow, ProfileCounts, ProfileSyncPlan, ProfileSyncReport, RejectedRow, RowChange,
     SAMPLE_SIZE, SyncError,
@@ -46,14 +46,49 @@ enum Seen {
     Rejected,
 }
 
-/// The rows klsync applied before, by identifier key: the first 8 bytes of each stored row
-/// hash (a changed row keeps its old hash with probability 2^-64, and a million entries take
-/// 16 MB less) and what the query's row turned out to be (`None`: not seen yet, so far gone
-/// from the query). Keeping both in one table costs one probe per row instead of two.
+/// The rows klsync applied before, by identifier key: 56 bits of each stored row hash (a
+/// changed row keeps its old hash with probability 2^-56, and a million entries take 16 MB
+/// less than whole hashes) and, in the same slot, what the query's row turned out to be
+/// (`None`: not seen yet, so far gone from the query). Keeping both in one slot costs one
+/// probe and one cache miss per row.
 type StoredTable = KeyTable<Option<Seen>>;
 
+impl PackedState for Option<Seen> {
+    fn pack(self) -> u8 {
+        match self {
+            None => 0,
+            Some(Seen::Pending) => 1,
+            Some(Seen::New { unset: false }) => 2,
+            Some(Seen::New { unset: true }) => 3,
+            Some(Seen::Changed { unset: false }) => 4,
+            Some(Seen::Changed { unset: true }) => 5,
+            Some(Seen::UnsetOnly) => 6,
+            Some(Seen::Unchanged) => 7,
+            Some(Seen::Duplicate) => 8,
+            Some(Seen::Rejected) => 9,
+        }
+    }
+
+    fn unpack(byte: u8) -> Self {
+        Some(match byte {
+            0 => return None,
+            1 => Seen::Pending,
+            2 => Seen::New { unset: false },
+            3 => Seen::New { unset: true },
+            4 => Seen::Changed { unset: false },
+            5 => Seen::Changed { unset: true },
+            6 => Seen::UnsetOnly,
+            7 => Seen::Unchanged,
+            8 => Seen::Duplicate,
+            9 => Seen::Rejected,
+            _ => unreachable!("the table holds only packed states"),
+        })
+    }
+}
+
+/// The part of a row hash the stored-hash table keeps (see [`StoredTable`]).
 fn short_hash(hash: &RowHash) -> u64 {
-    u64::from_le_bytes(hash[..8].try_into().expect("16 bytes"))
+    u64::from_le_bytes(hash[..8].try_into().expect("16 bytes")) & table::VALUE_BITS
 }
 
 /// What a row's identifier met in the tables.
@@ -257,11 +292,8 @@ impl Run<'_> {
     }
 
     fn mark(&mut self, key: u64, class: Seen) {
-        match self.stored.get_mut(key) {
-            Some((_, seen)) => *seen = Some(class),
-            None => {
-                self.seen.insert(key, class);
-            }
+        if !self.stored.set_state(key, Some(class)) {
+            self.seen.insert(key, class);
         }
     }
 
@@ -331,15 +363,15 @@ impl Run<'_> {
         key: u64,
         hash: RowHash,
     ) -> Result<(), SyncError> {
-        let found = match self.stored.get_mut(key) {
-            Some((stored_hash, seen)) => match *seen {
+        let found = match self.stored.get(key) {
+            Some((stored_hash, seen)) => match seen {
                 Some(previous) => Found::Twin(previous),
                 None if stored_hash == short_hash(&hash) => {
-                    *seen = Some(Seen::Unchanged);
+                    self.stored.set_state(key, Some(Seen::Unchanged));
                     Found::Unchanged
                 }
                 None => {
-                    *seen = Some(Seen::Pending);
+                    self.stored.set_state(key, Some(Seen::Pending));
                     Found::Differs { stored: true }
                 }
             },
@@ -950,4 +982,34 @@ pub(super) async fn drift(
         }
     }
     Ok(drift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_state_survives_packing_into_its_slot() {
+        let states = [
+            None,
+            Some(Seen::Pending),
+            Some(Seen::New { unset: false }),
+            Some(Seen::New { unset: true }),
+            Some(Seen::Changed { unset: false }),
+            Some(Seen::Changed { unset: true }),
+            Some(Seen::UnsetOnly),
+            Some(Seen::Unchanged),
+            Some(Seen::Duplicate),
+            Some(Seen::Rejected),
+        ];
+        let bytes: std::collections::BTreeSet<u8> = states.iter().map(|s| s.pack()).collect();
+        assert_eq!(bytes.len(), states.len(), "one byte per state");
+        assert_eq!(Option::<Seen>::default().pack(), 0, "a new entry is unseen");
+        for state in states {
+            assert_eq!(Option::<Seen>::unpack(state.pack()), state);
+        }
+        // The table compares short hashes with the stored value's kept bits.
+        let hash: RowHash = [0xab; 16];
+        assert_eq!(short_hash(&hash) & !table::VALUE_BITS, 0);
+    }
 }

@@ -4,31 +4,46 @@
 //! klsync runs on (virtual, shared) every megabyte of fresh memory costs page faults that
 //! showed up as a third of a profiled no-op plan. hashbrown rounds its buckets up to a power of
 //! two with at most 7/8 of them used, so a million entries take 2,097,152 buckets of 24 bytes
-//! (50 MB). This table has 5/4 as many slots as entries it is sized for, 16 bytes each, with
-//! the 2-byte per-entry state in a parallel vector: 22.5 MB for a million.
+//! (50 MB). This table has 5/4 as many slots as entries it is sized for, 16 bytes each: 20 MB
+//! for a million.
+//!
+//! Each slot is `(key, value)`, and an entry's small mutable state lives in the low byte of
+//! its value (values keep their top 56 bits): a probe, an insert or a state change then touches
+//! one cache line, not two (a parallel state vector doubled the cache misses of a plan's
+//! probes, which a million-entry table pays on nearly every row).
 //!
 //! Open addressing with linear probing. Keys are already uniform 64-bit hashes, so a slot is
 //! picked by multiply-shift range reduction (any table size), and key 0 marks an empty slot (a
 //! real key 0 is stored as 1: two identifiers then share a key with probability 2^-64, the
 //! same as any other collision of 64-bit keys).
 
-/// A fixed-size table from 64-bit keys to a `u64` plus a small mutable state per entry.
-#[derive(Debug, Clone)]
-pub struct KeyTable<S> {
-    /// `(key, value)`; key 0: empty.
-    slots: Vec<(u64, u64)>,
-    states: Vec<S>,
-    len: usize,
+/// An entry's state, kept in one byte of its slot.
+pub trait PackedState: Copy + Default {
+    fn pack(self) -> u8;
+    /// The state `pack` made this byte from (only such bytes are ever unpacked).
+    fn unpack(byte: u8) -> Self;
 }
 
-impl<S: Copy + Default> KeyTable<S> {
+/// The bits of a value the table keeps.
+pub const VALUE_BITS: u64 = !0xff;
+
+/// A table from 64-bit keys to a 56-bit value plus a small mutable state per entry.
+#[derive(Debug, Clone)]
+pub struct KeyTable<S> {
+    /// `(key, value | state)`; key 0: empty.
+    slots: Vec<(u64, u64)>,
+    len: usize,
+    state: std::marker::PhantomData<S>,
+}
+
+impl<S: PackedState> KeyTable<S> {
     /// A table sized for `entries` entries (it grows past them, at the cost of rebuilding).
     pub fn with_capacity(entries: usize) -> Self {
         let slots = entries + entries / 4 + 8;
         KeyTable {
             slots: vec![(0, 0); slots],
-            states: vec![S::default(); slots],
             len: 0,
+            state: std::marker::PhantomData,
         }
     }
 
@@ -65,7 +80,7 @@ impl<S: Copy + Default> KeyTable<S> {
         }
     }
 
-    /// Insert or replace `key`'s value (its state is reset).
+    /// Insert or replace `key`'s value (its low 8 bits are dropped; the state is reset).
     pub fn insert(&mut self, key: u64, value: u64) {
         let mut slot = self.find(key);
         if self.slots[slot].0 == 0 {
@@ -76,8 +91,10 @@ impl<S: Copy + Default> KeyTable<S> {
             }
             self.len += 1;
         }
-        self.slots[slot] = (key.max(1), value);
-        self.states[slot] = S::default();
+        self.slots[slot] = (
+            key.max(1),
+            (value & VALUE_BITS) | u64::from(S::default().pack()),
+        );
     }
 
     /// [`KeyTable::insert`] each entry, in order. Their slots are touched first, all of them
@@ -94,12 +111,11 @@ impl<S: Copy + Default> KeyTable<S> {
 
     /// Rebuild with room for twice as many entries.
     fn grow(&mut self) {
-        let mut bigger = KeyTable::with_capacity(self.len.max(8) * 2);
-        for ((key, value), state) in self.slots.iter().zip(&self.states) {
+        let mut bigger = KeyTable::<S>::with_capacity(self.len.max(8) * 2);
+        for (key, packed) in &self.slots {
             if *key != 0 {
                 let slot = bigger.find(*key);
-                bigger.slots[slot] = (*key, *value);
-                bigger.states[slot] = *state;
+                bigger.slots[slot] = (*key, *packed);
                 bigger.len += 1;
             }
         }
@@ -108,14 +124,19 @@ impl<S: Copy + Default> KeyTable<S> {
 
     /// `key`'s value and state.
     pub fn get(&self, key: u64) -> Option<(u64, S)> {
-        let slot = self.find(key);
-        (self.slots[slot].0 != 0).then(|| (self.slots[slot].1, self.states[slot]))
+        let (found, packed) = self.slots[self.find(key)];
+        (found != 0).then(|| (packed & VALUE_BITS, S::unpack(packed as u8)))
     }
 
-    /// `key`'s value and a handle on its state.
-    pub fn get_mut(&mut self, key: u64) -> Option<(u64, &mut S)> {
+    /// Set `key`'s state; `false` (and nothing changes) when `key` is not in the table.
+    pub fn set_state(&mut self, key: u64, state: S) -> bool {
         let slot = self.find(key);
-        (self.slots[slot].0 != 0).then(|| (self.slots[slot].1, &mut self.states[slot]))
+        let (found, packed) = &mut self.slots[slot];
+        if *found == 0 {
+            return false;
+        }
+        *packed = (*packed & VALUE_BITS) | u64::from(state.pack());
+        true
     }
 
     /// Whether `key` is in the table.
@@ -123,27 +144,28 @@ impl<S: Copy + Default> KeyTable<S> {
         self.get(key).is_some()
     }
 
-    /// Bring `key`'s slot and state into the cache, for a [`KeyTable::get_mut`] soon after.
-    /// Touching a batch of keys in a loop of its own lets the processor overlap their cache
-    /// misses (a million-entry table fits in no cache); probed one by one amid other work,
-    /// each miss is waited for in turn.
+    /// Bring `key`'s slot into the cache, for a [`KeyTable::get`] soon after. Touching a
+    /// batch of keys in a loop of its own lets the processor overlap their cache misses (a
+    /// million-entry table fits in no cache); probed one by one amid other work, each miss is
+    /// waited for in turn.
     pub fn touch(&self, key: u64) {
-        let slot = self.find(key);
-        std::hint::black_box(self.states[slot]);
+        std::hint::black_box(self.slots[self.find(key)].1);
     }
 
     /// Every entry's key and value.
     pub fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.slots.iter().copied().filter(|(key, _)| *key != 0)
+        self.slots
+            .iter()
+            .filter(|(key, _)| *key != 0)
+            .map(|(key, packed)| (*key, packed & VALUE_BITS))
     }
 
     /// Every entry's state.
     pub fn states(&self) -> impl Iterator<Item = S> + '_ {
         self.slots
             .iter()
-            .zip(&self.states)
-            .filter(|((key, _), _)| *key != 0)
-            .map(|(_, state)| *state)
+            .filter(|(key, _)| *key != 0)
+            .map(|(_, packed)| S::unpack(*packed as u8))
     }
 }
 
@@ -151,30 +173,60 @@ impl<S: Copy + Default> KeyTable<S> {
 mod tests {
     use super::*;
 
+    impl PackedState for u8 {
+        fn pack(self) -> u8 {
+            self
+        }
+        fn unpack(byte: u8) -> Self {
+            byte
+        }
+    }
+
+    impl PackedState for bool {
+        fn pack(self) -> u8 {
+            u8::from(self)
+        }
+        fn unpack(byte: u8) -> Self {
+            byte != 0
+        }
+    }
+
+    /// A value the table keeps whole (low byte clear).
+    fn v(n: u64) -> u64 {
+        n << 8
+    }
+
     #[test]
     fn entries_are_found_replaced_and_counted() {
         let mut table: KeyTable<u8> = KeyTable::with_capacity(1_000);
         // Consecutive keys all land near slot 0: the worst case for linear probing.
         for key in 0..1_000u64 {
-            table.insert(key, key * 10);
+            table.insert(key, v(key * 10));
         }
         // Key 0 is stored as 1, so 0 and 1 are one entry.
         assert_eq!(table.len(), 999);
-        assert_eq!(table.get(500), Some((5_000, 0)));
-        assert_eq!(table.get(0), Some((10, 0)));
+        assert_eq!(table.get(500), Some((v(5_000), 0)));
+        assert_eq!(table.get(0), Some((v(10), 0)));
         assert_eq!(table.get(5_000), None);
-        *table.get_mut(7).unwrap().1 = 3;
-        assert_eq!(table.get(7), Some((70, 3)));
-        table.insert(7, 71);
-        assert_eq!(table.get(7), Some((71, 0)), "replacing resets the state");
+        assert!(table.set_state(7, 3));
+        assert_eq!(table.get(7), Some((v(70), 3)));
+        assert!(!table.set_state(5_000, 3), "no state for a missing key");
+        assert_eq!(table.get(5_000), None);
+        table.insert(7, v(71));
+        assert_eq!(table.get(7), Some((v(71), 0)), "replacing resets the state");
         assert_eq!(table.len(), 999);
         assert_eq!(table.states().count(), 999);
+        // The low byte of a value is the state's: it is dropped, whatever the state does.
+        table.insert(8, v(80) | 0xff);
+        assert!(table.set_state(8, 0x5a));
+        assert_eq!(table.get(8), Some((v(80), 0x5a)));
+        assert_eq!(table.entries().find(|(key, _)| *key == 8), Some((8, v(80))));
         // Spread keys too, including ones that wrap around the end.
         let mut spread: KeyTable<bool> = KeyTable::with_capacity(100);
         for n in 0..100u64 {
-            spread.insert(u64::MAX - n, n);
+            spread.insert(u64::MAX - n, v(n));
         }
-        assert!((0..100u64).all(|n| spread.get(u64::MAX - n) == Some((n, false))));
+        assert!((0..100u64).all(|n| spread.get(u64::MAX - n) == Some((v(n), false))));
         assert!(spread.contains_key(u64::MAX));
         assert!(!spread.contains_key(12345));
     }
@@ -182,26 +234,17 @@ mod tests {
     #[test]
     fn a_table_grows_past_its_size_keeping_values_and_states() {
         let mut table: KeyTable<u8> = KeyTable::with_capacity(0);
-        for key in 1..=5_000u64 {
-            table.insert(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), key);
-            if key == 3 {
-                *table
-                    .get_mut(3u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                    .unwrap()
-                    .1 = 9;
+        let key = |n: u64| n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for n in 1..=5_000u64 {
+            table.insert(key(n), v(n));
+            if n == 3 {
+                assert!(table.set_state(key(3), 9));
             }
         }
         assert_eq!(table.len(), 5_000);
-        assert!((1..=5_000u64).all(|key| {
-            table
-                .get(key.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                .map(|e| e.0)
-                == Some(key)
-        }));
-        assert_eq!(
-            table.get(3u64.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            Some((3, 9))
-        );
+        assert!((1..=5_000u64).all(|n| table.get(key(n)).map(|e| e.0) == Some(v(n))));
+        assert_eq!(table.get(key(3)), Some((v(3), 9)));
+        assert_eq!(table.states().filter(|state| *state == 9).count(), 1);
         assert_eq!(table.get(0), None, "a lookup of a missing key ends");
     }
 
@@ -209,7 +252,7 @@ mod tests {
     fn inserting_all_at_once_is_inserting_one_by_one() {
         // Repeated keys (the later value wins) and growth past the initial size.
         let entries: Vec<(u64, u64)> = (0..3_000u64)
-            .map(|n| ((n % 2_500).wrapping_mul(0x9E37_79B9_7F4A_7C15), n))
+            .map(|n| ((n % 2_500).wrapping_mul(0x9E37_79B9_7F4A_7C15), v(n)))
             .collect();
         let mut one_by_one: KeyTable<u8> = KeyTable::with_capacity(100);
         for (key, value) in &entries {
@@ -227,7 +270,7 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(
             all.get(5u64.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            Some((2_505, 0))
+            Some((v(2_505), 0))
         );
     }
 }

@@ -167,7 +167,7 @@ async fn child(url: &str, mode: &str) {
     } else if mode == "state" {
         let mut n = 0u64;
         state
-            .visit_sync_row_hashes("customers", |_, _| n += 1)
+            .visit_sync_row_keys("customers", |_| {}, |_, _| n += 1)
             .await
             .expect("read the state");
         n

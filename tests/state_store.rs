@@ -7,7 +7,7 @@ use chrono::Utc;
 use klsync::state::testing::TestPostgres;
 use klsync::state::{
     JournalId, LockHolder, ManagedRow, Phase, RunId, RunStart, StateBackend, StateError,
-    StateStore, SyncRowRecord, hostname,
+    StateStore, SyncRowRecord, hostname, identifier_key, short_row_hash,
 };
 use serde_json::json;
 
@@ -718,6 +718,33 @@ fn sync_row(identifier: &str, hash_byte: u8) -> SyncRowRecord {
     }
 }
 
+/// A plan's view of a sync's recorded rows: the seed of their keys and `(key, short hash)`,
+/// sorted.
+async fn recorded_keys(store: &StateStore, sync_id: &str) -> (u64, Vec<(u64, u64)>) {
+    let mut seed = None;
+    let mut seen = Vec::new();
+    store
+        .visit_sync_row_keys(
+            sync_id,
+            |s| seed = Some(s),
+            |key, hash| seen.push((key, hash)),
+        )
+        .await
+        .unwrap();
+    seen.sort();
+    (seed.expect("the seed comes first"), seen)
+}
+
+/// `rows` keyed as a plan sees them under `seed`, sorted.
+fn keyed(seed: u64, rows: &[(String, [u8; 16])]) -> Vec<(u64, u64)> {
+    let mut keyed: Vec<_> = rows
+        .iter()
+        .map(|(identifier, hash)| (identifier_key(seed, identifier), short_row_hash(hash)))
+        .collect();
+    keyed.sort();
+    keyed
+}
+
 async fn sync_row_digest_is_read_while_exact_and_dropped_by_every_write(f: &Fixture) {
     let rows: Vec<SyncRowRecord> = (0..300)
         .map(|n| sync_row(&format!("c{n}@x.test"), n as u8))
@@ -738,21 +765,31 @@ async fn sync_row_digest_is_read_while_exact_and_dropped_by_every_write(f: &Fixt
         all.sort();
         all
     };
-    // Without a digest the rows themselves are read.
     assert_eq!(recorded_hashes(&f.store, "customers").await, expected);
-    f.store.refresh_sync_digest("customers").await.unwrap();
-    f.store.refresh_sync_digest("customers").await.unwrap();
-    assert_eq!(recorded_hashes(&f.store, "customers").await, expected);
+    // Without a digest the rows are read and keyed under a fresh seed each time.
+    let (seed, keys) = recorded_keys(&f.store, "customers").await;
+    assert_eq!(keys, keyed(seed, &expected));
+    assert_ne!(recorded_keys(&f.store, "customers").await.0, seed);
 
-    // A change made behind klsync's back is not seen while the digest stands: proof that the
-    // digest, not the table, was read.
+    f.store.refresh_sync_digest("customers").await.unwrap();
+    let (seed, keys) = recorded_keys(&f.store, "customers").await;
+    assert_eq!(keys, keyed(seed, &expected));
+    // The digest's own seed, every time: proof that the digest was read.
+    f.store.refresh_sync_digest("customers").await.unwrap();
+    assert_eq!(
+        recorded_keys(&f.store, "customers").await,
+        (seed, keys.clone())
+    );
+
+    // A change made behind klsync's back is not seen while the digest stands: the digest, not
+    // the table, was read.
     exec_raw(
         f,
         "UPDATE sync_profile_rows SET row_hash = 'ffffffffffffffffffffffffffffffff' \
          WHERE identifier = 'c0@x.test'",
     )
     .await;
-    assert_eq!(recorded_hashes(&f.store, "customers").await, expected);
+    assert_eq!(recorded_keys(&f.store, "customers").await, (seed, keys));
 
     // Any write through klsync drops the digest: the table (with that change) is read again.
     f.store
@@ -763,13 +800,39 @@ async fn sync_row_digest_is_read_while_exact_and_dropped_by_every_write(f: &Fixt
     assert_eq!(now.len(), 301);
     assert!(now.contains(&("c0@x.test".to_string(), [0xff; 16])));
     assert!(now.contains(&("new@x.test".to_string(), [7; 16])));
+    let (fresh, keys) = recorded_keys(&f.store, "customers").await;
+    assert_eq!(keys, keyed(fresh, &now));
     f.store.refresh_sync_digest("customers").await.unwrap();
-    assert_eq!(recorded_hashes(&f.store, "customers").await, now);
+    let (seed, keys) = recorded_keys(&f.store, "customers").await;
+    assert_eq!(keys, keyed(seed, &now));
+
+    // A digest this build cannot read (another format, or keys computed differently) counts as
+    // none: plans read the rows, and the next refresh replaces it.
+    let foreign = match f.store.backend() {
+        StateBackend::Sqlite => "X'4B4C443100'",
+        StateBackend::Postgres => "'\\x4b4c443100'::bytea",
+    };
+    exec_raw(
+        f,
+        &format!(
+            "UPDATE sync_profile_digests SET data = {foreign} \
+             WHERE sync_id = 'customers' AND chunk = 0"
+        ),
+    )
+    .await;
+    let (unread, keys) = recorded_keys(&f.store, "customers").await;
+    assert_eq!(keys, keyed(unread, &now));
+    assert_ne!(recorded_keys(&f.store, "customers").await.0, unread);
+    f.store.refresh_sync_digest("customers").await.unwrap();
+    let (seed, keys) = recorded_keys(&f.store, "customers").await;
+    assert_eq!(keys, keyed(seed, &now));
+    assert_eq!(recorded_keys(&f.store, "customers").await.0, seed);
+
     f.store
         .forget_sync_rows("customers", &["new@x.test".to_string()])
         .await
         .unwrap();
-    assert_eq!(recorded_hashes(&f.store, "customers").await.len(), 300);
+    assert_eq!(recorded_keys(&f.store, "customers").await.1.len(), 300);
     // Other syncs keep their own rows.
     assert_eq!(
         recorded_hashes(&f.store, "other").await,

@@ -36,39 +36,67 @@ fn parse_row_hash(
         })
 }
 
-/// The digest format: chunks of about [`digest::CHUNK_BYTES`], each a run of entries
-/// `identifier length (u16 LE) | identifier (UTF-8) | row hash (16 bytes)`.
+/// The key a plan files a recorded row under: a 64-bit hash of its normalised identifier,
+/// seeded. The seed is a secret kept in the sync's digest (random per digest), so nobody can
+/// pick identifiers (sign-up emails, say) whose keys collide; without a digest a plan draws a
+/// fresh one. foldhash does not promise the same output across its versions, so a digest also
+/// stores the key of a fixed text and is used only while this build agrees with it.
+pub fn identifier_key(seed: u64, identifier: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(seed).hash_one(identifier)
+}
+
+/// The part of a row hash a digest keeps: its first 8 bytes, little-endian.
+pub fn short_row_hash(hash: &RowHashBytes) -> u64 {
+    u64::from_le_bytes(hash[..8].try_into().expect("16 bytes"))
+}
+
+/// The digest format: chunks of at most [`digest::CHUNK_BYTES`]. The first begins with a
+/// header, `"KLD2" | seed (u64 LE) | identifier_key(seed, CHECK_TEXT) (u64 LE)`; then every
+/// chunk is a run of 16-byte entries `identifier_key(seed, identifier) (u64 LE) | first 8 bytes
+/// of the row hash`. Keys instead of identifiers: a third of the bytes to store and read, and
+/// nothing to hash or check as text when loading; random, so stored uncompressed
+/// (`migrations/*/0005_keyed_sync_digest.sql`).
 mod digest {
-    use super::RowHashBytes;
+    use super::identifier_key;
 
     pub(super) const CHUNK_BYTES: usize = 256 << 10;
+    const MAGIC: &[u8; 4] = b"KLD2";
+    const CHECK_TEXT: &str = "klsync digest key check";
+    const HEADER_BYTES: usize = 4 + 8 + 8;
+    const ENTRY_BYTES: usize = 16;
 
-    #[derive(Default)]
     pub(super) struct Builder {
+        seed: u64,
         /// Entries and bytes of each chunk.
         chunks: Vec<(usize, Vec<u8>)>,
     }
 
     impl Builder {
-        /// Add an entry; `false` if the identifier is too long for the format.
-        pub(super) fn push(&mut self, identifier: &str, hash: &RowHashBytes) -> bool {
-            let Ok(length) = u16::try_from(identifier.len()) else {
-                return false;
-            };
-            let entry = 2 + identifier.len() + hash.len();
+        pub(super) fn new(seed: u64) -> Self {
+            let mut header = Vec::with_capacity(CHUNK_BYTES);
+            header.extend_from_slice(MAGIC);
+            header.extend_from_slice(&seed.to_le_bytes());
+            header.extend_from_slice(&identifier_key(seed, CHECK_TEXT).to_le_bytes());
+            Builder {
+                seed,
+                chunks: vec![(0, header)],
+            }
+        }
+
+        /// Add a recorded row.
+        pub(super) fn push(&mut self, identifier: &str, short_hash: u64) {
             let full = self
                 .chunks
                 .last()
-                .is_none_or(|(_, chunk)| chunk.len() + entry > CHUNK_BYTES);
+                .is_none_or(|(_, chunk)| chunk.len() + ENTRY_BYTES > CHUNK_BYTES);
             if full {
                 self.chunks.push((0, Vec::with_capacity(CHUNK_BYTES)));
             }
             let (entries, chunk) = self.chunks.last_mut().expect("a chunk was just ensured");
             *entries += 1;
-            chunk.extend_from_slice(&length.to_le_bytes());
-            chunk.extend_from_slice(identifier.as_bytes());
-            chunk.extend_from_slice(hash);
-            true
+            chunk.extend_from_slice(&identifier_key(self.seed, identifier).to_le_bytes());
+            chunk.extend_from_slice(&short_hash.to_le_bytes());
         }
 
         /// Each chunk: its entry count and bytes.
@@ -77,19 +105,33 @@ mod digest {
         }
     }
 
-    /// Call `visit` for each entry of a chunk; what is wrong if it is malformed.
-    pub(super) fn visit_chunk(
-        mut data: &[u8],
-        visit: &mut impl FnMut(&str, &RowHashBytes),
+    /// The seed of a digest whose first chunk is `first`, and the chunk's entries after the
+    /// header; `None` when the header is not one this build can use (another format, or keys
+    /// this build computes differently).
+    pub(super) fn read_header(first: &[u8]) -> Option<(u64, &[u8])> {
+        let (header, entries) = first.split_at_checked(HEADER_BYTES)?;
+        let (magic, rest) = header.split_at(4);
+        let seed = u64::from_le_bytes(rest[..8].try_into().ok()?);
+        let check = u64::from_le_bytes(rest[8..].try_into().ok()?);
+        (magic == MAGIC && check == identifier_key(seed, CHECK_TEXT)).then_some((seed, entries))
+    }
+
+    /// Call `visit(key, short hash)` for each entry of a chunk (after the header, for the
+    /// first); what is wrong if it is malformed.
+    pub(super) fn visit_entries(
+        data: &[u8],
+        visit: &mut impl FnMut(u64, u64),
     ) -> Result<(), String> {
-        while !data.is_empty() {
-            let (length, rest) = data.split_at_checked(2).ok_or("truncated entry")?;
-            let length = usize::from(u16::from_le_bytes([length[0], length[1]]));
-            let (identifier, rest) = rest.split_at_checked(length).ok_or("truncated entry")?;
-            let (hash, rest) = rest.split_at_checked(16).ok_or("truncated entry")?;
-            let identifier = std::str::from_utf8(identifier).map_err(|e| e.to_string())?;
-            visit(identifier, hash.try_into().expect("16 bytes"));
-            data = rest;
+        let entries = data.chunks_exact(ENTRY_BYTES);
+        if !entries.remainder().is_empty() {
+            return Err("truncated entry".into());
+        }
+        for entry in entries {
+            let (key, hash) = entry.split_at(8);
+            visit(
+                u64::from_le_bytes(key.try_into().expect("8 bytes")),
+                u64::from_le_bytes(hash.try_into().expect("8 bytes")),
+            );
         }
         Ok(())
     }
@@ -99,45 +141,56 @@ mod digest {
         use super::*;
 
         #[test]
-        fn entries_come_back_in_order_across_chunks() {
-            let mut builder = Builder::default();
-            // Entries are under 32 bytes: more than two chunks.
-            let count = CHUNK_BYTES / 16 + 10;
+        fn entries_come_back_in_order_across_chunks_under_the_header_seed() {
+            let mut builder = Builder::new(42);
+            let count = CHUNK_BYTES / ENTRY_BYTES + 10;
             for n in 0..count {
-                assert!(builder.push(&format!("c{n}@x.test"), &[n as u8; 16]));
+                builder.push(&format!("c{n}@x.test"), n as u64);
             }
             let chunks = builder.finish();
             assert!(chunks.len() > 1);
+            let (seed, first) = read_header(&chunks[0].1).expect("a header this build wrote");
+            assert_eq!(seed, 42);
             let mut seen = Vec::new();
-            for (entries, chunk) in &chunks {
+            for (index, (entries, chunk)) in chunks.iter().enumerate() {
                 assert!(chunk.len() <= CHUNK_BYTES);
                 let before = seen.len();
-                visit_chunk(chunk, &mut |id, hash| seen.push((id.to_string(), hash[0]))).unwrap();
+                let data = if index == 0 { first } else { chunk.as_slice() };
+                visit_entries(data, &mut |key, hash| seen.push((key, hash))).unwrap();
                 assert_eq!(seen.len() - before, *entries);
             }
             assert_eq!(seen.len(), count);
+            let last = count - 1;
             assert_eq!(
-                seen[count - 1],
-                (format!("c{}@x.test", count - 1), (count - 1) as u8)
+                seen[last],
+                (identifier_key(42, &format!("c{last}@x.test")), last as u64)
+            );
+            assert_ne!(
+                identifier_key(42, "a@x.test"),
+                identifier_key(43, "a@x.test"),
+                "the seed matters"
             );
         }
 
         #[test]
-        fn malformed_chunks_are_refused() {
-            assert!(visit_chunk(&[5, 0, b'a'], &mut |_, _| {}).is_err());
+        fn foreign_headers_and_torn_entries_are_refused() {
+            let header = Builder::new(7).finish().remove(0).1;
+            assert!(read_header(&header).is_some());
+            let mut other_keys = header.clone();
+            other_keys[12] ^= 1;
             assert!(
-                visit_chunk(
-                    &[1, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                    &mut |_, _| {}
-                )
-                .is_err()
+                read_header(&other_keys).is_none(),
+                "keys computed differently"
             );
-            let mut builder = Builder::default();
-            assert!(!builder.push(&"x".repeat(70_000), &[0; 16]));
+            let mut old_format = header.clone();
+            old_format[..4].copy_from_slice(b"KLD1");
+            assert!(read_header(&old_format).is_none());
+            assert!(read_header(&header[..10]).is_none());
+            assert!(visit_entries(&[0; 17], &mut |_, _| {}).is_err());
+            assert!(visit_entries(&[], &mut |_, _| {}).is_ok());
         }
     }
 }
-
 /// One applied row of a `profiles:` sync.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncRowRecord {
@@ -171,21 +224,70 @@ fn placeholders(first: usize, count: usize) -> String {
 impl StateStore {
     /// Call `visit(identifier, row_hash)` for every recorded row of a `profiles:` sync,
     /// streaming, so a million rows never sit in memory as strings.
-    ///
-    /// Reads the sync's digest when it has one (a few large values: see
-    /// `migrations/*/0004_sync_row_digest.sql`), else `sync_profile_rows` itself.
-    pub async fn visit_sync_row_hashes<F>(
-        &self,
-        sync_id: &str,
-        mut visit: F,
-    ) -> Result<(), StateError>
+    pub async fn visit_sync_row_hashes<F>(&self, sync_id: &str, visit: F) -> Result<(), StateError>
     where
         F: FnMut(&str, &RowHashBytes) + Send,
     {
-        if self.visit_sync_digest(sync_id, &mut visit).await? {
-            return Ok(());
-        }
         self.visit_recorded_rows(sync_id, visit).await
+    }
+
+    /// Every recorded row of a `profiles:` sync as `(identifier_key(seed, identifier),
+    /// short_row_hash(row hash))`: what a plan compares its query's rows with.
+    ///
+    /// `on_seed(seed)` is called once, before any `visit`: the seed of the sync's digest when it
+    /// has one this build can use (its entries are then visited as stored: a few large values,
+    /// see `migrations/*/0004_sync_row_digest.sql`), else a fresh random one, with which the
+    /// rows of `sync_profile_rows` are read and keyed.
+    pub async fn visit_sync_row_keys<S, F>(
+        &self,
+        sync_id: &str,
+        on_seed: S,
+        mut visit: F,
+    ) -> Result<(), StateError>
+    where
+        S: FnOnce(u64) + Send,
+        F: FnMut(u64, u64) + Send,
+    {
+        const SQL: &str = "SELECT data FROM sync_profile_digests WHERE sync_id = $1 ORDER BY chunk";
+        let corrupt = |what: String| StateError::Corrupt {
+            what: format!("row digest of profiles sync {sync_id}: {what}"),
+        };
+        let mut on_seed = Some(on_seed);
+        on_backend!(self, pool => {
+            let mut rows = sqlx::query(SQL).bind(sync_id).fetch(pool);
+            while let Some(row) = rows
+                .try_next()
+                .await
+                .map_err(StateError::query("read sync row digest"))?
+            {
+                use sqlx::Row as _;
+                let data: &[u8] = row.try_get(0).map_err(StateError::query("read sync row digest"))?;
+                let entries = match on_seed.take() {
+                    Some(name_seed) => match digest::read_header(data) {
+                        Some((seed, entries)) => {
+                            name_seed(seed);
+                            entries
+                        }
+                        None => {
+                            // Not a digest this build can read: as if there were none.
+                            on_seed = Some(name_seed);
+                            break;
+                        }
+                    },
+                    None => data,
+                };
+                digest::visit_entries(entries, &mut visit).map_err(corrupt)?;
+            }
+        });
+        let Some(on_seed) = on_seed else {
+            return Ok(());
+        };
+        let seed = rand::random();
+        on_seed(seed);
+        self.visit_recorded_rows(sync_id, |identifier, hash| {
+            visit(identifier_key(seed, identifier), short_row_hash(hash));
+        })
+        .await
     }
 
     /// Every row of `sync_profile_rows` of a sync, streamed.
@@ -224,51 +326,28 @@ impl StateStore {
         Ok((chunks > 0).then(|| usize::try_from(entries).unwrap_or(0)))
     }
 
-    /// Every entry of the sync's digest; `false` when it has none.
-    async fn visit_sync_digest<F>(&self, sync_id: &str, visit: &mut F) -> Result<bool, StateError>
-    where
-        F: FnMut(&str, &RowHashBytes) + Send,
-    {
-        const SQL: &str = "SELECT data FROM sync_profile_digests WHERE sync_id = $1 ORDER BY chunk";
-        let mut found = false;
-        on_backend!(self, pool => {
-            let mut rows = sqlx::query(SQL).bind(sync_id).fetch(pool);
-            while let Some(row) = rows
-                .try_next()
-                .await
-                .map_err(StateError::query("read sync row digest"))?
-            {
-                use sqlx::Row as _;
-                let data: &[u8] = row.try_get(0).map_err(StateError::query("read sync row digest"))?;
-                digest::visit_chunk(data, &mut *visit).map_err(|what| StateError::Corrupt {
-                    what: format!("row digest of profiles sync {sync_id}: {what}"),
-                })?;
-                found = true;
-            }
-        });
-        Ok(found)
-    }
-
     /// Give a `profiles:` sync a digest of its recorded rows if it has none (every write to its
-    /// rows drops it). Apply calls this once it has recorded a sync's rows, so the next plan
+    /// rows drops it) or only one this build cannot read. Apply calls this once it has recorded a sync's rows, so the next plan
     /// reads the digest. Must run under the apply lock: a write between the read and the insert
     /// would not be in the digest (writes drop digests, but this one is inserted after).
     pub async fn refresh_sync_digest(&self, sync_id: &str) -> Result<(), StateError> {
         const INSERT: &str = "INSERT INTO sync_profile_digests (sync_id, chunk, entries, data) \
                               VALUES ($1, $2, $3, $4)";
-        if self.sync_digest_entries(sync_id).await?.is_some() {
+        const FIRST: &str =
+            "SELECT data FROM sync_profile_digests WHERE sync_id = $1 AND chunk = 0";
+        let first: Option<Vec<u8>> = on_backend!(self, pool => {
+            sqlx::query_scalar(FIRST).bind(sync_id).fetch_optional(pool).await
+        })
+        .map_err(StateError::query("read sync row digest"))?;
+        if first.is_some_and(|first| digest::read_header(&first).is_some()) {
+            // Exact (writes drop it) and readable by this build.
             return Ok(());
         }
-        let mut builder = digest::Builder::default();
-        let mut fits = true;
+        let mut builder = digest::Builder::new(rand::random());
         self.visit_recorded_rows(sync_id, |identifier, hash| {
-            fits = fits && builder.push(identifier, hash);
+            builder.push(identifier, short_row_hash(hash));
         })
         .await?;
-        if !fits {
-            // An identifier too long for the format: no digest, plans read the rows.
-            return Ok(());
-        }
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
             sqlx::query(DROP_DIGEST)

@@ -18,7 +18,7 @@ use super::{
 use crate::klaviyo::{KlaviyoClient, Operation, PROFILE_MAX_BYTES};
 use crate::manifest::types::{IdentifyBy, OnMissingRow, ProfileSyncSpec, QuerySpec};
 use crate::sql::{QueryManager, RowBatch, RowRef, SqlError};
-use crate::state::{StateStore, SyncRowRecord};
+use crate::state::{StateStore, SyncRowRecord, identifier_key, short_row_hash};
 
 const WHAT: &str = "profiles sync";
 /// Changed rows looked up in the state at once.
@@ -88,7 +88,7 @@ impl PackedState for Option<Seen> {
 
 /// The part of a row hash the stored-hash table keeps (see [`StoredTable`]).
 fn short_hash(hash: &RowHash) -> u64 {
-    u64::from_le_bytes(hash[..8].try_into().expect("16 bytes")) & table::VALUE_BITS
+    short_row_hash(hash) & table::VALUE_BITS
 }
 
 /// What a row's identifier met in the tables.
@@ -155,6 +155,8 @@ pub(super) struct ProfileWork {
 
 struct Run<'a> {
     spec: &'a ProfileSyncSpec,
+    /// The seed of every identifier key of this run.
+    seed: u64,
     store: &'a StateStore,
     keep_work: bool,
     stored: StoredTable,
@@ -176,6 +178,8 @@ type Prepared = Result<(u64, RowHash), identify::IdentifierProblem>;
 /// its own clone, while the stored hashes load.
 #[derive(Clone)]
 struct Identifier {
+    /// The seed of the identifier keys (the stored hashes' own: see `load_stored`).
+    seed: u64,
     identify_by: IdentifyBy,
     unset_nulls: bool,
     /// Hashes rows by the sync's properties (sorted by property name, the canonical order).
@@ -187,8 +191,9 @@ struct Identifier {
 }
 
 impl Identifier {
-    fn new(spec: &ProfileSyncSpec, layout: Layout) -> Self {
+    fn new(spec: &ProfileSyncSpec, seed: u64, layout: Layout) -> Self {
         Identifier {
+            seed,
             identify_by: spec.identify_by,
             unset_nulls: spec.on_missing_row == OnMissingRow::Unset,
             hasher: diff::RowHasher::new(spec.properties.keys().map(String::as_str)),
@@ -212,7 +217,7 @@ impl Identifier {
             };
             prepared.push(match identified {
                 Ok(()) => {
-                    let key = diff::identifier_key(&self.scratch);
+                    let key = identifier_key(self.seed, &self.scratch);
                     // `layout.properties` is sorted by property name, as the canonical form
                     // wants.
                     let hash = self
@@ -247,6 +252,7 @@ const IDENTIFYING: usize = 4;
 /// The query's batches, identified in parallel and delivered in order.
 fn identify_batches<'a>(
     spec: &'a ProfileSyncSpec,
+    seed: u64,
     batches: impl Stream<Item = Result<RowBatch, SqlError>> + 'a,
 ) -> impl Stream<Item = Result<Identified, SyncError>> + 'a {
     let mut template: Option<Identifier> = None;
@@ -256,7 +262,11 @@ fn identify_batches<'a>(
                 .map_err(|source| query_error(spec, source))
                 .and_then(|batch| {
                     if template.is_none() {
-                        template = Some(Identifier::new(spec, Layout::new(spec, &batch.columns)?));
+                        template = Some(Identifier::new(
+                            spec,
+                            seed,
+                            Layout::new(spec, &batch.columns)?,
+                        ));
                     }
                     let mut identifier = template.clone().expect("set above");
                     Ok(AbortOnDrop(tokio::spawn(async move {
@@ -527,7 +537,7 @@ impl Run<'_> {
         let stored = &self.stored;
         self.store
             .visit_sync_row_hashes(&self.spec.id, |identifier, _| {
-                let key = diff::identifier_key(identifier);
+                let key = identifier_key(self.seed, identifier);
                 if stored.get(key).is_some_and(|(_, seen)| seen.is_none()) {
                     identifiers.push(identifier.to_string());
                 }
@@ -624,21 +634,33 @@ fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Valu
 const EARLY_BYTES: usize = 4 << 20;
 
 /// The stored row hashes of a sync, in a table sized once from the digest's entry count (it
-/// grows when there is no digest).
-async fn load_stored(store: StateStore, sync_id: String) -> Result<StoredTable, SyncError> {
-    let size = store.sync_digest_entries(&sync_id).await?.unwrap_or(0);
+/// grows when there is no digest). `seed` gets the seed of the table's keys as soon as it is
+/// known, before the entries: the query's rows are keyed with it meanwhile.
+async fn load_stored(
+    store: StateStore,
+    sync_id: String,
+    seed: tokio::sync::oneshot::Sender<u64>,
+) -> Result<StoredTable, SyncError> {
     /// Entries inserted at once (see `KeyTable::insert_all`).
     const INSERT_BATCH: usize = 2048;
+    let size = store.sync_digest_entries(&sync_id).await?.unwrap_or(0);
     let mut table = StoredTable::with_capacity(size);
     let mut entries = Vec::with_capacity(INSERT_BATCH);
     store
-        .visit_sync_row_hashes(&sync_id, |identifier, hash| {
-            entries.push((diff::identifier_key(identifier), short_hash(hash)));
-            if entries.len() == INSERT_BATCH {
-                table.insert_all(&entries);
-                entries.clear();
-            }
-        })
+        .visit_sync_row_keys(
+            &sync_id,
+            |known| {
+                // The receiver is gone only when the plan is: nothing to tell.
+                let _ = seed.send(known);
+            },
+            |key, short| {
+                entries.push((key, short));
+                if entries.len() == INSERT_BATCH {
+                    table.insert_all(&entries);
+                    entries.clear();
+                }
+            },
+        )
         .await?;
     table.insert_all(&entries);
     Ok(table)
@@ -691,36 +713,51 @@ pub(super) async fn compute(
     // Bare rows in batches: a million-row query builds no map per row. The query starts while
     // the stored hashes load, and its first batches wait in memory, so neither waits for the
     // other.
+    // The stored hashes load on a task of their own: filling the table is CPU work in bursts
+    // of a digest chunk, and meanwhile the first batches are identified (the hashing is most of
+    // the work and needs no stored hash), so the query's reader does not stall. Rows are keyed
+    // with the stored keys' seed, known after the first digest chunk.
+    let (seed_sender, seed) = tokio::sync::oneshot::channel();
+    let mut load = AbortOnDrop(tokio::spawn(load_stored(
+        store.clone(),
+        spec.id.clone(),
+        seed_sender,
+    )));
+    let seed = match seed.await {
+        Ok(seed) => seed,
+        Err(_) => {
+            return Err((&mut load.0)
+                .await
+                .expect("loading stored hashes does not panic")
+                .expect_err("the seed is known before the stored hashes are loaded"));
+        }
+    };
     let mut batches = std::pin::pin!(identify_batches(
         spec,
+        seed,
         queries.execute_query_batches(&query.sql, &query.params)
     ));
     let mut early = std::collections::VecDeque::new();
     let mut early_bytes = 0;
     let mut ended = false;
-    let stored = {
-        // A task of its own: filling the table is CPU work in bursts of a digest chunk, and
-        // meanwhile the first batches are identified (the hashing is most of the work and
-        // needs no stored hash), so the query's reader does not stall.
-        let mut load = AbortOnDrop(tokio::spawn(load_stored(store.clone(), spec.id.clone())));
-        loop {
-            tokio::select! {
-                biased;
-                stored = &mut load.0 => break stored.expect("loading stored hashes does not panic")?,
-                item = batches.next(), if !ended && early_bytes < EARLY_BYTES => match item {
-                    Some(identified) => {
-                        let identified = identified?;
-                        early_bytes += identified.memory();
-                        early.push_back(identified);
-                    }
-                    None => ended = true,
-                },
-            }
+    let stored = loop {
+        tokio::select! {
+            biased;
+            stored = &mut load.0 => break stored.expect("loading stored hashes does not panic")?,
+            item = batches.next(), if !ended && early_bytes < EARLY_BYTES => match item {
+                Some(identified) => {
+                    let identified = identified?;
+                    early_bytes += identified.memory();
+                    early.push_back(identified);
+                }
+                None => ended = true,
+            },
         }
     };
     let seen = diff::KeyMap::default();
     let mut run = Run {
         spec,
+        seed,
         store,
         keep_work,
         stored,

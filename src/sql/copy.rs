@@ -90,18 +90,17 @@ pub(super) async fn copy_rows(
     let mut rows = BinaryRows::new(decoders.clone(), ROW_BATCH);
     let read = async {
         while let Some(chunk) = stream.try_next().await.map_err(&failed)? {
-            reader.feed(&chunk);
-            while let Some(fields) = reader.next_row().map_err(protocol)? {
-                rows.push(fields.iter());
-                if rows.len() >= ROW_BATCH {
-                    let full =
-                        std::mem::replace(&mut rows, BinaryRows::new(decoders.clone(), ROW_BATCH));
-                    if !batch.send(RowBatch::from_binary(names.clone(), full)).await {
-                        return Ok(false);
-                    }
+            reader
+                .read(&chunk, |fields| rows.push(fields.iter()))
+                .map_err(protocol)?;
+            // A chunk is one row from PostgreSQL, so batches stay about ROW_BATCH rows.
+            if rows.len() >= ROW_BATCH {
+                let full =
+                    std::mem::replace(&mut rows, BinaryRows::new(decoders.clone(), ROW_BATCH));
+                if !batch.send(RowBatch::from_binary(names.clone(), full)).await {
+                    return Ok(false);
                 }
             }
-            reader.compact();
         }
         if !reader.finished() {
             return Err(protocol("the COPY stream ended without its trailer".into()));
@@ -150,9 +149,8 @@ fn protocol(reason: String) -> SqlError {
 /// that many bytes); then per row a 16-bit field count and per field a 32-bit length (-1: NULL)
 /// and the value's binary form; then a 16-bit -1.
 pub(crate) struct CopyReader {
-    buffer: Vec<u8>,
-    /// Bytes of `buffer` already consumed.
-    read: usize,
+    /// The start of an item (header or row) cut across chunks, waiting for the rest.
+    pending: Vec<u8>,
     columns: usize,
     header_read: bool,
     finished: bool,
@@ -162,8 +160,7 @@ pub(crate) struct CopyReader {
 impl CopyReader {
     pub(crate) fn new(columns: usize) -> Self {
         CopyReader {
-            buffer: Vec::with_capacity(64 * 1024),
-            read: 0,
+            pending: Vec::new(),
             columns,
             header_read: false,
             finished: false,
@@ -171,19 +168,29 @@ impl CopyReader {
         }
     }
 
-    /// Append bytes received.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) {
-        self.buffer.extend_from_slice(bytes);
-    }
-
-    /// Drop consumed bytes (call between feeds).
-    pub(crate) fn compact(&mut self) {
-        if self.read == self.buffer.len() {
-            self.buffer.clear();
+    /// Read `chunk`, the next bytes of the stream, calling `row` for every row it completes.
+    /// PostgreSQL sends one row per message, so rows are read straight from the chunk (a
+    /// million-row plan copies nothing here); only an item cut across chunks is kept, until its
+    /// end arrives.
+    pub(crate) fn read(
+        &mut self,
+        chunk: &[u8],
+        mut row: impl FnMut(RowFields<'_>),
+    ) -> Result<(), String> {
+        if self.pending.is_empty() {
+            let used = self.parse(chunk, &mut row)?;
+            self.pending.extend_from_slice(&chunk[used..]);
         } else {
-            self.buffer.drain(..self.read);
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(chunk);
+            let used = self.parse(&pending, &mut row)?;
+            pending.drain(..used);
+            self.pending = pending;
         }
-        self.read = 0;
+        if self.finished && !self.pending.is_empty() {
+            return Err("data after the COPY trailer".into());
+        }
+        Ok(())
     }
 
     /// Whether the trailer was read.
@@ -191,14 +198,33 @@ impl CopyReader {
         self.finished
     }
 
-    /// The next complete row's fields (`None` inside: NULL), or `None` when the buffer holds no
-    /// complete row (feed more) or the trailer was read.
-    pub(crate) fn next_row(&mut self) -> Result<Option<RowFields<'_>>, String> {
-        if self.finished {
-            return Ok(None);
+    /// Read every complete item at the start of `data`; the bytes used.
+    fn parse(&mut self, data: &[u8], row: &mut impl FnMut(RowFields<'_>)) -> Result<usize, String> {
+        let mut used = 0;
+        while !self.finished {
+            let rest = &data[used..];
+            match self.next_item(rest)? {
+                None => break,
+                Some((length, is_row)) => {
+                    if is_row {
+                        row(RowFields {
+                            row: rest,
+                            fields: &self.fields,
+                        });
+                    }
+                    used += length;
+                }
+            }
         }
-        let unread = &self.buffer[self.read..];
-        let mut reader = WireReader::new(unread);
+        Ok(used)
+    }
+
+    /// The length of the complete item at the start of `data` and whether it is a row (its
+    /// fields are then in `self.fields`, relative to `data`); `None` when `data` does not hold
+    /// a whole item.
+    fn next_item(&mut self, data: &[u8]) -> Result<Option<(usize, bool)>, String> {
+        let mut reader = WireReader::new(data);
+        let used = |reader: &WireReader<'_>| data.len() - reader.rest().len();
         if !self.header_read {
             let Some(signature) = reader.take(SIGNATURE.len()) else {
                 return Ok(None);
@@ -214,16 +240,14 @@ impl CopyReader {
                 return Ok(None);
             }
             self.header_read = true;
-            self.read += unread.len() - reader.rest().len();
-            return self.next_row();
+            return Ok(Some((used(&reader), false)));
         }
         let Some(count) = reader.i16() else {
             return Ok(None);
         };
         if count == -1 {
             self.finished = true;
-            self.read += 2;
-            return Ok(None);
+            return Ok(Some((2, false)));
         }
         if usize::try_from(count).ok() != Some(self.columns) {
             return Err(format!(
@@ -233,23 +257,18 @@ impl CopyReader {
         }
         self.fields.clear();
         for _ in 0..self.columns {
-            let offset = unread.len() - reader.rest().len() + 4;
+            let offset = used(&reader) + 4;
             match reader.field() {
                 None => return Ok(None),
                 Some(None) => self.fields.push(None),
                 Some(Some(value)) => self.fields.push(Some(offset..offset + value.len())),
             }
         }
-        let start = self.read;
-        self.read += unread.len() - reader.rest().len();
-        Ok(Some(RowFields {
-            row: &self.buffer[start..],
-            fields: &self.fields,
-        }))
+        Ok(Some((used(&reader), true)))
     }
 }
 
-/// One row's fields, borrowed from the reader's buffer.
+/// One row's fields, borrowed from the chunk read (or the reader's pending bytes).
 pub(crate) struct RowFields<'a> {
     row: &'a [u8],
     fields: &'a [Option<std::ops::Range<usize>>],
@@ -293,13 +312,35 @@ mod tests {
         let mut reader = CopyReader::new(2);
         let mut rows = Vec::new();
         for chunk in bytes.chunks(cut) {
-            reader.feed(chunk);
-            while let Some(fields) = reader.next_row().unwrap() {
-                rows.push(fields.iter().map(|f| f.map(<[u8]>::to_vec)).collect());
-            }
-            reader.compact();
+            reader
+                .read(chunk, |fields| {
+                    rows.push(fields.iter().map(|f| f.map(<[u8]>::to_vec)).collect())
+                })
+                .unwrap();
         }
         (rows, reader.finished())
+    }
+
+    /// `bytes` cut as PostgreSQL sends them: the header with the first row, then a message per
+    /// row, then the trailer alone.
+    fn messages(bytes: &[u8], rows: &[Vec<Option<&[u8]>>]) -> Vec<Vec<u8>> {
+        let row_bytes = |row: &Vec<Option<&[u8]>>| {
+            2 + row
+                .iter()
+                .map(|f| 4 + f.map_or(0, <[u8]>::len))
+                .sum::<usize>()
+        };
+        let mut cuts = vec![SIGNATURE.len() + 8 + row_bytes(&rows[0])];
+        for row in &rows[1..] {
+            cuts.push(cuts.last().unwrap() + row_bytes(row));
+        }
+        let mut start = 0;
+        let mut out = Vec::new();
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            out.push(bytes[start..cut].to_vec());
+            start = cut;
+        }
+        out
     }
 
     #[test]
@@ -319,6 +360,24 @@ mod tests {
             assert_eq!(read, expected, "cut into {cut}-byte chunks");
             assert!(finished);
         }
+        let mut reader = CopyReader::new(2);
+        let mut read: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
+        let messages = messages(&bytes, &rows);
+        assert_eq!(messages.len(), rows.len() + 1);
+        for message in &messages {
+            reader
+                .read(message, |fields| {
+                    read.push(fields.iter().map(|f| f.map(<[u8]>::to_vec)).collect())
+                })
+                .unwrap();
+            assert!(reader.pending.is_empty(), "whole rows are not kept");
+        }
+        assert_eq!(read, expected, "a message per row");
+        assert!(reader.finished());
+        assert!(
+            reader.read(b"\0", |_| {}).is_err(),
+            "nothing comes after the trailer"
+        );
     }
 
     #[test]
@@ -332,11 +391,17 @@ mod tests {
     #[test]
     fn wrong_field_counts_and_signatures_are_errors() {
         let mut reader = CopyReader::new(3);
-        reader.feed(&stream(&[vec![Some(b"x"), None]]));
-        assert!(reader.next_row().is_err());
+        assert!(
+            reader
+                .read(&stream(&[vec![Some(b"x"), None]]), |_| {})
+                .is_err()
+        );
         let mut reader = CopyReader::new(1);
-        reader.feed(b"PGCOPY\nXXXXXXXXXXXXXXXXXXXX");
-        assert!(reader.next_row().is_err());
+        assert!(
+            reader
+                .read(b"PGCOPY\nXXXXXXXXXXXXXXXXXXXX", |_| {})
+                .is_err()
+        );
     }
 
     #[test]

@@ -227,15 +227,6 @@ fn placeholders(first: usize, count: usize) -> String {
 }
 
 impl StateStore {
-    /// Call `visit(identifier, row_hash)` for every recorded row of a `profiles:` sync,
-    /// streaming, so a million rows never sit in memory as strings.
-    pub async fn visit_sync_row_hashes<F>(&self, sync_id: &str, visit: F) -> Result<(), StateError>
-    where
-        F: FnMut(&str, &RowHashBytes) + Send,
-    {
-        self.visit_recorded_rows(sync_id, visit).await
-    }
-
     /// Every recorded row of a `profiles:` sync as `(identifier_key(seed, identifier),
     /// short_row_hash(row hash))`: what a plan compares its query's rows with.
     ///
@@ -289,14 +280,20 @@ impl StateStore {
         };
         let seed = rand::random();
         on_seed(seed);
-        self.visit_recorded_rows(sync_id, |identifier, hash| {
+        self.visit_sync_row_hashes(sync_id, |identifier, hash| {
             visit(identifier_key(seed, identifier), short_row_hash(hash));
         })
         .await
     }
 
-    /// Every row of `sync_profile_rows` of a sync, streamed.
-    async fn visit_recorded_rows<F>(&self, sync_id: &str, mut visit: F) -> Result<(), StateError>
+    /// Call `visit(identifier, row_hash)` for every recorded row of a `profiles:` sync (the
+    /// rows of `sync_profile_rows`, never the digest), streaming, so a million rows never sit
+    /// in memory as strings.
+    pub async fn visit_sync_row_hashes<F>(
+        &self,
+        sync_id: &str,
+        mut visit: F,
+    ) -> Result<(), StateError>
     where
         F: FnMut(&str, &RowHashBytes) + Send,
     {
@@ -319,7 +316,7 @@ impl StateStore {
         })
     }
 
-    /// How many rows [`StateStore::visit_sync_row_hashes`] will visit, when the sync's digest
+    /// How many entries [`StateStore::visit_sync_row_keys`] will visit, when the sync's digest
     /// says so cheaply (`None`: no digest), to size a table up front.
     pub async fn sync_digest_entries(&self, sync_id: &str) -> Result<Option<usize>, StateError> {
         const SQL: &str = "SELECT COUNT(*), COALESCE(SUM(entries), 0) FROM sync_profile_digests \
@@ -349,7 +346,7 @@ impl StateStore {
             return Ok(());
         }
         let mut builder = digest::Builder::new(rand::random());
-        self.visit_recorded_rows(sync_id, |identifier, hash| {
+        self.visit_sync_row_hashes(sync_id, |identifier, hash| {
             builder.push(identifier, short_row_hash(hash));
         })
         .await?;

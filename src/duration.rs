@@ -1,5 +1,6 @@
 //! Durations on the command line: `90s`, `1500ms`, `2m`, `2h`, `1d`, or a bare number of seconds.
-//! One parser for every flag that takes a duration (`apply --max-age`, `query --statement-timeout`).
+//! One parser for every flag that takes a duration (`apply --max-age`, `--lock-timeout`,
+//! `query --statement-timeout`), and one way to print one.
 
 use std::time::Duration;
 
@@ -26,6 +27,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// `1h 5m`, `42s`, `3d 2h`: a duration for messages.
+pub fn human_duration(duration: Duration) -> String {
+    let total = duration.as_secs();
+    let (days, hours, minutes, seconds) = (
+        total / 86_400,
+        total % 86_400 / 3600,
+        total % 3600 / 60,
+        total % 60,
+    );
+    let parts: Vec<String> = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+        .into_iter()
+        .filter(|(value, _)| *value > 0)
+        .map(|(value, unit)| format!("{value}{unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +68,12 @@ mod tests {
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(human_duration(Duration::from_secs(0)), "0s");
+        assert_eq!(human_duration(Duration::from_secs(3_900)), "1h 5m");
+        assert_eq!(human_duration(Duration::from_secs(90_061)), "1d 1h 1m 1s");
     }
 }

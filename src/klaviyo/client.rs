@@ -301,6 +301,7 @@ impl KlaviyoClient {
         loop {
             attempt += 1;
             self.pace(call.op, &extras).await?;
+            crate::interrupt::check(call.op)?;
             match self.attempt(call, attempt).await {
                 Attempt::Response { status, body, .. } if (200..300).contains(&status) => {
                     return Ok(Reply { status, body });
@@ -337,7 +338,7 @@ impl KlaviyoClient {
                         "429",
                         "a 429 means nothing was done",
                     )
-                    .await;
+                    .await?;
                 }
                 Attempt::Response { status, body, .. } => {
                     let error = ApiError::Klaviyo {
@@ -356,7 +357,7 @@ impl KlaviyoClient {
                         "5xx",
                         call.why_repeatable,
                     )
-                    .await;
+                    .await?;
                 }
                 Attempt::Failed { error, not_sent } => {
                     if !(call.repeatable || not_sent) || attempt >= self.inner.max_attempts {
@@ -370,7 +371,7 @@ impl KlaviyoClient {
                     };
                     let wait = self.backoff(attempt);
                     self.wait_before_retry(call, attempt, wait, "transport", safe_because)
-                        .await;
+                        .await?;
                 }
             }
         }
@@ -425,7 +426,7 @@ impl KlaviyoClient {
                         "ambiguous create",
                         "a lookup found nothing the failed create could have made",
                     )
-                    .await;
+                    .await?;
                 }
                 Err(error) => return Err(error),
             }
@@ -529,7 +530,8 @@ impl KlaviyoClient {
         wait: Duration,
         reason: &str,
         safe_because: &str,
-    ) {
+    ) -> Result<(), ApiError> {
+        crate::interrupt::check(call.op)?;
         tracing::warn!(
             operation = call.op.operation_id(),
             attempt,
@@ -543,7 +545,12 @@ impl KlaviyoClient {
             metrics.retries += 1;
             metrics.retry_wait_ms += u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         }
-        tokio::time::sleep(wait).await;
+        // A stop ends the wait; the next attempt is then refused.
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = crate::interrupt::stopped() => {}
+        }
+        Ok(())
     }
 
     /// Exponential backoff with full jitter: uniform in `[0, min(30 s, base * 2^(attempt-1))]`.

@@ -610,6 +610,8 @@ where
     use futures::StreamExt;
     futures::stream::iter(ranges.iter().cloned())
         .map(|range| async move {
+            // No new job once the run is stopping; jobs already sent are still followed.
+            crate::interrupt::check(Operation::BulkImportProfiles)?;
             let profiles = build(range);
             let count = profiles.len();
             let job = client.create_bulk_import_job(&profiles, list_ids).await?;

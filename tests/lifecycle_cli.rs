@@ -143,13 +143,22 @@ struct Setup {
 impl Setup {
     /// The gate holds the `nth` `POST /api/lists` (a list create).
     async fn new(backend: Backend, files: &[(&str, &str)], nth_list: usize) -> Setup {
+        Setup::holding(backend, files, ("POST", "/api/lists", nth_list)).await
+    }
+
+    /// The gate holds the `nth` request `method path`.
+    async fn holding(
+        backend: Backend,
+        files: &[(&str, &str)],
+        (method, path, nth): (&str, &str, usize),
+    ) -> Setup {
         let emulator = emulator::start(EmulatorConfig {
             rate_limits: RateLimitMode::Off,
             ..EmulatorConfig::default()
         })
         .await
         .expect("start the emulator");
-        let gate = Gate::start(&emulator.base_url, "POST", "/api/lists", nth_list).await;
+        let gate = Gate::start(&emulator.base_url, method, path, nth).await;
         Setup {
             emulator,
             gate,
@@ -699,4 +708,89 @@ async fn state_unlock_checks_the_run_and_what_the_database_allows(backend: Backe
     assert!(commands.contains(&("state unlock", "success")), "{commands:?}");
     assert!(commands.contains(&("apply", "failed")), "{commands:?}");
     setup.converges(LISTS).await;
+}
+
+/// Ctrl-C in the data phase: the bulk job already sent is followed to its end (its polls are
+/// still sent, within the grace period), and no other job starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_the_data_phase_follows_the_sent_job_and_starts_no_other() {
+    use sqlx::Connection as _;
+    let data = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", data.path().join("shop.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+        .await
+        .expect("create the source");
+    sqlx::raw_sql(
+        "CREATE TABLE customers (email TEXT, plan TEXT);
+         INSERT INTO customers VALUES ('a@example.com', 'gold'), ('b@example.com', 'silver'),
+           ('c@example.com', 'free');",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("fill the source");
+    conn.close().await.expect("close");
+    let manifest = "\
+lists:
+  - id: vip
+    name: VIP
+    members:
+      query: everyone
+      identify_by: email
+      mode: mirror
+profiles:
+  - id: facts
+    query: everyone
+    identify_by: email
+    properties:
+      shop_plan: plan
+queries:
+  everyone:
+    sql: SELECT email, plan FROM customers
+";
+    // The profiles sync's job comes first; the members' job would be the second.
+    let setup = Setup::holding(
+        Backend::sqlite(),
+        &[("m.yaml", manifest)],
+        ("POST", "/api/profile-bulk-import-jobs", 1),
+    )
+    .await;
+    let db = [("DATABASE_URL", url.as_str())];
+    let apply = setup.spawn(&["apply", "--auto-approve"], &db);
+    setup.gate.wait_held().await;
+    apply.signal("INT");
+    apply.wait_stderr("SIGINT received: stopping").await;
+    setup.gate.release();
+    let finished = apply.finish().await;
+    ok(&finished, 130);
+    assert!(
+        finished.stderr.contains("Apply interrupted by SIGINT"),
+        "{}",
+        finished.stderr
+    );
+    let after = setup.gate.after_held();
+    assert!(
+        !after.is_empty()
+            && after
+                .iter()
+                .all(|request| request.starts_with("GET /api/profile-bulk-import-jobs/")),
+        "only the sent job is followed: {after:?}"
+    );
+    assert_eq!(setup.last_run().await["outcome"], "interrupted");
+
+    let rerun = setup.command(&["apply", "--auto-approve"], &db).output().expect("rerun");
+    ok(&Finished::from(rerun), 0);
+    let plan = setup
+        .command(&["plan", "--detailed-exitcode"], &db)
+        .output()
+        .expect("plan");
+    ok(&Finished::from(plan), 0);
+    let members = setup.emulator.seed(|state| {
+        state
+            .lists
+            .values()
+            .find(|list| list.name == "VIP")
+            .map(|list| list.members.len())
+            .expect("VIP exists")
+    });
+    assert_eq!(members, 3);
 }

@@ -168,11 +168,16 @@ impl Setup {
     }
 
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut command = self.command_anywhere(args, env);
+        command.arg("-C").arg(self.project.path());
+        command
+    }
+
+    /// A command for this emulator and state, without `-C` (for `import`).
+    fn command_anywhere(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = klsync();
         command
             .args(args)
-            .arg("-C")
-            .arg(self.project.path())
             .env("KLAVIYO_BASE_URL", &self.gate.base_url)
             .env("KLAVIYO_API_KEY", "pk_emulator")
             .env("KLSYNC_STATE_URL", self.backend.url())
@@ -560,6 +565,22 @@ async fn a_lock_is_waited_for_with_lock_timeout(backend: Backend) {
         "{}",
         impatient.stderr
     );
+
+    // import takes the same lock, and waits the same way.
+    let out = tempfile::tempdir().expect("tempdir");
+    let out = out.path().display().to_string();
+    let import = setup
+        .command_anywhere(&["import", "--out", &out, "--lock-timeout", "1s"], &[])
+        .output()
+        .expect("run import");
+    let import = Finished::from(import);
+    ok(&import, 1);
+    for needle in [
+        "Waiting up to 1s (--lock-timeout) for the apply lock, held by run ",
+        "another apply is still running after waiting 1s for the lock: run ",
+    ] {
+        assert!(import.stderr.contains(needle), "{}", import.stderr);
+    }
 
     let patient = setup.spawn(&["apply", "--auto-approve", "--lock-timeout", "2m"], &[]);
     let waiting = patient

@@ -321,7 +321,9 @@ impl Running {
         })
         .await
         .expect("join");
-        let mut texts = readers.into_iter().map(|reader| reader.join().expect("reader"));
+        let mut texts = readers
+            .into_iter()
+            .map(|reader| reader.join().expect("reader"));
         let stdout = texts.next().unwrap_or_default();
         Finished {
             code,
@@ -379,9 +381,9 @@ async fn a_signal_stops_the_apply_gracefully(backend: Backend, signal: &str, cod
     ok(&finished, code);
     // The tag and three lists, the third being the one in flight.
     assert!(
-        finished
-            .stderr
-            .contains(&format!("Apply interrupted by SIG{signal}: 4 change(s) made")),
+        finished.stderr.contains(&format!(
+            "Apply interrupted by SIG{signal}: 4 change(s) made"
+        )),
         "{}",
         finished.stderr
     );
@@ -404,7 +406,9 @@ async fn a_signal_stops_the_apply_gracefully(backend: Backend, signal: &str, cod
     let changes = run["changes"].as_array().expect("changes");
     assert_eq!(changes.len(), 4, "{run:#}");
     assert!(
-        changes.iter().all(|change| change["outcome"] == "succeeded"),
+        changes
+            .iter()
+            .all(|change| change["outcome"] == "succeeded"),
         "no journal entry is left started: {run:#}"
     );
     // The lock was released: nothing to unlock, and the next apply runs at once.
@@ -536,7 +540,15 @@ async fn ctrl_c_cancels_the_postgresql_query_on_the_server() {
     );
     assert_eq!(setup.last_run().await["outcome"], "interrupted");
     assert_eq!(
-        setup.gate.shared.log.lock().unwrap().iter().filter(|r| r.starts_with("POST")).count(),
+        setup
+            .gate
+            .shared
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.starts_with("POST"))
+            .count(),
         0,
         "nothing was written to Klaviyo"
     );
@@ -586,7 +598,10 @@ async fn a_lock_is_waited_for_with_lock_timeout(backend: Backend) {
     let waiting = patient
         .wait_stderr("Waiting up to 2m (--lock-timeout) for the apply lock, held by run ")
         .await;
-    assert!(waiting.contains(&format!("pid {}", first.pid())), "{waiting}");
+    assert!(
+        waiting.contains(&format!("pid {}", first.pid())),
+        "{waiting}"
+    );
     setup.gate.release();
     ok(&first.finish().await, 0);
     let patient = patient.finish().await;
@@ -704,9 +719,9 @@ async fn state_unlock_checks_the_run_and_what_the_database_allows(backend: Backe
     let stopped = holder.finish().await;
     ok(&stopped, 1);
     assert!(
-        stopped
-            .stderr
-            .contains(&format!("the apply lock of run {run_id} was lost while it ran")),
+        stopped.stderr.contains(&format!(
+            "the apply lock of run {run_id} was lost while it ran"
+        )),
         "{}",
         stopped.stderr
     );
@@ -726,7 +741,10 @@ async fn state_unlock_checks_the_run_and_what_the_database_allows(backend: Backe
             )
         })
         .collect();
-    assert!(commands.contains(&("state unlock", "success")), "{commands:?}");
+    assert!(
+        commands.contains(&("state unlock", "success")),
+        "{commands:?}"
+    );
     assert!(commands.contains(&("apply", "failed")), "{commands:?}");
     setup.converges(LISTS).await;
 }
@@ -798,7 +816,10 @@ queries:
     );
     assert_eq!(setup.last_run().await["outcome"], "interrupted");
 
-    let rerun = setup.command(&["apply", "--auto-approve"], &db).output().expect("rerun");
+    let rerun = setup
+        .command(&["apply", "--auto-approve"], &db)
+        .output()
+        .expect("rerun");
     ok(&Finished::from(rerun), 0);
     let plan = setup
         .command(&["plan", "--detailed-exitcode"], &db)

@@ -1027,7 +1027,11 @@ async fn a_held_lock_is_waited_for_until_released(f: &Fixture) {
     let (bob, ()) = tokio::join!(bob, release_ann);
     let bob = bob.unwrap();
     assert_eq!(calls, 1, "the wait is announced once");
-    assert_eq!(bob.took_over(), None, "ann released it: nothing to take over");
+    assert_eq!(
+        bob.took_over(),
+        None,
+        "ann released it: nothing to take over"
+    );
     bob.release().await.unwrap();
     other.close().await;
 }
@@ -1163,7 +1167,11 @@ async fn ten_first_runs_at_once_migrate_a_new_sqlite_state_once() {
     let stores: Vec<StateStore> = futures::future::join_all(connects)
         .await
         .into_iter()
-        .map(|joined| joined.unwrap().unwrap_or_else(|err| panic!("{}", full_message(&err))))
+        .map(|joined| {
+            joined
+                .unwrap()
+                .unwrap_or_else(|err| panic!("{}", full_message(&err)))
+        })
         .collect();
     // All of them see one working schema.
     let run = stores[3].begin_run(&start("apply")).await.unwrap();

@@ -568,11 +568,7 @@ impl Run<'_> {
 
     /// The run was stopped part way: with [`Stop::LockLost`] it fails; by a signal, it ends as
     /// `interrupted` after printing the data syncs' report, if they ran.
-    async fn stopped(
-        &self,
-        stop: Stop,
-        data: Option<&DataApplyReport>,
-    ) -> Result<Finished, Error> {
+    async fn stopped(&self, stop: Stop, data: Option<&DataApplyReport>) -> Result<Finished, Error> {
         if stop == Stop::LockLost {
             return Err(StateError::LockLost {
                 run_id: self.run_id.to_string(),

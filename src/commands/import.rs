@@ -133,7 +133,9 @@ pub(crate) async fn import_command(
         return Ok(interrupted(stop));
     }
     let Some((imported, forgotten)) = result? else {
-        return Err(Error::Config("import stopped before it took the lock".to_owned()));
+        return Err(Error::Config(
+            "import stopped before it took the lock".to_owned(),
+        ));
     };
     report(output, dir, &kinds, &imported, &forgotten, &location);
     Ok(ExitStatus::Success)

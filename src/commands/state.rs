@@ -38,7 +38,11 @@ pub fn run(args: &StateArgs, output: &Output) -> Result<ExitStatus, Error> {
     }
 }
 
-async fn unlock(args: &UnlockArgs, output: &Output, interactive: bool) -> Result<ExitStatus, Error> {
+async fn unlock(
+    args: &UnlockArgs,
+    output: &Output,
+    interactive: bool,
+) -> Result<ExitStatus, Error> {
     let dir = &args.project.dir;
     let settings = super::import::settings(dir)?;
     let url = context::state_url(&settings, dir, &context::process_env);

@@ -76,7 +76,9 @@ const ADVISORY_HOLDER: &str = "SELECT a.pid, COALESCE(host(a.client_addr), 'a lo
 static HELD_HERE: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
 
 fn held_here() -> std::sync::MutexGuard<'static, HashSet<String>> {
-    HELD_HERE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    HELD_HERE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Who asks for the apply lock; shown to anyone refused it.
@@ -807,10 +809,7 @@ mod tests {
         }
     }
 
-    fn here<'a>(
-        holds: &'a dyn Fn(&str) -> bool,
-        pid_alive: &'a dyn Fn(i64) -> bool,
-    ) -> Here<'a> {
+    fn here<'a>(holds: &'a dyn Fn(&str) -> bool, pid_alive: &'a dyn Fn(i64) -> bool) -> Here<'a> {
         Here {
             host: "here",
             pid: 1000,
@@ -834,7 +833,10 @@ mod tests {
             None
         );
         let gone = row("here", 7, now).gone_because(now, &here(&holds_nothing, &dead), limit);
-        assert_eq!(gone.as_deref(), Some("its process 7 no longer runs on here"));
+        assert_eq!(
+            gone.as_deref(),
+            Some("its process 7 no longer runs on here")
+        );
     }
 
     #[test]
@@ -865,7 +867,11 @@ mod tests {
         let dead = |_| false;
         // A pid on another host says nothing about our process table.
         assert_eq!(
-            row("there", 7, now - minute * 9).gone_because(now, &here(&holds_nothing, &dead), limit),
+            row("there", 7, now - minute * 9).gone_because(
+                now,
+                &here(&holds_nothing, &dead),
+                limit
+            ),
             None
         );
         let gone = row("there", 7, now - minute * 11).gone_because(

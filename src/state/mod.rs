@@ -481,7 +481,10 @@ impl StateStore {
 /// that is already current skips the write lock, so reading history during an apply never
 /// queues behind it.
 async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
-    let latest = SQLITE_MIGRATOR.iter().map(|migration| migration.version).max();
+    let latest = SQLITE_MIGRATOR
+        .iter()
+        .map(|migration| migration.version)
+        .max();
     let applied: Option<i64> =
         sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
             .fetch_one(pool)

@@ -165,9 +165,11 @@ pub fn check(op: Operation) -> Result<(), ApiError> {
 /// Listen for SIGINT and SIGTERM for the rest of the process (call it inside the runtime): the
 /// first one requests a stop and says so on stderr, a second one ends the process at once.
 pub fn listen(quiet: bool) {
+    // Installed here, not in the task: a signal right after this call is already ours.
+    let mut signals = Signals::install();
     tokio::spawn(async move {
         loop {
-            let stop = next_signal().await;
+            let stop = signals.next().await;
             if request(stop) {
                 if !quiet {
                     eprintln!(
@@ -188,23 +190,54 @@ pub fn listen(quiet: bool) {
     });
 }
 
-/// The next SIGINT or SIGTERM. Without a SIGTERM stream (not Unix, or it cannot be installed)
-/// only SIGINT is awaited.
-async fn next_signal() -> Stop {
+/// The signal streams, created once so that no signal falls between two waits.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            return tokio::select! {
-                _ = tokio::signal::ctrl_c() => Stop::Interrupt,
-                _ = terminate.recv() => Stop::Terminate,
-            };
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    match tokio::signal::ctrl_c().await {
-        Ok(()) => Stop::Interrupt,
-        // No handler could be installed: the default one (ending the process) stays.
-        Err(_) => std::future::pending().await,
+
+    /// The next SIGINT or SIGTERM. A signal whose handler could not be installed keeps its
+    /// default action (ending the process).
+    async fn next(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            match (&mut self.interrupt, &mut self.terminate) {
+                (Some(interrupt), Some(terminate)) => tokio::select! {
+                    _ = interrupt.recv() => Stop::Interrupt,
+                    _ = terminate.recv() => Stop::Terminate,
+                },
+                (Some(interrupt), None) => {
+                    interrupt.recv().await;
+                    Stop::Interrupt
+                }
+                (None, Some(terminate)) => {
+                    terminate.recv().await;
+                    Stop::Terminate
+                }
+                (None, None) => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => Stop::Interrupt,
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 

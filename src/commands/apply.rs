@@ -152,6 +152,19 @@ pub(crate) async fn apply_command(
     Ok(finished.status)
 }
 
+/// Where a stop (Ctrl-C, SIGTERM) cut an apply short.
+#[derive(Clone, Copy)]
+enum CutShort<'r> {
+    /// Before any change was started: waiting for the lock, or planning.
+    Early,
+    /// During or right after the configuration changes, `not_started` of them left.
+    Changes { not_started: usize },
+    /// During the data syncs, which reported this.
+    Data(&'r DataApplyReport),
+    /// Work was still running at the end of the grace period and was given up.
+    Abandoned,
+}
+
 /// How an apply that ran ended.
 struct Finished {
     status: ExitStatus,
@@ -201,7 +214,7 @@ impl Run<'_> {
         let Some(lock) = take_apply_lock(store, &holder, self.args.lock_timeout, quiet).await?
         else {
             let stop = interrupt::requested().unwrap_or(Stop::Interrupt);
-            return self.interrupted(stop, false, None).await;
+            return self.interrupted(stop, CutShort::Early).await;
         };
         // A lost lock stops the run like a signal: before anything more is sent.
         let lost = lock.lost();
@@ -220,11 +233,11 @@ impl Run<'_> {
                 run_id: self.run_id.to_string(),
             }
             .into()),
-            (Some(stop), None) => self.interrupted(stop, true, None).await,
+            (Some(stop), None) => self.interrupted(stop, CutShort::Abandoned).await,
             (Some(stop), Some(Err(err)))
                 if stop.signal_name().is_some() && err.is_interruption() =>
             {
-                self.interrupted(stop, false, None).await
+                self.interrupted(stop, CutShort::Early).await
             }
             (_, Some(result)) => result,
             // Abandoned only after a stop.
@@ -369,7 +382,8 @@ impl Run<'_> {
         let report = report?;
         if let Some(stop) = interrupt::requested() {
             // Stopped during the configuration changes, or right after: no data sync starts.
-            return self.stopped(stop, None).await;
+            let not_started = report.not_started.unwrap_or(0);
+            return self.stopped(stop, CutShort::Changes { not_started }).await;
         }
         let data = match (&self.connection.queries, data_planned) {
             (Some(queries), Some(data_planned)) if report.failed.is_empty() => {
@@ -390,11 +404,11 @@ impl Run<'_> {
             }
             _ => None,
         };
-        if let Some(stop) = interrupt::requested()
-            && data.as_ref().is_some_and(DataApplyReport::has_failures)
+        if let (Some(stop), Some(data)) = (interrupt::requested(), &data)
+            && data.has_failures()
         {
             // Jobs the stop kept from being sent are among the failures.
-            return self.stopped(stop, data.as_ref()).await;
+            return self.stopped(stop, CutShort::Data(data)).await;
         }
         let outcome = outcome(&report, data.as_ref());
         let client_metrics = self.connection.client.metrics();
@@ -567,29 +581,23 @@ impl Run<'_> {
     }
 
     /// The run was stopped part way: with [`Stop::LockLost`] it fails; by a signal, it ends as
-    /// `interrupted` after printing the data syncs' report, if they ran.
-    async fn stopped(&self, stop: Stop, data: Option<&DataApplyReport>) -> Result<Finished, Error> {
+    /// `interrupted`, after printing the data syncs' report if they ran.
+    async fn stopped(&self, stop: Stop, cut: CutShort<'_>) -> Result<Finished, Error> {
         if stop == Stop::LockLost {
             return Err(StateError::LockLost {
                 run_id: self.run_id.to_string(),
             }
             .into());
         }
-        if let Some(data) = data {
+        if let CutShort::Data(data) = cut {
             print_stdout(&sync::render_report(data));
         }
-        self.interrupted(stop, false, data).await
+        self.interrupted(stop, cut).await
     }
 
-    /// How a run stopped by a signal ends: the message, from this run's journal, and the
-    /// audit outcome `interrupted`. `abandoned`: requests still in flight at the end of the
-    /// grace period were given up.
-    async fn interrupted(
-        &self,
-        stop: Stop,
-        abandoned: bool,
-        data: Option<&DataApplyReport>,
-    ) -> Result<Finished, Error> {
+    /// How a run stopped by a signal ends: the message, counted from this run's journal, and
+    /// the audit outcome `interrupted`.
+    async fn interrupted(&self, stop: Stop, cut: CutShort<'_>) -> Result<Finished, Error> {
         let journal = self.connection.store.run_journal(self.run_id).await?;
         let count = |phase: Phase| journal.iter().filter(|row| row.phase == phase).count();
         let (made, failed, open) = (
@@ -604,22 +612,29 @@ impl Run<'_> {
         if failed > 0 {
             text.push_str(&format!("; {failed} change(s) failed or were not sent"));
         }
-        if data.is_some() {
-            text.push_str("; the data syncs stopped part way (see above)");
-        }
         let grace = interrupt::GRACE.as_secs();
-        if abandoned && open > 0 {
-            text.push_str(&format!(
+        match cut {
+            CutShort::Early => {}
+            CutShort::Changes { not_started: 0 } => {}
+            CutShort::Changes { not_started } => {
+                text.push_str(&format!("; {not_started} change(s) not started"));
+            }
+            CutShort::Data(_) => text.push_str("; the data syncs stopped part way (see above)"),
+            CutShort::Abandoned if open > 0 => text.push_str(&format!(
                 "; {open} change(s) still in flight after {grace}s were abandoned, and the next apply checks whether they landed"
-            ));
-        } else if abandoned {
-            text.push_str(&format!(
+            )),
+            CutShort::Abandoned => text.push_str(&format!(
                 "; work still running after {grace}s (reading Klaviyo, a query or a bulk job) was abandoned"
-            ));
+            )),
         }
         text.push_str(".\nRun `klsync apply` again to resume.\n");
         eprint!("{text}");
         let client = self.connection.client.metrics();
+        let (not_started, data) = match cut {
+            CutShort::Changes { not_started } => (Some(not_started), None),
+            CutShort::Data(data) => (None, Some(data)),
+            CutShort::Early | CutShort::Abandoned => (None, None),
+        };
         Ok(Finished {
             status: stop.exit_status(),
             outcome: "interrupted",
@@ -627,6 +642,7 @@ impl Run<'_> {
                 "signal": signal,
                 "changed": made,
                 "failed": failed,
+                "not_started": not_started,
                 "abandoned": open,
                 "requests": client.requests,
                 "client": client,

@@ -230,8 +230,9 @@ impl HolderRow {
     }
 }
 
-/// Whether process `pid` exists on this machine (a zombie does not count). Without `/proc`
-/// nothing is known, so the answer is "alive" and only a heartbeat can declare a holder gone.
+/// Whether process `pid` exists on this machine (a zombie does not count). When `/proc` cannot
+/// tell (none at all, or hidden from us) the answer is "alive": a live holder must never be
+/// taken over, and only a heartbeat can then declare it gone.
 fn pid_alive(pid: i64) -> bool {
     let proc = Path::new("/proc");
     if !proc.join("self").exists() {
@@ -242,7 +243,7 @@ fn pid_alive(pid: i64) -> bool {
         Ok(stat) => !stat
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
+        Err(err) => err.kind() != std::io::ErrorKind::NotFound,
     }
 }
 

@@ -1222,3 +1222,106 @@ fn demo_runs_anywhere_and_ends_with_nothing_to_do() {
     );
     assert!(!Path::new(&elsewhere.path().join(".klsync")).exists());
 }
+
+on_both_backends!(saved_plans_are_applied_only_as_made);
+
+/// Issue 11, finding 2: a saved plan is applied exactly as `klsync plan --out` wrote it. Edited,
+/// cut short, dated in the future, made for another project or against another state: each is
+/// refused with its reason, and nothing is sent.
+async fn saved_plans_are_applied_only_as_made(backend: Backend) {
+    let setup = Setup::new(backend, None, &[("manifest.yaml", SMALL)]).await;
+    let before = setup.inventory();
+    let plan = setup.path("plan.json");
+    let saved = setup.run(&["plan", "--out", &plan]).await;
+    ok(&saved, 0);
+    assert!(saved.stderr.contains("Saved plan "), "{}", saved.stderr);
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut value = json.clone();
+        edit(&mut value);
+        let path = setup.path(name);
+        std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+        path
+    };
+    let refused = async |file: &str, reason: &str| {
+        let finished = setup.run(&["apply", file, "--auto-approve"]).await;
+        ok(&finished, 1);
+        assert!(
+            finished.stderr.contains(reason),
+            "{reason}:\n{}",
+            finished.stderr
+        );
+    };
+
+    // Every create twice: before issue 11 this applied, and Klaviyo held two of each.
+    let doubled = edited("doubled.json", &|plan| {
+        let changes = plan["changes"].as_array_mut().unwrap();
+        let creates: Vec<_> = changes
+            .iter()
+            .filter(|c| c["action"] == "create")
+            .cloned()
+            .collect();
+        changes.extend(creates);
+    });
+    refused(
+        &doubled,
+        "more than once, so it was edited by hand: list.newsletter",
+    )
+    .await;
+    // An edit the checks of the content would not notice: one change fewer.
+    let dropped = edited("dropped.json", &|plan| {
+        plan["changes"].as_array_mut().unwrap().pop();
+    });
+    refused(
+        &dropped,
+        "was not made by `klsync plan --out` against this state, or was edited",
+    )
+    .await;
+    // The very plan, only reformatted: not the reviewed file either.
+    let reformatted = edited("reformatted.json", &|_| {});
+    refused(&reformatted, "was not made by `klsync plan --out`").await;
+    let future = edited("future.json", &|plan| {
+        plan["meta"]["created_at"] = "2099-01-01T00:00:00Z".into();
+    });
+    refused(&future, "the plan is dated in the future").await;
+    let cut = setup.path("cut.json");
+    std::fs::write(&cut, &text[..text.len() * 2 / 3]).unwrap();
+    refused(&cut, "cut short").await;
+
+    // Another project's plan.
+    let other = TempProject::new(&[("m.yaml", "lists:\n  - id: other\n    name: Other\n")]);
+    let other_plan = setup.path("other-project.json");
+    let mut command = klsync();
+    command
+        .args(["plan", "--out", &other_plan, "-C"])
+        .arg(other.path())
+        .env("KLAVIYO_BASE_URL", &setup.emulator.base_url)
+        .env("KLAVIYO_API_KEY", "pk_emulator")
+        .env("KLSYNC_STATE_URL", setup.backend.url());
+    ok(&support::project::run(&mut command), 0);
+    refused(&other_plan, "made from other manifests than this project's").await;
+
+    // This project's plan, made against another state.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let elsewhere_url = format!("sqlite://{}", elsewhere.path().join("s.db").display());
+    let other_state = setup.path("other-state.json");
+    let planned = setup
+        .run_env(
+            &["plan", "--out", &other_state],
+            &[("KLSYNC_STATE_URL", &elsewhere_url)],
+        )
+        .await;
+    ok(&planned, 0);
+    refused(
+        &other_state,
+        "was not made by `klsync plan --out` against this state",
+    )
+    .await;
+
+    assert_eq!(setup.inventory(), before, "nothing was sent");
+    ok(&setup.run(&["apply", &plan]).await, 0);
+    let inventory = setup.inventory();
+    assert!(inventory.values().all(|&count| count == 1), "{inventory:?}");
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+}

@@ -1325,3 +1325,84 @@ async fn saved_plans_are_applied_only_as_made(backend: Backend) {
     assert!(inventory.values().all(|&count| count == 1), "{inventory:?}");
     ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
 }
+
+on_both_backends!(prevent_destroy_outlives_the_manifest_entry);
+
+/// Issue 11, guardrails: `prevent_destroy` is read from what was last applied, so deleting the
+/// resource (or its whole tag group) from the manifests does not lift it, through a fresh plan
+/// or a saved one, with `--allow-destroy` or not; the note says how to lift it, and doing so works.
+async fn prevent_destroy_outlives_the_manifest_entry(backend: Backend) {
+    const PROTECTED: &str = "\
+tag_groups:
+  - name: lifecycle
+    prevent_destroy: true
+    tags: [vip]
+lists:
+  - id: keep
+    name: Keep
+    prevent_destroy: true
+";
+    let setup = Setup::new(backend, None, &[("m.yaml", PROTECTED)]).await;
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    let applied = setup.inventory();
+
+    setup.project.write("m.yaml", "lists: []\n");
+    let planned = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&planned, 2);
+    for needle in [
+        "- destroy list.keep \"Keep\"",
+        "- destroy tag.lifecycle/vip \"vip\"",
+        "- destroy tag_group.lifecycle \"lifecycle\"",
+        "also now that it is gone from the manifests; to delete it, declare it again with `prevent_destroy: false`",
+        "3 changes are prevented",
+    ] {
+        assert!(
+            planned.stdout.contains(needle),
+            "{needle}:\n{}",
+            planned.stdout
+        );
+    }
+    let refused = setup
+        .run(&["apply", "--auto-approve", "--allow-destroy"])
+        .await;
+    ok(&refused, 1);
+    for needle in [
+        "forbidden changes, even with --allow-destroy",
+        "list.keep (Keep)",
+        "tag.lifecycle/vip (vip)",
+        "tag_group.lifecycle (lifecycle)",
+    ] {
+        assert!(
+            refused.stderr.contains(needle),
+            "{needle}:\n{}",
+            refused.stderr
+        );
+    }
+    let plan = setup.path("plan.json");
+    ok(&setup.run(&["plan", "--out", &plan]).await, 0);
+    let refused = setup.run(&["apply", &plan, "--allow-destroy"]).await;
+    ok(&refused, 1);
+    assert!(refused.stderr.contains("forbidden"), "{}", refused.stderr);
+    assert_eq!(setup.inventory(), applied, "nothing was deleted");
+
+    // As the note says: apply the flag off first, then remove.
+    setup.project.write(
+        "m.yaml",
+        &PROTECTED.replace("prevent_destroy: true", "prevent_destroy: false"),
+    );
+    let released = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&released, 0);
+    assert_eq!(setup.inventory(), applied, "releasing sends nothing");
+    setup.project.write("m.yaml", "lists: []\n");
+    ok(
+        &setup
+            .run(&["apply", "--auto-approve", "--allow-destroy"])
+            .await,
+        0,
+    );
+    let inventory = setup.inventory();
+    for gone in ["list Keep", "group lifecycle", "tag lifecycle/vip"] {
+        assert!(!inventory.contains_key(gone), "{gone}: {inventory:?}");
+    }
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+}

@@ -45,7 +45,7 @@ impl fmt::Display for Secret {
 ///
 /// - userinfo: the password of `scheme://user:password@host` and, when the text is not a
 ///   well-formed `scheme://` URL (`postgres:/user:pw@host`, `user:pw@host`), everything before
-///   the `@` from the first `:` on;
+///   the `@` from the first `:` on (or, with no `:`, from a second `@` on: `user@pw@host`);
 /// - `key=value` pairs whose key names a secret (`password`, `sslpassword`, `passwd`, `pwd`,
 ///   `token`, `secret`, ...; percent-encoded keys included) in a query string
 ///   (`?password=`), a libpq conninfo string (`host=db password='a b'`) or an ODBC-style string
@@ -69,8 +69,14 @@ fn mask_userinfo(text: &str) -> String {
     };
     let (head, tail) = text.split_at(at);
     let authority = scheme_slashes_len(head);
-    match head[authority..].find(':') {
-        Some(colon) => format!("{}:{MASK}{tail}", &head[..authority + colon]),
+    let userinfo = &head[authority..];
+    // `user@pw@host` is most likely a mistyped `user:pw@host`.
+    match userinfo.find(':').or_else(|| userinfo.find('@')) {
+        Some(cut) => format!(
+            "{}{}{MASK}{tail}",
+            &head[..authority + cut],
+            &userinfo[cut..=cut]
+        ),
         None => text.to_owned(),
     }
 }

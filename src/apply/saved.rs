@@ -390,6 +390,29 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_naming_a_data_sync_twice_is_refused() {
+        let membership = serde_json::json!({
+            "list": "vip", "list_id": null, "query": "q", "identify_by": "email",
+            "mode": "mirror", "rows": 1,
+            "counts": {"add": 1, "remove": 0, "unchanged": 0, "rejected": 0, "duplicates": 0},
+            "add_sample": [], "remove_sample": [], "rejected_sample": [],
+            "max_removals": null, "exceeds_max_removals": false,
+            "requests": {}, "estimated_seconds": 0
+        });
+        let data: crate::sync::DataPlan = serde_json::from_value(serde_json::json!({
+            "profiles": [], "memberships": [membership.clone(), membership],
+            "requests": {}, "estimated_seconds": 0
+        }))
+        .expect("data plan");
+        let text = crate::render::json(&plan(Vec::new()).with_data(data));
+        let err = parse_saved_plan("p.json", &text).unwrap_err();
+        assert!(
+            matches!(&err, ApplyError::DuplicateAddresses { addresses, .. } if addresses == &["list.vip.members"]),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_truncated_plan_is_named_as_cut_short() {
         let text = crate::render::json(&plan(vec![change("list.a", Action::Create)]));
         for cut in [text.len() / 2, text.len() - 3, 0] {

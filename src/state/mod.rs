@@ -229,7 +229,9 @@ impl StateStore {
             .execute(pool)
             .await
             .map(|_| ()))
-        .map_err(StateError::query("record a managed resource"))
+        .map_err(StateError::query("record a managed resource"))?;
+        crate::crashpoint::after_state_write();
+        Ok(())
     }
 
     /// Forget a managed resource (after deleting it, or when it is released from management).
@@ -243,6 +245,7 @@ impl StateStore {
             .await
             .map(|done| done.rows_affected()))
         .map_err(StateError::query("forget a managed resource"))?;
+        crate::crashpoint::after_state_write();
         Ok(affected > 0)
     }
 
@@ -322,6 +325,7 @@ impl StateStore {
                 .await)
             .map_err(StateError::query("journal a change"))?;
             if let Some(id) = id {
+                crate::crashpoint::after_state_write();
                 return Ok(JournalId(id));
             }
         }
@@ -351,6 +355,7 @@ impl StateStore {
             .await
             .map(|_| ()))
         .map_err(StateError::query("journal a success"))?;
+        crate::crashpoint::after_state_write();
         Ok(())
     }
 
@@ -366,6 +371,7 @@ impl StateStore {
             .await
             .map(|done| done.rows_affected()))
         .map_err(StateError::query("journal a failure"))?;
+        crate::crashpoint::after_state_write();
         if affected == 0 {
             return Err(StateError::NotFound {
                 what: format!("journal entry {id}"),

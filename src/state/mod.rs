@@ -231,7 +231,9 @@ impl StateStore {
             .execute(pool)
             .await
             .map(|_| ()))
-        .map_err(StateError::query("record a managed resource"))
+        .map_err(StateError::query("record a managed resource"))?;
+        crate::crashpoint::after_state_write();
+        Ok(())
     }
 
     /// Forget a managed resource (after deleting it, or when it is released from management).
@@ -245,6 +247,7 @@ impl StateStore {
             .await
             .map(|done| done.rows_affected()))
         .map_err(StateError::query("forget a managed resource"))?;
+        crate::crashpoint::after_state_write();
         Ok(affected > 0)
     }
 
@@ -324,6 +327,7 @@ impl StateStore {
                 .await)
             .map_err(StateError::query("journal a change"))?;
             if let Some(id) = id {
+                crate::crashpoint::after_state_write();
                 return Ok(JournalId(id));
             }
         }
@@ -353,6 +357,7 @@ impl StateStore {
             .await
             .map(|_| ()))
         .map_err(StateError::query("journal a success"))?;
+        crate::crashpoint::after_state_write();
         Ok(())
     }
 
@@ -368,6 +373,7 @@ impl StateStore {
             .await
             .map(|done| done.rows_affected()))
         .map_err(StateError::query("journal a failure"))?;
+        crate::crashpoint::after_state_write();
         if affected == 0 {
             return Err(StateError::NotFound {
                 what: format!("journal entry {id}"),

@@ -17,6 +17,7 @@ pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod crashpoint;
 pub mod drift;
 pub mod duration;
 pub mod emulator;

@@ -150,18 +150,33 @@ pub fn init(options: &LogOptions) -> Result<LogGuard, Error> {
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
+/// Targets of dependency events that carry a connection parameter's value, which may be a
+/// password: sqlx warns `ignoring unrecognized connect parameter key=sslpassword value=...`.
+/// They are dropped whatever `RUST_LOG` says.
+const SECRET_BEARING_TARGETS: &[&str] = &["sqlx_postgres::options::parse"];
+
+fn keeps_secrets_out(metadata: &tracing::Metadata<'_>) -> bool {
+    !SECRET_BEARING_TARGETS.contains(&metadata.target())
+}
+
 fn layer<W>(format: LogFormat, writer: W, filter: EnvFilter) -> BoxedLayer
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let safe = tracing_subscriber::filter::filter_fn(keeps_secrets_out);
     match format {
-        LogFormat::Text => fmt.with_ansi(false).with_filter(filter).boxed(),
+        LogFormat::Text => fmt
+            .with_ansi(false)
+            .with_filter(filter)
+            .with_filter(safe)
+            .boxed(),
         LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .with_filter(filter)
+            .with_filter(safe)
             .boxed(),
     }
 }

@@ -1222,3 +1222,187 @@ fn demo_runs_anywhere_and_ends_with_nothing_to_do() {
     );
     assert!(!Path::new(&elsewhere.path().join(".klsync")).exists());
 }
+
+on_both_backends!(saved_plans_are_applied_only_as_made);
+
+/// Issue 11, finding 2: a saved plan is applied exactly as `klsync plan --out` wrote it. Edited,
+/// cut short, dated in the future, made for another project or against another state: each is
+/// refused with its reason, and nothing is sent.
+async fn saved_plans_are_applied_only_as_made(backend: Backend) {
+    let setup = Setup::new(backend, None, &[("manifest.yaml", SMALL)]).await;
+    let before = setup.inventory();
+    let plan = setup.path("plan.json");
+    let saved = setup.run(&["plan", "--out", &plan]).await;
+    ok(&saved, 0);
+    assert!(saved.stderr.contains("Saved plan "), "{}", saved.stderr);
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut value = json.clone();
+        edit(&mut value);
+        let path = setup.path(name);
+        std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+        path
+    };
+    let refused = async |file: &str, reason: &str| {
+        let finished = setup.run(&["apply", file, "--auto-approve"]).await;
+        ok(&finished, 1);
+        assert!(
+            finished.stderr.contains(reason),
+            "{reason}:\n{}",
+            finished.stderr
+        );
+    };
+
+    // Every create twice: before issue 11 this applied, and Klaviyo held two of each.
+    let doubled = edited("doubled.json", &|plan| {
+        let changes = plan["changes"].as_array_mut().unwrap();
+        let creates: Vec<_> = changes
+            .iter()
+            .filter(|c| c["action"] == "create")
+            .cloned()
+            .collect();
+        changes.extend(creates);
+    });
+    refused(
+        &doubled,
+        "more than once, so it was edited by hand: list.newsletter",
+    )
+    .await;
+    // An edit the checks of the content would not notice: one change fewer.
+    let dropped = edited("dropped.json", &|plan| {
+        plan["changes"].as_array_mut().unwrap().pop();
+    });
+    refused(
+        &dropped,
+        "was not made by `klsync plan --out` against this state, or was edited",
+    )
+    .await;
+    // The very plan, only reformatted: not the reviewed file either.
+    let reformatted = edited("reformatted.json", &|_| {});
+    refused(&reformatted, "was not made by `klsync plan --out`").await;
+    let future = edited("future.json", &|plan| {
+        plan["meta"]["created_at"] = "2099-01-01T00:00:00Z".into();
+    });
+    refused(&future, "the plan is dated in the future").await;
+    let cut = setup.path("cut.json");
+    std::fs::write(&cut, &text[..text.len() * 2 / 3]).unwrap();
+    refused(&cut, "cut short").await;
+
+    // Another project's plan.
+    let other = TempProject::new(&[("m.yaml", "lists:\n  - id: other\n    name: Other\n")]);
+    let other_plan = setup.path("other-project.json");
+    let mut command = klsync();
+    command
+        .args(["plan", "--out", &other_plan, "-C"])
+        .arg(other.path())
+        .env("KLAVIYO_BASE_URL", &setup.emulator.base_url)
+        .env("KLAVIYO_API_KEY", "pk_emulator")
+        .env("KLSYNC_STATE_URL", setup.backend.url());
+    ok(&support::project::run(&mut command), 0);
+    refused(&other_plan, "made from other manifests than this project's").await;
+
+    // This project's plan, made against another state.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let elsewhere_url = format!("sqlite://{}", elsewhere.path().join("s.db").display());
+    let other_state = setup.path("other-state.json");
+    let planned = setup
+        .run_env(
+            &["plan", "--out", &other_state],
+            &[("KLSYNC_STATE_URL", &elsewhere_url)],
+        )
+        .await;
+    ok(&planned, 0);
+    refused(
+        &other_state,
+        "was not made by `klsync plan --out` against this state",
+    )
+    .await;
+
+    assert_eq!(setup.inventory(), before, "nothing was sent");
+    ok(&setup.run(&["apply", &plan]).await, 0);
+    let inventory = setup.inventory();
+    assert!(inventory.values().all(|&count| count == 1), "{inventory:?}");
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+}
+
+on_both_backends!(prevent_destroy_outlives_the_manifest_entry);
+
+/// Issue 11, guardrails: `prevent_destroy` is read from what was last applied, so deleting the
+/// resource (or its whole tag group) from the manifests does not lift it, through a fresh plan
+/// or a saved one, with `--allow-destroy` or not; the note says how to lift it, and doing so works.
+async fn prevent_destroy_outlives_the_manifest_entry(backend: Backend) {
+    const PROTECTED: &str = "\
+tag_groups:
+  - name: lifecycle
+    prevent_destroy: true
+    tags: [vip]
+lists:
+  - id: keep
+    name: Keep
+    prevent_destroy: true
+";
+    let setup = Setup::new(backend, None, &[("m.yaml", PROTECTED)]).await;
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    let applied = setup.inventory();
+
+    setup.project.write("m.yaml", "lists: []\n");
+    let planned = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&planned, 2);
+    for needle in [
+        "- destroy list.keep \"Keep\"",
+        "- destroy tag.lifecycle/vip \"vip\"",
+        "- destroy tag_group.lifecycle \"lifecycle\"",
+        "also now that it is gone from the manifests; to delete it, declare it again with `prevent_destroy: false`",
+        "3 changes are prevented",
+    ] {
+        assert!(
+            planned.stdout.contains(needle),
+            "{needle}:\n{}",
+            planned.stdout
+        );
+    }
+    let refused = setup
+        .run(&["apply", "--auto-approve", "--allow-destroy"])
+        .await;
+    ok(&refused, 1);
+    for needle in [
+        "forbidden changes, even with --allow-destroy",
+        "list.keep (Keep)",
+        "tag.lifecycle/vip (vip)",
+        "tag_group.lifecycle (lifecycle)",
+    ] {
+        assert!(
+            refused.stderr.contains(needle),
+            "{needle}:\n{}",
+            refused.stderr
+        );
+    }
+    let plan = setup.path("plan.json");
+    ok(&setup.run(&["plan", "--out", &plan]).await, 0);
+    let refused = setup.run(&["apply", &plan, "--allow-destroy"]).await;
+    ok(&refused, 1);
+    assert!(refused.stderr.contains("forbidden"), "{}", refused.stderr);
+    assert_eq!(setup.inventory(), applied, "nothing was deleted");
+
+    // As the note says: apply the flag off first, then remove.
+    setup.project.write(
+        "m.yaml",
+        &PROTECTED.replace("prevent_destroy: true", "prevent_destroy: false"),
+    );
+    let released = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&released, 0);
+    assert_eq!(setup.inventory(), applied, "releasing sends nothing");
+    setup.project.write("m.yaml", "lists: []\n");
+    ok(
+        &setup
+            .run(&["apply", "--auto-approve", "--allow-destroy"])
+            .await,
+        0,
+    );
+    let inventory = setup.inventory();
+    for gone in ["list Keep", "group lifecycle", "tag lifecycle/vip"] {
+        assert!(!inventory.contains_key(gone), "{gone}: {inventory:?}");
+    }
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+}

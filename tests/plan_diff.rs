@@ -275,6 +275,43 @@ fn prevent_destroy_as_last_applied_forbids_the_destroy() {
     assert_eq!(plan.summary().prevented, 1);
     // Prevented changes never run, so they cost nothing.
     assert_eq!(plan.cost.requests.get("delete_list"), Some(&1));
+    // The resource is gone from the manifests, so the note says how to lift the flag.
+    let note = plan.changes[1].note.as_deref().unwrap();
+    assert!(
+        note.contains("declare it again with `prevent_destroy: false`, apply, then remove it"),
+        "{note}"
+    );
+}
+
+/// Issue 11: `prevent_destroy` holds for a resource deleted from the manifests, tags included
+/// (they carry their group's flag in their records).
+#[test]
+fn a_protected_group_deleted_from_the_manifests_keeps_its_tags() {
+    let mut live = live();
+    live_group(&mut live, "G1", "lifecycle", false);
+    live_tag(&mut live, "T1", "vip", "G1");
+    let mut managed = ManagedState::new();
+    manage(
+        &mut managed,
+        ResourceKind::TagGroup,
+        "lifecycle",
+        "G1",
+        true,
+    );
+    manage(&mut managed, ResourceKind::Tag, "lifecycle/vip", "T1", true);
+    let plan = plan(&DesiredState::default(), &live, &managed);
+    assert_eq!(
+        actions(&plan),
+        [
+            ("tag.lifecycle/vip".into(), Action::Destroy, true),
+            ("tag_group.lifecycle".into(), Action::Destroy, true),
+        ]
+    );
+    let note = plan.changes[0].note.as_deref().unwrap();
+    assert!(
+        note.contains("declare the group with `prevent_destroy: false` and the tag in it"),
+        "{note}"
+    );
 }
 
 #[test]

@@ -215,3 +215,39 @@ fn markdown_never_lets_data_inject_html_links_or_mentions() {
         "{tags:?}"
     );
 }
+
+/// Issue 11, finding 8: a right-to-left override in a name was printed raw, so
+/// `"Newsletter\u{202E}lanretxe"` could read as something else in a terminal or a pull request.
+/// Every render but JSON (for machines) shows invisible characters as escapes.
+#[test]
+fn invisible_characters_in_names_are_shown_as_escapes() {
+    const DISGUISED: &str = "VIP \u{202E}gnitset\u{202C} list\u{200B}";
+    let mut desired = DesiredState::default();
+    want_list(&mut desired, "disguised", DISGUISED, None, &[]);
+    want_list(&mut desired, "renamed", DISGUISED, None, &[]);
+    let mut live = live();
+    live_list(&mut live, "L-r", "Old\u{2066}name\u{2069}", None, &[]);
+    let mut managed = ManagedState::new();
+    manage(&mut managed, ResourceKind::List, "renamed", "L-r", false);
+    let plan = diff(&desired, &live, &managed, meta()).unwrap();
+    let shown = r"VIP \u{202e}gnitset\u{202c} list\u{200b}";
+    for (render, text) in [
+        ("text", render::text(&plan, false)),
+        ("markdown", render::markdown(&plan)),
+    ] {
+        for hidden in ['\u{202E}', '\u{202C}', '\u{200B}', '\u{2066}', '\u{2069}'] {
+            assert!(
+                !text.contains(hidden),
+                "{render} shows U+{:04X} raw:\n{text}",
+                u32::from(hidden)
+            );
+        }
+        assert!(text.contains(shown), "{render}:\n{text}");
+        assert!(
+            text.contains(r"Old\u{2066}name\u{2069}"),
+            "{render}:\n{text}"
+        );
+    }
+    // The saved plan keeps the names exactly: it is what apply sends.
+    assert!(render::json(&plan).contains('\u{202E}'));
+}

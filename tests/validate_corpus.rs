@@ -238,3 +238,78 @@ fn missing_directory_and_bad_input_change_nothing() {
     assert_eq!(code, 1);
     assert!(transcript.contains("does-not-exist"), "{transcript}");
 }
+
+/// Run `klsync validate` in `dir`, failing (not hanging) if it has not finished within a
+/// minute: a loader that opens a FIFO waits for a writer forever.
+fn validate_with_deadline(dir: &Path) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_klsync"))
+        .current_dir(dir)
+        .args(["validate", "--color", "never"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run klsync");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().expect("kill");
+            panic!("klsync validate hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    let code = output.status.code().expect("exited normally");
+    (code, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// Issue 11, finding 8: a FIFO named `m.yaml` made `validate` wait forever.
+#[test]
+fn a_fifo_is_refused_without_being_opened() {
+    let dir = scratch(&[("lists.yaml", b"lists:\n  - {id: a, name: A}\n")]);
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("m.yaml"))
+        .arg(dir.path().join("target"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    std::os::unix::fs::symlink("target", dir.path().join("link.yaml")).unwrap();
+    let (code, stderr) = validate_with_deadline(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    for file in ["m.yaml", "link.yaml"] {
+        assert!(
+            stderr.contains(&format!(
+                "error: {file}: is a named pipe (FIFO), not a regular file"
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+/// Issue 11, finding 8: bidirectional controls and zero-width characters are warned about where
+/// they are, and shown as escapes rather than raw.
+#[test]
+fn invisible_characters_are_warnings_shown_as_escapes() {
+    let dir = scratch(&[(
+        "lists.yaml",
+        "lists:\n  - id: vip\n    name: \"VIP \u{202E}tsil\"\nqueries:\n  q:\n    sql: \"SELECT 1 \u{200B}\"\n"
+            .as_bytes(),
+    )]);
+    let (code, transcript) = validate_scratch(&dir);
+    assert_eq!(code, 0, "{transcript}");
+    assert!(
+        transcript.contains(
+            "warning: lists.yaml:3:5: lists[0].name: contains U+202E (a bidirectional control)"
+        ),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("warning: lists.yaml:6:5: queries.q.sql: contains U+200B"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains(r"plans show it as `\u{202e}`"),
+        "{transcript}"
+    );
+    assert!(!transcript.contains('\u{202E}'), "{transcript}");
+}

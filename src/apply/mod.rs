@@ -51,9 +51,10 @@ pub enum ApplyError {
         /// The version this build reads.
         supported: u32,
     },
-    /// The saved plan was made from other manifests than the project's current ones.
+    /// The saved plan was made from other manifests than the project's current ones (another
+    /// project's plan, or one made before the manifests were edited).
     #[error(
-        "the plan was made from other manifests (digest {planned}, the project's is now {current}); run `klsync plan` again"
+        "the plan was made from other manifests than this project's (another project, or these manifests before an edit): digest {planned}, the project's is now {current}; run `klsync plan` again"
     )]
     OtherManifests {
         /// Digest recorded in the plan.
@@ -70,6 +71,37 @@ pub enum ApplyError {
         age: String,
         /// The limit, human readable.
         max_age: String,
+    },
+    /// The plan is dated later than now, beyond the clock skew allowed between machines.
+    #[error(
+        "the plan is dated in the future: made {created_at}, {ahead} ahead of this machine's clock (more than the {allowed} allowed for clock skew); check the clocks, then run `klsync plan` again"
+    )]
+    FromTheFuture {
+        /// The plan's `created_at`.
+        created_at: String,
+        /// How far ahead it is, human readable.
+        ahead: String,
+        /// The allowance, human readable.
+        allowed: String,
+    },
+    /// The saved plan names a change (or a data sync) more than once.
+    #[error(
+        "{path}: the plan names these more than once, so it was edited by hand: {}; run `klsync plan` again",
+        .addresses.join(", ")
+    )]
+    DuplicateAddresses {
+        /// The file.
+        path: String,
+        /// Each repeated address, once.
+        addresses: Vec<String>,
+    },
+    /// The saved plan's digest was never registered by `klsync plan --out` in this state.
+    #[error(
+        "plan {plan_id} was not made by `klsync plan --out` against this state, or was edited since; run `klsync plan --out` again and apply the new file"
+    )]
+    UnregisteredPlan {
+        /// The digest of the file.
+        plan_id: String,
     },
     /// The plan's `created_at` is not a timestamp.
     #[error("the plan's created_at {0:?} is not an RFC 3339 timestamp")]

@@ -1,7 +1,16 @@
 //! The checks a plan must pass before `apply` sends anything. Pure: the caller passes the
 //! clock, the project's digest and the freshly made plan.
+//!
+//! A saved plan is applied exactly as `klsync plan --out` wrote it. Its id ([`plan_id`]) is a
+//! digest of the file's bytes, registered in the state database when the file is written;
+//! `apply FILE` refuses a file whose id was never registered there (edited by hand, cut short,
+//! or made against another state). The digest is of the bytes rather than of the parsed plan so
+//! that nothing a parser forgives (reformatting, a field it ignores, a number it rounds) can
+//! pass for the reviewed file. Beside that check, and whatever the registry says, a plan that
+//! names an address twice is refused, and so is one dated in the future beyond
+//! [`MAX_CLOCK_SKEW`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,8 +26,17 @@ pub fn parse_saved_plan(path: &str, text: &str) -> Result<Plan, ApplyError> {
         path: path.to_owned(),
         reason,
     };
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|err| unreadable(err.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|err| {
+        unreadable(if err.is_eof() {
+            format!(
+                "the file ends early, at line {} column {}: it was cut short; save the plan again with `klsync plan --out`",
+                err.line(),
+                err.column()
+            )
+        } else {
+            err.to_string()
+        })
+    })?;
     let version = value
         .get("format_version")
         .and_then(serde_json::Value::as_u64)
@@ -29,14 +47,48 @@ pub fn parse_saved_plan(path: &str, text: &str) -> Result<Plan, ApplyError> {
             supported: DATA_FORMAT_VERSION,
         });
     }
-    serde_json::from_value(value).map_err(|err| unreadable(err.to_string()))
+    let plan: Plan = serde_json::from_value(value).map_err(|err| unreadable(err.to_string()))?;
+    let addresses = repeated_addresses(&plan);
+    if !addresses.is_empty() {
+        return Err(ApplyError::DuplicateAddresses {
+            path: path.to_owned(),
+            addresses,
+        });
+    }
+    Ok(plan)
 }
 
-/// The plan's identity: a digest of its canonical JSON. Any edit to a plan (or a new plan made
-/// a moment later, since `created_at` differs) gives another id, so "already applied" cannot be
-/// dodged by touching the file and two plans never share an id.
-pub fn plan_id(plan: &Plan) -> String {
-    let digest = Sha256::digest(crate::render::json(plan).as_bytes());
+/// Addresses the plan names more than once, each once: changes by address, data syncs as
+/// `profiles.ID` and `list.KEY.members`. `klsync plan` never writes such a plan.
+fn repeated_addresses(plan: &Plan) -> Vec<String> {
+    let changes = plan.changes.iter().map(|change| change.address.clone());
+    let data = plan.data.iter().flat_map(|data| {
+        let profiles = data
+            .profiles
+            .iter()
+            .map(|sync| format!("profiles.{}", sync.id));
+        let members = data
+            .memberships
+            .iter()
+            .map(|sync| format!("list.{}.members", sync.list));
+        profiles.chain(members)
+    });
+    let mut seen = BTreeSet::new();
+    let mut repeated = BTreeSet::new();
+    for address in changes.chain(data) {
+        if !seen.insert(address.clone()) {
+            repeated.insert(address);
+        }
+    }
+    repeated.into_iter().collect()
+}
+
+/// A saved plan's identity: a digest of the file's exact text, as `klsync plan --out` wrote it
+/// and registered it. Any edit gives another id (and an unregistered one), and so does a new
+/// plan made a moment later (its `created_at` differs), so "already applied" cannot be dodged
+/// by touching the file and two plans never share an id.
+pub fn plan_id(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
     hex::encode(&digest[..16])
 }
 
@@ -56,12 +108,26 @@ fn short(digest: &str) -> String {
     digest.chars().take(12).collect()
 }
 
-/// Refuse a plan older than `max_age` at `now`. A plan from the future (clock skew between the
-/// machine that planned and this one) counts as new.
+/// How far ahead of this machine's clock a plan may be dated: the clocks of the machine that
+/// planned and of this one may differ a little (NTP keeps them within seconds); more than this
+/// is a plan dated by hand.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// Refuse a plan older than `max_age` at `now`, or dated more than [`MAX_CLOCK_SKEW`] after
+/// `now`. A plan from the near future (clock skew) counts as new.
 pub fn check_age(plan: &Plan, now: DateTime<Utc>, max_age: Duration) -> Result<(), ApplyError> {
     let created = DateTime::parse_from_rfc3339(&plan.meta.created_at)
         .map_err(|_| ApplyError::BadTimestamp(plan.meta.created_at.clone()))?
         .with_timezone(&Utc);
+    if let Ok(ahead) = (created - now).to_std()
+        && ahead > MAX_CLOCK_SKEW
+    {
+        return Err(ApplyError::FromTheFuture {
+            created_at: plan.meta.created_at.clone(),
+            ahead: human_duration(ahead),
+            allowed: human_duration(MAX_CLOCK_SKEW),
+        });
+    }
     let age = (now - created).to_std().unwrap_or(Duration::ZERO);
     if age > max_age {
         return Err(ApplyError::TooOld {
@@ -271,12 +337,88 @@ mod tests {
     }
 
     #[test]
-    fn plan_ids_follow_the_content() {
-        let one = plan(Vec::new());
-        let mut two = one.clone();
-        two.meta.created_at = "2026-01-01T00:00:01Z".into();
-        assert_eq!(plan_id(&one), plan_id(&one.clone()));
-        assert_ne!(plan_id(&one), plan_id(&two));
-        assert_eq!(plan_id(&one).len(), 32);
+    fn plan_ids_follow_the_bytes() {
+        let text = crate::render::json(&plan(Vec::new()));
+        assert_eq!(plan_id(&text), plan_id(&text.clone()));
+        assert_eq!(plan_id(&text).len(), 32);
+        // Reformatting parses to the same plan, but is not the file that was reviewed.
+        assert_ne!(plan_id(&text), plan_id(&text.replace('\n', "\r\n")));
+        let mut later = plan(Vec::new());
+        later.meta.created_at = "2026-01-01T00:00:01Z".into();
+        assert_ne!(plan_id(&text), plan_id(&crate::render::json(&later)));
+    }
+
+    #[test]
+    fn a_plan_dated_in_the_future_is_refused_beyond_the_clock_skew() {
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let day = Duration::from_secs(86_400);
+        let p = plan(Vec::new());
+        // Made at 00:00:00; this machine's clock a little behind is skew, not an edit.
+        assert!(check_age(&p, at("2025-12-31T23:56:00Z"), day).is_ok());
+        let err = check_age(&p, at("2025-12-31T23:50:00Z"), day).unwrap_err();
+        assert!(matches!(err, ApplyError::FromTheFuture { .. }), "{err}");
+        assert!(err.to_string().contains("10m ahead"), "{err}");
+        let mut far = plan(Vec::new());
+        far.meta.created_at = "2099-01-01T00:00:00Z".into();
+        let err = check_age(&far, at("2026-01-01T00:00:00Z"), day).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the plan is dated in the future"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_plan_naming_an_address_twice_is_refused() {
+        let create = change("list.a", Action::Create);
+        let text = crate::render::json(&plan(vec![
+            create.clone(),
+            change("list.b", Action::Create),
+            create.clone(),
+            create,
+        ]));
+        let err = parse_saved_plan("p.json", &text).unwrap_err();
+        assert!(
+            matches!(&err, ApplyError::DuplicateAddresses { addresses, .. } if addresses == &["list.a"]),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("p.json: "), "{err}");
+    }
+
+    #[test]
+    fn a_plan_naming_a_data_sync_twice_is_refused() {
+        let membership = serde_json::json!({
+            "list": "vip", "list_id": null, "query": "q", "identify_by": "email",
+            "mode": "mirror", "rows": 1,
+            "counts": {"add": 1, "remove": 0, "unchanged": 0, "rejected": 0, "duplicates": 0},
+            "add_sample": [], "remove_sample": [], "rejected_sample": [],
+            "max_removals": null, "exceeds_max_removals": false,
+            "requests": {}, "estimated_seconds": 0
+        });
+        let data: crate::sync::DataPlan = serde_json::from_value(serde_json::json!({
+            "profiles": [], "memberships": [membership.clone(), membership],
+            "requests": {}, "estimated_seconds": 0
+        }))
+        .expect("data plan");
+        let text = crate::render::json(&plan(Vec::new()).with_data(data));
+        let err = parse_saved_plan("p.json", &text).unwrap_err();
+        assert!(
+            matches!(&err, ApplyError::DuplicateAddresses { addresses, .. } if addresses == &["list.vip.members"]),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_plan_is_named_as_cut_short() {
+        let text = crate::render::json(&plan(vec![change("list.a", Action::Create)]));
+        for cut in [text.len() / 2, text.len() - 3, 0] {
+            let err = parse_saved_plan("p.json", &text[..cut]).unwrap_err();
+            assert!(matches!(err, ApplyError::UnreadablePlan { .. }), "{err}");
+            assert!(err.to_string().contains("cut short"), "{cut}: {err}");
+        }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Without a file it plans, shows the plan and asks for confirmation (or needs
 //! `--auto-approve` without a terminal). With a file it applies exactly that plan, after checking
-//! it was made from the current manifests, is not too old, was never applied, and that Klaviyo
-//! has not changed since. Destroys need `--allow-destroy`; `prevent_destroy` forbids them.
+//! it is the very file `klsync plan --out` registered in this state (not edited), was made from
+//! the current manifests, is neither too old nor dated in the future, was never applied, and
+//! that Klaviyo has not changed since. Destroys need `--allow-destroy`; `prevent_destroy` forbids them.
 //!
 //! A saved plan counts as applied from the moment its apply starts sending. If that apply stopped
 //! part way (some changes failed, or it was killed), the same file may be applied again: it then
@@ -183,6 +184,7 @@ fn check_saved(
         source,
     })?;
     let plan = parse_saved_plan(&path.display().to_string(), &text)?;
+    let id = plan_id(&text);
     check_digest(&plan, &project.digest())?;
     let max_age = match &args.max_age {
         Some(text) => crate::duration::parse_duration(text)
@@ -190,7 +192,6 @@ fn check_saved(
         None => Duration::from_secs(project.settings.plan.max_age_hours.saturating_mul(3600)),
     };
     check_age(&plan, chrono::Utc::now(), max_age)?;
-    let id = plan_id(&plan);
     Ok(SavedPlan { plan, id })
 }
 
@@ -252,6 +253,12 @@ impl Run<'_> {
     async fn locked(&self, saved: Option<SavedPlan>) -> Result<Finished, Error> {
         let store = &self.connection.store;
         let mut resuming = false;
+        if let Some(saved) = &saved
+            && !store.is_saved_plan_registered(&saved.id).await?
+        {
+            let plan_id = saved.id.clone();
+            return Err(ApplyError::UnregisteredPlan { plan_id }.into());
+        }
         if let Some(saved) = &saved
             && store.is_plan_applied(&saved.id).await?
         {

@@ -1,8 +1,10 @@
 //! `klsync plan`: show what `apply` would change in Klaviyo and what it costs.
 //!
 //! The plan goes to stdout in the chosen format; `--out FILE` also saves it as JSON for
-//! `klsync apply FILE`. Exit status: 0, or with `--detailed-exitcode` 0 for no changes and 2 for
-//! changes; 1 on any error. Nothing is written to Klaviyo or to klsync's state.
+//! `klsync apply FILE`, after registering the file's digest in klsync's state (the one row
+//! `plan` writes: `apply` takes only a file registered there, see `crate::apply::saved`).
+//! Exit status: 0, or with `--detailed-exitcode` 0 for no changes and 2 for changes; 1 on any
+//! error. Nothing is written to Klaviyo.
 //!
 //! When the manifests declare data syncs (`profiles:`, `members:` on lists) the plan also runs
 //! their queries on the database named by `database.url_env` and carries the counts as its data
@@ -16,6 +18,7 @@ use std::path::Path;
 use chrono::{SecondsFormat, Utc};
 
 use crate::apply::managed_state;
+use crate::apply::saved::plan_id as saved_plan_id;
 use crate::cli::{PlanArgs, PlanFormat};
 use crate::context::{self, EnvLookup, Pacing};
 use crate::error::{Error, ExitStatus};
@@ -28,7 +31,7 @@ use crate::plan::{self, Action, Plan, PlanMeta};
 use crate::render;
 use crate::run::Output;
 use crate::sql::QueryManager;
-use crate::state::{ManagedRow, StateStore};
+use crate::state::{ManagedRow, SavedPlanRecord, StateStore, detect_actor};
 use crate::sync::{self, DataPlan};
 
 /// Run `klsync plan`.
@@ -72,8 +75,13 @@ pub(crate) async fn plan_command(
     }
     .await;
     output.metrics.add_client(&connection.client.metrics());
+    let saved = match (&planned, &args.out) {
+        (Ok(planned), Some(out)) => Some(save(&connection.store, &planned.plan, out).await),
+        _ => None,
+    };
     connection.close().await;
     let planned = planned?;
+    let saved = saved.transpose()?;
     let plan = &planned.plan;
     if let Some(data) = &plan.data {
         output.metrics.add_rows_read(data_rows(data));
@@ -84,20 +92,36 @@ pub(crate) async fn plan_command(
         PlanFormat::Json => render::json(plan),
     };
     print_stdout(&rendered);
-    if let Some(out) = &args.out {
-        write_atomically(out, &render::json(plan))?;
-        if !output.quiet {
-            eprintln!(
-                "Saved the plan to {0}; apply exactly it with `klsync apply {0}`.",
-                out.display()
-            );
-        }
+    if let (Some(out), Some(plan_id)) = (&args.out, saved)
+        && !output.quiet
+    {
+        eprintln!(
+            "Saved plan {plan_id} to {0}; apply exactly it with `klsync apply {0}`.",
+            out.display()
+        );
     }
     Ok(if args.detailed_exitcode && !plan.is_empty() {
         ExitStatus::Changes
     } else {
         ExitStatus::Success
     })
+}
+
+/// Register the plan's file in the state, then write it: a file on disk was always registered
+/// (a file that failed to be written leaves only a harmless row). Returns the plan's id.
+async fn save(store: &StateStore, plan: &Plan, out: &Path) -> Result<String, Error> {
+    let text = render::json(plan);
+    let plan_id = saved_plan_id(&text);
+    store
+        .register_saved_plan(&SavedPlanRecord {
+            plan_id: plan_id.clone(),
+            manifest_digest: plan.meta.manifest_digest.clone(),
+            created_at: plan.meta.created_at.clone(),
+            actor: detect_actor(),
+        })
+        .await?;
+    write_atomically(out, &text)?;
+    Ok(plan_id)
 }
 
 /// Load and validate the project, printing its problems as `klsync validate` does.

@@ -582,6 +582,7 @@ impl KlaviyoClient {
             .entry(call.op.operation_id().to_string())
             .or_default() += 1;
         let started = Instant::now();
+        crate::crashpoint::before_send(call.op.operation_id());
         let outcome = self.send(call).instrument(span.clone()).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         span.record("duration_ms", duration_ms);
@@ -624,11 +625,14 @@ impl KlaviyoClient {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         match response.bytes().await {
-            Ok(body) => Attempt::Response {
-                status,
-                body: body.to_vec(),
-                retry_after,
-            },
+            Ok(body) => {
+                crate::crashpoint::after_reply(call.op.operation_id());
+                Attempt::Response {
+                    status,
+                    body: body.to_vec(),
+                    retry_after,
+                }
+            }
             Err(error) => self.failed(call, error),
         }
     }

@@ -4,14 +4,22 @@
 //! Limits chosen (Klaviyo documents some, the rest are conservative choices, see
 //! README, "The manifest language"): 100 tags per list or segment, 500 tags and 50 tag groups per account (the
 //! default group is one of the 50, so at most 49 may be declared), tag and tag group names 1–64
-//! characters without `/`, list and segment names 1–255 characters (in the schema).
+//! characters without `/`, list and segment names 1–255 characters (in the schema), and no
+//! control characters in any of these names.
+//!
+//! Invisible characters (bidirectional controls, zero-width characters) anywhere in a manifest
+//! are warnings ([`invisible_characters`]): right-to-left names may need a direction mark, and
+//! plans show each one as an escape, so a review sees it either way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
+use serde_json::Value;
+
 use super::diagnostic::{Diagnostic, Related, Severity};
 use super::types::{ManifestFile, MembershipSpec};
 use super::yaml::{SpanIndex, escape_segment};
+use crate::render::invisible_kind;
 
 /// At most this many tags on one list or segment (Klaviyo).
 pub const MAX_TAGS_PER_RESOURCE: usize = 100;
@@ -64,19 +72,7 @@ pub(crate) struct Checked<'a> {
 
 impl Checked<'_> {
     fn at(&self, severity: Severity, pointer: &str, message: String) -> Diagnostic {
-        // Anchor at the key when there is one: a block scalar's value may start lines later.
-        let span = self.index.nearest(pointer);
-        let pos = span.key.unwrap_or(span.value);
-        Diagnostic {
-            severity,
-            file: self.path.to_path_buf(),
-            line: pos.line,
-            column: pos.column,
-            field: span.field,
-            message,
-            hint: None,
-            related: None,
-        }
+        diagnostic_at(self.path, self.index, severity, pointer, message)
     }
 
     fn related(&self, pointer: &str) -> Related {
@@ -92,6 +88,108 @@ impl Checked<'_> {
 
 /// Where something was declared: file number and JSON pointer.
 type Place = (usize, String);
+
+/// A diagnostic about the node at `pointer` of the file at `path`.
+fn diagnostic_at(
+    path: &Path,
+    index: &SpanIndex,
+    severity: Severity,
+    pointer: &str,
+    message: String,
+) -> Diagnostic {
+    // Anchor at the key when there is one: a block scalar's value may start lines later.
+    let span = index.nearest(pointer);
+    let pos = span.key.unwrap_or(span.value);
+    Diagnostic {
+        severity,
+        file: path.to_path_buf(),
+        line: pos.line,
+        column: pos.column,
+        field: span.field,
+        message,
+        hint: None,
+        related: None,
+    }
+}
+
+/// Warn about invisible characters (bidirectional controls, zero-width characters) in any key
+/// or string of a parsed file: they can make a name or a query read as something else in a
+/// review. Warnings, not errors: right-to-left names may need a direction mark; plans show
+/// every such character as a `\u{..}` escape either way.
+pub(crate) fn invisible_characters(
+    path: &Path,
+    value: &Value,
+    index: &SpanIndex,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut visit = |pointer: &str, text: &str| {
+        let Some((ch, kind)) = text.chars().find_map(|ch| Some((ch, invisible_kind(ch)?))) else {
+            return;
+        };
+        let mut d = diagnostic_at(
+            path,
+            index,
+            Severity::Warning,
+            pointer,
+            format!(
+                "contains U+{:04X} ({kind}), an invisible character that can make the text read as something else in a review",
+                u32::from(ch)
+            ),
+        );
+        d.hint = Some(format!(
+            "remove it unless it is meant; plans show it as `{}`",
+            ch.escape_unicode()
+        ));
+        out.push(d);
+    };
+    walk_strings(value, "", &mut visit);
+    out
+}
+
+/// Call `visit` with the pointer and text of every key and string under `value`.
+fn walk_strings(value: &Value, pointer: &str, visit: &mut impl FnMut(&str, &str)) {
+    match value {
+        Value::String(text) => visit(pointer, text),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_strings(item, &format!("{pointer}/{i}"), visit);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let child = format!("{pointer}/{}", escape_segment(key));
+                visit(&child, key);
+                walk_strings(item, &child, visit);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A list or segment name with a control character (from a YAML escape such as `"\n"`): names
+/// are one line of visible text in Klaviyo.
+fn control_in_name(
+    file: &Checked<'_>,
+    name: &str,
+    pointer: &str,
+    what: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    if let Some((message, hint)) = control_character_problem(name, what) {
+        out.push(error(file, pointer, message, hint));
+    }
+}
+
+fn control_character_problem(name: &str, what: &str) -> Option<(String, Option<String>)> {
+    let ch = name.chars().find(|ch| ch.is_control())?;
+    Some((
+        format!(
+            "{what} contains the control character U+{:04X}",
+            u32::from(ch)
+        ),
+        Some("a name is one line of visible text; remove the escape that produced it".into()),
+    ))
+}
 
 /// Run every semantic check over all files.
 pub(crate) fn run(files: &[Checked<'_>]) -> Vec<Diagnostic> {
@@ -177,6 +275,7 @@ fn duplicates(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
                 "list name",
                 out,
             );
+            control_in_name(file, &list.name, &format!("{p}/name"), "list name", out);
         }
         for (i, segment) in file.manifest.segments.iter().enumerate() {
             let p = format!("/segments/{i}");
@@ -193,6 +292,13 @@ fn duplicates(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
                 &segment.name,
                 (n, format!("{p}/name")),
                 files,
+                "segment name",
+                out,
+            );
+            control_in_name(
+                file,
+                &segment.name,
+                &format!("{p}/name"),
                 "segment name",
                 out,
             );
@@ -234,6 +340,8 @@ fn tag_name_problem(name: &str, what: &str) -> Option<(String, Option<String>)> 
             format!("{what} `{name}` contains `/`"),
             Some("`/` separates a group from a tag in references (`group/tag`)".into()),
         ))
+    } else if let Some(problem) = control_character_problem(name, what) {
+        Some(problem)
     } else if len > MAX_TAG_NAME_CHARS {
         Some((
             format!("{what} is {len} characters long, the limit is {MAX_TAG_NAME_CHARS}"),

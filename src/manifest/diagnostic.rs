@@ -13,6 +13,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::render::sanitize;
+
 /// How bad a problem is. Errors make the project invalid; warnings do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,14 +128,17 @@ pub fn render_text(diagnostics: &[Diagnostic], color: bool) -> String {
             Severity::Error => paint("1;31", "error"),
             Severity::Warning => paint("1;33", "warning"),
         };
+        // Messages quote names and values from the manifests: no terminal escapes, and invisible
+        // characters shown, as in plans.
         let field = if d.field.is_empty() {
             String::new()
         } else {
-            format!(" {}:", d.field)
+            format!(" {}:", sanitize(&d.field))
         };
-        let _ = writeln!(out, "{label}: {}:{field} {}", d.location(), d.message);
+        let message = sanitize(&d.message);
+        let _ = writeln!(out, "{label}: {}:{field} {message}", d.location());
         if let Some(hint) = &d.hint {
-            let _ = writeln!(out, "  {}: {hint}", paint("36", "hint"));
+            let _ = writeln!(out, "  {}: {}", paint("36", "hint"), sanitize(hint));
         }
         if let Some(r) = &d.related {
             let _ = writeln!(out, "  related: {}", location(&r.file, r.line, r.column));

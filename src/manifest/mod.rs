@@ -185,6 +185,7 @@ pub fn load_project(dir: &Path) -> Result<Project, ProjectError> {
                 diagnostics.extend(problems);
                 continue;
             }
+            diagnostics.extend(checks::invisible_characters(&path, &value, &index));
             match serde_json::from_value::<ManifestFile>(value) {
                 Ok(manifest) => parsed.push((path, manifest, index)),
                 Err(err) => diagnostics.push(Diagnostic::file_error(&path, err.to_string())),
@@ -411,10 +412,18 @@ fn describe(value: &Value) -> &'static str {
 }
 
 /// Read a UTF-8 file of at most [`MAX_FILE_BYTES`], checking the size before reading.
+///
+/// Only regular files (or links to them) are opened: reading a FIFO named `m.yaml` would wait
+/// for a writer forever, and a device could be endless. The opened file is checked again, so a
+/// file swapped for something else after the first check is still refused (only a swap in the
+/// instant between the check and the open could make the open itself wait).
 fn read_limited(path: &Path) -> Result<String, String> {
     let meta = fs::metadata(path).map_err(|err| format!("cannot read: {err}"))?;
     if meta.is_dir() {
         return Err("is a directory, expected a YAML file".into());
+    }
+    if !meta.is_file() {
+        return Err(not_a_regular_file(&meta.file_type()));
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(format!(
@@ -424,6 +433,12 @@ fn read_limited(path: &Path) -> Result<String, String> {
         ));
     }
     let file = fs::File::open(path).map_err(|err| format!("cannot read: {err}"))?;
+    let opened = file
+        .metadata()
+        .map_err(|err| format!("cannot read: {err}"))?;
+    if !opened.is_file() {
+        return Err(not_a_regular_file(&opened.file_type()));
+    }
     let mut bytes = Vec::new();
     // `take` guards against a file that grows between the size check and the read.
     file.take(MAX_FILE_BYTES + 1)
@@ -437,6 +452,31 @@ fn read_limited(path: &Path) -> Result<String, String> {
         let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
         format!("is not valid UTF-8 (first bad byte on line {line}); manifests must be UTF-8 text")
     })
+}
+
+/// Why a file that is neither a regular file nor a directory is not read.
+fn not_a_regular_file(file_type: &fs::FileType) -> String {
+    #[cfg(unix)]
+    let what = {
+        use std::os::unix::fs::FileTypeExt as _;
+        if file_type.is_fifo() {
+            "a named pipe (FIFO)"
+        } else if file_type.is_socket() {
+            "a socket"
+        } else if file_type.is_char_device() || file_type.is_block_device() {
+            "a device"
+        } else {
+            "a special file"
+        }
+    };
+    #[cfg(not(unix))]
+    let what = {
+        let _ = file_type;
+        "a special file"
+    };
+    format!(
+        "is {what}, not a regular file; klsync reads manifests only from regular files, so it was not opened"
+    )
 }
 
 #[cfg(test)]

@@ -134,6 +134,9 @@ enum Frame {
 
 /// Parse one YAML document. An empty document (or one holding only comments) is `Value::Null`.
 pub fn parse(text: &str) -> Result<(Value, SpanIndex), YamlError> {
+    if let Some(err) = forbidden_character(text) {
+        return Err(err);
+    }
     let mut index = SpanIndex::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Value> = None;
@@ -431,11 +434,61 @@ fn scalar_value(
     }
 }
 
+/// The first character YAML allows nowhere in a stream (YAML 1.2 `c-printable`): C0 controls
+/// other than tab, line feed and carriage return, DEL, C1 controls other than NEL, U+FFFE and
+/// U+FFFF. Found before parsing, because the parser reports them confusingly (a NUL inside
+/// quotes read as "unexpected end of stream").
+fn forbidden_character(text: &str) -> Option<YamlError> {
+    let mut line = 1;
+    let mut column = 1;
+    for ch in text.chars() {
+        let forbidden = match ch {
+            '\t' | '\n' | '\r' | '\u{85}' => false,
+            '\u{FFFE}' | '\u{FFFF}' => true,
+            ch => ch.is_control(),
+        };
+        if forbidden {
+            let code = format!("U+{:04X}", u32::from(ch));
+            let message = if ch == '\0' {
+                format!(
+                    "the file contains a NUL character ({code}); YAML allows no control characters"
+                )
+            } else {
+                format!(
+                    "the file contains the control character {code}; YAML allows no control characters"
+                )
+            };
+            return Some(YamlError {
+                pos: Pos { line, column },
+                field: String::new(),
+                message,
+                hint: Some(
+                    "remove it: it is invisible in most editors (NULs often mean the file was saved as UTF-16; manifests are UTF-8)"
+                        .into(),
+                ),
+                related: None,
+            });
+        }
+        if ch == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    None
+}
+
 /// Plain-language advice for the scanner errors people actually hit.
 fn syntax_hint(info: &str) -> Option<String> {
+    // Whole words: "unprintable" contains "tab".
+    let mentions = |word: &str| {
+        info.split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
     if info.contains("recursion limit") {
         Some("nesting is far too deep; manifests are shallow, check the brackets".into())
-    } else if info.contains("tab") {
+    } else if mentions("tab") || mentions("tabs") {
         Some("YAML indentation must use spaces, not tabs".into())
     } else if info.contains("mapping values are not allowed") {
         Some("a `:` inside a value needs quotes, or the indentation is off".into())
@@ -508,6 +561,35 @@ mod tests {
             value,
             json!({"a": "yes", "b": 16, "c": null, "d": 2.5, "e": "5"})
         );
+    }
+
+    /// Issue 11 finding 8: a NUL inside quotes was reported as "unexpected end of stream".
+    #[test]
+    fn control_characters_are_named_where_they_are() {
+        for (text, line, column, code) in [
+            (
+                "lists:\n  - id: a\n    name: \"A\0B\"\n",
+                3,
+                13,
+                "NUL character (U+0000)",
+            ),
+            (
+                "lists:\n  - id: a\n    name: 'A\0B'\n",
+                3,
+                13,
+                "NUL character (U+0000)",
+            ),
+            ("a: b\u{1}\n", 1, 5, "control character U+0001"),
+            ("a: |\n  x\u{7f}\n", 2, 4, "control character U+007F"),
+            ("a: \"é\u{9b}\"\n", 1, 6, "control character U+009B"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!((err.pos.line, err.pos.column), (line, column), "{text:?}");
+            assert!(err.message.contains(code), "{text:?}: {}", err.message);
+            assert!(!err.hint.unwrap().contains("tabs"), "{text:?}");
+        }
+        // Escapes are text, and tabs, CR and NEL are allowed.
+        assert!(parse("a: \"A\\0B\"\nb: \"\t\"\r\nc: d\u{85}\n").is_ok());
     }
 
     #[test]

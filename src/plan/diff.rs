@@ -705,7 +705,7 @@ impl<'a> Planner<'a> {
                 continue;
             };
             let mut prevented = self.recorded_prevent_destroy(key);
-            let mut note = prevented.then(|| "prevent_destroy forbids destroying it".to_owned());
+            let mut note = prevented.then(|| prevented_destroy_note(key.kind));
             let mut depends_on = Vec::new();
             if key.kind == ResourceKind::TagGroup {
                 // Klaviyo deletes a group's tags with it: refuse if any is not klsync's.
@@ -752,6 +752,16 @@ impl<'a> Planner<'a> {
                 depends_on,
             });
         }
+    }
+}
+
+/// Why a destroy is prevented, and how to lift it. The flag is the one last applied, so taking
+/// the resource out of the manifests does not lift it: it must be applied as `false` first.
+fn prevented_destroy_note(kind: ResourceKind) -> String {
+    if kind == ResourceKind::Tag {
+        "prevent_destroy of its tag group (as last applied) forbids destroying it, also now that it is gone from the manifests; to delete it, declare the group with `prevent_destroy: false` and the tag in it, apply, then remove the tag".to_owned()
+    } else {
+        "prevent_destroy (as last applied) forbids destroying it, also now that it is gone from the manifests; to delete it, declare it again with `prevent_destroy: false`, apply, then remove it".to_owned()
     }
 }
 

@@ -13,8 +13,10 @@
 //!   resource (tags: same name in the same group) is adopted; more than one match is
 //!   [`PlanError::AmbiguousAdoption`]; no match is a create.
 //! - A managed resource gone from the manifests is destroyed; `prevented` marks destroys that
-//!   `prevent_destroy` (as last applied) forbids, and group destroys that would take unmanaged
-//!   tags with them.
+//!   `prevent_destroy` forbids, and group destroys that would take unmanaged tags with them.
+//!   The flag is read from the managed row (what was last applied), not from the manifests, so
+//!   it holds for a resource deleted from them; lifting it takes an apply of
+//!   `prevent_destroy: false` first (the change's note says so).
 //! - Tag links are attached and detached only for tags klsync manages; links to unmanaged tags
 //!   are never touched.
 //! - `exclusive` of a tag group cannot change in Klaviyo ([`PlanError::ExclusiveChanged`]); a

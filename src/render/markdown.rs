@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use super::{cost_sentence, summary_sentence, symbol};
+use super::{cost_sentence, invisible_kind, summary_sentence, symbol};
 use crate::plan::{Action, Change, ChangeKind, Plan};
 
 /// GitHub's limit on the length of a comment, in characters.
@@ -365,10 +365,15 @@ fn longest_backtick_run(text: &str) -> usize {
 
 /// `value` as an inline code span that nothing in `value` can close or escape from.
 fn code(value: &str) -> String {
-    // A line break would end a table row or paragraph; show it instead.
+    // A line break would end a table row or paragraph; show it instead. GitHub applies bidi
+    // controls inside code spans too, so invisible characters are shown as escapes.
     let value: String = value
         .chars()
-        .map(|ch| if ch.is_control() { '␤' } else { ch })
+        .flat_map(|ch| match ch {
+            '\n' | '\r' => "␤".chars().collect::<Vec<_>>(),
+            ch if ch.is_control() || invisible_kind(ch).is_some() => ch.escape_unicode().collect(),
+            ch => vec![ch],
+        })
         .collect();
     if value.is_empty() {
         return "` `".to_owned();
@@ -392,6 +397,8 @@ fn escape_text(value: &str) -> String {
     for ch in value.chars() {
         if ch.is_control() {
             out.push(' ');
+        } else if invisible_kind(ch).is_some() {
+            out.extend(ch.escape_unicode());
         } else if ch.is_ascii_punctuation() && ch != '@' {
             out.push('\\');
             out.push(ch);
@@ -467,6 +474,8 @@ mod tests {
         assert_eq!(code("`x`"), "`` `x` ``");
         assert_eq!(code(""), "` `");
         assert_eq!(code("two\nlines"), "`two␤lines`");
+        assert_eq!(code("VIP\u{202E}tsil"), "`VIP\\u{202e}tsil`");
+        assert_eq!(code("a\u{0}b"), "`a\\u{0}b`");
     }
 
     #[test]
@@ -489,5 +498,6 @@ mod tests {
         assert!(!escaped.contains("@here"), "{escaped}");
         assert!(!escaped.contains("www."), "{escaped}");
         assert!(escaped.contains("\\<b\\>"), "{escaped}");
+        assert_eq!(escape_text("a\u{202E}b"), "a\\u{202e}b");
     }
 }

@@ -29,17 +29,49 @@ pub(crate) fn symbol(action: Action) -> &'static str {
     }
 }
 
-/// `value` with control characters (including ESC) shown as `\u{..}` escapes.
+/// `value` with control characters (including ESC) and invisible characters shown as `\u{..}`
+/// escapes (line breaks and tabs kept).
 pub(crate) fn sanitize(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for ch in value.chars() {
-        if ch.is_control() && ch != '\n' && ch != '\t' {
-            out.push_str(&ch.escape_unicode().to_string());
+        if (ch.is_control() && ch != '\n' && ch != '\t') || invisible_kind(ch).is_some() {
+            out.extend(ch.escape_unicode());
         } else {
             out.push(ch);
         }
     }
     out
+}
+
+/// What kind of invisible character `ch` is, or `None` for any other character: characters
+/// that display as nothing, or reorder the text around them, and so can make a name or a query
+/// look like another in a terminal or a review ("Trojan Source", CVE-2021-42574). Renders
+/// show them as `\u{..}` escapes; `klsync validate` warns about them.
+pub fn invisible_kind(ch: char) -> Option<&'static str> {
+    match ch {
+        '\u{061C}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}' => Some("a bidirectional control"),
+        '\u{2028}' | '\u{2029}' => Some("a line or paragraph separator"),
+        '\u{00AD}'
+        | '\u{034F}'
+        | '\u{115F}'
+        | '\u{1160}'
+        | '\u{17B4}'
+        | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200D}'
+        | '\u{2060}'..='\u{2065}'
+        | '\u{206A}'..='\u{206F}'
+        | '\u{3164}'
+        | '\u{FEFF}'
+        | '\u{FFA0}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E007F}' => Some("a zero-width or invisible character"),
+        _ => None,
+    }
 }
 
 /// The plan's summary sentence, e.g. `3 to create, 1 to update`, followed by what the data
@@ -163,5 +195,18 @@ mod tests {
     fn sanitize_neutralises_terminal_escapes() {
         assert_eq!(sanitize("a\u{1b}[31mb"), "a\\u{1b}[31mb");
         assert_eq!(sanitize("line\nnext"), "line\nnext");
+    }
+
+    /// Issue 11 finding 8: a right-to-left override made `VIP\u{202E}tsil` read as `VIPlist`
+    /// reversed in a plan under review.
+    #[test]
+    fn sanitize_shows_invisible_and_bidirectional_characters() {
+        assert_eq!(sanitize("VIP\u{202E}tsil"), "VIP\\u{202e}tsil");
+        assert_eq!(
+            sanitize("a\u{200B}b\u{2066}c\u{2069}\u{FEFF}"),
+            "a\\u{200b}b\\u{2066}c\\u{2069}\\u{feff}"
+        );
+        // Right-to-left letters themselves are text, not controls.
+        assert_eq!(sanitize("עברית ελληνικά"), "עברית ελληνικά");
     }
 }

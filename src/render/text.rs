@@ -151,9 +151,9 @@ fn write_warnings(out: &mut String, plan: &Plan, paint: &Paint) {
     }
 }
 
-/// A name as a JSON string: quoted, with control characters escaped.
+/// A name as a JSON string: quoted, with control and invisible characters escaped.
 fn quoted(name: &str) -> String {
-    serde_json::Value::String(name.to_owned()).to_string()
+    sanitize(&serde_json::Value::String(name.to_owned()).to_string())
 }
 
 fn compact(value: &serde_json::Value) -> String {

@@ -169,7 +169,9 @@ impl QueryManager {
             source,
         };
         let backend = match scheme.as_str() {
-            "postgres" | "postgresql" => {
+            // Only `postgres://...`: sqlx reads `postgres:/user:pw@host/db` as a database named
+            // `user:pw@host/db` on localhost, and the server echoes that name in its error.
+            "postgres" | "postgresql" if raw[scheme.len()..].starts_with("://") => {
                 let connect = PgConnectOptions::from_str(raw).map_err(invalid)?;
                 probe(&shown, options.connect_retries, &connect).await?;
                 let pool = PgPoolOptions::new()

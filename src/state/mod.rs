@@ -36,7 +36,9 @@ use crate::settings::redact_url;
 
 pub use actor::{detect_actor, detect_git_commit, hostname};
 pub use error::StateError;
-pub use records::{JournalId, JournalRow, ManagedRow, Phase, RunId, RunRow, RunStart};
+pub use records::{
+    JournalId, JournalRow, ManagedRow, Phase, RunId, RunRow, RunStart, SavedPlanRecord,
+};
 
 /// The environment variable naming a state database other than the default SQLite file.
 pub const STATE_URL_ENV: &str = "KLSYNC_STATE_URL";
@@ -232,7 +234,9 @@ impl StateStore {
             .execute(pool)
             .await
             .map(|_| ()))
-        .map_err(StateError::query("record a managed resource"))
+        .map_err(StateError::query("record a managed resource"))?;
+        crate::crashpoint::after_state_write();
+        Ok(())
     }
 
     /// Forget a managed resource (after deleting it, or when it is released from management).
@@ -246,6 +250,7 @@ impl StateStore {
             .await
             .map(|done| done.rows_affected()))
         .map_err(StateError::query("forget a managed resource"))?;
+        crate::crashpoint::after_state_write();
         Ok(affected > 0)
     }
 
@@ -325,6 +330,7 @@ impl StateStore {
                 .await)
             .map_err(StateError::query("journal a change"))?;
             if let Some(id) = id {
+                crate::crashpoint::after_state_write();
                 return Ok(JournalId(id));
             }
         }
@@ -354,6 +360,7 @@ impl StateStore {
             .await
             .map(|_| ()))
         .map_err(StateError::query("journal a success"))?;
+        crate::crashpoint::after_state_write();
         Ok(())
     }
 
@@ -369,6 +376,7 @@ impl StateStore {
             .await
             .map(|done| done.rows_affected()))
         .map_err(StateError::query("journal a failure"))?;
+        crate::crashpoint::after_state_write();
         if affected == 0 {
             return Err(StateError::NotFound {
                 what: format!("journal entry {id}"),
@@ -469,6 +477,35 @@ impl StateStore {
         detail.map(|Json(d)| d).ok_or_else(|| StateError::NotFound {
             what: format!("journal entry {id}"),
         })
+    }
+
+    /// Register a plan `klsync plan --out` is about to write. Registering the same file twice
+    /// (the same bytes) is a no-op.
+    pub async fn register_saved_plan(&self, record: &SavedPlanRecord) -> Result<(), StateError> {
+        const SQL: &str = "INSERT INTO saved_plans \
+                           (plan_id, manifest_digest, created_at, saved_at, actor) \
+                           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (plan_id) DO NOTHING";
+        on_backend!(self, pool => sqlx::query(SQL)
+            .bind(&record.plan_id)
+            .bind(&record.manifest_digest)
+            .bind(&record.created_at)
+            .bind(Utc::now())
+            .bind(&record.actor)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(StateError::query("register a saved plan"))
+    }
+
+    /// Whether `klsync plan --out` registered the saved plan `plan_id` in this state.
+    pub async fn is_saved_plan_registered(&self, plan_id: &str) -> Result<bool, StateError> {
+        const SQL: &str = "SELECT COUNT(*) FROM saved_plans WHERE plan_id = $1";
+        let count: i64 = on_backend!(self, pool => sqlx::query_scalar(SQL)
+            .bind(plan_id)
+            .fetch_one(pool)
+            .await)
+        .map_err(StateError::query("look up a saved plan"))?;
+        Ok(count > 0)
     }
 }
 

@@ -81,6 +81,19 @@ pub struct RunStart {
     pub plan_id: Option<String>,
 }
 
+/// A plan `klsync plan --out` saved, registered so that `apply` takes only files it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedPlanRecord {
+    /// The digest of the file's bytes (`crate::apply::saved::plan_id`).
+    pub plan_id: String,
+    /// Digest of the manifests the plan was made from.
+    pub manifest_digest: String,
+    /// The plan's own `created_at`, as written in the file.
+    pub created_at: String,
+    /// Who saved it: see [`super::detect_actor`].
+    pub actor: String,
+}
+
 /// Where a journaled change stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

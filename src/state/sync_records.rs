@@ -368,7 +368,9 @@ impl StateStore {
                     .map_err(StateError::query("write sync row digest"))?;
             }
             tx.commit().await.map_err(StateError::query("commit sync row digest"))
-        })
+        })?;
+        crate::crashpoint::after_state_write();
+        Ok(())
     }
 
     /// The applied properties of the given identifiers of a sync (absent ones are left out).
@@ -453,7 +455,9 @@ impl StateStore {
                 query.execute(&mut *tx).await.map_err(StateError::query("record sync rows"))?;
             }
             tx.commit().await.map_err(StateError::query("commit sync rows"))
-        })
+        })?;
+        crate::crashpoint::after_state_write();
+        Ok(())
     }
 
     /// Forget rows of a sync (their properties were unset).
@@ -518,7 +522,9 @@ impl StateStore {
                 query.execute(&mut *tx).await.map_err(StateError::query("record list members"))?;
             }
             tx.commit().await.map_err(StateError::query("commit list members"))
-        })
+        })?;
+        crate::crashpoint::after_state_write();
+        Ok(())
     }
 
     /// Forget members klsync removed from a list.
@@ -570,6 +576,8 @@ impl StateStore {
                 query.execute(&mut *tx).await.map_err(StateError::query("forget sync records"))?;
             }
             tx.commit().await.map_err(StateError::query("commit forgetting sync records"))
-        })
+        })?;
+        crate::crashpoint::after_state_write();
+        Ok(())
     }
 }

@@ -286,6 +286,61 @@ pub struct MembershipCounts {
     pub duplicates: u64,
 }
 
+impl ProfileCounts {
+    /// Each count with the word the plan shows it under.
+    fn labelled(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("new", self.new),
+            ("changed", self.changed),
+            ("unset", self.unset),
+            ("unchanged", self.unchanged),
+            ("rejected", self.rejected),
+            ("gone (kept)", self.missing_kept),
+        ]
+    }
+}
+
+impl MembershipCounts {
+    /// Each count with the word the plan shows it under.
+    fn labelled(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("to add", self.add),
+            ("to remove", self.remove),
+            ("unchanged", self.unchanged),
+            ("rejected", self.rejected),
+            ("duplicate", self.duplicates),
+        ]
+    }
+}
+
+/// `subject: planned 3 new, 1 changed; found 4 new, 2 changed`: the counts that differ
+/// between the plan and the data at apply time, in the plan's words (counts that agree are
+/// left out, so the line says what moved).
+fn count_difference(
+    subject: &str,
+    planned: &[(&'static str, u64)],
+    found: &[(&'static str, u64)],
+) -> String {
+    let differing: Vec<(&str, u64, u64)> = planned
+        .iter()
+        .zip(found)
+        .filter(|((_, before), (_, now))| before != now)
+        .map(|((label, before), (_, now))| (*label, *before, *now))
+        .collect();
+    let side = |pick: fn(&(&str, u64, u64)) -> u64| {
+        differing
+            .iter()
+            .map(|entry| format!("{} {}", pick(entry), entry.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{subject}: planned {}; found {}",
+        side(|entry| entry.1),
+        side(|entry| entry.2)
+    )
+}
+
 /// What an apply did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct DataApplyReport {
@@ -447,9 +502,10 @@ pub async fn apply_data(
         if let Some(planned) = plan.profiles.iter().find(|p| p.id == spec.id)
             && planned.counts != fresh.counts
         {
-            report.drift.push(format!(
-                "profiles.{}: planned {:?}, found {:?}",
-                spec.id, planned.counts, fresh.counts
+            report.drift.push(count_difference(
+                &format!("profiles.{}", spec.id),
+                &planned.counts.labelled(),
+                &fresh.counts.labelled(),
             ));
         }
         profile_work.push((spec, work));
@@ -474,9 +530,10 @@ pub async fn apply_data(
         if let Some(planned) = planned
             && planned.counts != fresh.counts
         {
-            report.drift.push(format!(
-                "lists.{}.members: planned {:?}, found {:?}",
-                list.id, planned.counts, fresh.counts
+            report.drift.push(count_difference(
+                &format!("lists.{}.members", list.id),
+                &planned.counts.labelled(),
+                &fresh.counts.labelled(),
             ));
         }
         let flagged = planned.is_some_and(|p| p.exceeds_max_removals) || fresh.exceeds_max_removals;
@@ -683,6 +740,42 @@ fn check_columns<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_changed_since_the_plan_is_said_in_the_plan_s_words() {
+        let planned = ProfileCounts {
+            new: 3,
+            changed: 1,
+            unchanged: 10,
+            ..ProfileCounts::default()
+        };
+        let found = ProfileCounts {
+            new: 4,
+            changed: 1,
+            unchanged: 9,
+            ..ProfileCounts::default()
+        };
+        assert_eq!(
+            count_difference(
+                "profiles.customers",
+                &planned.labelled(),
+                &found.labelled()
+            ),
+            "profiles.customers: planned 3 new, 10 unchanged; found 4 new, 9 unchanged"
+        );
+        let planned = MembershipCounts {
+            add: 2,
+            ..MembershipCounts::default()
+        };
+        let found = MembershipCounts {
+            remove: 1,
+            ..planned
+        };
+        assert_eq!(
+            count_difference("lists.vip.members", &planned.labelled(), &found.labelled()),
+            "lists.vip.members: planned 0 to remove; found 1 to remove"
+        );
+    }
 
     #[test]
     fn big_jobs_are_polled_later() {

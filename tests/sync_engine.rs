@@ -1,7 +1,10 @@
 //! The data-sync engine against real databases (SQLite and PostgreSQL as both the source
 //! `DATABASE_URL` and the state store) and the emulator as Klaviyo.
 
+mod support;
+
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
@@ -17,6 +20,7 @@ use klsync::state::testing::TestPostgres;
 use klsync::sync::{self, DataPlan, SyncError};
 use serde_json::{Value, json};
 use sqlx::Connection;
+use support::recorder::{Interception, Recorder};
 
 const BULK_JOBS: &str = "POST /api/profile-bulk-import-jobs";
 
@@ -119,10 +123,35 @@ async fn emulator(job_delay: Duration) -> (EmulatorHandle, KlaviyoClient) {
     })
     .await
     .unwrap();
-    let mut config = ClientConfig::new(handle.base_url.clone(), Secret::new("pk_emulator"));
+    let client = client_of(&handle.base_url);
+    (handle, client)
+}
+
+/// An unpaced client of the emulator (or of a proxy in front of it).
+fn client_of(base_url: &str) -> KlaviyoClient {
+    let mut config = ClientConfig::new(base_url.to_string(), Secret::new("pk_emulator"));
     config.rate_limit_factor = None;
     config.backoff_base = Duration::from_millis(10);
-    (handle, KlaviyoClient::new(config).unwrap())
+    KlaviyoClient::new(config).unwrap()
+}
+
+/// A client whose bulk import jobs go wrong through a proxy in front of the emulator:
+/// `intercept` picks, by method and path, the requests it takes over.
+async fn misbehaving_client(
+    handle: &EmulatorHandle,
+    intercept: impl Fn(&str, &str) -> Option<Interception> + Send + Sync + 'static,
+) -> KlaviyoClient {
+    let proxy = Recorder::intercepting(&handle.base_url, Arc::new(intercept)).await;
+    client_of(&proxy.base_url)
+}
+
+/// Wait (at most 10 s) until Klaviyo has processed what it accepted.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn query(sql: &str) -> QuerySpec {
@@ -1085,6 +1114,153 @@ async fn switching_to_unset_removes_nulls_kept_before(db: Db) {
     assert!(!plan(&db, &unset, &none).await.has_changes());
 }
 
+/// 30 mirror members sent through `dying`, whose apply never learns the job's outcome; then
+/// an apply that does learn: the members are klsync's, and leave the list with the query.
+async fn members_sent_without_a_known_outcome_stay_klsyncs(
+    db: &Db,
+    handle: &EmulatorHandle,
+    client: &KlaviyoClient,
+    list_id: &str,
+) {
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.to_string())]);
+    // Klaviyo processes the job it accepted, whatever became of the apply.
+    until("the job's members are on the list", || {
+        list_member_emails(handle, list_id).len() == 30
+    })
+    .await;
+    let planned = plan(db, &manifest, &lists).await;
+    let counts = planned.memberships[0].counts;
+    assert_eq!((counts.add, counts.unconfirmed), (30, 30));
+    assert!(sync::render_text(&planned).contains("30 of the adds were sent by an earlier apply"));
+    let before = handle.stats();
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    let membership = &report.memberships[0];
+    assert_eq!(
+        (
+            membership.confirmed,
+            membership.already_members,
+            membership.added
+        ),
+        (30, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(handle.stats().count(BULK_JOBS), before.count(BULK_JOBS));
+    assert!(sync::render_report(&report).contains("30 member(s) sent by an earlier apply found"));
+    assert!(!plan(db, &manifest, &lists).await.has_changes());
+
+    // 10 leave the query: mirror mode removes them, since klsync added them.
+    db.exec("UPDATE customers SET plan = 'basic' WHERE ltv < 10")
+        .await;
+    let planned = plan(db, &manifest, &lists).await;
+    assert_eq!(planned.memberships[0].counts.remove, 10);
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.memberships[0].removed, 10);
+    let expected: Vec<String> = {
+        let mut emails: Vec<String> = (10..30).map(|n| format!("c{n}@shop.test")).collect();
+        emails.sort();
+        emails
+    };
+    assert_eq!(list_member_emails(handle, list_id), expected);
+    assert!(!plan(db, &manifest, &lists).await.has_changes());
+}
+
+async fn vip_list_of_thirty(db: &Db, handle: &EmulatorHandle) -> String {
+    db.insert_customers(0, 30).await;
+    db.exec("UPDATE customers SET plan = 'vip'").await;
+    handle.seed(|s| s.create_list("VIP", None))
+}
+
+/// The apply dies right after Klaviyo accepted its membership job (the proxy forwards the job,
+/// then never answers, and the test drops the apply there, as a SIGKILL would).
+async fn members_of_a_job_accepted_before_the_apply_died_are_klsyncs(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let list_id = vip_list_of_thirty(&db, &handle).await;
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    let accepted = Arc::new(tokio::sync::Notify::new());
+    let dying = {
+        let accepted = accepted.clone();
+        misbehaving_client(&handle, move |method, path| {
+            (method == "POST" && path == "/api/profile-bulk-import-jobs")
+                .then(|| Interception::ForwardThenHang(accepted.clone()))
+        })
+        .await
+    };
+    tokio::select! {
+        _ = sync::apply_data(&planned, &manifest, &lists, &db.queries, &dying, &db.state, false) => {
+            panic!("the apply was to wait for Klaviyo's answer forever")
+        }
+        // Dropping the apply here is the crash.
+        () = accepted.notified() => {}
+    }
+    members_sent_without_a_known_outcome_stay_klsyncs(&db, &handle, &client, &list_id).await;
+}
+
+/// Klaviyo accepts the membership job, then answers every poll of it with 429 until the
+/// client gives up: the apply ends without knowing what the job did.
+async fn members_of_a_job_whose_polls_gave_up_are_klsyncs(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let list_id = vip_list_of_thirty(&db, &handle).await;
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    let rate_limited = misbehaving_client(&handle, |method, path| {
+        let poll = method == "GET"
+            && path.starts_with("/api/profile-bulk-import-jobs/")
+            && path.matches('/').count() == 3;
+        poll.then(|| {
+            Interception::Respond(
+                429,
+                vec![("retry-after", "0".to_string())],
+                r#"{"errors":[{"status":429,"code":"throttled","title":"Request was throttled.","detail":"Request was throttled."}]}"#.to_string(),
+            )
+        })
+    })
+    .await;
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &rate_limited,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    let membership = &report.memberships[0];
+    assert_eq!((membership.added, membership.failed), (0, 30), "{report:?}");
+    assert_eq!(membership.jobs.len(), 1, "the job Klaviyo accepted is reported");
+    let reason = &membership.failed_sample[0].reason;
+    assert!(
+        reason.contains("rate limited") && reason.contains("the next apply checks the list"),
+        "{reason}"
+    );
+    members_sent_without_a_known_outcome_stay_klsyncs(&db, &handle, &client, &list_id).await;
+}
+
 // ---- one test per scenario and backend ------------------------------------------------------
 
 macro_rules! on_both_backends {
@@ -1122,4 +1298,6 @@ on_both_backends!(
     large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected,
     external_ids_and_phone_numbers_are_normalised_end_to_end,
     switching_to_unset_removes_nulls_kept_before,
+    members_of_a_job_accepted_before_the_apply_died_are_klsyncs,
+    members_of_a_job_whose_polls_gave_up_are_klsyncs,
 );

@@ -13,7 +13,7 @@ use sqlx::types::Json;
 
 use super::{Backend, StateError, StateStore};
 
-/// Rows per multi-row statement: 5 parameters each stays far below SQLite's 32,766.
+/// Rows per multi-row statement: 7 parameters each stays far below SQLite's 32,766.
 const WRITE_BATCH: usize = 1_000;
 /// Identifiers per `IN (...)` lookup.
 const READ_BATCH: usize = 500;
@@ -207,16 +207,56 @@ pub struct SyncRowRecord {
     pub applied: serde_json::Value,
 }
 
-/// A list member klsync added, or found already on the list when it would have added it.
+/// A list member klsync added, sent, or found already on the list when it would have added it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncMemberRecord {
     /// The normalised identifier.
     pub identifier: String,
     /// The Klaviyo profile id, when known.
     pub profile_id: Option<String>,
+    /// How it came to be recorded.
+    pub origin: MemberOrigin,
+}
+
+/// How a list member came to be in klsync's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberOrigin {
+    /// klsync added it: Klaviyo accepted it in a bulk import job klsync saw complete.
+    Added,
     /// Already a member (joined another way) when klsync would have added it: klsync did not
     /// add it, so mirror mode never removes it.
-    pub preexisting: bool,
+    Preexisting,
+    /// klsync sent it (or was about to) in a bulk import job whose outcome it has not seen:
+    /// recorded before the job is sent, so it counts as klsync's whatever happened next
+    /// (`job_id`: the job, once Klaviyo accepted it).
+    Sent {
+        /// The bulk import job, once known.
+        job_id: Option<String>,
+    },
+}
+
+impl MemberOrigin {
+    /// Whether klsync put it on the list (or may have): the only members mirror mode removes.
+    pub fn is_klsyncs(&self) -> bool {
+        !matches!(self, MemberOrigin::Preexisting)
+    }
+
+    /// The stored columns: `preexisting`, `pending`, `job_id`.
+    fn columns(&self) -> (bool, bool, Option<&str>) {
+        match self {
+            MemberOrigin::Added => (false, false, None),
+            MemberOrigin::Preexisting => (true, false, None),
+            MemberOrigin::Sent { job_id } => (false, true, job_id.as_deref()),
+        }
+    }
+
+    fn from_columns(preexisting: bool, pending: bool, job_id: Option<String>) -> MemberOrigin {
+        match (pending, preexisting) {
+            (true, _) => MemberOrigin::Sent { job_id },
+            (false, true) => MemberOrigin::Preexisting,
+            (false, false) => MemberOrigin::Added,
+        }
+    }
 }
 
 fn placeholders(first: usize, count: usize) -> String {
@@ -466,54 +506,68 @@ impl StateStore {
             .await
     }
 
-    /// Every member klsync recorded for a list: those it added and those it found already there.
+    /// Every member klsync recorded for a list: those it added, sent, or found already there.
     pub async fn sync_members(&self, list_key: &str) -> Result<Vec<SyncMemberRecord>, StateError> {
-        const SQL: &str = "SELECT identifier, profile_id, preexisting FROM sync_list_members \
-                           WHERE list_key = $1 ORDER BY identifier";
-        let rows: Vec<(String, Option<String>, bool)> =
+        const SQL: &str = "SELECT identifier, profile_id, preexisting, pending, job_id \
+                           FROM sync_list_members WHERE list_key = $1 ORDER BY identifier";
+        type Row = (String, Option<String>, bool, bool, Option<String>);
+        let rows: Vec<Row> =
             on_backend!(self, pool => sqlx::query_as(SQL).bind(list_key).fetch_all(pool).await)
                 .map_err(StateError::query("read list members added by klsync"))?;
         Ok(rows
             .into_iter()
-            .map(|(identifier, profile_id, preexisting)| SyncMemberRecord {
-                identifier,
-                profile_id,
-                preexisting,
-            })
+            .map(
+                |(identifier, profile_id, preexisting, pending, job_id)| SyncMemberRecord {
+                    identifier,
+                    profile_id,
+                    origin: MemberOrigin::from_columns(preexisting, pending, job_id),
+                },
+            )
             .collect())
     }
 
-    /// Record members of a list (a known profile id replaces an unknown one). A member recorded
-    /// as added by klsync stays so even if recorded again as preexisting, and a preexisting one
-    /// becomes klsync's once klsync adds it (it had left the list in between).
+    /// Record members of a list (a known profile id replaces an unknown one), in one
+    /// transaction of multi-row statements. The latest write says whether an add is still
+    /// [`MemberOrigin::Sent`] (and by which job). A member klsync added or sent stays klsync's
+    /// even if recorded again as preexisting (an add that was sent, then found on the list, is
+    /// klsync's), and a preexisting one becomes klsync's once klsync sends it (it had left the
+    /// list in between).
     pub async fn record_sync_members(
         &self,
         list_key: &str,
         members: &[SyncMemberRecord],
     ) -> Result<(), StateError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        const COLUMNS: usize = 7;
         let now = Utc::now();
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
             for batch in members.chunks(WRITE_BATCH) {
                 let values = (0..batch.len())
-                    .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
+                    .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
                     "INSERT INTO sync_list_members \
-                     (list_key, identifier, profile_id, added_at, preexisting) \
+                     (list_key, identifier, profile_id, added_at, preexisting, pending, job_id) \
                      VALUES {values} ON CONFLICT (list_key, identifier) DO UPDATE SET \
                      profile_id = COALESCE(excluded.profile_id, sync_list_members.profile_id), \
-                     preexisting = excluded.preexisting AND sync_list_members.preexisting"
+                     preexisting = excluded.preexisting AND sync_list_members.preexisting, \
+                     pending = excluded.pending, job_id = excluded.job_id"
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for member in batch {
+                    let (preexisting, pending, job_id) = member.origin.columns();
                     query = query
                         .bind(list_key)
                         .bind(&member.identifier)
                         .bind(member.profile_id.as_deref())
                         .bind(now)
-                        .bind(member.preexisting);
+                        .bind(preexisting)
+                        .bind(pending)
+                        .bind(job_id);
                 }
                 query.execute(&mut *tx).await.map_err(StateError::query("record list members"))?;
             }

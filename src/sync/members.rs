@@ -2,6 +2,13 @@
 //! left the query. Members who joined any other way are never removed: before recording its
 //! adds, apply reads the list's members (with their identifiers) and records a profile that was
 //! already there as `preexisting`, not as added by klsync.
+//!
+//! Whatever klsync sends is owned by it: each job's profiles are recorded as
+//! [`MemberOrigin::Sent`] before the job is sent ([`Intents`]), and only the job's known outcome
+//! turns them into `Added` (accepted) or drops them (refused). An apply killed after Klaviyo
+//! accepted a job, or one that gave up polling it, leaves them `Sent`: the next plan counts them
+//! as adds to confirm, and the next apply, finding them on the list, records them as added by
+//! klsync (never as preexisting), so mirror mode removes them once they leave the query.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,7 +24,7 @@ use super::{diff, identify};
 use crate::klaviyo::{KlaviyoClient, Operation};
 use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec, QuerySpec};
 use crate::sql::QueryManager;
-use crate::state::{StateStore, SyncMemberRecord};
+use crate::state::{MemberOrigin, StateStore, SyncMemberRecord};
 
 const WHAT: &str = "members of list";
 /// Profile ids per list relationship request [spec].
@@ -41,9 +48,43 @@ pub(super) fn member_read_pages(adds: u64, known_members: u64) -> u64 {
 #[derive(Default)]
 pub(super) struct MemberWork {
     adds: Vec<String>,
+    /// Keys of the adds klsync already owns (sent by an earlier apply that never learned the
+    /// outcome): found on the list, they are recorded as added by klsync, not as preexisting.
+    owned: diff::KeySet,
     removes: Vec<SyncMemberRecord>,
     /// Preexisting members that left the query: forgotten, never removed.
     stale: Vec<String>,
+}
+
+/// Records a list's adds in klsync's state before their bulk import job is sent, and the job
+/// once Klaviyo accepted it ([`MemberOrigin::Sent`]), so that whatever klsync sent is owned by
+/// it even if the apply dies or loses track of the job. One multi-row write per job.
+pub(super) struct Intents<'a> {
+    store: &'a StateStore,
+    list_key: &'a str,
+    /// The adds; jobs are ranges of it.
+    identifiers: &'a [String],
+}
+
+impl Intents<'_> {
+    /// Record the adds of `range` as sent (by `job_id`, once known).
+    pub(super) async fn record(
+        &self,
+        range: std::ops::Range<usize>,
+        job_id: Option<&str>,
+    ) -> Result<(), SyncError> {
+        let sent: Vec<SyncMemberRecord> = self.identifiers[range]
+            .iter()
+            .map(|identifier| SyncMemberRecord {
+                identifier: identifier.clone(),
+                profile_id: None,
+                origin: MemberOrigin::Sent {
+                    job_id: job_id.map(str::to_string),
+                },
+            })
+            .collect();
+        Ok(self.store.record_sync_members(self.list_key, &sent).await?)
+    }
 }
 
 /// The removal limit as a count: a percentage is of the members klsync added (the only ones
@@ -85,6 +126,14 @@ pub(super) async fn compute(
         .iter()
         .map(|m| diff::identifier_key(&m.identifier))
         .collect();
+    // Sent by an apply that never learned the outcome: added again (apply first checks the
+    // list, and records those it finds as klsync's).
+    let unconfirmed_keys: diff::KeySet = recorded
+        .iter()
+        .filter(|m| matches!(m.origin, MemberOrigin::Sent { .. }))
+        .map(|m| diff::identifier_key(&m.identifier))
+        .collect();
+    let mut owned = diff::KeySet::default();
     let mut counts = MembershipCounts::default();
     let mut rejected_sample = Vec::new();
     let mut add_sample = Vec::new();
@@ -119,10 +168,15 @@ pub(super) async fn compute(
             counts.duplicates += 1;
             continue;
         }
-        if recorded_keys.contains(&key) {
+        let unconfirmed = unconfirmed_keys.contains(&key);
+        if recorded_keys.contains(&key) && !unconfirmed {
             counts.unchanged += 1;
         } else {
             counts.add += 1;
+            if unconfirmed {
+                counts.unconfirmed += 1;
+                owned.insert(key);
+            }
             if add_sample.len() < SAMPLE_SIZE {
                 add_sample.push(identifier.clone());
             }
@@ -131,10 +185,10 @@ pub(super) async fn compute(
             }
         }
     }
-    let (gone_preexisting, gone_added): (Vec<&SyncMemberRecord>, Vec<&SyncMemberRecord>) = recorded
+    let (gone_added, gone_preexisting): (Vec<&SyncMemberRecord>, Vec<&SyncMemberRecord>) = recorded
         .iter()
         .filter(|m| !desired.contains(&diff::identifier_key(&m.identifier)))
-        .partition(|m| m.preexisting);
+        .partition(|m| m.origin.is_klsyncs());
     let removes: Vec<SyncMemberRecord> = if spec.mode == MembershipMode::Mirror {
         gone_added.into_iter().cloned().collect()
     } else {
@@ -145,7 +199,7 @@ pub(super) async fn compute(
         .map(|m| m.identifier.clone())
         .collect();
     counts.remove = removes.len() as u64;
-    let added_by_klsync = recorded.iter().filter(|m| !m.preexisting).count() as u64;
+    let added_by_klsync = recorded.iter().filter(|m| m.origin.is_klsyncs()).count() as u64;
     let max_removals = spec
         .max_removals
         .as_ref()
@@ -192,6 +246,7 @@ pub(super) async fn compute(
     let work = if keep_work {
         MemberWork {
             adds,
+            owned,
             removes,
             stale,
         }
@@ -232,10 +287,22 @@ pub(super) async fn apply(
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
 
     // Profiles already on the list joined some other way: recorded as such, never sent, so
-    // mirror mode will not remove them when they leave the query.
+    // mirror mode will not remove them when they leave the query. Those an earlier apply sent
+    // are klsync's: recorded as added.
     let (adds, already) = split_existing(list_id.as_str(), spec, work.adds, client).await?;
+    let already: Vec<SyncMemberRecord> = already
+        .into_iter()
+        .map(|mut member| {
+            if work.owned.contains(&diff::identifier_key(&member.identifier)) {
+                member.origin = MemberOrigin::Added;
+                report.confirmed += 1;
+            } else {
+                report.already_members += 1;
+            }
+            member
+        })
+        .collect();
     store.record_sync_members(list_key, &already).await?;
-    report.already_members = already.len() as u64;
 
     // Adds: bulk import with the list relationship, identifier only.
     let profile = |identifier: &String| super::attributes_for(spec.identify_by, identifier, None);
@@ -251,43 +318,70 @@ pub(super) async fn apply(
     let ranges = chunk_ranges(&sizes, Chunker::default());
     let lists = [list_id.clone()];
     let build = |range: std::ops::Range<usize>| adds[range].iter().map(profile).collect();
-    let outcomes = super::run_jobs(client, &build, &ranges, &lists, spec.identify_by).await;
+    let intents = Intents {
+        store,
+        list_key,
+        identifiers: &adds,
+    };
+    let outcomes = super::run_jobs(
+        client,
+        &build,
+        &ranges,
+        &lists,
+        spec.identify_by,
+        Some(&intents),
+    )
+    .await;
     let mut added = Vec::new();
+    // Known not to be on the list: no longer recorded as sent.
+    let mut dropped = Vec::new();
     for (range, outcome) in ranges.iter().zip(outcomes) {
         let chunk = &adds[range.clone()];
-        match outcome {
-            Ok((job_id, Some(failures))) => {
+        let reason = match outcome {
+            super::JobOutcome::Finished {
+                job_id,
+                refused: Some(refused),
+            } => {
                 report.jobs.push(job_id);
-                added.extend(
-                    chunk
-                        .iter()
-                        .filter(|identifier| !failures.contains_key(*identifier))
-                        .map(|identifier| SyncMemberRecord {
+                for identifier in chunk {
+                    if refused.contains_key(identifier) {
+                        dropped.push(identifier.clone());
+                    } else {
+                        added.push(SyncMemberRecord {
                             identifier: identifier.clone(),
                             profile_id: None,
-                            preexisting: false,
-                        }),
+                            origin: MemberOrigin::Added,
+                        });
+                    }
+                }
+                failed.extend(refused);
+                continue;
+            }
+            super::JobOutcome::Finished {
+                job_id,
+                refused: None,
+            } => {
+                let reason = format!(
+                    "bulk import job {job_id} did not complete cleanly; {OUTCOME_UNKNOWN}"
                 );
-                failed.extend(failures);
-            }
-            Ok((job_id, None)) => {
-                for identifier in chunk {
-                    failed.insert(
-                        identifier.clone(),
-                        format!("bulk import job {job_id} did not complete cleanly"),
-                    );
-                }
                 report.jobs.push(job_id);
+                reason
             }
-            Err(error) => {
-                let reason = error.to_string();
-                for identifier in chunk {
-                    failed.insert(identifier.clone(), reason.clone());
-                }
+            super::JobOutcome::NotSent(error) => {
+                dropped.extend(chunk.iter().cloned());
+                error.to_string()
             }
+            super::JobOutcome::Unknown { job_id, error } => {
+                report.jobs.extend(job_id);
+                format!("{error}; {OUTCOME_UNKNOWN}")
+            }
+        };
+        for identifier in chunk {
+            failed.insert(identifier.clone(), reason.clone());
         }
     }
     store.record_sync_members(list_key, &added).await?;
+    store.forget_sync_members(list_key, &dropped).await?;
     report.added = added.len() as u64;
 
     // Removes: resolve missing profile ids (100 per lookup), then 1,000 per request.
@@ -337,6 +431,10 @@ pub(super) async fn apply(
     Ok(report)
 }
 
+/// Why an add whose job's outcome klsync did not learn is not simply retried.
+const OUTCOME_UNKNOWN: &str = "klsync may have added these profiles, so they stay recorded as \
+     sent by klsync; the next apply checks the list for them";
+
 /// Split `adds` into profiles to add and those already members of the list (as records marked
 /// `preexisting`, with their profile id), reading the list's members once
 /// ([`member_read_pages`] requests when only klsync's members are there).
@@ -374,7 +472,7 @@ async fn split_existing(
             Some(profile_id) => already.push(SyncMemberRecord {
                 identifier,
                 profile_id: Some(profile_id.clone()),
-                preexisting: true,
+                origin: MemberOrigin::Preexisting,
             }),
             None => to_add.push(identifier),
         }

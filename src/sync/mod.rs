@@ -284,6 +284,15 @@ pub struct MembershipCounts {
     pub rejected: u64,
     /// Rows repeating an identifier already seen (the profile is added once).
     pub duplicates: u64,
+    /// Of the adds, profiles an earlier apply sent without learning whether Klaviyo added them
+    /// (it was killed, or gave up polling the job): apply checks the list first and records
+    /// those it finds there as added by klsync.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unconfirmed: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl ProfileCounts {
@@ -309,6 +318,7 @@ impl MembershipCounts {
             ("unchanged", self.unchanged),
             ("rejected", self.rejected),
             ("duplicate", self.duplicates),
+            ("to confirm", self.unconfirmed),
         ]
     }
 }
@@ -388,6 +398,9 @@ pub struct MembershipReport {
     /// Profiles to add that were already members (joined another way): recorded as such, not
     /// sent, never removed by mirror mode.
     pub already_members: u64,
+    /// Adds an earlier apply sent without learning the outcome, found on the list now:
+    /// recorded as added by klsync, not sent again.
+    pub confirmed: u64,
     /// Members removed (and forgotten).
     pub removed: u64,
     /// Adds Klaviyo refused: retried by the next apply.
@@ -646,20 +659,46 @@ async fn job_failures(
     Ok(Some(failed))
 }
 
-/// A finished job's id and the rows it refused (`None`: refused rows unknown, so all failed).
-type JobOutcome = Result<(String, Option<BTreeMap<String, String>>), SyncError>;
+/// What became of one bulk import job.
+pub(super) enum JobOutcome {
+    /// Klaviyo finished the job: the rows it refused, with the reason (`None`: which rows it
+    /// refused is unknown, or the job was cancelled).
+    Finished {
+        /// The job.
+        job_id: String,
+        /// Identifier -> Klaviyo's reason.
+        refused: Option<BTreeMap<String, String>>,
+    },
+    /// Klaviyo never accepted the job (or it was never sent): nothing of it was applied.
+    NotSent(SyncError),
+    /// Klaviyo accepted the job, or may have, but klsync did not learn its outcome.
+    Unknown {
+        /// The job, when Klaviyo's answer to its creation arrived.
+        job_id: Option<String>,
+        /// What stopped klsync from learning the outcome.
+        error: SyncError,
+    },
+}
+
+/// Whether a failed job creation may still have been accepted: only a refusal Klaviyo (or the
+/// client, before sending) stated is known to have changed nothing.
+fn may_have_been_accepted(error: &ApiError) -> bool {
+    error.is_ambiguous() || matches!(error, ApiError::Decode { .. })
+}
 
 /// Create one bulk import job per range of profiles, at most [`JOBS_IN_FLIGHT`] at a time,
 /// wait for each and read its failures. Outcomes are in range order.
 ///
 /// `build` makes a range's profiles when its job is about to be sent, so only the jobs in flight
-/// are ever materialised.
+/// are ever materialised. With `intents`, each range is recorded as sent before its job is sent,
+/// and with its job id once Klaviyo accepted it (see [`members::Intents`]).
 async fn run_jobs<B>(
     client: &KlaviyoClient,
     build: &B,
     ranges: &[std::ops::Range<usize>],
     list_ids: &[String],
     identify_by: IdentifyBy,
+    intents: Option<&members::Intents<'_>>,
 ) -> Vec<JobOutcome>
 where
     B: Fn(std::ops::Range<usize>) -> Vec<crate::klaviyo::ProfileAttributes> + Sync,
@@ -667,13 +706,42 @@ where
     use futures::StreamExt;
     futures::stream::iter(ranges.iter().cloned())
         .map(|range| async move {
-            let profiles = build(range);
+            if let Some(intents) = intents
+                && let Err(error) = intents.record(range.clone(), None).await
+            {
+                return JobOutcome::NotSent(error);
+            }
+            let profiles = build(range.clone());
             let count = profiles.len();
-            let job = client.create_bulk_import_job(&profiles, list_ids).await?;
+            let job = match client.create_bulk_import_job(&profiles, list_ids).await {
+                Ok(job) => job,
+                Err(error) if may_have_been_accepted(&error) => {
+                    return JobOutcome::Unknown {
+                        job_id: None,
+                        error: error.into(),
+                    };
+                }
+                Err(error) => return JobOutcome::NotSent(error.into()),
+            };
             drop(profiles);
-            let job = wait_for_job(client, &job.id, count).await?;
-            let failures = job_failures(client, &job, identify_by).await?;
-            Ok((job.id, failures))
+            let outcome = async {
+                if let Some(intents) = intents {
+                    intents.record(range, Some(&job.id)).await?;
+                }
+                let finished = wait_for_job(client, &job.id, count).await?;
+                let refused = job_failures(client, &finished, identify_by).await?;
+                Ok::<_, SyncError>(refused)
+            };
+            match outcome.await {
+                Ok(refused) => JobOutcome::Finished {
+                    job_id: job.id,
+                    refused,
+                },
+                Err(error) => JobOutcome::Unknown {
+                    job_id: Some(job.id),
+                    error,
+                },
+            }
         })
         .buffered(JOBS_IN_FLIGHT)
         .collect()

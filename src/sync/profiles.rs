@@ -846,29 +846,34 @@ pub(super) async fn apply(
             })
             .collect()
     };
-    let outcomes = super::run_jobs(client, &build, &ranges, &[], spec.identify_by).await;
+    let outcomes = super::run_jobs(client, &build, &ranges, &[], spec.identify_by, None).await;
     for (range, outcome) in ranges.iter().zip(outcomes) {
         let chunk = &to_send[range.clone()];
-        match outcome {
-            Ok((job_id, Some(failures))) => {
+        let reason = match outcome {
+            super::JobOutcome::Finished {
+                job_id,
+                refused: Some(refused),
+            } => {
                 report.jobs.push(job_id);
-                failed.extend(failures);
+                failed.extend(refused);
+                continue;
             }
-            Ok((job_id, None)) => {
-                for upsert in chunk {
-                    failed.insert(
-                        upsert.identifier.clone(),
-                        format!("bulk import job {job_id} did not complete cleanly"),
-                    );
-                }
+            super::JobOutcome::Finished {
+                job_id,
+                refused: None,
+            } => {
+                let reason = format!("bulk import job {job_id} did not complete cleanly");
                 report.jobs.push(job_id);
+                reason
             }
-            Err(error) => {
-                let reason = error.to_string();
-                for upsert in chunk {
-                    failed.insert(upsert.identifier.clone(), reason.clone());
-                }
+            super::JobOutcome::NotSent(error) => error.to_string(),
+            super::JobOutcome::Unknown { job_id, error } => {
+                report.jobs.extend(job_id);
+                error.to_string()
             }
+        };
+        for upsert in chunk {
+            failed.insert(upsert.identifier.clone(), reason.clone());
         }
     }
 

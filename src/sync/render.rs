@@ -71,6 +71,13 @@ pub fn render_text(plan: &DataPlan) -> String {
             "lists.{}.members ({} rows): +{} add, -{} remove, {} unchanged, {} rejected",
             list.list, list.rows, c.add, c.remove, c.unchanged, c.rejected
         );
+        if c.unconfirmed > 0 {
+            let _ = writeln!(
+                out,
+                "  {} of the adds were sent by an earlier apply that did not learn the outcome: apply checks the list and records those already there as added by klsync",
+                c.unconfirmed
+            );
+        }
         if list.exceeds_max_removals {
             let _ = writeln!(
                 out,
@@ -129,6 +136,13 @@ pub fn render_report(report: &DataApplyReport) -> String {
             "lists.{}.members: +{} added, -{} removed, {} failed",
             list.list, list.added, list.removed, list.failed
         );
+        if list.confirmed > 0 {
+            let _ = writeln!(
+                out,
+                "  {} member(s) sent by an earlier apply found on the list: recorded as added by klsync",
+                list.confirmed
+            );
+        }
         if list.already_members > 0 {
             let _ = writeln!(
                 out,

@@ -106,12 +106,17 @@ pub struct DriftReport {
     pub unmanaged: Option<Vec<Unmanaged>>,
     /// Things worth knowing that are not drift.
     pub warnings: Vec<String>,
+    /// What the data syncs' records look like in Klaviyo (`--data` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::sync::DataCheck>,
 }
 
 impl DriftReport {
     /// Whether anything drifted (or, when listed, anything is unmanaged).
     pub fn has_drift(&self) -> bool {
-        !self.drift.is_empty() || self.unmanaged.as_ref().is_some_and(|u| !u.is_empty())
+        !self.drift.is_empty()
+            || self.unmanaged.as_ref().is_some_and(|u| !u.is_empty())
+            || self.data.as_ref().is_some_and(crate::sync::DataCheck::has_drift)
     }
 }
 
@@ -204,6 +209,7 @@ pub fn detect(
         drift,
         unmanaged,
         warnings,
+        data: None,
     }
 }
 
@@ -402,20 +408,35 @@ pub fn render_text(report: &DriftReport) -> String {
             );
         }
     }
+    if let Some(data) = &report.data {
+        out.push_str(&sanitize(&crate::sync::render_check(data)));
+    }
     if report.has_drift() {
         let resources: BTreeSet<&str> = report.drift.iter().map(|e| e.address.as_str()).collect();
         let _ = writeln!(
             out,
-            "\nDrift: {} difference(s) on {} resource(s) or link(s){}.",
+            "\nDrift: {} difference(s) on {} resource(s) or link(s){}{}.",
             report.drift.len(),
             resources.len(),
             match &report.unmanaged {
                 Some(u) => format!(", {} unmanaged resource(s)", u.len()),
                 None => String::new(),
+            },
+            match &report.data {
+                Some(data) => format!("; data: {}", crate::sync::check_summary(data)),
+                None => String::new(),
             }
         );
     } else {
-        out.push_str("No drift. Klaviyo matches what klsync last applied.\n");
+        out.push_str("No drift. Klaviyo matches what klsync last applied");
+        if let Some(data) = &report.data {
+            let _ = write!(
+                out,
+                " (data syncs included: {})",
+                crate::sync::check_summary(data)
+            );
+        }
+        out.push_str(".\n");
     }
     for warning in &report.warnings {
         let _ = writeln!(out, "Warning: {}", sanitize(warning));

@@ -1261,6 +1261,178 @@ async fn members_of_a_job_whose_polls_gave_up_are_klsyncs(db: Db) {
     members_sent_without_a_known_outcome_stay_klsyncs(&db, &handle, &client, &list_id).await;
 }
 
+/// Hand edits in Klaviyo: a property changed, one removed, two members taken off the list (one
+/// of which also left the query). The full check finds them at the cost it stated, the plan
+/// made with it restores them, and the next check is clean.
+async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let list_id = handle.seed(|s| s.create_list("VIP", None));
+    db.insert_customers(0, 5).await;
+    db.exec("UPDATE customers SET plan = 'vip' WHERE ltv < 3")
+        .await;
+    let mut manifest = profile_manifest(
+        "SELECT email, plan, ltv FROM customers ORDER BY email",
+        OnMissingRow::Keep,
+    );
+    let members = member_manifest(MembershipMode::Mirror, None);
+    manifest.lists = members.lists;
+    manifest.queries.extend(members.queries);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+
+    // Clean, at the stated cost: one profile lookup per 100 rows, one member lookup per 100.
+    let cost = sync::check_cost(&manifest, &lists, &db.state).await.unwrap();
+    let stated: u64 = cost.requests.values().sum();
+    assert_eq!(stated, 2, "{cost:?}");
+    let before = handle.stats().total;
+    let check = sync::check_data(&manifest, &lists, &db.state, &client)
+        .await
+        .unwrap();
+    assert_eq!(handle.stats().total - before, stated);
+    assert!(!check.has_drift(), "{check:?}");
+    assert_eq!(
+        (check.profiles[0].checked, check.memberships[0].checked),
+        (5, 3)
+    );
+
+    handle.seed(|s| {
+        let id_of = |s: &emulator::state::State, email: &str| {
+            s.profiles
+                .values()
+                .find(|p| p.get_str("email") == Some(email))
+                .unwrap()
+                .id
+                .clone()
+        };
+        let (c0, c1, c2) = (
+            id_of(s, "c0@shop.test"),
+            id_of(s, "c1@shop.test"),
+            id_of(s, "c2@shop.test"),
+        );
+        let properties = &mut s.profiles.get_mut(&c0).unwrap().attributes["properties"];
+        properties["plan"] = json!("edited in Klaviyo");
+        let properties = &mut s.profiles.get_mut(&c1).unwrap().attributes["properties"];
+        properties.as_object_mut().unwrap().remove("ltv");
+        let list = s.lists.get_mut(&list_id).unwrap();
+        list.members.remove(&c1);
+        list.members.remove(&c2);
+    });
+    // c1 also leaves the list's query: gone from the list already, it is not removed again.
+    db.exec("UPDATE customers SET plan = 'basic' WHERE email = 'c1@shop.test'")
+        .await;
+    // The plan without the full check sees none of it.
+    let blind = plan(&db, &manifest, &lists).await;
+    assert_eq!(
+        (blind.profiles[0].counts.changed, blind.memberships[0].counts.add),
+        (1, 0),
+        "only the row changed in the database"
+    );
+
+    let check = sync::check_data(&manifest, &lists, &db.state, &client)
+        .await
+        .unwrap();
+    let drift: Vec<(&str, &str, Option<Value>)> = check.profiles[0]
+        .drift
+        .iter()
+        .map(|d| (d.identifier.as_str(), d.property.as_str(), d.live.clone()))
+        .collect();
+    assert_eq!(
+        drift,
+        [
+            ("c0@shop.test", "plan", Some(json!("edited in Klaviyo"))),
+            ("c1@shop.test", "ltv", None),
+        ]
+    );
+    assert_eq!(
+        check.memberships[0].missing,
+        ["c1@shop.test", "c2@shop.test"]
+    );
+    let rendered = sync::render_check(&check);
+    assert!(
+        rendered.contains("~ profiles.customers: 2 of 5 recorded profile(s) changed in Klaviyo"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("- lists.vip.members: 2 of 3 recorded member(s) no longer on the list"),
+        "{rendered}"
+    );
+
+    let restoring = sync::plan_data(&manifest, &lists, &db.queries, &db.state, Some(&check))
+        .await
+        .unwrap();
+    let profiles = &restoring.profiles[0];
+    assert_eq!(profiles.counts.changed, 2, "{profiles:?}");
+    let c0 = profiles
+        .diff_sample
+        .iter()
+        .find(|row| row.identifier == "c0@shop.test")
+        .unwrap();
+    assert_eq!(
+        (&c0.changes[0].before, &c0.changes[0].after),
+        (&Some(json!("edited in Klaviyo")), &Some(json!("vip")))
+    );
+    let counts = restoring.memberships[0].counts;
+    assert_eq!((counts.add, counts.remove, counts.unchanged), (1, 0, 1));
+    assert_eq!(restoring.memberships[0].add_sample, ["c2@shop.test"]);
+    let text = sync::render_text(&restoring);
+    assert!(
+        text.contains("full check: 5 recorded profile(s) read back, 2 changed in Klaviyo"),
+        "{text}"
+    );
+    assert!(
+        text.contains("full check: 3 recorded member(s) looked up, 2 no longer on the list"),
+        "{text}"
+    );
+
+    // Applied through a saved plan: the plan carries what to restore.
+    let saved: DataPlan = serde_json::from_str(&serde_json::to_string(&restoring).unwrap()).unwrap();
+    let report = sync::apply_data(
+        &saved,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.drift.is_empty(), "{:?}", report.drift);
+    assert_eq!(
+        (report.profiles[0].sent, report.memberships[0].added),
+        (2, 1)
+    );
+    assert_eq!(
+        live_properties(&handle, "c0@shop.test"),
+        Some(json!({"plan": "vip", "ltv": 0}))
+    );
+    assert_eq!(
+        live_properties(&handle, "c1@shop.test"),
+        Some(json!({"plan": "basic", "ltv": 1}))
+    );
+    assert_eq!(
+        list_member_emails(&handle, &list_id),
+        ["c0@shop.test", "c2@shop.test"]
+    );
+    let check = sync::check_data(&manifest, &lists, &db.state, &client)
+        .await
+        .unwrap();
+    assert!(!check.has_drift(), "{check:?}");
+    assert_eq!(check.memberships[0].checked, 2, "c1 is forgotten");
+    assert!(!plan(&db, &manifest, &lists).await.has_changes());
+}
+
 // ---- one test per scenario and backend ------------------------------------------------------
 
 macro_rules! on_both_backends {
@@ -1300,4 +1472,5 @@ on_both_backends!(
     switching_to_unset_removes_nulls_kept_before,
     members_of_a_job_accepted_before_the_apply_died_are_klsyncs,
     members_of_a_job_whose_polls_gave_up_are_klsyncs,
+    the_full_check_finds_hand_edits_and_the_plan_restores_them,
 );

@@ -452,6 +452,42 @@ impl StateStore {
         Ok(found)
     }
 
+    /// How many rows of a `profiles:` sync are recorded.
+    pub async fn sync_row_count(&self, sync_id: &str) -> Result<u64, StateError> {
+        const SQL: &str = "SELECT COUNT(*) FROM sync_profile_rows WHERE sync_id = $1";
+        let count: i64 = on_backend!(self, pool => {
+            sqlx::query_scalar(SQL).bind(sync_id).fetch_one(pool).await
+        })
+        .map_err(StateError::query("count sync rows"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Up to `limit` recorded rows of a sync with their applied properties, in identifier
+    /// order, after `after` (`""` for the first page): pages through a million rows by the
+    /// primary key without holding them all.
+    pub async fn sync_rows_after(
+        &self,
+        sync_id: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StateError> {
+        const SQL: &str = "SELECT identifier, applied FROM sync_profile_rows \
+                           WHERE sync_id = $1 AND identifier > $2 ORDER BY identifier LIMIT $3";
+        let rows: Vec<(String, Json<serde_json::Value>)> = on_backend!(self, pool => {
+            sqlx::query_as(SQL)
+                .bind(sync_id)
+                .bind(after)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(StateError::query("read applied sync rows"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(identifier, Json(applied))| (identifier, applied))
+            .collect())
+    }
+
     /// Record (insert or replace) applied rows of a sync, in one transaction.
     pub async fn record_sync_rows(
         &self,
@@ -524,6 +560,18 @@ impl StateStore {
                 },
             )
             .collect())
+    }
+
+    /// How many members klsync recorded for a list as added or found there (not those sent
+    /// without a known outcome).
+    pub async fn sync_member_count(&self, list_key: &str) -> Result<u64, StateError> {
+        const SQL: &str =
+            "SELECT COUNT(*) FROM sync_list_members WHERE list_key = $1 AND pending = FALSE";
+        let count: i64 = on_backend!(self, pool => {
+            sqlx::query_scalar(SQL).bind(list_key).fetch_one(pool).await
+        })
+        .map_err(StateError::query("count list members"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// Record members of a list (a known profile id replaces an unknown one), in one

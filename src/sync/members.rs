@@ -100,7 +100,10 @@ pub(super) fn removal_limit(limit: &MaxRemovals, recorded: u64) -> u64 {
     }
 }
 
-/// Stream the list's query and compare it with the members klsync added.
+/// Stream the list's query and compare it with the members klsync added. With `check` (the
+/// full check's findings for this list), recorded members it found missing from the list are
+/// added again if the query returns them, and forgotten if not.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn compute(
     list_key: &str,
     list_id: Option<String>,
@@ -109,6 +112,7 @@ pub(super) async fn compute(
     queries: &QueryManager,
     store: &StateStore,
     keep_work: bool,
+    check: Option<&super::MembershipCheck>,
 ) -> Result<(MembershipPlan, MemberWork, BTreeMap<Operation, u64>), SyncError> {
     let query_error = |source| SyncError::Query {
         what: WHAT,
@@ -133,6 +137,22 @@ pub(super) async fn compute(
         .filter(|m| matches!(m.origin, MemberOrigin::Sent { .. }))
         .map(|m| diff::identifier_key(&m.identifier))
         .collect();
+    let klsyncs_keys: diff::KeySet = recorded
+        .iter()
+        .filter(|m| m.origin.is_klsyncs())
+        .map(|m| diff::identifier_key(&m.identifier))
+        .collect();
+    // Recorded, but the full check found them gone from the list.
+    let missing_keys: diff::KeySet = check
+        .filter(|check| !check.list_deleted)
+        .map(|check| {
+            check
+                .missing
+                .iter()
+                .map(|identifier| diff::identifier_key(identifier))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut owned = diff::KeySet::default();
     let mut counts = MembershipCounts::default();
     let mut rejected_sample = Vec::new();
@@ -169,12 +189,12 @@ pub(super) async fn compute(
             continue;
         }
         let unconfirmed = unconfirmed_keys.contains(&key);
-        if recorded_keys.contains(&key) && !unconfirmed {
+        if recorded_keys.contains(&key) && !unconfirmed && !missing_keys.contains(&key) {
             counts.unchanged += 1;
         } else {
             counts.add += 1;
-            if unconfirmed {
-                counts.unconfirmed += 1;
+            counts.unconfirmed += u64::from(unconfirmed);
+            if klsyncs_keys.contains(&key) {
                 owned.insert(key);
             }
             if add_sample.len() < SAMPLE_SIZE {
@@ -185,10 +205,14 @@ pub(super) async fn compute(
             }
         }
     }
+    // Gone from the query: those klsync added are removed (mirror mode); those that joined
+    // otherwise, and those the full check found no longer on the list, are forgotten.
     let (gone_added, gone_preexisting): (Vec<&SyncMemberRecord>, Vec<&SyncMemberRecord>) = recorded
         .iter()
         .filter(|m| !desired.contains(&diff::identifier_key(&m.identifier)))
-        .partition(|m| m.origin.is_klsyncs());
+        .partition(|m| {
+            m.origin.is_klsyncs() && !missing_keys.contains(&diff::identifier_key(&m.identifier))
+        });
     let removes: Vec<SyncMemberRecord> = if spec.mode == MembershipMode::Mirror {
         gone_added.into_iter().cloned().collect()
     } else {
@@ -242,6 +266,7 @@ pub(super) async fn compute(
         exceeds_max_removals,
         requests: super::request_names(&requests),
         estimated_seconds: super::seconds(&requests),
+        check: check.cloned(),
     };
     let work = if keep_work {
         MemberWork {
@@ -398,15 +423,11 @@ pub(super) async fn apply(
             .filter_map(|m| Some((m.identifier.clone(), m.profile_id.clone()?)))
             .collect();
         if !unresolved.is_empty() {
-            let field = super::identifier_field(spec.identify_by);
             for profile in client
                 .find_profiles_by(super::profile_identifier(spec.identify_by), &unresolved)
                 .await?
             {
-                let value = serde_json::to_value(&profile.attributes).unwrap_or(Value::Null);
-                if let Some(identifier) = value
-                    .get(field)
-                    .and_then(|v| identify::normalize(spec.identify_by, v).ok())
+                if let Some(identifier) = super::identifier_of(spec.identify_by, &profile.attributes)
                 {
                     ids.insert(identifier, profile.id);
                 }
@@ -451,14 +472,7 @@ async fn split_existing(
     let mut pages = std::pin::pin!(client.list_member_profiles(list_id));
     while let Some(profile) = pages.next().await {
         let profile = profile?;
-        let value = match spec.identify_by {
-            crate::manifest::types::IdentifyBy::Email => profile.attributes.email,
-            crate::manifest::types::IdentifyBy::ExternalId => profile.attributes.external_id,
-            crate::manifest::types::IdentifyBy::PhoneNumber => profile.attributes.phone_number,
-        };
-        if let Some(identifier) =
-            value.and_then(|v| identify::normalize(spec.identify_by, &Value::String(v)).ok())
-        {
+        if let Some(identifier) = super::identifier_of(spec.identify_by, &profile.attributes) {
             members.insert(diff::identifier_key(&identifier), profile.id);
         }
     }

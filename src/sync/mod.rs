@@ -27,6 +27,7 @@
 //! next apply. Removing properties needs `profile-import` with `patch_properties.unset`, one
 //! request per profile (bulk import cannot remove).
 
+mod check;
 pub mod chunk;
 pub mod diff;
 pub mod identify;
@@ -46,8 +47,9 @@ use crate::manifest::types::{IdentifyBy, ManifestFile, MembershipMode, OnMissing
 use crate::sql::{QueryManager, SqlError};
 use crate::state::{StateError, StateStore};
 
+pub use check::{CheckCost, DataCheck, MembershipCheck, ProfileCheck, check_cost, check_data};
 pub use diff::FieldChange;
-pub use render::{render_report, render_text};
+pub use render::{check_summary, render_check, render_report, render_text};
 
 /// Rows kept in each sample of a plan or report.
 pub const SAMPLE_SIZE: usize = 10;
@@ -183,6 +185,10 @@ pub struct ProfileSyncPlan {
     pub estimated_seconds: u64,
     /// Live values that differ from what klsync last applied (only with `--refresh`).
     pub drift: Vec<Drift>,
+    /// What the full check (`plan --refresh=full`) found: the rows it found changed in Klaviyo
+    /// are planned as `changed`, and apply sends them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<ProfileCheck>,
 }
 
 /// Row counts of a `profiles:` sync.
@@ -269,6 +275,11 @@ pub struct MembershipPlan {
     pub requests: BTreeMap<String, u64>,
     /// Least time at Klaviyo's limits, in seconds.
     pub estimated_seconds: u64,
+    /// What the full check (`plan --refresh=full`) found: recorded members missing from the
+    /// list that the query still returns are planned as adds (those it no longer returns are
+    /// forgotten), and apply sends them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<MembershipCheck>,
 }
 
 /// Member counts of one list.
@@ -434,15 +445,15 @@ fn seconds(requests: &BTreeMap<Operation, u64>) -> u64 {
 }
 
 /// Plan every `profiles:` sync and every list's `members:` of `manifest` (the project's merged
-/// manifest). `list_ids` maps list keys to Klaviyo ids for lists that exist. With `refresh`,
-/// also reads the sampled profiles from Klaviyo to report drift (costs
-/// [`DataPlan::refresh_requests`]).
+/// manifest). `list_ids` maps list keys to Klaviyo ids for lists that exist. With `check` (the
+/// full check, [`check_data`]), the plan also restores what it found changed in Klaviyo, and
+/// carries it so that apply does the same.
 pub async fn plan_data(
     manifest: &ManifestFile,
     list_ids: &BTreeMap<String, String>,
     queries: &QueryManager,
     store: &StateStore,
-    refresh: Option<&KlaviyoClient>,
+    check: Option<&DataCheck>,
 ) -> Result<DataPlan, SyncError> {
     let mut total: BTreeMap<Operation, u64> = BTreeMap::new();
     let mut plan = DataPlan {
@@ -452,8 +463,9 @@ pub async fn plan_data(
         estimated_seconds: 0,
     };
     for spec in &manifest.profiles {
+        let found = check.and_then(|check| check.profiles.iter().find(|p| p.id == spec.id));
         let (sync_plan, _, requests) =
-            profiles::compute(spec, &manifest.queries, queries, store, false).await?;
+            profiles::compute(spec, &manifest.queries, queries, store, false, found).await?;
         merge(&mut total, &requests);
         plan.profiles.push(sync_plan);
     }
@@ -462,6 +474,7 @@ pub async fn plan_data(
             continue;
         };
         let list_id = list_ids.get(&list.id).cloned();
+        let found = check.and_then(|check| check.memberships.iter().find(|m| m.list == list.id));
         let (member_plan, _, requests) = members::compute(
             &list.id,
             list_id,
@@ -470,6 +483,7 @@ pub async fn plan_data(
             queries,
             store,
             false,
+            found,
         )
         .await?;
         merge(&mut total, &requests);
@@ -477,9 +491,6 @@ pub async fn plan_data(
     }
     plan.requests = request_names(&total);
     plan.estimated_seconds = seconds(&total);
-    if let Some(client) = refresh {
-        refresh_data(&mut plan, store, client).await?;
-    }
     Ok(plan)
 }
 
@@ -510,9 +521,12 @@ pub async fn apply_data(
     let mut report = DataApplyReport::default();
     let mut profile_work = Vec::new();
     for spec in &manifest.profiles {
+        let planned = plan.profiles.iter().find(|p| p.id == spec.id);
+        // What the plan's full check found is restored as the plan showed it.
+        let check = planned.and_then(|p| p.check.as_ref());
         let (fresh, work, _) =
-            profiles::compute(spec, &manifest.queries, queries, store, true).await?;
-        if let Some(planned) = plan.profiles.iter().find(|p| p.id == spec.id)
+            profiles::compute(spec, &manifest.queries, queries, store, true, check).await?;
+        if let Some(planned) = planned
             && planned.counts != fresh.counts
         {
             report.drift.push(count_difference(
@@ -529,6 +543,8 @@ pub async fn apply_data(
             continue;
         };
         let list_id = list_ids.get(&list.id).cloned();
+        let planned = plan.memberships.iter().find(|m| m.list == list.id);
+        let check = planned.and_then(|p| p.check.as_ref());
         let (fresh, work, _) = members::compute(
             &list.id,
             list_id,
@@ -537,9 +553,9 @@ pub async fn apply_data(
             queries,
             store,
             true,
+            check,
         )
         .await?;
-        let planned = plan.memberships.iter().find(|m| m.list == list.id);
         if let Some(planned) = planned
             && planned.counts != fresh.counts
         {
@@ -762,6 +778,17 @@ fn profile_identifier(identify_by: IdentifyBy) -> crate::klaviyo::ProfileIdentif
         IdentifyBy::ExternalId => crate::klaviyo::ProfileIdentifier::ExternalId,
         IdentifyBy::PhoneNumber => crate::klaviyo::ProfileIdentifier::PhoneNumber,
     }
+}
+
+/// A profile's identifier of the kind `identify_by`, normalised (`None`: it has none, or one
+/// klsync would not accept).
+fn identifier_of(identify_by: IdentifyBy, profile: &crate::klaviyo::ProfileData) -> Option<String> {
+    let value = match identify_by {
+        IdentifyBy::Email => profile.email.as_ref(),
+        IdentifyBy::ExternalId => profile.external_id.as_ref(),
+        IdentifyBy::PhoneNumber => profile.phone_number.as_ref(),
+    }?;
+    identify::normalize(identify_by, &serde_json::Value::String(value.clone())).ok()
 }
 
 /// Profile attributes carrying only the identifier (and `properties` when given).

@@ -61,8 +61,8 @@ pub struct ProfileCheck {
     pub id: String,
     /// Recorded rows whose profile was read back.
     pub checked: u64,
-    /// Recorded properties whose value in Klaviyo differs (`live` absent: the property is
-    /// gone, or the whole profile), sorted by identifier then property.
+    /// Recorded properties whose value in Klaviyo differs (`live` null: the property is gone,
+    /// or the whole profile), sorted by identifier then property.
     pub drift: Vec<Drift>,
 }
 
@@ -119,10 +119,9 @@ impl CheckCost {
     /// Klaviyo's rate limits.`
     pub fn sentence(&self) -> String {
         let total: u64 = self.requests.values().sum();
-        let per_operation: Vec<String> = self
-            .requests
+        let per_operation: Vec<String> = super::request_names(&self.requests)
             .iter()
-            .map(|(operation, count)| format!("{} {count}", operation.operation_id()))
+            .map(|(operation, count)| format!("{operation} {count}"))
             .collect();
         let mut sentence = format!(
             "Checking the data syncs against Klaviyo: {}{total} request(s){}, at least {} at Klaviyo's rate limits.",

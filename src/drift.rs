@@ -116,7 +116,10 @@ impl DriftReport {
     pub fn has_drift(&self) -> bool {
         !self.drift.is_empty()
             || self.unmanaged.as_ref().is_some_and(|u| !u.is_empty())
-            || self.data.as_ref().is_some_and(crate::sync::DataCheck::has_drift)
+            || self
+                .data
+                .as_ref()
+                .is_some_and(crate::sync::DataCheck::has_drift)
     }
 }
 
@@ -413,20 +416,27 @@ pub fn render_text(report: &DriftReport) -> String {
     }
     if report.has_drift() {
         let resources: BTreeSet<&str> = report.drift.iter().map(|e| e.address.as_str()).collect();
-        let _ = writeln!(
-            out,
-            "\nDrift: {} difference(s) on {} resource(s) or link(s){}{}.",
-            report.drift.len(),
-            resources.len(),
-            match &report.unmanaged {
-                Some(u) => format!(", {} unmanaged resource(s)", u.len()),
-                None => String::new(),
-            },
-            match &report.data {
-                Some(data) => format!("; data: {}", crate::sync::check_summary(data)),
-                None => String::new(),
-            }
-        );
+        let unmanaged = report.unmanaged.as_ref().map_or(0, Vec::len);
+        let mut parts = Vec::new();
+        if !report.drift.is_empty() || unmanaged > 0 || report.data.is_none() {
+            parts.push(format!(
+                "{} difference(s) on {} resource(s) or link(s){}",
+                report.drift.len(),
+                resources.len(),
+                match &report.unmanaged {
+                    Some(u) => format!(", {} unmanaged resource(s)", u.len()),
+                    None => String::new(),
+                }
+            ));
+        }
+        if let Some(data) = report
+            .data
+            .as_ref()
+            .filter(|data| crate::sync::DataCheck::has_drift(data))
+        {
+            parts.push(format!("data syncs: {}", crate::sync::check_summary(data)));
+        }
+        let _ = writeln!(out, "\nDrift: {}.", parts.join("; "));
     } else {
         out.push_str("No drift. Klaviyo matches what klsync last applied");
         if let Some(data) = &report.data {

@@ -807,9 +807,13 @@ async fn drift_data_reports_hand_edits_and_a_full_refresh_plan_restores_them(bac
         "    a@example.com shop_plan: \"vip\" → \"edited by hand\"",
         "- lists.vip.members: 1 of 2 recorded member(s) no longer on the list",
         "    b@example.com",
-        "data: 1 of 3 profile(s) changed, 1 of 2 list member(s) missing",
+        "\nDrift: data syncs: 1 of 3 profile(s) changed, 1 of 2 list member(s) missing.",
     ] {
-        assert!(drift.stdout.contains(expected), "{expected:?} in\n{}", drift.stdout);
+        assert!(
+            drift.stdout.contains(expected),
+            "{expected:?} in\n{}",
+            drift.stdout
+        );
     }
     let drift = setup
         .in_project(&["drift", "--data", "--format", "json"])
@@ -845,7 +849,11 @@ async fn drift_data_reports_hand_edits_and_a_full_refresh_plan_restores_them(bac
         "full check: 2 recorded member(s) looked up, 1 no longer on the list",
         "+ b@example.com",
     ] {
-        assert!(plan.stdout.contains(expected), "{expected:?} in\n{}", plan.stdout);
+        assert!(
+            plan.stdout.contains(expected),
+            "{expected:?} in\n{}",
+            plan.stdout
+        );
     }
     ok(&with_data(&["apply", &saved]).await, 0);
     setup.seed(|state| {

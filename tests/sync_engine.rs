@@ -1252,7 +1252,11 @@ async fn members_of_a_job_whose_polls_gave_up_are_klsyncs(db: Db) {
     .unwrap();
     let membership = &report.memberships[0];
     assert_eq!((membership.added, membership.failed), (0, 30), "{report:?}");
-    assert_eq!(membership.jobs.len(), 1, "the job Klaviyo accepted is reported");
+    assert_eq!(
+        membership.jobs.len(),
+        1,
+        "the job Klaviyo accepted is reported"
+    );
     let reason = &membership.failed_sample[0].reason;
     assert!(
         reason.contains("rate limited") && reason.contains("the next apply checks the list"),
@@ -1292,7 +1296,9 @@ async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
     .unwrap();
 
     // Clean, at the stated cost: one profile lookup per 100 rows, one member lookup per 100.
-    let cost = sync::check_cost(&manifest, &lists, &db.state).await.unwrap();
+    let cost = sync::check_cost(&manifest, &lists, &db.state)
+        .await
+        .unwrap();
     let stated: u64 = cost.requests.values().sum();
     assert_eq!(stated, 2, "{cost:?}");
     let before = handle.stats().total;
@@ -1334,7 +1340,10 @@ async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
     // The plan without the full check sees none of it.
     let blind = plan(&db, &manifest, &lists).await;
     assert_eq!(
-        (blind.profiles[0].counts.changed, blind.memberships[0].counts.add),
+        (
+            blind.profiles[0].counts.changed,
+            blind.memberships[0].counts.add
+        ),
         (1, 0),
         "only the row changed in the database"
     );
@@ -1396,7 +1405,8 @@ async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
     );
 
     // Applied through a saved plan: the plan carries what to restore.
-    let saved: DataPlan = serde_json::from_str(&serde_json::to_string(&restoring).unwrap()).unwrap();
+    let saved: DataPlan =
+        serde_json::from_str(&serde_json::to_string(&restoring).unwrap()).unwrap();
     let report = sync::apply_data(
         &saved,
         &manifest,

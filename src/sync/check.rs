@@ -13,7 +13,9 @@
 //!   apply sent without learning the outcome are not looked up: the next apply confirms them.
 //!
 //! [`check_cost`] says what the check costs from klsync's records alone, before anything is
-//! read, so the commands can print it first.
+//! read, so the commands can print it first. A member check for removals (members klsync
+//! believes it removed but that are still on the list) belongs here too, once removals that
+//! could not be resolved are recorded.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -211,9 +213,9 @@ pub async fn check_data(
         let (Some(members), Some(list_id)) = (&list.members, list_ids.get(&list.id)) else {
             continue;
         };
-        check.memberships.push(
-            check_members(&list.id, list_id, members.identify_by, store, client).await?,
-        );
+        check
+            .memberships
+            .push(check_members(&list.id, list_id, members.identify_by, store, client).await?);
     }
     Ok(check)
 }

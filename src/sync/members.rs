@@ -318,7 +318,10 @@ pub(super) async fn apply(
     let already: Vec<SyncMemberRecord> = already
         .into_iter()
         .map(|mut member| {
-            if work.owned.contains(&diff::identifier_key(&member.identifier)) {
+            if work
+                .owned
+                .contains(&diff::identifier_key(&member.identifier))
+            {
                 member.origin = MemberOrigin::Added;
                 report.confirmed += 1;
             } else {
@@ -386,9 +389,8 @@ pub(super) async fn apply(
                 job_id,
                 refused: None,
             } => {
-                let reason = format!(
-                    "bulk import job {job_id} did not complete cleanly; {OUTCOME_UNKNOWN}"
-                );
+                let reason =
+                    format!("bulk import job {job_id} did not complete cleanly; {OUTCOME_UNKNOWN}");
                 report.jobs.push(job_id);
                 reason
             }
@@ -427,7 +429,8 @@ pub(super) async fn apply(
                 .find_profiles_by(super::profile_identifier(spec.identify_by), &unresolved)
                 .await?
             {
-                if let Some(identifier) = super::identifier_of(spec.identify_by, &profile.attributes)
+                if let Some(identifier) =
+                    super::identifier_of(spec.identify_by, &profile.attributes)
                 {
                     ids.insert(identifier, profile.id);
                 }

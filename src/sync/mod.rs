@@ -851,11 +851,7 @@ mod tests {
             ..ProfileCounts::default()
         };
         assert_eq!(
-            count_difference(
-                "profiles.customers",
-                &planned.labelled(),
-                &found.labelled()
-            ),
+            count_difference("profiles.customers", &planned.labelled(), &found.labelled()),
             "profiles.customers: planned 3 new, 10 unchanged; found 4 new, 9 unchanged"
         );
         let planned = MembershipCounts {

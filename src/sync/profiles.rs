@@ -787,7 +787,9 @@ pub(super) async fn compute(
         }
     };
     let seen = diff::KeyMap::default();
-    let live = check.map(super::ProfileCheck::live_values).unwrap_or_default();
+    let live = check
+        .map(super::ProfileCheck::live_values)
+        .unwrap_or_default();
     let restore = live
         .keys()
         .map(|identifier| identifier_key(seed, identifier))

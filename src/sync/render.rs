@@ -201,7 +201,9 @@ pub fn render_check(check: &DataCheck) -> String {
                 list.missing.len(),
                 list.checked
             );
-            sampled_lines(&mut out, &list.missing, |identifier| format!("  {identifier}"));
+            sampled_lines(&mut out, &list.missing, |identifier| {
+                format!("  {identifier}")
+            });
         }
     }
     out
@@ -214,7 +216,11 @@ pub fn check_summary(check: &DataCheck) -> String {
     if !check.has_drift() {
         return format!("{profiles} profile(s) and {members} list member(s) read back");
     }
-    let drifted: usize = check.profiles.iter().map(ProfileCheck::drifted_profiles).sum();
+    let drifted: usize = check
+        .profiles
+        .iter()
+        .map(ProfileCheck::drifted_profiles)
+        .sum();
     let missing: usize = check.memberships.iter().map(|m| m.missing.len()).sum();
     let deleted = check.memberships.iter().filter(|m| m.list_deleted).count();
     format!(

@@ -61,8 +61,8 @@ pub(crate) async fn plan_command(
     let project = load(&args.project.dir, output)?;
     let connection = Connection::open(&project, env, pacing).await?;
     let planned = async {
-        let check = match (args.refresh, &connection.queries) {
-            (Some(Refresh::Full), Some(_)) => Some(
+        let check = match args.refresh {
+            Some(Refresh::Full) => Some(
                 super::drift::check_data_syncs(
                     &project,
                     &connection.store,

@@ -121,6 +121,10 @@ impl CheckCost {
     /// Klaviyo's rate limits.`
     pub fn sentence(&self) -> String {
         let total: u64 = self.requests.values().sum();
+        if total == 0 {
+            return "Checking the data syncs against Klaviyo: nothing recorded to read back."
+                .to_string();
+        }
         let per_operation: Vec<String> = super::request_names(&self.requests)
             .iter()
             .map(|(operation, count)| format!("{operation} {count}"))
@@ -336,20 +340,21 @@ async fn check_members(
     };
     check.missing = recorded
         .into_iter()
-        .filter(|identifier| !on_list.contains(identifier))
+        .filter(|identifier| !on_list.contains_key(identifier))
         .collect();
     check.missing.sort();
     Ok(check)
 }
 
-/// Which of `identifiers` are members of the list: one filtered request per 100 for emails and
-/// phone numbers, the whole list (one request per 100 members) for external ids.
-async fn members_on_list(
+/// Which of `identifiers` are members of the list, with their profile ids: one filtered
+/// request per 100 for emails and phone numbers, the whole list (one request per 100 members)
+/// for external ids. (A list read whole may yield members beyond `identifiers`.)
+pub(super) async fn members_on_list(
     client: &KlaviyoClient,
     list_id: &str,
     identify_by: IdentifyBy,
     identifiers: &[String],
-) -> Result<HashSet<String>, SyncError> {
+) -> Result<HashMap<String, String>, SyncError> {
     let profiles: Vec<crate::klaviyo::Profile> = if identify_by == IdentifyBy::ExternalId {
         client.list_member_profiles(list_id).try_collect().await?
     } else {
@@ -365,8 +370,13 @@ async fn members_on_list(
         found.into_iter().flatten().collect()
     };
     Ok(profiles
-        .iter()
-        .filter_map(|profile| super::identifier_of(identify_by, &profile.attributes))
+        .into_iter()
+        .filter_map(|profile| {
+            Some((
+                super::identifier_of(identify_by, &profile.attributes)?,
+                profile.id,
+            ))
+        })
         .collect())
 }
 
@@ -422,6 +432,10 @@ mod tests {
         };
         let sentence = bounded.sentence();
         assert!(sentence.contains("at least 1 request(s)"), "{sentence}");
+        assert_eq!(
+            CheckCost::default().sentence(),
+            "Checking the data syncs against Klaviyo: nothing recorded to read back."
+        );
         assert!(
             sentence.contains("lists.vip.members is keyed by external_id"),
             "{sentence}"

@@ -15,8 +15,8 @@ use klsync::manifest::types::{
 };
 use klsync::settings::Secret;
 use klsync::sql::{QueryManager, QueryOptions, SqlError};
-use klsync::state::StateStore;
 use klsync::state::testing::TestPostgres;
+use klsync::state::{MemberOrigin, StateStore};
 use klsync::sync::{self, DataPlan, SyncError};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -395,27 +395,7 @@ async fn rows_klaviyo_rejected_are_retried_then_recorded(db: Db) {
         &db.state,
         false,
     );
-    let inject = async {
-        for _ in 0..2_000 {
-            let done = handle.seed(|s| {
-                for job in s.jobs.values_mut() {
-                    for row in &mut job.pending {
-                        if row["attributes"]["email"] == "c3@shop.test" {
-                            row["attributes"]["properties"] = json!("corrupted");
-                            return true;
-                        }
-                    }
-                }
-                false
-            });
-            if done {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        panic!("the bulk import job never appeared");
-    };
-    let (report, ()) = tokio::join!(apply, inject);
+    let (report, ()) = tokio::join!(apply, corrupt_queued_row(&handle, "c3@shop.test"));
     let report = report.unwrap();
     let sync_report = &report.profiles[0];
     assert_eq!(
@@ -452,6 +432,83 @@ async fn rows_klaviyo_rejected_are_retried_then_recorded(db: Db) {
         Some(json!({"plan": "basic", "ltv": 3}))
     );
     assert!(!plan(&db, &manifest, &none).await.has_changes());
+}
+
+/// Corrupt the row of `email` in a bulk import job while the job waits in the emulator's
+/// queue, so that Klaviyo refuses that one profile.
+async fn corrupt_queued_row(handle: &EmulatorHandle, email: &str) {
+    for _ in 0..2_000 {
+        let done = handle.seed(|s| {
+            for job in s.jobs.values_mut() {
+                for row in &mut job.pending {
+                    if row["attributes"]["email"] == email {
+                        row["attributes"]["properties"] = json!("corrupted");
+                        return true;
+                    }
+                }
+            }
+            false
+        });
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("the bulk import job never appeared");
+}
+
+/// A member Klaviyo refuses is forgotten (not left recorded as sent), and added again by the
+/// next apply; those it accepted are recorded as added.
+async fn a_member_klaviyo_refused_is_not_kept_and_is_added_again(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(300)).await;
+    let list_id = handle.seed(|s| s.create_list("VIP", None));
+    db.insert_customers(0, 5).await;
+    db.exec("UPDATE customers SET plan = 'vip'").await;
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    let apply = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    );
+    let (report, ()) = tokio::join!(apply, corrupt_queued_row(&handle, "c3@shop.test"));
+    let report = report.unwrap();
+    let membership = &report.memberships[0];
+    assert_eq!((membership.added, membership.failed), (4, 1), "{report:?}");
+    assert_eq!(membership.failed_sample[0].identifier, "c3@shop.test");
+    let recorded = db.state.sync_members("vip").await.unwrap();
+    assert_eq!(recorded.len(), 4);
+    assert!(
+        recorded
+            .iter()
+            .all(|m| m.origin == MemberOrigin::Added && m.identifier != "c3@shop.test")
+    );
+
+    let retry = plan(&db, &manifest, &lists).await;
+    let counts = retry.memberships[0].counts;
+    assert_eq!(
+        (counts.add, counts.unconfirmed, counts.unchanged),
+        (1, 0, 4)
+    );
+    let report = sync::apply_data(
+        &retry,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.memberships[0].added, 1);
+    assert_eq!(list_member_emails(&handle, &list_id).len(), 5);
+    assert!(!plan(&db, &manifest, &lists).await.has_changes());
 }
 
 async fn mirror_never_removes_members_klsync_did_not_add(db: Db) {
@@ -1114,14 +1171,24 @@ async fn switching_to_unset_removes_nulls_kept_before(db: Db) {
     assert!(!plan(&db, &unset, &none).await.has_changes());
 }
 
-/// 30 mirror members sent through `dying`, whose apply never learns the job's outcome; then
-/// an apply that does learn: the members are klsync's, and leave the list with the query.
+/// 30 mirror members sent by an apply that never learned the job's outcome (`job`: the job,
+/// when Klaviyo's answer to its creation arrived); then an apply that does learn: the members
+/// are klsync's, and leave the list with the query.
 async fn members_sent_without_a_known_outcome_stay_klsyncs(
     db: &Db,
     handle: &EmulatorHandle,
     client: &KlaviyoClient,
     list_id: &str,
+    job: Option<String>,
 ) {
+    let recorded = db.state.sync_members("vip").await.unwrap();
+    assert_eq!(recorded.len(), 30);
+    for member in &recorded {
+        assert!(
+            matches!(&member.origin, MemberOrigin::Sent { job_id, .. } if *job_id == job),
+            "{member:?}"
+        );
+    }
     let manifest = member_manifest(MembershipMode::Mirror, None);
     let lists = BTreeMap::from([("vip".to_string(), list_id.to_string())]);
     // Klaviyo processes the job it accepted, whatever became of the apply.
@@ -1157,6 +1224,8 @@ async fn members_sent_without_a_known_outcome_stay_klsyncs(
     );
     assert_eq!(handle.stats().count(BULK_JOBS), before.count(BULK_JOBS));
     assert!(sync::render_report(&report).contains("30 member(s) sent by an earlier apply found"));
+    let recorded = db.state.sync_members("vip").await.unwrap();
+    assert!(recorded.iter().all(|m| m.origin == MemberOrigin::Added));
     assert!(!plan(db, &manifest, &lists).await.has_changes());
 
     // 10 leave the query: mirror mode removes them, since klsync added them.
@@ -1215,7 +1284,7 @@ async fn members_of_a_job_accepted_before_the_apply_died_are_klsyncs(db: Db) {
         // Dropping the apply here is the crash.
         () = accepted.notified() => {}
     }
-    members_sent_without_a_known_outcome_stay_klsyncs(&db, &handle, &client, &list_id).await;
+    members_sent_without_a_known_outcome_stay_klsyncs(&db, &handle, &client, &list_id, None).await;
 }
 
 /// Klaviyo accepts the membership job, then answers every poll of it with 429 until the
@@ -1262,7 +1331,8 @@ async fn members_of_a_job_whose_polls_gave_up_are_klsyncs(db: Db) {
         reason.contains("rate limited") && reason.contains("the next apply checks the list"),
         "{reason}"
     );
-    members_sent_without_a_known_outcome_stay_klsyncs(&db, &handle, &client, &list_id).await;
+    let job = membership.jobs.first().cloned();
+    members_sent_without_a_known_outcome_stay_klsyncs(&db, &handle, &client, &list_id, job).await;
 }
 
 /// Hand edits in Klaviyo: a property changed, one removed, two members taken off the list (one
@@ -1482,5 +1552,6 @@ on_both_backends!(
     switching_to_unset_removes_nulls_kept_before,
     members_of_a_job_accepted_before_the_apply_died_are_klsyncs,
     members_of_a_job_whose_polls_gave_up_are_klsyncs,
+    a_member_klaviyo_refused_is_not_kept_and_is_added_again,
     the_full_check_finds_hand_edits_and_the_plan_restores_them,
 );

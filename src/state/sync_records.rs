@@ -13,7 +13,7 @@ use sqlx::types::Json;
 
 use super::{Backend, StateError, StateStore};
 
-/// Rows per multi-row statement: 7 parameters each stays far below SQLite's 32,766.
+/// Rows per multi-row statement: at most 6 parameters each stays far below SQLite's 32,766.
 const WRITE_BATCH: usize = 1_000;
 /// Identifiers per `IN (...)` lookup.
 const READ_BATCH: usize = 500;
@@ -227,10 +227,11 @@ pub enum MemberOrigin {
     /// add it, so mirror mode never removes it.
     Preexisting,
     /// klsync sent it (or was about to) in a bulk import job whose outcome it has not seen:
-    /// recorded before the job is sent, so it counts as klsync's whatever happened next
-    /// (`job_id`: the job, once Klaviyo accepted it).
+    /// recorded before the job is sent, so it counts as klsync's whatever happened next.
     Sent {
-        /// The bulk import job, once known.
+        /// klsync's id for the send (`sync_member_sends`).
+        send_id: String,
+        /// The bulk import job, once Klaviyo accepted it.
         job_id: Option<String>,
     },
 }
@@ -241,20 +242,12 @@ impl MemberOrigin {
         !matches!(self, MemberOrigin::Preexisting)
     }
 
-    /// The stored columns: `preexisting`, `pending`, `job_id`.
-    fn columns(&self) -> (bool, bool, Option<&str>) {
+    /// The stored columns: `preexisting`, `send_id`.
+    fn columns(&self) -> (bool, Option<&str>) {
         match self {
-            MemberOrigin::Added => (false, false, None),
-            MemberOrigin::Preexisting => (true, false, None),
-            MemberOrigin::Sent { job_id } => (false, true, job_id.as_deref()),
-        }
-    }
-
-    fn from_columns(preexisting: bool, pending: bool, job_id: Option<String>) -> MemberOrigin {
-        match (pending, preexisting) {
-            (true, _) => MemberOrigin::Sent { job_id },
-            (false, true) => MemberOrigin::Preexisting,
-            (false, false) => MemberOrigin::Added,
+            MemberOrigin::Added => (false, None),
+            MemberOrigin::Preexisting => (true, None),
+            MemberOrigin::Sent { send_id, .. } => (false, Some(send_id)),
         }
     }
 }
@@ -544,21 +537,28 @@ impl StateStore {
 
     /// Every member klsync recorded for a list: those it added, sent, or found already there.
     pub async fn sync_members(&self, list_key: &str) -> Result<Vec<SyncMemberRecord>, StateError> {
-        const SQL: &str = "SELECT identifier, profile_id, preexisting, pending, job_id \
-                           FROM sync_list_members WHERE list_key = $1 ORDER BY identifier";
-        type Row = (String, Option<String>, bool, bool, Option<String>);
+        const SQL: &str = "SELECT m.identifier, m.profile_id, m.preexisting, m.send_id, s.job_id \
+                           FROM sync_list_members m \
+                           LEFT JOIN sync_member_sends s ON s.send_id = m.send_id \
+                           WHERE m.list_key = $1 ORDER BY m.identifier";
+        type Row = (String, Option<String>, bool, Option<String>, Option<String>);
         let rows: Vec<Row> =
             on_backend!(self, pool => sqlx::query_as(SQL).bind(list_key).fetch_all(pool).await)
                 .map_err(StateError::query("read list members added by klsync"))?;
         Ok(rows
             .into_iter()
-            .map(
-                |(identifier, profile_id, preexisting, pending, job_id)| SyncMemberRecord {
+            .map(|(identifier, profile_id, preexisting, send_id, job_id)| {
+                let origin = match (send_id, preexisting) {
+                    (Some(send_id), _) => MemberOrigin::Sent { send_id, job_id },
+                    (None, true) => MemberOrigin::Preexisting,
+                    (None, false) => MemberOrigin::Added,
+                };
+                SyncMemberRecord {
                     identifier,
                     profile_id,
-                    origin: MemberOrigin::from_columns(preexisting, pending, job_id),
-                },
-            )
+                    origin,
+                }
+            })
             .collect())
     }
 
@@ -566,7 +566,7 @@ impl StateStore {
     /// without a known outcome).
     pub async fn sync_member_count(&self, list_key: &str) -> Result<u64, StateError> {
         const SQL: &str =
-            "SELECT COUNT(*) FROM sync_list_members WHERE list_key = $1 AND pending = FALSE";
+            "SELECT COUNT(*) FROM sync_list_members WHERE list_key = $1 AND send_id IS NULL";
         let count: i64 = on_backend!(self, pool => {
             sqlx::query_scalar(SQL).bind(list_key).fetch_one(pool).await
         })
@@ -575,11 +575,10 @@ impl StateStore {
     }
 
     /// Record members of a list (a known profile id replaces an unknown one), in one
-    /// transaction of multi-row statements. The latest write says whether an add is still
-    /// [`MemberOrigin::Sent`] (and by which job). A member klsync added or sent stays klsync's
-    /// even if recorded again as preexisting (an add that was sent, then found on the list, is
-    /// klsync's), and a preexisting one becomes klsync's once klsync sends it (it had left the
-    /// list in between).
+    /// transaction of multi-row statements. The latest write says whether a member is still
+    /// [`MemberOrigin::Sent`]. A member klsync added or sent stays klsync's even if recorded
+    /// again as preexisting (an add that was sent, then found on the list, is klsync's), and a
+    /// preexisting one becomes klsync's once klsync sends it (it had left the list in between).
     pub async fn record_sync_members(
         &self,
         list_key: &str,
@@ -588,7 +587,7 @@ impl StateStore {
         if members.is_empty() {
             return Ok(());
         }
-        const COLUMNS: usize = 7;
+        const COLUMNS: usize = 6;
         let now = Utc::now();
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
@@ -599,28 +598,149 @@ impl StateStore {
                     .join(", ");
                 let sql = format!(
                     "INSERT INTO sync_list_members \
-                     (list_key, identifier, profile_id, added_at, preexisting, pending, job_id) \
+                     (list_key, identifier, profile_id, added_at, preexisting, send_id) \
                      VALUES {values} ON CONFLICT (list_key, identifier) DO UPDATE SET \
                      profile_id = COALESCE(excluded.profile_id, sync_list_members.profile_id), \
                      preexisting = excluded.preexisting AND sync_list_members.preexisting, \
-                     pending = excluded.pending, job_id = excluded.job_id"
+                     send_id = excluded.send_id"
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for member in batch {
-                    let (preexisting, pending, job_id) = member.origin.columns();
+                    let (preexisting, send_id) = member.origin.columns();
                     query = query
                         .bind(list_key)
                         .bind(&member.identifier)
                         .bind(member.profile_id.as_deref())
                         .bind(now)
                         .bind(preexisting)
-                        .bind(pending)
-                        .bind(job_id);
+                        .bind(send_id);
                 }
                 query.execute(&mut *tx).await.map_err(StateError::query("record list members"))?;
             }
             tx.commit().await.map_err(StateError::query("commit list members"))
         })
+    }
+
+    /// Record, before their bulk import job is sent, the adds of send `send_id` to a list: the
+    /// send, then its members as [`MemberOrigin::Sent`] (one multi-row write). A send left
+    /// without members by a crash in between is cleared by [`StateStore::forget_settled_sends`].
+    pub async fn record_member_send(
+        &self,
+        list_key: &str,
+        send_id: &str,
+        identifiers: &[String],
+    ) -> Result<(), StateError> {
+        const SQL: &str =
+            "INSERT INTO sync_member_sends (send_id, list_key, sent_at) VALUES ($1, $2, $3)";
+        on_backend!(self, pool => {
+            sqlx::query(SQL)
+                .bind(send_id)
+                .bind(list_key)
+                .bind(Utc::now())
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .map_err(StateError::query("record a send of list members"))?;
+        let sent: Vec<SyncMemberRecord> = identifiers
+            .iter()
+            .map(|identifier| SyncMemberRecord {
+                identifier: identifier.clone(),
+                profile_id: None,
+                origin: MemberOrigin::Sent {
+                    send_id: send_id.to_string(),
+                    job_id: None,
+                },
+            })
+            .collect();
+        self.record_sync_members(list_key, &sent).await
+    }
+
+    /// Klaviyo accepted the bulk import job `job_id` of a send.
+    pub async fn record_member_send_job(
+        &self,
+        send_id: &str,
+        job_id: &str,
+    ) -> Result<(), StateError> {
+        const SQL: &str = "UPDATE sync_member_sends SET job_id = $1 WHERE send_id = $2";
+        on_backend!(self, pool => {
+            sqlx::query(SQL).bind(job_id).bind(send_id).execute(pool).await.map(drop)
+        })
+        .map_err(StateError::query(
+            "record the job of a send of list members",
+        ))?;
+        Ok(())
+    }
+
+    /// A send's outcome is known: its members Klaviyo `refused` are forgotten (they are not on
+    /// the list), and the others are added by klsync; the send is forgotten. One transaction of
+    /// a few statements, whatever the job's size.
+    pub async fn settle_member_send(
+        &self,
+        list_key: &str,
+        send_id: &str,
+        refused: &[String],
+    ) -> Result<(), StateError> {
+        const SETTLE: &str =
+            "UPDATE sync_list_members SET send_id = NULL WHERE list_key = $1 AND send_id = $2";
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            for batch in refused.chunks(READ_BATCH) {
+                let sql = format!(
+                    "DELETE FROM sync_list_members WHERE list_key = $1 AND send_id = $2 \
+                     AND identifier IN ({})",
+                    placeholders(3, batch.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(list_key).bind(send_id);
+                for identifier in batch {
+                    query = query.bind(identifier);
+                }
+                query.execute(&mut *tx).await.map_err(StateError::query("forget refused list members"))?;
+            }
+            sqlx::query(SETTLE)
+                .bind(list_key)
+                .bind(send_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::query("record added list members"))?;
+            sqlx::query("DELETE FROM sync_member_sends WHERE send_id = $1")
+                .bind(send_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::query("forget a settled send"))?;
+            tx.commit().await.map_err(StateError::query("commit a settled send"))
+        })
+    }
+
+    /// A send whose job Klaviyo never accepted: its members are not on the list, so they are
+    /// forgotten, with the send.
+    pub async fn drop_member_send(&self, list_key: &str, send_id: &str) -> Result<(), StateError> {
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            sqlx::query("DELETE FROM sync_list_members WHERE list_key = $1 AND send_id = $2")
+                .bind(list_key)
+                .bind(send_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::query("forget list members never sent"))?;
+            sqlx::query("DELETE FROM sync_member_sends WHERE send_id = $1")
+                .bind(send_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::query("forget a send never made"))?;
+            tx.commit().await.map_err(StateError::query("commit a dropped send"))
+        })
+    }
+
+    /// Forget a list's sends none of whose members is still unsettled (a later apply found
+    /// them on the list, or removed them).
+    pub async fn forget_settled_sends(&self, list_key: &str) -> Result<(), StateError> {
+        const SQL: &str = "DELETE FROM sync_member_sends WHERE list_key = $1 AND send_id NOT IN \
+                           (SELECT send_id FROM sync_list_members \
+                            WHERE list_key = $1 AND send_id IS NOT NULL)";
+        on_backend!(self, pool => sqlx::query(SQL).bind(list_key).execute(pool).await.map(drop))
+            .map_err(StateError::query("forget settled sends of list members"))?;
+        Ok(())
     }
 
     /// Forget members klsync removed from a list.

@@ -58,32 +58,34 @@ pub(super) struct MemberWork {
 
 /// Records a list's adds in klsync's state before their bulk import job is sent, and the job
 /// once Klaviyo accepted it ([`MemberOrigin::Sent`]), so that whatever klsync sent is owned by
-/// it even if the apply dies or loses track of the job. One multi-row write per job.
+/// it even if the apply dies or loses track of the job. One send per job: one multi-row write
+/// before it is sent, one single-row write once accepted.
 pub(super) struct Intents<'a> {
     store: &'a StateStore,
     list_key: &'a str,
-    /// The adds; jobs are ranges of it.
+    /// The adds; job `i` sends `identifiers[ranges[i]]`.
     identifiers: &'a [String],
+    ranges: &'a [std::ops::Range<usize>],
+    /// klsync's id for each job's send.
+    send_ids: Vec<String>,
 }
 
 impl Intents<'_> {
-    /// Record the adds of `range` as sent (by `job_id`, once known).
-    pub(super) async fn record(
-        &self,
-        range: std::ops::Range<usize>,
-        job_id: Option<&str>,
-    ) -> Result<(), SyncError> {
-        let sent: Vec<SyncMemberRecord> = self.identifiers[range]
-            .iter()
-            .map(|identifier| SyncMemberRecord {
-                identifier: identifier.clone(),
-                profile_id: None,
-                origin: MemberOrigin::Sent {
-                    job_id: job_id.map(str::to_string),
-                },
-            })
-            .collect();
-        Ok(self.store.record_sync_members(self.list_key, &sent).await?)
+    /// Job `job` is about to be sent.
+    pub(super) async fn sending(&self, job: usize) -> Result<(), SyncError> {
+        let identifiers = &self.identifiers[self.ranges[job].clone()];
+        Ok(self
+            .store
+            .record_member_send(self.list_key, &self.send_ids[job], identifiers)
+            .await?)
+    }
+
+    /// Klaviyo accepted job `job` as `job_id`.
+    pub(super) async fn accepted(&self, job: usize, job_id: &str) -> Result<(), SyncError> {
+        Ok(self
+            .store
+            .record_member_send_job(&self.send_ids[job], job_id)
+            .await?)
     }
 }
 
@@ -350,6 +352,11 @@ pub(super) async fn apply(
         store,
         list_key,
         identifiers: &adds,
+        ranges: &ranges,
+        send_ids: ranges
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect(),
     };
     let outcomes = super::run_jobs(
         client,
@@ -360,10 +367,7 @@ pub(super) async fn apply(
         Some(&intents),
     )
     .await;
-    let mut added = Vec::new();
-    // Known not to be on the list: no longer recorded as sent.
-    let mut dropped = Vec::new();
-    for (range, outcome) in ranges.iter().zip(outcomes) {
+    for ((range, send_id), outcome) in ranges.iter().zip(&intents.send_ids).zip(outcomes) {
         let chunk = &adds[range.clone()];
         let reason = match outcome {
             super::JobOutcome::Finished {
@@ -371,17 +375,14 @@ pub(super) async fn apply(
                 refused: Some(refused),
             } => {
                 report.jobs.push(job_id);
-                for identifier in chunk {
-                    if refused.contains_key(identifier) {
-                        dropped.push(identifier.clone());
-                    } else {
-                        added.push(SyncMemberRecord {
-                            identifier: identifier.clone(),
-                            profile_id: None,
-                            origin: MemberOrigin::Added,
-                        });
-                    }
-                }
+                let refused_here: Vec<String> = refused.keys().cloned().collect();
+                store
+                    .settle_member_send(list_key, send_id, &refused_here)
+                    .await?;
+                report.added += chunk
+                    .iter()
+                    .filter(|identifier| !refused.contains_key(*identifier))
+                    .count() as u64;
                 failed.extend(refused);
                 continue;
             }
@@ -395,7 +396,7 @@ pub(super) async fn apply(
                 reason
             }
             super::JobOutcome::NotSent(error) => {
-                dropped.extend(chunk.iter().cloned());
+                store.drop_member_send(list_key, send_id).await?;
                 error.to_string()
             }
             super::JobOutcome::Unknown { job_id, error } => {
@@ -407,9 +408,6 @@ pub(super) async fn apply(
             failed.insert(identifier.clone(), reason.clone());
         }
     }
-    store.record_sync_members(list_key, &added).await?;
-    store.forget_sync_members(list_key, &dropped).await?;
-    report.added = added.len() as u64;
 
     // Removes: resolve missing profile ids (100 per lookup), then 1,000 per request.
     if !work.removes.is_empty() {
@@ -445,6 +443,9 @@ pub(super) async fn apply(
         store.forget_sync_members(list_key, &forget).await?;
         report.removed = forget.len() as u64;
     }
+
+    // Sends settled since (their members found on the list, or removed) are history.
+    store.forget_settled_sends(list_key).await?;
 
     report.failed = failed.len() as u64;
     report.failed_sample = failed

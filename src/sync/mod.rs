@@ -720,10 +720,10 @@ where
     B: Fn(std::ops::Range<usize>) -> Vec<crate::klaviyo::ProfileAttributes> + Sync,
 {
     use futures::StreamExt;
-    futures::stream::iter(ranges.iter().cloned())
-        .map(|range| async move {
+    futures::stream::iter(ranges.iter().cloned().enumerate())
+        .map(|(index, range)| async move {
             if let Some(intents) = intents
-                && let Err(error) = intents.record(range.clone(), None).await
+                && let Err(error) = intents.sending(index).await
             {
                 return JobOutcome::NotSent(error);
             }
@@ -742,7 +742,7 @@ where
             drop(profiles);
             let outcome = async {
                 if let Some(intents) = intents {
-                    intents.record(range, Some(&job.id)).await?;
+                    intents.accepted(index, &job.id).await?;
                 }
                 let finished = wait_for_job(client, &job.id, count).await?;
                 let refused = job_failures(client, &finished, identify_by).await?;

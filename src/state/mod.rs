@@ -71,7 +71,7 @@ macro_rules! on_backend {
 // Declared after `on_backend!` so that the macro is in scope there.
 mod sync_records;
 pub use sync_records::{
-    RowHashBytes, SyncMemberRecord, SyncRowRecord, identifier_key, short_row_hash,
+    MemberOrigin, RowHashBytes, SyncMemberRecord, SyncRowRecord, identifier_key, short_row_hash,
 };
 
 /// A connection pool to the state database, migrated to the current schema.

@@ -333,7 +333,9 @@ impl KlaviyoClient {
             inner: Arc::new(Inner {
                 http,
                 gate: Gate::new(
-                    settings::redact_url(base.as_str()),
+                    settings::redact_url(base.as_str())
+                        .trim_end_matches('/')
+                        .to_owned(),
                     config.run_timeout,
                     config.max_consecutive_failures,
                 ),
@@ -456,9 +458,17 @@ impl KlaviyoClient {
                     not_sent,
                     unanswered,
                 } => {
-                    // This silence opened the breaker: say so rather than "timed out".
+                    // This silence opened the breaker: say so rather than "timed out", and
+                    // that a write which cannot be checked now may have happened.
                     if unanswered && let Some(stop) = self.inner.gate.tripped() {
-                        return Err(stop);
+                        return Err(if call.repeatable || not_sent {
+                            stop
+                        } else {
+                            ApiError::OutcomeUnknown {
+                                operation: call.op,
+                                cause: Box::new(stop),
+                            }
+                        });
                     }
                     if !(call.repeatable || not_sent) || attempt >= self.inner.max_attempts {
                         return Err(error);

@@ -218,6 +218,18 @@ pub enum ApiError {
         /// The last of them, as an error message.
         last: String,
     },
+    /// A request that is not safe to repeat was sent and never answered, and then the run had
+    /// to stop (`cause`): it may have taken effect.
+    #[error(
+        "{} was sent but never answered, so it may have taken effect (the next plan finds what it made by name): {cause}",
+        .operation.operation_id()
+    )]
+    OutcomeUnknown {
+        /// The operation sent.
+        operation: Operation,
+        /// Why nothing more was tried.
+        cause: Box<ApiError>,
+    },
     /// The run's deadline passed; no request starts after it.
     #[error(
         "{}the run reached its time limit of {} (klaviyo.run_timeout in klsync.yaml); nothing more is sent. Run the command again to continue",
@@ -329,7 +341,9 @@ impl ApiError {
     pub fn stops_the_run(&self) -> bool {
         matches!(
             self,
-            ApiError::Unreachable { .. } | ApiError::DeadlineExceeded { .. }
+            ApiError::Unreachable { .. }
+                | ApiError::DeadlineExceeded { .. }
+                | ApiError::OutcomeUnknown { .. }
         )
     }
 }

@@ -112,7 +112,8 @@ impl Gate {
         };
         let failures = breaker.overall.max(per_operation);
         if failures >= self.max_failures && breaker.open.is_none() {
-            tracing::error!(
+            // Info, not a warning: the error that follows says it all to the user.
+            tracing::info!(
                 base_url = %self.base_url,
                 failures,
                 last = %error,

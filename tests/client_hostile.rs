@@ -721,7 +721,8 @@ async fn no_request_starts_after_the_run_deadline() {
 
 // ---- klsync apply against it --------------------------------------------------------------
 
-/// Short timeouts, few quick retries: hostile runs end in about a second.
+/// Short timeouts, few quick retries: hostile runs end in about a second. The run deadline
+/// makes a regression (a loop followed forever) fail instead of hang.
 const IMPATIENT: &str = "\
 version: 1
 klaviyo:
@@ -729,6 +730,7 @@ klaviyo:
   request_timeout: 500ms
   max_attempts: 3
   retry_backoff: 10ms
+  run_timeout: 20s
 ";
 
 fn lists(names: &[&str]) -> String {
@@ -1161,4 +1163,23 @@ klaviyo:
     );
     assert_eq!(server.count("POST", "/api/lists"), 1);
     scenario.assert_converges(&names).await;
+}
+
+#[test]
+fn a_bad_timeout_setting_is_named_with_file_line_and_field() {
+    let project = TempProject::new(&[("lists.yaml", &lists(&["Alpha"]))]);
+    project.write(
+        "klsync.yaml",
+        "version: 1\nklaviyo:\n  request_timeout: 0s\n  run_timeout: soon\n",
+    );
+    let finished = support::project::run(klsync().arg("validate").arg("-C").arg(project.path()));
+    assert_eq!(finished.code, 1, "{}\n{}", finished.stdout, finished.stderr);
+    let output = format!("{}{}", finished.stdout, finished.stderr);
+    for expected in [
+        "klsync.yaml:3:20: klaviyo.request_timeout: `0s` is not valid here",
+        "klsync.yaml:4:16: klaviyo.run_timeout: `soon` is not valid here",
+        "write a duration above zero such as `500ms`, `20s`, `10m` or `6h`",
+    ] {
+        assert!(output.contains(expected), "{expected}\n{output}");
+    }
 }

@@ -1183,3 +1183,58 @@ fn a_bad_timeout_setting_is_named_with_file_line_and_field() {
         assert!(output.contains(expected), "{expected}\n{output}");
     }
 }
+
+/// The figures behind "a dead server ends an apply within about a minute", at the default
+/// settings (20 s per attempt, 10 s to connect, breaker after 3): a 6-change apply against a
+/// server that never answers, one that never accepts, and one that answers reads but never
+/// writes. About a minute and a half, so not in the default run:
+/// `cargo test --test client_hostile -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes about 90 s; run for the figures in docs/RELIABILITY.md"]
+async fn dead_servers_at_the_default_settings() {
+    let names = ["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta"];
+    let bound = Duration::from_secs(75);
+
+    let scenario = Scenario::new(&names, "version: 1\n").await;
+    let silent = scenario.hostile(|_| only(Reply::Silence)).await;
+    let (finished, took) = scenario.apply(&silent.base_url, 1).await;
+    assert_eq!(
+        occurrences(&finished.stderr, "stopped sending requests to Klaviyo at"),
+        1,
+        "{}",
+        finished.stderr
+    );
+    eprintln!(
+        "never answers: exit 1 after {took:?}, {} requests",
+        silent.seen().len()
+    );
+    assert!(took < bound, "{took:?}");
+
+    let never = NeverAccepts::start().await;
+    let (finished, took) = scenario.apply(&never.base_url, 1).await;
+    assert!(
+        finished.stderr.contains("could not connect within 10s"),
+        "{}",
+        finished.stderr
+    );
+    eprintln!("never accepts: exit 1 after {took:?}");
+    assert!(took < bound, "{took:?}");
+
+    let writes = scenario
+        .hostile(|seen| {
+            if seen.method == "POST" {
+                forward_then(Reply::Silence)
+            } else {
+                relay()
+            }
+        })
+        .await;
+    let (finished, took) = scenario.apply(&writes.base_url, 3).await;
+    eprintln!(
+        "writes never answered: exit 3 after {took:?}, {} creates sent\n{}",
+        writes.count("POST", "/api/lists"),
+        finished.stderr
+    );
+    assert!(took < bound, "{took:?}");
+    scenario.assert_converges(&names).await;
+}

@@ -931,6 +931,27 @@ mod tests {
         assert!(!format!("{err} {err:?}").contains("pk_bad"));
     }
 
+    #[tokio::test]
+    async fn the_breaker_names_the_server_with_its_credentials_redacted() {
+        // Nothing listens on port 1: every connection is refused at once.
+        let mut config = ClientConfig::new("http://user:pw@127.0.0.1:1", Secret::new("pk_abc123"));
+        config.rate_limit_factor = None;
+        config.backoff_base = Duration::from_millis(1);
+        let client = KlaviyoClient::new(config).unwrap();
+        let err = client.get_list("L1").await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, ApiError::Unreachable { failures: 3, .. }),
+            "{err:?}"
+        );
+        assert!(message.contains("127.0.0.1:1"), "{message}");
+        assert!(message.contains("could not connect"), "{message}");
+        assert!(
+            !message.contains("pw") && !message.contains("pk_abc123"),
+            "{message}"
+        );
+    }
+
     fn page(cursor: &str) -> Call {
         Call::new(Operation::GetLists, path(&["lists"])).query("page[cursor]", cursor)
     }

@@ -2,8 +2,13 @@
 //!
 //! No variant ever holds a request header, so the API key cannot reach an error message. URLs
 //! are safe (the key travels only in the `Authorization` header), but transport errors are still
-//! stripped of their URL and carry the request path instead, so a base URL with credentials in it
-//! can never leak either.
+//! stripped of their URL and carry the request path instead, and the one message that names the
+//! server ([`ApiError::Unreachable`]) shows its base URL redacted, so a base URL with credentials
+//! in it can never leak either.
+//!
+//! Every message names the operation (or the server) and what was wrong, in one line: the
+//! status and Klaviyo's error codes, the content type and a one-line snippet of a body that is
+//! not Klaviyo's, the innermost cause of a broken connection.
 
 use std::time::Duration;
 

@@ -545,24 +545,27 @@ async fn concurrent_applies_are_refused_naming_the_holder(backend: Backend) {
 }
 
 async fn a_killed_apply_converges_without_duplicates(backend: Backend) {
-    // Slow enough requests that the kill lands mid-way, inside a request, even when the test's
-    // own thread is starved on a loaded 2-core machine: at 100 ms all 8 lists sometimes
-    // landed before the kill did. More lists instead would let the client's pacing (create_list
-    // bursts) put the kill between requests, where no journal entry is left open.
+    // Killed at a fixed point (src/crashpoint.rs): the third list was created but its answer
+    // never arrived, so its journal entry stays open, as a SIGKILL mid-request leaves it.
     const LISTS: usize = 8;
     let manifest = many_lists(LISTS);
-    let setup = Setup::new(backend, Some("latency=300ms"), &[("m.yaml", &manifest)]).await;
-    let mut first = setup.spawn(&["apply", "--auto-approve"]);
-    wait_until("some lists to land", || setup.seed(|s| s.lists.len() >= 3)).await;
-    first.kill().expect("kill the apply");
-    let killed = wait_for(first).await;
-    assert_ne!(
-        killed.code, 0,
-        "it was killed before finishing: {}",
-        killed.stdout
+    let setup = Setup::new(backend, None, &[("m.yaml", &manifest)]).await;
+    let killed = setup
+        .run_env(
+            &["apply", "--auto-approve"],
+            &[("KLSYNC_CRASH_AT", "reply:create_list:3")],
+        )
+        .await;
+    assert!(
+        killed.code == -1 && killed.stderr.contains("crash point"),
+        "killed mid-way: {}",
+        killed.stderr
     );
-    let landed = setup.seed(|s| s.lists.len());
-    assert!(landed < LISTS, "killed mid-way, {landed} lists landed");
+    assert_eq!(
+        setup.seed(|s| s.lists.len()),
+        3,
+        "killed after the third list"
+    );
 
     let rerun = setup.run(&["apply", "--auto-approve"]).await;
     ok(&rerun, 0);

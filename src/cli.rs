@@ -134,6 +134,10 @@ pub struct DriftArgs {
     /// Also list resources in Klaviyo that klsync does not manage (they count as drift).
     #[arg(long)]
     pub include_unmanaged: bool,
+    /// Also read back every profile property and list member the data syncs recorded and
+    /// report those changed in Klaviyo (one request per 100; the count is printed first).
+    #[arg(long)]
+    pub data: bool,
 }
 
 /// How `drift` prints its report.
@@ -194,10 +198,28 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to change, 2 when there are changes (1 on errors).
     #[arg(long)]
     pub detailed_exitcode: bool,
-    /// Also read the sampled profiles of `profiles:` syncs from Klaviyo and report properties
-    /// changed outside klsync (costs one request per sync; printed first).
-    #[arg(long)]
-    pub refresh: bool,
+    /// Also read Klaviyo for data changed outside klsync: `--refresh` reads the sampled
+    /// profiles of `profiles:` syncs (one request per sync); `--refresh=full` reads back every
+    /// profile and list member the data syncs recorded (one request per 100) and plans the
+    /// changes that restore them. The cost is printed first.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHAT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "sample"
+    )]
+    pub refresh: Option<Refresh>,
+}
+
+/// What `plan --refresh` reads back from Klaviyo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Refresh {
+    /// The profiles in each `profiles:` sync's diff sample: a report, one request per sync.
+    Sample,
+    /// Every profile and list member the data syncs recorded: planned to be restored.
+    Full,
 }
 
 /// How `plan` prints the plan.

@@ -26,7 +26,8 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 /// The Klaviyo client configuration: the key from `klaviyo.api_key_env`, the base URL from
-/// `klaviyo.base_url_env` (default [`DEFAULT_BASE_URL`]) and the configured revision.
+/// `klaviyo.base_url_env` (default [`DEFAULT_BASE_URL`]), the configured revision, timeouts and
+/// retry limits. The run deadline (`klaviyo.run_timeout`) counts from when the client is built.
 pub fn client_config(
     settings: &ProjectSettings,
     env: EnvLookup<'_>,
@@ -43,7 +44,14 @@ pub fn client_config(
     let base_url =
         env(&settings.klaviyo.base_url_env).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
     let mut config = ClientConfig::new(base_url, Secret::new(api_key));
-    config.revision = settings.klaviyo.revision.clone();
+    let klaviyo = &settings.klaviyo;
+    config.revision = klaviyo.revision.clone();
+    config.connect_timeout = klaviyo.connect_timeout.0;
+    config.timeout = klaviyo.request_timeout.0;
+    config.max_attempts = klaviyo.max_attempts;
+    config.backoff_base = klaviyo.retry_backoff.0;
+    config.max_consecutive_failures = klaviyo.max_consecutive_failures;
+    config.run_timeout = Some(klaviyo.run_timeout.0);
     Ok(config)
 }
 
@@ -156,6 +164,27 @@ mod tests {
         assert_eq!(
             client_config(&settings(), &env).expect("config").base_url,
             "http://127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn timeouts_and_limits_come_from_the_klaviyo_settings() {
+        let env = |name: &str| (name == "KLAVIYO_API_KEY").then(|| "pk_x".to_string());
+        let settings: ProjectSettings = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "klaviyo": {"connect_timeout": "2s", "request_timeout": "750ms", "max_attempts": 2,
+                "retry_backoff": "10ms", "max_consecutive_failures": 7, "run_timeout": "1h"}
+        }))
+        .expect("settings");
+        let config = client_config(&settings, &env).expect("config");
+        assert_eq!(config.connect_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(config.timeout, std::time::Duration::from_millis(750));
+        assert_eq!(config.max_attempts, 2);
+        assert_eq!(config.backoff_base, std::time::Duration::from_millis(10));
+        assert_eq!(config.max_consecutive_failures, 7);
+        assert_eq!(
+            config.run_timeout,
+            Some(std::time::Duration::from_secs(3600))
         );
     }
 

@@ -106,12 +106,20 @@ pub struct DriftReport {
     pub unmanaged: Option<Vec<Unmanaged>>,
     /// Things worth knowing that are not drift.
     pub warnings: Vec<String>,
+    /// What the data syncs' records look like in Klaviyo (`--data` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::sync::DataCheck>,
 }
 
 impl DriftReport {
     /// Whether anything drifted (or, when listed, anything is unmanaged).
     pub fn has_drift(&self) -> bool {
-        !self.drift.is_empty() || self.unmanaged.as_ref().is_some_and(|u| !u.is_empty())
+        !self.drift.is_empty()
+            || self.unmanaged.as_ref().is_some_and(|u| !u.is_empty())
+            || self
+                .data
+                .as_ref()
+                .is_some_and(crate::sync::DataCheck::has_drift)
     }
 }
 
@@ -204,6 +212,7 @@ pub fn detect(
         drift,
         unmanaged,
         warnings,
+        data: None,
     }
 }
 
@@ -402,20 +411,42 @@ pub fn render_text(report: &DriftReport) -> String {
             );
         }
     }
+    if let Some(data) = &report.data {
+        out.push_str(&sanitize(&crate::sync::render_check(data)));
+    }
     if report.has_drift() {
         let resources: BTreeSet<&str> = report.drift.iter().map(|e| e.address.as_str()).collect();
-        let _ = writeln!(
-            out,
-            "\nDrift: {} difference(s) on {} resource(s) or link(s){}.",
-            report.drift.len(),
-            resources.len(),
-            match &report.unmanaged {
-                Some(u) => format!(", {} unmanaged resource(s)", u.len()),
-                None => String::new(),
-            }
-        );
+        let unmanaged = report.unmanaged.as_ref().map_or(0, Vec::len);
+        let mut parts = Vec::new();
+        if !report.drift.is_empty() || unmanaged > 0 || report.data.is_none() {
+            parts.push(format!(
+                "{} difference(s) on {} resource(s) or link(s){}",
+                report.drift.len(),
+                resources.len(),
+                match &report.unmanaged {
+                    Some(u) => format!(", {} unmanaged resource(s)", u.len()),
+                    None => String::new(),
+                }
+            ));
+        }
+        if let Some(data) = report
+            .data
+            .as_ref()
+            .filter(|data| crate::sync::DataCheck::has_drift(data))
+        {
+            parts.push(format!("data syncs: {}", crate::sync::check_summary(data)));
+        }
+        let _ = writeln!(out, "\nDrift: {}.", parts.join("; "));
     } else {
-        out.push_str("No drift. Klaviyo matches what klsync last applied.\n");
+        out.push_str("No drift. Klaviyo matches what klsync last applied");
+        if let Some(data) = &report.data {
+            let _ = write!(
+                out,
+                " (data syncs included: {})",
+                crate::sync::check_summary(data)
+            );
+        }
+        out.push_str(".\n");
     }
     for warning in &report.warnings {
         let _ = writeln!(out, "Warning: {}", sanitize(warning));

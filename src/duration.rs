@@ -1,6 +1,7 @@
-//! Durations on the command line: `90s`, `1500ms`, `2m`, `2h`, `1d`, or a bare number of seconds.
-//! One parser for every flag that takes a duration (`apply --max-age`, `--lock-timeout`,
-//! `query --statement-timeout`), and one way to print one.
+//! Durations on the command line and in `klsync.yaml`: `90s`, `1500ms`, `2m`, `2h`, `1d`, or a bare
+//! number of seconds. One parser for every flag and setting that takes a duration (`apply
+//! --max-age`, `--lock-timeout`, `query --statement-timeout`, `klaviyo.request_timeout`), its
+//! inverse, and a rounded form for messages.
 
 use std::time::Duration;
 
@@ -48,6 +49,24 @@ pub fn human_duration(duration: Duration) -> String {
     }
 }
 
+/// The inverse of [`parse_duration`]: the largest unit that writes `duration` exactly (`500ms`,
+/// `20s`, `90s`, `6h`), so settings and messages show a value as the user would write it.
+/// Sub-millisecond parts are dropped.
+pub fn format_exact(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis % 1000 != 0 {
+        return format!("{millis}ms");
+    }
+    let seconds = millis / 1000;
+    [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(per_unit, _)| seconds != 0 && seconds % per_unit == 0)
+        .map_or_else(
+            || format!("{seconds}s"),
+            |(per_unit, unit)| format!("{}{unit}", seconds / per_unit),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +79,23 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration(" 1d "), Ok(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn exact_format_round_trips_through_the_parser() {
+        for (text, duration) in [
+            ("500ms", Duration::from_millis(500)),
+            ("1500ms", Duration::from_millis(1500)),
+            ("20s", Duration::from_secs(20)),
+            ("90s", Duration::from_secs(90)),
+            ("2m", Duration::from_secs(120)),
+            ("6h", Duration::from_secs(6 * 3600)),
+            ("1d", Duration::from_secs(86_400)),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(format_exact(duration), text);
+            assert_eq!(parse_duration(text), Ok(duration));
+        }
     }
 
     #[test]

@@ -57,9 +57,10 @@ pub enum Error {
     /// No plan could be made (an ambiguous adoption, an impossible change).
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
-    /// A Klaviyo request failed outside of an apply's changes (reading the account).
+    /// A Klaviyo request failed outside of an apply's changes (reading the account). Not a
+    /// `source`: the message already holds it, and a cause is printed once.
     #[error("Klaviyo: {0}")]
-    Klaviyo(#[from] crate::klaviyo::ApiError),
+    Klaviyo(crate::klaviyo::ApiError),
     /// `apply` refused to run; nothing was changed.
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
@@ -69,6 +70,12 @@ pub enum Error {
     /// A profile or membership data sync failed or was refused (boxed: it is large).
     #[error(transparent)]
     Sync(Box<crate::sync::SyncError>),
+}
+
+impl From<crate::klaviyo::ApiError> for Error {
+    fn from(error: crate::klaviyo::ApiError) -> Self {
+        Error::Klaviyo(error)
+    }
 }
 
 impl From<crate::sync::SyncError> for Error {

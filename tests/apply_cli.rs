@@ -545,25 +545,27 @@ async fn concurrent_applies_are_refused_naming_the_holder(backend: Backend) {
 }
 
 async fn a_killed_apply_converges_without_duplicates(backend: Backend) {
-    // Killed the instant the 4th list create's answer arrives: Klaviyo made the list, klsync
-    // never learnt it, and its journal entry is open. A crash point rather than a kill timed by
-    // polling the emulator, which sometimes landed between two requests, where no entry is open.
+    // Killed at a fixed point (src/crashpoint.rs): the third list was created but its answer
+    // never arrived, so its journal entry stays open, as a SIGKILL mid-request leaves it.
     const LISTS: usize = 8;
     let manifest = many_lists(LISTS);
     let setup = Setup::new(backend, None, &[("m.yaml", &manifest)]).await;
     let killed = setup
         .run_env(
             &["apply", "--auto-approve"],
-            &[("KLSYNC_CRASH_AT", "reply:create_list:4")],
+            &[("KLSYNC_CRASH_AT", "reply:create_list:3")],
         )
         .await;
-    assert_ne!(
-        killed.code, 0,
-        "it was killed before finishing: {}",
-        killed.stdout
+    assert!(
+        killed.code == -1 && killed.stderr.contains("crash point"),
+        "killed mid-way: {}",
+        killed.stderr
     );
-    let landed = setup.seed(|s| s.lists.len());
-    assert_eq!(landed, 4, "killed mid-way");
+    assert_eq!(
+        setup.seed(|s| s.lists.len()),
+        3,
+        "killed after the third list"
+    );
 
     let rerun = setup.run(&["apply", "--auto-approve"]).await;
     ok(&rerun, 0);

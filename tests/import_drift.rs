@@ -45,12 +45,18 @@ impl Setup {
     }
 
     async fn run_with_state(&self, args: &[&str], state_url: &str) -> Finished {
+        self.run_with_env(args, &[("KLSYNC_STATE_URL", state_url)])
+            .await
+    }
+
+    async fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Finished {
         let mut command: Command = klsync();
         command
             .args(args)
             .env("KLAVIYO_BASE_URL", &self.emulator.base_url)
             .env("KLAVIYO_API_KEY", "pk_emulator")
-            .env("KLSYNC_STATE_URL", state_url)
+            .env("KLSYNC_STATE_URL", self.backend.url())
+            .envs(env.iter().copied())
             .stdin(Stdio::null());
         tokio::task::spawn_blocking(move || Finished::from(command.output().expect("run klsync")))
             .await
@@ -92,6 +98,7 @@ on_both_backends!(
     import_by_kind_refuses_clashes_and_drift_covers_every_field,
     drift_after_apply_is_empty_until_a_hand_change,
     a_partial_apply_records_the_links_it_made,
+    drift_data_reports_hand_edits_and_a_full_refresh_plan_restores_them,
 );
 
 fn definition(value: i64) -> Value {
@@ -702,4 +709,173 @@ lists:
     let drift = setup.in_project(&["drift"]).await;
     ok(&drift, 0);
     assert!(drift.stdout.starts_with("No drift."), "{}", drift.stdout);
+}
+
+const DATA_SYNCS: &str = "\
+lists:
+  - id: vip
+    name: VIP
+    members:
+      query: vips
+      identify_by: email
+      mode: mirror
+profiles:
+  - id: customers
+    query: customers
+    identify_by: email
+    properties:
+      shop_plan: plan
+      shop_ltv: ltv
+queries:
+  vips:
+    sql: SELECT email FROM customers WHERE plan = 'vip'
+  customers:
+    sql: SELECT email, plan, ltv FROM customers
+";
+
+/// Data changed by hand in Klaviyo: `drift --data` reports it (its cost first), `plan
+/// --refresh=full` plans restoring it, the saved plan's apply restores it, and both checks are
+/// clean after.
+async fn drift_data_reports_hand_edits_and_a_full_refresh_plan_restores_them(backend: Backend) {
+    use sqlx::Connection as _;
+    let setup = Setup::new(backend).await;
+    let dir = setup.dir();
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("klsync.yaml"), "version: 1\n").expect("write");
+    std::fs::write(dir.join("data.yaml"), DATA_SYNCS).expect("write");
+    let source = format!("sqlite://{}", setup.out.path().join("shop.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&format!("{source}?mode=rwc"))
+        .await
+        .expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE customers (email TEXT, plan TEXT, ltv INTEGER);
+         INSERT INTO customers VALUES ('a@example.com', 'vip', 500),
+           ('b@example.com', 'vip', 300), ('c@example.com', 'free', 20);",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("seed the source");
+    conn.close().await.expect("close");
+    let project = dir.display().to_string();
+    let with_data = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["-C", project.as_str()]);
+        let source = source.clone();
+        let all: Vec<String> = all.iter().map(|arg| arg.to_string()).collect();
+        let setup = &setup;
+        async move {
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            setup
+                .run_with_env(&all, &[("DATABASE_URL", source.as_str())])
+                .await
+        }
+    };
+    ok(&with_data(&["apply", "--auto-approve"]).await, 0);
+    // drift reads klsync's records and Klaviyo: no database needed.
+    let drift = setup.in_project(&["drift", "--data"]).await;
+    ok(&drift, 0);
+    assert!(
+        drift.stdout.starts_with(
+            "No drift. Klaviyo matches what klsync last applied (data syncs included: 3 profile(s) and 2 list member(s) read back)."
+        ),
+        "{}",
+        drift.stdout
+    );
+
+    setup.seed(|state| {
+        let id_of = |state: &State, email: &str| {
+            state
+                .profiles
+                .values()
+                .find(|p| p.get_str("email") == Some(email))
+                .expect("applied")
+                .id
+                .clone()
+        };
+        let (a, b) = (id_of(state, "a@example.com"), id_of(state, "b@example.com"));
+        state.profiles.get_mut(&a).unwrap().attributes["properties"]["shop_plan"] =
+            json!("edited by hand");
+        let vip = state.lists.values_mut().find(|l| l.name == "VIP").unwrap();
+        vip.members.remove(&b);
+    });
+    let cost = "Checking the data syncs against Klaviyo: 2 request(s) (get_profiles 1, get_profiles_for_list 1)";
+    let drift = setup.in_project(&["drift", "--data"]).await;
+    ok(&drift, 2);
+    assert!(drift.stderr.starts_with(cost), "{}", drift.stderr);
+    for expected in [
+        "~ profiles.customers: 1 of 3 recorded profile(s) changed in Klaviyo",
+        "    a@example.com shop_plan: \"vip\" → \"edited by hand\"",
+        "- lists.vip.members: 1 of 2 recorded member(s) no longer on the list",
+        "    b@example.com",
+        "\nDrift: data syncs: 1 of 3 profile(s) changed, 1 of 2 list member(s) missing.",
+    ] {
+        assert!(
+            drift.stdout.contains(expected),
+            "{expected:?} in\n{}",
+            drift.stdout
+        );
+    }
+    let drift = setup
+        .in_project(&["drift", "--data", "--format", "json"])
+        .await;
+    ok(&drift, 2);
+    let report: Value = serde_json::from_str(&drift.stdout).expect("JSON report");
+    assert_eq!(
+        report["data"]["profiles"][0]["drift"],
+        json!([{"identifier": "a@example.com", "property": "shop_plan",
+                "applied": "vip", "live": "edited by hand"}])
+    );
+    assert_eq!(
+        report["data"]["memberships"][0]["missing"],
+        json!(["b@example.com"])
+    );
+
+    // The plain plan cannot see it; the full one plans restoring it.
+    ok(&with_data(&["plan", "--detailed-exitcode"]).await, 0);
+    let saved = setup.out.path().join("restore.json").display().to_string();
+    let plan = with_data(&[
+        "plan",
+        "--refresh=full",
+        "--detailed-exitcode",
+        "--out",
+        &saved,
+    ])
+    .await;
+    ok(&plan, 2);
+    assert!(plan.stderr.starts_with(cost), "{}", plan.stderr);
+    for expected in [
+        "full check: 3 recorded profile(s) read back, 1 changed in Klaviyo",
+        "drift a@example.com shop_plan: applied \"vip\" but Klaviyo has \"edited by hand\"",
+        "full check: 2 recorded member(s) looked up, 1 no longer on the list",
+        "+ b@example.com",
+    ] {
+        assert!(
+            plan.stdout.contains(expected),
+            "{expected:?} in\n{}",
+            plan.stdout
+        );
+    }
+    ok(&with_data(&["apply", &saved]).await, 0);
+    setup.seed(|state| {
+        let a = state
+            .profiles
+            .values()
+            .find(|p| p.get_str("email") == Some("a@example.com"))
+            .unwrap();
+        assert_eq!(a.attributes["properties"]["shop_plan"], json!("vip"));
+        let b = state
+            .profiles
+            .values()
+            .find(|p| p.get_str("email") == Some("b@example.com"))
+            .unwrap()
+            .id
+            .clone();
+        let vip = state.lists.values().find(|l| l.name == "VIP").unwrap();
+        assert!(vip.members.contains_key(&b));
+    });
+    ok(&setup.in_project(&["drift", "--data"]).await, 0);
+    ok(
+        &with_data(&["plan", "--refresh=full", "--detailed-exitcode"]).await,
+        0,
+    );
 }

@@ -656,7 +656,11 @@ async fn applies_killed_at_each_crash_point_converge_exactly() {
     let started = Instant::now();
     let outcomes: Vec<(String, Result<Duration, String>)> = futures::stream::iter(points)
         .map(|point| async move {
-            let at = point.at.clone();
+            let at = if point.second_apply {
+                format!("{} (second apply)", point.at)
+            } else {
+                point.at.clone()
+            };
             let outcome = tokio::spawn(async move { survive(scale, &point).await })
                 .await
                 .map_err(|panicked| match panicked.try_into_panic() {

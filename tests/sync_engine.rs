@@ -1,7 +1,10 @@
 //! The data-sync engine against real databases (SQLite and PostgreSQL as both the source
 //! `DATABASE_URL` and the state store) and the emulator as Klaviyo.
 
+mod support;
+
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
@@ -12,11 +15,12 @@ use klsync::manifest::types::{
 };
 use klsync::settings::Secret;
 use klsync::sql::{QueryManager, QueryOptions, SqlError};
-use klsync::state::StateStore;
 use klsync::state::testing::TestPostgres;
+use klsync::state::{MemberOrigin, StateStore};
 use klsync::sync::{self, DataPlan, SyncError};
 use serde_json::{Value, json};
 use sqlx::Connection;
+use support::recorder::{Interception, Recorder};
 
 const BULK_JOBS: &str = "POST /api/profile-bulk-import-jobs";
 
@@ -119,10 +123,35 @@ async fn emulator(job_delay: Duration) -> (EmulatorHandle, KlaviyoClient) {
     })
     .await
     .unwrap();
-    let mut config = ClientConfig::new(handle.base_url.clone(), Secret::new("pk_emulator"));
+    let client = client_of(&handle.base_url);
+    (handle, client)
+}
+
+/// An unpaced client of the emulator (or of a proxy in front of it).
+fn client_of(base_url: &str) -> KlaviyoClient {
+    let mut config = ClientConfig::new(base_url.to_string(), Secret::new("pk_emulator"));
     config.rate_limit_factor = None;
     config.backoff_base = Duration::from_millis(10);
-    (handle, KlaviyoClient::new(config).unwrap())
+    KlaviyoClient::new(config).unwrap()
+}
+
+/// A client whose bulk import jobs go wrong through a proxy in front of the emulator:
+/// `intercept` picks, by method and path, the requests it takes over.
+async fn misbehaving_client(
+    handle: &EmulatorHandle,
+    intercept: impl Fn(&str, &str) -> Option<Interception> + Send + Sync + 'static,
+) -> KlaviyoClient {
+    let proxy = Recorder::intercepting(&handle.base_url, Arc::new(intercept)).await;
+    client_of(&proxy.base_url)
+}
+
+/// Wait (at most 10 s) until Klaviyo has processed what it accepted.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn query(sql: &str) -> QuerySpec {
@@ -366,27 +395,7 @@ async fn rows_klaviyo_rejected_are_retried_then_recorded(db: Db) {
         &db.state,
         false,
     );
-    let inject = async {
-        for _ in 0..2_000 {
-            let done = handle.seed(|s| {
-                for job in s.jobs.values_mut() {
-                    for row in &mut job.pending {
-                        if row["attributes"]["email"] == "c3@shop.test" {
-                            row["attributes"]["properties"] = json!("corrupted");
-                            return true;
-                        }
-                    }
-                }
-                false
-            });
-            if done {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        panic!("the bulk import job never appeared");
-    };
-    let (report, ()) = tokio::join!(apply, inject);
+    let (report, ()) = tokio::join!(apply, corrupt_queued_row(&handle, "c3@shop.test"));
     let report = report.unwrap();
     let sync_report = &report.profiles[0];
     assert_eq!(
@@ -423,6 +432,83 @@ async fn rows_klaviyo_rejected_are_retried_then_recorded(db: Db) {
         Some(json!({"plan": "basic", "ltv": 3}))
     );
     assert!(!plan(&db, &manifest, &none).await.has_changes());
+}
+
+/// Corrupt the row of `email` in a bulk import job while the job waits in the emulator's
+/// queue, so that Klaviyo refuses that one profile.
+async fn corrupt_queued_row(handle: &EmulatorHandle, email: &str) {
+    for _ in 0..2_000 {
+        let done = handle.seed(|s| {
+            for job in s.jobs.values_mut() {
+                for row in &mut job.pending {
+                    if row["attributes"]["email"] == email {
+                        row["attributes"]["properties"] = json!("corrupted");
+                        return true;
+                    }
+                }
+            }
+            false
+        });
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("the bulk import job never appeared");
+}
+
+/// A member Klaviyo refuses is forgotten (not left recorded as sent), and added again by the
+/// next apply; those it accepted are recorded as added.
+async fn a_member_klaviyo_refused_is_not_kept_and_is_added_again(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(300)).await;
+    let list_id = handle.seed(|s| s.create_list("VIP", None));
+    db.insert_customers(0, 5).await;
+    db.exec("UPDATE customers SET plan = 'vip'").await;
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    let apply = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    );
+    let (report, ()) = tokio::join!(apply, corrupt_queued_row(&handle, "c3@shop.test"));
+    let report = report.unwrap();
+    let membership = &report.memberships[0];
+    assert_eq!((membership.added, membership.failed), (4, 1), "{report:?}");
+    assert_eq!(membership.failed_sample[0].identifier, "c3@shop.test");
+    let recorded = db.state.sync_members("vip").await.unwrap();
+    assert_eq!(recorded.len(), 4);
+    assert!(
+        recorded
+            .iter()
+            .all(|m| m.origin == MemberOrigin::Added && m.identifier != "c3@shop.test")
+    );
+
+    let retry = plan(&db, &manifest, &lists).await;
+    let counts = retry.memberships[0].counts;
+    assert_eq!(
+        (counts.add, counts.unconfirmed, counts.unchanged),
+        (1, 0, 4)
+    );
+    let report = sync::apply_data(
+        &retry,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.memberships[0].added, 1);
+    assert_eq!(list_member_emails(&handle, &list_id).len(), 5);
+    assert!(!plan(&db, &manifest, &lists).await.has_changes());
 }
 
 async fn mirror_never_removes_members_klsync_did_not_add(db: Db) {
@@ -1085,6 +1171,348 @@ async fn switching_to_unset_removes_nulls_kept_before(db: Db) {
     assert!(!plan(&db, &unset, &none).await.has_changes());
 }
 
+/// 30 mirror members sent by an apply that never learned the job's outcome (`job`: the job,
+/// when Klaviyo's answer to its creation arrived); then an apply that does learn: the members
+/// are klsync's, and leave the list with the query.
+async fn members_sent_without_a_known_outcome_stay_klsyncs(
+    db: &Db,
+    handle: &EmulatorHandle,
+    client: &KlaviyoClient,
+    list_id: &str,
+    job: Option<String>,
+) {
+    let recorded = db.state.sync_members("vip").await.unwrap();
+    assert_eq!(recorded.len(), 30);
+    for member in &recorded {
+        assert!(
+            matches!(&member.origin, MemberOrigin::Sent { job_id, .. } if *job_id == job),
+            "{member:?}"
+        );
+    }
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.to_string())]);
+    // Klaviyo processes the job it accepted, whatever became of the apply.
+    until("the job's members are on the list", || {
+        list_member_emails(handle, list_id).len() == 30
+    })
+    .await;
+    let planned = plan(db, &manifest, &lists).await;
+    let counts = planned.memberships[0].counts;
+    assert_eq!((counts.add, counts.unconfirmed), (30, 30));
+    assert!(sync::render_text(&planned).contains("30 of the adds were sent by an earlier apply"));
+    let before = handle.stats();
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    let membership = &report.memberships[0];
+    assert_eq!(
+        (
+            membership.confirmed,
+            membership.already_members,
+            membership.added
+        ),
+        (30, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(handle.stats().count(BULK_JOBS), before.count(BULK_JOBS));
+    assert!(sync::render_report(&report).contains("30 member(s) sent by an earlier apply found"));
+    let recorded = db.state.sync_members("vip").await.unwrap();
+    assert!(recorded.iter().all(|m| m.origin == MemberOrigin::Added));
+    assert!(!plan(db, &manifest, &lists).await.has_changes());
+
+    // 10 leave the query: mirror mode removes them, since klsync added them.
+    db.exec("UPDATE customers SET plan = 'basic' WHERE ltv < 10")
+        .await;
+    let planned = plan(db, &manifest, &lists).await;
+    assert_eq!(planned.memberships[0].counts.remove, 10);
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.memberships[0].removed, 10);
+    let expected: Vec<String> = {
+        let mut emails: Vec<String> = (10..30).map(|n| format!("c{n}@shop.test")).collect();
+        emails.sort();
+        emails
+    };
+    assert_eq!(list_member_emails(handle, list_id), expected);
+    assert!(!plan(db, &manifest, &lists).await.has_changes());
+}
+
+async fn vip_list_of_thirty(db: &Db, handle: &EmulatorHandle) -> String {
+    db.insert_customers(0, 30).await;
+    db.exec("UPDATE customers SET plan = 'vip'").await;
+    handle.seed(|s| s.create_list("VIP", None))
+}
+
+/// The apply dies right after Klaviyo accepted its membership job (the proxy forwards the job,
+/// then never answers, and the test drops the apply there, as a SIGKILL would).
+async fn members_of_a_job_accepted_before_the_apply_died_are_klsyncs(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let list_id = vip_list_of_thirty(&db, &handle).await;
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    let accepted = Arc::new(tokio::sync::Notify::new());
+    let dying = {
+        let accepted = accepted.clone();
+        misbehaving_client(&handle, move |method, path| {
+            (method == "POST" && path == "/api/profile-bulk-import-jobs")
+                .then(|| Interception::ForwardThenHang(accepted.clone()))
+        })
+        .await
+    };
+    tokio::select! {
+        _ = sync::apply_data(&planned, &manifest, &lists, &db.queries, &dying, &db.state, false) => {
+            panic!("the apply was to wait for Klaviyo's answer forever")
+        }
+        // Dropping the apply here is the crash.
+        () = accepted.notified() => {}
+    }
+    members_sent_without_a_known_outcome_stay_klsyncs(&db, &handle, &client, &list_id, None).await;
+}
+
+/// Klaviyo accepts the membership job, then answers every poll of it with 429 until the
+/// client gives up: the apply ends without knowing what the job did.
+async fn members_of_a_job_whose_polls_gave_up_are_klsyncs(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let list_id = vip_list_of_thirty(&db, &handle).await;
+    let manifest = member_manifest(MembershipMode::Mirror, None);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    let rate_limited = misbehaving_client(&handle, |method, path| {
+        let poll = method == "GET"
+            && path.starts_with("/api/profile-bulk-import-jobs/")
+            && path.matches('/').count() == 3;
+        poll.then(|| {
+            Interception::Respond(
+                429,
+                vec![("retry-after", "0".to_string())],
+                r#"{"errors":[{"status":429,"code":"throttled","title":"Request was throttled.","detail":"Request was throttled."}]}"#.to_string(),
+            )
+        })
+    })
+    .await;
+    let report = sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &rate_limited,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    let membership = &report.memberships[0];
+    assert_eq!((membership.added, membership.failed), (0, 30), "{report:?}");
+    assert_eq!(
+        membership.jobs.len(),
+        1,
+        "the job Klaviyo accepted is reported"
+    );
+    let reason = &membership.failed_sample[0].reason;
+    assert!(
+        reason.contains("rate limited") && reason.contains("the next apply checks the list"),
+        "{reason}"
+    );
+    let job = membership.jobs.first().cloned();
+    members_sent_without_a_known_outcome_stay_klsyncs(&db, &handle, &client, &list_id, job).await;
+}
+
+/// Hand edits in Klaviyo: a property changed, one removed, two members taken off the list (one
+/// of which also left the query). The full check finds them at the cost it stated, the plan
+/// made with it restores them, and the next check is clean.
+async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let list_id = handle.seed(|s| s.create_list("VIP", None));
+    db.insert_customers(0, 5).await;
+    db.exec("UPDATE customers SET plan = 'vip' WHERE ltv < 3")
+        .await;
+    let mut manifest = profile_manifest(
+        "SELECT email, plan, ltv FROM customers ORDER BY email",
+        OnMissingRow::Keep,
+    );
+    let members = member_manifest(MembershipMode::Mirror, None);
+    manifest.lists = members.lists;
+    manifest.queries.extend(members.queries);
+    let lists = BTreeMap::from([("vip".to_string(), list_id.clone())]);
+    let planned = plan(&db, &manifest, &lists).await;
+    sync::apply_data(
+        &planned,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+
+    // Clean, at the stated cost: one profile lookup per 100 rows, one member lookup per 100.
+    let cost = sync::check_cost(&manifest, &lists, &db.state)
+        .await
+        .unwrap();
+    let stated: u64 = cost.requests.values().sum();
+    assert_eq!(stated, 2, "{cost:?}");
+    let before = handle.stats().total;
+    let check = sync::check_data(&manifest, &lists, &db.state, &client)
+        .await
+        .unwrap();
+    assert_eq!(handle.stats().total - before, stated);
+    assert!(!check.has_drift(), "{check:?}");
+    assert_eq!(
+        (check.profiles[0].checked, check.memberships[0].checked),
+        (5, 3)
+    );
+
+    handle.seed(|s| {
+        let id_of = |s: &emulator::state::State, email: &str| {
+            s.profiles
+                .values()
+                .find(|p| p.get_str("email") == Some(email))
+                .unwrap()
+                .id
+                .clone()
+        };
+        let (c0, c1, c2) = (
+            id_of(s, "c0@shop.test"),
+            id_of(s, "c1@shop.test"),
+            id_of(s, "c2@shop.test"),
+        );
+        let properties = &mut s.profiles.get_mut(&c0).unwrap().attributes["properties"];
+        properties["plan"] = json!("edited in Klaviyo");
+        let properties = &mut s.profiles.get_mut(&c1).unwrap().attributes["properties"];
+        properties.as_object_mut().unwrap().remove("ltv");
+        let list = s.lists.get_mut(&list_id).unwrap();
+        list.members.remove(&c1);
+        list.members.remove(&c2);
+    });
+    // c1 also leaves the list's query: gone from the list already, it is not removed again.
+    db.exec("UPDATE customers SET plan = 'basic' WHERE email = 'c1@shop.test'")
+        .await;
+    // The plan without the full check sees none of it.
+    let blind = plan(&db, &manifest, &lists).await;
+    assert_eq!(
+        (
+            blind.profiles[0].counts.changed,
+            blind.memberships[0].counts.add
+        ),
+        (1, 0),
+        "only the row changed in the database"
+    );
+
+    let check = sync::check_data(&manifest, &lists, &db.state, &client)
+        .await
+        .unwrap();
+    let drift: Vec<(&str, &str, Option<Value>)> = check.profiles[0]
+        .drift
+        .iter()
+        .map(|d| (d.identifier.as_str(), d.property.as_str(), d.live.clone()))
+        .collect();
+    assert_eq!(
+        drift,
+        [
+            ("c0@shop.test", "plan", Some(json!("edited in Klaviyo"))),
+            ("c1@shop.test", "ltv", None),
+        ]
+    );
+    assert_eq!(
+        check.memberships[0].missing,
+        ["c1@shop.test", "c2@shop.test"]
+    );
+    let rendered = sync::render_check(&check);
+    assert!(
+        rendered.contains("~ profiles.customers: 2 of 5 recorded profile(s) changed in Klaviyo"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("- lists.vip.members: 2 of 3 recorded member(s) no longer on the list"),
+        "{rendered}"
+    );
+
+    let restoring = sync::plan_data(&manifest, &lists, &db.queries, &db.state, Some(&check))
+        .await
+        .unwrap();
+    let profiles = &restoring.profiles[0];
+    assert_eq!(profiles.counts.changed, 2, "{profiles:?}");
+    let c0 = profiles
+        .diff_sample
+        .iter()
+        .find(|row| row.identifier == "c0@shop.test")
+        .unwrap();
+    assert_eq!(
+        (&c0.changes[0].before, &c0.changes[0].after),
+        (&Some(json!("edited in Klaviyo")), &Some(json!("vip")))
+    );
+    let counts = restoring.memberships[0].counts;
+    assert_eq!((counts.add, counts.remove, counts.unchanged), (1, 0, 1));
+    assert_eq!(restoring.memberships[0].add_sample, ["c2@shop.test"]);
+    let text = sync::render_text(&restoring);
+    assert!(
+        text.contains("full check: 5 recorded profile(s) read back, 2 changed in Klaviyo"),
+        "{text}"
+    );
+    assert!(
+        text.contains("full check: 3 recorded member(s) looked up, 2 no longer on the list"),
+        "{text}"
+    );
+
+    // Applied through a saved plan: the plan carries what to restore.
+    let saved: DataPlan =
+        serde_json::from_str(&serde_json::to_string(&restoring).unwrap()).unwrap();
+    let report = sync::apply_data(
+        &saved,
+        &manifest,
+        &lists,
+        &db.queries,
+        &client,
+        &db.state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.drift.is_empty(), "{:?}", report.drift);
+    assert_eq!(
+        (report.profiles[0].sent, report.memberships[0].added),
+        (2, 1)
+    );
+    assert_eq!(
+        live_properties(&handle, "c0@shop.test"),
+        Some(json!({"plan": "vip", "ltv": 0}))
+    );
+    assert_eq!(
+        live_properties(&handle, "c1@shop.test"),
+        Some(json!({"plan": "basic", "ltv": 1}))
+    );
+    assert_eq!(
+        list_member_emails(&handle, &list_id),
+        ["c0@shop.test", "c2@shop.test"]
+    );
+    let check = sync::check_data(&manifest, &lists, &db.state, &client)
+        .await
+        .unwrap();
+    assert!(!check.has_drift(), "{check:?}");
+    assert_eq!(check.memberships[0].checked, 2, "c1 is forgotten");
+    assert!(!plan(&db, &manifest, &lists).await.has_changes());
+}
+
 // ---- one test per scenario and backend ------------------------------------------------------
 
 macro_rules! on_both_backends {
@@ -1122,4 +1550,8 @@ on_both_backends!(
     large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected,
     external_ids_and_phone_numbers_are_normalised_end_to_end,
     switching_to_unset_removes_nulls_kept_before,
+    members_of_a_job_accepted_before_the_apply_died_are_klsyncs,
+    members_of_a_job_whose_polls_gave_up_are_klsyncs,
+    a_member_klaviyo_refused_is_not_kept_and_is_added_again,
+    the_full_check_finds_hand_edits_and_the_plan_restores_them,
 );

@@ -132,6 +132,25 @@ impl<'a> Executor<'a> {
             if !handled.insert(index) {
                 continue;
             }
+            // Nothing more can be sent (Klaviyo stopped answering, the run's deadline passed):
+            // the rest is not attempted, and its cause is reported once.
+            if let Some(stop) = self.client.halted() {
+                let cause = stop.to_string();
+                let reported = report.failed.iter().any(|f| f.reason.ends_with(&cause));
+                let event = Event::Failed(Failure {
+                    address: change.address.clone(),
+                    action: change.action,
+                    reason: if reported {
+                        "not attempted: the run stopped (cause above)".to_owned()
+                    } else {
+                        format!("not attempted: {cause}")
+                    },
+                    skipped: true,
+                });
+                record(&mut report, &mut not_done, &event);
+                progress(&event);
+                continue;
+            }
             if let Some(link) = &change.link {
                 // Every link sharing this request, from here on (they sit together in the plan).
                 let batch: Vec<usize> = plan

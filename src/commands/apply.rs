@@ -319,7 +319,10 @@ impl Run<'_> {
         if !self.args.force {
             check_max_removals(data_planned, fresh.plan.data.as_ref())?;
         }
-        let data_changes = fresh.plan.data.as_ref().is_some_and(DataPlan::has_changes);
+        // A saved plan made with `--refresh=full` restores what its check found, which the
+        // fresh plan (made without it) cannot see.
+        let data_changes = fresh.plan.data.as_ref().is_some_and(DataPlan::has_changes)
+            || data_planned.is_some_and(DataPlan::has_changes);
         if plan.changes.is_empty() && !data_changes {
             if !self.output.quiet {
                 // The data as it is now: a saved plan's data part may have been applied since.

@@ -3,20 +3,28 @@
 //! Read-only: nothing is sent to Klaviyo but reads, and no row of klsync's state is written. A
 //! missing SQLite state file is reported, never created. Exit status: 0 no drift, 2 drift, 1 on
 //! any error.
+//!
+//! `--data` also reads back what the data syncs recorded (`sync::check_data`, the mechanism
+//! `plan --refresh=full` plans from), after printing what that costs. It needs no database:
+//! it compares klsync's records with Klaviyo.
 
 use std::path::PathBuf;
 use std::str::FromStr as _;
 
-use super::plan::{load, print_stdout, runtime};
+use super::plan::{list_ids, load, print_stdout, runtime};
 use crate::apply::managed_state;
 use crate::cli::{DriftArgs, DriftFormat};
 use crate::context::{self, EnvLookup, Pacing};
 use crate::drift::{self, DriftReport};
 use crate::error::{Error, ExitStatus};
+use crate::klaviyo::KlaviyoClient;
 use crate::klaviyo::observe::read_live;
+use crate::manifest::Project;
 use crate::model::DesiredState;
 use crate::run::Output;
 use crate::settings::redact_url;
+use crate::state::StateStore;
+use crate::sync::{self, DataCheck};
 
 /// Run `klsync drift`.
 pub fn run(args: &DriftArgs, output: &Output) -> Result<ExitStatus, Error> {
@@ -52,22 +60,53 @@ pub(crate) async fn drift_command(
         )));
     }
     let store = context::connect_state(&url).await?;
-    let rows = store.managed().await;
+    let read = async {
+        let managed = managed_state(&store.managed().await?)?;
+        // Its cost is printed before anything is read from Klaviyo.
+        let data = match args.data {
+            true => Some(check_data_syncs(&project, &store, &client, output).await?),
+            false => None,
+        };
+        let reading = output.progress().spinner("Reading Klaviyo");
+        let live = read_live(&client).await;
+        reading.finish_and_clear();
+        Ok::<_, Error>((managed, data, live?))
+    }
+    .await;
     store.close().await;
-    let managed = managed_state(&rows?)?;
-    let reading = output.progress().spinner("Reading Klaviyo");
-    let live = read_live(&client).await;
-    reading.finish_and_clear();
     output.metrics.add_client(&client.metrics());
-    let live = live?;
+    let (managed, data, live) = read?;
     let declared = DesiredState::from_manifest(&project.merged());
-    let report = drift::detect(&managed, &live, &declared, args.include_unmanaged);
+    let mut report = drift::detect(&managed, &live, &declared, args.include_unmanaged);
+    report.data = data;
     print_stdout(&render(&report, args.format));
     Ok(if report.has_drift() {
         ExitStatus::Changes
     } else {
         ExitStatus::Success
     })
+}
+
+/// The full check of the project's data syncs (`drift --data`, `plan --refresh=full`): prints
+/// its cost first (unless quiet), then reads back everything the syncs recorded.
+pub(crate) async fn check_data_syncs(
+    project: &Project,
+    store: &StateStore,
+    client: &KlaviyoClient,
+    output: &Output,
+) -> Result<DataCheck, Error> {
+    let merged = project.merged();
+    let lists = list_ids(&store.managed().await?);
+    let cost = sync::check_cost(&merged, &lists, store).await?;
+    if !output.quiet {
+        eprintln!("{}", cost.sentence());
+    }
+    let reading = output
+        .progress()
+        .spinner("Reading back the data syncs from Klaviyo");
+    let check = sync::check_data(&merged, &lists, store, client).await;
+    reading.finish_and_clear();
+    Ok(check?)
 }
 
 /// The report in the chosen format.

@@ -9,7 +9,9 @@
 //! When the manifests declare data syncs (`profiles:`, `members:` on lists) the plan also runs
 //! their queries on the database named by `database.url_env` and carries the counts as its data
 //! part (`sync::plan_data`); `--refresh` then also reads the sampled profiles from Klaviyo to
-//! report drift, after saying what that costs.
+//! report drift, after saying what that costs, and `--refresh=full` first reads back everything
+//! the data syncs recorded (`sync::check_data`, as `klsync drift --data` does) and plans the
+//! changes that restore what was changed in Klaviyo.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -19,7 +21,7 @@ use chrono::{SecondsFormat, Utc};
 
 use crate::apply::managed_state;
 use crate::apply::saved::plan_id as saved_plan_id;
-use crate::cli::{PlanArgs, PlanFormat};
+use crate::cli::{PlanArgs, PlanFormat, Refresh};
 use crate::context::{self, EnvLookup, Pacing};
 use crate::error::{Error, ExitStatus};
 use crate::klaviyo::KlaviyoClient;
@@ -62,13 +64,25 @@ pub(crate) async fn plan_command(
     let project = load(&args.project.dir, output)?;
     let connection = Connection::open(&project, env, pacing).await?;
     let planned = async {
+        let check = match args.refresh {
+            Some(Refresh::Full) => Some(
+                super::drift::check_data_syncs(
+                    &project,
+                    &connection.store,
+                    &connection.client,
+                    output,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let reading = output
             .progress()
             .spinner("Reading Klaviyo and running the data queries");
-        let planned = connection.plan(&project).await;
+        let planned = connection.plan_checked(&project, check.as_ref()).await;
         reading.finish_and_clear();
         let mut planned = planned?;
-        if args.refresh {
+        if args.refresh == Some(Refresh::Sample) {
             connection.refresh(&mut planned.plan, output).await?;
         }
         Ok::<_, Error>(planned)
@@ -237,6 +251,16 @@ impl Connection {
 
     /// Read klsync's state and Klaviyo, run the data queries, and plan.
     pub(crate) async fn plan(&self, project: &Project) -> Result<Planned, Error> {
+        self.plan_checked(project, None).await
+    }
+
+    /// [`Connection::plan`], with the data part restoring what the full check (`check`,
+    /// `plan --refresh=full`) found changed in Klaviyo.
+    pub(crate) async fn plan_checked(
+        &self,
+        project: &Project,
+        check: Option<&sync::DataCheck>,
+    ) -> Result<Planned, Error> {
         let merged = project.merged();
         let desired = DesiredState::from_manifest(&merged);
         let managed = self.store.managed().await?;
@@ -251,7 +275,7 @@ impl Connection {
             // Lists this plan creates have no id yet: their members are planned all as adds,
             // and apply fills the id in once the list exists.
             let data =
-                sync::plan_data(&merged, &list_ids(&managed), queries, &self.store, None).await?;
+                sync::plan_data(&merged, &list_ids(&managed), queries, &self.store, check).await?;
             let recreated = recreated_list_warnings(&plan, &data);
             plan.warnings.extend(recreated);
             plan = plan.with_data(data);
@@ -294,7 +318,7 @@ fn recreated_list_warnings(plan: &Plan, data: &DataPlan) -> Vec<String> {
 }
 
 /// Klaviyo ids of managed lists, by key.
-fn list_ids(managed: &[ManagedRow]) -> BTreeMap<String, String> {
+pub(crate) fn list_ids(managed: &[ManagedRow]) -> BTreeMap<String, String> {
     managed
         .iter()
         .filter(|row| row.kind == ResourceKind::List.prefix())

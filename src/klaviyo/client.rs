@@ -8,6 +8,15 @@
 //! - 5xx, timeouts, connections dropped after sending: the server may have acted. Repeatable
 //!   requests back off (exponential, full jitter) and retry; creates do not, they go through
 //!   [`KlaviyoClient::create_with_recovery`], which first checks whether the create happened.
+//! - A response larger than [`MAX_RESPONSE_BYTES`] is not read past the limit; the server may
+//!   have acted, so it is treated like a dropped connection.
+//!
+//! How long it may all take (each configurable in `klsync.yaml`, see [`ClientConfig`]): a
+//! connection must be made within `connect_timeout` and a whole exchange done within `timeout`;
+//! nothing is sent after the run's deadline, and after `max_consecutive_failures` attempts in a
+//! row without an answer the client stops sending altogether (see `gate`). Without the last two,
+//! a dead server cost every request `max_attempts` timeouts plus backoff: 5 x 30 s + up to
+//! 7.5 s = ~152 s per read, more per create with its lookups, so minutes per change.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +29,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::error::{ApiError, ApiErrorObject, snippet};
+use super::gate::Gate;
 use super::operations::Operation;
 use super::ratelimit::{Acquisition, RateLimiters};
 use super::types::CollectionDocument;
@@ -31,6 +41,33 @@ const JSON_API: &str = "application/vnd.api+json";
 /// A stream of items from a paginated Klaviyo collection.
 pub type ApiStream<T> = BoxStream<'static, Result<T, ApiError>>;
 
+/// The largest response body klsync reads. Klaviyo's largest legitimate answers (a page of 100
+/// profiles with every property, a bulk job's error page) are a few MB; anything much larger is
+/// a broken or hostile server, and reading it unbounded could exhaust memory.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The most pages read of one collection: 100 million items at 100 per page, far beyond any
+/// Klaviyo account, yet a server whose `links.next` never ends is stopped. (A chain that comes
+/// back to a page already read is stopped at once.)
+pub const MAX_PAGES_PER_COLLECTION: u64 = 1_000_000;
+
+/// Default time to establish a connection (TCP and TLS).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time for one whole exchange, connect to last body byte. Klaviyo answers in well under
+/// a second normally and a few seconds at worst; 20 s also covers a 5 MB bulk import upload at
+/// 2 Mbit/s. Three of them in a row (the default breaker) fit in a minute.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default attempts per request, first included.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default first backoff step.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// Default number of attempts in a row without an answer after which the client stops sending.
+pub const DEFAULT_MAX_CONSECUTIVE_FAILURES: u32 = 3;
+/// Default run deadline: the default job limit of GitHub Actions, so a run stuck on a slow
+/// server stops on its own, cleanly, rather than being killed by CI; long enough for a sync of
+/// millions of rows at Klaviyo's rate limits.
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
 /// How to reach Klaviyo and how patiently.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -40,10 +77,19 @@ pub struct ClientConfig {
     pub api_key: Secret,
     /// `revision` header value.
     pub revision: String,
-    /// Timeout of one HTTP request, connect to last body byte.
+    /// Timeout of one HTTP attempt, connect to last body byte.
     pub timeout: Duration,
+    /// Timeout of establishing a connection.
+    pub connect_timeout: Duration,
     /// Attempts per request, first included (retries on 429, 5xx, timeouts, resets).
     pub max_attempts: u32,
+    /// Attempts in a row that got no answer (timeout, no connection) after which the client
+    /// sends nothing more (the circuit breaker; see `gate`).
+    pub max_consecutive_failures: u32,
+    /// No request starts later than this after the client was built; `None`: no deadline.
+    pub run_timeout: Option<Duration>,
+    /// The largest response body read; see [`MAX_RESPONSE_BYTES`].
+    pub max_response_bytes: usize,
     /// `None`: no client-side pacing. `Some(f)`: pace to Klaviyo's published limits times `f`
     /// (`1.0` = as published), including daily caps.
     pub rate_limit_factor: Option<f64>,
@@ -56,18 +102,22 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: revision [`settings::DEFAULT_REVISION`], 30 s timeout, 5 attempts, published
-    /// limits, `Retry-After` up to 120 s, 500 ms backoff base.
+    /// Defaults: revision [`settings::DEFAULT_REVISION`], the `DEFAULT_*` timeouts and limits
+    /// of this module, published rate limits, `Retry-After` up to 120 s.
     pub fn new(base_url: impl Into<String>, api_key: Secret) -> Self {
         ClientConfig {
             base_url: base_url.into(),
             api_key,
             revision: settings::DEFAULT_REVISION.to_string(),
-            timeout: Duration::from_secs(30),
-            max_attempts: 5,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_consecutive_failures: DEFAULT_MAX_CONSECUTIVE_FAILURES,
+            run_timeout: Some(DEFAULT_RUN_TIMEOUT),
+            max_response_bytes: MAX_RESPONSE_BYTES,
             rate_limit_factor: Some(1.0),
             max_retry_after: Duration::from_secs(120),
-            backoff_base: Duration::from_millis(500),
+            backoff_base: DEFAULT_RETRY_BACKOFF,
         }
     }
 }
@@ -99,6 +149,11 @@ pub struct KlaviyoClient {
 struct Inner {
     http: reqwest::Client,
     base: url::Url,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_response_bytes: usize,
+    /// The one place that decides whether another request may be sent.
+    gate: Gate,
     max_attempts: u32,
     max_retry_after: Duration,
     backoff_base: Duration,
@@ -199,6 +254,7 @@ pub(crate) fn path(parts: &[&str]) -> String {
 /// A response with a 2xx status.
 pub(crate) struct Reply {
     pub status: u16,
+    pub content_type: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -207,6 +263,7 @@ impl Reply {
         serde_json::from_slice(&self.body).map_err(|e| ApiError::Decode {
             operation: op,
             status: self.status,
+            content_type: self.content_type.clone(),
             message: e.to_string(),
             body_snippet: snippet(&self.body),
         })
@@ -217,6 +274,7 @@ impl Reply {
 enum Attempt {
     Response {
         status: u16,
+        content_type: Option<String>,
         body: Vec<u8>,
         retry_after: Option<Duration>,
     },
@@ -224,6 +282,8 @@ enum Attempt {
         error: ApiError,
         /// The request never left this machine, so repeating it is always safe.
         not_sent: bool,
+        /// Nothing at all came back (a timeout, no connection): counts toward the breaker.
+        unanswered: bool,
     },
 }
 
@@ -264,6 +324,7 @@ impl KlaviyoClient {
             .use_rustls_tls()
             .default_headers(headers)
             .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
             .user_agent(concat!("klsync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Config(format!("HTTP client: {}", e.without_url())))?;
@@ -271,7 +332,17 @@ impl KlaviyoClient {
         Ok(KlaviyoClient {
             inner: Arc::new(Inner {
                 http,
+                gate: Gate::new(
+                    settings::redact_url(base.as_str())
+                        .trim_end_matches('/')
+                        .to_owned(),
+                    config.run_timeout,
+                    config.max_consecutive_failures,
+                ),
                 base,
+                timeout: config.timeout,
+                connect_timeout: config.connect_timeout,
+                max_response_bytes: config.max_response_bytes,
                 max_attempts: config.max_attempts.max(1),
                 max_retry_after: config.max_retry_after,
                 backoff_base: config.backoff_base,
@@ -290,6 +361,13 @@ impl KlaviyoClient {
         self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Why no more requests may be sent this run (the server stopped answering, or the run's
+    /// deadline passed), if so. Callers doing many independent pieces of work check this
+    /// before each, and stop rather than fail every remaining piece with the same cause.
+    pub fn halted(&self) -> Option<ApiError> {
+        self.inner.gate.admit_after(None, Duration::ZERO).err()
+    }
+
     /// Send `call`, pacing and retrying per the module rules; returns the 2xx response.
     pub(crate) async fn execute(&self, call: &Call) -> Result<Reply, ApiError> {
         let extras = call
@@ -301,10 +379,22 @@ impl KlaviyoClient {
         loop {
             attempt += 1;
             self.pace(call.op, &extras).await?;
+            // The one check before anything is sent: deadline, circuit breaker; and a stop
+            // (Ctrl-C, SIGTERM: `crate::interrupt`).
+            self.inner.gate.admit(call.op)?;
             crate::interrupt::check(call.op)?;
             match self.attempt(call, attempt).await {
-                Attempt::Response { status, body, .. } if (200..300).contains(&status) => {
-                    return Ok(Reply { status, body });
+                Attempt::Response {
+                    status,
+                    content_type,
+                    body,
+                    ..
+                } if (200..300).contains(&status) => {
+                    return Ok(Reply {
+                        status,
+                        content_type,
+                        body,
+                    });
                 }
                 // The earlier, unanswered DELETE did its job: the resource is gone, as asked.
                 Attempt::Response { status: 404, .. }
@@ -312,6 +402,7 @@ impl KlaviyoClient {
                 {
                     return Ok(Reply {
                         status: 204,
+                        content_type: None,
                         body: Vec::new(),
                     });
                 }
@@ -340,10 +431,15 @@ impl KlaviyoClient {
                     )
                     .await?;
                 }
-                Attempt::Response { status, body, .. } => {
+                Attempt::Response {
+                    status,
+                    content_type,
+                    body,
+                    ..
+                } => {
                     let error = ApiError::Klaviyo {
                         status,
-                        errors: ApiErrorObject::parse_body(&body),
+                        errors: ApiErrorObject::parse_body(&body, content_type.as_deref()),
                         operation: call.op,
                     };
                     if status < 500 || !call.repeatable || attempt >= self.inner.max_attempts {
@@ -359,7 +455,23 @@ impl KlaviyoClient {
                     )
                     .await?;
                 }
-                Attempt::Failed { error, not_sent } => {
+                Attempt::Failed {
+                    error,
+                    not_sent,
+                    unanswered,
+                } => {
+                    // This silence opened the breaker: say so rather than "timed out", and
+                    // that a write which cannot be checked now may have happened.
+                    if unanswered && let Some(stop) = self.inner.gate.tripped() {
+                        return Err(if call.repeatable || not_sent {
+                            stop
+                        } else {
+                            ApiError::OutcomeUnknown {
+                                operation: call.op,
+                                cause: Box::new(stop),
+                            }
+                        });
+                    }
                     if !(call.repeatable || not_sent) || attempt >= self.inner.max_attempts {
                         return Err(error);
                     }
@@ -434,14 +546,16 @@ impl KlaviyoClient {
     }
 
     /// Stream every item of a paginated collection, following `links.next` until it is absent
-    /// or null.
+    /// or null. A `links.next` that leads back to a page already read, or a chain longer than
+    /// [`MAX_PAGES_PER_COLLECTION`], ends the stream with [`ApiError::BadPagination`].
     pub(crate) fn paginate<W, T>(&self, first: Call) -> ApiStream<T>
     where
         W: DeserializeOwned + Send + 'static,
         T: From<W> + Send + 'static,
     {
         let client = self.clone();
-        stream::try_unfold(Some(first), move |state| {
+        let pages = Pages::new(&first, MAX_PAGES_PER_COLLECTION);
+        stream::try_unfold((Some(first), pages), move |(state, mut pages)| {
             let client = client.clone();
             async move {
                 let Some(call) = state else {
@@ -450,10 +564,14 @@ impl KlaviyoClient {
                 let reply = client.execute(&call).await?;
                 let document: CollectionDocument<W> = reply.json(call.op)?;
                 let next = match document.links.and_then(|links| links.next) {
-                    Some(next) => Some(client.next_call(&call, &next)?),
+                    Some(next) => {
+                        let next = client.next_call(&call, &next)?;
+                        pages.visit(&next)?;
+                        Some(next)
+                    }
                     None => None,
                 };
-                Ok(Some((document.data, next)))
+                Ok(Some((document.data, (next, pages))))
             }
         })
         .map_ok(|page| stream::iter(page.into_iter().map(|item| Ok(T::from(item)))))
@@ -465,15 +583,16 @@ impl KlaviyoClient {
     /// URL: the API key is sent with every request, so it must never follow a link to another
     /// host.
     fn next_call(&self, current: &Call, next: &str) -> Result<Call, ApiError> {
-        let bad = |message: String| ApiError::Decode {
-            operation: current.op,
-            status: 200,
-            message,
-            body_snippet: String::new(),
-        };
         let url = url::Url::parse(next)
             .or_else(|_| self.inner.base.join(next))
-            .map_err(|e| bad(format!("links.next is not a URL: {e}")))?;
+            .map_err(|e| ApiError::BadPagination {
+                operation: current.op,
+                path: current.path.clone(),
+                detail: format!(
+                    "links.next is not a URL ({e}): {}",
+                    snippet(next.as_bytes())
+                ),
+            })?;
         let prefix = self.inner.base.path().trim_end_matches('/');
         let path = url
             .path()
@@ -481,9 +600,6 @@ impl KlaviyoClient {
             .unwrap_or(url.path())
             .to_string();
         let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        if path == current.path && query == current.query {
-            return Err(bad("links.next points at the page just read".into()));
-        }
         Ok(Call {
             op: current.op,
             path,
@@ -523,6 +639,7 @@ impl KlaviyoClient {
         Ok(())
     }
 
+    /// Wait before attempt `attempt + 1`, unless the gate already knows it will refuse it.
     async fn wait_before_retry(
         &self,
         call: &Call,
@@ -532,6 +649,7 @@ impl KlaviyoClient {
         safe_because: &str,
     ) -> Result<(), ApiError> {
         crate::interrupt::check(call.op)?;
+        self.inner.gate.admit_after(Some(call.op), wait)?;
         tracing::warn!(
             operation = call.op.operation_id(),
             attempt,
@@ -588,10 +706,18 @@ impl KlaviyoClient {
         span.record("duration_ms", duration_ms);
         match &outcome {
             Attempt::Response { status, .. } => {
+                self.inner.gate.answered(call.op);
                 span.record("status", status);
                 span.in_scope(|| tracing::debug!(status, duration_ms, "klaviyo response"));
             }
-            Attempt::Failed { error, .. } => {
+            Attempt::Failed {
+                error, unanswered, ..
+            } => {
+                if *unanswered {
+                    self.inner.gate.unanswered(call.op, error);
+                } else {
+                    self.inner.gate.answered(call.op);
+                }
                 span.in_scope(|| tracing::debug!(%error, duration_ms, "klaviyo request failed"));
             }
         }
@@ -613,45 +739,162 @@ impl KlaviyoClient {
         if let Some(body) = &call.body {
             request = request.header(CONTENT_TYPE, JSON_API).body(body.clone());
         }
-        let response = match request.send().await {
+        let mut response = match request.send().await {
             Ok(response) => response,
             Err(error) => return self.failed(call, error),
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header(RETRY_AFTER)
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        match response.bytes().await {
-            Ok(body) => {
-                crate::crashpoint::after_reply(call.op.operation_id());
-                Attempt::Response {
-                    status,
-                    body: body.to_vec(),
-                    retry_after,
-                }
+        let content_type = header(CONTENT_TYPE);
+        let limit = self.inner.max_response_bytes;
+        let too_large = || Attempt::Failed {
+            error: ApiError::ResponseTooLarge {
+                operation: call.op,
+                path: call.path.clone(),
+                status,
+                limit,
+            },
+            not_sent: false,
+            unanswered: false,
+        };
+        // Read incrementally, never past the limit: a declared length over it is refused
+        // unread, an undeclared or false one is cut off at the limit.
+        let declared = response.content_length().unwrap_or(0);
+        if declared > limit as u64 {
+            return too_large();
+        }
+        let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > limit => return too_large(),
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(error) => return self.failed(call, error),
             }
-            Err(error) => self.failed(call, error),
+        }
+        crate::crashpoint::after_reply(call.op.operation_id());
+        Attempt::Response {
+            status,
+            content_type,
+            body,
+            retry_after,
         }
     }
 
     fn failed(&self, call: &Call, error: reqwest::Error) -> Attempt {
+        let error = error.without_url();
         let not_sent = error.is_connect();
+        let unanswered = error.is_connect() || error.is_timeout();
         let error = if error.is_timeout() {
             ApiError::Timeout {
                 operation: call.op,
                 path: call.path.clone(),
+                limit: if error.is_connect() {
+                    self.inner.connect_timeout
+                } else {
+                    self.inner.timeout
+                },
+                connecting: error.is_connect(),
             }
         } else {
             ApiError::Transport {
                 operation: call.op,
                 path: call.path.clone(),
-                source: Box::new(error.without_url()),
+                reason: transport_reason(&error),
             }
         };
-        Attempt::Failed { error, not_sent }
+        Attempt::Failed {
+            error,
+            not_sent,
+            unanswered,
+        }
+    }
+}
+
+/// What a transport failure was, in a few words and the innermost cause: `could not connect:
+/// Connection refused (os error 111)`, `the response broke off: ...`. `error` has had its URL
+/// stripped, and the causes below it never hold one.
+fn transport_reason(error: &reqwest::Error) -> String {
+    let what = if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the response broke off"
+    } else {
+        "the connection failed before an answer"
+    };
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
+    }
+    format!("{what}: {innermost}")
+}
+
+/// The pages one pagination has asked for, to stop a `links.next` chain that loops or never
+/// ends. Pages are remembered by a hash of their path and query: 8 bytes a page, so even the
+/// largest legitimate collection costs little memory.
+struct Pages {
+    op: Operation,
+    first_path: String,
+    max_pages: u64,
+    seen: std::collections::HashSet<u64>,
+}
+
+impl Pages {
+    fn new(first: &Call, max_pages: u64) -> Pages {
+        let mut pages = Pages {
+            op: first.op,
+            first_path: first.path.clone(),
+            max_pages,
+            seen: std::collections::HashSet::new(),
+        };
+        pages.seen.insert(Self::key(first));
+        pages
+    }
+
+    fn key(call: &Call) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&call.path, &call.query).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Note that `next` is about to be read; refuse a page read before or one too many.
+    fn visit(&mut self, next: &Call) -> Result<(), ApiError> {
+        let bad = |detail: String| ApiError::BadPagination {
+            operation: self.op,
+            path: self.first_path.clone(),
+            detail,
+        };
+        let read = self.seen.len() as u64;
+        if !self.seen.insert(Self::key(next)) {
+            return Err(bad(format!(
+                "after {read} page(s), links.next leads back to a page already read ({}); the server's paging loops. Run the command again; if it persists, the server is not behaving like Klaviyo",
+                describe_page(next)
+            )));
+        }
+        if read >= self.max_pages {
+            return Err(bad(format!(
+                "links.next still continues after {read} pages, the most klsync reads of one collection"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A page for messages: its path and cursor, never anything else of the query.
+fn describe_page(call: &Call) -> String {
+    match call.query.iter().find(|(key, _)| key == "page[cursor]") {
+        Some((_, cursor)) => format!("{} cursor {:?}", call.path, snippet(cursor.as_bytes())),
+        None => call.path.clone(),
     }
 }
 
@@ -695,6 +938,61 @@ mod tests {
         ))
         .unwrap_err();
         assert!(!format!("{err} {err:?}").contains("pk_bad"));
+    }
+
+    #[tokio::test]
+    async fn the_breaker_names_the_server_with_its_credentials_redacted() {
+        // Nothing listens on port 1: every connection is refused at once.
+        let mut config = ClientConfig::new("http://user:pw@127.0.0.1:1", Secret::new("pk_abc123"));
+        config.rate_limit_factor = None;
+        config.backoff_base = Duration::from_millis(1);
+        let client = KlaviyoClient::new(config).unwrap();
+        let err = client.get_list("L1").await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, ApiError::Unreachable { failures: 3, .. }),
+            "{err:?}"
+        );
+        assert!(message.contains("127.0.0.1:1"), "{message}");
+        assert!(message.contains("could not connect"), "{message}");
+        assert!(
+            !message.contains("pw") && !message.contains("pk_abc123"),
+            "{message}"
+        );
+    }
+
+    fn page(cursor: &str) -> Call {
+        Call::new(Operation::GetLists, path(&["lists"])).query("page[cursor]", cursor)
+    }
+
+    #[test]
+    fn a_links_next_chain_that_comes_back_is_stopped_whatever_its_length() {
+        let first = Call::new(Operation::GetLists, path(&["lists"]));
+        let mut pages = Pages::new(&first, MAX_PAGES_PER_COLLECTION);
+        for cursor in ["a", "b", "c"] {
+            pages.visit(&page(cursor)).unwrap();
+        }
+        let err = pages.visit(&page("a")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "get_lists /api/lists: pagination stopped: after 4 page(s), links.next leads back to a page already read (/api/lists cursor \"a\"); the server's paging loops. Run the command again; if it persists, the server is not behaving like Klaviyo"
+        );
+        let mut pages = Pages::new(&first, MAX_PAGES_PER_COLLECTION);
+        assert!(pages.visit(&first).is_err(), "a page pointing at itself");
+    }
+
+    #[test]
+    fn a_links_next_chain_that_never_ends_is_stopped_at_the_page_cap() {
+        let first = Call::new(Operation::GetLists, path(&["lists"]));
+        let mut pages = Pages::new(&first, 3);
+        pages.visit(&page("1")).unwrap();
+        pages.visit(&page("2")).unwrap();
+        let err = pages.visit(&page("3")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("links.next still continues after 3 pages, the most klsync reads"),
+            "{err}"
+        );
     }
 
     #[test]

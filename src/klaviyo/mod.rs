@@ -5,17 +5,22 @@
 //! - [`types`]: resources and the JSON:API documents they travel in.
 //! - [`ratelimit`]: client-side pacing to the published limits, and plan cost estimates.
 //! - [`operations`]: the operation table shared with the emulator.
+//! - `gate`: whether another request may be sent (run deadline, circuit breaker).
 //! - [`error`]: the error type, [`ApiError`].
 
 pub mod client;
 pub mod error;
+mod gate;
 pub mod observe;
 pub mod operations;
 pub mod ratelimit;
 mod resources;
 pub mod types;
 
-pub use client::{ApiStream, ClientConfig, ClientMetrics, KlaviyoClient};
+pub use client::{
+    ApiStream, ClientConfig, ClientMetrics, KlaviyoClient, MAX_PAGES_PER_COLLECTION,
+    MAX_RESPONSE_BYTES,
+};
 pub use error::{ApiError, ApiErrorObject};
 pub use operations::{ExtraBucket, Operation, RateLimit};
 pub use resources::{BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, PROFILE_MAX_BYTES};

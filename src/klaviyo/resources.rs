@@ -386,6 +386,36 @@ impl KlaviyoClient {
         self.paginate::<Resource<ProfileData>, Profile>(call)
     }
 
+    /// The members of a list among the profiles whose `identifier` (email or phone number:
+    /// the only identifiers the endpoint filters by [spec]) is one of `values`, via `any(...)`
+    /// filters of 100 values per request.
+    pub async fn list_members_among(
+        &self,
+        list_id: &str,
+        identifier: ProfileIdentifier,
+        values: &[String],
+    ) -> Result<Vec<Profile>, ApiError> {
+        let mut found = Vec::new();
+        for batch in values.chunks(PROFILE_FILTER_BATCH) {
+            let call = Call::new(
+                Operation::GetProfilesForList,
+                path(&["lists", list_id, "profiles"]),
+            )
+            .query(
+                "filter",
+                format!("any({},{})", identifier.field(), types::filter_list(batch)),
+            )
+            .query("fields[profile]", "email,external_id,phone_number")
+            .query("page[size]", "100");
+            let page: Vec<Profile> = self
+                .paginate::<Resource<ProfileData>, Profile>(call)
+                .try_collect()
+                .await?;
+            found.extend(page);
+        }
+        Ok(found)
+    }
+
     // ---- segments ---------------------------------------------------------------------------
 
     /// Every segment with its definition, 10 per page; with `include_tags`, with tag ids.

@@ -372,6 +372,8 @@ fn explain(error: &ValidationError<'_>, schema: &Value, out: &mut Vec<Problem>) 
                 "ids use lowercase letters, digits, `-` and `_`, start with a letter or digit, and are at most 64 characters".to_owned()
             } else if pointer.ends_with("/max_removals") {
                 "write a count such as `100` or a percentage such as `5%` (no space)".to_owned()
+            } else if pattern == super::settings::DURATION_PATTERN {
+                "write a duration above zero such as `500ms`, `20s`, `10m` or `6h`".to_owned()
             } else {
                 format!("expected the pattern `{pattern}`")
             };

@@ -1,8 +1,14 @@
 //! `klsync.yaml`: project settings. Only names of environment variables live here, never secret
 //! values: the file is committed to git.
 
+use std::borrow::Cow;
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::duration::{format_exact, parse_duration};
+use crate::klaviyo::client as defaults;
 
 /// The project settings file `klsync.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -25,7 +31,8 @@ pub struct ProjectSettings {
     pub plan: PlanSettings,
 }
 
-/// Klaviyo connection settings.
+/// Klaviyo connection settings. The timeouts and limits are explained in docs/operations.md
+/// ("Timeouts and limits").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KlaviyoSettings {
@@ -35,6 +42,26 @@ pub struct KlaviyoSettings {
     pub base_url_env: String,
     /// Klaviyo API revision sent in the `revision` header.
     pub revision: String,
+    /// Time to establish a connection to Klaviyo (TCP and TLS).
+    pub connect_timeout: DurationSetting,
+    /// Time for one whole request, from connecting to the last byte of the answer. Raise it on
+    /// a slow link: it must cover uploading a bulk import of up to 5 MB.
+    pub request_timeout: DurationSetting,
+    /// Attempts per request, the first included. A request is retried after a 429, and after a
+    /// 5xx, a timeout or a dropped connection when it is safe to repeat.
+    #[schemars(range(min = 1, max = 20))]
+    pub max_attempts: u32,
+    /// Wait before the first retry; it doubles with each further attempt (with jitter, at most
+    /// 30 s). A 429 waits as long as Klaviyo's `Retry-After` says instead.
+    pub retry_backoff: DurationSetting,
+    /// Requests in a row (retries included; over all requests, or of one kind) that get no
+    /// answer at all (a timeout, no connection) after which klsync stops sending to Klaviyo for
+    /// the rest of the run and says which server failed.
+    #[schemars(range(min = 1))]
+    pub max_consecutive_failures: u32,
+    /// No request to Klaviyo starts later than this after the command started; the command
+    /// stops and says to run it again (apply resumes where it stopped).
+    pub run_timeout: DurationSetting,
 }
 
 impl Default for KlaviyoSettings {
@@ -43,7 +70,57 @@ impl Default for KlaviyoSettings {
             api_key_env: "KLAVIYO_API_KEY".into(),
             base_url_env: "KLAVIYO_BASE_URL".into(),
             revision: "2026-07-15".into(),
+            connect_timeout: DurationSetting(defaults::DEFAULT_CONNECT_TIMEOUT),
+            request_timeout: DurationSetting(defaults::DEFAULT_REQUEST_TIMEOUT),
+            max_attempts: defaults::DEFAULT_MAX_ATTEMPTS,
+            retry_backoff: DurationSetting(defaults::DEFAULT_RETRY_BACKOFF),
+            max_consecutive_failures: defaults::DEFAULT_MAX_CONSECUTIVE_FAILURES,
+            run_timeout: DurationSetting(defaults::DEFAULT_RUN_TIMEOUT),
         }
+    }
+}
+
+/// What a duration setting must look like: the syntax of [`parse_duration`], above zero.
+pub(crate) const DURATION_PATTERN: &str = "^[0-9]*[1-9][0-9]*(ms|s|m|h|d)?$";
+
+/// A duration in `klsync.yaml`, written as on the command line: `500ms`, `20s`, `10m`, `6h`,
+/// `1d` (a bare number is seconds); never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSetting(pub Duration);
+
+impl Serialize for DurationSetting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_exact(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match parse_duration(&text) {
+            Ok(Duration::ZERO) => Err(serde::de::Error::custom(format!(
+                "{text:?}: a duration here must be above zero"
+            ))),
+            Ok(duration) => Ok(DurationSetting(duration)),
+            Err(reason) => Err(serde::de::Error::custom(reason)),
+        }
+    }
+}
+
+impl JsonSchema for DurationSetting {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
     }
 }
 
@@ -136,6 +213,33 @@ mod tests {
         assert_eq!(settings.database.statement_timeout_seconds, 60);
         assert_eq!(settings.state.url_env, "KLSYNC_STATE_URL");
         assert_eq!(settings.plan.max_age_hours, 24);
+        assert_eq!(
+            settings.klaviyo.request_timeout,
+            DurationSetting(defaults::DEFAULT_REQUEST_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn durations_are_written_as_on_the_command_line() {
+        let settings: ProjectSettings = serde_json::from_str(
+            r#"{"version": 1, "klaviyo": {"request_timeout": "750ms", "run_timeout": "2h"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            settings.klaviyo.request_timeout,
+            DurationSetting(Duration::from_millis(750))
+        );
+        assert_eq!(
+            settings.klaviyo.run_timeout,
+            DurationSetting(Duration::from_secs(7200))
+        );
+        let round_trip = serde_json::to_value(&settings.klaviyo).unwrap();
+        assert_eq!(round_trip["request_timeout"], "750ms");
+        assert_eq!(round_trip["connect_timeout"], "10s");
+        for bad in ["0s", "soon", "-1s", "1.5s"] {
+            let err = serde_json::from_str::<DurationSetting>(&format!("{bad:?}")).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 
     #[test]

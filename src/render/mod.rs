@@ -177,6 +177,7 @@ mod tests {
             exceeds_max_removals: false,
             requests: Default::default(),
             estimated_seconds: 0,
+            check: None,
         };
         plan = plan.with_data(crate::sync::DataPlan {
             profiles: vec![],

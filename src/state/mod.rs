@@ -74,7 +74,7 @@ pub use lock::{
     ApplyLock, HEARTBEAT_EVERY, LOCK_STALE_AFTER, LockHolder, LockInfo, LockOptions, LockSession,
 };
 pub use sync_records::{
-    RowHashBytes, SyncMemberRecord, SyncRowRecord, identifier_key, short_row_hash,
+    MemberOrigin, RowHashBytes, SyncMemberRecord, SyncRowRecord, identifier_key, short_row_hash,
 };
 
 /// A connection pool to the state database, migrated to the current schema.

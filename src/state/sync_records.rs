@@ -13,7 +13,7 @@ use sqlx::types::Json;
 
 use super::{Backend, StateError, StateStore};
 
-/// Rows per multi-row statement: 5 parameters each stays far below SQLite's 32,766.
+/// Rows per multi-row statement: at most 6 parameters each stays far below SQLite's 32,766.
 const WRITE_BATCH: usize = 1_000;
 /// Identifiers per `IN (...)` lookup.
 const READ_BATCH: usize = 500;
@@ -207,16 +207,49 @@ pub struct SyncRowRecord {
     pub applied: serde_json::Value,
 }
 
-/// A list member klsync added, or found already on the list when it would have added it.
+/// A list member klsync added, sent, or found already on the list when it would have added it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncMemberRecord {
     /// The normalised identifier.
     pub identifier: String,
     /// The Klaviyo profile id, when known.
     pub profile_id: Option<String>,
+    /// How it came to be recorded.
+    pub origin: MemberOrigin,
+}
+
+/// How a list member came to be in klsync's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberOrigin {
+    /// klsync added it: Klaviyo accepted it in a bulk import job klsync saw complete.
+    Added,
     /// Already a member (joined another way) when klsync would have added it: klsync did not
     /// add it, so mirror mode never removes it.
-    pub preexisting: bool,
+    Preexisting,
+    /// klsync sent it (or was about to) in a bulk import job whose outcome it has not seen:
+    /// recorded before the job is sent, so it counts as klsync's whatever happened next.
+    Sent {
+        /// klsync's id for the send (`sync_member_sends`).
+        send_id: String,
+        /// The bulk import job, once Klaviyo accepted it.
+        job_id: Option<String>,
+    },
+}
+
+impl MemberOrigin {
+    /// Whether klsync put it on the list (or may have): the only members mirror mode removes.
+    pub fn is_klsyncs(&self) -> bool {
+        !matches!(self, MemberOrigin::Preexisting)
+    }
+
+    /// The stored columns: `preexisting`, `send_id`.
+    fn columns(&self) -> (bool, Option<&str>) {
+        match self {
+            MemberOrigin::Added => (false, None),
+            MemberOrigin::Preexisting => (true, None),
+            MemberOrigin::Sent { send_id, .. } => (false, Some(send_id)),
+        }
+    }
 }
 
 fn placeholders(first: usize, count: usize) -> String {
@@ -414,6 +447,42 @@ impl StateStore {
         Ok(found)
     }
 
+    /// How many rows of a `profiles:` sync are recorded.
+    pub async fn sync_row_count(&self, sync_id: &str) -> Result<u64, StateError> {
+        const SQL: &str = "SELECT COUNT(*) FROM sync_profile_rows WHERE sync_id = $1";
+        let count: i64 = on_backend!(self, pool => {
+            sqlx::query_scalar(SQL).bind(sync_id).fetch_one(pool).await
+        })
+        .map_err(StateError::query("count sync rows"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Up to `limit` recorded rows of a sync with their applied properties, in identifier
+    /// order, after `after` (`""` for the first page): pages through a million rows by the
+    /// primary key without holding them all.
+    pub async fn sync_rows_after(
+        &self,
+        sync_id: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StateError> {
+        const SQL: &str = "SELECT identifier, applied FROM sync_profile_rows \
+                           WHERE sync_id = $1 AND identifier > $2 ORDER BY identifier LIMIT $3";
+        let rows: Vec<(String, Json<serde_json::Value>)> = on_backend!(self, pool => {
+            sqlx::query_as(SQL)
+                .bind(sync_id)
+                .bind(after)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(StateError::query("read applied sync rows"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(identifier, Json(applied))| (identifier, applied))
+            .collect())
+    }
+
     /// Record (insert or replace) applied rows of a sync, in one transaction.
     pub async fn record_sync_rows(
         &self,
@@ -470,60 +539,213 @@ impl StateStore {
             .await
     }
 
-    /// Every member klsync recorded for a list: those it added and those it found already there.
+    /// Every member klsync recorded for a list: those it added, sent, or found already there.
     pub async fn sync_members(&self, list_key: &str) -> Result<Vec<SyncMemberRecord>, StateError> {
-        const SQL: &str = "SELECT identifier, profile_id, preexisting FROM sync_list_members \
-                           WHERE list_key = $1 ORDER BY identifier";
-        let rows: Vec<(String, Option<String>, bool)> =
+        const SQL: &str = "SELECT m.identifier, m.profile_id, m.preexisting, m.send_id, s.job_id \
+                           FROM sync_list_members m \
+                           LEFT JOIN sync_member_sends s ON s.send_id = m.send_id \
+                           WHERE m.list_key = $1 ORDER BY m.identifier";
+        type Row = (String, Option<String>, bool, Option<String>, Option<String>);
+        let rows: Vec<Row> =
             on_backend!(self, pool => sqlx::query_as(SQL).bind(list_key).fetch_all(pool).await)
                 .map_err(StateError::query("read list members added by klsync"))?;
         Ok(rows
             .into_iter()
-            .map(|(identifier, profile_id, preexisting)| SyncMemberRecord {
-                identifier,
-                profile_id,
-                preexisting,
+            .map(|(identifier, profile_id, preexisting, send_id, job_id)| {
+                let origin = match (send_id, preexisting) {
+                    (Some(send_id), _) => MemberOrigin::Sent { send_id, job_id },
+                    (None, true) => MemberOrigin::Preexisting,
+                    (None, false) => MemberOrigin::Added,
+                };
+                SyncMemberRecord {
+                    identifier,
+                    profile_id,
+                    origin,
+                }
             })
             .collect())
     }
 
-    /// Record members of a list (a known profile id replaces an unknown one). A member recorded
-    /// as added by klsync stays so even if recorded again as preexisting, and a preexisting one
-    /// becomes klsync's once klsync adds it (it had left the list in between).
+    /// How many members klsync recorded for a list as added or found there (not those sent
+    /// without a known outcome).
+    pub async fn sync_member_count(&self, list_key: &str) -> Result<u64, StateError> {
+        const SQL: &str =
+            "SELECT COUNT(*) FROM sync_list_members WHERE list_key = $1 AND send_id IS NULL";
+        let count: i64 = on_backend!(self, pool => {
+            sqlx::query_scalar(SQL).bind(list_key).fetch_one(pool).await
+        })
+        .map_err(StateError::query("count list members"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Record members of a list (a known profile id replaces an unknown one), in one
+    /// transaction of multi-row statements. The latest write says whether a member is still
+    /// [`MemberOrigin::Sent`]. A member klsync added or sent stays klsync's even if recorded
+    /// again as preexisting (an add that was sent, then found on the list, is klsync's), and a
+    /// preexisting one becomes klsync's once klsync sends it (it had left the list in between).
     pub async fn record_sync_members(
         &self,
         list_key: &str,
         members: &[SyncMemberRecord],
     ) -> Result<(), StateError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        const COLUMNS: usize = 6;
         let now = Utc::now();
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
             for batch in members.chunks(WRITE_BATCH) {
                 let values = (0..batch.len())
-                    .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
+                    .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
                     "INSERT INTO sync_list_members \
-                     (list_key, identifier, profile_id, added_at, preexisting) \
+                     (list_key, identifier, profile_id, added_at, preexisting, send_id) \
                      VALUES {values} ON CONFLICT (list_key, identifier) DO UPDATE SET \
                      profile_id = COALESCE(excluded.profile_id, sync_list_members.profile_id), \
-                     preexisting = excluded.preexisting AND sync_list_members.preexisting"
+                     preexisting = excluded.preexisting AND sync_list_members.preexisting, \
+                     send_id = excluded.send_id"
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for member in batch {
+                    let (preexisting, send_id) = member.origin.columns();
                     query = query
                         .bind(list_key)
                         .bind(&member.identifier)
                         .bind(member.profile_id.as_deref())
                         .bind(now)
-                        .bind(member.preexisting);
+                        .bind(preexisting)
+                        .bind(send_id);
                 }
                 query.execute(&mut *tx).await.map_err(StateError::query("record list members"))?;
             }
             tx.commit().await.map_err(StateError::query("commit list members"))
         })?;
         crate::crashpoint::after_state_write();
+        Ok(())
+    }
+
+    /// Record, before their bulk import job is sent, the adds of send `send_id` to a list: the
+    /// send, then its members as [`MemberOrigin::Sent`] (one multi-row write). A send left
+    /// without members by a crash in between is cleared by [`StateStore::forget_settled_sends`].
+    pub async fn record_member_send(
+        &self,
+        list_key: &str,
+        send_id: &str,
+        identifiers: &[String],
+    ) -> Result<(), StateError> {
+        const SQL: &str =
+            "INSERT INTO sync_member_sends (send_id, list_key, sent_at) VALUES ($1, $2, $3)";
+        on_backend!(self, pool => {
+            sqlx::query(SQL)
+                .bind(send_id)
+                .bind(list_key)
+                .bind(Utc::now())
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .map_err(StateError::query("record a send of list members"))?;
+        let sent: Vec<SyncMemberRecord> = identifiers
+            .iter()
+            .map(|identifier| SyncMemberRecord {
+                identifier: identifier.clone(),
+                profile_id: None,
+                origin: MemberOrigin::Sent {
+                    send_id: send_id.to_string(),
+                    job_id: None,
+                },
+            })
+            .collect();
+        self.record_sync_members(list_key, &sent).await
+    }
+
+    /// Klaviyo accepted the bulk import job `job_id` of a send.
+    pub async fn record_member_send_job(
+        &self,
+        send_id: &str,
+        job_id: &str,
+    ) -> Result<(), StateError> {
+        const SQL: &str = "UPDATE sync_member_sends SET job_id = $1 WHERE send_id = $2";
+        on_backend!(self, pool => {
+            sqlx::query(SQL).bind(job_id).bind(send_id).execute(pool).await.map(drop)
+        })
+        .map_err(StateError::query(
+            "record the job of a send of list members",
+        ))?;
+        Ok(())
+    }
+
+    /// A send's outcome is known: its members Klaviyo `refused` are forgotten (they are not on
+    /// the list), and the others are added by klsync; the send is forgotten. One transaction of
+    /// a few statements, whatever the job's size.
+    pub async fn settle_member_send(
+        &self,
+        list_key: &str,
+        send_id: &str,
+        refused: &[String],
+    ) -> Result<(), StateError> {
+        const SETTLE: &str =
+            "UPDATE sync_list_members SET send_id = NULL WHERE list_key = $1 AND send_id = $2";
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            for batch in refused.chunks(READ_BATCH) {
+                let sql = format!(
+                    "DELETE FROM sync_list_members WHERE list_key = $1 AND send_id = $2 \
+                     AND identifier IN ({})",
+                    placeholders(3, batch.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(list_key).bind(send_id);
+                for identifier in batch {
+                    query = query.bind(identifier);
+                }
+                query.execute(&mut *tx).await.map_err(StateError::query("forget refused list members"))?;
+            }
+            sqlx::query(SETTLE)
+                .bind(list_key)
+                .bind(send_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::query("record added list members"))?;
+            sqlx::query("DELETE FROM sync_member_sends WHERE send_id = $1")
+                .bind(send_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::query("forget a settled send"))?;
+            tx.commit().await.map_err(StateError::query("commit a settled send"))
+        })
+    }
+
+    /// A send whose job Klaviyo never accepted: its members are not on the list, so they are
+    /// forgotten, with the send.
+    pub async fn drop_member_send(&self, list_key: &str, send_id: &str) -> Result<(), StateError> {
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            sqlx::query("DELETE FROM sync_list_members WHERE list_key = $1 AND send_id = $2")
+                .bind(list_key)
+                .bind(send_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::query("forget list members never sent"))?;
+            sqlx::query("DELETE FROM sync_member_sends WHERE send_id = $1")
+                .bind(send_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StateError::query("forget a send never made"))?;
+            tx.commit().await.map_err(StateError::query("commit a dropped send"))
+        })
+    }
+
+    /// Forget a list's sends none of whose members is still unsettled (a later apply found
+    /// them on the list, or removed them).
+    pub async fn forget_settled_sends(&self, list_key: &str) -> Result<(), StateError> {
+        const SQL: &str = "DELETE FROM sync_member_sends WHERE list_key = $1 AND send_id NOT IN \
+                           (SELECT send_id FROM sync_list_members \
+                            WHERE list_key = $1 AND send_id IS NOT NULL)";
+        on_backend!(self, pool => sqlx::query(SQL).bind(list_key).execute(pool).await.map(drop))
+            .map_err(StateError::query("forget settled sends of list members"))?;
         Ok(())
     }
 

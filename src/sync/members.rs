@@ -2,6 +2,13 @@
 //! left the query. Members who joined any other way are never removed: before recording its
 //! adds, apply reads the list's members (with their identifiers) and records a profile that was
 //! already there as `preexisting`, not as added by klsync.
+//!
+//! Whatever klsync sends is owned by it: each job's profiles are recorded as
+//! [`MemberOrigin::Sent`] before the job is sent ([`Intents`]), and only the job's known outcome
+//! turns them into `Added` (accepted) or drops them (refused). An apply killed after Klaviyo
+//! accepted a job, or one that gave up polling it, leaves them `Sent`: the next plan counts them
+//! as adds to confirm, and the next apply, finding them on the list, records them as added by
+//! klsync (never as preexisting), so mirror mode removes them once they leave the query.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,7 +24,7 @@ use super::{diff, identify};
 use crate::klaviyo::{KlaviyoClient, Operation};
 use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec, QuerySpec};
 use crate::sql::QueryManager;
-use crate::state::{StateStore, SyncMemberRecord};
+use crate::state::{MemberOrigin, StateStore, SyncMemberRecord};
 
 const WHAT: &str = "members of list";
 /// Profile ids per list relationship request [spec].
@@ -41,9 +48,45 @@ pub(super) fn member_read_pages(adds: u64, known_members: u64) -> u64 {
 #[derive(Default)]
 pub(super) struct MemberWork {
     adds: Vec<String>,
+    /// Keys of the adds klsync already owns (sent by an earlier apply that never learned the
+    /// outcome): found on the list, they are recorded as added by klsync, not as preexisting.
+    owned: diff::KeySet,
     removes: Vec<SyncMemberRecord>,
     /// Preexisting members that left the query: forgotten, never removed.
     stale: Vec<String>,
+}
+
+/// Records a list's adds in klsync's state before their bulk import job is sent, and the job
+/// once Klaviyo accepted it ([`MemberOrigin::Sent`]), so that whatever klsync sent is owned by
+/// it even if the apply dies or loses track of the job. One send per job: one multi-row write
+/// before it is sent, one single-row write once accepted.
+pub(super) struct Intents<'a> {
+    store: &'a StateStore,
+    list_key: &'a str,
+    /// The adds; job `i` sends `identifiers[ranges[i]]`.
+    identifiers: &'a [String],
+    ranges: &'a [std::ops::Range<usize>],
+    /// klsync's id for each job's send.
+    send_ids: Vec<String>,
+}
+
+impl Intents<'_> {
+    /// Job `job` is about to be sent.
+    pub(super) async fn sending(&self, job: usize) -> Result<(), SyncError> {
+        let identifiers = &self.identifiers[self.ranges[job].clone()];
+        Ok(self
+            .store
+            .record_member_send(self.list_key, &self.send_ids[job], identifiers)
+            .await?)
+    }
+
+    /// Klaviyo accepted job `job` as `job_id`.
+    pub(super) async fn accepted(&self, job: usize, job_id: &str) -> Result<(), SyncError> {
+        Ok(self
+            .store
+            .record_member_send_job(&self.send_ids[job], job_id)
+            .await?)
+    }
 }
 
 /// The removal limit as a count: a percentage is of the members klsync added (the only ones
@@ -59,7 +102,10 @@ pub(super) fn removal_limit(limit: &MaxRemovals, recorded: u64) -> u64 {
     }
 }
 
-/// Stream the list's query and compare it with the members klsync added.
+/// Stream the list's query and compare it with the members klsync added. With `check` (the
+/// full check's findings for this list), recorded members it found missing from the list are
+/// added again if the query returns them, and forgotten if not.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn compute(
     list_key: &str,
     list_id: Option<String>,
@@ -68,6 +114,7 @@ pub(super) async fn compute(
     queries: &QueryManager,
     store: &StateStore,
     keep_work: bool,
+    check: Option<&super::MembershipCheck>,
 ) -> Result<(MembershipPlan, MemberWork, BTreeMap<Operation, u64>), SyncError> {
     let query_error = |source| SyncError::Query {
         what: WHAT,
@@ -85,6 +132,30 @@ pub(super) async fn compute(
         .iter()
         .map(|m| diff::identifier_key(&m.identifier))
         .collect();
+    // Sent by an apply that never learned the outcome: added again (apply first checks the
+    // list, and records those it finds as klsync's).
+    let unconfirmed_keys: diff::KeySet = recorded
+        .iter()
+        .filter(|m| matches!(m.origin, MemberOrigin::Sent { .. }))
+        .map(|m| diff::identifier_key(&m.identifier))
+        .collect();
+    let klsyncs_keys: diff::KeySet = recorded
+        .iter()
+        .filter(|m| m.origin.is_klsyncs())
+        .map(|m| diff::identifier_key(&m.identifier))
+        .collect();
+    // Recorded, but the full check found them gone from the list.
+    let missing_keys: diff::KeySet = check
+        .filter(|check| !check.list_deleted)
+        .map(|check| {
+            check
+                .missing
+                .iter()
+                .map(|identifier| diff::identifier_key(identifier))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut owned = diff::KeySet::default();
     let mut counts = MembershipCounts::default();
     let mut rejected_sample = Vec::new();
     let mut add_sample = Vec::new();
@@ -119,10 +190,15 @@ pub(super) async fn compute(
             counts.duplicates += 1;
             continue;
         }
-        if recorded_keys.contains(&key) {
+        let unconfirmed = unconfirmed_keys.contains(&key);
+        if recorded_keys.contains(&key) && !unconfirmed && !missing_keys.contains(&key) {
             counts.unchanged += 1;
         } else {
             counts.add += 1;
+            counts.unconfirmed += u64::from(unconfirmed);
+            if klsyncs_keys.contains(&key) {
+                owned.insert(key);
+            }
             if add_sample.len() < SAMPLE_SIZE {
                 add_sample.push(identifier.clone());
             }
@@ -131,10 +207,14 @@ pub(super) async fn compute(
             }
         }
     }
-    let (gone_preexisting, gone_added): (Vec<&SyncMemberRecord>, Vec<&SyncMemberRecord>) = recorded
+    // Gone from the query: those klsync added are removed (mirror mode); those that joined
+    // otherwise, and those the full check found no longer on the list, are forgotten.
+    let (gone_added, gone_preexisting): (Vec<&SyncMemberRecord>, Vec<&SyncMemberRecord>) = recorded
         .iter()
         .filter(|m| !desired.contains(&diff::identifier_key(&m.identifier)))
-        .partition(|m| m.preexisting);
+        .partition(|m| {
+            m.origin.is_klsyncs() && !missing_keys.contains(&diff::identifier_key(&m.identifier))
+        });
     let removes: Vec<SyncMemberRecord> = if spec.mode == MembershipMode::Mirror {
         gone_added.into_iter().cloned().collect()
     } else {
@@ -145,7 +225,7 @@ pub(super) async fn compute(
         .map(|m| m.identifier.clone())
         .collect();
     counts.remove = removes.len() as u64;
-    let added_by_klsync = recorded.iter().filter(|m| !m.preexisting).count() as u64;
+    let added_by_klsync = recorded.iter().filter(|m| m.origin.is_klsyncs()).count() as u64;
     let max_removals = spec
         .max_removals
         .as_ref()
@@ -188,10 +268,12 @@ pub(super) async fn compute(
         exceeds_max_removals,
         requests: super::request_names(&requests),
         estimated_seconds: super::seconds(&requests),
+        check: check.cloned(),
     };
     let work = if keep_work {
         MemberWork {
             adds,
+            owned,
             removes,
             stale,
         }
@@ -232,10 +314,25 @@ pub(super) async fn apply(
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
 
     // Profiles already on the list joined some other way: recorded as such, never sent, so
-    // mirror mode will not remove them when they leave the query.
+    // mirror mode will not remove them when they leave the query. Those an earlier apply sent
+    // are klsync's: recorded as added.
     let (adds, already) = split_existing(list_id.as_str(), spec, work.adds, client).await?;
+    let already: Vec<SyncMemberRecord> = already
+        .into_iter()
+        .map(|mut member| {
+            if work
+                .owned
+                .contains(&diff::identifier_key(&member.identifier))
+            {
+                member.origin = MemberOrigin::Added;
+                report.confirmed += 1;
+            } else {
+                report.already_members += 1;
+            }
+            member
+        })
+        .collect();
     store.record_sync_members(list_key, &already).await?;
-    report.already_members = already.len() as u64;
 
     // Adds: bulk import with the list relationship, identifier only.
     let profile = |identifier: &String| super::attributes_for(spec.identify_by, identifier, None);
@@ -251,44 +348,66 @@ pub(super) async fn apply(
     let ranges = chunk_ranges(&sizes, Chunker::default());
     let lists = [list_id.clone()];
     let build = |range: std::ops::Range<usize>| adds[range].iter().map(profile).collect();
-    let outcomes = super::run_jobs(client, &build, &ranges, &lists, spec.identify_by).await;
-    let mut added = Vec::new();
-    for (range, outcome) in ranges.iter().zip(outcomes) {
+    let intents = Intents {
+        store,
+        list_key,
+        identifiers: &adds,
+        ranges: &ranges,
+        send_ids: ranges
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect(),
+    };
+    let outcomes = super::run_jobs(
+        client,
+        &build,
+        &ranges,
+        &lists,
+        spec.identify_by,
+        Some(&intents),
+    )
+    .await;
+    for ((range, send_id), outcome) in ranges.iter().zip(&intents.send_ids).zip(outcomes) {
         let chunk = &adds[range.clone()];
-        match outcome {
-            Ok((job_id, Some(failures))) => {
+        let reason = match outcome {
+            super::JobOutcome::Finished {
+                job_id,
+                refused: Some(refused),
+            } => {
                 report.jobs.push(job_id);
-                added.extend(
-                    chunk
-                        .iter()
-                        .filter(|identifier| !failures.contains_key(*identifier))
-                        .map(|identifier| SyncMemberRecord {
-                            identifier: identifier.clone(),
-                            profile_id: None,
-                            preexisting: false,
-                        }),
-                );
-                failed.extend(failures);
+                let refused_here: Vec<String> = refused.keys().cloned().collect();
+                store
+                    .settle_member_send(list_key, send_id, &refused_here)
+                    .await?;
+                report.added += chunk
+                    .iter()
+                    .filter(|identifier| !refused.contains_key(*identifier))
+                    .count() as u64;
+                failed.extend(refused);
+                continue;
             }
-            Ok((job_id, None)) => {
-                for identifier in chunk {
-                    failed.insert(
-                        identifier.clone(),
-                        format!("bulk import job {job_id} did not complete cleanly"),
-                    );
-                }
+            super::JobOutcome::Finished {
+                job_id,
+                refused: None,
+            } => {
+                let reason =
+                    format!("bulk import job {job_id} did not complete cleanly; {OUTCOME_UNKNOWN}");
                 report.jobs.push(job_id);
+                reason
             }
-            Err(error) => {
-                let reason = error.to_string();
-                for identifier in chunk {
-                    failed.insert(identifier.clone(), reason.clone());
-                }
+            super::JobOutcome::NotSent(error) => {
+                store.drop_member_send(list_key, send_id).await?;
+                error.to_string()
             }
+            super::JobOutcome::Unknown { job_id, error } => {
+                report.jobs.extend(job_id);
+                format!("{error}; {OUTCOME_UNKNOWN}")
+            }
+        };
+        for identifier in chunk {
+            failed.insert(identifier.clone(), reason.clone());
         }
     }
-    store.record_sync_members(list_key, &added).await?;
-    report.added = added.len() as u64;
 
     // Removes: resolve missing profile ids (100 per lookup), then 1,000 per request.
     if !work.removes.is_empty() {
@@ -304,15 +423,12 @@ pub(super) async fn apply(
             .filter_map(|m| Some((m.identifier.clone(), m.profile_id.clone()?)))
             .collect();
         if !unresolved.is_empty() {
-            let field = super::identifier_field(spec.identify_by);
             for profile in client
                 .find_profiles_by(super::profile_identifier(spec.identify_by), &unresolved)
                 .await?
             {
-                let value = serde_json::to_value(&profile.attributes).unwrap_or(Value::Null);
-                if let Some(identifier) = value
-                    .get(field)
-                    .and_then(|v| identify::normalize(spec.identify_by, v).ok())
+                if let Some(identifier) =
+                    super::identifier_of(spec.identify_by, &profile.attributes)
                 {
                     ids.insert(identifier, profile.id);
                 }
@@ -328,6 +444,9 @@ pub(super) async fn apply(
         report.removed = forget.len() as u64;
     }
 
+    // Sends settled since (their members found on the list, or removed) are history.
+    store.forget_settled_sends(list_key).await?;
+
     report.failed = failed.len() as u64;
     report.failed_sample = failed
         .into_iter()
@@ -336,6 +455,10 @@ pub(super) async fn apply(
         .collect();
     Ok(report)
 }
+
+/// Why an add whose job's outcome klsync did not learn is not simply retried.
+const OUTCOME_UNKNOWN: &str = "klsync may have added these profiles, so they stay recorded as \
+     sent by klsync; the next apply checks the list for them";
 
 /// Split `adds` into profiles to add and those already members of the list (as records marked
 /// `preexisting`, with their profile id), reading the list's members once
@@ -353,14 +476,7 @@ async fn split_existing(
     let mut pages = std::pin::pin!(client.list_member_profiles(list_id));
     while let Some(profile) = pages.next().await {
         let profile = profile?;
-        let value = match spec.identify_by {
-            crate::manifest::types::IdentifyBy::Email => profile.attributes.email,
-            crate::manifest::types::IdentifyBy::ExternalId => profile.attributes.external_id,
-            crate::manifest::types::IdentifyBy::PhoneNumber => profile.attributes.phone_number,
-        };
-        if let Some(identifier) =
-            value.and_then(|v| identify::normalize(spec.identify_by, &Value::String(v)).ok())
-        {
+        if let Some(identifier) = super::identifier_of(spec.identify_by, &profile.attributes) {
             members.insert(diff::identifier_key(&identifier), profile.id);
         }
     }
@@ -374,7 +490,7 @@ async fn split_existing(
             Some(profile_id) => already.push(SyncMemberRecord {
                 identifier,
                 profile_id: Some(profile_id.clone()),
-                preexisting: true,
+                origin: MemberOrigin::Preexisting,
             }),
             None => to_add.push(identifier),
         }

@@ -27,6 +27,7 @@
 //! next apply. Removing properties needs `profile-import` with `patch_properties.unset`, one
 //! request per profile (bulk import cannot remove).
 
+mod check;
 pub mod chunk;
 pub mod diff;
 pub mod identify;
@@ -46,8 +47,9 @@ use crate::manifest::types::{IdentifyBy, ManifestFile, MembershipMode, OnMissing
 use crate::sql::{QueryManager, SqlError};
 use crate::state::{StateError, StateStore};
 
+pub use check::{CheckCost, DataCheck, MembershipCheck, ProfileCheck, check_cost, check_data};
 pub use diff::FieldChange;
-pub use render::{render_report, render_text};
+pub use render::{check_summary, render_check, render_report, render_text};
 
 /// Rows kept in each sample of a plan or report.
 pub const SAMPLE_SIZE: usize = 10;
@@ -183,6 +185,10 @@ pub struct ProfileSyncPlan {
     pub estimated_seconds: u64,
     /// Live values that differ from what klsync last applied (only with `--refresh`).
     pub drift: Vec<Drift>,
+    /// What the full check (`plan --refresh=full`) found: the rows it found changed in Klaviyo
+    /// are planned as `changed`, and apply sends them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<ProfileCheck>,
 }
 
 /// Row counts of a `profiles:` sync.
@@ -269,6 +275,11 @@ pub struct MembershipPlan {
     pub requests: BTreeMap<String, u64>,
     /// Least time at Klaviyo's limits, in seconds.
     pub estimated_seconds: u64,
+    /// What the full check (`plan --refresh=full`) found: recorded members missing from the
+    /// list that the query still returns are planned as adds (those it no longer returns are
+    /// forgotten), and apply sends them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<MembershipCheck>,
 }
 
 /// Member counts of one list.
@@ -284,6 +295,71 @@ pub struct MembershipCounts {
     pub rejected: u64,
     /// Rows repeating an identifier already seen (the profile is added once).
     pub duplicates: u64,
+    /// Of the adds, profiles an earlier apply sent without learning whether Klaviyo added them
+    /// (it was killed, or gave up polling the job): apply checks the list first and records
+    /// those it finds there as added by klsync.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unconfirmed: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
+}
+
+impl ProfileCounts {
+    /// Each count with the word the plan shows it under.
+    fn labelled(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("new", self.new),
+            ("changed", self.changed),
+            ("unset", self.unset),
+            ("unchanged", self.unchanged),
+            ("rejected", self.rejected),
+            ("gone (kept)", self.missing_kept),
+        ]
+    }
+}
+
+impl MembershipCounts {
+    /// Each count with the word the plan shows it under.
+    fn labelled(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("to add", self.add),
+            ("to remove", self.remove),
+            ("unchanged", self.unchanged),
+            ("rejected", self.rejected),
+            ("duplicate", self.duplicates),
+            ("to confirm", self.unconfirmed),
+        ]
+    }
+}
+
+/// `subject: planned 3 new, 1 changed; found 4 new, 2 changed`: the counts that differ
+/// between the plan and the data at apply time, in the plan's words (counts that agree are
+/// left out, so the line says what moved).
+fn count_difference(
+    subject: &str,
+    planned: &[(&'static str, u64)],
+    found: &[(&'static str, u64)],
+) -> String {
+    let differing: Vec<(&str, u64, u64)> = planned
+        .iter()
+        .zip(found)
+        .filter(|((_, before), (_, now))| before != now)
+        .map(|((label, before), (_, now))| (*label, *before, *now))
+        .collect();
+    let side = |pick: fn(&(&str, u64, u64)) -> u64| {
+        differing
+            .iter()
+            .map(|entry| format!("{} {}", pick(entry), entry.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{subject}: planned {}; found {}",
+        side(|entry| entry.1),
+        side(|entry| entry.2)
+    )
 }
 
 /// What an apply did.
@@ -333,6 +409,9 @@ pub struct MembershipReport {
     /// Profiles to add that were already members (joined another way): recorded as such, not
     /// sent, never removed by mirror mode.
     pub already_members: u64,
+    /// Adds an earlier apply sent without learning the outcome, found on the list now:
+    /// recorded as added by klsync, not sent again.
+    pub confirmed: u64,
     /// Members removed (and forgotten).
     pub removed: u64,
     /// Adds Klaviyo refused: retried by the next apply.
@@ -366,15 +445,15 @@ fn seconds(requests: &BTreeMap<Operation, u64>) -> u64 {
 }
 
 /// Plan every `profiles:` sync and every list's `members:` of `manifest` (the project's merged
-/// manifest). `list_ids` maps list keys to Klaviyo ids for lists that exist. With `refresh`,
-/// also reads the sampled profiles from Klaviyo to report drift (costs
-/// [`DataPlan::refresh_requests`]).
+/// manifest). `list_ids` maps list keys to Klaviyo ids for lists that exist. With `check` (the
+/// full check, [`check_data`]), the plan also restores what it found changed in Klaviyo, and
+/// carries it so that apply does the same.
 pub async fn plan_data(
     manifest: &ManifestFile,
     list_ids: &BTreeMap<String, String>,
     queries: &QueryManager,
     store: &StateStore,
-    refresh: Option<&KlaviyoClient>,
+    check: Option<&DataCheck>,
 ) -> Result<DataPlan, SyncError> {
     let mut total: BTreeMap<Operation, u64> = BTreeMap::new();
     let mut plan = DataPlan {
@@ -384,8 +463,9 @@ pub async fn plan_data(
         estimated_seconds: 0,
     };
     for spec in &manifest.profiles {
+        let found = check.and_then(|check| check.profiles.iter().find(|p| p.id == spec.id));
         let (sync_plan, _, requests) =
-            profiles::compute(spec, &manifest.queries, queries, store, false).await?;
+            profiles::compute(spec, &manifest.queries, queries, store, false, found).await?;
         merge(&mut total, &requests);
         plan.profiles.push(sync_plan);
     }
@@ -394,6 +474,7 @@ pub async fn plan_data(
             continue;
         };
         let list_id = list_ids.get(&list.id).cloned();
+        let found = check.and_then(|check| check.memberships.iter().find(|m| m.list == list.id));
         let (member_plan, _, requests) = members::compute(
             &list.id,
             list_id,
@@ -402,6 +483,7 @@ pub async fn plan_data(
             queries,
             store,
             false,
+            found,
         )
         .await?;
         merge(&mut total, &requests);
@@ -409,9 +491,6 @@ pub async fn plan_data(
     }
     plan.requests = request_names(&total);
     plan.estimated_seconds = seconds(&total);
-    if let Some(client) = refresh {
-        refresh_data(&mut plan, store, client).await?;
-    }
     Ok(plan)
 }
 
@@ -442,14 +521,18 @@ pub async fn apply_data(
     let mut report = DataApplyReport::default();
     let mut profile_work = Vec::new();
     for spec in &manifest.profiles {
+        let planned = plan.profiles.iter().find(|p| p.id == spec.id);
+        // What the plan's full check found is restored as the plan showed it.
+        let check = planned.and_then(|p| p.check.as_ref());
         let (fresh, work, _) =
-            profiles::compute(spec, &manifest.queries, queries, store, true).await?;
-        if let Some(planned) = plan.profiles.iter().find(|p| p.id == spec.id)
+            profiles::compute(spec, &manifest.queries, queries, store, true, check).await?;
+        if let Some(planned) = planned
             && planned.counts != fresh.counts
         {
-            report.drift.push(format!(
-                "profiles.{}: planned {:?}, found {:?}",
-                spec.id, planned.counts, fresh.counts
+            report.drift.push(count_difference(
+                &format!("profiles.{}", spec.id),
+                &planned.counts.labelled(),
+                &fresh.counts.labelled(),
             ));
         }
         profile_work.push((spec, work));
@@ -460,6 +543,8 @@ pub async fn apply_data(
             continue;
         };
         let list_id = list_ids.get(&list.id).cloned();
+        let planned = plan.memberships.iter().find(|m| m.list == list.id);
+        let check = planned.and_then(|p| p.check.as_ref());
         let (fresh, work, _) = members::compute(
             &list.id,
             list_id,
@@ -468,15 +553,16 @@ pub async fn apply_data(
             queries,
             store,
             true,
+            check,
         )
         .await?;
-        let planned = plan.memberships.iter().find(|m| m.list == list.id);
         if let Some(planned) = planned
             && planned.counts != fresh.counts
         {
-            report.drift.push(format!(
-                "lists.{}.members: planned {:?}, found {:?}",
-                list.id, planned.counts, fresh.counts
+            report.drift.push(count_difference(
+                &format!("lists.{}.members", list.id),
+                &planned.counts.labelled(),
+                &fresh.counts.labelled(),
             ));
         }
         let flagged = planned.is_some_and(|p| p.exceeds_max_removals) || fresh.exceeds_max_removals;
@@ -589,36 +675,94 @@ async fn job_failures(
     Ok(Some(failed))
 }
 
-/// A finished job's id and the rows it refused (`None`: refused rows unknown, so all failed).
-type JobOutcome = Result<(String, Option<BTreeMap<String, String>>), SyncError>;
+/// What became of one bulk import job.
+pub(super) enum JobOutcome {
+    /// Klaviyo finished the job: the rows it refused, with the reason (`None`: which rows it
+    /// refused is unknown, or the job was cancelled).
+    Finished {
+        /// The job.
+        job_id: String,
+        /// Identifier -> Klaviyo's reason.
+        refused: Option<BTreeMap<String, String>>,
+    },
+    /// Klaviyo never accepted the job (or it was never sent): nothing of it was applied.
+    NotSent(SyncError),
+    /// Klaviyo accepted the job, or may have, but klsync did not learn its outcome.
+    Unknown {
+        /// The job, when Klaviyo's answer to its creation arrived.
+        job_id: Option<String>,
+        /// What stopped klsync from learning the outcome.
+        error: SyncError,
+    },
+}
+
+/// Whether a failed job creation may still have been accepted: only a refusal Klaviyo (or the
+/// client, before sending) stated is known to have changed nothing.
+fn may_have_been_accepted(error: &ApiError) -> bool {
+    error.is_ambiguous() || matches!(error, ApiError::Decode { .. })
+}
 
 /// Create one bulk import job per range of profiles, at most [`JOBS_IN_FLIGHT`] at a time,
 /// wait for each and read its failures. Outcomes are in range order.
 ///
 /// `build` makes a range's profiles when its job is about to be sent, so only the jobs in flight
-/// are ever materialised.
+/// are ever materialised. With `intents`, each range is recorded as sent before its job is sent,
+/// and with its job id once Klaviyo accepted it (see [`members::Intents`]).
 async fn run_jobs<B>(
     client: &KlaviyoClient,
     build: &B,
     ranges: &[std::ops::Range<usize>],
     list_ids: &[String],
     identify_by: IdentifyBy,
+    intents: Option<&members::Intents<'_>>,
 ) -> Vec<JobOutcome>
 where
     B: Fn(std::ops::Range<usize>) -> Vec<crate::klaviyo::ProfileAttributes> + Sync,
 {
     use futures::StreamExt;
-    futures::stream::iter(ranges.iter().cloned())
-        .map(|range| async move {
-            // No new job once the run is stopping; jobs already sent are still followed.
-            crate::interrupt::check(Operation::BulkImportProfiles)?;
-            let profiles = build(range);
+    futures::stream::iter(ranges.iter().cloned().enumerate())
+        .map(|(index, range)| async move {
+            // No new job once the run is stopping (and no intent recorded for it); jobs already
+            // sent are still followed.
+            if let Err(error) = crate::interrupt::check(Operation::BulkImportProfiles) {
+                return JobOutcome::NotSent(error.into());
+            }
+            if let Some(intents) = intents
+                && let Err(error) = intents.sending(index).await
+            {
+                return JobOutcome::NotSent(error);
+            }
+            let profiles = build(range.clone());
             let count = profiles.len();
-            let job = client.create_bulk_import_job(&profiles, list_ids).await?;
+            let job = match client.create_bulk_import_job(&profiles, list_ids).await {
+                Ok(job) => job,
+                Err(error) if may_have_been_accepted(&error) => {
+                    return JobOutcome::Unknown {
+                        job_id: None,
+                        error: error.into(),
+                    };
+                }
+                Err(error) => return JobOutcome::NotSent(error.into()),
+            };
             drop(profiles);
-            let job = wait_for_job(client, &job.id, count).await?;
-            let failures = job_failures(client, &job, identify_by).await?;
-            Ok((job.id, failures))
+            let outcome = async {
+                if let Some(intents) = intents {
+                    intents.accepted(index, &job.id).await?;
+                }
+                let finished = wait_for_job(client, &job.id, count).await?;
+                let refused = job_failures(client, &finished, identify_by).await?;
+                Ok::<_, SyncError>(refused)
+            };
+            match outcome.await {
+                Ok(refused) => JobOutcome::Finished {
+                    job_id: job.id,
+                    refused,
+                },
+                Err(error) => JobOutcome::Unknown {
+                    job_id: Some(job.id),
+                    error,
+                },
+            }
         })
         .buffered(JOBS_IN_FLIGHT)
         .collect()
@@ -639,6 +783,17 @@ fn profile_identifier(identify_by: IdentifyBy) -> crate::klaviyo::ProfileIdentif
         IdentifyBy::ExternalId => crate::klaviyo::ProfileIdentifier::ExternalId,
         IdentifyBy::PhoneNumber => crate::klaviyo::ProfileIdentifier::PhoneNumber,
     }
+}
+
+/// A profile's identifier of the kind `identify_by`, normalised (`None`: it has none, or one
+/// klsync would not accept).
+fn identifier_of(identify_by: IdentifyBy, profile: &crate::klaviyo::ProfileData) -> Option<String> {
+    let value = match identify_by {
+        IdentifyBy::Email => profile.email.as_ref(),
+        IdentifyBy::ExternalId => profile.external_id.as_ref(),
+        IdentifyBy::PhoneNumber => profile.phone_number.as_ref(),
+    }?;
+    identify::normalize(identify_by, &serde_json::Value::String(value.clone())).ok()
 }
 
 /// Profile attributes carrying only the identifier (and `properties` when given).
@@ -685,6 +840,38 @@ fn check_columns<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_changed_since_the_plan_is_said_in_the_plan_s_words() {
+        let planned = ProfileCounts {
+            new: 3,
+            changed: 1,
+            unchanged: 10,
+            ..ProfileCounts::default()
+        };
+        let found = ProfileCounts {
+            new: 4,
+            changed: 1,
+            unchanged: 9,
+            ..ProfileCounts::default()
+        };
+        assert_eq!(
+            count_difference("profiles.customers", &planned.labelled(), &found.labelled()),
+            "profiles.customers: planned 3 new, 10 unchanged; found 4 new, 9 unchanged"
+        );
+        let planned = MembershipCounts {
+            add: 2,
+            ..MembershipCounts::default()
+        };
+        let found = MembershipCounts {
+            remove: 1,
+            ..planned
+        };
+        assert_eq!(
+            count_difference("lists.vip.members", &planned.labelled(), &found.labelled()),
+            "lists.vip.members: planned 0 to remove; found 1 to remove"
+        );
+    }
 
     #[test]
     fn big_jobs_are_polled_later() {

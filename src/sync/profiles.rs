@@ -168,6 +168,11 @@ struct Run<'a> {
     diff_sample: Vec<(u64, RowChange)>,
     chunker: Chunker,
     work: ProfileWork,
+    /// Keys of the rows the full check found changed in Klaviyo: compared with Klaviyo's values
+    /// (`live`), not with the recorded ones, whatever their hash says.
+    restore: diff::KeySet,
+    /// Per identifier the full check found changed, its differing properties as Klaviyo has them.
+    live: HashMap<&'a str, Vec<(&'a str, Option<&'a Value>)>>,
 }
 
 /// A row's identifier key and hash, or why its identifier is unusable.
@@ -376,7 +381,7 @@ impl Run<'_> {
         let found = match self.stored.get(key) {
             Some((stored_hash, seen)) => match seen {
                 Some(previous) => Found::Twin(previous),
-                None if stored_hash == short_hash(&hash) => {
+                None if stored_hash == short_hash(&hash) && !self.restore.contains(&key) => {
                     self.stored.set_state(key, Some(Seen::Unchanged));
                     Found::Unchanged
                 }
@@ -458,9 +463,17 @@ impl Run<'_> {
             if seen_of(&self.stored, &self.seen, candidate.key) == Some(Seen::Duplicate) {
                 continue;
             }
-            let before = applied
+            let recorded = applied
                 .get(&candidate.identifier)
                 .and_then(Value::as_object);
+            let live;
+            let before = match self.live.get(candidate.identifier.as_str()) {
+                Some(changed) => {
+                    live = as_in_klaviyo(recorded, changed);
+                    Some(&live)
+                }
+                None => recorded,
+            };
             let delta = diff::row_delta(before, &candidate.properties, unset_nulls);
             let unset = !delta.unset.is_empty();
             let mut size = 0;
@@ -587,6 +600,22 @@ impl Run<'_> {
     }
 }
 
+/// A row's recorded properties with those the full check found changed in Klaviyo replaced by
+/// Klaviyo's values (removed where Klaviyo has none).
+fn as_in_klaviyo(
+    recorded: Option<&Map<String, Value>>,
+    changed: &[(&str, Option<&Value>)],
+) -> Map<String, Value> {
+    let mut properties = recorded.cloned().unwrap_or_default();
+    for (property, live) in changed {
+        match live {
+            Some(value) => properties.insert((*property).to_string(), (*value).clone()),
+            None => properties.remove(*property),
+        };
+    }
+    properties
+}
+
 /// Where a sync finds its columns in the query's rows.
 struct Layout {
     /// The identifier column's position.
@@ -702,12 +731,15 @@ async fn resolve_query(
 }
 
 /// Stream the sync's query and classify every row. With `keep_work`, also return what to send.
+/// With `check` (the full check's findings for this sync), rows it found changed in Klaviyo
+/// are compared with Klaviyo's values, so they are planned (and sent) as changed.
 pub(super) async fn compute(
     spec: &ProfileSyncSpec,
     manifest_queries: &BTreeMap<String, QuerySpec>,
     queries: &QueryManager,
     store: &StateStore,
     keep_work: bool,
+    check: Option<&super::ProfileCheck>,
 ) -> Result<(ProfileSyncPlan, ProfileWork, BTreeMap<Operation, u64>), SyncError> {
     let query = resolve_query(spec, manifest_queries, queries).await?;
     // Bare rows in batches: a million-row query builds no map per row. The query starts while
@@ -755,6 +787,13 @@ pub(super) async fn compute(
         }
     };
     let seen = diff::KeyMap::default();
+    let live = check
+        .map(super::ProfileCheck::live_values)
+        .unwrap_or_default();
+    let restore = live
+        .keys()
+        .map(|identifier| identifier_key(seed, identifier))
+        .collect();
     let mut run = Run {
         spec,
         seed,
@@ -768,6 +807,8 @@ pub(super) async fn compute(
         diff_sample: Vec::new(),
         chunker: Chunker::default(),
         work: ProfileWork::default(),
+        restore,
+        live,
     };
     let mut index = 0u64;
     for identified in early {
@@ -814,6 +855,7 @@ pub(super) async fn compute(
         requests: super::request_names(&requests),
         estimated_seconds: super::seconds(&requests),
         drift: Vec::new(),
+        check: check.cloned(),
     };
     Ok((plan, run.work, requests))
 }
@@ -846,29 +888,34 @@ pub(super) async fn apply(
             })
             .collect()
     };
-    let outcomes = super::run_jobs(client, &build, &ranges, &[], spec.identify_by).await;
+    let outcomes = super::run_jobs(client, &build, &ranges, &[], spec.identify_by, None).await;
     for (range, outcome) in ranges.iter().zip(outcomes) {
         let chunk = &to_send[range.clone()];
-        match outcome {
-            Ok((job_id, Some(failures))) => {
+        let reason = match outcome {
+            super::JobOutcome::Finished {
+                job_id,
+                refused: Some(refused),
+            } => {
                 report.jobs.push(job_id);
-                failed.extend(failures);
+                failed.extend(refused);
+                continue;
             }
-            Ok((job_id, None)) => {
-                for upsert in chunk {
-                    failed.insert(
-                        upsert.identifier.clone(),
-                        format!("bulk import job {job_id} did not complete cleanly"),
-                    );
-                }
+            super::JobOutcome::Finished {
+                job_id,
+                refused: None,
+            } => {
+                let reason = format!("bulk import job {job_id} did not complete cleanly");
                 report.jobs.push(job_id);
+                reason
             }
-            Err(error) => {
-                let reason = error.to_string();
-                for upsert in chunk {
-                    failed.insert(upsert.identifier.clone(), reason.clone());
-                }
+            super::JobOutcome::NotSent(error) => error.to_string(),
+            super::JobOutcome::Unknown { job_id, error } => {
+                report.jobs.extend(job_id);
+                error.to_string()
             }
+        };
+        for upsert in chunk {
+            failed.insert(upsert.identifier.clone(), reason.clone());
         }
     }
 
@@ -973,7 +1020,8 @@ async fn unset_all<'a>(
         .await
 }
 
-/// Live values of the sampled profiles that differ from what klsync last applied.
+/// Live values of the sampled profiles that differ from what klsync last applied: the full
+/// check's comparison ([`super::check`]) on the diff sample only.
 pub(super) async fn drift(
     sync: &ProfileSyncPlan,
     store: &StateStore,
@@ -988,37 +1036,19 @@ pub(super) async fn drift(
         return Ok(Vec::new());
     }
     let applied = store.sync_applied(&sync.id, &identifiers).await?;
-    let live = client
-        .find_profiles_by(super::profile_identifier(sync.identify_by), &identifiers)
-        .await?;
-    let field = super::identifier_field(sync.identify_by);
-    let live_by_identifier: HashMap<String, Map<String, Value>> = live
-        .into_iter()
-        .filter_map(|profile| {
-            let value = serde_json::to_value(&profile.attributes).ok()?;
-            let identifier = identify::normalize(sync.identify_by, value.get(field)?).ok()?;
-            Some((identifier, profile.attributes.properties))
+    let live = super::check::live_properties(client, sync.identify_by, &identifiers).await?;
+    Ok(identifiers
+        .iter()
+        .filter_map(|identifier| {
+            let applied = applied.get(identifier)?;
+            Some(super::check::property_drift(
+                identifier,
+                applied,
+                live.get(identifier),
+            ))
         })
-        .collect();
-    let mut drift = Vec::new();
-    for identifier in &identifiers {
-        let Some(applied) = applied.get(identifier).and_then(Value::as_object) else {
-            continue;
-        };
-        let live = live_by_identifier.get(identifier);
-        for (property, value) in applied.iter().filter(|(_, v)| !v.is_null()) {
-            let now = live.and_then(|props| props.get(property));
-            if now != Some(value) {
-                drift.push(super::Drift {
-                    identifier: identifier.clone(),
-                    property: property.clone(),
-                    applied: Some(value.clone()),
-                    live: now.cloned(),
-                });
-            }
-        }
-    }
-    Ok(drift)
+        .flatten()
+        .collect())
 }
 
 #[cfg(test)]

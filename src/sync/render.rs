@@ -2,7 +2,10 @@
 
 use std::fmt::Write;
 
-use super::{DataApplyReport, DataPlan, FieldChange};
+use super::{
+    DataApplyReport, DataCheck, DataPlan, Drift, FieldChange, MembershipCheck, ProfileCheck,
+    SAMPLE_SIZE,
+};
 use crate::plan::format_duration;
 
 fn value(v: &Option<serde_json::Value>) -> String {
@@ -54,14 +57,21 @@ pub fn render_text(plan: &DataPlan) -> String {
             );
         }
         for drift in &sync.drift {
+            let _ = writeln!(out, "  {}", drift_line(drift));
+        }
+        if let Some(check) = &sync.check {
+            let drifted = check.drifted_profiles();
             let _ = writeln!(
                 out,
-                "  drift {} {}: applied {} but Klaviyo has {}",
-                drift.identifier,
-                drift.property,
-                value(&drift.applied),
-                value(&drift.live)
+                "  full check: {} recorded profile(s) read back, {drifted} changed in Klaviyo{}",
+                check.checked,
+                if drifted > 0 {
+                    ": planned as changed, so apply restores those the query still returns"
+                } else {
+                    ""
+                }
             );
+            sampled_lines(&mut out, &check.drift, drift_line);
         }
     }
     for list in &plan.memberships {
@@ -71,6 +81,13 @@ pub fn render_text(plan: &DataPlan) -> String {
             "lists.{}.members ({} rows): +{} add, -{} remove, {} unchanged, {} rejected",
             list.list, list.rows, c.add, c.remove, c.unchanged, c.rejected
         );
+        if c.unconfirmed > 0 {
+            let _ = writeln!(
+                out,
+                "  {} of the adds were sent by an earlier apply that did not learn the outcome: apply checks the list and records those already there as added by klsync",
+                c.unconfirmed
+            );
+        }
         if list.exceeds_max_removals {
             let _ = writeln!(
                 out,
@@ -78,6 +95,12 @@ pub fn render_text(plan: &DataPlan) -> String {
                 c.remove,
                 list.max_removals.unwrap_or(0)
             );
+        }
+        if let Some(check) = &list.check {
+            let _ = writeln!(out, "  full check: {}", member_check_line(check));
+            sampled_lines(&mut out, &check.missing, |identifier| {
+                format!("missing {identifier}")
+            });
         }
         for identifier in &list.add_sample {
             let _ = writeln!(out, "  + {identifier}");
@@ -105,6 +128,111 @@ pub fn render_text(plan: &DataPlan) -> String {
     out
 }
 
+fn drift_line(drift: &Drift) -> String {
+    format!(
+        "drift {} {}: applied {} but Klaviyo has {}",
+        drift.identifier,
+        drift.property,
+        value(&drift.applied),
+        value(&drift.live)
+    )
+}
+
+/// The first [`SAMPLE_SIZE`] of `items`, one indented line each, then how many more there are.
+fn sampled_lines<T>(out: &mut String, items: &[T], line: impl Fn(&T) -> String) {
+    for item in items.iter().take(SAMPLE_SIZE) {
+        let _ = writeln!(out, "  {}", line(item));
+    }
+    if items.len() > SAMPLE_SIZE {
+        let _ = writeln!(out, "  ... and {} more", items.len() - SAMPLE_SIZE);
+    }
+}
+
+fn member_check_line(check: &MembershipCheck) -> String {
+    if check.list_deleted {
+        return "the list no longer exists in Klaviyo".to_string();
+    }
+    format!(
+        "{} recorded member(s) looked up, {} no longer on the list{}",
+        check.checked,
+        check.missing.len(),
+        if check.missing.is_empty() {
+            ""
+        } else {
+            ": added again if the query returns them, else forgotten"
+        }
+    )
+}
+
+/// What the full check found, for `klsync drift --data`: each sync with differences, a sample
+/// of them.
+pub fn render_check(check: &DataCheck) -> String {
+    let mut out = String::new();
+    for sync in check.profiles.iter().filter(|p| !p.drift.is_empty()) {
+        let _ = writeln!(
+            out,
+            "~ profiles.{}: {} of {} recorded profile(s) changed in Klaviyo",
+            sync.id,
+            sync.drifted_profiles(),
+            sync.checked
+        );
+        sampled_lines(&mut out, &sync.drift, |drift| {
+            format!(
+                "  {} {}: {} → {}",
+                drift.identifier,
+                drift.property,
+                value(&drift.applied),
+                value(&drift.live)
+            )
+        });
+    }
+    for list in &check.memberships {
+        if list.list_deleted {
+            let _ = writeln!(
+                out,
+                "- lists.{}.members: the list no longer exists in Klaviyo",
+                list.list
+            );
+        } else if !list.missing.is_empty() {
+            let _ = writeln!(
+                out,
+                "- lists.{}.members: {} of {} recorded member(s) no longer on the list",
+                list.list,
+                list.missing.len(),
+                list.checked
+            );
+            sampled_lines(&mut out, &list.missing, |identifier| {
+                format!("  {identifier}")
+            });
+        }
+    }
+    out
+}
+
+/// The full check in a phrase: what differs, of how much was read back.
+pub fn check_summary(check: &DataCheck) -> String {
+    let profiles: u64 = check.profiles.iter().map(|p| p.checked).sum();
+    let members: u64 = check.memberships.iter().map(|m| m.checked).sum();
+    if !check.has_drift() {
+        return format!("{profiles} profile(s) and {members} list member(s) read back");
+    }
+    let drifted: usize = check
+        .profiles
+        .iter()
+        .map(ProfileCheck::drifted_profiles)
+        .sum();
+    let missing: usize = check.memberships.iter().map(|m| m.missing.len()).sum();
+    let deleted = check.memberships.iter().filter(|m| m.list_deleted).count();
+    format!(
+        "{drifted} of {profiles} profile(s) changed, {missing} of {members} list member(s) missing{}",
+        if deleted > 0 {
+            format!(", {deleted} list(s) deleted")
+        } else {
+            String::new()
+        }
+    )
+}
+
 /// What an apply did, for a terminal.
 pub fn render_report(report: &DataApplyReport) -> String {
     let mut out = String::new();
@@ -129,6 +257,13 @@ pub fn render_report(report: &DataApplyReport) -> String {
             "lists.{}.members: +{} added, -{} removed, {} failed",
             list.list, list.added, list.removed, list.failed
         );
+        if list.confirmed > 0 {
+            let _ = writeln!(
+                out,
+                "  {} member(s) sent by an earlier apply found on the list: recorded as added by klsync",
+                list.confirmed
+            );
+        }
         if list.already_members > 0 {
             let _ = writeln!(
                 out,
@@ -193,6 +328,7 @@ mod tests {
                 requests: BTreeMap::new(),
                 estimated_seconds: 1,
                 drift: Vec::new(),
+                check: None,
             }],
             memberships: vec![MembershipPlan {
                 list: "vip".into(),
@@ -213,6 +349,7 @@ mod tests {
                 exceeds_max_removals: true,
                 requests: BTreeMap::new(),
                 estimated_seconds: 1,
+                check: None,
             }],
             requests: BTreeMap::from([("bulk_import_profiles".to_string(), 2)]),
             estimated_seconds: 1,

@@ -22,11 +22,26 @@ pub struct Exchange {
     pub response_body: Value,
 }
 
+/// What the proxy does with a request instead of plainly forwarding it, for tests that need
+/// Klaviyo (or the network) to misbehave at one exact point.
+#[derive(Clone)]
+pub enum Interception {
+    /// Answer with this status, headers and body; the request never reaches the upstream.
+    Respond(u16, Vec<(&'static str, String)>, String),
+    /// Forward it, then tell `forwarded` and never answer: the client is left where a process
+    /// killed right after sending would be, and Klaviyo has acted on the request.
+    ForwardThenHang(Arc<tokio::sync::Notify>),
+}
+
+/// Decides, from a request's method and path, whether to intercept it.
+pub type Interceptor = Arc<dyn Fn(&str, &str) -> Option<Interception> + Send + Sync>;
+
 #[derive(Clone)]
 struct Proxy {
     upstream: String,
     http: reqwest::Client,
     log: Arc<Mutex<Vec<Exchange>>>,
+    intercept: Option<Interceptor>,
 }
 
 /// A running recorder.
@@ -39,11 +54,21 @@ pub struct Recorder {
 impl Recorder {
     /// Starts a recorder forwarding to `upstream` (e.g. the emulator's base URL).
     pub async fn start(upstream: &str) -> Recorder {
+        Recorder::start_with(upstream, None).await
+    }
+
+    /// Starts a recorder that lets `intercept` take over the requests it picks.
+    pub async fn intercepting(upstream: &str, intercept: Interceptor) -> Recorder {
+        Recorder::start_with(upstream, Some(intercept)).await
+    }
+
+    async fn start_with(upstream: &str, intercept: Option<Interceptor>) -> Recorder {
         let log = Arc::new(Mutex::new(Vec::new()));
         let proxy = Proxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
             log: log.clone(),
+            intercept,
         };
         let app = axum::Router::new().fallback(forward).with_state(proxy);
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -76,6 +101,21 @@ fn parse_json(bytes: &[u8]) -> Value {
 
 async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let interception = proxy
+        .intercept
+        .as_ref()
+        .and_then(|intercept| intercept(parts.method.as_str(), parts.uri.path()));
+    let hang_after = match interception {
+        Some(Interception::Respond(status, headers, body)) => {
+            let mut response = Response::builder().status(status);
+            for (name, value) in headers {
+                response = response.header(name, value);
+            }
+            return response.body(Body::from(body)).expect("response");
+        }
+        Some(Interception::ForwardThenHang(forwarded)) => Some(forwarded),
+        None => None,
+    };
     let bytes = to_bytes(body, 64 * 1024 * 1024).await.unwrap_or_default();
     let path_and_query = parts
         .uri
@@ -119,6 +159,10 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         status: status.as_u16(),
         response_body: parse_json(&response_bytes),
     });
+    if let Some(forwarded) = hang_after {
+        forwarded.notify_one();
+        std::future::pending::<()>().await;
+    }
     let mut response = Response::builder().status(status.as_u16());
     for (name, value) in &headers {
         if name != "content-length" && name != "transfer-encoding" {

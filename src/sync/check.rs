@@ -1,0 +1,444 @@
+//! The full check of the data syncs against Klaviyo: read back what klsync recorded and find
+//! what was changed there by hand. One mechanism, shared by `klsync plan --refresh=full` (which
+//! then plans the changes that restore it) and `klsync drift --data` (which reports it), and
+//! the base of the sampled `plan --refresh` too:
+//!
+//! - a `profiles:` sync: every recorded row's profile is read (`GET /api/profiles` filtered by
+//!   `any(identifier,[...])`, 100 identifiers a request), and each property klsync recorded with
+//!   a value is compared with Klaviyo's (a profile that no longer exists differs in all of them);
+//! - a list's `members:`: the members klsync recorded (those it added and those it found there)
+//!   are looked up on the list (`GET /api/lists/{id}/profiles` filtered by `any(email,[...])` or
+//!   `any(phone_number,[...])`, 100 a request; a list keyed by `external_id` is read whole,
+//!   since the endpoint cannot filter by it), and those no longer on it are reported. Members an
+//!   apply sent without learning the outcome are not looked up: the next apply confirms them.
+//!
+//! [`check_cost`] says what the check costs from klsync's records alone, before anything is
+//! read, so the commands can print it first. A member check for removals (members klsync
+//! believes it removed but that are still on the list) belongs here too, once removals that
+//! could not be resolved are recorded.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Drift, SyncError};
+use crate::klaviyo::{KlaviyoClient, Operation};
+use crate::manifest::types::{IdentifyBy, ManifestFile};
+use crate::state::{MemberOrigin, StateStore};
+
+/// Identifiers per `any(...)` filter [spec: at most 100 values].
+const PER_LOOKUP: usize = 100;
+/// Recorded rows read from the state at a time.
+const PAGE: usize = 1_000;
+/// Lookups in flight (the client paces them to Klaviyo's limits).
+const LOOKUPS_IN_FLIGHT: usize = 4;
+
+/// What reading the data syncs back from Klaviyo found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DataCheck {
+    /// One entry per `profiles:` sync.
+    pub profiles: Vec<ProfileCheck>,
+    /// One entry per list with `members:` that exists in Klaviyo.
+    pub memberships: Vec<MembershipCheck>,
+}
+
+impl DataCheck {
+    /// Whether anything differs from what klsync recorded.
+    pub fn has_drift(&self) -> bool {
+        self.profiles.iter().any(|p| !p.drift.is_empty())
+            || self
+                .memberships
+                .iter()
+                .any(|m| !m.missing.is_empty() || m.list_deleted)
+    }
+}
+
+/// What the full check found for one `profiles:` sync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProfileCheck {
+    /// The sync id.
+    pub id: String,
+    /// Recorded rows whose profile was read back.
+    pub checked: u64,
+    /// Recorded properties whose value in Klaviyo differs (`live` null: the property is gone,
+    /// or the whole profile), sorted by identifier then property.
+    pub drift: Vec<Drift>,
+}
+
+impl ProfileCheck {
+    /// Profiles with at least one differing property.
+    pub fn drifted_profiles(&self) -> usize {
+        self.drift
+            .iter()
+            .map(|d| d.identifier.as_str())
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    /// Per drifted identifier, its differing properties with Klaviyo's value (`None`: absent).
+    pub(super) fn live_values(&self) -> HashMap<&str, Vec<(&str, Option<&Value>)>> {
+        let mut live: HashMap<&str, Vec<(&str, Option<&Value>)>> = HashMap::new();
+        for drift in &self.drift {
+            live.entry(drift.identifier.as_str())
+                .or_default()
+                .push((drift.property.as_str(), drift.live.as_ref()));
+        }
+        live
+    }
+}
+
+/// What the full check found for one list's `members:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MembershipCheck {
+    /// The list key.
+    pub list: String,
+    /// Recorded members looked up (added by klsync, or found on the list when it would have
+    /// added them).
+    pub checked: u64,
+    /// Recorded members no longer on the list, sorted.
+    pub missing: Vec<String>,
+    /// The list no longer exists in Klaviyo: nothing was looked up (the configuration plan
+    /// creates it again, and its members are added anew).
+    pub list_deleted: bool,
+}
+
+/// What the full check costs, known from klsync's records before anything is read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckCost {
+    /// Requests per operation (for lists read whole, the least: one per 100 recorded members).
+    pub requests: BTreeMap<Operation, u64>,
+    /// Lists keyed by `external_id`, read whole: one more request per 100 members klsync did
+    /// not record.
+    pub read_whole: Vec<String>,
+}
+
+impl CheckCost {
+    /// The sentence the commands print before reading, e.g. `Checking the data syncs against
+    /// Klaviyo: 12 request(s) (get_profiles 10, get_profiles_for_list 2), at least 2s at
+    /// Klaviyo's rate limits.`
+    pub fn sentence(&self) -> String {
+        let total: u64 = self.requests.values().sum();
+        if total == 0 {
+            return "Checking the data syncs against Klaviyo: nothing recorded to read back."
+                .to_string();
+        }
+        let per_operation: Vec<String> = super::request_names(&self.requests)
+            .iter()
+            .map(|(operation, count)| format!("{operation} {count}"))
+            .collect();
+        let mut sentence = format!(
+            "Checking the data syncs against Klaviyo: {}{total} request(s){}, at least {} at Klaviyo's rate limits.",
+            if self.read_whole.is_empty() {
+                ""
+            } else {
+                "at least "
+            },
+            if per_operation.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", per_operation.join(", "))
+            },
+            crate::plan::format_duration(crate::plan::estimated_duration(&self.requests))
+        );
+        if !self.read_whole.is_empty() {
+            let lists: Vec<String> = self
+                .read_whole
+                .iter()
+                .map(|list| format!("lists.{list}.members"))
+                .collect();
+            let (verb, pronoun) = if lists.len() == 1 {
+                ("is", "it is")
+            } else {
+                ("are", "they are")
+            };
+            sentence.push_str(&format!(
+                " {} {verb} keyed by external_id, which Klaviyo cannot filter members by: {pronoun} read whole, one more request per 100 members klsync did not add.",
+                lists.join(", ")
+            ));
+        }
+        sentence
+    }
+}
+
+/// What [`check_data`] will send for `manifest`'s syncs, from klsync's records alone.
+/// `list_ids`: the Klaviyo ids of the lists that exist (others are not checked).
+pub async fn check_cost(
+    manifest: &ManifestFile,
+    list_ids: &BTreeMap<String, String>,
+    store: &StateStore,
+) -> Result<CheckCost, SyncError> {
+    let mut cost = CheckCost::default();
+    for spec in &manifest.profiles {
+        let rows = store.sync_row_count(&spec.id).await?;
+        *cost.requests.entry(Operation::GetProfiles).or_default() +=
+            rows.div_ceil(PER_LOOKUP as u64);
+    }
+    for list in &manifest.lists {
+        let Some(members) = &list.members else {
+            continue;
+        };
+        if !list_ids.contains_key(&list.id) {
+            continue;
+        }
+        let recorded = store.sync_member_count(&list.id).await?;
+        let pages = if members.identify_by == IdentifyBy::ExternalId {
+            cost.read_whole.push(list.id.clone());
+            recorded.div_ceil(PER_LOOKUP as u64).max(1)
+        } else {
+            recorded.div_ceil(PER_LOOKUP as u64)
+        };
+        *cost
+            .requests
+            .entry(Operation::GetProfilesForList)
+            .or_default() += pages;
+    }
+    cost.requests.retain(|_, count| *count > 0);
+    Ok(cost)
+}
+
+/// Read back from Klaviyo every profile and list member klsync recorded for `manifest`'s syncs
+/// (costs [`check_cost`]) and report what differs. Lists with no id in `list_ids` are skipped.
+pub async fn check_data(
+    manifest: &ManifestFile,
+    list_ids: &BTreeMap<String, String>,
+    store: &StateStore,
+    client: &KlaviyoClient,
+) -> Result<DataCheck, SyncError> {
+    let mut check = DataCheck::default();
+    for spec in &manifest.profiles {
+        check
+            .profiles
+            .push(check_profiles(&spec.id, spec.identify_by, store, client).await?);
+    }
+    for list in &manifest.lists {
+        let (Some(members), Some(list_id)) = (&list.members, list_ids.get(&list.id)) else {
+            continue;
+        };
+        check
+            .memberships
+            .push(check_members(&list.id, list_id, members.identify_by, store, client).await?);
+    }
+    Ok(check)
+}
+
+/// Page through a sync's recorded rows and compare each with its profile in Klaviyo.
+async fn check_profiles(
+    sync_id: &str,
+    identify_by: IdentifyBy,
+    store: &StateStore,
+    client: &KlaviyoClient,
+) -> Result<ProfileCheck, SyncError> {
+    let mut check = ProfileCheck {
+        id: sync_id.to_string(),
+        checked: 0,
+        drift: Vec::new(),
+    };
+    let mut after = String::new();
+    loop {
+        let page = store.sync_rows_after(sync_id, &after, PAGE).await?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = last.clone();
+        check.checked += page.len() as u64;
+        let identifiers: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
+        let live = live_properties(client, identify_by, &identifiers).await?;
+        for (identifier, applied) in &page {
+            check
+                .drift
+                .extend(property_drift(identifier, applied, live.get(identifier)));
+        }
+    }
+    Ok(check)
+}
+
+/// Klaviyo's custom properties of the profiles with these identifiers, by normalised
+/// identifier; a profile that does not exist is absent. One request per 100 identifiers.
+pub(super) async fn live_properties(
+    client: &KlaviyoClient,
+    identify_by: IdentifyBy,
+    identifiers: &[String],
+) -> Result<HashMap<String, Map<String, Value>>, SyncError> {
+    let kind = super::profile_identifier(identify_by);
+    let found: Vec<Vec<crate::klaviyo::Profile>> = futures::stream::iter(
+        identifiers
+            .chunks(PER_LOOKUP)
+            .map(|chunk| client.find_profiles_by(kind, chunk)),
+    )
+    .buffered(LOOKUPS_IN_FLIGHT)
+    .try_collect()
+    .await?;
+    Ok(found
+        .into_iter()
+        .flatten()
+        .filter_map(|profile| {
+            let identifier = super::identifier_of(identify_by, &profile.attributes)?;
+            Some((identifier, profile.attributes.properties))
+        })
+        .collect())
+}
+
+/// The properties klsync recorded with a value (`applied`, a JSON object) whose value in
+/// Klaviyo (`live`, `None` for no such profile) differs.
+pub(super) fn property_drift(
+    identifier: &str,
+    applied: &Value,
+    live: Option<&Map<String, Value>>,
+) -> Vec<Drift> {
+    let Some(applied) = applied.as_object() else {
+        return Vec::new();
+    };
+    let mut drift: Vec<Drift> = applied
+        .iter()
+        .filter(|(_, value)| !value.is_null())
+        .filter_map(|(property, value)| {
+            let now = live.and_then(|properties| properties.get(property));
+            (now != Some(value)).then(|| Drift {
+                identifier: identifier.to_string(),
+                property: property.clone(),
+                applied: Some(value.clone()),
+                live: now.cloned(),
+            })
+        })
+        .collect();
+    drift.sort_by(|a, b| a.property.cmp(&b.property));
+    drift
+}
+
+/// Look the list's recorded members up on the list.
+async fn check_members(
+    list_key: &str,
+    list_id: &str,
+    identify_by: IdentifyBy,
+    store: &StateStore,
+    client: &KlaviyoClient,
+) -> Result<MembershipCheck, SyncError> {
+    let recorded: Vec<String> = store
+        .sync_members(list_key)
+        .await?
+        .into_iter()
+        .filter(|m| !matches!(m.origin, MemberOrigin::Sent { .. }))
+        .map(|m| m.identifier)
+        .collect();
+    let mut check = MembershipCheck {
+        list: list_key.to_string(),
+        checked: recorded.len() as u64,
+        missing: Vec::new(),
+        list_deleted: false,
+    };
+    let on_list = match members_on_list(client, list_id, identify_by, &recorded).await {
+        Ok(on_list) => on_list,
+        Err(SyncError::Api(error)) if error.status() == Some(404) => {
+            check.list_deleted = true;
+            check.checked = 0;
+            return Ok(check);
+        }
+        Err(error) => return Err(error),
+    };
+    check.missing = recorded
+        .into_iter()
+        .filter(|identifier| !on_list.contains_key(identifier))
+        .collect();
+    check.missing.sort();
+    Ok(check)
+}
+
+/// Which of `identifiers` are members of the list, with their profile ids: one filtered
+/// request per 100 for emails and phone numbers, the whole list (one request per 100 members)
+/// for external ids. (A list read whole may yield members beyond `identifiers`.)
+pub(super) async fn members_on_list(
+    client: &KlaviyoClient,
+    list_id: &str,
+    identify_by: IdentifyBy,
+    identifiers: &[String],
+) -> Result<HashMap<String, String>, SyncError> {
+    let profiles: Vec<crate::klaviyo::Profile> = if identify_by == IdentifyBy::ExternalId {
+        client.list_member_profiles(list_id).try_collect().await?
+    } else {
+        let kind = super::profile_identifier(identify_by);
+        let found: Vec<Vec<crate::klaviyo::Profile>> = futures::stream::iter(
+            identifiers
+                .chunks(PER_LOOKUP)
+                .map(|chunk| client.list_members_among(list_id, kind, chunk)),
+        )
+        .buffered(LOOKUPS_IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await?;
+        found.into_iter().flatten().collect()
+    };
+    Ok(profiles
+        .into_iter()
+        .filter_map(|profile| {
+            Some((
+                super::identifier_of(identify_by, &profile.attributes)?,
+                profile.id,
+            ))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn recorded_values_that_differ_or_are_gone_drift_and_nulls_never_do() {
+        let applied = json!({"plan": "gold", "ltv": 5, "note": null, "tier": 1});
+        let live = json!({"plan": "silver", "ltv": 5, "note": "hand-written"});
+        let drift = property_drift("a@x.test", &applied, live.as_object());
+        let found: Vec<(&str, Option<Value>)> = drift
+            .iter()
+            .map(|d| (d.property.as_str(), d.live.clone()))
+            .collect();
+        assert_eq!(found, [("plan", Some(json!("silver"))), ("tier", None)]);
+        // No profile at all: every recorded value is gone.
+        assert_eq!(property_drift("a@x.test", &applied, None).len(), 3);
+        let check = ProfileCheck {
+            id: "customers".into(),
+            checked: 2,
+            drift,
+        };
+        assert_eq!(check.drifted_profiles(), 1);
+        assert_eq!(
+            check.live_values()["a@x.test"],
+            [("plan", Some(&json!("silver"))), ("tier", None)]
+        );
+    }
+
+    #[test]
+    fn the_cost_is_said_up_front_with_its_bound() {
+        let exact = CheckCost {
+            requests: BTreeMap::from([
+                (Operation::GetProfiles, 10),
+                (Operation::GetProfilesForList, 2),
+            ]),
+            read_whole: Vec::new(),
+        };
+        let sentence = exact.sentence();
+        assert!(
+            sentence.starts_with(
+                "Checking the data syncs against Klaviyo: 12 request(s) (get_profiles 10, get_profiles_for_list 2), at least "
+            ),
+            "{sentence}"
+        );
+        let bounded = CheckCost {
+            requests: BTreeMap::from([(Operation::GetProfilesForList, 1)]),
+            read_whole: vec!["vip".into()],
+        };
+        let sentence = bounded.sentence();
+        assert!(sentence.contains("at least 1 request(s)"), "{sentence}");
+        assert_eq!(
+            CheckCost::default().sentence(),
+            "Checking the data syncs against Klaviyo: nothing recorded to read back."
+        );
+        assert!(
+            sentence.contains("lists.vip.members is keyed by external_id"),
+            "{sentence}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -91,6 +92,8 @@ pub enum Command {
     Drift(DriftArgs),
     /// Show recorded runs and the changes each applied, newest first.
     History(HistoryArgs),
+    /// Repair klsync's own state: release an apply lock left behind (`state unlock RUN_ID`).
+    State(StateArgs),
     /// Print a shell completion script (e.g. `klsync completions bash > /etc/bash_completion.d/klsync`).
     Completions(CompletionsArgs),
     /// Print the man page, or write one page per subcommand into a directory.
@@ -108,6 +111,9 @@ pub struct ImportArgs {
     /// Overwrite manifest files that already exist.
     #[arg(long)]
     pub force: bool,
+    /// Wait this long for the apply lock when another apply holds it (`30s`, `10m`; 0 fails at once).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::duration::parse_duration)]
+    pub lock_timeout: Duration,
 }
 
 /// What `import --only` selects.
@@ -245,6 +251,34 @@ pub struct ApplyArgs {
     pub max_age: Option<String>,
     /// Apply even when lists would lose more members than their `max_removals` allows.
     #[arg(long)]
+    pub force: bool,
+    /// Wait this long for the apply lock when another apply holds it (`30s`, `10m`; 0 fails at once).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::duration::parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Release the apply lock of a run that will not release it (Terraform's force-unlock).
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// The run holding the lock, as "another apply is running: run RUN_ID ..." names it (or the
+    /// first group of it, as `klsync history` shows it).
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(short = 'y', long)]
     pub force: bool,
 }
 

@@ -1,6 +1,7 @@
 //! Durations on the command line and in `klsync.yaml`: `90s`, `1500ms`, `2m`, `2h`, `1d`, or a bare
 //! number of seconds. One parser for every flag and setting that takes a duration (`apply
-//! --max-age`, `query --statement-timeout`, `klaviyo.request_timeout`), and its inverse.
+//! --max-age`, `--lock-timeout`, `query --statement-timeout`, `klaviyo.request_timeout`), its
+//! inverse, and a rounded form for messages.
 
 use std::time::Duration;
 
@@ -24,6 +25,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         other => Err(format!(
             "{text:?}: unknown unit {other:?}; use ms, s, m, h or d"
         )),
+    }
+}
+
+/// `1h 5m`, `42s`, `3d 2h`: a duration for messages.
+pub fn human_duration(duration: Duration) -> String {
+    let total = duration.as_secs();
+    let (days, hours, minutes, seconds) = (
+        total / 86_400,
+        total % 86_400 / 3600,
+        total % 3600 / 60,
+        total % 60,
+    );
+    let parts: Vec<String> = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+        .into_iter()
+        .filter(|(value, _)| *value > 0)
+        .map(|(value, unit)| format!("{value}{unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -82,5 +104,12 @@ mod tests {
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(human_duration(Duration::from_secs(0)), "0s");
+        assert_eq!(human_duration(Duration::from_secs(3_900)), "1h 5m");
+        assert_eq!(human_duration(Duration::from_secs(90_061)), "1d 1h 1m 1s");
     }
 }

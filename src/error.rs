@@ -13,6 +13,11 @@ pub enum ExitStatus {
     Changes = 2,
     /// Apply finished, but some changes failed; running it again resumes.
     Partial = 3,
+    /// Stopped by SIGINT (Ctrl-C) before it finished; running it again resumes. 128 + 2, as a
+    /// shell reports a process killed by that signal.
+    Interrupted = 130,
+    /// Stopped by SIGTERM before it finished; running it again resumes. 128 + 15.
+    Terminated = 143,
     /// The command line itself was wrong (unknown flag, missing argument).
     Usage = 64,
 }
@@ -83,5 +88,25 @@ impl Error {
     /// The exit status this error maps to.
     pub fn exit_status(&self) -> ExitStatus {
         ExitStatus::Error
+    }
+
+    /// Whether this is only the consequence of a stop the run was asked for (see
+    /// [`crate::interrupt`]): a request not sent or a query cancelled because of it.
+    pub fn is_interruption(&self) -> bool {
+        use crate::sql::SqlError;
+        use crate::sync::SyncError;
+        let api = |error: &crate::klaviyo::ApiError| {
+            matches!(error, crate::klaviyo::ApiError::Interrupted { .. })
+        };
+        match self {
+            Error::Klaviyo(error) => api(error),
+            Error::Sql(error) => matches!(error, SqlError::Interrupted),
+            Error::Sync(error) => match &**error {
+                SyncError::Api(error) => api(error),
+                SyncError::Query { source, .. } => matches!(**source, SqlError::Interrupted),
+                _ => false,
+            },
+            _ => false,
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod duration;
 pub mod emulator;
 pub mod error;
 pub mod import;
+pub mod interrupt;
 pub mod klaviyo;
 pub mod logging;
 pub mod manifest;

@@ -137,6 +137,7 @@ pub fn outcome_name(status: ExitStatus) -> &'static str {
         ExitStatus::Changes => "changes",
         ExitStatus::Partial => "partial",
         ExitStatus::Usage => "usage",
+        ExitStatus::Interrupted | ExitStatus::Terminated => "interrupted",
     }
 }
 

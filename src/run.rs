@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, ColorChoice, Command, GlobalArgs, QueryCommand};
+use crate::cli::{Cli, ColorChoice, Command, GlobalArgs, QueryCommand, StateCommand};
 use crate::commands;
 use crate::error::{Error, ExitStatus};
 use crate::logging::{self, LogOptions, Verbosity};
@@ -76,6 +76,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Import(args) => commands::import::run(&args, &output),
         Command::Drift(args) => commands::drift::run(&args, &output),
         Command::History(args) => commands::history::run(&args, &output),
+        Command::State(args) => commands::state::run(&args, &output),
         Command::Completions(args) => commands::docs::completions(&args),
         Command::Man(args) => commands::docs::man(&args, &output),
     };
@@ -100,6 +101,9 @@ fn command_name(command: &Command) -> &'static str {
         Command::Import(_) => "import",
         Command::Drift(_) => "drift",
         Command::History(_) => "history",
+        Command::State(args) => match args.command {
+            StateCommand::Unlock(_) => "state unlock",
+        },
         Command::Completions(_) => "completions",
         Command::Man(_) => "man",
     }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use klsync::state::testing::TestPostgres;
 use klsync::state::{
-    JournalId, LockHolder, ManagedRow, Phase, RunId, RunStart, StateBackend, StateError,
-    StateStore, SyncRowRecord, hostname, identifier_key, short_row_hash,
+    JournalId, LockHolder, LockOptions, ManagedRow, Phase, RunId, RunStart, StateBackend,
+    StateError, StateStore, SyncRowRecord, hostname, identifier_key, short_row_hash,
 };
 use serde_json::json;
 
@@ -83,6 +83,9 @@ on_both!(
     second_apply_lock_is_refused_naming_the_holder,
     released_lock_can_be_taken_again,
     racing_applies_get_the_lock_exactly_once,
+    a_held_lock_is_waited_for_until_released,
+    a_lock_wait_gives_up_naming_the_holder,
+    unlock_refuses_another_run_and_an_empty_lock,
     sync_row_digest_is_read_while_exact_and_dropped_by_every_write,
 );
 
@@ -838,4 +841,342 @@ async fn sync_row_digest_is_read_while_exact_and_dropped_by_every_write(f: &Fixt
         recorded_hashes(&f.store, "other").await,
         vec![("o@x.test".to_string(), [9; 16])]
     );
+}
+
+/// A holder on another host: its pid says nothing here, only its heartbeat counts.
+fn elsewhere(run_id: RunId, actor: &str) -> LockHolder {
+    LockHolder {
+        host: "elsewhere".into(),
+        ..holder(run_id, actor)
+    }
+}
+
+fn beating_every(heartbeat_every: Duration, stale_after: Duration) -> LockOptions {
+    LockOptions {
+        heartbeat_every,
+        stale_after,
+        ..LockOptions::default()
+    }
+}
+
+/// Finding 3: the heartbeat was refreshed only between configuration changes, so an apply busy
+/// in one long query for longer than the stale threshold lost its lock to a second apply. The
+/// lock now beats on its own while the run does anything (here: nothing at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lock_held_through_a_long_silence_is_not_taken_over() {
+    let f = Fixture::sqlite().await;
+    let stale_after = Duration::from_millis(600);
+    let ann = f
+        .store
+        .acquire_apply_lock_with(
+            &elsewhere(RunId::new(), "ann"),
+            &beating_every(Duration::from_millis(50), stale_after),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    // A run busy elsewhere for well over the stale threshold, without touching its lock.
+    tokio::time::sleep(stale_after * 3).await;
+
+    let other = f.reopen().await;
+    let refused = other
+        .acquire_apply_lock_with(
+            &holder(RunId::new(), "bob"),
+            &beating_every(Duration::from_secs(10), stale_after),
+            &mut |_| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StateError::Locked { holder } if holder.contains("by ann on elsewhere")),
+        "{refused}"
+    );
+    assert!(!ann.is_lost());
+    ann.release().await.unwrap();
+    other.close().await;
+}
+
+/// Write the holder row of another process into the SQLite state.
+async fn plant_holder(url: &str, host: &str, pid: i64, heartbeat_age: chrono::Duration) -> RunId {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    let run = RunId::new();
+    let at = Utc::now() - heartbeat_age;
+    sqlx::query(
+        "INSERT INTO apply_lock (id, run_id, actor, host, pid, command, acquired_at, heartbeat_at) \
+         VALUES (1, $1, 'ghost', $2, $3, 'apply', $4, $4)",
+    )
+    .bind(run.to_string())
+    .bind(host)
+    .bind(pid)
+    .bind(at)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    run
+}
+
+/// A process alive on this host keeps its lock however old its heartbeat (it may be stuck in a
+/// query, or stopped, and still send later); once it is gone the lock is taken over, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lock_of_a_live_process_here_is_kept_until_it_exits() {
+    let f = Fixture::sqlite().await;
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let pid = i64::from(sleeper.id());
+    plant_holder(&f.url, &hostname(), pid, chrono::Duration::days(2)).await;
+    let refused = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StateError::Locked { holder } if holder.contains(&format!("by ghost on {} pid {pid}", hostname()))),
+        "{refused}"
+    );
+
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let lock = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    let took_over = lock.took_over().expect("a takeover is reported");
+    assert!(took_over.contains("by ghost"), "{took_over}");
+    assert!(
+        took_over.contains(&format!("its process {pid} no longer runs")),
+        "{took_over}"
+    );
+    lock.release().await.unwrap();
+}
+
+/// A heartbeat that finds the lock gone (here: released with `state unlock`) makes the run
+/// learn it, so it stops before sending more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lock_released_from_outside_is_reported_lost_by_the_next_beat() {
+    let f = Fixture::sqlite().await;
+    let run = RunId::new();
+    let mut lock = f
+        .store
+        .acquire_apply_lock_with(
+            &holder(run, "ann"),
+            &beating_every(Duration::from_millis(50), Duration::from_secs(600)),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    let released = f
+        .reopen()
+        .await
+        .force_unlock(&run.to_string()[..8])
+        .await
+        .unwrap();
+    assert_eq!(released.run_id, run.to_string());
+    assert_eq!(released.process_alive, Some(true));
+    tokio::time::timeout(Duration::from_secs(30), lock.lost())
+        .await
+        .expect("the heartbeat task notices the lock is gone");
+    assert!(lock.is_lost());
+    assert!(matches!(
+        lock.heartbeat().await,
+        Err(StateError::LockLost { .. })
+    ));
+    // Someone else can take it now, and the old holder's release leaves that alone.
+    let bob = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "bob"))
+        .await
+        .unwrap();
+    lock.release().await.unwrap();
+    let holder_now = f.store.lock_holder().await.unwrap().expect("bob holds it");
+    assert!(holder_now.description.contains("by bob"));
+    bob.release().await.unwrap();
+}
+
+async fn a_held_lock_is_waited_for_until_released(f: &Fixture) {
+    let ann = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    let other = f.reopen().await;
+    let (announced, waiting_started) = tokio::sync::oneshot::channel::<String>();
+    let mut announced = Some(announced);
+    let mut calls = 0;
+    let options = LockOptions {
+        timeout: Duration::from_secs(60),
+        ..LockOptions::default()
+    };
+    let bob_holder = holder(RunId::new(), "bob");
+    let mut waiting = |held: &str| {
+        calls += 1;
+        if let Some(announced) = announced.take() {
+            let _ = announced.send(held.to_owned());
+        }
+    };
+    let bob = other.acquire_apply_lock_with(&bob_holder, &options, &mut waiting);
+    let release_ann = async {
+        let held_by = waiting_started.await.unwrap();
+        assert!(held_by.contains("by ann"), "{held_by}");
+        ann.release().await.unwrap();
+    };
+    let (bob, ()) = tokio::join!(bob, release_ann);
+    let bob = bob.unwrap();
+    assert_eq!(calls, 1, "the wait is announced once");
+    assert_eq!(
+        bob.took_over(),
+        None,
+        "ann released it: nothing to take over"
+    );
+    bob.release().await.unwrap();
+    other.close().await;
+}
+
+async fn a_lock_wait_gives_up_naming_the_holder(f: &Fixture) {
+    let ann = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    let other = f.reopen().await;
+    let mut calls = 0;
+    let options = LockOptions {
+        timeout: Duration::from_millis(700),
+        ..LockOptions::default()
+    };
+    let refused = other
+        .acquire_apply_lock_with(&holder(RunId::new(), "bob"), &options, &mut |_| calls += 1)
+        .await
+        .unwrap_err();
+    assert_eq!(calls, 1);
+    let StateError::LockWaitTimedOut { holder, waited } = &refused else {
+        panic!("expected LockWaitTimedOut, got {refused:?}");
+    };
+    assert!(holder.contains("by ann"), "{holder}");
+    assert_eq!(waited, "0s", "{refused}");
+    ann.release().await.unwrap();
+    other.close().await;
+}
+
+async fn unlock_refuses_another_run_and_an_empty_lock(f: &Fixture) {
+    assert!(matches!(
+        f.store.force_unlock("9d1c2e4f").await,
+        Err(StateError::NotLocked)
+    ));
+    let ann = f
+        .store
+        .acquire_apply_lock(&holder(RunId::new(), "ann"))
+        .await
+        .unwrap();
+    let refused = f.store.force_unlock("9d1c2e4f").await.unwrap_err();
+    assert!(
+        matches!(&refused, StateError::UnlockOtherRun { holder, .. } if holder.contains("by ann")),
+        "{refused}"
+    );
+    let held = f.store.lock_holder().await.unwrap().expect("ann holds it");
+    match f.store.backend() {
+        StateBackend::Sqlite => assert_eq!(held.session, None),
+        StateBackend::Postgres => {
+            // A live session's advisory lock cannot be released from outside: say whose it
+            // is and how to end it.
+            let session = held.session.clone().expect("ann's session holds it");
+            let refused = f.store.force_unlock(&held.run_id).await.unwrap_err();
+            let text = refused.to_string();
+            assert!(
+                matches!(refused, StateError::LiveSession { .. }),
+                "{refused:?}"
+            );
+            assert!(text.contains("by ann"), "{text}");
+            assert!(
+                text.contains(&format!("pg_terminate_backend({})", session.backend_pid)),
+                "{text}"
+            );
+        }
+    }
+    ann.release().await.unwrap();
+}
+
+/// PostgreSQL: a holder whose session ended (killed process, lost connection) loses the
+/// advisory lock with it; the next holder replaces its row and says so, and the old holder's
+/// heartbeat finds the lock lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lock_of_an_ended_session_is_taken_over_with_a_message() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    let ann = f
+        .store
+        .acquire_apply_lock_with(
+            &holder(RunId::new(), "ann"),
+            &beating_every(Duration::from_millis(50), Duration::from_secs(600)),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    let session = f
+        .store
+        .lock_holder()
+        .await
+        .unwrap()
+        .and_then(|held| held.session)
+        .expect("ann's session holds the lock");
+    exec_raw(
+        &f,
+        &format!("SELECT pg_terminate_backend({})", session.backend_pid),
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(30), ann.lost())
+        .await
+        .expect("ann's heartbeat notices its session is gone");
+
+    // The row is left; `state unlock` could remove it, the next apply replaces it.
+    let bob = f
+        .store
+        .acquire_apply_lock_with(
+            &holder(RunId::new(), "bob"),
+            &LockOptions {
+                // The server may take a moment to drop the session's locks.
+                timeout: Duration::from_secs(10),
+                ..LockOptions::default()
+            },
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    let took_over = bob.took_over().expect("the replaced row is reported");
+    assert!(took_over.contains("by ann"), "{took_over}");
+    assert!(took_over.contains("session ended"), "{took_over}");
+    ann.release().await.unwrap_or_default();
+    bob.release().await.unwrap();
+}
+
+/// Finding 8: simultaneous first runs on a new SQLite state each ran the migrations, and all
+/// but one failed with `table managed_resources already exists`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_first_runs_at_once_migrate_a_new_sqlite_state_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = StateStore::default_url(dir.path());
+    let connects = (0..10).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { StateStore::connect(&url).await })
+    });
+    let stores: Vec<StateStore> = futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .map(|joined| {
+            joined
+                .unwrap()
+                .unwrap_or_else(|err| panic!("{}", full_message(&err)))
+        })
+        .collect();
+    // All of them see one working schema.
+    let run = stores[3].begin_run(&start("apply")).await.unwrap();
+    assert_eq!(stores[7].history(5).await.unwrap()[0].run_id, run);
+    for store in stores {
+        store.close().await;
+    }
 }

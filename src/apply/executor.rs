@@ -14,9 +14,13 @@
 //! Ids of resources created during the run reach the changes that need them (a tag in a new
 //! group, a link to a new list) through a map from address to Klaviyo id, seeded with the ids
 //! klsync already manages.
+//!
+//! A stop ([`crate::interrupt`]: Ctrl-C, SIGTERM, the apply lock lost) ends the run between two
+//! changes: nothing after it is journaled or sent. A change the stop catches half-way (a
+//! replace whose create was refused) is journaled as failed with the client's `interrupted`
+//! error, since its request was never sent.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -25,10 +29,7 @@ use crate::klaviyo::{ApiError, KlaviyoClient, SegmentUpdate};
 use crate::manifest::OptInProcess;
 use crate::model::{ResourceKey, ResourceKind};
 use crate::plan::{Action, Change, Plan, record_link};
-use crate::state::{ApplyLock, ManagedRow, RunId, StateError, StateStore};
-
-/// How often the apply lock is refreshed while changes are sent.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+use crate::state::{ManagedRow, RunId, StateError, StateStore};
 
 /// What happened to one change, for progress output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub struct ExecutionReport {
     pub succeeded: Vec<String>,
     /// Changes that failed or were skipped, in order.
     pub failed: Vec<Failure>,
+    /// The run was stopped before every change was tried; how many were not.
+    pub not_started: Option<usize>,
 }
 
 /// Executes plans against one account and state database.
@@ -73,8 +76,6 @@ pub struct Executor<'a> {
     client: &'a KlaviyoClient,
     store: &'a StateStore,
     run_id: RunId,
-    lock: &'a mut ApplyLock,
-    last_heartbeat: Instant,
     /// Address → Klaviyo id of every resource known to exist.
     ids: BTreeMap<String, String>,
     /// Address → the `applied` value recorded for each managed resource, kept current so that
@@ -85,13 +86,12 @@ pub struct Executor<'a> {
 }
 
 impl<'a> Executor<'a> {
-    /// An executor for run `run_id`, which holds `lock`. `managed` seeds the known ids;
-    /// `resumed` are addresses a killed run journaled without an outcome.
+    /// An executor for run `run_id` (which holds the apply lock). `managed` seeds the known
+    /// ids; `resumed` are addresses a killed run journaled without an outcome.
     pub fn new(
         client: &'a KlaviyoClient,
         store: &'a StateStore,
         run_id: RunId,
-        lock: &'a mut ApplyLock,
         managed: &[ManagedRow],
         resumed: BTreeSet<String>,
     ) -> Self {
@@ -107,16 +107,15 @@ impl<'a> Executor<'a> {
             client,
             store,
             run_id,
-            lock,
-            last_heartbeat: Instant::now(),
             ids,
             applied,
             resumed,
         }
     }
 
-    /// Run every change of `plan`, reporting each outcome to `progress`. Only a failure of the
-    /// state database stops the run early: without the journal, crash safety is gone.
+    /// Run every change of `plan`, reporting each outcome to `progress`. Only a stop
+    /// ([`crate::interrupt`]) or a failure of the state database ends the run early: without
+    /// the journal, crash safety is gone.
     pub async fn execute(
         &mut self,
         plan: &Plan,
@@ -126,6 +125,10 @@ impl<'a> Executor<'a> {
         let mut not_done: BTreeSet<String> = BTreeSet::new();
         let mut handled: BTreeSet<usize> = BTreeSet::new();
         for (index, change) in plan.changes.iter().enumerate() {
+            if crate::interrupt::requested().is_some() {
+                report.not_started = Some(plan.changes.len() - handled.len());
+                break;
+            }
             if !handled.insert(index) {
                 continue;
             }
@@ -148,7 +151,6 @@ impl<'a> Executor<'a> {
                 progress(&event);
                 continue;
             }
-            self.heartbeat().await?;
             if let Some(link) = &change.link {
                 // Every link sharing this request, from here on (they sit together in the plan).
                 let batch: Vec<usize> = plan
@@ -185,14 +187,6 @@ impl<'a> Executor<'a> {
             progress(&event);
         }
         Ok(report)
-    }
-
-    async fn heartbeat(&mut self) -> Result<(), StateError> {
-        if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
-            self.lock.heartbeat().await?;
-            self.last_heartbeat = Instant::now();
-        }
-        Ok(())
     }
 
     /// One resource change: journal, send, record.

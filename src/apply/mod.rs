@@ -24,11 +24,10 @@
 pub mod executor;
 pub mod saved;
 
-use std::time::Duration;
-
 use crate::model::{ManagedRecord, ManagedState, ResourceKey, ResourceKind};
 use crate::state::{ManagedRow, StateError};
 
+pub use crate::duration::human_duration;
 pub use executor::{Event, ExecutionReport, Executor, Failure};
 
 /// Why `apply` refused to run. Nothing was changed in Klaviyo when one of these is returned.
@@ -182,27 +181,6 @@ pub fn kind_from_prefix(prefix: &str) -> Option<ResourceKind> {
         .find(|kind| kind.prefix() == prefix)
 }
 
-/// `1h 5m`, `42s`, `3d 2h`: a duration for messages.
-pub fn human_duration(duration: Duration) -> String {
-    let total = duration.as_secs();
-    let (days, hours, minutes, seconds) = (
-        total / 86_400,
-        total % 86_400 / 3600,
-        total % 3600 / 60,
-        total % 60,
-    );
-    let parts: Vec<String> = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
-        .into_iter()
-        .filter(|(value, _)| *value > 0)
-        .map(|(value, unit)| format!("{value}{unit}"))
-        .collect();
-    if parts.is_empty() {
-        "0s".to_owned()
-    } else {
-        parts.join(" ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,12 +200,5 @@ mod tests {
         for kind in ResourceKind::ALL {
             assert_eq!(kind_from_prefix(kind.prefix()), Some(kind));
         }
-    }
-
-    #[test]
-    fn durations_read_like_people_write_them() {
-        assert_eq!(human_duration(Duration::from_secs(0)), "0s");
-        assert_eq!(human_duration(Duration::from_secs(3_900)), "1h 5m");
-        assert_eq!(human_duration(Duration::from_secs(90_061)), "1d 1h 1m 1s");
     }
 }

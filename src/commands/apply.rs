@@ -17,9 +17,16 @@
 //! the fresh one) is refused before anything is sent, configuration included, unless `--force`.
 //! Data syncs are skipped when a configuration change failed (a list they fill may not exist).
 //!
-//! The apply lock is taken before Klaviyo is read, so two applies never interleave. Exit
-//! status: 0 success, 3 when some changes or data rows failed (run it again to resume), 1 when it
-//! was refused or nothing could be done.
+//! The apply lock is taken before Klaviyo is read, so two applies never interleave
+//! (`--lock-timeout` waits for it). If its heartbeat finds it lost, the run stops as for a
+//! signal, before sending more, and fails.
+//!
+//! Ctrl-C and SIGTERM stop it gracefully (see [`crate::interrupt`]): nothing new is sent, what is
+//! in flight gets a grace period, the journal is left consistent, the lock is released and the
+//! run is recorded as `interrupted`; the message says to run apply again, which resumes.
+//!
+//! Exit status: 0 success, 3 when some changes or data rows failed (run it again to resume), 1
+//! when it was refused or nothing could be done, 130 / 143 when stopped by SIGINT / SIGTERM.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, IsTerminal as _};
@@ -28,6 +35,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::plan::{Connection, Planned, created_lists, data_rows, load, print_stdout, runtime};
+use super::state::take_apply_lock;
 use crate::apply::saved::{
     check_age, check_destroys, check_digest, parse_saved_plan, plan_id, remainder_mismatches,
     stale_addresses,
@@ -36,6 +44,7 @@ use crate::apply::{ApplyError, Event, ExecutionReport, Executor};
 use crate::cli::ApplyArgs;
 use crate::context::{self, EnvLookup, Pacing};
 use crate::error::{Error, ExitStatus};
+use crate::interrupt::{self, Stop};
 use crate::manifest::Project;
 use crate::model::{DesiredState, ResourceKind};
 use crate::plan::{Plan, record_converged_tags};
@@ -43,20 +52,28 @@ use crate::render;
 use crate::run::Output;
 use crate::sql::QueryManager;
 use crate::state::{
-    ApplyLock, JournalRow, LockHolder, RunId, RunStart, StateError, detect_actor, detect_git_commit,
+    JournalRow, LockHolder, Phase, RunId, RunStart, StateError, detect_actor, detect_git_commit,
 };
 use crate::sync::{self, DataApplyReport, DataPlan};
 
 /// Run `klsync apply`.
 pub fn run(args: &ApplyArgs, output: &Output) -> Result<ExitStatus, Error> {
     let interactive = std::io::stdin().is_terminal();
-    runtime()?.block_on(apply_command(
-        args,
-        output,
-        &context::process_env,
-        Pacing::Published,
-        interactive,
-    ))
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
+        interrupt::listen(output.quiet);
+        apply_command(
+            args,
+            output,
+            &context::process_env,
+            Pacing::Published,
+            interactive,
+        )
+        .await
+    });
+    // A confirmation question cut short by a signal may still be reading stdin: do not wait.
+    runtime.shutdown_background();
+    result
 }
 
 /// How many recent runs are searched for the earlier apply of a saved plan. Plans expire within
@@ -119,7 +136,10 @@ pub(crate) async fn apply_command(
         }
         Err(err) => {
             let outcome = match err {
-                Error::Apply(_) | Error::State(StateError::Locked { .. }) => "refused",
+                Error::Apply(_)
+                | Error::State(StateError::Locked { .. } | StateError::LockWaitTimedOut { .. }) => {
+                    "refused"
+                }
                 _ => "failed",
             };
             store
@@ -131,6 +151,19 @@ pub(crate) async fn apply_command(
     let finished = result?;
     recorded?;
     Ok(finished.status)
+}
+
+/// Where a stop (Ctrl-C, SIGTERM) cut an apply short.
+#[derive(Clone, Copy)]
+enum CutShort<'r> {
+    /// Before any change was started: waiting for the lock, or planning.
+    Early,
+    /// During or right after the configuration changes, `not_started` of them left.
+    Changes { not_started: usize },
+    /// During the data syncs, which reported this.
+    Data(&'r DataApplyReport),
+    /// Work was still running at the end of the grace period and was given up.
+    Abandoned,
 }
 
 /// How an apply that ran ended.
@@ -173,23 +206,51 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Take the apply lock, run, and give the lock back whatever happened.
+    /// Take the apply lock, run, and give the lock back whatever happened: also when a stop
+    /// (Ctrl-C, SIGTERM, the lock lost) cut the run short or it had to be abandoned.
     async fn with_lock(&self, saved: Option<SavedPlan>, actor: &str) -> Result<Finished, Error> {
+        let store = &self.connection.store;
         let holder = LockHolder::current(self.run_id, actor, "apply");
-        let mut lock = self.connection.store.acquire_apply_lock(&holder).await?;
-        let result = self.locked(saved, &mut lock).await;
+        let quiet = self.output.quiet;
+        let Some(lock) = take_apply_lock(store, &holder, self.args.lock_timeout, quiet).await?
+        else {
+            let stop = interrupt::requested().unwrap_or(Stop::Interrupt);
+            return self.interrupted(stop, CutShort::Early).await;
+        };
+        // A lost lock stops the run like a signal: before anything more is sent.
+        let lost = lock.lost();
+        let watcher = tokio::spawn(async move {
+            lost.await;
+            if interrupt::request(Stop::LockLost) && !quiet {
+                eprintln!("The apply lock was lost: stopping. No new change is sent.");
+            }
+        });
+        let result = interrupt::within_grace(self.locked(saved)).await;
+        watcher.abort();
+        let lost = lock.is_lost();
         let released = lock.release().await;
-        let finished = result?;
+        let finished = match (interrupt::requested(), result) {
+            _ if lost => Err(StateError::LockLost {
+                run_id: self.run_id.to_string(),
+            }
+            .into()),
+            (Some(stop), None) => self.interrupted(stop, CutShort::Abandoned).await,
+            (Some(stop), Some(Err(err)))
+                if stop.signal_name().is_some() && err.is_interruption() =>
+            {
+                self.interrupted(stop, CutShort::Early).await
+            }
+            (_, Some(result)) => result,
+            // Abandoned only after a stop.
+            (None, None) => Err(Error::Config("the apply was abandoned".to_owned())),
+        };
+        let finished = finished?;
         released?;
         Ok(finished)
     }
 
     /// Everything that happens while the apply lock is held.
-    async fn locked(
-        &self,
-        saved: Option<SavedPlan>,
-        lock: &mut ApplyLock,
-    ) -> Result<Finished, Error> {
+    async fn locked(&self, saved: Option<SavedPlan>) -> Result<Finished, Error> {
         let store = &self.connection.store;
         let mut resuming = false;
         if let Some(saved) = &saved
@@ -281,7 +342,7 @@ impl Run<'_> {
                 print_stdout(&render::text(&plan, self.output.color));
             }
             if !self.args.auto_approve {
-                self.confirm()?;
+                self.confirm().await?;
             }
         }
         let run_id = self.run_id;
@@ -303,7 +364,6 @@ impl Run<'_> {
             &self.connection.client,
             store,
             run_id,
-            lock,
             &fresh.managed,
             resumed,
         );
@@ -330,6 +390,11 @@ impl Run<'_> {
         let report = executor.execute(&plan, &mut progress).await;
         bar.finish_and_clear();
         let report = report?;
+        if let Some(stop) = interrupt::requested() {
+            // Stopped during the configuration changes, or right after: no data sync starts.
+            let not_started = report.not_started.unwrap_or(0);
+            return self.stopped(stop, CutShort::Changes { not_started }).await;
+        }
         let data = match (&self.connection.queries, data_planned) {
             (Some(queries), Some(data_planned)) if report.failed.is_empty() => {
                 self.forget_members_of_created_lists(&plan).await?;
@@ -349,6 +414,12 @@ impl Run<'_> {
             }
             _ => None,
         };
+        if let (Some(stop), Some(data)) = (interrupt::requested(), &data)
+            && data.has_failures()
+        {
+            // Jobs the stop kept from being sent are among the failures.
+            return self.stopped(stop, CutShort::Data(data)).await;
+        }
         let outcome = outcome(&report, data.as_ref());
         let client_metrics = self.connection.client.metrics();
         let summary = json!({
@@ -491,24 +562,103 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn confirm(&self) -> Result<(), Error> {
+    async fn confirm(&self) -> Result<(), Error> {
         if !self.interactive {
             return Err(ApplyError::NeedsApproval.into());
         }
         eprint!("Apply these changes? Only 'yes' is accepted: ");
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|source| Error::Io {
-                path: "stdin".into(),
-                source,
-            })?;
+        let read = tokio::task::spawn_blocking(|| {
+            let mut answer = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut answer)
+                .map(|_| answer)
+        });
+        // Ctrl-C at the question declines: nothing was sent.
+        let answer = tokio::select! {
+            read = read => read.map_err(|err| Error::Config(format!("reading the answer failed: {err}")))?,
+            _ = interrupt::stopped() => return Err(ApplyError::Declined.into()),
+        };
+        let answer = answer.map_err(|source| Error::Io {
+            path: "stdin".into(),
+            source,
+        })?;
         if answer.trim() == "yes" {
             Ok(())
         } else {
             Err(ApplyError::Declined.into())
         }
+    }
+
+    /// The run was stopped part way: with [`Stop::LockLost`] it fails; by a signal, it ends as
+    /// `interrupted`, after printing the data syncs' report if they ran.
+    async fn stopped(&self, stop: Stop, cut: CutShort<'_>) -> Result<Finished, Error> {
+        if stop == Stop::LockLost {
+            return Err(StateError::LockLost {
+                run_id: self.run_id.to_string(),
+            }
+            .into());
+        }
+        if let CutShort::Data(data) = cut {
+            print_stdout(&sync::render_report(data));
+        }
+        self.interrupted(stop, cut).await
+    }
+
+    /// How a run stopped by a signal ends: the message, counted from this run's journal, and
+    /// the audit outcome `interrupted`.
+    async fn interrupted(&self, stop: Stop, cut: CutShort<'_>) -> Result<Finished, Error> {
+        let journal = self.connection.store.run_journal(self.run_id).await?;
+        let count = |phase: Phase| journal.iter().filter(|row| row.phase == phase).count();
+        let (made, failed, open) = (
+            count(Phase::Succeeded),
+            count(Phase::Failed),
+            count(Phase::Started),
+        );
+        let signal = stop.signal_name().unwrap_or("a signal");
+        let mut text = format!(
+            "Apply interrupted by {signal}: {made} change(s) made before it stopped; no new change was sent after the signal"
+        );
+        if failed > 0 {
+            text.push_str(&format!("; {failed} change(s) failed or were not sent"));
+        }
+        let grace = interrupt::GRACE.as_secs();
+        match cut {
+            CutShort::Early => {}
+            CutShort::Changes { not_started: 0 } => {}
+            CutShort::Changes { not_started } => {
+                text.push_str(&format!("; {not_started} change(s) not started"));
+            }
+            CutShort::Data(_) => text.push_str("; the data syncs stopped part way (see above)"),
+            CutShort::Abandoned if open > 0 => text.push_str(&format!(
+                "; {open} change(s) still in flight after {grace}s were abandoned, and the next apply checks whether they landed"
+            )),
+            CutShort::Abandoned => text.push_str(&format!(
+                "; work still running after {grace}s (reading Klaviyo, a query or a bulk job) was abandoned"
+            )),
+        }
+        text.push_str(".\nRun `klsync apply` again to resume.\n");
+        eprint!("{text}");
+        let client = self.connection.client.metrics();
+        let (not_started, data) = match cut {
+            CutShort::Changes { not_started } => (Some(not_started), None),
+            CutShort::Data(data) => (None, Some(data)),
+            CutShort::Early | CutShort::Abandoned => (None, None),
+        };
+        Ok(Finished {
+            status: stop.exit_status(),
+            outcome: "interrupted",
+            summary: json!({
+                "signal": signal,
+                "changed": made,
+                "failed": failed,
+                "not_started": not_started,
+                "abandoned": open,
+                "requests": client.requests,
+                "client": client,
+                "data": data,
+            }),
+        })
     }
 
     fn print_summary(

@@ -171,6 +171,7 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
             allow_destroy: false,
             max_age: None,
             force: false,
+            lock_timeout: std::time::Duration::ZERO,
         },
         output,
         &env,

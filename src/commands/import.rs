@@ -2,8 +2,10 @@
 //! managed, so that `klsync plan` right after shows no changes.
 //!
 //! Order matters for safety: existing files are checked before anything is read, the apply lock
-//! is held from reading the state to writing it, and the state is only written once the written
-//! project validates. Nothing is ever sent to Klaviyo. Exit status 0, or 1 on any error.
+//! is held from reading the state to writing it (`--lock-timeout` waits for it), and the state
+//! is only written once the written project validates. Nothing is ever sent to Klaviyo. Exit
+//! status 0, or 1 on any error; Ctrl-C or SIGTERM while Klaviyo is read stops it with nothing
+//! written (exit 130 or 143, recorded as `interrupted`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,6 +14,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::json;
 
 use super::plan::{print_stdout, runtime, write_atomically};
+use super::state::take_apply_lock;
 use crate::apply::managed_state;
 use crate::cli::{ImportArgs, ImportKindArg};
 use crate::context::{self, EnvLookup, Pacing};
@@ -32,12 +35,10 @@ use crate::state::{
 
 /// Run `klsync import`.
 pub fn run(args: &ImportArgs, output: &Output) -> Result<ExitStatus, Error> {
-    runtime()?.block_on(import_command(
-        args,
-        output,
-        &context::process_env,
-        Pacing::Published,
-    ))
+    runtime()?.block_on(async {
+        crate::interrupt::listen(output.quiet);
+        import_command(args, output, &context::process_env, Pacing::Published).await
+    })
 }
 
 /// The kinds `--only` selects; all of them without it.
@@ -106,9 +107,10 @@ pub(crate) async fn import_command(
                 dir,
                 force: args.force,
             };
-            let result = work.locked(&actor).await;
-            let (outcome, summary) = match &result {
-                Ok((imported, forgotten)) => (
+            let result = work.locked(&actor, args.lock_timeout, output.quiet).await;
+            let (outcome, summary) = match (&result, stopped_by(&result)) {
+                (_, Some(stop)) => ("interrupted", json!({"signal": stop.signal_name()})),
+                (Ok(Some((imported, forgotten))), None) => (
                     "success",
                     json!({
                         "imported": imported.resources.len(),
@@ -116,7 +118,8 @@ pub(crate) async fn import_command(
                         "forgotten": forgotten.len(),
                     }),
                 ),
-                Err(err) => ("failed", json!({"error": err.to_string()})),
+                (Err(err), None) => ("failed", json!({"error": err.to_string()})),
+                (Ok(None), None) => ("failed", json!({})),
             };
             let finished = store.finish_run(run_id, outcome, &summary).await;
             result.and_then(|done| finished.map(|()| done).map_err(Error::from))
@@ -126,9 +129,35 @@ pub(crate) async fn import_command(
     output.metrics.add_client(&client.metrics());
     let location = store.location().to_owned();
     store.close().await;
-    let (imported, forgotten) = result?;
+    if let Some(stop) = stopped_by(&result) {
+        return Ok(interrupted(stop));
+    }
+    let Some((imported, forgotten)) = result? else {
+        return Err(Error::Config(
+            "import stopped before it took the lock".to_owned(),
+        ));
+    };
     report(output, dir, &kinds, &imported, &forgotten, &location);
     Ok(ExitStatus::Success)
+}
+
+/// The signal that cut the import short: it stopped waiting for the lock, or a read was refused
+/// because of it.
+fn stopped_by<T>(result: &Result<Option<T>, Error>) -> Option<crate::interrupt::Stop> {
+    let cut_short = match result {
+        Ok(done) => done.is_none(),
+        Err(err) => err.is_interruption(),
+    };
+    crate::interrupt::requested().filter(|stop| cut_short && stop.signal_name().is_some())
+}
+
+/// Say that the import stopped before it wrote anything.
+fn interrupted(stop: crate::interrupt::Stop) -> ExitStatus {
+    eprintln!(
+        "Import interrupted by {}: nothing was written or recorded. Run `klsync import` again.",
+        stop.signal_name().unwrap_or("a signal")
+    );
+    stop.exit_status()
 }
 
 /// One import, with everything it needs.
@@ -142,15 +171,23 @@ struct Work<'a> {
 }
 
 impl Work<'_> {
-    /// Import holding the apply lock, so an import never interleaves with an apply.
-    async fn locked(&self, actor: &str) -> Result<(Imported, Vec<String>), Error> {
+    /// Import holding the apply lock, so an import never interleaves with an apply. `None`
+    /// when a stop came while waiting for the lock.
+    async fn locked(
+        &self,
+        actor: &str,
+        lock_timeout: std::time::Duration,
+        quiet: bool,
+    ) -> Result<Option<(Imported, Vec<String>)>, Error> {
         let holder = LockHolder::current(self.run_id, actor, "import");
-        let lock = self.store.acquire_apply_lock(&holder).await?;
+        let Some(lock) = take_apply_lock(self.store, &holder, lock_timeout, quiet).await? else {
+            return Ok(None);
+        };
         let result = self.import().await;
         let released = lock.release().await;
         let value = result?;
         released?;
-        Ok(value)
+        Ok(Some(value))
     }
 
     async fn import(&self) -> Result<(Imported, Vec<String>), Error> {
@@ -180,7 +217,7 @@ impl Work<'_> {
 }
 
 /// The settings of `dir`'s `klsync.yaml`, or the defaults when there is none yet.
-fn settings(dir: &Path) -> Result<ProjectSettings, Error> {
+pub(crate) fn settings(dir: &Path) -> Result<ProjectSettings, Error> {
     let path = dir.join(SETTINGS_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,

@@ -10,4 +10,5 @@ pub mod import;
 pub mod plan;
 pub mod query;
 pub mod schema;
+pub mod state;
 pub mod validate;

@@ -379,8 +379,10 @@ impl KlaviyoClient {
         loop {
             attempt += 1;
             self.pace(call.op, &extras).await?;
-            // The one check before anything is sent: deadline, circuit breaker.
+            // The one check before anything is sent: deadline, circuit breaker; and a stop
+            // (Ctrl-C, SIGTERM: `crate::interrupt`).
             self.inner.gate.admit(call.op)?;
+            crate::interrupt::check(call.op)?;
             match self.attempt(call, attempt).await {
                 Attempt::Response {
                     status,
@@ -646,6 +648,7 @@ impl KlaviyoClient {
         reason: &str,
         safe_because: &str,
     ) -> Result<(), ApiError> {
+        crate::interrupt::check(call.op)?;
         self.inner.gate.admit_after(Some(call.op), wait)?;
         tracing::warn!(
             operation = call.op.operation_id(),
@@ -660,7 +663,11 @@ impl KlaviyoClient {
             metrics.retries += 1;
             metrics.retry_wait_ms += u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         }
-        tokio::time::sleep(wait).await;
+        // A stop ends the wait; the next attempt is then refused.
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = crate::interrupt::stopped() => {}
+        }
         Ok(())
     }
 

@@ -276,6 +276,13 @@ pub enum ApiError {
     /// The client configuration is unusable (bad base URL, bad header value).
     #[error("invalid Klaviyo client configuration: {0}")]
     Config(String),
+    /// The run is stopping (Ctrl-C, SIGTERM, lock lost; see [`crate::interrupt`]); the request
+    /// was not sent.
+    #[error("interrupted: {} not sent", .operation.operation_id())]
+    Interrupted {
+        /// The operation not sent.
+        operation: Operation,
+    },
 }
 
 fn summary(errors: &[ApiErrorObject]) -> String {

@@ -45,6 +45,20 @@ pub enum SqlError {
         /// The configured statement timeout.
         timeout: Duration,
     },
+    /// The run was stopped (Ctrl-C, SIGTERM) while the query ran; it was cancelled on the
+    /// database server too.
+    #[error("query cancelled: klsync was interrupted")]
+    Interrupted,
+    /// The SQL text holds more than one statement.
+    #[error(
+        "the query holds more than one statement: a second one starts at line {line}, column {column}; a query must be exactly one statement"
+    )]
+    MultipleStatements {
+        /// 1-based line of the second statement in the SQL text.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+    },
     /// The database rejected or failed the query.
     #[error("query failed")]
     Query {

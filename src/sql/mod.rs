@@ -32,6 +32,14 @@
 //!   before the connection goes back to the pool. Either way the error is
 //!   [`SqlError::Timeout`]. A zero timeout disables it. The clock runs while the statement is
 //!   open, including time the caller spends consuming rows.
+//! * **One statement.** PostgreSQL's prepared statements refuse a second statement; SQLite would
+//!   run it and return the rows of both, so there a second statement is refused before the query
+//!   runs, naming where it starts (`statement.rs`).
+//! * **Interrupts.** When the run is stopped (Ctrl-C, SIGTERM: `crate::interrupt`) or the rows'
+//!   consumer goes away, a running query is cancelled: on PostgreSQL with `pg_cancel_backend`
+//!   from a connection of its own (sqlx sends no cancel request; without it the server would
+//!   run the query to its statement timeout), on SQLite by its progress handler. A query
+//!   stopped by the run ends with [`SqlError::Interrupted`].
 //! * **Bound parameters only.** The SQL text is sent as written (as one prepared statement, so
 //!   it cannot smuggle in a second one) and parameters are bound by their JSON type: string →
 //!   `text`, integer → `int8`, other number → `float8`, bool → `bool`, object/array → `jsonb`,
@@ -68,6 +76,7 @@ mod error;
 pub mod output;
 mod params;
 mod saved;
+mod statement;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -463,6 +472,10 @@ async fn run_pg(
     let mut params = Some(params);
     loop {
         let mut connection = pool.acquire().await.map_err(failed)?;
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(failed)?;
         let read = read_pg(
             &mut connection,
             &sql,
@@ -470,8 +483,16 @@ async fn run_pg(
             timeout,
             sender,
             try_copy,
-        )
-        .await;
+        );
+        let (read, stopped) = cancel_when_stopped(read, pool, backend, sender).await;
+        let read = match (read, stopped) {
+            // A query the run stopped says so, whatever the server answered the cancel with.
+            (PgRead::Done(Err(_)), true) => PgRead::Done(Err(SqlError::Interrupted)),
+            (PgRead::Discard(Err(_)) | PgRead::NotCopyable, true) => {
+                PgRead::Discard(Err(SqlError::Interrupted))
+            }
+            (read, _) => read,
+        };
         match read {
             PgRead::Done(outcome) => return outcome,
             PgRead::Discard(outcome) => {
@@ -484,6 +505,38 @@ async fn run_pg(
             }
         }
     }
+}
+
+/// Run `read` (the query on backend `backend`); if the run is stopped or the rows' consumer goes
+/// away first, cancel the statement on the server and let `read` end with its answer. The flag
+/// says whether the run was stopped.
+async fn cancel_when_stopped(
+    read: impl std::future::Future<Output = PgRead>,
+    pool: &PgPool,
+    backend: i32,
+    sender: &RowSender,
+) -> (PgRead, bool) {
+    let mut read = std::pin::pin!(read);
+    let stopped = tokio::select! {
+        done = &mut read => return (done, false),
+        _ = crate::interrupt::stopped() => true,
+        () = sender.closed() => false,
+    };
+    // Not from the pool: its connections may all be busy with queries.
+    let cancelled = async {
+        let mut connection = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
+        let cancelled = sqlx::query("SELECT pg_cancel_backend($1)")
+            .bind(backend)
+            .execute(&mut connection)
+            .await;
+        let _ = connection.close().await;
+        cancelled
+    }
+    .await;
+    if let Err(err) = cancelled {
+        tracing::warn!(backend, error = %err, "could not cancel the query on the server");
+    }
+    (read.await, stopped)
 }
 
 /// How one attempt at a PostgreSQL query ended.
@@ -575,16 +628,30 @@ async fn run_sqlite(
     timeout: Duration,
     sender: &RowSender,
 ) -> Result<(), SqlError> {
-    let failed = |source| SqlError::from_query(source, timeout);
-    let mut connection = pool.acquire().await.map_err(failed)?;
-    if !timeout.is_zero() {
-        let deadline = Instant::now() + timeout;
-        connection
-            .lock_handle()
-            .await
-            .map_err(failed)?
-            .set_progress_handler(SQLITE_PROGRESS_STEPS, move || Instant::now() < deadline);
+    let failed = |source| {
+        match SqlError::from_query(source, timeout) {
+            // The progress handler also stops the statement when the run is stopped.
+            SqlError::Timeout { .. } if crate::interrupt::requested().is_some() => {
+                SqlError::Interrupted
+            }
+            other => other,
+        }
+    };
+    if let Some((line, column)) = statement::second_statement(&sql) {
+        return Err(SqlError::MultipleStatements { line, column });
     }
+    let mut connection = pool.acquire().await.map_err(failed)?;
+    let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+    let consumer = sender.clone();
+    connection
+        .lock_handle()
+        .await
+        .map_err(failed)?
+        .set_progress_handler(SQLITE_PROGRESS_STEPS, move || {
+            deadline.is_none_or(|deadline| Instant::now() < deadline)
+                && crate::interrupt::requested().is_none()
+                && !consumer.is_closed()
+        });
     let streamed = async {
         let mut transaction = connection.begin().await.map_err(failed)?;
         let outcome = async {
@@ -622,4 +689,46 @@ async fn run_sqlite(
         failed(source)
     });
     streamed.and(cleared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_refuses_a_second_statement_naming_where_it_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("data.db");
+        let create = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut connection = create.connect().await.expect("create the database");
+        sqlx::query("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1), (2)")
+            .execute(&mut connection)
+            .await
+            .expect("fill it");
+        connection.close().await.expect("close");
+        let url = Secret::new(format!("sqlite://{}", path.display()));
+        let manager = QueryManager::connect(&url, QueryOptions::default())
+            .await
+            .expect("connect");
+
+        let rows: Vec<_> = manager
+            .execute_query("SELECT a FROM t WHERE a = 1;\n  SELECT a FROM t", &[])
+            .collect()
+            .await;
+        assert!(
+            matches!(
+                rows.as_slice(),
+                [Err(SqlError::MultipleStatements { line: 2, column: 3 })]
+            ),
+            "{rows:?}"
+        );
+        let one: Vec<_> = manager
+            .execute_query("SELECT a FROM t ORDER BY a; -- one statement", &[])
+            .collect()
+            .await;
+        assert_eq!(one.len(), 2, "{one:?}");
+        manager.close().await;
+    }
 }

@@ -73,11 +73,46 @@ pub enum StateError {
         /// Who holds it: `run <id> by <actor> on <host> pid <pid> since <time> (<command>)`.
         holder: String,
     },
-    /// The lock was taken over (it looked stale to another apply) while this apply still ran.
-    #[error("the apply lock of run {run_id} was lost (taken over as stale)")]
+    /// Another apply still held the lock when the wait for it (`--lock-timeout`) ran out.
+    #[error("another apply is still running after waiting {waited} for the lock: {holder}")]
+    LockWaitTimedOut {
+        /// Who holds it, as in [`StateError::Locked`].
+        holder: String,
+        /// How long klsync waited, human readable.
+        waited: String,
+    },
+    /// The lock was lost while this run held it: another apply took it over as stale, it was
+    /// released with `klsync state unlock`, or the PostgreSQL session holding it ended.
+    #[error(
+        "the apply lock of run {run_id} was lost while it ran (taken over by another apply, released with `klsync state unlock`, or its database session ended); it stopped before sending more"
+    )]
     LockLost {
         /// The run that had held it.
         run_id: String,
+    },
+    /// `klsync state unlock` found no lock to release.
+    #[error("the apply lock is not held; nothing to unlock")]
+    NotLocked,
+    /// `klsync state unlock` named a run that does not hold the lock.
+    #[error("run {asked} does not hold the apply lock; it is held by {holder}")]
+    UnlockOtherRun {
+        /// The run id given.
+        asked: String,
+        /// The actual holder.
+        holder: String,
+    },
+    /// `klsync state unlock` on PostgreSQL, where a live session holds the advisory lock: the
+    /// server releases it only when that session ends.
+    #[error(
+        "the apply lock is held by {holder} through a live PostgreSQL session (backend pid {backend_pid}, connected from {client}); a session's advisory lock cannot be released from outside. Stop that apply (Ctrl-C lets it finish cleanly), or end its session on the server with `SELECT pg_terminate_backend({backend_pid})`"
+    )]
+    LiveSession {
+        /// Who holds it, as in [`StateError::Locked`].
+        holder: String,
+        /// The server process of the holding session.
+        backend_pid: i32,
+        /// The client address of that session.
+        client: String,
     },
     /// The saved plan was applied before; applying it again is refused.
     #[error("plan {plan_id} was already applied; run `klsync plan` again")]

@@ -18,7 +18,6 @@
 
 mod actor;
 mod error;
-mod lock;
 mod records;
 pub mod testing;
 
@@ -27,6 +26,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -36,7 +36,6 @@ use crate::settings::redact_url;
 
 pub use actor::{detect_actor, detect_git_commit, hostname};
 pub use error::StateError;
-pub use lock::{ApplyLock, LOCK_STALE_AFTER, LockHolder};
 pub use records::{
     JournalId, JournalRow, ManagedRow, Phase, RunId, RunRow, RunStart, SavedPlanRecord,
 };
@@ -69,7 +68,11 @@ macro_rules! on_backend {
 }
 
 // Declared after `on_backend!` so that the macro is in scope there.
+mod lock;
 mod sync_records;
+pub use lock::{
+    ApplyLock, HEARTBEAT_EVERY, LOCK_STALE_AFTER, LockHolder, LockInfo, LockOptions, LockSession,
+};
 pub use sync_records::{
     MemberOrigin, RowHashBytes, SyncMemberRecord, SyncRowRecord, identifier_key, short_row_hash,
 };
@@ -158,7 +161,7 @@ impl StateStore {
                 .connect_with(options)
                 .await
                 .map_err(connect_error)?;
-            SQLITE_MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+            migrate_sqlite(&pool).await.map_err(migrate_error)?;
             Backend::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
@@ -431,9 +434,6 @@ impl StateStore {
         const RUNS: &str = "SELECT run_id, command, started_at, finished_at, actor, git_commit, \
                             manifest_digest, plan_id, outcome, summary FROM runs \
                             ORDER BY started_at DESC, run_id DESC LIMIT $1";
-        const JOURNAL: &str = "SELECT id, run_id, seq, address, action, phase, klaviyo_id, \
-                               detail, error, started_at, finished_at FROM journal \
-                               WHERE run_id = $1 ORDER BY seq";
         let runs: Vec<RawRun> = on_backend!(self, pool => sqlx::query_as(RUNS)
             .bind(i64::from(limit))
             .fetch_all(pool)
@@ -443,18 +443,27 @@ impl StateStore {
         for run in runs {
             // One query per run: `limit` is small, and this cannot attach one run's entries to
             // another when a new run starts between two statements.
-            let journal: Vec<RawJournal> = on_backend!(self, pool => sqlx::query_as(JOURNAL)
-                .bind(&run.run_id)
-                .fetch_all(pool)
-                .await)
-            .map_err(StateError::query("read a run's journal"))?;
-            let journal = journal
-                .into_iter()
-                .map(RawJournal::into_row)
-                .collect::<Result<_, _>>()?;
+            let journal = self.journal_of(&run.run_id).await?;
             history.push(run.into_row(journal)?);
         }
         Ok(history)
+    }
+
+    /// The journal of run `run_id`, in order.
+    pub async fn run_journal(&self, run_id: RunId) -> Result<Vec<JournalRow>, StateError> {
+        self.journal_of(&run_id.to_string()).await
+    }
+
+    async fn journal_of(&self, run_id: &str) -> Result<Vec<JournalRow>, StateError> {
+        const JOURNAL: &str = "SELECT id, run_id, seq, address, action, phase, klaviyo_id, \
+                               detail, error, started_at, finished_at FROM journal \
+                               WHERE run_id = $1 ORDER BY seq";
+        let journal: Vec<RawJournal> = on_backend!(self, pool => sqlx::query_as(JOURNAL)
+            .bind(run_id)
+            .fetch_all(pool)
+            .await)
+        .map_err(StateError::query("read a run's journal"))?;
+        journal.into_iter().map(RawJournal::into_row).collect()
     }
 
     async fn journal_detail(&self, id: JournalId) -> Result<serde_json::Value, StateError> {
@@ -498,6 +507,37 @@ impl StateStore {
         .map_err(StateError::query("look up a saved plan"))?;
         Ok(count > 0)
     }
+}
+
+/// Bring an SQLite state up to date, one process at a time.
+///
+/// sqlx does not lock an SQLite database while it migrates, so concurrent first runs on a new
+/// file all saw an empty schema and all but one failed with `table ... already exists`. Inside
+/// one `BEGIN IMMEDIATE` (the database's write lock, waited for up to the busy timeout) the
+/// migrations run one process at a time, and each later process finds them applied. A state
+/// that is already current skips the write lock, so reading history during an apply never
+/// queues behind it.
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
+    let latest = SQLITE_MIGRATOR
+        .iter()
+        .map(|migration| migration.version)
+        .max();
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(None);
+    if applied.is_some() && applied == latest {
+        // Only reads: checks the applied migrations are the ones this build knows.
+        return SQLITE_MIGRATOR.run(pool).await;
+    }
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    // `run_direct` on the transaction's connection: `run` goes through `Acquire`, whose
+    // implementation for `&mut SqliteConnection` makes the future not `Send`.
+    SQLITE_MIGRATOR.run_direct(None, &mut *tx, false).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `update`'s fields over `base`'s when both are objects; otherwise `update` wins.

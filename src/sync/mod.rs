@@ -722,6 +722,11 @@ where
     use futures::StreamExt;
     futures::stream::iter(ranges.iter().cloned().enumerate())
         .map(|(index, range)| async move {
+            // No new job once the run is stopping (and no intent recorded for it); jobs already
+            // sent are still followed.
+            if let Err(error) = crate::interrupt::check(Operation::BulkImportProfiles) {
+                return JobOutcome::NotSent(error.into());
+            }
             if let Some(intents) = intents
                 && let Err(error) = intents.sending(index).await
             {

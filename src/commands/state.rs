@@ -1,0 +1,186 @@
+//! `klsync state unlock RUN_ID`: release an apply lock its run will not release (Terraform's
+//! `force-unlock`), and taking the apply lock the way `apply` and `import` do.
+//!
+//! Unlocking is for a lock klsync cannot judge abandoned by itself: a run on another host
+//! whose heartbeat is still recent, or a process that hangs. A lock whose holder is certainly
+//! gone (its process no longer exists on this host, its heartbeat stopped on another, its
+//! PostgreSQL session ended) is taken over by the next apply without help, with a message.
+//!
+//! Refused, changing nothing, when RUN_ID is not the holder (the message names the holder), and
+//! on PostgreSQL while a live session holds the advisory lock: only the server can end it, so
+//! the message names that session's backend pid for `pg_terminate_backend`. Asks for
+//! confirmation on a terminal (only `yes`); without one it needs `--force` (`-y`). A release is
+//! recorded in the audit history as a `state unlock` run. Exit 0 when released, 1 otherwise.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::plan::runtime;
+use crate::cli::{StateArgs, StateCommand, UnlockArgs};
+use crate::context;
+use crate::duration::human_duration;
+use crate::error::{Error, ExitStatus};
+use crate::run::Output;
+use crate::state::{
+    ApplyLock, HEARTBEAT_EVERY, LockHolder, LockInfo, LockOptions, RunStart, StateError,
+    StateStore, detect_actor, detect_git_commit,
+};
+
+/// Run `klsync state ...`.
+pub fn run(args: &StateArgs, output: &Output) -> Result<ExitStatus, Error> {
+    match &args.command {
+        StateCommand::Unlock(args) => {
+            let interactive = std::io::stdin().is_terminal();
+            runtime()?.block_on(unlock(args, output, interactive))
+        }
+    }
+}
+
+async fn unlock(
+    args: &UnlockArgs,
+    output: &Output,
+    interactive: bool,
+) -> Result<ExitStatus, Error> {
+    let dir = &args.project.dir;
+    let settings = super::import::settings(dir)?;
+    let url = context::state_url(&settings, dir, &context::process_env);
+    // Reading must not create a state database: without one nothing is locked.
+    if url == StateStore::default_url(dir) && !dir.join(".klsync/state.db").exists() {
+        return Err(StateError::NotLocked.into());
+    }
+    let store = context::connect_state(&url).await?;
+    let result = unlock_in(&store, args, output, interactive).await;
+    store.close().await;
+    result
+}
+
+async fn unlock_in(
+    store: &StateStore,
+    args: &UnlockArgs,
+    output: &Output,
+    interactive: bool,
+) -> Result<ExitStatus, Error> {
+    // Everything that would refuse is checked before asking; `force_unlock` checks it again
+    // atomically.
+    let holder = store.lock_holder().await?.ok_or(StateError::NotLocked)?;
+    if !holder.is_run(&args.run_id) {
+        return Err(StateError::UnlockOtherRun {
+            asked: args.run_id.clone(),
+            holder: holder.description,
+        }
+        .into());
+    }
+    if let Some(session) = &holder.session {
+        return Err(StateError::LiveSession {
+            holder: holder.description.clone(),
+            backend_pid: session.backend_pid,
+            client: session.client.clone(),
+        }
+        .into());
+    }
+    if !args.force {
+        confirm(&holder, interactive)?;
+    }
+    let start = RunStart {
+        command: "state unlock".to_owned(),
+        actor: detect_actor(),
+        git_commit: detect_git_commit(&args.project.dir),
+        manifest_digest: None,
+        plan_id: None,
+    };
+    let run_id = store.begin_run(&start).await?;
+    let released = store.force_unlock(&args.run_id).await;
+    let (outcome, summary) = match &released {
+        Ok(info) => (
+            "success",
+            json!({"released": info.run_id, "holder": info.description}),
+        ),
+        Err(err) => ("failed", json!({"error": err.to_string()})),
+    };
+    store.finish_run(run_id, outcome, &summary).await?;
+    let released = released?;
+    if !output.quiet {
+        eprintln!("Released the apply lock of {}.", released.description);
+        if released.process_alive == Some(true) {
+            eprintln!("{}", still_running_note());
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn still_running_note() -> String {
+    format!(
+        "Its process still runs on this host: it finds the lock gone at its next heartbeat (within {}) and stops before sending more.",
+        human_duration(HEARTBEAT_EVERY)
+    )
+}
+
+/// Ask on the terminal; only `yes` releases.
+fn confirm(holder: &LockInfo, interactive: bool) -> Result<(), Error> {
+    if !interactive {
+        return Err(Error::Config(format!(
+            "state unlock needs confirmation, and stdin is not a terminal; pass --force (-y) to release the lock of {}",
+            holder.description
+        )));
+    }
+    eprintln!("The apply lock is held by {}.", holder.description);
+    match holder.process_alive {
+        Some(true) => eprintln!("{}", still_running_note()),
+        Some(false) => eprintln!("Its process no longer runs on this host."),
+        None => eprintln!(
+            "It runs on another host: make sure that apply is no longer running there, or two applies may interleave."
+        ),
+    }
+    eprint!("Release it? Only 'yes' is accepted: ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|source| Error::Io {
+            path: "stdin".into(),
+            source,
+        })?;
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(Error::Config(
+            "state unlock cancelled; the lock is still held".to_owned(),
+        ))
+    }
+}
+
+/// Take the apply lock for `holder` as `apply` and `import` do: waiting up to `timeout` for
+/// another run (saying once that it waits, and for whom), and saying so when it takes over the
+/// lock of a holder that is gone. `None` when a stop (Ctrl-C, SIGTERM) came first.
+pub(crate) async fn take_apply_lock(
+    store: &StateStore,
+    holder: &LockHolder,
+    timeout: Duration,
+    quiet: bool,
+) -> Result<Option<ApplyLock>, Error> {
+    let options = LockOptions {
+        timeout,
+        ..LockOptions::default()
+    };
+    let mut waiting = |held_by: &str| {
+        if !quiet {
+            eprintln!(
+                "Waiting up to {} (--lock-timeout) for the apply lock, held by {held_by}",
+                human_duration(timeout)
+            );
+        }
+    };
+    let lock = tokio::select! {
+        lock = store.acquire_apply_lock_with(holder, &options, &mut waiting) => lock?,
+        _ = crate::interrupt::stopped() => return Ok(None),
+    };
+    if let Some(previous) = lock.took_over() {
+        tracing::info!(previous, "took over the apply lock");
+        if !quiet {
+            eprintln!("Took over the apply lock of {previous}.");
+        }
+    }
+    Ok(Some(lock))
+}

@@ -337,6 +337,19 @@ pub struct EmulatorArgs {
     /// API key the emulator accepts (repeatable). Defaults to KLAVIYO_API_KEY, else `pk_emulator`.
     #[arg(long = "api-key", value_name = "KEY")]
     pub api_keys: Vec<String>,
+    /// How a bulk import job's import errors name the refused profile: `nested` (the profile as
+    /// sent), `flat` (its attributes), `pointer` (only `source.pointer`, at its index in the job)
+    /// or `opaque` (nothing names it).
+    #[arg(
+        long,
+        default_value = "nested",
+        value_name = "nested|flat|pointer|opaque"
+    )]
+    pub import_errors_shape: String,
+    /// Store segment definitions in a canonical form (integers as floats, a default field added
+    /// to each filter), as a Klaviyo that rewrites what it was sent would.
+    #[arg(long)]
+    pub canonicalize_segments: bool,
 }
 
 #[derive(Debug, Args)]

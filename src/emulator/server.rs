@@ -502,7 +502,10 @@ async fn admin(app: &App, request: Request) -> Response {
             *lock(&app.stats) = StatsSnapshot::default();
             let wipe = query.get("state").is_some_and(|v| v == "true");
             if wipe {
-                *lock(&app.state) = State::new(app.seed);
+                let mut state = lock(&app.state);
+                let modes = state.modes;
+                *state = State::new(app.seed);
+                state.modes = modes;
             }
             json_response(
                 200,

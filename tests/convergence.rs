@@ -53,12 +53,23 @@ impl Setup {
         conn.close().await.expect("close");
     }
 
+    /// Runs klsync in the project.
     async fn run(&self, args: &[&str]) -> Finished {
+        self.run_in(self.project.path(), args).await
+    }
+
+    /// Runs klsync in the project directory `dir`.
+    async fn run_in(&self, dir: &std::path::Path, args: &[&str]) -> Finished {
+        let dir = dir.display().to_string();
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["-C", dir.as_str()]);
+        self.exec(&all).await
+    }
+
+    async fn exec(&self, args: &[&str]) -> Finished {
         let mut command: Command = klsync();
         command
             .args(args)
-            .arg("-C")
-            .arg(self.project.path())
             .env("KLAVIYO_BASE_URL", &self.emulator.base_url)
             .env("KLAVIYO_API_KEY", "pk_emulator")
             .env("KLSYNC_STATE_URL", self.backend.url())
@@ -289,3 +300,220 @@ mod sqlite_only {
         super::opaque_errors(Backend::sqlite()).await;
     }
 }
+
+// ---- three-way comparison of segment definitions ------------------------------------------
+
+const SEGMENT: &str = "\
+lists:
+  - id: vip
+    name: VIP
+segments:
+  - id: big-spenders
+    name: Big spenders
+    definition:
+      condition_groups:
+        - conditions:
+            - type: profile-property
+              property: \"properties['ltv']\"
+              filter: {type: numeric, operator: greater-than, value: 500}
+";
+
+/// The live definition of the one segment, and its id.
+fn live_segment(setup: &Setup) -> (String, serde_json::Value) {
+    setup.emulator.seed(|s| {
+        let segment = s.segments.values().next().expect("a segment");
+        (segment.id.clone(), segment.definition.clone())
+    })
+}
+
+/// The filter's `value` as the account holds it.
+fn live_value(setup: &Setup) -> serde_json::Value {
+    live_segment(setup).1["condition_groups"][0]["conditions"][0]["filter"]["value"].clone()
+}
+
+/// Changes the segment's definition through Klaviyo's API, as someone in Klaviyo's UI would.
+async fn edit_by_hand(setup: &Setup, value: u64) {
+    use klsync::klaviyo::SegmentUpdate;
+    let client = client_of(setup);
+    let (id, mut definition) = live_segment(setup);
+    definition["condition_groups"][0]["conditions"][0]["filter"]["value"] = value.into();
+    let update = SegmentUpdate {
+        definition: Some(definition),
+        ..SegmentUpdate::default()
+    };
+    client.update_segment(&id, &update).await.expect("edit");
+}
+
+/// Apply, then nothing to do; a manifest change is planned and applied; an edit in Klaviyo is
+/// drift, planned and restored; a record from before the pair was kept converges after one
+/// write. `canonical`: the emulator reads definitions back canonicalised.
+async fn segment_definitions_converge(backend: Backend, canonical: bool) {
+    let modes = Modes {
+        canonical_segments: canonical,
+        ..Modes::default()
+    };
+    let setup = Setup::new(backend, modes, &[("manifest.yaml", SEGMENT)]).await;
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    assert_eq!(
+        live_value(&setup).is_f64(),
+        canonical,
+        "{:?}",
+        live_segment(&setup)
+    );
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+    ok(&setup.run(&["drift"]).await, 0);
+
+    // A manifest change still plans an update, and converges.
+    setup.project.write(
+        "manifest.yaml",
+        &SEGMENT.replace("value: 500", "value: 600"),
+    );
+    let changed = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&changed, 2);
+    assert!(
+        changed.stdout.contains("~ update segment.big-spenders")
+            && changed.stdout.contains("+      value: 600"),
+        "{}",
+        changed.stdout
+    );
+    ok(&setup.run(&["drift"]).await, 0);
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    assert_eq!(live_value(&setup).as_f64(), Some(600.0));
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+
+    // An edit in Klaviyo is drift, and the plan restores it.
+    edit_by_hand(&setup, 50).await;
+    let drift = setup.run(&["drift"]).await;
+    ok(&drift, 2);
+    assert!(
+        drift.stdout.contains("segment.big-spenders"),
+        "{}",
+        drift.stdout
+    );
+    assert!(drift.stdout.contains("definition"), "{}", drift.stdout);
+    let restore = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&restore, 2);
+    assert!(restore.stdout.contains("definition"), "{}", restore.stdout);
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    assert_eq!(live_value(&setup).as_f64(), Some(600.0));
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+    ok(&setup.run(&["drift"]).await, 0);
+
+    // A record written before klsync kept Klaviyo's answer compares directly: a rewriting
+    // Klaviyo costs one more write, which records the pair; then it converges.
+    forget_returned(&setup).await;
+    let direct = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&direct, if canonical { 2 } else { 0 });
+    if canonical {
+        ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    }
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+    let writes = setup.emulator.stats().count("PATCH /api/segments/{id}");
+    assert_eq!(
+        writes,
+        3 + u64::from(canonical),
+        "the manifest change, the edit by hand, the restore, and for a rewriting Klaviyo one \
+         write for the old record: never one after a converged apply"
+    );
+}
+
+/// Empties the `returned` column, as a state written before migration 0008 has it.
+async fn forget_returned(setup: &Setup) {
+    use sqlx::Connection as _;
+    let sql = "UPDATE managed_resources SET returned = NULL";
+    match &setup.backend {
+        Backend::Sqlite(_) => {
+            let mut conn = sqlx::SqliteConnection::connect(&setup.backend.url())
+                .await
+                .expect("state");
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
+            conn.close().await.expect("close");
+        }
+        Backend::Postgres(_) => {
+            let mut conn = sqlx::PgConnection::connect(&setup.backend.url())
+                .await
+                .expect("state");
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
+            conn.close().await.expect("close");
+        }
+    }
+}
+
+async fn segments_read_back_as_sent(backend: Backend) {
+    segment_definitions_converge(backend, false).await;
+}
+
+async fn segments_read_back_canonicalised(backend: Backend) {
+    segment_definitions_converge(backend, true).await;
+}
+
+/// `klsync import` records the same pair as a write: the manifest it writes (Klaviyo's
+/// canonical form, as read) and Klaviyo's values. The imported project plans nothing, an edit of
+/// its manifest is planned, and an edit in Klaviyo is drift.
+async fn an_imported_canonical_segment_converges(backend: Backend) {
+    let modes = Modes {
+        canonical_segments: true,
+        ..Modes::default()
+    };
+    let setup = Setup::new(backend, modes, &[]).await;
+    // Created through the API, so stored canonicalised, then imported into a new project.
+    create_by_hand(&setup).await;
+    let out = setup.project.path().join("imported");
+    let dir = out.display().to_string();
+    ok(&setup.exec(&["import", "--out", &dir]).await, 0);
+    ok(
+        &setup.run_in(&out, &["plan", "--detailed-exitcode"]).await,
+        0,
+    );
+    ok(&setup.run_in(&out, &["drift"]).await, 0);
+    let segments = std::fs::read_to_string(out.join("segments.yaml")).expect("segments.yaml");
+    assert!(segments.contains("value: 500.0"), "{segments}");
+    std::fs::write(
+        out.join("segments.yaml"),
+        segments.replace("value: 500.0", "value: 600"),
+    )
+    .expect("edit");
+    ok(
+        &setup.run_in(&out, &["plan", "--detailed-exitcode"]).await,
+        2,
+    );
+    ok(&setup.run_in(&out, &["apply", "--auto-approve"]).await, 0);
+    ok(
+        &setup.run_in(&out, &["plan", "--detailed-exitcode"]).await,
+        0,
+    );
+    edit_by_hand(&setup, 50).await;
+    ok(&setup.run_in(&out, &["drift"]).await, 2);
+    ok(
+        &setup.run_in(&out, &["plan", "--detailed-exitcode"]).await,
+        2,
+    );
+}
+
+/// Creates the segment of [`SEGMENT`] through Klaviyo's API.
+async fn create_by_hand(setup: &Setup) {
+    let definition: serde_json::Value = serde_json::json!({"condition_groups": [{"conditions": [{
+        "type": "profile-property",
+        "property": "properties['ltv']",
+        "filter": {"type": "numeric", "operator": "greater-than", "value": 500}
+    }]}]});
+    client_of(setup)
+        .create_segment("Big spenders", &definition, false)
+        .await
+        .expect("create");
+}
+
+fn client_of(setup: &Setup) -> klsync::klaviyo::KlaviyoClient {
+    let mut config = klsync::klaviyo::ClientConfig::new(
+        setup.emulator.base_url.clone(),
+        klsync::settings::Secret::new("pk_emulator"),
+    );
+    config.rate_limit_factor = None;
+    klsync::klaviyo::KlaviyoClient::new(config).expect("client")
+}
+
+on_both_backends!(
+    segments_read_back_as_sent,
+    segments_read_back_canonicalised,
+    an_imported_canonical_segment_converges
+);

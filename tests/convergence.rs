@@ -219,6 +219,50 @@ async fn opaque_errors(backend: Backend) {
     );
 }
 
+/// Past `klsync::sync::ISOLATE_AT_MOST` failures the errors do not place, a job's rows are not
+/// sent again in halves: they are all reported failed, saying why, and none is recorded.
+async fn too_many_unplaced_refusals_are_not_isolated(backend: Backend) {
+    let modes = Modes {
+        import_errors: ImportErrorShape::Opaque,
+        ..Modes::default()
+    };
+    let setup = Setup::new(backend, modes, &[("shop.yaml", FACTS)]).await;
+    let bad = klsync::sync::ISOLATE_AT_MOST + 1;
+    setup
+        .source(&format!(
+            "CREATE TABLE customers (email TEXT, plan TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 99)
+             INSERT INTO customers SELECT 'c' || i || '@shop.test', 'basic' FROM n;
+             UPDATE customers SET email = 'c' || substr(email, 2, instr(email, '@') - 2) || '..x@shop.test'
+               WHERE CAST(substr(email, 2, instr(email, '@') - 2) AS INTEGER) < {bad};"
+        ))
+        .await;
+    let partial = setup.run(&["apply", "--auto-approve"]).await;
+    ok(&partial, 3);
+    assert!(
+        partial
+            .stdout
+            .contains("profiles.facts: 100 sent in 1 job(s), 0 unset, 0 recorded, 100 failed"),
+        "{}",
+        partial.stdout
+    );
+    assert!(
+        partial.stdout.contains(&format!(
+            "Klaviyo refused {bad} of these 100 rows without saying which"
+        )),
+        "{}",
+        partial.stdout
+    );
+    assert_eq!(setup.emulator.stats().count(BULK_JOBS), 1);
+    let pending = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&pending, 2);
+    assert!(
+        pending.stdout.contains("(100 rows): 100 new"),
+        "{}",
+        pending.stdout
+    );
+}
+
 /// A list's adds go through the same jobs: a member Klaviyo refuses without saying which is
 /// isolated, forgotten (not left recorded as sent), and only it is added again.
 async fn a_refused_member_is_isolated_and_only_it_stays_pending(backend: Backend) {
@@ -298,6 +342,11 @@ mod sqlite_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn opaque_errors_are_isolated_by_halves() {
         super::opaque_errors(Backend::sqlite()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn too_many_unplaced_refusals_are_not_isolated() {
+        super::too_many_unplaced_refusals_are_not_isolated(Backend::sqlite()).await;
     }
 }
 

@@ -57,6 +57,11 @@ pub use render::{check_summary, render_check, render_report, render_text};
 pub const SAMPLE_SIZE: usize = 10;
 /// Bulk import jobs created and polled at the same time.
 pub const JOBS_IN_FLIGHT: usize = 4;
+/// Most failures of one job that klsync isolates by resending halves when the import errors do
+/// not say which rows they are: at most `2 · 20 · ⌈log2 10,000⌉ = 560` more jobs, about four
+/// minutes at Klaviyo's 150 a minute. Past it, the job's rows not known to be refused are all
+/// reported failed (and not recorded), with a reason that says so.
+pub const ISOLATE_AT_MOST: u64 = 20;
 
 /// Anything that stops a data sync.
 #[derive(Debug, thiserror::Error)]
@@ -655,8 +660,11 @@ async fn wait_for_job(
 /// rows, so only rows Klaviyo refused on their own end up refused. With `k` such rows in a job
 /// of `n`, that costs at most `2·k·⌈log2 n⌉` more jobs (each polled until it completes), one
 /// import-errors read per job that reports failures, and the rows accepted along the way are
-/// sent up to `⌈log2 n⌉` more times. The halves are sent one after the other, so isolating a
-/// job never has more than one job of its own in flight. Every job sent is pushed to `jobs`.
+/// sent up to `⌈log2 n⌉` more times. A job whose failures are as many as its unplaced rows
+/// needs no isolating (all of them were refused), and one with more than [`ISOLATE_AT_MOST`]
+/// unplaced failures is not isolated (its unplaced rows are all reported failed). The halves are
+/// sent one after the other, so isolating a job never has more than one job of its own in
+/// flight. Every job sent is pushed to `jobs`.
 async fn job_refusals(
     client: &KlaviyoClient,
     job: &crate::klaviyo::BulkImportJob,
@@ -696,24 +704,51 @@ async fn job_refusals(
         .filter(|(at, _)| !placed.refused.contains_key(at))
         .map(|(_, profile)| profile.clone())
         .collect();
-    match suspects.as_slice() {
-        [] => return Ok(refused),
-        [one] => {
-            let reason = placed.unplaced.first().cloned().unwrap_or_else(|| {
-                format!(
-                    "bulk import job {} counted it as failed without an import error",
-                    job.id
-                )
-            });
-            refused.insert(identifier_of_attributes(identify_by, one), reason);
-            return Ok(refused);
+    // Failures the errors did not place, by Klaviyo's count of failed rows (one profile may have
+    // several errors); at least one, or the job would be complete.
+    let unplaced = job
+        .failed_count
+        .saturating_sub(placed.refused.len() as u64)
+        .max(1);
+    let reason = placed.unplaced.first().cloned().unwrap_or_else(|| {
+        format!(
+            "bulk import job {} counted it as failed without an import error",
+            job.id
+        )
+    });
+    if suspects.is_empty() {
+        return Ok(refused);
+    }
+    // As many failures as rows left: every one of them was refused, nothing to isolate.
+    if unplaced >= suspects.len() as u64 {
+        for suspect in &suspects {
+            refused.insert(
+                identifier_of_attributes(identify_by, suspect),
+                reason.clone(),
+            );
         }
-        _ => {}
+        return Ok(refused);
+    }
+    if unplaced > ISOLATE_AT_MOST {
+        let reason = format!(
+            "bulk import job {}: Klaviyo refused {unplaced} of these {} rows without saying which \
+             (more than {ISOLATE_AT_MOST}, so not isolated by sending them again; none of them \
+             is recorded). One of its errors: {reason}",
+            job.id,
+            suspects.len()
+        );
+        for suspect in &suspects {
+            refused.insert(
+                identifier_of_attributes(identify_by, suspect),
+                reason.clone(),
+            );
+        }
+        return Ok(refused);
     }
     tracing::info!(
         job = %job.id,
         failed = job.failed_count,
-        unplaced = placed.unplaced.len(),
+        unplaced,
         rows = suspects.len(),
         "import errors do not say which rows Klaviyo refused; sending the rows again in halves"
     );

@@ -539,6 +539,30 @@ async fn an_imported_canonical_segment_converges(backend: Backend) {
     );
 }
 
+/// Adopting a segment Klaviyo holds in its own form records the pair too: the adoption writes
+/// the manifest's definition once (the direct comparison, with nothing recorded yet, sees
+/// Klaviyo's form as different), and from then on the project is in step.
+async fn an_adopted_canonical_segment_converges(backend: Backend) {
+    let modes = Modes {
+        canonical_segments: true,
+        ..Modes::default()
+    };
+    let setup = Setup::new(backend, modes, &[("manifest.yaml", SEGMENT)]).await;
+    create_by_hand(&setup).await;
+    let adopt = setup.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&adopt, 2);
+    assert!(
+        adopt.stdout.contains("= adopt segment.big-spenders"),
+        "{}",
+        adopt.stdout
+    );
+    ok(&setup.run(&["apply", "--auto-approve"]).await, 0);
+    ok(&setup.run(&["plan", "--detailed-exitcode"]).await, 0);
+    ok(&setup.run(&["drift"]).await, 0);
+    edit_by_hand(&setup, 50).await;
+    ok(&setup.run(&["drift"]).await, 2);
+}
+
 /// Creates the segment of [`SEGMENT`] through Klaviyo's API.
 async fn create_by_hand(setup: &Setup) {
     let definition: serde_json::Value = serde_json::json!({"condition_groups": [{"conditions": [{
@@ -564,5 +588,6 @@ fn client_of(setup: &Setup) -> klsync::klaviyo::KlaviyoClient {
 on_both_backends!(
     segments_read_back_as_sent,
     segments_read_back_canonicalised,
-    an_imported_canonical_segment_converges
+    an_imported_canonical_segment_converges,
+    an_adopted_canonical_segment_converges
 );

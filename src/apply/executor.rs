@@ -30,10 +30,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::klaviyo::observe::{live_list, live_segment, opt_in_to_api};
+use crate::klaviyo::observe::{live_list, live_segment, live_tag_group, opt_in_to_api};
 use crate::klaviyo::{ApiError, KlaviyoClient, SegmentUpdate};
 use crate::manifest::OptInProcess;
-use crate::model::{LiveState, LiveTag, LiveTagGroup, ResourceKey, ResourceKind};
+use crate::model::{LiveState, LiveTag, ResourceKey, ResourceKind};
 use crate::plan::{Action, Change, Plan, live_fields, record_link};
 use crate::state::{ManagedRow, RunId, StateError, StateStore};
 
@@ -338,15 +338,7 @@ impl<'a> Executor<'a> {
                     .unwrap_or(false);
                 let group = self.client.create_tag_group(name, exclusive).await?;
                 let id = group.id.clone();
-                answer.tag_groups.insert(
-                    id.clone(),
-                    LiveTagGroup {
-                        id: group.id,
-                        name: group.name,
-                        exclusive: group.exclusive,
-                        default: group.default,
-                    },
-                );
+                answer.tag_groups.insert(id.clone(), live_tag_group(group));
                 id
             }
             ResourceKind::Tag => {
@@ -382,18 +374,18 @@ impl<'a> Executor<'a> {
                     .create_segment(name, &definition, starred)
                     .await?;
                 let id = segment.id.clone();
-                self.answer_segment(segment, &mut answer).await;
-                id
+                return Ok((id, self.segment_answer(segment).await));
             }
         };
         let fields = live_fields(&answer, key.kind, &id);
         Ok((id, fields))
     }
 
-    /// Puts a segment Klaviyo answered with into `answer`, read back once when the answer did
-    /// not carry its definition (the spec makes it nullable); without one, the definition is
-    /// left out of what is recorded as returned.
-    async fn answer_segment(&self, segment: crate::klaviyo::Segment, answer: &mut LiveState) {
+    /// The compared fields of a segment Klaviyo answered a write with. Klaviyo may answer
+    /// without the definition (the spec makes it nullable): the segment is then read back once,
+    /// and if the definition is still missing it is left out (the next plan compares it
+    /// directly), never recorded as `null`, which would look like an edit in Klaviyo forever.
+    async fn segment_answer(&self, segment: crate::klaviyo::Segment) -> Option<Value> {
         let segment = if segment.definition.is_some() {
             segment
         } else {
@@ -402,9 +394,15 @@ impl<'a> Executor<'a> {
                 _ => segment,
             }
         };
-        answer
-            .segments
-            .insert(segment.id.clone(), live_segment(segment));
+        let known = segment.definition.is_some();
+        let id = segment.id.clone();
+        let mut answer = LiveState::default();
+        answer.segments.insert(id.clone(), live_segment(segment));
+        let mut fields = live_fields(&answer, ResourceKind::Segment, &id)?;
+        if !known && let Value::Object(fields) = &mut fields {
+            fields.remove("definition");
+        }
+        Some(fields)
     }
 
     /// A resource an interrupted run created but did not record: same kind and exact name (in
@@ -492,7 +490,7 @@ impl<'a> Executor<'a> {
                 };
                 if update != SegmentUpdate::default() {
                     let segment = self.client.update_segment(id, &update).await?;
-                    self.answer_segment(segment, &mut answer).await;
+                    return Ok(self.segment_answer(segment).await);
                 }
             }
         }
@@ -751,6 +749,34 @@ mod tests {
             blocked_by(&change("tag.b/x", &["tag_group.b"]), &not_done),
             None
         );
+    }
+
+    #[test]
+    fn returned_values_come_from_the_answer_then_from_what_the_plan_saw() {
+        let mut update = change("segment.big", &[]);
+        update.action = Action::Update;
+        update.expected =
+            Some(json!({"name": "Big", "definition": {"v": 500.0}, "is_starred": false}));
+        update.fields = vec![crate::plan::FieldChange {
+            field: "definition".into(),
+            before: json!({"v": 500.0}),
+            after: json!({"v": 600}),
+        }];
+        // Klaviyo answered with the segment: its values win.
+        let answered = json!({"name": "Big", "definition": {"v": 600.0}, "is_starred": false});
+        assert_eq!(returned_after(&update, Some(answered.clone())), answered);
+        // Answered without the written field: left out, the unwritten ones as the plan saw them.
+        assert_eq!(
+            returned_after(&update, Some(json!({"name": "Big"}))),
+            json!({"name": "Big", "is_starred": false})
+        );
+        assert_eq!(
+            returned_after(&update, None),
+            json!({"name": "Big", "is_starred": false})
+        );
+        // A create has nothing the plan saw.
+        let create = change("list.a", &[]);
+        assert_eq!(returned_after(&create, None), json!({}));
     }
 
     #[test]

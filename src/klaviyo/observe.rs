@@ -36,17 +36,7 @@ fn assemble(
 ) -> LiveState {
     let tag_groups: BTreeMap<String, LiveTagGroup> = groups
         .into_iter()
-        .map(|group| {
-            (
-                group.id.clone(),
-                LiveTagGroup {
-                    id: group.id,
-                    name: group.name,
-                    exclusive: group.exclusive,
-                    default: group.default,
-                },
-            )
-        })
+        .map(|group| (group.id.clone(), live_tag_group(group)))
         .collect();
     let default_group = tag_groups
         .values()
@@ -81,6 +71,16 @@ fn assemble(
         tags,
         lists,
         segments,
+    }
+}
+
+/// A tag group as the live state holds it.
+pub fn live_tag_group(group: types::TagGroup) -> LiveTagGroup {
+    LiveTagGroup {
+        id: group.id,
+        name: group.name,
+        exclusive: group.exclusive,
+        default: group.default,
     }
 }
 

@@ -43,6 +43,10 @@ pub struct GlobalArgs {
     /// Write the run's metrics (requests per endpoint, retries, 429s, waits, rows, duration) as JSON.
     #[arg(long, global = true, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Write every exchange with Klaviyo (plan, apply, import, drift) as JSON lines, the API
+    /// key redacted: attach it to a report when Klaviyo behaves unexpectedly.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub record_http: Option<PathBuf>,
 }
 
 /// How log lines are written.

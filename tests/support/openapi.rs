@@ -1,10 +1,11 @@
 //! Validates JSON bodies against Klaviyo's official OpenAPI spec (the vendored subset in
 //! `vendor/klaviyo-openapi/klaviyo-subset.json`).
 //!
-//! OpenAPI 3.0 schemas are almost JSON Schema; the one difference that matters for Klaviyo's spec is
-//! `nullable: true`, which is rewritten to allow `null`. Everything else (`required`, `enum`,
-//! `oneOf`, `additionalProperties`, formats) is kept, so a body that passes here passes Klaviyo's
-//! own schema.
+//! OpenAPI 3.0 schemas are almost JSON Schema; the differences that matter for Klaviyo's spec are
+//! `nullable: true`, which is rewritten to allow `null`, and a `oneOf` of plain scalar types
+//! (`[integer, number]`, which every integer matches twice), read as `anyOf` as OpenAPI tools
+//! do. Everything else (`required`, `enum`, other `oneOf`s, `additionalProperties`, formats) is
+//! kept, so a body that passes here passes Klaviyo's own schema.
 //!
 //! [`Objects::Closed`] is stricter than the spec: every object schema that lists `properties`
 //! (and is not an `allOf` composition, whose parts must stay open) rejects other keys. Klaviyo
@@ -62,7 +63,12 @@ pub fn to_json_schema_with(node: &Value, objects: Objects) -> Value {
                 if key == "nullable" || key == "example" || key == "discriminator" {
                     continue;
                 }
-                out.insert(key.clone(), to_json_schema_with(value, objects));
+                let key = if key == "oneOf" && only_scalar_types(value) {
+                    "anyOf"
+                } else {
+                    key
+                };
+                out.insert(key.to_owned(), to_json_schema_with(value, objects));
             }
             let closable = objects == Objects::Closed
                 && map.get("properties").is_some_and(Value::is_object)
@@ -81,6 +87,24 @@ pub fn to_json_schema_with(node: &Value, objects: Objects) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(to_json_schema).collect()),
         other => other.clone(),
     }
+}
+
+/// Whether `branches` (a `oneOf` list) are all plain scalar types. Klaviyo's spec writes a
+/// number as `oneOf: [{type: integer}, {type: number}]`, where every integer matches both
+/// branches, so read as JSON Schema it would refuse every integer; Klaviyo, and the SDKs
+/// generated from the spec, take either. Such a `oneOf` is read as `anyOf`.
+fn only_scalar_types(branches: &Value) -> bool {
+    branches.as_array().is_some_and(|branches| {
+        branches.iter().all(|branch| {
+            branch.as_object().is_some_and(|b| {
+                b.len() == 1
+                    && matches!(
+                        b.get("type").and_then(Value::as_str),
+                        Some("integer" | "number" | "string" | "boolean")
+                    )
+            })
+        })
+    })
 }
 
 fn make_nullable(mut schema: Map<String, Value>) -> Value {

@@ -339,7 +339,8 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
     /// API key the emulator accepts (repeatable). Defaults to KLAVIYO_API_KEY, else `pk_emulator`.
-    #[arg(long = "api-key", value_name = "KEY")]
+    /// `KEY:lists:read,lists:write` accepts the key with only those scopes (403 for the rest).
+    #[arg(long = "api-key", value_name = "KEY[:SCOPES]")]
     pub api_keys: Vec<String>,
 }
 

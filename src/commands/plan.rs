@@ -278,6 +278,8 @@ impl Connection {
             plan.warnings.extend(recreated);
             plan = plan.with_data(data);
         }
+        let metrics = self.client.metrics();
+        plan.scopes = plan::required_scopes(&plan, metrics.requests.keys().map(String::as_str));
         Ok(Planned {
             plan,
             desired,

@@ -23,6 +23,7 @@ pub mod jsonapi;
 pub mod ratelimit;
 pub mod segments;
 pub mod server;
+pub mod spec;
 pub mod state;
 pub mod stats;
 

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::spec;
 use crate::klaviyo::operations::{Operation, match_template};
 
 use super::faults::{Fault, FaultInjector, Timing};
@@ -440,6 +441,13 @@ async fn pipeline(
         Ok(b) => b,
         Err(err) => return Outcome::Respond(error_response(app, &err)),
     };
+    let checked = spec::validate_query(op, &query).and_then(|()| match &body {
+        Some(body) => spec::validate_request(op, body),
+        None => Ok(()),
+    });
+    if let Err(err) = checked {
+        return Outcome::Respond(error_response(app, &err));
+    }
     let ctx = RequestCtx {
         base: base_url(headers, local),
         path,

@@ -384,6 +384,7 @@ fn live_value(setup: &Setup) -> serde_json::Value {
 async fn edit_by_hand(setup: &Setup, value: u64) {
     use klsync::klaviyo::SegmentUpdate;
     let client = client_of(setup);
+    // The definition as read, edited: in Klaviyo's own form when it canonicalises.
     let (id, mut definition) = live_segment(setup);
     definition["condition_groups"][0]["conditions"][0]["filter"]["value"] = value.into();
     let update = SegmentUpdate {

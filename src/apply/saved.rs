@@ -246,6 +246,7 @@ mod tests {
             cost: Cost::default(),
             warnings: Vec::new(),
             data: None,
+            scopes: Vec::new(),
         }
     }
 

@@ -116,6 +116,33 @@ pub fn canonicalize_definition(definition: &Value) -> Value {
     }
 }
 
+/// A segment write's body with [`CANONICAL_FILTER_DEFAULT`] taken out of every filter of its
+/// definition where it has the default value. A Klaviyo that adds the field when it stores a
+/// definition takes its own form back on a write (a definition read, edited and sent again), but
+/// the spec does not know the field and the emulator checks every request against the spec, so
+/// in the `canonical_segments` mode the field is removed before that check (the handler adds it
+/// again when it stores the definition).
+pub fn accept_canonical(body: &mut Value) {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(object) => {
+                let (field, default) = CANONICAL_FILTER_DEFAULT;
+                if let Some(Value::Object(filter)) = object.get_mut("filter")
+                    && filter.get(field) == Some(&Value::Bool(default))
+                {
+                    filter.remove(field);
+                }
+                object.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    if let Some(definition) = body.pointer_mut("/data/attributes/definition") {
+        strip(definition);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +162,34 @@ mod tests {
         assert_ne!(stored, sent, "a naive comparison sees a change");
         assert_eq!(canonicalize_definition(&stored), stored, "idempotent");
         assert_eq!(serde_json::to_string(&filter["value"]).unwrap(), "500.0");
+    }
+
+    #[test]
+    fn a_canonical_definition_sent_back_loses_only_the_added_default() {
+        let sent = json!({"condition_groups": [{"conditions": [{
+            "type": "profile-property", "property": "properties['ltv']",
+            "filter": {"type": "numeric", "operator": "greater-than", "value": 500}
+        }]}]});
+        let mut body = json!({"data": {"type": "segment", "attributes": {
+            "definition": canonicalize_definition(&sent)
+        }}});
+        accept_canonical(&mut body);
+        let filter = &body["data"]["attributes"]["definition"]["condition_groups"][0]["conditions"]
+            [0]["filter"];
+        assert_eq!(filter.get("negate"), None);
+        assert_eq!(
+            filter["value"],
+            json!(500.0),
+            "floats are the spec's numbers: kept"
+        );
+        // A value other than the default is the sender's, and the spec check refuses it.
+        let mut other =
+            json!({"data": {"attributes": {"definition": {"filter": {"negate": true}}}}});
+        accept_canonical(&mut other);
+        assert_eq!(
+            other["data"]["attributes"]["definition"]["filter"]["negate"],
+            json!(true)
+        );
     }
 
     #[test]

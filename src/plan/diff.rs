@@ -44,6 +44,7 @@ pub fn diff(
         cost,
         warnings,
         data: None,
+        scopes: Vec::new(),
     })
 }
 

@@ -206,6 +206,8 @@ fn check_list_attributes(attrs: &Map<String, Value>, name_required: bool) -> Res
     for (key, value) in attrs {
         let pointer = format!("/data/attributes/{key}");
         match key.as_str() {
+            // The spec allows null in an update (as SDKs send unset fields): no change.
+            "name" if value.is_null() && !name_required => {}
             "name" => {
                 if value.as_str().is_none_or(|s| s.trim().is_empty()) {
                     return Err(ApiError::invalid(

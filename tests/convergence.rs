@@ -1,6 +1,6 @@
 //! Issue 12: klsync converges on a Klaviyo that behaves in any way the spec allows, not only the
 //! way the emulator first chose. Each scenario runs the real binary against an emulator started
-//! in the test process in one of its modes (`klaviyo::emulator::modes`).
+//! in the test process in one of its modes (`klsync::emulator::modes`).
 
 mod support;
 

@@ -342,6 +342,10 @@ pub struct EmulatorArgs {
     /// `KEY:lists:read,lists:write` accepts the key with only those scopes (403 for the rest).
     #[arg(long = "api-key", value_name = "KEY[:SCOPES]")]
     pub api_keys: Vec<String>,
+    /// How long a bulk import job stays `queued`, and then `processing`, before it completes
+    /// (`2m` behaves like a busy Klaviyo; the spec gives no duration).
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = crate::duration::parse_duration)]
+    pub job_delay: Duration,
     /// How a bulk import job's import errors name the refused profile: `nested` (the profile as
     /// sent), `flat` (its attributes), `pointer` (only `source.pointer`, at its index in the job)
     /// or `opaque` (nothing names it).

@@ -29,6 +29,7 @@ pub fn run(args: EmulatorArgs, _output: &Output) -> Result<ExitStatus, Error> {
         seed: args.seed,
         state_file: args.state_file,
         api_keys,
+        job_delay: args.job_delay,
         modes,
         ..EmulatorConfig::default()
     };

@@ -278,8 +278,8 @@ async fn postgres_values_klaviyo_cannot_hold_are_refused_before_sending() {
     setup
         .exec(&format!(
             "CREATE TABLE customers (n int, email text, score float8, amount numeric, doc jsonb,
-                                     note text);
-             INSERT INTO customers VALUES
+                                     note text, grid int[]);
+             INSERT INTO customers (n, email, score, amount, doc, note) VALUES
                (1, 'ok@values.test', 1.5, 2.25, '{{\"a\": 1}}', 'fine'),
                (2, 'nan@values.test', 'NaN', 1, NULL, NULL),
                (3, 'inf@values.test', 'Infinity', 1, NULL, NULL),
@@ -287,20 +287,25 @@ async fn postgres_values_klaviyo_cannot_hold_are_refused_before_sending() {
                (5, 'numnan@values.test', 1, 'NaN', NULL, NULL),
                (6, 'numinf@values.test', 1, 'Infinity', NULL, NULL),
                (7, 'deep@values.test', 1, 1, '{deep}', NULL),
-               (8, 'huge@values.test', 1, 1, NULL, repeat('x', 1000000));",
-            deep = nested(300)
+               (8, 'huge@values.test', 1, 1, NULL, repeat('x', 1000000)),
+               (9, 'deeper@values.test', 1, 1, '{deeper}', NULL),
+               (10, 'grid@values.test', 1, 1, NULL, NULL);
+             UPDATE customers SET grid = ARRAY[[1, 2], [3, 4]] WHERE n = 10;",
+            deep = nested(300),
+            deeper = nested(120),
         ))
         .await;
     let manifest = manifest(
-        "SELECT email, score, amount, doc, note FROM customers ORDER BY n",
-        &["score", "amount", "doc", "note"],
+        "SELECT email, score, amount, doc, note, grid FROM customers ORDER BY n",
+        &["score", "amount", "doc", "note", "grid"],
     );
     // A query with a parameter cannot go through `COPY`: its rows are decoded one by one, and
     // must be refused the same way.
     let mut by_row = manifest.clone();
     let by_row_query = by_row.queries.get_mut("values_query").expect("query");
     by_row_query.sql =
-        "SELECT email, score, amount, doc, note FROM customers WHERE n > $1 ORDER BY n".into();
+        "SELECT email, score, amount, doc, note, grid FROM customers WHERE n > $1 ORDER BY n"
+            .into();
     by_row_query.params = vec![json!(0)];
     let before = setup.requests();
     let planned = setup.plan(&manifest).await.expect("plan");
@@ -317,7 +322,7 @@ async fn postgres_values_klaviyo_cannot_hold_are_refused_before_sending() {
     let sync_plan = &planned.profiles[0];
     assert_eq!(
         (sync_plan.counts.new, sync_plan.counts.rejected),
-        (1, 7),
+        (1, 9),
         "{:?}",
         rejected(sync_plan)
     );
@@ -329,6 +334,7 @@ async fn postgres_values_klaviyo_cannot_hold_are_refused_before_sending() {
         (5, "numnan", "amount", "the value is NaN"),
         (6, "numinf", "amount", "the value is Infinity"),
         (7, "deep", "doc", "recursion limit"),
+        (10, "grid", "grid", "2-dimensional arrays are not converted"),
     ] {
         let (_, identifier, reason) = reasons
             .iter()
@@ -343,12 +349,20 @@ async fn postgres_values_klaviyo_cannot_hold_are_refused_before_sending() {
             assert!(reason.contains("NULLIF(col, 'NaN')"), "{reason}");
         }
     }
-    assert!(
-        reasons
-            .iter()
-            .any(|(row, _, reason)| *row == 8 && reason.contains("over Klaviyo's limit")),
-        "{reasons:?}"
-    );
+    for (row, what) in [
+        (8, "over Klaviyo's limit"),
+        (
+            9,
+            "property `doc` is nested 120 levels deep, more than the 100 klsync sends",
+        ),
+    ] {
+        assert!(
+            reasons
+                .iter()
+                .any(|(r, _, reason)| *r == row && reason.contains(what)),
+            "row {row} {what:?}: {reasons:?}"
+        );
+    }
 
     // Apply reads the rows again and refuses the same ones: only the good row reaches Klaviyo,
     // and none of the refused ones becomes a profile, null or string.
@@ -370,7 +384,7 @@ async fn postgres_values_klaviyo_cannot_hold_are_refused_before_sending() {
     let counts = later.profiles[0].counts;
     assert_eq!(
         (counts.rejected, counts.unset, counts.changed),
-        (8, 0, 0),
+        (10, 0, 0),
         "{counts:?}"
     );
 }

@@ -502,6 +502,20 @@ impl Run<'_> {
             let unset = !delta.unset.is_empty();
             let mut size = 0;
             let seen = if !delta.set.is_empty() {
+                if let Some((property, depth)) = too_deep(&delta.set) {
+                    self.mark(candidate.key, Seen::Rejected);
+                    self.reject(
+                        candidate.row,
+                        &Value::String(candidate.identifier),
+                        format!(
+                            "property `{property}` is nested {depth} levels deep, more than the \
+                             {MAX_PROPERTY_DEPTH} klsync sends (Klaviyo's JSON parser refuses a \
+                             request nested deeper than 128, and with it every profile of the \
+                             import job); flatten the value in the query"
+                        ),
+                    );
+                    continue;
+                }
                 size = profile_size(self.spec, &candidate.identifier, &delta.set);
                 if size > PROFILE_MAX_BYTES {
                     self.mark(candidate.key, Seen::Rejected);
@@ -672,6 +686,37 @@ impl Layout {
                 .collect::<Result<_, SyncError>>()?,
         })
     }
+}
+
+/// How deep a property value may nest (an array or object counts one level per bracket). A
+/// bulk import request puts property values 8 levels down, and a request nested deeper than 128
+/// levels is refused whole by serde_json's default limit (the emulator's, and the usual one of
+/// JSON parsers): one deep value would fail every profile of its job. 100 leaves room.
+pub const MAX_PROPERTY_DEPTH: usize = 100;
+
+/// The first property (by name) whose value nests deeper than [`MAX_PROPERTY_DEPTH`], with its
+/// depth.
+fn too_deep(set: &Map<String, Value>) -> Option<(&str, usize)> {
+    set.iter()
+        .map(|(property, value)| (property.as_str(), json_depth(value)))
+        .find(|(_, depth)| *depth > MAX_PROPERTY_DEPTH)
+}
+
+/// Nesting depth of a JSON value: 0 for a scalar, 1 for `[]` or `[1]`, 2 for `[[1]]`.
+/// Iterative, so no value can exhaust the stack.
+fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 0)];
+    while let Some((value, depth)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        pending.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
 }
 
 fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Value>) -> usize {
@@ -1102,5 +1147,33 @@ mod tests {
         // The table compares short hashes with the stored value's kept bits.
         let hash: RowHash = [0xab; 16];
         assert_eq!(short_hash(&hash) & !table::VALUE_BITS, 0);
+    }
+
+    #[test]
+    fn depth_counts_brackets_and_the_first_too_deep_property_is_named() {
+        use serde_json::json;
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!([])), 1);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": [2]}]})), 4);
+        let nest = |depth: usize| {
+            let mut value = json!(1);
+            for _ in 0..depth {
+                value = json!([value]);
+            }
+            value
+        };
+        let set = |depth: usize| -> Map<String, Value> {
+            [
+                ("a".to_owned(), json!("flat")),
+                ("b".to_owned(), nest(depth)),
+            ]
+            .into_iter()
+            .collect()
+        };
+        assert_eq!(too_deep(&set(MAX_PROPERTY_DEPTH)), None);
+        assert_eq!(
+            too_deep(&set(MAX_PROPERTY_DEPTH + 1)),
+            Some(("b", MAX_PROPERTY_DEPTH + 1))
+        );
     }
 }

@@ -45,7 +45,7 @@ use serde_json::{Value, json};
 
 /// Cases per fuzzer when `KLSYNC_FUZZ_CASES` is not set: the three together stay well under a
 /// minute in a debug build on a 2-core CI runner.
-const DEFAULT_CASES: u32 = 1500;
+const DEFAULT_CASES: u32 = 4000;
 
 fn cases() -> u32 {
     match std::env::var("KLSYNC_FUZZ_CASES") {
@@ -498,7 +498,8 @@ fn read_tree(root: &Path, dir: &Path, out: &mut Files) {
     }
 }
 
-/// The valid example projects and every broken fixture: the mutation seeds.
+/// The valid example projects (first, the shop and the minimal one) and every broken fixture:
+/// the mutation seeds.
 fn seed_projects() -> Vec<Files> {
     let base = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut dirs = vec![base.join("examples/shop"), base.join("examples/minimal")];
@@ -534,10 +535,14 @@ fn project_input() -> impl Strategy<Value = Files> {
             (PathBuf::from("m.yaml"), Bytes(bytes)),
         ]
     };
+    // The valid examples are drawn as often as all broken fixtures together: a mutation of a
+    // valid project often stays valid enough to reach the cross-file checks.
+    let valid = seeds[..2].to_vec();
+    let seed = prop_oneof![prop::sample::select(valid), prop::sample::select(seeds),];
     let mutated = (
-        prop::sample::select(seeds),
+        seed,
         any::<usize>(),
-        prop::collection::vec(text_edit(), 1..6),
+        prop::collection::vec(text_edit(), 1..4),
         any::<usize>(),
         prop::collection::vec(text_edit(), 0..2),
     )

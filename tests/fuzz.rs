@@ -45,7 +45,7 @@ use serde_json::{Value, json};
 
 /// Cases per fuzzer when `KLSYNC_FUZZ_CASES` is not set: the three together stay well under a
 /// minute in a debug build on a 2-core CI runner.
-const DEFAULT_CASES: u32 = 4000;
+const DEFAULT_CASES: u32 = 3000;
 
 fn cases() -> u32 {
     match std::env::var("KLSYNC_FUZZ_CASES") {

@@ -326,6 +326,15 @@ async fn postgres_values_klaviyo_cannot_hold_are_refused_before_sending() {
         "{:?}",
         rejected(sync_plan)
     );
+    // What `klsync plan` prints for the sync: each refused row with its number, identifier,
+    // column and reason.
+    let text = sync::render_text(&planned);
+    assert!(
+        text.contains(
+            "! row 2 \"nan@values.test\": column `score` (FLOAT8): cannot decode value: the value is NaN: "
+        ),
+        "{text}"
+    );
     let reasons = rejected(sync_plan);
     for (row, email, column, what) in [
         (2, "nan", "score", "the value is NaN"),

@@ -43,6 +43,10 @@ pub struct GlobalArgs {
     /// Write the run's metrics (requests per endpoint, retries, 429s, waits, rows, duration) as JSON.
     #[arg(long, global = true, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Write every exchange with Klaviyo (plan, apply, import, drift) as JSON lines, the API
+    /// key redacted: attach it to a report when Klaviyo behaves unexpectedly.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub record_http: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -335,8 +339,13 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
     /// API key the emulator accepts (repeatable). Defaults to KLAVIYO_API_KEY, else `pk_emulator`.
-    #[arg(long = "api-key", value_name = "KEY")]
+    /// `KEY:lists:read,lists:write` accepts the key with only those scopes (403 for the rest).
+    #[arg(long = "api-key", value_name = "KEY[:SCOPES]")]
     pub api_keys: Vec<String>,
+    /// How long a bulk import job stays `queued`, and then `processing`, before it completes
+    /// (`2m` behaves like a busy Klaviyo; the spec gives no duration).
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = crate::duration::parse_duration)]
+    pub job_delay: Duration,
 }
 
 #[derive(Debug, Args)]

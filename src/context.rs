@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::klaviyo::{ClientConfig, KlaviyoClient};
 use crate::manifest::ProjectSettings;
 use crate::manifest::types::ManifestFile;
+use crate::run::Output;
 use crate::settings::{DEFAULT_BASE_URL, Secret, redact_url};
 use crate::sql::{QueryManager, QueryOptions};
 use crate::state::StateStore;
@@ -64,8 +65,17 @@ pub enum Pacing {
     Off,
 }
 
-/// A Klaviyo client for `config`.
-pub fn client(config: ClientConfig) -> Result<KlaviyoClient, Error> {
+/// A Klaviyo client for `config`, paced as `pacing` says, recording its exchanges where the
+/// run's `--record-http` says.
+pub fn client(
+    mut config: ClientConfig,
+    pacing: Pacing,
+    output: &Output,
+) -> Result<KlaviyoClient, Error> {
+    if pacing == Pacing::Off {
+        config.rate_limit_factor = None;
+    }
+    config.record_http = output.record_http.clone();
     let shown = redact_url(&config.base_url);
     KlaviyoClient::new(config)
         .map_err(|err| Error::Config(format!("Klaviyo base URL {shown}: {err}")))

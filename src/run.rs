@@ -9,6 +9,7 @@ use clap::Parser;
 use crate::cli::{Cli, ColorChoice, Command, GlobalArgs, QueryCommand, StateCommand};
 use crate::commands;
 use crate::error::{Error, ExitStatus};
+use crate::klaviyo::HttpRecorder;
 use crate::logging::{self, LogOptions, Verbosity};
 use crate::metrics::{self, Recorder};
 use crate::progress::Progress;
@@ -58,7 +59,7 @@ pub fn main_entry() -> ExitCode {
 
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
-    let output = Output::new(&cli.global);
+    let output = Output::new(&cli.global)?;
     let name = command_name(&cli.command);
     tracing::info!(
         command = name,
@@ -155,10 +156,12 @@ pub struct Output {
     pub quiet: bool,
     /// This run's counters (requests, rows, changes): see [`crate::metrics`].
     pub metrics: Recorder,
+    /// `--record-http`: where the Klaviyo clients of this run record their exchanges.
+    pub record_http: Option<HttpRecorder>,
 }
 
 impl Output {
-    fn new(global: &GlobalArgs) -> Self {
+    fn new(global: &GlobalArgs) -> Result<Self, Error> {
         use std::io::IsTerminal;
         let color = match global.color {
             ColorChoice::Always => true,
@@ -168,11 +171,21 @@ impl Output {
                     && std::io::stdout().is_terminal()
             }
         };
-        Output {
+        let record_http = match &global.record_http {
+            Some(path) => Some(HttpRecorder::create(path).map_err(|err| {
+                Error::Config(format!(
+                    "--record-http {}: cannot create the file: {err}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        Ok(Output {
             color,
             quiet: global.quiet,
             metrics: Recorder::new(),
-        }
+            record_http,
+        })
     }
 
     /// Progress bars on stderr: on when stderr is a terminal and not `-q`.

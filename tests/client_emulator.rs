@@ -451,20 +451,22 @@ fn assert_no_429(handle: &EmulatorHandle, client: &KlaviyoClient, reads: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_burst_of_2000_reads_gets_no_429_at_scaled_real_limits() {
-    const FACTOR: f64 = 20.0;
+    // Factor 5 rather than more: a loaded 2-core machine cannot send much faster than 375/s, and
+    // the test must still make the client hold requests back.
+    const FACTOR: f64 = 5.0;
     const READS: usize = 2000;
     let handle = start(RateLimitMode::Scaled(FACTOR), None).await;
     let list = handle.seed(|s| s.create_list("Read me", None));
     let client = client(&handle, Some(FACTOR));
-    // get_list is L-tier: 75/s and 750/min, here 1,500/s and 15,000/min.
+    // get_list is L-tier: 75/s and 750/min, here 375/s and 3,750/min.
     let elapsed = burst(READS, 64, || {
         let (client, list) = (client.clone(), list.clone());
         async move { client.get_list(&list).await.map(drop) }
     })
     .await;
     assert_no_429(&handle, &client, READS as u64);
-    // At most 1,500 in any second: 2,000 reads cannot fit in one.
-    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    // At most 375 in any second: 2,000 reads need six windows, so they span more than 5 s.
+    assert!(elapsed >= Duration::from_secs(5), "{elapsed:?}");
     eprintln!(
         "{READS} paced reads (get_list, factor {FACTOR}): {:.2} s, {:?}",
         elapsed.as_secs_f64(),

@@ -546,11 +546,12 @@ async fn a_100_mb_or_endless_body_is_not_read_past_the_cap() {
     );
     assert_eq!(server.count("GET", "/api/lists/endless"), 3);
     // The client read each endless body up to the cap and hung up: what the server got rid of is
-    // the cap plus what the socket buffers hold, never the flood.
+    // about the cap plus what the socket buffers hold, never the flood. The lower bound is loose
+    // because the server counts only the writes that completed before the hang-up.
     let sent = server.flooded.load(Ordering::Relaxed) - before;
     let cap_bytes = MAX_RESPONSE_BYTES as u64;
     assert!(
-        sent >= 3 * cap_bytes && sent < 3 * (cap_bytes + 16 * 1024 * 1024),
+        sent >= 3 * (cap_bytes / 2) && sent < 3 * (cap_bytes + 16 * 1024 * 1024),
         "{sent} bytes sent for 3 attempts"
     );
 

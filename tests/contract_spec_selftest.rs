@@ -54,3 +54,37 @@ fn error_bodies_are_checked_against_the_error_schema() {
     let broken = json!({"errors": [{"code": "invalid"}]});
     assert!(validate_body("POST", "/api/lists", Body::Response(400), &broken).is_err());
 }
+
+/// The scopes klsync names (in plans and 403 errors) and the emulator enforces are the spec's.
+#[test]
+fn operation_scopes_are_the_specs() {
+    use klsync::klaviyo::Operation;
+    let spec = support::openapi::spec();
+    for op in Operation::ALL {
+        let declared: Vec<&str> =
+            spec["paths"][op.path_template()][op.method().to_lowercase()]["x-klaviyo-scopes"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{} has no x-klaviyo-scopes", op.operation_id()))
+                .iter()
+                .map(|scope| scope.as_str().expect("a scope"))
+                .collect();
+        assert_eq!(op.scopes(), declared.as_slice(), "{}", op.operation_id());
+    }
+}
+
+#[test]
+fn a_oneof_of_integer_or_number_takes_an_integer() {
+    // Klaviyo's numeric filter value is `oneOf: [integer, number]`; read literally, 100 would
+    // match both and be refused.
+    let definition = json!({"condition_groups": [{"conditions": [{
+        "type": "profile-property",
+        "property": "properties['ltv']",
+        "filter": {"type": "numeric", "operator": "greater-than", "value": 100}
+    }]}]});
+    let body = json!({"data": {"type": "segment", "attributes": {"name": "Big", "definition": definition}}});
+    validate_body("POST", "/api/segments", Body::Request, &body).expect("an integer value");
+    let mut wrong = body.clone();
+    wrong["data"]["attributes"]["definition"]["condition_groups"][0]["conditions"][0]["filter"]["value"] =
+        json!("100");
+    assert!(validate_body("POST", "/api/segments", Body::Request, &wrong).is_err());
+}

@@ -605,10 +605,8 @@ async fn profiles_duplicates_patch_semantics_and_import() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        pointer(&body),
-        "/data/attributes/meta/patch_properties/unset"
-    );
+    // `meta` is beside `attributes` in this body: the pointer says where the value is.
+    assert_eq!(pointer(&body), "/data/meta/patch_properties/unset");
 
     let other = api.create_profile("b@example.com").await;
     let (status, body) = api
@@ -714,5 +712,64 @@ async fn segments_validate_and_compute_membership() {
         .send(Method::DELETE, &format!("/api/segments/{seg}"), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    handle.shutdown().await;
+}
+
+/// Issue 12: the emulator validates requests against the spec itself, so what the spec allows is
+/// accepted (the official Python SDK's `update_segment` sends `is_starred: null`) and what it
+/// does not is refused with Klaviyo's error shape, pointing at the place.
+#[tokio::test]
+async fn requests_are_checked_against_the_spec() {
+    let handle = start().await;
+    let api = Api::new(&handle);
+    let definition = json!({"condition_groups": [{"conditions": [{
+        "type": "profile-property", "property": "properties['ltv']",
+        "filter": {"type": "numeric", "operator": "greater-than", "value": 100}}]}]});
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/api/segments",
+            Some(json!({"data": {"type": "segment", "attributes": {"name": "Big", "definition": definition}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["data"]["id"].as_str().expect("id").to_owned();
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("/api/segments/{id}"),
+            Some(json!({"data": {"type": "segment", "id": id,
+                                 "attributes": {"name": "Bigger", "is_starred": null}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["attributes"]["name"], "Bigger");
+
+    let (status, body) = api
+        .send(
+            Method::PATCH,
+            &format!("/api/segments/{id}"),
+            Some(json!({"data": {"type": "segment", "id": id,
+                                 "attributes": {"name": "X", "colour": "red"}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["code"], "invalid");
+    assert!(
+        body["errors"][0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("colour"),
+        "{body}"
+    );
+
+    let (status, body) = api.send(Method::GET, "/api/lists?pagesize=5", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["source"]["parameter"], "pagesize");
+    let (status, body) = api
+        .send(Method::GET, "/api/lists?page%5Bsize%5D=11", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["source"]["parameter"], "page[size]");
     handle.shutdown().await;
 }

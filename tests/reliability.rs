@@ -114,8 +114,23 @@ fn tag_reference((group, tag): &(String, String)) -> String {
     }
 }
 
+/// Guardrails written into the manifests by the fault suite's last phase.
+#[derive(Debug, Clone, Copy, Default)]
+struct Guards {
+    /// `prevent_destroy: true` on list 1.
+    protect: bool,
+    /// Lists 0 and 1 dropped from the manifests.
+    drop_two_lists: bool,
+    /// `max_removals` on the mirror list.
+    max_removals: Option<usize>,
+}
+
 /// The manifests of a project at `scale`.
 fn manifests(scale: &Scale) -> String {
+    guarded_manifests(scale, Guards::default())
+}
+
+fn guarded_manifests(scale: &Scale, guards: Guards) -> String {
     let mut text = String::from("tags: [auto]\ntag_groups:\n");
     for g in 0..scale.tag_groups {
         let tags: Vec<String> = (0..TAGS_PER_GROUP).map(tag_name).collect();
@@ -128,17 +143,27 @@ fn manifests(scale: &Scale) -> String {
     }
     text.push_str("lists:\n");
     for i in 0..scale.lists {
+        if guards.drop_two_lists && i < 2 {
+            continue;
+        }
         let tags: Vec<String> = tags_of(i, scale).iter().map(tag_reference).collect();
         text.push_str(&format!(
             "  - id: l{i}\n    name: {}\n    tags: [{}]\n",
             list_name(i),
             tags.join(", ")
         ));
+        if guards.protect && i == 1 {
+            text.push_str("    prevent_destroy: true\n");
+        }
     }
     text.push_str(&format!(
         "  - id: mirror\n    name: {MIRROR_LIST}\n    members:\n      query: vip\n      \
-         identify_by: email\n      mode: mirror\nsegments:\n"
+         identify_by: email\n      mode: mirror\n"
     ));
+    if let Some(max) = guards.max_removals {
+        text.push_str(&format!("      max_removals: {max}\n"));
+    }
+    text.push_str("segments:\n");
     for i in 0..scale.segments {
         let tags: Vec<String> = tags_of(i, scale).iter().map(tag_reference).collect();
         text.push_str(&format!(
@@ -500,15 +525,92 @@ async fn applies_under_faults_converge_exactly() {
         }
         setup.assert_converged(phase).await;
     }
+    let refusals = guardrails_hold(&setup).await;
     let stats = setup.emulator.stats();
     eprintln!(
-        "fault suite ({FAULTS}), {scale:?}: converged after {runs} apply runs in {:.0} s; \
+        "fault suite ({FAULTS}), {scale:?}: {refusals} guardrail refusals held; \
+         converged after {runs} apply runs in {:.0} s; \
          klsync sent {sent} requests, {retries} retried, {limited} answered 429; the emulator \
          counted {} requests by status {:?}",
         started.elapsed().as_secs_f64(),
         stats.total,
         stats.by_status
     );
+}
+
+/// Runs `apply` (with `extra` arguments) against the faulty emulator until it ends for another
+/// reason than a fault: exit 0, or exit 1 with `refusal` in its error. Returns the last run.
+async fn apply_past_faults(setup: &Setup, extra: &[&str], refusal: Option<&str>) -> Finished {
+    for _ in 0..12 {
+        let mut args = vec!["apply", "--auto-approve"];
+        args.extend_from_slice(extra);
+        let finished = setup.run(&args, &[]).await;
+        let refused = refusal.is_some_and(|needle| finished.stderr.contains(needle));
+        if finished.code == 0 || refused {
+            return finished;
+        }
+    }
+    panic!("apply {extra:?} never got past the faults");
+}
+
+/// The lists, and the mirror list's member count, the emulator holds.
+fn inventory(setup: &Setup) -> (BTreeSet<String>, usize) {
+    setup.emulator.seed(|state| {
+        let names = state.lists.values().map(|l| l.name.clone()).collect();
+        let mirror = state
+            .lists
+            .values()
+            .find(|l| l.name == MIRROR_LIST)
+            .map_or(0, |l| l.members.len());
+        (names, mirror)
+    })
+}
+
+/// The guardrails, still under faults, on a converged project: a destroy without
+/// `--allow-destroy`, a destroy of a `prevent_destroy` list dropped from the manifests, and a
+/// mirror change beyond `max_removals` are each refused and change nothing. Returns how many
+/// refusals were checked.
+async fn guardrails_hold(setup: &Setup) -> usize {
+    let scale = &setup.scale;
+    let write = |guards: Guards| {
+        setup
+            .project
+            .write("project.yaml", &guarded_manifests(scale, guards))
+    };
+    let guarded = Guards {
+        protect: true,
+        drop_two_lists: false,
+        max_removals: Some(5),
+    };
+    write(guarded);
+    let recorded = apply_past_faults(setup, &[], None).await;
+    assert_eq!(recorded.code, 0, "{}", recorded.stderr);
+    let before = inventory(setup);
+
+    write(Guards {
+        drop_two_lists: true,
+        ..guarded
+    });
+    let refused = apply_past_faults(setup, &[], Some("--allow-destroy")).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert_eq!(
+        inventory(setup),
+        before,
+        "a destroy without --allow-destroy"
+    );
+    let refused = apply_past_faults(setup, &["--allow-destroy"], Some("forbidden")).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains(&list_name(1)), "{}", refused.stderr);
+    assert_eq!(inventory(setup), before, "a prevent_destroy list dropped");
+
+    write(guarded);
+    setup
+        .data("UPDATE customers SET vip = 0 WHERE vip = 1 AND n % 5 = 0")
+        .await;
+    let refused = apply_past_faults(setup, &[], Some("max_removals")).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert_eq!(inventory(setup), before, "removals beyond max_removals");
+    3
 }
 
 /// Where the crash suite kills an apply.

@@ -267,6 +267,7 @@ mod tests {
             cost: Cost::default(),
             warnings: Vec::new(),
             data: None,
+            scopes: Vec::new(),
         }
     }
 

@@ -100,7 +100,7 @@ pub(crate) async fn apply_command(
         Some(path) => Some(check_saved(args, &project, path)?),
         None => None,
     };
-    let connection = Connection::open(&project, env, pacing).await?;
+    let connection = Connection::open(&project, env, pacing, output).await?;
     let actor = detect_actor();
     let start = RunStart {
         command: "apply".to_owned(),

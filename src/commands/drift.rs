@@ -44,11 +44,8 @@ pub(crate) async fn drift_command(
     pacing: Pacing,
 ) -> Result<ExitStatus, Error> {
     let project = load(&args.project.dir, output)?;
-    let mut config = context::client_config(&project.settings, env)?;
-    if pacing == Pacing::Off {
-        config.rate_limit_factor = None;
-    }
-    let client = context::client(config)?;
+    let config = context::client_config(&project.settings, env)?;
+    let client = context::client(config, pacing, output)?;
     let url = context::state_url(&project.settings, &project.root, env);
     if let Some(path) = sqlite_file(&url)
         && !path.exists()

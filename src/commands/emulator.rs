@@ -25,6 +25,7 @@ pub fn run(args: EmulatorArgs, _output: &Output) -> Result<ExitStatus, Error> {
         seed: args.seed,
         state_file: args.state_file,
         api_keys,
+        job_delay: args.job_delay,
         ..EmulatorConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -82,11 +82,8 @@ pub(crate) async fn import_command(
         source,
     })?;
     let settings = settings(dir)?;
-    let mut config = context::client_config(&settings, env)?;
-    if pacing == Pacing::Off {
-        config.rate_limit_factor = None;
-    }
-    let client = context::client(config)?;
+    let config = context::client_config(&settings, env)?;
+    let client = context::client(config, pacing, output)?;
     let url = context::state_url(&settings, dir, env);
     let store = context::connect_state(&url).await?;
     let actor = detect_actor();

@@ -62,7 +62,7 @@ pub(crate) async fn plan_command(
     pacing: Pacing,
 ) -> Result<ExitStatus, Error> {
     let project = load(&args.project.dir, output)?;
-    let connection = Connection::open(&project, env, pacing).await?;
+    let connection = Connection::open(&project, env, pacing, output).await?;
     let planned = async {
         let check = match args.refresh {
             Some(Refresh::Full) => Some(
@@ -194,12 +194,10 @@ impl Connection {
         project: &Project,
         env: EnvLookup<'_>,
         pacing: Pacing,
+        output: &Output,
     ) -> Result<Connection, Error> {
-        let mut config = context::client_config(&project.settings, env)?;
-        if pacing == Pacing::Off {
-            config.rate_limit_factor = None;
-        }
-        let client = context::client(config)?;
+        let config = context::client_config(&project.settings, env)?;
+        let client = context::client(config, pacing, output)?;
         // Before the state database: a missing DATABASE_URL is a setup error best reported
         // before anything is opened.
         let queries = context::connect_data(&project.settings, &project.merged(), env).await?;
@@ -280,6 +278,8 @@ impl Connection {
             plan.warnings.extend(recreated);
             plan = plan.with_data(data);
         }
+        let metrics = self.client.metrics();
+        plan.scopes = plan::required_scopes(&plan, metrics.requests.keys().map(String::as_str));
         Ok(Planned {
             plan,
             desired,

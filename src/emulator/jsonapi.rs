@@ -100,6 +100,21 @@ impl ApiError {
         )
     }
 
+    /// 403 for a key that lacks a scope the operation needs. Klaviyo's docs show the code and
+    /// title; whether its detail names the scope is not published, so klsync never relies on it
+    /// (it names the scopes from its own table).
+    pub fn permission_denied(missing: &[&str]) -> Self {
+        ApiError::new(
+            403,
+            "permission_denied",
+            "You do not have permission to perform this action.",
+            format!(
+                "This API key is missing the required scope(s): {}.",
+                missing.join(", ")
+            ),
+        )
+    }
+
     /// 401 for a missing or wrong API key.
     pub fn unauthorized() -> Self {
         ApiError::new(

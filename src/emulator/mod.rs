@@ -23,6 +23,7 @@ pub mod jsonapi;
 pub mod ratelimit;
 pub mod segments;
 pub mod server;
+pub mod spec;
 pub mod state;
 pub mod stats;
 
@@ -80,7 +81,8 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// File to load state from at start and save it to on shutdown.
     pub state_file: Option<std::path::PathBuf>,
-    /// API keys the emulator accepts.
+    /// API keys the emulator accepts: `KEY` with every scope, or `KEY:scope,scope` with only
+    /// those (a request needing another is answered 403 `permission_denied`).
     pub api_keys: Vec<String>,
     /// How long a bulk import job stays `queued`, and then `processing`.
     pub job_delay: Duration,
@@ -221,6 +223,12 @@ pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, EmulatorErr
             "at least one API key is required".into(),
         ));
     }
+    let api_keys = config
+        .api_keys
+        .iter()
+        .map(|text| server::KeyGrant::parse(text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(EmulatorError::Config)?;
     let state = load_state(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -242,7 +250,7 @@ pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, EmulatorErr
             Arc::clone(&config.clock),
         )),
         faults: Mutex::new(faults::FaultInjector::new(spec, config.seed)),
-        api_keys: config.api_keys.clone(),
+        api_keys,
         seed: config.seed,
         job_delay: config.job_delay,
     });

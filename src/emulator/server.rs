@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::spec;
 use crate::klaviyo::operations::{Operation, match_template};
 
 use super::faults::{Fault, FaultInjector, Timing};
@@ -46,12 +47,72 @@ pub struct App {
     pub limiter: Mutex<Limiter>,
     /// Fault injector.
     pub faults: Mutex<FaultInjector>,
-    /// Accepted API keys.
-    pub api_keys: Vec<String>,
+    /// Accepted API keys, each with its scopes.
+    pub api_keys: Vec<KeyGrant>,
     /// Seed, for resetting the state.
     pub seed: u64,
     /// Delay before a bulk job starts, and again before it completes.
     pub job_delay: Duration,
+}
+
+/// An API key the emulator accepts, and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGrant {
+    pub key: String,
+    /// `None`: every scope (a full-access key).
+    pub scopes: Option<std::collections::BTreeSet<String>>,
+}
+
+impl KeyGrant {
+    /// `KEY` (full access) or `KEY:scope,scope` (only those scopes; `lists:write` does not
+    /// imply `lists:read`, as in Klaviyo's key settings where each is granted on its own).
+    /// Klaviyo's private keys never hold a `:`.
+    pub fn parse(text: &str) -> Result<KeyGrant, String> {
+        let (key, scopes) = match text.split_once(':') {
+            None => (text, None),
+            Some((key, scopes)) => {
+                let scopes: std::collections::BTreeSet<String> = scopes
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                for scope in &scopes {
+                    let known = Operation::ALL
+                        .iter()
+                        .any(|op| op.scopes().contains(&scope.as_str()));
+                    if !known {
+                        return Err(format!(
+                            "API key {}…: unknown scope {scope:?}; scopes look like lists:read, \
+                             profiles:write",
+                            key.chars().take(6).collect::<String>()
+                        ));
+                    }
+                }
+                (key, Some(scopes))
+            }
+        };
+        if key.trim().is_empty() {
+            return Err("an API key is empty".into());
+        }
+        Ok(KeyGrant {
+            key: key.trim().to_owned(),
+            scopes,
+        })
+    }
+
+    /// The scopes `op` needs that this key lacks.
+    pub fn missing_scopes(&self, op: Operation) -> Vec<&'static str> {
+        match &self.scopes {
+            None => Vec::new(),
+            Some(granted) => op
+                .scopes()
+                .iter()
+                .copied()
+                .filter(|scope| !granted.contains(*scope))
+                .collect(),
+        }
+    }
 }
 
 /// Locks a mutex, recovering the data if a panicking request poisoned it.
@@ -315,13 +376,17 @@ async fn pipeline(
     }
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let authorized = headers
+    let grant = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Klaviyo-API-Key "))
-        .is_some_and(|key| app.api_keys.iter().any(|k| k == key.trim()));
-    if !authorized {
+        .and_then(|key| app.api_keys.iter().find(|grant| grant.key == key.trim()));
+    let Some(grant) = grant else {
         return Outcome::Respond(error_response(app, &ApiError::unauthorized()));
+    };
+    let missing = grant.missing_scopes(op);
+    if !missing.is_empty() {
+        return Outcome::Respond(error_response(app, &ApiError::permission_denied(&missing)));
     }
     match headers.get("revision").and_then(|h| h.to_str().ok()) {
         Some(r) if valid_revision(r) => {}
@@ -376,6 +441,13 @@ async fn pipeline(
         Ok(b) => b,
         Err(err) => return Outcome::Respond(error_response(app, &err)),
     };
+    let checked = spec::validate_query(op, &query).and_then(|()| match &body {
+        Some(body) => spec::validate_request(op, body),
+        None => Ok(()),
+    });
+    if let Err(err) = checked {
+        return Outcome::Respond(error_response(app, &err));
+    }
     let ctx = RequestCtx {
         base: base_url(headers, local),
         path,

@@ -33,6 +33,7 @@ use super::error::{ApiError, ApiErrorObject, snippet};
 use super::gate::Gate;
 use super::operations::Operation;
 use super::ratelimit::{Acquisition, RateLimiters};
+use super::record::{self, HttpRecorder};
 use crate::settings::{self, Secret};
 
 /// JSON:API media type, used for `accept` and `content-type`.
@@ -99,6 +100,8 @@ pub struct ClientConfig {
     /// First backoff step after a 5xx or transport failure; doubles per attempt (with full
     /// jitter), capped at 30 s.
     pub backoff_base: Duration,
+    /// `--record-http`: where every exchange is written (see [`super::record`]).
+    pub record_http: Option<HttpRecorder>,
 }
 
 impl ClientConfig {
@@ -118,6 +121,7 @@ impl ClientConfig {
             rate_limit_factor: Some(1.0),
             max_retry_after: Duration::from_secs(120),
             backoff_base: DEFAULT_RETRY_BACKOFF,
+            record_http: None,
         }
     }
 }
@@ -159,6 +163,10 @@ struct Inner {
     backoff_base: Duration,
     limiters: Option<RateLimiters>,
     metrics: Mutex<ClientMetrics>,
+    recorder: Option<HttpRecorder>,
+    /// For the recording: the key to redact and the headers sent with every request.
+    api_key: Secret,
+    revision: String,
 }
 
 impl std::fmt::Debug for KlaviyoClient {
@@ -258,6 +266,8 @@ enum Attempt {
         content_type: Option<String>,
         body: Vec<u8>,
         retry_after: Option<Duration>,
+        /// The headers a `--record-http` recording keeps.
+        recorded_headers: Vec<(String, String)>,
     },
     Failed {
         error: ApiError,
@@ -329,6 +339,9 @@ impl KlaviyoClient {
                 backoff_base: config.backoff_base,
                 limiters,
                 metrics: Mutex::new(ClientMetrics::default()),
+                recorder: config.record_http,
+                api_key: config.api_key,
+                revision: config.revision,
             }),
         })
     }
@@ -685,6 +698,9 @@ impl KlaviyoClient {
         let outcome = self.send(call).instrument(span.clone()).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         span.record("duration_ms", duration_ms);
+        if let Some(recorder) = &self.inner.recorder {
+            self.record(recorder, call, attempt, duration_ms, &outcome);
+        }
         match &outcome {
             Attempt::Response { status, .. } => {
                 self.inner.gate.answered(call.op);
@@ -705,7 +721,50 @@ impl KlaviyoClient {
         outcome
     }
 
-    async fn send(&self, call: &Call) -> Attempt {
+    fn record(
+        &self,
+        recorder: &HttpRecorder,
+        call: &Call,
+        attempt: u32,
+        duration_ms: u64,
+        outcome: &Attempt,
+    ) {
+        let url = self.url(call);
+        let mut request_headers = vec![
+            ("authorization", "Klaviyo-API-Key [redacted]".to_owned()),
+            ("revision", self.inner.revision.clone()),
+            ("accept", JSON_API.to_owned()),
+        ];
+        if call.body.is_some() {
+            request_headers.push(("content-type", JSON_API.to_owned()));
+        }
+        let outcome = match outcome {
+            Attempt::Response {
+                status,
+                body,
+                recorded_headers,
+                ..
+            } => record::Outcome::Response {
+                status: *status,
+                headers: recorded_headers.clone(),
+                body,
+            },
+            Attempt::Failed { error, .. } => record::Outcome::Failed(error.to_string()),
+        };
+        let exchange = record::Exchange {
+            operation: call.op.operation_id(),
+            attempt,
+            duration_ms,
+            method: call.op.method(),
+            url: url.as_str(),
+            request_headers,
+            request_body: call.body.as_deref(),
+            outcome,
+        };
+        recorder.record(&exchange, &[self.inner.api_key.expose()]);
+    }
+
+    fn url(&self, call: &Call) -> url::Url {
         let mut url = self.inner.base.clone();
         let prefix = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{prefix}{}", call.path));
@@ -714,6 +773,11 @@ impl KlaviyoClient {
         } else {
             url.query_pairs_mut().clear().extend_pairs(&call.query);
         }
+        url
+    }
+
+    async fn send(&self, call: &Call) -> Attempt {
+        let url = self.url(call);
         let method = reqwest::Method::from_bytes(call.op.method().as_bytes())
             .expect("operation methods are valid HTTP methods");
         let mut request = self.inner.http.request(method, url);
@@ -736,6 +800,18 @@ impl KlaviyoClient {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let content_type = header(CONTENT_TYPE);
+        let recorded_headers = if self.inner.recorder.is_some() {
+            response
+                .headers()
+                .iter()
+                .filter(|(name, _)| record::kept_response_header(name.as_str()))
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let limit = self.inner.max_response_bytes;
         let too_large = || Attempt::Failed {
             error: ApiError::ResponseTooLarge {
@@ -768,6 +844,7 @@ impl KlaviyoClient {
             content_type,
             body,
             retry_after,
+            recorded_headers,
         }
     }
 

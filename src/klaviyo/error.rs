@@ -129,7 +129,12 @@ pub(crate) fn snippet(body: &[u8]) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Klaviyo answered with an error status (4xx other than 429, or a 5xx after retries).
-    #[error("{} failed with HTTP {status}: {}", .operation.operation_id(), summary(errors))]
+    #[error(
+        "{} failed with HTTP {status}: {}{}",
+        .operation.operation_id(),
+        summary(errors),
+        scope_hint(*.status, *.operation)
+    )]
     Klaviyo {
         /// HTTP status.
         status: u16,
@@ -283,6 +288,21 @@ pub enum ApiError {
         /// The operation not sent.
         operation: Operation,
     },
+}
+
+/// For a 403: the scopes the operation needs, from the spec, since Klaviyo's answer need not
+/// name them.
+fn scope_hint(status: u16, operation: Operation) -> String {
+    if status != 403 {
+        return String::new();
+    }
+    format!(
+        " ({} needs an API key with the scope(s) {}: add the missing one(s) to the key in \
+         Klaviyo, Settings > API keys, or use a key that has them; `klsync plan` lists every \
+         scope an apply needs)",
+        operation.operation_id(),
+        operation.scopes().join(", ")
+    )
 }
 
 fn summary(errors: &[ApiErrorObject]) -> String {

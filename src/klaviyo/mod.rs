@@ -7,6 +7,7 @@
 //! - [`ratelimit`]: client-side pacing to the published limits, and plan cost estimates.
 //! - [`operations`]: the operation table shared with the emulator.
 //! - `gate`: whether another request may be sent (run deadline, circuit breaker).
+//! - [`record`]: `--record-http`, every exchange as a JSON line.
 //! - [`error`]: the error type, [`ApiError`].
 
 pub mod client;
@@ -16,6 +17,7 @@ mod gate;
 pub mod observe;
 pub mod operations;
 pub mod ratelimit;
+pub mod record;
 mod resources;
 pub mod types;
 
@@ -25,6 +27,7 @@ pub use client::{
 };
 pub use error::{ApiError, ApiErrorObject};
 pub use operations::{ExtraBucket, Operation, RateLimit};
+pub use record::HttpRecorder;
 pub use resources::{BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, PROFILE_MAX_BYTES};
 pub use types::{
     BulkImportJob, ImportError, JobStatus, List, OptInProcess, Profile, ProfileAttributes,

@@ -1,9 +1,11 @@
-//! Every Klaviyo operation klsync uses, with its method, path template and rate limits.
+//! Every Klaviyo operation klsync uses, with its method, path template, rate limits and scopes.
 //!
-//! Generated once from the official OpenAPI spec (`x-klaviyo-ratelimit` of each operation in
-//! klaviyo/openapi `openapi/stable.json`, revision 2026-07-15, MIT licence). Pure data shared by
-//! the client (which paces itself by it) and the emulator (which enforces it), so the two can
-//! never disagree about a limit.
+//! Generated once from the official OpenAPI spec (`x-klaviyo-ratelimit` and `x-klaviyo-scopes`
+//! of each operation in klaviyo/openapi `openapi/stable.json`, revision 2026-07-15, MIT
+//! licence; `tests/contract_spec_selftest.rs` checks the scopes against it). Pure data shared
+//! by the client (which paces itself by it, and names a missing scope), the plan (which lists
+//! the scopes an apply needs) and the emulator (which enforces both), so they can never
+//! disagree.
 
 /// The rate limits Klaviyo publishes for one operation: a 1-second burst window, a 60-second
 /// steady window and, for a few creates, a daily cap.
@@ -402,6 +404,70 @@ impl Operation {
             Operation::GetTagGroupIdForTag => "/api/tags/{id}/relationships/tag-group",
             Operation::GetTagsForTagGroup => "/api/tag-groups/{id}/tags",
             Operation::GetTagIdsForTagGroup => "/api/tag-groups/{id}/relationships/tags",
+        }
+    }
+
+    /// The API scopes a key needs for the operation (`x-klaviyo-scopes` in the spec); a key
+    /// without one of them gets a 403.
+    pub fn scopes(self) -> &'static [&'static str] {
+        match self {
+            Operation::GetLists => &["lists:read"],
+            Operation::CreateList => &["lists:write"],
+            Operation::GetList => &["lists:read"],
+            Operation::UpdateList => &["lists:write"],
+            Operation::DeleteList => &["lists:write"],
+            Operation::GetTagsForList => &["lists:read", "tags:read"],
+            Operation::GetTagIdsForList => &["lists:read", "tags:read"],
+            Operation::GetProfilesForList => &["lists:read", "profiles:read"],
+            Operation::GetProfileIdsForList => &["lists:read", "profiles:read"],
+            Operation::AddProfilesToList => &["lists:write", "profiles:write"],
+            Operation::RemoveProfilesFromList => &["lists:write", "profiles:write"],
+            Operation::GetProfiles => &["profiles:read"],
+            Operation::CreateProfile => &["profiles:write"],
+            Operation::GetProfile => &["profiles:read"],
+            Operation::UpdateProfile => &["profiles:write"],
+            Operation::GetBulkImportProfilesJobs => &["lists:read", "profiles:read"],
+            Operation::BulkImportProfiles => &["lists:write", "profiles:write"],
+            Operation::GetBulkImportProfilesJob => &["lists:read", "profiles:read"],
+            Operation::CreateOrUpdateProfile => &["profiles:write"],
+            Operation::GetListsForProfile => &["lists:read", "profiles:read"],
+            Operation::GetListIdsForProfile => &["lists:read", "profiles:read"],
+            Operation::GetSegmentsForProfile => &["profiles:read", "segments:read"],
+            Operation::GetSegmentIdsForProfile => &["profiles:read", "segments:read"],
+            Operation::GetListForBulkImportProfilesJob => &["lists:read"],
+            Operation::GetSegments => &["segments:read"],
+            Operation::CreateSegment => &["segments:write"],
+            Operation::GetSegment => &["segments:read"],
+            Operation::UpdateSegment => &["segments:write"],
+            Operation::DeleteSegment => &["segments:write"],
+            Operation::GetTagsForSegment => &["segments:read", "tags:read"],
+            Operation::GetTagIdsForSegment => &["segments:read", "tags:read"],
+            Operation::GetProfilesForSegment => &["profiles:read", "segments:read"],
+            Operation::GetProfileIdsForSegment => &["profiles:read", "segments:read"],
+            Operation::GetTags => &["tags:read"],
+            Operation::CreateTag => &["tags:read", "tags:write"],
+            Operation::GetTag => &["tags:read"],
+            Operation::UpdateTag => &["tags:read", "tags:write"],
+            Operation::DeleteTag => &["tags:read", "tags:write"],
+            Operation::GetTagGroups => &["tags:read"],
+            Operation::CreateTagGroup => &["tags:read", "tags:write"],
+            Operation::GetTagGroup => &["tags:read"],
+            Operation::UpdateTagGroup => &["tags:read", "tags:write"],
+            Operation::DeleteTagGroup => &["tags:read", "tags:write"],
+            Operation::GetListIdsForTag => &["lists:read", "tags:read"],
+            Operation::TagLists => &["lists:write", "tags:write"],
+            Operation::RemoveTagFromLists => &["lists:write", "tags:write"],
+            Operation::GetSegmentIdsForTag => &["segments:read", "tags:read"],
+            Operation::TagSegments => &["segments:write", "tags:write"],
+            Operation::RemoveTagFromSegments => &["segments:write", "tags:write"],
+            Operation::GetTagGroupForTag => &["tags:read"],
+            Operation::GetTagGroupIdForTag => &["tags:read"],
+            Operation::GetTagsForTagGroup => &["tags:read"],
+            Operation::GetTagIdsForTagGroup => &["tags:read"],
+            Operation::GetListIdsForBulkImportProfilesJob => &["lists:read"],
+            Operation::GetProfilesForBulkImportProfilesJob => &["profiles:read"],
+            Operation::GetProfileIdsForBulkImportProfilesJob => &["profiles:read"],
+            Operation::GetErrorsForBulkImportProfilesJob => &["profiles:read"],
         }
     }
 

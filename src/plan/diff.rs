@@ -43,6 +43,7 @@ pub fn diff(
         cost,
         warnings,
         data: None,
+        scopes: Vec::new(),
     })
 }
 

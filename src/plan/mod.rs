@@ -35,11 +35,12 @@ mod diff;
 mod model_apply;
 mod normalize;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::klaviyo::Operation;
 use crate::model::{ResourceKey, ResourceKind};
 
 pub use cost::{daily_cap_warnings, estimated_duration, format_duration, requests};
@@ -351,6 +352,34 @@ pub struct Plan {
     /// manifests declare any. Apply reads the data again; see `docs/sync.md`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<crate::sync::DataPlan>,
+    /// The API scopes the key needs to apply this plan: those of the reads apply makes and of
+    /// every request it sends (`x-klaviyo-scopes` in Klaviyo's spec); see [`required_scopes`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// The scopes needed to read what `reads` name (operation ids: the plan's own reads, which
+/// apply makes again) and to send every request `plan` costs, configuration and data; sorted.
+pub fn required_scopes<'a>(
+    plan: &'a Plan,
+    reads: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let data_requests = plan.data.iter().flat_map(|data| {
+        let profiles = data.profiles.iter().flat_map(|p| p.requests.keys());
+        let members = data.memberships.iter().flat_map(|m| m.requests.keys());
+        profiles.chain(members)
+    });
+    let used: BTreeSet<&str> = reads
+        .into_iter()
+        .chain(plan.cost.requests.keys().map(String::as_str))
+        .chain(data_requests.map(String::as_str))
+        .collect();
+    let scopes: BTreeSet<&str> = Operation::ALL
+        .iter()
+        .filter(|op| used.contains(op.operation_id()))
+        .flat_map(|op| op.scopes().iter().copied())
+        .collect();
+    scopes.into_iter().map(str::to_owned).collect()
 }
 
 impl Plan {
@@ -564,6 +593,39 @@ mod tests {
         assert!(
             committed == generated,
             "schemas/plan.schema.json is stale; run `KLSYNC_UPDATE_SCHEMA=1 cargo test --lib plan::tests::committed_schema_is_current`"
+        );
+    }
+
+    #[test]
+    fn required_scopes_cover_the_reads_and_every_request_sent() {
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "format_version": 1,
+            "meta": {"created_at": "t", "manifest_digest": "d", "klsync_version": "0"},
+            "changes": [],
+            "cost": {"requests": {"create_segment": 1, "tag_lists": 2}, "total_requests": 3,
+                     "estimated_seconds": 1},
+            "warnings": []
+        }))
+        .expect("plan");
+        assert_eq!(
+            required_scopes(&plan, ["get_lists", "get_tag_groups", "not_an_operation"]),
+            [
+                "lists:read",
+                "lists:write",
+                "segments:write",
+                "tags:read",
+                "tags:write"
+            ]
+        );
+        assert!(
+            required_scopes(
+                &Plan {
+                    cost: Cost::default(),
+                    ..plan
+                },
+                []
+            )
+            .is_empty()
         );
     }
 

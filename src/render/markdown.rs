@@ -72,6 +72,9 @@ pub fn markdown(plan: &Plan) -> String {
     }
     // The cost sentence holds only operation ids and numbers, no data.
     let _ = writeln!(out, "{}.\n", cost_sentence(plan));
+    if let Some(scopes) = super::scopes_sentence(plan) {
+        let _ = writeln!(out, "{scopes}.\n");
+    }
     write_data(&mut out, plan);
     write_warnings(&mut out, plan);
 

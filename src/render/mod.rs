@@ -119,6 +119,12 @@ pub(crate) fn prevented_sentence(prevented: usize) -> String {
     }
 }
 
+/// The scopes sentence, e.g. `API key scopes needed: lists:read, lists:write`; `None` when the
+/// plan names none (an old saved plan).
+pub(crate) fn scopes_sentence(plan: &crate::plan::Plan) -> Option<String> {
+    (!plan.scopes.is_empty()).then(|| format!("API key scopes needed: {}", plan.scopes.join(", ")))
+}
+
 /// The cost sentence, e.g. `Requests: 5 (create_list 2, tag_lists 3); at Klaviyo's limits this
 /// takes about 4s`.
 pub(crate) fn cost_sentence(plan: &crate::plan::Plan) -> String {

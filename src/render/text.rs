@@ -68,6 +68,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
         );
     }
     let _ = writeln!(out, "{}", cost_sentence(plan));
+    if let Some(scopes) = super::scopes_sentence(plan) {
+        let _ = writeln!(out, "{scopes}");
+    }
     write_warnings(&mut out, plan, &paint);
     out
 }

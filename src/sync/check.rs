@@ -184,12 +184,10 @@ pub async fn check_cost(
             continue;
         }
         let recorded = store.sync_member_count(&list.id).await?;
-        let pages = if members.identify_by == IdentifyBy::ExternalId {
+        if members.identify_by == IdentifyBy::ExternalId {
             cost.read_whole.push(list.id.clone());
-            recorded.div_ceil(PER_LOOKUP as u64).max(1)
-        } else {
-            recorded.div_ceil(PER_LOOKUP as u64)
-        };
+        }
+        let pages = member_lookup_requests(members.identify_by, recorded, recorded);
         *cost
             .requests
             .entry(Operation::GetProfilesForList)
@@ -344,6 +342,25 @@ async fn check_members(
         .collect();
     check.missing.sort();
     Ok(check)
+}
+
+/// The requests [`members_on_list`] sends to look `identifiers` up on a list of
+/// `known_members` members: one per 100 identifiers for emails and phone numbers (the endpoint
+/// filters by them), whatever the list's size; for external ids, which it cannot filter by,
+/// one per 100 members, at least one (members who joined another way add pages nobody can
+/// foresee, so this is a lower bound).
+pub(super) fn member_lookup_requests(
+    identify_by: IdentifyBy,
+    identifiers: u64,
+    known_members: u64,
+) -> u64 {
+    if identifiers == 0 {
+        0
+    } else if identify_by == IdentifyBy::ExternalId {
+        known_members.div_ceil(PER_LOOKUP as u64).max(1)
+    } else {
+        identifiers.div_ceil(PER_LOOKUP as u64)
+    }
 }
 
 /// Which of `identifiers` are members of the list, with their profile ids: one filtered

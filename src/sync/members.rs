@@ -20,7 +20,7 @@ use super::{
     FailedRow, MembershipCounts, MembershipPlan, MembershipReport, RejectedRow, SAMPLE_SIZE,
     SyncError,
 };
-use super::{diff, identify};
+use super::{check, diff, identify};
 use crate::klaviyo::{KlaviyoClient, Operation};
 use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec, QuerySpec};
 use crate::sql::QueryManager;
@@ -31,18 +31,6 @@ const WHAT: &str = "members of list";
 const IDS_PER_REMOVE: u64 = 1_000;
 /// Identifiers per `any(...)` profile lookup.
 const IDS_PER_LOOKUP: u64 = 100;
-/// Member profiles per page of `GET /lists/{id}/profiles` [spec].
-const MEMBERS_PER_PAGE: u64 = 100;
-
-/// Pages apply reads to learn a list's members before adding: at least one, and one per 100
-/// members klsync knows are there (members who joined otherwise add pages it cannot foresee).
-pub(super) fn member_read_pages(adds: u64, known_members: u64) -> u64 {
-    if adds == 0 {
-        0
-    } else {
-        known_members.div_ceil(MEMBERS_PER_PAGE).max(1)
-    }
-}
 
 /// What an apply sends for one list; empty when planning.
 #[derive(Default)]
@@ -236,7 +224,7 @@ pub(super) async fn compute(
     let requests: BTreeMap<Operation, u64> = [
         (
             Operation::GetProfilesForList,
-            member_read_pages(counts.add, recorded.len() as u64),
+            check::member_lookup_requests(spec.identify_by, counts.add, recorded.len() as u64),
         ),
         (Operation::BulkImportProfiles, add_jobs),
         (Operation::GetBulkImportProfilesJob, add_jobs),
@@ -461,8 +449,10 @@ const OUTCOME_UNKNOWN: &str = "klsync may have added these profiles, so they sta
      sent by klsync; the next apply checks the list for them";
 
 /// Split `adds` into profiles to add and those already members of the list (as records marked
-/// `preexisting`, with their profile id), reading the list's members once
-/// ([`member_read_pages`] requests when only klsync's members are there).
+/// `preexisting`, with their profile id), looking up only the profiles being added
+/// ([`check::member_lookup_requests`]: `adds / 100` requests by email or phone number, however
+/// long the list; a whole read of the list for external ids, which Klaviyo cannot filter
+/// members by).
 async fn split_existing(
     list_id: &str,
     spec: &MembershipSpec,
@@ -472,21 +462,14 @@ async fn split_existing(
     if adds.is_empty() {
         return Ok((adds, Vec::new()));
     }
-    let mut members: HashMap<u64, String> = HashMap::new();
-    let mut pages = std::pin::pin!(client.list_member_profiles(list_id));
-    while let Some(profile) = pages.next().await {
-        let profile = profile?;
-        if let Some(identifier) = super::identifier_of(spec.identify_by, &profile.attributes) {
-            members.insert(diff::identifier_key(&identifier), profile.id);
-        }
-    }
+    let members = check::members_on_list(client, list_id, spec.identify_by, &adds).await?;
     if members.is_empty() {
         return Ok((adds, Vec::new()));
     }
     let mut already = Vec::new();
     let mut to_add = Vec::with_capacity(adds.len());
     for identifier in adds {
-        match members.get(&diff::identifier_key(&identifier)) {
+        match members.get(&identifier) {
             Some(profile_id) => already.push(SyncMemberRecord {
                 identifier,
                 profile_id: Some(profile_id.clone()),
@@ -503,12 +486,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn members_are_read_only_when_adding_at_least_one_page() {
-        assert_eq!(member_read_pages(0, 5_000), 0);
-        assert_eq!(member_read_pages(1, 0), 1);
-        assert_eq!(member_read_pages(1, 100), 1);
-        assert_eq!(member_read_pages(1, 101), 2);
-        assert_eq!(member_read_pages(200_000, 150_000), 1_500);
+    fn adds_cost_lookups_of_the_added_not_reads_of_the_list() {
+        use crate::manifest::types::IdentifyBy;
+        use check::member_lookup_requests as lookups;
+        assert_eq!(lookups(IdentifyBy::Email, 0, 5_000), 0);
+        assert_eq!(lookups(IdentifyBy::Email, 1, 0), 1);
+        assert_eq!(lookups(IdentifyBy::Email, 1_000, 1_000_000), 10);
+        assert_eq!(lookups(IdentifyBy::PhoneNumber, 101, 7), 2);
+        // Klaviyo cannot filter a list's members by external id: the list is read whole.
+        assert_eq!(lookups(IdentifyBy::ExternalId, 1, 0), 1);
+        assert_eq!(lookups(IdentifyBy::ExternalId, 1_000, 1_000_000), 10_000);
     }
 
     #[test]

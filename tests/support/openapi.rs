@@ -1,10 +1,7 @@
 //! Validates JSON bodies against Klaviyo's official OpenAPI spec (the vendored subset in
-//! `vendor/klaviyo-openapi/klaviyo-subset.json`).
-//!
-//! OpenAPI 3.0 schemas are almost JSON Schema; the one difference that matters for Klaviyo's spec is
-//! `nullable: true`, which is rewritten to allow `null`. Everything else (`required`, `enum`,
-//! `oneOf`, `additionalProperties`, formats) is kept, so a body that passes here passes Klaviyo's
-//! own schema.
+//! `vendor/klaviyo-openapi/klaviyo-subset.json`), with the emulator's own reading of it
+//! (`klsync::emulator::spec`: `nullable`, a `oneOf` of scalar types read as `anyOf`), so the
+//! tests and the emulator never read the spec differently.
 //!
 //! [`Objects::Closed`] is stricter than the spec: every object schema that lists `properties`
 //! (and is not an `allOf` composition, whose parts must stay open) rejects other keys. Klaviyo
@@ -12,88 +9,19 @@
 //! request would pass the published schema and silently do nothing; request bodies are checked
 //! closed. Responses are checked as published, since Klaviyo may add fields at any time.
 //!
-//! This is the only OpenAPI-to-JSON-Schema converter in the tests; every contract test uses it.
+//! The converter is the emulator's (`klsync::emulator::spec`); every contract test uses it through here.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
 
 use klsync::klaviyo::Operation;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-/// How object schemas that list their `properties` treat other keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Objects {
-    /// As the spec says (mostly open).
-    AsPublished,
-    /// `additionalProperties: false` wherever properties are listed, to catch misspelt keys.
-    Closed,
-}
-
-/// The vendored spec subset, parsed once.
-pub fn spec() -> &'static Value {
-    static SPEC: OnceLock<Value> = OnceLock::new();
-    SPEC.get_or_init(|| {
-        let text = include_str!("../../vendor/klaviyo-openapi/klaviyo-subset.json");
-        serde_json::from_str(text).expect("vendored spec is valid JSON")
-    })
-}
-
-fn converted_components(objects: Objects) -> &'static Value {
-    static OPEN: OnceLock<Value> = OnceLock::new();
-    static CLOSED: OnceLock<Value> = OnceLock::new();
-    let cell = match objects {
-        Objects::AsPublished => &OPEN,
-        Objects::Closed => &CLOSED,
-    };
-    cell.get_or_init(|| to_json_schema_with(&spec()["components"], objects))
-}
+use klsync::emulator::spec::compiled;
+pub use klsync::emulator::spec::{Objects, spec, to_json_schema_with};
 
 /// Rewrites OpenAPI 3.0 schema objects into JSON Schema (draft 2020-12), as published.
 pub fn to_json_schema(node: &Value) -> Value {
     to_json_schema_with(node, Objects::AsPublished)
-}
-
-/// Rewrites OpenAPI 3.0 schema objects into JSON Schema (draft 2020-12).
-pub fn to_json_schema_with(node: &Value, objects: Objects) -> Value {
-    match node {
-        Value::Object(map) => {
-            let mut out = Map::new();
-            for (key, value) in map {
-                if key == "nullable" || key == "example" || key == "discriminator" {
-                    continue;
-                }
-                out.insert(key.clone(), to_json_schema_with(value, objects));
-            }
-            let closable = objects == Objects::Closed
-                && map.get("properties").is_some_and(Value::is_object)
-                && map.get("type") == Some(&json!("object"))
-                && !map.contains_key("additionalProperties")
-                && !map.contains_key("allOf");
-            if closable {
-                out.insert("additionalProperties".into(), Value::Bool(false));
-            }
-            if map.get("nullable") == Some(&Value::Bool(true)) {
-                make_nullable(out)
-            } else {
-                Value::Object(out)
-            }
-        }
-        Value::Array(items) => Value::Array(items.iter().map(to_json_schema).collect()),
-        other => other.clone(),
-    }
-}
-
-fn make_nullable(mut schema: Map<String, Value>) -> Value {
-    if let Some(Value::Array(values)) = schema.get_mut("enum") {
-        values.push(Value::Null);
-    }
-    match schema.get("type").cloned() {
-        Some(Value::String(kind)) => {
-            schema.insert("type".into(), json!([kind, "null"]));
-            Value::Object(schema)
-        }
-        _ => json!({"anyOf": [Value::Object(schema), {"type": "null"}]}),
-    }
 }
 
 /// Which body of an operation to validate.
@@ -226,36 +154,6 @@ pub fn validate_component(
     let validator = compiled(format!("{objects:?} component {name}"), &schema, objects)
         .map_err(|e| vec![format!("schema {name}: {e}")])?;
     collect_errors(&validator, instance, name)
-}
-
-/// Compiles (once per `key`) a validator for an OpenAPI-form `schema` whose references point
-/// into the spec's components.
-fn compiled(
-    key: String,
-    schema: &Value,
-    objects: Objects,
-) -> Result<Arc<jsonschema::Validator>, String> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(validator) = cache.lock().expect("validator cache").get(&key) {
-        return Ok(Arc::clone(validator));
-    }
-    let root = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "components": converted_components(objects),
-        "allOf": [to_json_schema_with(schema, objects)],
-    });
-    let validator = Arc::new(
-        jsonschema::options()
-            .should_validate_formats(true)
-            .build(&root)
-            .map_err(|e| format!("does not compile: {e}"))?,
-    );
-    cache
-        .lock()
-        .expect("validator cache")
-        .insert(key, Arc::clone(&validator));
-    Ok(validator)
 }
 
 fn collect_errors(

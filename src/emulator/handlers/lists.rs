@@ -206,6 +206,8 @@ fn check_list_attributes(attrs: &Map<String, Value>, name_required: bool) -> Res
     for (key, value) in attrs {
         let pointer = format!("/data/attributes/{key}");
         match key.as_str() {
+            // The spec allows null in an update (as SDKs send unset fields): no change.
+            "name" if value.is_null() && !name_required => {}
             "name" => {
                 if value.as_str().is_none_or(|s| s.trim().is_empty()) {
                     return Err(ApiError::invalid(
@@ -309,18 +311,36 @@ pub fn member_page(
     ];
     allowed.extend_from_slice(extra_filters);
     let terms = ctx.filter(&allowed)?;
+    // An `any`/`equals` term's values, parsed once per request rather than once per member:
+    // a list of a million members is filtered by up to 100 identifiers a request.
+    let value_sets: Vec<Option<std::collections::HashSet<String>>> = terms
+        .iter()
+        .map(|t| {
+            matches!(t.op.as_str(), "any" | "equals")
+                .then(|| filter::string_values(&t.value).unwrap_or_default())
+                .map(|values| values.into_iter().collect())
+        })
+        .collect();
+    let matches =
+        |t: &Term, set: &Option<std::collections::HashSet<String>>, have: Option<&str>| match set {
+            Some(set) => have.is_some_and(|h| set.contains(h)),
+            None => string_term_matches(t, have),
+        };
     let mut members: Vec<(String, String)> = members
         .into_iter()
         .filter(|(id, joined)| {
             let p = state.profiles.get(id);
-            terms.iter().all(|t| match t.field.as_str() {
-                "joined_group_at" => date_term_matches(t, joined),
-                "profile_id" => string_term_matches(t, Some(id)),
-                "email" | "phone_number" => {
-                    string_term_matches(t, p.and_then(|p| p.get_str(&t.field)))
-                }
-                _ => false,
-            })
+            terms
+                .iter()
+                .zip(&value_sets)
+                .all(|(t, set)| match t.field.as_str() {
+                    "joined_group_at" => date_term_matches(t, joined),
+                    "profile_id" => matches(t, set, Some(id)),
+                    "email" | "phone_number" => {
+                        matches(t, set, p.and_then(|p| p.get_str(&t.field)))
+                    }
+                    _ => false,
+                })
         })
         .collect();
     match ctx.query_value("sort") {

@@ -1,0 +1,174 @@
+//! Membership at scale (issue 12): `cargo bench --bench members_at_scale`.
+//!
+//! Adds `KLSYNC_BENCH_ADDS` members (default 1,000) by email to a list that already holds
+//! `KLSYNC_BENCH_LIST_MEMBERS` members (default 1,000,000, who joined another way), in mirror
+//! mode, against the in-process emulator (rate limits off), and counts the requests the emulator
+//! received, per operation, against the plan's bound (docs/sync.md, "Requests and time"). Data
+//! and state are SQLite files in a temporary directory: no server needed.
+//!
+//! Prints one table; exits non-zero when the requests sent exceed the plan's bound or the bound
+//! depends on the list's size.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use klsync::emulator::{self, EmulatorConfig, RateLimitMode};
+use klsync::klaviyo::{ClientConfig, KlaviyoClient};
+use klsync::manifest::types::{
+    IdentifyBy, ListSpec, ManifestFile, MembershipMode, MembershipSpec, QuerySpec,
+};
+use klsync::settings::Secret;
+use klsync::sql::{QueryManager, QueryOptions};
+use klsync::state::StateStore;
+use klsync::sync;
+use serde_json::{Map, Value};
+
+fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn manifest() -> ManifestFile {
+    ManifestFile {
+        lists: vec![ListSpec {
+            id: "big".into(),
+            name: "Big".into(),
+            opt_in_process: None,
+            tags: Vec::new(),
+            members: Some(MembershipSpec {
+                query: "newcomers".into(),
+                identify_by: IdentifyBy::Email,
+                mode: MembershipMode::Mirror,
+                max_removals: None,
+            }),
+            prevent_destroy: false,
+        }],
+        queries: BTreeMap::from([(
+            "newcomers".to_string(),
+            QuerySpec {
+                sql: "SELECT email FROM newcomers".into(),
+                params: Vec::new(),
+                description: None,
+            },
+        )]),
+        ..ManifestFile::default()
+    }
+}
+
+fn main() {
+    let members = env_count("KLSYNC_BENCH_LIST_MEMBERS", 1_000_000);
+    let adds = env_count("KLSYNC_BENCH_ADDS", 1_000);
+    let ok = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(bench(members, adds));
+    if !ok {
+        std::process::exit(1);
+    }
+}
+
+async fn bench(members: u64, adds: u64) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_url = format!("sqlite://{}?mode=rwc", dir.path().join("data.db").display());
+    let state_url = format!("sqlite://{}", dir.path().join("state.db").display());
+    let pool = sqlx::SqlitePool::connect(&data_url).await.expect("data");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE newcomers (email TEXT);
+         WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {adds})
+         INSERT INTO newcomers SELECT 'new' || n || '@shop.test' FROM seq;"
+    )))
+    .execute(&pool)
+    .await
+    .expect("seed the data");
+    pool.close().await;
+
+    let handle = emulator::start(EmulatorConfig {
+        rate_limits: RateLimitMode::Off,
+        job_delay: std::time::Duration::from_millis(50),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let seeded = Instant::now();
+    let list_id = handle.seed(|state| {
+        let list = state.create_list("Big", None);
+        let ids: Vec<String> = (0..members)
+            .map(|n| {
+                let mut attributes = Map::new();
+                attributes.insert("email".into(), Value::String(format!("m{n}@shop.test")));
+                state.create_profile(attributes)
+            })
+            .collect();
+        state.add_members(&list, &ids);
+        list
+    });
+    eprintln!(
+        "seeded {members} members in {:.1} s",
+        seeded.elapsed().as_secs_f64()
+    );
+    let mut config = ClientConfig::new(handle.base_url.clone(), Secret::new("pk_emulator"));
+    config.rate_limit_factor = None;
+    let client = KlaviyoClient::new(config).expect("client");
+    let queries = QueryManager::connect(&Secret::new(data_url), QueryOptions::default())
+        .await
+        .expect("connect the data");
+    let state = StateStore::connect(&state_url).await.expect("state");
+    let manifest = manifest();
+    let lists = BTreeMap::from([("big".to_string(), list_id)]);
+
+    let planned = sync::plan_data(&manifest, &lists, &queries, &state, None)
+        .await
+        .expect("plan");
+    let before = handle.stats();
+    let started = Instant::now();
+    sync::apply_data(
+        &planned, &manifest, &lists, &queries, &client, &state, false,
+    )
+    .await
+    .expect("apply");
+    let wall = started.elapsed();
+    let after = handle.stats();
+    let sent: BTreeMap<String, u64> = after
+        .by_operation
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.count(op)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let lookups = sent
+        .iter()
+        .filter(|(op, _)| op.starts_with("GET /api/lists/") && op.ends_with("/profiles"))
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    let bound_lookups = planned.memberships[0]
+        .requests
+        .get("get_profiles_for_list")
+        .copied()
+        .unwrap_or(0);
+    let total_sent: u64 = sent.values().sum();
+    let bound: u64 = planned.requests.values().sum();
+    let on_list = handle.seed(|state| state.lists.values().map(|l| l.members.len()).sum::<usize>());
+    queries.close().await;
+
+    let whole_read = members.div_ceil(100);
+    let ok =
+        total_sent <= bound && lookups == adds.div_ceil(100) && on_list as u64 == members + adds;
+    println!(
+        "\n| a (adds) | m (list members) | member lookups sent | plan bound ⌈a/100⌉ | whole-list read it replaces ⌈m/100⌉ | all requests sent / plan bound | wall time |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {adds} | {members} | {lookups} | {bound_lookups} | {whole_read} | {total_sent} / {bound} | {:.1} s |",
+        wall.as_secs_f64()
+    );
+    println!("\nrequests by operation (emulator): {sent:?}");
+    println!(
+        "list members after: {on_list} (expected {}); {}",
+        members + adds,
+        if ok { "ok" } else { "MISSED" }
+    );
+    ok
+}

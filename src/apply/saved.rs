@@ -19,13 +19,34 @@ use sha2::{Digest as _, Sha256};
 use super::{ApplyError, human_duration};
 use crate::plan::{Action, Change, DATA_FORMAT_VERSION, FORMAT_VERSION, Plan};
 
-/// Parse a saved plan, checking its format version before anything else so that a plan from a
-/// newer klsync is refused with that reason rather than a parse error.
-pub fn parse_saved_plan(path: &str, text: &str) -> Result<Plan, ApplyError> {
+/// The largest saved plan read. `klsync plan --out` writes configuration changes and at most
+/// a sample of each data sync's rows, so real plans are far smaller; a larger file is not a
+/// plan, and is refused before it is read whole into memory.
+pub const MAX_PLAN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Parse a saved plan's bytes, checking its format version before anything else so that a plan
+/// from a newer klsync is refused with that reason rather than a parse error.
+pub fn parse_saved_plan(path: &str, bytes: &[u8]) -> Result<Plan, ApplyError> {
     let unreadable = |reason: String| ApplyError::UnreadablePlan {
         path: path.to_owned(),
         reason,
     };
+    if bytes.len() as u64 > MAX_PLAN_BYTES {
+        return Err(unreadable(format!(
+            "the file is larger than {} MB, too large for a plan; save the plan again with `klsync plan --out`",
+            MAX_PLAN_BYTES / (1024 * 1024)
+        )));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|err| {
+        let line = bytes[..err.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        unreadable(format!(
+            "not UTF-8 text (first bad byte on line {line}): not a plan written by `klsync plan --out`"
+        ))
+    })?;
     let value: serde_json::Value = serde_json::from_str(text).map_err(|err| {
         unreadable(if err.is_eof() {
             format!(
@@ -87,8 +108,8 @@ fn repeated_addresses(plan: &Plan) -> Vec<String> {
 /// and registered it. Any edit gives another id (and an unregistered one), and so does a new
 /// plan made a moment later (its `created_at` differs), so "already applied" cannot be dodged
 /// by touching the file and two plans never share an id.
-pub fn plan_id(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
+pub fn plan_id(text: impl AsRef<[u8]>) -> String {
+    let digest = Sha256::digest(text.as_ref());
     hex::encode(&digest[..16])
 }
 
@@ -252,15 +273,18 @@ mod tests {
 
     #[test]
     fn a_future_format_version_is_named() {
-        let err = parse_saved_plan("p.json", r#"{"format_version": 99}"#).unwrap_err();
+        let err = parse_saved_plan("p.json", br#"{"format_version": 99}"#).unwrap_err();
         assert!(
             matches!(err, ApplyError::FormatVersion { found: 99, .. }),
             "{err}"
         );
-        let err = parse_saved_plan("p.json", "not json").unwrap_err();
+        let err = parse_saved_plan("p.json", b"not json").unwrap_err();
         assert!(matches!(err, ApplyError::UnreadablePlan { .. }), "{err}");
         let text = crate::render::json(&plan(Vec::new()));
-        assert_eq!(parse_saved_plan("p.json", &text).unwrap(), plan(Vec::new()));
+        assert_eq!(
+            parse_saved_plan("p.json", text.as_bytes()).unwrap(),
+            plan(Vec::new())
+        );
     }
 
     #[test]
@@ -340,13 +364,13 @@ mod tests {
     #[test]
     fn plan_ids_follow_the_bytes() {
         let text = crate::render::json(&plan(Vec::new()));
-        assert_eq!(plan_id(&text), plan_id(&text.clone()));
+        assert_eq!(plan_id(&text), plan_id(text.clone()));
         assert_eq!(plan_id(&text).len(), 32);
         // Reformatting parses to the same plan, but is not the file that was reviewed.
-        assert_ne!(plan_id(&text), plan_id(&text.replace('\n', "\r\n")));
+        assert_ne!(plan_id(&text), plan_id(text.replace('\n', "\r\n")));
         let mut later = plan(Vec::new());
         later.meta.created_at = "2026-01-01T00:00:01Z".into();
-        assert_ne!(plan_id(&text), plan_id(&crate::render::json(&later)));
+        assert_ne!(plan_id(&text), plan_id(crate::render::json(&later)));
     }
 
     #[test]
@@ -382,7 +406,7 @@ mod tests {
             create.clone(),
             create,
         ]));
-        let err = parse_saved_plan("p.json", &text).unwrap_err();
+        let err = parse_saved_plan("p.json", text.as_bytes()).unwrap_err();
         assert!(
             matches!(&err, ApplyError::DuplicateAddresses { addresses, .. } if addresses == &["list.a"]),
             "{err}"
@@ -406,7 +430,7 @@ mod tests {
         }))
         .expect("data plan");
         let text = crate::render::json(&plan(Vec::new()).with_data(data));
-        let err = parse_saved_plan("p.json", &text).unwrap_err();
+        let err = parse_saved_plan("p.json", text.as_bytes()).unwrap_err();
         assert!(
             matches!(&err, ApplyError::DuplicateAddresses { addresses, .. } if addresses == &["list.vip.members"]),
             "{err}"
@@ -417,7 +441,7 @@ mod tests {
     fn a_truncated_plan_is_named_as_cut_short() {
         let text = crate::render::json(&plan(vec![change("list.a", Action::Create)]));
         for cut in [text.len() / 2, text.len() - 3, 0] {
-            let err = parse_saved_plan("p.json", &text[..cut]).unwrap_err();
+            let err = parse_saved_plan("p.json", &text.as_bytes()[..cut]).unwrap_err();
             assert!(matches!(err, ApplyError::UnreadablePlan { .. }), "{err}");
             assert!(err.to_string().contains("cut short"), "{cut}: {err}");
         }

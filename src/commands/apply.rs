@@ -37,8 +37,8 @@ use serde_json::json;
 use super::plan::{Connection, Planned, created_lists, data_rows, load, print_stdout, runtime};
 use super::state::take_apply_lock;
 use crate::apply::saved::{
-    check_age, check_destroys, check_digest, parse_saved_plan, plan_id, remainder_mismatches,
-    stale_addresses,
+    MAX_PLAN_BYTES, check_age, check_destroys, check_digest, parse_saved_plan, plan_id,
+    remainder_mismatches, stale_addresses,
 };
 use crate::apply::{ApplyError, Event, ExecutionReport, Executor};
 use crate::cli::ApplyArgs;
@@ -179,12 +179,20 @@ fn check_saved(
     project: &Project,
     path: &std::path::Path,
 ) -> Result<SavedPlan, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let plan = parse_saved_plan(&path.display().to_string(), &text)?;
-    let id = plan_id(&text);
+    };
+    // One byte past the limit is read so that `parse_saved_plan` sees the file is too large.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            use std::io::Read as _;
+            file.take(MAX_PLAN_BYTES + 1).read_to_end(&mut bytes)
+        })
+        .map_err(io)?;
+    let plan = parse_saved_plan(&path.display().to_string(), &bytes)?;
+    let id = plan_id(&bytes);
     check_digest(&plan, &project.digest())?;
     let max_age = match &args.max_age {
         Some(text) => crate::duration::parse_duration(text)

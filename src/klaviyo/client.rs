@@ -28,12 +28,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::decode::{self, Reply};
 use super::error::{ApiError, ApiErrorObject, snippet};
 use super::gate::Gate;
 use super::operations::Operation;
 use super::ratelimit::{Acquisition, RateLimiters};
 use super::record::{self, HttpRecorder};
-use super::types::CollectionDocument;
 use crate::settings::{self, Secret};
 
 /// JSON:API media type, used for `accept` and `content-type`.
@@ -257,25 +257,6 @@ pub(crate) fn path(parts: &[&str]) -> String {
         }
     }
     out
-}
-
-/// A response with a 2xx status.
-pub(crate) struct Reply {
-    pub status: u16,
-    pub content_type: Option<String>,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn json<T: DeserializeOwned>(&self, op: Operation) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|e| ApiError::Decode {
-            operation: op,
-            status: self.status,
-            content_type: self.content_type.clone(),
-            message: e.to_string(),
-            body_snippet: snippet(&self.body),
-        })
-    }
 }
 
 /// What one attempt produced, before retry decisions.
@@ -575,8 +556,8 @@ impl KlaviyoClient {
                     return Ok(None);
                 };
                 let reply = client.execute(&call).await?;
-                let document: CollectionDocument<W> = reply.json(call.op)?;
-                let next = match document.links.and_then(|links| links.next) {
+                let page = decode::page::<W, T>(&reply, call.op)?;
+                let next = match page.next {
                     Some(next) => {
                         let next = client.next_call(&call, &next)?;
                         pages.visit(&next)?;
@@ -584,10 +565,10 @@ impl KlaviyoClient {
                     }
                     None => None,
                 };
-                Ok(Some((document.data, (next, pages))))
+                Ok(Some((page.items, (next, pages))))
             }
         })
-        .map_ok(|page| stream::iter(page.into_iter().map(|item| Ok(T::from(item)))))
+        .map_ok(|items| stream::iter(items.into_iter().map(Ok)))
         .try_flatten()
         .boxed()
     }

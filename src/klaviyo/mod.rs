@@ -2,6 +2,7 @@
 //!
 //! - [`client`]: the HTTP engine (auth, pacing, retries, pagination, tracing, metrics).
 //! - `resources`: the typed operations, as methods of [`KlaviyoClient`].
+//! - [`decode`]: response bodies into typed pages and resources (pure, fuzzed).
 //! - [`types`]: resources and the JSON:API documents they travel in.
 //! - [`ratelimit`]: client-side pacing to the published limits, and plan cost estimates.
 //! - [`operations`]: the operation table shared with the emulator.
@@ -10,6 +11,7 @@
 //! - [`error`]: the error type, [`ApiError`].
 
 pub mod client;
+pub mod decode;
 pub mod error;
 mod gate;
 pub mod observe;

@@ -6,12 +6,13 @@
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use super::client::{ApiStream, Call, KlaviyoClient, Reply, path};
+use super::client::{ApiStream, Call, KlaviyoClient, path};
+use super::decode::single;
 use super::error::ApiError;
 use super::operations::Operation;
 use super::types::{
-    self, BulkImportJob, Identifier, ImportError, List, OptInProcess, Profile, ProfileAttributes,
-    ProfileData, ProfileIdentifier, Resource, Segment, SegmentUpdate, SingleDocument, Tag,
+    self, BulkImportJob, Identifier, ImportError, List, MemberId, OptInProcess, Profile,
+    ProfileAttributes, ProfileData, ProfileIdentifier, Resource, Segment, SegmentUpdate, Tag,
     TagGroup, Upserted, WireImportErrorAttributes, WireJobAttributes, WireListAttributes,
     WireSegmentAttributes, WireTagAttributes, WireTagGroupAttributes,
 };
@@ -26,15 +27,6 @@ pub const BULK_IMPORT_MAX_PROFILES: usize = 10_000;
 pub const BULK_IMPORT_MAX_BYTES: usize = 5_000_000;
 /// Max body of profile create/update/upsert [spec: 100 KB], decimal.
 pub const PROFILE_MAX_BYTES: usize = 100_000;
-
-fn single<W, T>(reply: &Reply, op: Operation) -> Result<T, ApiError>
-where
-    W: serde::de::DeserializeOwned,
-    T: From<Resource<W>>,
-{
-    let document: SingleDocument<Resource<W>> = reply.json(op)?;
-    Ok(T::from(document.data))
-}
 
 fn ensure_size(op: Operation, body: &Call, limit: usize) -> Result<(), ApiError> {
     let size = body.body.as_ref().map_or(0, Vec::len);
@@ -363,7 +355,7 @@ impl KlaviyoClient {
             path(&["lists", list_id, "relationships", "profiles"]),
         )
         .query("page[size]", "100");
-        self.paginate::<Identifier, IdOf>(call)
+        self.paginate::<Identifier, MemberId>(call)
             .map_ok(|id| id.0)
             .boxed()
     }
@@ -514,7 +506,7 @@ impl KlaviyoClient {
             path(&["segments", segment_id, "relationships", "profiles"]),
         )
         .query("page[size]", "100");
-        self.paginate::<Identifier, IdOf>(call)
+        self.paginate::<Identifier, MemberId>(call)
             .map_ok(|id| id.0)
             .boxed()
     }
@@ -683,7 +675,7 @@ impl KlaviyoClient {
 
     async fn related_ids(&self, op: Operation, parts: &[&str]) -> Result<Vec<String>, ApiError> {
         // The spec gives these no page parameters, but links.next is still followed if present.
-        self.paginate::<Identifier, IdOf>(Call::new(op, path(parts)))
+        self.paginate::<Identifier, MemberId>(Call::new(op, path(parts)))
             .map_ok(|id| id.0)
             .try_collect()
             .await
@@ -753,14 +745,5 @@ impl KlaviyoClient {
             &["tag-groups", group_id, "relationships", "tags"],
         )
         .await
-    }
-}
-
-/// The id of a relationship identifier, as a paginated item.
-struct IdOf(String);
-
-impl From<Identifier> for IdOf {
-    fn from(identifier: Identifier) -> Self {
-        IdOf(identifier.id)
     }
 }

@@ -296,7 +296,7 @@ pub struct ImportError {
 
 /// `{"type": ..., "id": ...}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Identifier {
+pub struct Identifier {
     #[serde(rename = "type")]
     pub kind: String,
     pub id: String,
@@ -314,13 +314,13 @@ impl Identifier {
 /// A relationship's `data`: one identifier, many, or null.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum RelationshipData {
+pub enum RelationshipData {
     Many(Vec<Identifier>),
     One(Identifier),
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
-pub(crate) struct Relationship {
+pub struct Relationship {
     #[serde(default)]
     pub data: Option<RelationshipData>,
 }
@@ -337,7 +337,7 @@ impl Relationship {
 
 /// A resource object in a response.
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Resource<A> {
+pub struct Resource<A> {
     pub id: String,
     pub attributes: A,
     #[serde(default)]
@@ -356,14 +356,14 @@ impl<A> Resource<A> {
 
 /// `links` of a collection document.
 #[derive(Debug, Clone, Deserialize, Default)]
-pub(crate) struct CollectionLinks {
+pub struct CollectionLinks {
     #[serde(default)]
     pub next: Option<String>,
 }
 
 /// A collection response: `data[]` plus `links.next`.
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct CollectionDocument<T> {
+pub struct CollectionDocument<T> {
     pub data: Vec<T>,
     #[serde(default)]
     pub links: Option<CollectionLinks>,
@@ -371,12 +371,12 @@ pub(crate) struct CollectionDocument<T> {
 
 /// A single-resource response.
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct SingleDocument<T> {
+pub struct SingleDocument<T> {
     pub data: T,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct WireListAttributes {
+pub struct WireListAttributes {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -403,7 +403,7 @@ impl From<Resource<WireListAttributes>> for List {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct WireSegmentAttributes {
+pub struct WireSegmentAttributes {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -439,7 +439,7 @@ impl From<Resource<WireSegmentAttributes>> for Segment {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct WireTagAttributes {
+pub struct WireTagAttributes {
     name: String,
 }
 
@@ -455,7 +455,7 @@ impl From<Resource<WireTagAttributes>> for Tag {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct WireTagGroupAttributes {
+pub struct WireTagGroupAttributes {
     name: String,
     #[serde(default)]
     exclusive: bool,
@@ -485,7 +485,7 @@ impl From<Resource<ProfileData>> for Profile {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct WireJobAttributes {
+pub struct WireJobAttributes {
     status: JobStatus,
     created_at: String,
     total_count: u64,
@@ -515,7 +515,7 @@ impl From<Resource<WireJobAttributes>> for BulkImportJob {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub(crate) struct WireImportErrorAttributes {
+pub struct WireImportErrorAttributes {
     code: String,
     title: String,
     detail: String,
@@ -542,6 +542,17 @@ impl From<Resource<WireImportErrorAttributes>> for ImportError {
             source_pointer: a.source.and_then(|s| s.pointer),
             original_payload: a.original_payload,
         }
+    }
+}
+
+/// The id of a relationship identifier, as a paginated item (list and segment members, a
+/// tag's lists).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberId(pub String);
+
+impl From<Identifier> for MemberId {
+    fn from(identifier: Identifier) -> Self {
+        MemberId(identifier.id)
     }
 }
 

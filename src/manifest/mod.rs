@@ -145,7 +145,8 @@ impl From<ProjectError> for crate::Error {
     }
 }
 
-/// Load and validate the project in `dir`.
+/// Load and validate the project in `dir`: find its files, read them, and hand them to
+/// [`load_sources`].
 pub fn load_project(dir: &Path) -> Result<Project, ProjectError> {
     let meta = fs::metadata(dir).map_err(|source| ProjectError::Io {
         path: dir.to_path_buf(),
@@ -163,15 +164,53 @@ pub fn load_project(dir: &Path) -> Result<Project, ProjectError> {
             dir: dir.to_path_buf(),
         });
     }
-
-    let mut diagnostics = Vec::new();
-    let settings = load_settings(dir, &mut diagnostics);
-
+    let settings = read_limited(&settings_path);
     let (paths, walk_problems) = discover(dir);
+    let files = paths
+        .into_iter()
+        .map(|path| {
+            let content = read_limited(&dir.join(&path));
+            (path, content)
+        })
+        .collect();
+    validate(dir, settings, files, walk_problems)
+}
+
+/// Load and validate a project held in memory: `files` are (path relative to the project
+/// directory, content) pairs, `klsync.yaml` among them. The same checks as [`load_project`]
+/// (which reads the files and calls the same validation), minus the file system: no file
+/// is read, so tools and tests can check any content, however hostile, cheaply.
+pub fn load_sources(root: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<Project, ProjectError> {
+    let settings_path = Path::new(SETTINGS_FILE);
+    let Some((_, settings)) = files.iter().find(|(path, _)| path == settings_path) else {
+        return Err(ProjectError::NotAProject {
+            dir: root.to_path_buf(),
+        });
+    };
+    let mut manifests: Vec<(PathBuf, Result<Vec<u8>, String>)> = files
+        .iter()
+        .filter(|(path, _)| path != settings_path)
+        .map(|(path, content)| (path.clone(), Ok(content.clone())))
+        .collect();
+    manifests.sort_by(|a, b| a.0.cmp(&b.0));
+    validate(root, Ok(settings.clone()), manifests, Vec::new())
+}
+
+/// Parse and check the settings and every manifest file (contents as read, or why they could
+/// not be read), reporting every problem at once.
+fn validate(
+    root: &Path,
+    settings: Result<Vec<u8>, String>,
+    files: Vec<(PathBuf, Result<Vec<u8>, String>)>,
+    walk_problems: Vec<Diagnostic>,
+) -> Result<Project, ProjectError> {
+    let mut diagnostics = Vec::new();
+    let settings = load_settings(settings, &mut diagnostics);
+
     diagnostics.extend(walk_problems);
     let mut parsed: Vec<(PathBuf, ManifestFile, yaml::SpanIndex)> = Vec::new();
-    for path in paths {
-        if let Some((value, index)) = read_yaml(dir, &path, &mut diagnostics) {
+    for (path, content) in files {
+        if let Some((value, index)) = read_yaml(&path, content, &mut diagnostics) {
             if value.is_null() {
                 diagnostics.push(Diagnostic {
                     severity: Severity::Warning,
@@ -206,7 +245,7 @@ pub fn load_project(dir: &Path) -> Result<Project, ProjectError> {
 
     match settings {
         Some(settings) if diagnostic::count(&diagnostics, Severity::Error) == 0 => Ok(Project {
-            root: dir.to_path_buf(),
+            root: root.to_path_buf(),
             settings,
             files: parsed
                 .into_iter()
@@ -219,9 +258,12 @@ pub fn load_project(dir: &Path) -> Result<Project, ProjectError> {
 }
 
 /// Read, parse and check `klsync.yaml`; `None` when it has errors (already pushed).
-fn load_settings(dir: &Path, out: &mut Vec<Diagnostic>) -> Option<ProjectSettings> {
+fn load_settings(
+    content: Result<Vec<u8>, String>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<ProjectSettings> {
     let rel = PathBuf::from(SETTINGS_FILE);
-    let (mut value, index) = read_yaml(dir, &rel, out)?;
+    let (mut value, index) = read_yaml(&rel, content, out)?;
     if value.is_null() {
         out.push(
             Diagnostic::file_error(&rel, "klsync.yaml is empty")
@@ -347,13 +389,14 @@ fn discover(dir: &Path) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     (found, problems)
 }
 
-/// Read and parse one file, reporting any problem; `None` if it could not be parsed.
+/// Parse one file's content (or report why it could not be read), reporting any problem;
+/// `None` if it could not be parsed.
 fn read_yaml(
-    dir: &Path,
     rel: &Path,
+    content: Result<Vec<u8>, String>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<(Value, yaml::SpanIndex)> {
-    let text = match read_limited(&dir.join(rel)) {
+    let text = match content.and_then(decode_text) {
         Ok(text) => text,
         Err(message) => {
             out.push(Diagnostic::file_error(rel, message));
@@ -411,13 +454,13 @@ fn describe(value: &Value) -> &'static str {
     }
 }
 
-/// Read a UTF-8 file of at most [`MAX_FILE_BYTES`], checking the size before reading.
+/// Read a file of at most [`MAX_FILE_BYTES`], checking the size before reading.
 ///
 /// Only regular files (or links to them) are opened: reading a FIFO named `m.yaml` would wait
 /// for a writer forever, and a device could be endless. The opened file is checked again, so a
 /// file swapped for something else after the first check is still refused (only a swap in the
 /// instant between the check and the open could make the open itself wait).
-fn read_limited(path: &Path) -> Result<String, String> {
+fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
     let meta = fs::metadata(path).map_err(|err| format!("cannot read: {err}"))?;
     if meta.is_dir() {
         return Err("is a directory, expected a YAML file".into());
@@ -426,11 +469,7 @@ fn read_limited(path: &Path) -> Result<String, String> {
         return Err(not_a_regular_file(&meta.file_type()));
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(format!(
-            "file is {} bytes, larger than the {} MB limit for manifests",
-            meta.len(),
-            MAX_FILE_BYTES / (1024 * 1024)
-        ));
+        return Err(too_large(meta.len()));
     }
     let file = fs::File::open(path).map_err(|err| format!("cannot read: {err}"))?;
     let opened = file
@@ -447,11 +486,26 @@ fn read_limited(path: &Path) -> Result<String, String> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err("file grew past the size limit while being read".into());
     }
+    Ok(bytes)
+}
+
+/// A file's content as text: at most [`MAX_FILE_BYTES`] of UTF-8.
+fn decode_text(bytes: Vec<u8>) -> Result<String, String> {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
     String::from_utf8(bytes).map_err(|err| {
         let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
         format!("is not valid UTF-8 (first bad byte on line {line}); manifests must be UTF-8 text")
     })
+}
+
+fn too_large(len: u64) -> String {
+    format!(
+        "file is {len} bytes, larger than the {} MB limit for manifests",
+        MAX_FILE_BYTES / (1024 * 1024)
+    )
 }
 
 /// Why a file that is neither a regular file nor a directory is not read.

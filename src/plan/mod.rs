@@ -401,11 +401,11 @@ impl Plan {
 
     /// Requests of the configuration changes and the data part together.
     pub fn total_requests(&self) -> u64 {
-        self.cost.total_requests
-            + self
-                .data
-                .as_ref()
-                .map_or(0, |data| data.requests.values().sum())
+        let data = self
+            .data
+            .as_ref()
+            .map_or(0, |data| saturating_total(data.requests.values().copied()));
+        self.cost.total_requests.saturating_add(data)
     }
 
     /// Counts per action.
@@ -440,6 +440,13 @@ impl Plan {
     pub fn prevented(&self) -> impl Iterator<Item = &Change> {
         self.changes.iter().filter(|change| change.prevented)
     }
+}
+
+/// The sum of a plan's counts, stopping at `u64::MAX`. The counts of a saved plan are read from
+/// a file that may have been edited by hand; adding them must not overflow (a panic in a debug
+/// build, a wrong total in a release one).
+pub fn saturating_total(counts: impl IntoIterator<Item = u64>) -> u64 {
+    counts.into_iter().fold(0, u64::saturating_add)
 }
 
 /// The JSON schema of [`Plan`], as committed in `schemas/plan.schema.json`.

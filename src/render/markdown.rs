@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 
 use super::{cost_sentence, invisible_kind, summary_sentence, symbol};
-use crate::plan::{Action, Change, ChangeKind, Plan};
+use crate::plan::{Action, Change, ChangeKind, Plan, saturating_total};
 
 /// GitHub's limit on the length of a comment, in characters.
 pub const MARKDOWN_LIMIT: usize = 65_536;
@@ -188,7 +188,7 @@ fn write_data(out: &mut String, plan: &Plan) {
         }
         out.push_str("\n</details>\n\n");
     }
-    let total: u64 = data.requests.values().sum();
+    let total = saturating_total(data.requests.values().copied());
     let per_operation: Vec<String> = data
         .requests
         .iter()

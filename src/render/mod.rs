@@ -16,7 +16,7 @@ pub use json::json;
 pub use markdown::{MARKDOWN_LIMIT, markdown};
 pub use text::text;
 
-use crate::plan::Action;
+use crate::plan::{Action, saturating_total};
 
 /// The Terraform-like symbol of an action.
 pub(crate) fn symbol(action: Action) -> &'static str {
@@ -92,12 +92,12 @@ pub(crate) fn summary_sentence(plan: &crate::plan::Plan) -> String {
 /// The data part's counts that make apply send something.
 fn data_parts(data: &crate::sync::DataPlan) -> Vec<String> {
     let sum = |f: &dyn Fn(&crate::sync::ProfileSyncPlan) -> u64| -> u64 {
-        data.profiles.iter().map(f).sum()
+        saturating_total(data.profiles.iter().map(f))
     };
-    let set = sum(&|p| p.counts.new + p.counts.changed);
+    let set = sum(&|p| p.counts.new.saturating_add(p.counts.changed));
     let unset = sum(&|p| p.counts.unset);
-    let add: u64 = data.memberships.iter().map(|m| m.counts.add).sum();
-    let remove: u64 = data.memberships.iter().map(|m| m.counts.remove).sum();
+    let add = saturating_total(data.memberships.iter().map(|m| m.counts.add));
+    let remove = saturating_total(data.memberships.iter().map(|m| m.counts.remove));
     [
         (set, "profile(s) to set properties on"),
         (unset, "profile(s) to unset properties on"),

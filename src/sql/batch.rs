@@ -25,8 +25,14 @@ pub struct RowBatch {
 
 #[derive(Debug, Clone)]
 enum BatchRows {
-    /// Decoded values (SQLite, and PostgreSQL rows read row by row).
-    Values(Vec<Vec<Value>>),
+    /// Decoded values (SQLite, and PostgreSQL rows read row by row); a value that could not be
+    /// decoded is a null in `rows` and its error in `undecodable`, so that it fails only where
+    /// it is read, as a `COPY` row's does.
+    Values {
+        rows: Vec<Vec<Value>>,
+        /// Sorted by row, then column.
+        undecodable: Vec<Undecodable>,
+    },
     /// PostgreSQL `COPY` rows in binary wire form.
     Binary(BinaryRows),
 }
@@ -70,12 +76,52 @@ impl BinaryRows {
     }
 }
 
+/// A value of a decoded row that could not be decoded: its place and its [`SqlError::Decode`].
+#[derive(Debug, Clone)]
+pub(crate) struct Undecodable {
+    row: usize,
+    column: usize,
+    type_name: String,
+    reason: String,
+}
+
+impl Undecodable {
+    /// The failure of the value at `row` (in its batch) and `column`; an error other than a
+    /// value's own ([`SqlError::Decode`]) is returned as it is, for the whole query.
+    pub(crate) fn new(row: usize, column: usize, error: SqlError) -> Result<Self, SqlError> {
+        match error {
+            SqlError::Decode {
+                type_name, reason, ..
+            } => Ok(Undecodable {
+                row,
+                column,
+                type_name,
+                reason,
+            }),
+            other => Err(other),
+        }
+    }
+
+    fn error(&self, columns: &[String]) -> SqlError {
+        SqlError::Decode {
+            column: columns[self.column].clone(),
+            type_name: self.type_name.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 impl RowBatch {
-    /// A batch of decoded values.
-    pub(crate) fn from_values(columns: Arc<[String]>, rows: Vec<Vec<Value>>) -> Self {
+    /// A batch of decoded values, with the values that could not be decoded (sorted by row,
+    /// then column).
+    pub(crate) fn from_values(
+        columns: Arc<[String]>,
+        rows: Vec<Vec<Value>>,
+        undecodable: Vec<Undecodable>,
+    ) -> Self {
         RowBatch {
             columns,
-            rows: BatchRows::Values(rows),
+            rows: BatchRows::Values { rows, undecodable },
         }
     }
 
@@ -90,7 +136,7 @@ impl RowBatch {
     /// Rows in the batch.
     pub fn len(&self) -> usize {
         match &self.rows {
-            BatchRows::Values(rows) => rows.len(),
+            BatchRows::Values { rows, .. } => rows.len(),
             BatchRows::Binary(rows) => rows.len(),
         }
     }
@@ -98,7 +144,7 @@ impl RowBatch {
     /// About how many bytes the batch holds (its buffers; decoded values are estimated).
     pub fn memory(&self) -> usize {
         match &self.rows {
-            BatchRows::Values(rows) => rows.iter().map(|row| 64 + row.len() * 48).sum(),
+            BatchRows::Values { rows, .. } => rows.iter().map(|row| 64 + row.len() * 48).sum(),
             BatchRows::Binary(rows) => {
                 rows.data.capacity() + rows.fields.capacity() * size_of::<Option<(u32, u32)>>()
             }
@@ -120,29 +166,40 @@ impl RowBatch {
         (0..self.len()).map(|index| self.row(index))
     }
 
-    /// Every row's values, decoded, in column order.
+    /// Every row's values, decoded, in column order (the first value that cannot be decoded
+    /// is the error).
     pub fn into_values(self) -> Result<Vec<Vec<Value>>, SqlError> {
+        self.into_value_rows().into_iter().collect()
+    }
+
+    /// Each row's values, or the error of its first value that cannot be decoded.
+    fn into_value_rows(self) -> Vec<Result<Vec<Value>, SqlError>> {
         match self.rows {
-            BatchRows::Values(rows) => Ok(rows),
-            BatchRows::Binary(_) => self
-                .rows()
-                .map(|row| {
-                    (0..self.columns.len())
-                        .map(|column| row.value(column).map(Cow::into_owned))
-                        .collect()
-                })
-                .collect(),
+            BatchRows::Values { rows, undecodable } if undecodable.is_empty() => {
+                rows.into_iter().map(Ok).collect()
+            }
+            rows => {
+                let batch = RowBatch {
+                    columns: self.columns,
+                    rows,
+                };
+                batch
+                    .rows()
+                    .map(|row| {
+                        (0..batch.columns.len())
+                            .map(|column| row.value(column).map(Cow::into_owned))
+                            .collect()
+                    })
+                    .collect()
+            }
         }
     }
 
     /// The rows as [`Row`]s (a row that cannot be decoded is an error in its place).
     pub fn into_rows(self) -> impl Iterator<Item = Result<Row, SqlError>> {
         let columns = self.columns.clone();
-        let rows: Vec<Result<Vec<Value>, SqlError>> = match self.into_values() {
-            Ok(rows) => rows.into_iter().map(Ok).collect(),
-            Err(err) => vec![Err(err)],
-        };
-        rows.into_iter()
+        self.into_value_rows()
+            .into_iter()
             .map(move |values| values.map(|values| columns.iter().cloned().zip(values).collect()))
     }
 }
@@ -158,12 +215,19 @@ pub struct RowRef<'a> {
 enum Field<'a> {
     Value(&'a Value),
     Binary(&'a PgColumn, Option<&'a [u8]>),
+    Undecodable(&'a Undecodable),
 }
 
 impl<'a> RowRef<'a> {
     fn field(&self, column: usize) -> Field<'a> {
         match &self.batch.rows {
-            BatchRows::Values(rows) => Field::Value(&rows[self.index][column]),
+            BatchRows::Values { rows, undecodable } => {
+                let at = (self.index, column);
+                match undecodable.binary_search_by(|u| (u.row, u.column).cmp(&at)) {
+                    Ok(found) => Field::Undecodable(&undecodable[found]),
+                    Err(_) => Field::Value(&rows[self.index][column]),
+                }
+            }
             BatchRows::Binary(rows) => {
                 let width = rows.decoders.len();
                 let range = rows.fields[self.index * width + column];
@@ -178,6 +242,7 @@ impl<'a> RowRef<'a> {
         match self.field(column) {
             Field::Value(value) => Ok(Cow::Borrowed(value)),
             Field::Binary(decoder, bytes) => decoder.value(bytes).map(Cow::Owned),
+            Field::Undecodable(failure) => Err(failure.error(&self.batch.columns)),
         }
     }
 
@@ -187,6 +252,7 @@ impl<'a> RowRef<'a> {
             Field::Value(Value::String(text)) => Ok(Some(text)),
             Field::Value(_) => Ok(None),
             Field::Binary(decoder, bytes) => decoder.text(bytes),
+            Field::Undecodable(failure) => Err(failure.error(&self.batch.columns)),
         }
     }
 
@@ -202,6 +268,46 @@ impl<'a> RowRef<'a> {
                 Ok(true)
             }
             Field::Binary(decoder, bytes) => decoder.write_scalar_json(bytes, out),
+            Field::Undecodable(failure) => Err(failure.error(&self.batch.columns)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A value that could not be decoded fails where it is read, and only its row.
+    #[test]
+    fn an_undecodable_value_fails_only_its_row() {
+        let columns: Arc<[String]> = vec!["email".to_owned(), "score".to_owned()].into();
+        let nan = SqlError::Decode {
+            column: "score".into(),
+            type_name: "REAL".into(),
+            reason: "the value is NaN".into(),
+        };
+        let batch = RowBatch::from_values(
+            columns,
+            vec![
+                vec![json!("a@x.test"), json!(1.5)],
+                vec![json!("b@x.test"), Value::Null],
+                vec![json!("c@x.test"), json!(2)],
+            ],
+            vec![Undecodable::new(1, 1, nan).unwrap()],
+        );
+        assert_eq!(batch.row(1).value(0).unwrap().as_ref(), &json!("b@x.test"));
+        let err = batch.row(1).value(1).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "column `score` (REAL): cannot decode value: the value is NaN"
+        );
+        assert!(batch.row(1).write_scalar_json(1, &mut Vec::new()).is_err());
+        assert_eq!(batch.row(2).value(1).unwrap().as_ref(), &json!(2));
+        let rows: Vec<bool> = batch.clone().into_rows().map(|row| row.is_ok()).collect();
+        assert_eq!(rows, [true, false, true]);
+        assert!(batch.into_values().is_err());
+        // Any other error is the whole query's.
+        assert!(Undecodable::new(0, 0, SqlError::Interrupted).is_err());
     }
 }

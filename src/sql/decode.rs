@@ -5,8 +5,8 @@
 //! | column type                                  | JSON                                          |
 //! |----------------------------------------------|-----------------------------------------------|
 //! | `int2`, `int4`, `int8`, `oid`                | number                                        |
-//! | `float4`, `float8`                           | number; `NaN`/`Infinity`/`-Infinity` strings   |
-//! | `numeric`                                    | number when exact (see [`numeric_to_json`]), else string |
+//! | `float4`, `float8`                           | number; `NaN`/`Infinity`/`-Infinity` refused  |
+//! | `numeric`                                    | number when exact (see [`numeric_to_json`]), else string; `NaN`/infinities refused |
 //! | `text`, `varchar`, `char`, `name`, `citext`, enums | string                                  |
 //! | `bool`                                       | `true` / `false`                              |
 //! | `timestamptz`                                | ISO 8601 in UTC: `2024-05-01T12:30:00Z`       |
@@ -21,8 +21,14 @@
 //!
 //! Other types are an error naming the column and suggesting a cast, rather than a guess.
 //!
+//! JSON has no NaN and no infinities. Spelling them as strings would change a numeric property's
+//! type in Klaviyo (a segment on `ltv > 100` stops matching) and `null` would lose the value, so
+//! they are an error (see [`NON_FINITE`]): the query says what it means, with `NULLIF(x, 'NaN')`
+//! or a cast to text.
+//!
 //! SQLite values are decoded by their storage class (SQLite's types are per value): INTEGER →
-//! number (or `true`/`false` when the column is declared `BOOLEAN`), REAL → number, TEXT → string
+//! number (or `true`/`false` when the column is declared `BOOLEAN`), REAL → number (infinities
+//! refused as above; SQLite itself stores NaN as NULL), TEXT → string
 //! (normalised to ISO 8601 when the column is declared `DATETIME`/`TIMESTAMP` and the text parses
 //! as one), BLOB → `\x` hex, NULL → `null`. SQLite has no JSON type, so JSON kept in TEXT stays a
 //! string.
@@ -209,9 +215,15 @@ pub(crate) fn pg_columns<'a>(
     Ok(columns)
 }
 
+/// One decoded value, or why this value could not be decoded ([`SqlError::Decode`]): a NaN, a
+/// JSON document nested too deep. Such a failure belongs to its row (a sync refuses that row
+/// and carries the others), unlike a column of a type klsync does not convert, which fails the
+/// whole query.
+pub(crate) type Cell = Result<Value, SqlError>;
+
 /// The values of one PostgreSQL row, in column order (see the table above). `columns` are the
 /// row's own, from [`pg_columns`].
-pub(crate) fn pg_values(row: &PgRow, columns: &[PgColumn]) -> Result<Vec<Value>, SqlError> {
+pub(crate) fn pg_values(row: &PgRow, columns: &[PgColumn]) -> Result<Vec<Cell>, SqlError> {
     let mut out = Vec::with_capacity(columns.len());
     for (index, column) in columns.iter().enumerate() {
         let raw = row
@@ -233,23 +245,28 @@ pub(crate) fn pg_values(row: &PgRow, columns: &[PgColumn]) -> Result<Vec<Value>,
                     .map_err(|err| decode_error(&column.name, &column.type_name, err))?,
             )
         };
-        out.push(column.value(bytes)?);
+        match column.value(bytes) {
+            Err(unsupported @ SqlError::UnsupportedType { .. }) => return Err(unsupported),
+            cell => out.push(cell),
+        }
     }
     Ok(out)
 }
 
 /// The values of one SQLite row, in column order (by storage class, see above).
-pub(crate) fn sqlite_values(row: &SqliteRow) -> Result<Vec<Value>, SqlError> {
+pub(crate) fn sqlite_values(row: &SqliteRow) -> Vec<Cell> {
     let mut out = Vec::with_capacity(row.len());
     for (index, column) in row.columns().iter().enumerate() {
         let name = column.name();
         let declared = column.type_info().name();
-        let raw = row
-            .try_get_raw(index)
-            .map_err(|err| decode_error(name, declared, err))?;
-        out.push(sqlite_value(raw, declared).map_err(|err| decode_error(name, declared, err))?);
+        out.push(
+            row.try_get_raw(index)
+                .map_err(BoxDynError::from)
+                .and_then(|raw| sqlite_value(raw, declared))
+                .map_err(|err| decode_error(name, declared, err)),
+        );
     }
-    Ok(out)
+    out
 }
 
 fn decode_error(column: &str, type_name: &str, err: impl std::fmt::Display) -> SqlError {
@@ -365,9 +382,9 @@ fn scalar_value(scalar: Scalar, bytes: &[u8]) -> Result<Value, BoxDynError> {
         Scalar::Int4 => Value::from(i32::from_be_bytes(exact(bytes)?)),
         Scalar::Int8 => Value::from(i64::from_be_bytes(exact(bytes)?)),
         Scalar::Oid => Value::from(u32::from_be_bytes(exact(bytes)?)),
-        Scalar::Float4 => float4_to_json(f32::from_be_bytes(exact(bytes)?)),
-        Scalar::Float8 => float_to_json(f64::from_be_bytes(exact(bytes)?)),
-        Scalar::Numeric => numeric_to_json(&pg_numeric_to_string(bytes)?),
+        Scalar::Float4 => float4_to_json(f32::from_be_bytes(exact(bytes)?))?,
+        Scalar::Float8 => float_to_json(f64::from_be_bytes(exact(bytes)?))?,
+        Scalar::Numeric => numeric_to_json(&pg_numeric_to_string(bytes)?)?,
         Scalar::Text => Value::String(std::str::from_utf8(bytes)?.to_owned()),
         Scalar::TimestampTz | Scalar::Timestamp => {
             let micros = i64::from_be_bytes(exact(bytes)?);
@@ -454,7 +471,7 @@ fn sqlite_value(raw: SqliteValueRef<'_>, declared: &str) -> Result<Value, BoxDyn
                 Value::from(int)
             }
         }
-        "REAL" => float_to_json(<f64 as Decode<Sqlite>>::decode(raw)?),
+        "REAL" => float_to_json(<f64 as Decode<Sqlite>>::decode(raw)?)?,
         "BLOB" => Value::String(bytes_hex(&<Vec<u8> as Decode<Sqlite>>::decode(raw)?)),
         _ => {
             let text = <String as Decode<Sqlite>>::decode(raw)?;
@@ -501,19 +518,28 @@ fn bytes_hex(bytes: &[u8]) -> String {
     format!("\\x{}", hex::encode(bytes))
 }
 
-/// JSON has no NaN or infinities; PostgreSQL's spellings keep them visible instead of null.
-fn float_to_json(value: f64) -> Value {
+/// What to do about a NaN or an infinity, after "the value is NaN" (see the module docs).
+pub(crate) const NON_FINITE: &str = "JSON has no such number, so Klaviyo cannot hold it as one; \
+    map it in the query: `NULLIF(col, 'NaN')` (a null leaves the property as it is), \
+    `CASE ... END` to a finite number, or `col::text` to send the text";
+
+fn non_finite(spelling: &str) -> BoxDynError {
+    format!("the value is {spelling}: {NON_FINITE}").into()
+}
+
+/// A float as a JSON number; NaN and the infinities are refused (see [`NON_FINITE`]).
+fn float_to_json(value: f64) -> Result<Value, BoxDynError> {
     match Number::from_f64(value) {
-        Some(number) => Value::Number(number),
-        None if value.is_nan() => Value::String("NaN".into()),
-        None if value > 0.0 => Value::String("Infinity".into()),
-        None => Value::String("-Infinity".into()),
+        Some(number) => Ok(Value::Number(number)),
+        None if value.is_nan() => Err(non_finite("NaN")),
+        None if value > 0.0 => Err(non_finite("Infinity")),
+        None => Err(non_finite("-Infinity")),
     }
 }
 
 /// Widen through the shortest decimal form, so `0.1::float4` becomes `0.1`, not
 /// `0.10000000149011612`.
-fn float4_to_json(value: f32) -> Value {
+fn float4_to_json(value: f32) -> Result<Value, BoxDynError> {
     match value.to_string().parse::<f64>() {
         Ok(widened) => float_to_json(widened),
         Err(_) => float_to_json(f64::from(value)),
@@ -523,22 +549,25 @@ fn float4_to_json(value: f32) -> Value {
 /// A NUMERIC's exact decimal text as JSON: an integer when it fits `i64`, a float when the
 /// float's shortest form has exactly the same digits (trailing fraction zeros aside), otherwise
 /// the decimal text as a string, so no precision is ever lost silently. `NaN` and the
-/// infinities stay strings.
-pub(crate) fn numeric_to_json(text: &str) -> Value {
+/// infinities are refused (see [`NON_FINITE`]).
+pub(crate) fn numeric_to_json(text: &str) -> Result<Value, BoxDynError> {
+    if matches!(text, "NaN" | "Infinity" | "-Infinity") {
+        return Err(non_finite(text));
+    }
     let normalized = normalize_decimal(text);
     if !normalized.contains('.') {
         if let Ok(int) = normalized.parse::<i64>() {
-            return Value::from(int);
+            return Ok(Value::from(int));
         }
     }
     if let Ok(float) = normalized.parse::<f64>() {
         if float.is_finite() && normalize_decimal(&float.to_string()) == normalized {
             if let Some(number) = Number::from_f64(float) {
-                return Value::Number(number);
+                return Ok(Value::Number(number));
             }
         }
     }
-    Value::String(text.to_string())
+    Ok(Value::String(text.to_string()))
 }
 
 /// Strip trailing fraction zeros (and a bare `.`), and turn `-0` into `0`.
@@ -667,6 +696,7 @@ mod tests {
 
     #[test]
     fn numeric_becomes_a_number_only_when_exact() {
+        let numeric_to_json = |text: &str| super::numeric_to_json(text).unwrap();
         assert_eq!(numeric_to_json("42"), json!(42));
         assert_eq!(numeric_to_json("42.000"), json!(42));
         assert_eq!(numeric_to_json("12.50"), json!(12.5));
@@ -684,14 +714,37 @@ mod tests {
             numeric_to_json("0.1000000000000000055511"),
             json!("0.1000000000000000055511")
         );
-        assert_eq!(numeric_to_json("NaN"), json!("NaN"));
+    }
+
+    /// NaN and the infinities have no JSON number: refused, naming the value and the fixes,
+    /// never sent as a string or as null.
+    #[test]
+    fn non_finite_numbers_are_refused_with_what_to_do() {
+        for (result, spelling) in [
+            (float_to_json(f64::NAN), "NaN"),
+            (float_to_json(f64::INFINITY), "Infinity"),
+            (float_to_json(f64::NEG_INFINITY), "-Infinity"),
+            (float4_to_json(f32::NAN), "NaN"),
+            (numeric_to_json("NaN"), "NaN"),
+            (numeric_to_json("Infinity"), "Infinity"),
+            (numeric_to_json("-Infinity"), "-Infinity"),
+        ] {
+            let message = result.unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("the value is {spelling}: ")),
+                "{message}"
+            );
+            assert!(message.contains("NULLIF(col, 'NaN')"), "{message}");
+        }
+        // Text that spells them is text.
+        let text = scalar_value(Scalar::Text, b"NaN").unwrap();
+        assert_eq!(text, json!("NaN"));
     }
 
     #[test]
-    fn floats_keep_their_shortest_form_and_name_non_finite_values() {
-        assert_eq!(float4_to_json(0.1), json!(0.1));
-        assert_eq!(float_to_json(f64::NAN), json!("NaN"));
-        assert_eq!(float_to_json(f64::NEG_INFINITY), json!("-Infinity"));
+    fn floats_keep_their_shortest_form() {
+        assert_eq!(float4_to_json(0.1).unwrap(), json!(0.1));
+        assert_eq!(float_to_json(-0.0).unwrap(), json!(-0.0));
         assert_eq!(bytes_hex(&[0xde, 0xad, 0x01]), "\\xdead01");
     }
 

@@ -92,6 +92,7 @@ use tokio::sync::mpsc;
 use crate::manifest::types::QuerySpec;
 use crate::settings::{Secret, redact_url};
 
+use batch::Undecodable;
 pub use batch::{RowBatch, RowRef};
 pub use error::SqlError;
 pub use saved::SavedQuery;
@@ -386,6 +387,8 @@ struct Batcher<'a> {
     /// Known before the first row.
     columns: Option<std::sync::Arc<[String]>>,
     rows: Vec<Vec<Value>>,
+    /// The values of `rows` that could not be decoded, in order.
+    undecodable: Vec<Undecodable>,
 }
 
 impl<'a> Batcher<'a> {
@@ -394,6 +397,7 @@ impl<'a> Batcher<'a> {
             sender,
             columns: None,
             rows: Vec::with_capacity(ROW_BATCH),
+            undecodable: Vec::new(),
         }
     }
 
@@ -407,7 +411,18 @@ impl<'a> Batcher<'a> {
 
     /// Add a row's values (after [`Batcher::set_columns`]); `Ok(false)` once the consumer is
     /// gone (stop reading).
-    async fn push(&mut self, values: Vec<Value>) -> Result<bool, SqlError> {
+    async fn push(&mut self, cells: Vec<decode::Cell>) -> Result<bool, SqlError> {
+        let row = self.rows.len();
+        let mut values = Vec::with_capacity(cells.len());
+        for (column, cell) in cells.into_iter().enumerate() {
+            values.push(match cell {
+                Ok(value) => value,
+                Err(error) => {
+                    self.undecodable.push(Undecodable::new(row, column, error)?);
+                    Value::Null
+                }
+            });
+        }
         self.rows.push(values);
         if self.rows.len() < ROW_BATCH {
             return Ok(true);
@@ -424,7 +439,8 @@ impl<'a> Batcher<'a> {
             return true;
         }
         let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(ROW_BATCH));
-        let batch = RowBatch::from_values(columns.clone(), rows);
+        let undecodable = std::mem::take(&mut self.undecodable);
+        let batch = RowBatch::from_values(columns.clone(), rows, undecodable);
         self.send(batch).await
     }
 
@@ -663,7 +679,7 @@ async fn run_sqlite(
                     if !batch.has_columns() {
                         batch.set_columns(decode::column_names(&row)?);
                     }
-                    if !batch.push(decode::sqlite_values(&row)?).await? {
+                    if !batch.push(decode::sqlite_values(&row)).await? {
                         break;
                     }
                 }

@@ -151,11 +151,11 @@ impl DataPlan {
     pub fn has_changes(&self) -> bool {
         self.profiles
             .iter()
-            .any(|p| p.counts.new + p.counts.changed + p.counts.unset > 0)
+            .any(|p| p.counts.new > 0 || p.counts.changed > 0 || p.counts.unset > 0)
             || self
                 .memberships
                 .iter()
-                .any(|m| m.counts.add + m.counts.remove > 0)
+                .any(|m| m.counts.add > 0 || m.counts.remove > 0)
     }
 
     /// Whether any list's removals exceed its `max_removals` (apply refuses without force).

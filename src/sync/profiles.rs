@@ -97,9 +97,12 @@ enum Found {
     /// Hash differs from the stored one (`stored`) or there is none.
     Differs {
         stored: bool,
+        hash: RowHash,
     },
     /// The identifier was seen before, as this.
     Twin(Seen),
+    /// A value of the row cannot be carried (why): the row is refused.
+    Refused(String),
 }
 
 fn seen_of(stored: &StoredTable, seen: &diff::KeyMap<Seen>, key: u64) -> Option<Seen> {
@@ -175,8 +178,9 @@ struct Run<'a> {
     live: HashMap<&'a str, Vec<(&'a str, Option<&'a Value>)>>,
 }
 
-/// A row's identifier key and hash, or why its identifier is unusable.
-type Prepared = Result<(u64, RowHash), identify::IdentifierProblem>;
+/// A row's identifier key and hash (or why one of its values cannot be carried), or why its
+/// identifier is unusable.
+type Prepared = Result<(u64, Result<RowHash, String>), identify::IdentifierProblem>;
 
 /// The first, CPU-heavy step of classifying rows: normalise each identifier, key it, hash the
 /// row. Needs no stored state and no other row, so batches are identified in parallel, each by
@@ -225,10 +229,19 @@ impl Identifier {
                     let key = identifier_key(self.seed, &self.scratch);
                     // `layout.properties` is sorted by property name, as the canonical form
                     // wants.
-                    let hash = self
+                    let hash = match self
                         .hasher
-                        .hash_row(&row, layout.properties.iter().map(|(_, column)| *column))?;
-                    Ok((key, diff::mode_hash(hash, self.unset_nulls)))
+                        .hash_row(&row, layout.properties.iter().map(|(_, column)| *column))
+                    {
+                        Ok(hash) => Ok(diff::mode_hash(hash, self.unset_nulls)),
+                        // A value Klaviyo cannot hold (a NaN, JSON nested too deep, ...) is the
+                        // row's problem, like a bad identifier: that row is refused and the
+                        // others are synced. A column of a type klsync cannot convert at all
+                        // stays an error for the whole query.
+                        Err(problem @ SqlError::Decode { .. }) => Err(problem.to_string()),
+                        Err(other) => return Err(other),
+                    };
+                    Ok((key, hash))
                 }
                 Err(problem) => Err(problem),
             });
@@ -376,27 +389,29 @@ impl Run<'_> {
         row: &RowRef<'_>,
         layout: &Layout,
         key: u64,
-        hash: RowHash,
+        hash: Result<RowHash, String>,
     ) -> Result<(), SyncError> {
-        let found = match self.stored.get(key) {
-            Some((stored_hash, seen)) => match seen {
-                Some(previous) => Found::Twin(previous),
-                None if stored_hash == short_hash(&hash) && !self.restore.contains(&key) => {
-                    self.stored.set_state(key, Some(Seen::Unchanged));
-                    Found::Unchanged
+        let found = match (self.stored.get(key), hash) {
+            (Some((_, Some(previous))), _) => Found::Twin(previous),
+            (None, _) if let Some(previous) = self.seen.get(&key).copied() => Found::Twin(previous),
+            (_, Err(problem)) => Found::Refused(problem),
+            (Some((stored_hash, None)), Ok(hash))
+                if stored_hash == short_hash(&hash) && !self.restore.contains(&key) =>
+            {
+                self.stored.set_state(key, Some(Seen::Unchanged));
+                Found::Unchanged
+            }
+            (Some(_), Ok(hash)) => {
+                self.stored.set_state(key, Some(Seen::Pending));
+                Found::Differs { stored: true, hash }
+            }
+            (None, Ok(hash)) => {
+                self.seen.insert(key, Seen::Pending);
+                Found::Differs {
+                    stored: false,
+                    hash,
                 }
-                None => {
-                    self.stored.set_state(key, Some(Seen::Pending));
-                    Found::Differs { stored: true }
-                }
-            },
-            None => match self.seen.get(&key).copied() {
-                Some(previous) => Found::Twin(previous),
-                None => {
-                    self.seen.insert(key, Seen::Pending);
-                    Found::Differs { stored: false }
-                }
-            },
+            }
         };
         match found {
             Found::Twin(previous) => {
@@ -415,7 +430,16 @@ impl Run<'_> {
                 self.reject(index, &raw, format!("duplicate identifier {identifier}"));
             }
             Found::Unchanged => self.counts.unchanged += 1,
-            Found::Differs { stored } => {
+            Found::Refused(problem) => {
+                // Marked, so that a stored row is not taken for one gone from the query (its
+                // properties stay as they are in Klaviyo) and a twin is still caught.
+                self.mark(key, Seen::Rejected);
+                let raw = row
+                    .value(layout.identifier)
+                    .map_err(|source| query_error(self.spec, source))?;
+                self.reject(index, &raw, problem);
+            }
+            Found::Differs { stored, hash } => {
                 let properties: Map<String, Value> = layout
                     .properties
                     .iter()
@@ -478,6 +502,20 @@ impl Run<'_> {
             let unset = !delta.unset.is_empty();
             let mut size = 0;
             let seen = if !delta.set.is_empty() {
+                if let Some((property, depth)) = too_deep(&delta.set) {
+                    self.mark(candidate.key, Seen::Rejected);
+                    self.reject(
+                        candidate.row,
+                        &Value::String(candidate.identifier),
+                        format!(
+                            "property `{property}` is nested {depth} levels deep, more than the \
+                             {MAX_PROPERTY_DEPTH} klsync sends (Klaviyo's JSON parser refuses a \
+                             request nested deeper than 128, and with it every profile of the \
+                             import job); flatten the value in the query"
+                        ),
+                    );
+                    continue;
+                }
                 size = profile_size(self.spec, &candidate.identifier, &delta.set);
                 if size > PROFILE_MAX_BYTES {
                     self.mark(candidate.key, Seen::Rejected);
@@ -648,6 +686,37 @@ impl Layout {
                 .collect::<Result<_, SyncError>>()?,
         })
     }
+}
+
+/// How deep a property value may nest (an array or object counts one level per bracket). A
+/// bulk import request puts property values 8 levels down, and a request nested deeper than 128
+/// levels is refused whole by serde_json's default limit (the emulator's, and the usual one of
+/// JSON parsers): one deep value would fail every profile of its job. 100 leaves room.
+pub const MAX_PROPERTY_DEPTH: usize = 100;
+
+/// The first property (by name) whose value nests deeper than [`MAX_PROPERTY_DEPTH`], with its
+/// depth.
+fn too_deep(set: &Map<String, Value>) -> Option<(&str, usize)> {
+    set.iter()
+        .map(|(property, value)| (property.as_str(), json_depth(value)))
+        .find(|(_, depth)| *depth > MAX_PROPERTY_DEPTH)
+}
+
+/// Nesting depth of a JSON value: 0 for a scalar, 1 for `[]` or `[1]`, 2 for `[[1]]`.
+/// Iterative, so no value can exhaust the stack.
+fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 0)];
+    while let Some((value, depth)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        pending.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
 }
 
 fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Value>) -> usize {
@@ -1067,5 +1136,33 @@ mod tests {
         // The table compares short hashes with the stored value's kept bits.
         let hash: RowHash = [0xab; 16];
         assert_eq!(short_hash(&hash) & !table::VALUE_BITS, 0);
+    }
+
+    #[test]
+    fn depth_counts_brackets_and_the_first_too_deep_property_is_named() {
+        use serde_json::json;
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!([])), 1);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": [2]}]})), 4);
+        let nest = |depth: usize| {
+            let mut value = json!(1);
+            for _ in 0..depth {
+                value = json!([value]);
+            }
+            value
+        };
+        let set = |depth: usize| -> Map<String, Value> {
+            [
+                ("a".to_owned(), json!("flat")),
+                ("b".to_owned(), nest(depth)),
+            ]
+            .into_iter()
+            .collect()
+        };
+        assert_eq!(too_deep(&set(MAX_PROPERTY_DEPTH)), None);
+        assert_eq!(
+            too_deep(&set(MAX_PROPERTY_DEPTH + 1)),
+            Some(("b", MAX_PROPERTY_DEPTH + 1))
+        );
     }
 }

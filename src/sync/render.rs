@@ -6,7 +6,7 @@ use super::{
     DataApplyReport, DataCheck, DataPlan, Drift, FieldChange, MembershipCheck, ProfileCheck,
     SAMPLE_SIZE,
 };
-use crate::plan::format_duration;
+use crate::plan::{format_duration, saturating_total};
 
 fn value(v: &Option<serde_json::Value>) -> String {
     v.as_ref()
@@ -116,7 +116,7 @@ pub fn render_text(plan: &DataPlan) -> String {
             );
         }
     }
-    let total: u64 = plan.requests.values().sum();
+    let total = saturating_total(plan.requests.values().copied());
     let _ = writeln!(
         out,
         "data: {total} request(s), at least {} at Klaviyo's rate limits",
@@ -211,8 +211,8 @@ pub fn render_check(check: &DataCheck) -> String {
 
 /// The full check in a phrase: what differs, of how much was read back.
 pub fn check_summary(check: &DataCheck) -> String {
-    let profiles: u64 = check.profiles.iter().map(|p| p.checked).sum();
-    let members: u64 = check.memberships.iter().map(|m| m.checked).sum();
+    let profiles = saturating_total(check.profiles.iter().map(|p| p.checked));
+    let members = saturating_total(check.memberships.iter().map(|m| m.checked));
     if !check.has_drift() {
         return format!("{profiles} profile(s) and {members} list member(s) read back");
     }

@@ -346,6 +346,19 @@ pub struct EmulatorArgs {
     /// (`2m` behaves like a busy Klaviyo; the spec gives no duration).
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = crate::duration::parse_duration)]
     pub job_delay: Duration,
+    /// How a bulk import job's import errors name the refused profile: `nested` (the profile as
+    /// sent), `flat` (its attributes), `pointer` (only `source.pointer`, at its index in the job)
+    /// or `opaque` (nothing names it).
+    #[arg(
+        long,
+        default_value = "nested",
+        value_name = "nested|flat|pointer|opaque"
+    )]
+    pub import_errors_shape: String,
+    /// Store segment definitions in a canonical form (integers as floats, a default field added
+    /// to each filter), as a Klaviyo that rewrites what it was sent would.
+    #[arg(long)]
+    pub canonicalize_segments: bool,
 }
 
 #[derive(Debug, Args)]

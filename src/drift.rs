@@ -1,7 +1,9 @@
 //! `klsync drift`: what changed in Klaviyo behind klsync's back. Pure: no I/O.
 //!
-//! Each managed resource's live values are compared with what klsync last applied to it (the
-//! `applied` value of its managed record):
+//! Each managed resource's live values are compared with what Klaviyo returned after klsync's
+//! last write (the `returned` value of its managed record, in Klaviyo's own form: a definition
+//! Klaviyo canonicalised is no drift), or, for records and fields without one, with what klsync
+//! last applied (`applied`); see [`crate::plan::three_way`]:
 //! - tag groups: `name`, `exclusive`;
 //! - tags: `name` (a tag cannot move between groups; a renamed group shows on the group);
 //! - lists: `name`, and `opt_in_process` when klsync set one;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::model::{DesiredState, LiveState, ManagedState, ResourceKind};
+use crate::plan::three_way::expected_live;
 use crate::plan::{APPLIED_TAGS, ChangeKind, definition_diff, normalize_definition};
 
 /// The version of the JSON drift format. Bumped on any change a reader would notice.
@@ -74,7 +77,8 @@ pub struct DriftEntry {
     /// The field: `name`, `exclusive`, `opt_in_process`, `definition`, `is_starred`; `exists`
     /// for deletions and `linked` for links.
     pub field: String,
-    /// The value klsync applied (for `definition`, normalised).
+    /// The value Klaviyo returned after klsync's last write, or (without one) the value klsync
+    /// applied (for `definition`, normalised).
     pub before: Value,
     /// The value in Klaviyo now.
     pub after: Value,
@@ -154,8 +158,11 @@ pub fn detect(
         };
         let mut found: Vec<DriftEntry> = Vec::new();
         let mut definition: Option<DriftEntry> = None;
+        let returned = record.returned.as_ref();
         let mut compare = |field: &str, after: Value| {
-            let before = applied.get(field).cloned().unwrap_or(Value::Null);
+            let before = expected_live(applied, returned, field)
+                .cloned()
+                .unwrap_or(Value::Null);
             if before != after {
                 found.push(entry(field, before, after));
             }
@@ -179,8 +186,9 @@ pub fn detect(
             ResourceKind::Segment => live.segments.get(id).map(|segment| {
                 compare("name", json!(segment.name));
                 compare("is_starred", json!(segment.is_starred));
-                let before =
-                    normalize_definition(applied.get("definition").unwrap_or(&Value::Null));
+                let before = normalize_definition(
+                    expected_live(applied, returned, "definition").unwrap_or(&Value::Null),
+                );
                 let after = normalize_definition(&segment.definition);
                 if before != after {
                     let mut changed = entry("definition", before.clone(), after.clone());
@@ -506,6 +514,7 @@ mod tests {
         ManagedRecord {
             klaviyo_id: id.into(),
             applied,
+            returned: None,
         }
     }
 

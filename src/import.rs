@@ -325,7 +325,11 @@ pub fn managed_records(
     }
     let desired = DesiredState::from_manifest(&manifest);
     let adoption = plan::diff(&desired, live, &ManagedState::new(), meta)?;
-    let mut adopted: BTreeMap<ResourceKey, (String, serde_json::Value)> = BTreeMap::new();
+    // Each record holds the pair the three-way comparison needs: the manifest written (as
+    // `applied`, what klsync would send) and Klaviyo's values as read (the adoption's
+    // `expected`, in Klaviyo's own form).
+    let mut adopted: BTreeMap<ResourceKey, (String, serde_json::Value, Option<serde_json::Value>)> =
+        BTreeMap::new();
     for change in adoption.changes {
         if let (Action::Adopt, Some(key), Some(id), Some(applied)) = (
             change.action,
@@ -338,24 +342,25 @@ pub fn managed_records(
                 let tags: BTreeSet<&String> = tags.iter().collect();
                 applied[plan::APPLIED_TAGS] = serde_json::json!(tags);
             }
-            adopted.insert(key, (id, applied));
+            adopted.insert(key, (id, applied, change.expected));
         }
     }
     imported
         .resources
         .iter()
         .map(|(key, expected)| match adopted.remove(key) {
-            Some((id, applied)) if &id == expected => Ok((
+            Some((id, applied, returned)) if &id == expected => Ok((
                 key.clone(),
                 ManagedRecord {
                     klaviyo_id: id,
                     applied,
+                    returned,
                 },
             )),
             other => Err(ImportError::Mismatch {
                 address: key.address(),
                 expected: expected.clone(),
-                found: other.map_or_else(|| "nothing".to_owned(), |(id, _)| id),
+                found: other.map_or_else(|| "nothing".to_owned(), |(id, _, _)| id),
             }),
         })
         .collect()
@@ -917,6 +922,7 @@ mod tests {
             ManagedRecord {
                 klaviyo_id: "L2".into(),
                 applied: json!({"prevent_destroy": true}),
+                returned: None,
             },
         );
         managed.insert(
@@ -924,6 +930,7 @@ mod tests {
             ManagedRecord {
                 klaviyo_id: "GONE".into(),
                 applied: json!({}),
+                returned: None,
             },
         );
         let imported = import(&account(), &managed, &all());
@@ -1114,6 +1121,7 @@ mod tests {
             ManagedRecord {
                 klaviyo_id: "t1".into(),
                 applied: json!({}),
+                returned: None,
             },
         );
         let kinds: BTreeSet<ImportKind> = [ImportKind::Lists].into();

@@ -348,6 +348,11 @@ pub struct ManagedRecord {
     /// What klsync last applied (attributes plus `prevent_destroy`), for drift and stale-plan
     /// checks. Written from [`crate::plan::Change::applied`].
     pub applied: serde_json::Value,
+    /// What Klaviyo returned for the fields klsync compares after its last write (or showed
+    /// when klsync imported or adopted the resource), in Klaviyo's own form: the other half of
+    /// the three-way comparison ([`crate::plan::three_way`]). `None` for records written before
+    /// klsync kept it: those compare the manifest with Klaviyo's value directly.
+    pub returned: Option<serde_json::Value>,
 }
 
 /// The resources klsync owns, by manifest key.

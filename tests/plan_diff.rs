@@ -146,6 +146,55 @@ fn segment_definitions_compare_after_normalisation() {
     assert_eq!(plan.cost.requests.get("update_segment"), Some(&1));
 }
 
+/// The three-way rule (`klsync::plan::three_way`) in the planner: Klaviyo's canonical spelling of
+/// what klsync sent plans nothing; a manifest change and an edit in Klaviyo each plan an update;
+/// a record without Klaviyo's answer compares directly.
+#[test]
+fn segment_definitions_compare_three_ways() {
+    let sent = |value: serde_json::Value| {
+        json!({"condition_groups": [{"conditions": [{"type": "profile-property",
+            "property": "properties['ltv']",
+            "filter": {"type": "numeric", "operator": "greater-than", "value": value}}]}]})
+    };
+    let canonical = |value: f64| {
+        let mut definition = sent(json!(value));
+        definition["condition_groups"][0]["conditions"][0]["filter"]["negate"] = json!(false);
+        definition
+    };
+    let mut live = live();
+    live_segment(&mut live, "S1", "Big", canonical(500.0), &[]);
+    let mut managed = ManagedState::new();
+    manage(&mut managed, ResourceKind::Segment, "big", "S1", false);
+    let mut desired = DesiredState::default();
+    want_segment(&mut desired, "big", "Big", sent(json!(500)), &[]);
+    // Without Klaviyo's answer: the canonical form looks like a change.
+    assert_eq!(plan(&desired, &live, &managed).changes.len(), 1);
+
+    let record = managed.values_mut().next().unwrap();
+    record.applied["definition"] = sent(json!(500));
+    record.returned =
+        Some(json!({"name": "Big", "definition": canonical(500.0), "is_starred": false}));
+    assert!(plan(&desired, &live, &managed).is_empty(), "in step");
+
+    want_segment(&mut desired, "big", "Big", sent(json!(600)), &[]);
+    let changed = plan(&desired, &live, &managed);
+    assert_eq!(
+        actions(&changed),
+        [("segment.big".into(), Action::Update, false)]
+    );
+    assert_eq!(changed.changes[0].fields[0].after, sent(json!(600)));
+
+    want_segment(&mut desired, "big", "Big", sent(json!(500)), &[]);
+    live.segments.get_mut("S1").unwrap().definition = canonical(50.0);
+    let restored = plan(&desired, &live, &managed);
+    assert_eq!(
+        actions(&restored),
+        [("segment.big".into(), Action::Update, false)]
+    );
+    assert_eq!(restored.changes[0].fields[0].before, canonical(50.0));
+    assert_eq!(restored.changes[0].fields[0].after, sent(json!(500)));
+}
+
 #[test]
 fn tag_group_exclusivity_cannot_change() {
     let mut live = live();

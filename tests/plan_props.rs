@@ -1,6 +1,7 @@
 //! Property: for generated desired, live and managed states, applying the plan to a model of
 //! Klaviyo yields the desired state, leaves unmanaged resources alone, and planning again yields
-//! nothing (except the changes the plan was not allowed to make).
+//! nothing (except the changes the plan was not allowed to make). Also when the model Klaviyo
+//! stores the segment definitions written to it in a form of its own (issue 12).
 
 mod plan_common;
 
@@ -260,6 +261,7 @@ fn generate_managed(tape: &mut Tape, desired: &DesiredState, live: &LiveState) -
             ManagedRecord {
                 klaviyo_id: id,
                 applied,
+                returned: None,
             },
         );
     }
@@ -354,7 +356,7 @@ fn assert_converged(desired: &DesiredState, live: &LiveState, managed: &ManagedS
         assert_eq!(live_segment.name, segment.name);
         assert_eq!(live_segment.is_starred, segment.is_starred);
         assert_eq!(
-            normalize_definition(&live_segment.definition),
+            normalize_definition(&as_written(&live_segment.definition)),
             normalize_definition(&segment.definition)
         );
         let klsync_links: BTreeSet<String> = live_segment
@@ -457,6 +459,10 @@ fn check(tape: Vec<u8>, stats: &mut BTreeMap<&'static str, usize>) {
         counter += 1;
         format!("new-{kind}-{counter}")
     });
+    if tape.chance(2) {
+        rewrite_written_definitions(&plan, &skipped, &mut after, &mut managed_after);
+        *stats.entry("rewritten").or_default() += 1;
+    }
     let replan = diff(&desired, &after, &managed_after, meta()).expect("replan");
     let replanned: BTreeSet<String> = replan.changes.iter().map(|c| c.address.clone()).collect();
     assert_eq!(replanned, skipped, "replan: {:#?}", replan.changes);
@@ -470,6 +476,76 @@ fn check(tape: Vec<u8>, stats: &mut BTreeMap<&'static str, usize>) {
         assert!(replan.is_empty());
         assert_converged(&desired, &after, &managed_after);
         assert_applied_tags(&desired, &after, &managed_after);
+    }
+}
+
+/// The field a rewriting Klaviyo adds to every filter of a definition it stores.
+const ADDED: &str = "negate";
+
+/// A definition as a rewriting Klaviyo stores it: a default field added to every filter.
+fn rewritten(definition: &serde_json::Value) -> serde_json::Value {
+    let mut stored = definition.clone();
+    for group in stored["condition_groups"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        for condition in group["conditions"].as_array_mut().into_iter().flatten() {
+            if let Some(filter) = condition.get_mut("filter").and_then(|f| f.as_object_mut()) {
+                filter.entry(ADDED).or_insert(json!(false));
+            }
+        }
+    }
+    stored
+}
+
+/// A definition with what [`rewritten`] added taken out.
+fn as_written(definition: &serde_json::Value) -> serde_json::Value {
+    let mut plain = definition.clone();
+    for group in plain["condition_groups"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        for condition in group["conditions"].as_array_mut().into_iter().flatten() {
+            if let Some(filter) = condition.get_mut("filter").and_then(|f| f.as_object_mut()) {
+                filter.remove(ADDED);
+            }
+        }
+    }
+    plain
+}
+
+/// The model Klaviyo rewrites every segment definition the plan wrote, and answered the write
+/// with its own form, as the executor records it (`returned`).
+fn rewrite_written_definitions(
+    plan: &klsync::plan::Plan,
+    skipped: &BTreeSet<String>,
+    live: &mut LiveState,
+    managed: &mut ManagedState,
+) {
+    for change in &plan.changes {
+        let written = change.fields.iter().any(|f| f.field == "definition");
+        let Some(key) = change
+            .resource
+            .as_ref()
+            .filter(|k| k.kind == ResourceKind::Segment)
+        else {
+            continue;
+        };
+        if !written || skipped.contains(&change.address) {
+            continue;
+        }
+        let Some(record) = managed.get_mut(key) else {
+            continue;
+        };
+        let Some(segment) = live.segments.get_mut(&record.klaviyo_id) else {
+            continue;
+        };
+        segment.definition = rewritten(&segment.definition);
+        if let Some(returned) = record.returned.as_mut() {
+            returned["definition"] = normalize_definition(&segment.definition);
+        }
     }
 }
 
@@ -542,5 +618,9 @@ fn generator_covers_the_interesting_cases() {
         "{stats:?}"
     );
     assert!(stats.contains_key("ambiguous"), "{stats:?}");
+    assert!(
+        stats.get("rewritten").copied().unwrap_or(0) > 50,
+        "{stats:?}"
+    );
     assert!(actions.len() >= 8, "{actions:?}");
 }

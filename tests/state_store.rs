@@ -105,6 +105,7 @@ fn list(key: &str, id: &str, name: &str) -> ManagedRow {
         key: key.into(),
         klaviyo_id: id.into(),
         applied: json!({ "name": name }),
+        returned: None,
     }
 }
 
@@ -139,6 +140,8 @@ async fn managed_resources_upsert_list_and_remove(f: &Fixture) {
         key: "all".into(),
         klaviyo_id: "t-1".into(),
         applied: json!({ "name": "all", "nested": [1, {"a": null}] }),
+        // Klaviyo's own form of what was sent, kept beside it.
+        returned: Some(json!({ "name": "all", "n": 500.0 })),
     };
     s.upsert_managed(&tag, run).await.unwrap();
     assert_eq!(

@@ -373,10 +373,11 @@ async fn invalid_rows_are_reported_and_not_sent(db: Db) {
     assert_eq!(sent, 1);
 }
 
-/// Klaviyo refuses a row klsync considers valid. The emulator only refuses what klsync already
-/// checks (identifier syntax), so the refusal is injected: while the job is queued, the test
-/// corrupts one profile of it (`properties` becomes a string), which Klaviyo answers with an
-/// import error carrying the original payload, as it would for any row-level refusal.
+/// Klaviyo refuses a row klsync considers valid. Here the refusal is injected: while the job is
+/// queued, the test corrupts one profile of it (`properties` becomes a string), which Klaviyo
+/// answers with an import error carrying the original payload, as it would for any row-level
+/// refusal. (`tests/convergence.rs` has refusals of emails Klaviyo checks more strictly than
+/// klsync, in every shape of import error.)
 async fn rows_klaviyo_rejected_are_retried_then_recorded(db: Db) {
     let (handle, client) = emulator(Duration::from_millis(300)).await;
     db.insert_customers(0, 5).await;

@@ -11,6 +11,12 @@
 //! `applied` value): the plan's value when the resource itself changes, then updated by each
 //! attach and detach that succeeds, and by each tag klsync deletes (Klaviyo drops its links).
 //!
+//! Each resource's managed row also records what Klaviyo returned for the fields klsync compares
+//! (`returned`, the other half of the three-way comparison: see [`crate::plan::three_way`]): the
+//! fields of Klaviyo's answer to the write, and for fields the change did not write, the values
+//! the plan saw (`expected`). A written field the answer does not carry is left out, so the next
+//! plan compares it directly; a segment answered without its definition is read back once.
+//!
 //! Ids of resources created during the run reach the changes that need them (a tag in a new
 //! group, a link to a new list) through a map from address to Klaviyo id, seeded with the ids
 //! klsync already manages.
@@ -24,11 +30,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::klaviyo::observe::opt_in_to_api;
+use crate::klaviyo::observe::{live_list, live_segment, live_tag_group, opt_in_to_api};
 use crate::klaviyo::{ApiError, KlaviyoClient, SegmentUpdate};
 use crate::manifest::OptInProcess;
-use crate::model::{ResourceKey, ResourceKind};
-use crate::plan::{Action, Change, Plan, record_link};
+use crate::model::{LiveState, LiveTag, ResourceKey, ResourceKind};
+use crate::plan::{Action, Change, Plan, live_fields, record_link};
 use crate::state::{ManagedRow, RunId, StateError, StateStore};
 
 /// What happened to one change, for progress output.
@@ -81,6 +87,8 @@ pub struct Executor<'a> {
     /// Address → the `applied` value recorded for each managed resource, kept current so that
     /// attaches and detaches can update a list's or segment's recorded `tags`.
     applied: BTreeMap<String, Value>,
+    /// Address → what Klaviyo returned, recorded beside `applied` (kept when a link updates it).
+    returned: BTreeMap<String, Option<Value>>,
     /// Addresses an interrupted run may already have created.
     resumed: BTreeSet<String>,
 }
@@ -103,12 +111,17 @@ impl<'a> Executor<'a> {
             .iter()
             .map(|row| (format!("{}.{}", row.kind, row.key), row.applied.clone()))
             .collect();
+        let returned = managed
+            .iter()
+            .map(|row| (format!("{}.{}", row.kind, row.key), row.returned.clone()))
+            .collect();
         Executor {
             client,
             store,
             run_id,
             ids,
             applied,
+            returned,
             resumed,
         }
     }
@@ -211,7 +224,7 @@ impl<'a> Executor<'a> {
             )
             .await?;
         match self.send(key, change).await {
-            Ok(id) => {
+            Ok((id, answer)) => {
                 match (change.action, &id) {
                     (Action::Destroy, _) => {
                         self.store
@@ -219,6 +232,7 @@ impl<'a> Executor<'a> {
                             .await?;
                         self.ids.remove(&change.address);
                         self.applied.remove(&change.address);
+                        self.returned.remove(&change.address);
                     }
                     (_, Some(id)) => {
                         let row = ManagedRow {
@@ -226,10 +240,12 @@ impl<'a> Executor<'a> {
                             key: key.key.clone(),
                             klaviyo_id: id.clone(),
                             applied: change.applied.clone().unwrap_or(Value::Null),
+                            returned: Some(returned_after(change, answer)),
                         };
                         self.store.upsert_managed(&row, self.run_id).await?;
                         self.ids.insert(change.address.clone(), id.clone());
                         self.applied.insert(change.address.clone(), row.applied);
+                        self.returned.insert(change.address.clone(), row.returned);
                     }
                     (_, None) => {}
                 }
@@ -258,22 +274,31 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Send one resource change; the Klaviyo id it acted on or created.
-    async fn send(&self, key: &ResourceKey, change: &Change) -> Result<Option<String>, String> {
+    /// Send one resource change: the Klaviyo id it acted on or created, and the fields Klaviyo's
+    /// answer carried (see [`returned_after`]).
+    async fn send(&self, key: &ResourceKey, change: &Change) -> Result<Sent, String> {
         let result = match change.action {
-            Action::Create => self.create(key, change).await.map(Some),
+            Action::Create => self
+                .create(key, change)
+                .await
+                .map(|(id, answer)| (Some(id), answer)),
             Action::Update | Action::Adopt => {
                 let id = self.existing_id(key, change)?;
-                self.update(key.kind, &id, change).await.map(|()| Some(id))
+                self.update(key.kind, &id, change)
+                    .await
+                    .map(|answer| (Some(id), answer))
             }
             Action::Destroy => {
                 let id = self.existing_id(key, change)?;
-                self.delete(key.kind, &id).await.map(|()| Some(id))
+                self.delete(key.kind, &id).await.map(|()| (Some(id), None))
             }
             Action::Replace => {
                 let old = self.existing_id(key, change)?;
                 match self.delete(key.kind, &old).await {
-                    Ok(()) => self.create(key, change).await.map(Some),
+                    Ok(()) => self
+                        .create(key, change)
+                        .await
+                        .map(|(id, answer)| (Some(id), answer)),
                     Err(err) => Err(err),
                 }
             }
@@ -292,39 +317,92 @@ impl<'a> Executor<'a> {
             .ok_or_else(|| format!("{} has no Klaviyo id", key.address()))
     }
 
-    async fn create(&self, key: &ResourceKey, change: &Change) -> Result<String, ApiError> {
+    /// Create the resource: its id, and the fields Klaviyo's answer carried (`None` when the
+    /// resource was found created by an interrupted run instead).
+    async fn create(
+        &self,
+        key: &ResourceKey,
+        change: &Change,
+    ) -> Result<(String, Option<Value>), ApiError> {
         if self.resumed.contains(&change.address)
             && let Some(id) = self.find_unrecorded(key, change).await?
         {
-            return Ok(id);
+            return Ok((id, None));
         }
         let name = change.name.as_str();
-        Ok(match key.kind {
+        let mut answer = LiveState::default();
+        let id = match key.kind {
             ResourceKind::TagGroup => {
                 let exclusive = after(change, "exclusive")
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
-                self.client.create_tag_group(name, exclusive).await?.id
+                let group = self.client.create_tag_group(name, exclusive).await?;
+                let id = group.id.clone();
+                answer.tag_groups.insert(id.clone(), live_tag_group(group));
+                id
             }
             ResourceKind::Tag => {
                 let group = self.tag_group_id(change).map_err(ApiError::Config)?;
-                self.client.create_tag(name, group.as_deref()).await?.id
+                let tag = self.client.create_tag(name, group.as_deref()).await?;
+                let id = tag.id.clone();
+                if let Some(group_id) = tag.tag_group_id {
+                    answer.tags.insert(
+                        id.clone(),
+                        LiveTag {
+                            id: tag.id,
+                            name: tag.name,
+                            group_id,
+                        },
+                    );
+                }
+                id
             }
             ResourceKind::List => {
                 let opt_in = opt_in(after(change, "opt_in_process"));
-                self.client.create_list(name, opt_in).await?.id
+                let list = self.client.create_list(name, opt_in).await?;
+                let id = list.id.clone();
+                answer.lists.insert(id.clone(), live_list(list));
+                id
             }
             ResourceKind::Segment => {
                 let definition = after(change, "definition").cloned().unwrap_or(Value::Null);
                 let starred = after(change, "is_starred")
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
-                self.client
+                let segment = self
+                    .client
                     .create_segment(name, &definition, starred)
-                    .await?
-                    .id
+                    .await?;
+                let id = segment.id.clone();
+                return Ok((id, self.segment_answer(segment).await));
             }
-        })
+        };
+        let fields = live_fields(&answer, key.kind, &id);
+        Ok((id, fields))
+    }
+
+    /// The compared fields of a segment Klaviyo answered a write with. Klaviyo may answer
+    /// without the definition (the spec makes it nullable): the segment is then read back once,
+    /// and if the definition is still missing it is left out (the next plan compares it
+    /// directly), never recorded as `null`, which would look like an edit in Klaviyo forever.
+    async fn segment_answer(&self, segment: crate::klaviyo::Segment) -> Option<Value> {
+        let segment = if segment.definition.is_some() {
+            segment
+        } else {
+            match self.client.get_segment(&segment.id).await {
+                Ok(read) if read.definition.is_some() => read,
+                _ => segment,
+            }
+        };
+        let known = segment.definition.is_some();
+        let id = segment.id.clone();
+        let mut answer = LiveState::default();
+        answer.segments.insert(id.clone(), live_segment(segment));
+        let mut fields = live_fields(&answer, ResourceKind::Segment, &id)?;
+        if !known && let Value::Object(fields) = &mut fields {
+            fields.remove("definition");
+        }
+        Some(fields)
     }
 
     /// A resource an interrupted run created but did not record: same kind and exact name (in
@@ -375,8 +453,16 @@ impl<'a> Executor<'a> {
         }
     }
 
-    async fn update(&self, kind: ResourceKind, id: &str, change: &Change) -> Result<(), ApiError> {
+    /// Update the resource: the fields Klaviyo's answer carried (`None`: it answered without
+    /// the resource, or nothing was sent).
+    async fn update(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        change: &Change,
+    ) -> Result<Option<Value>, ApiError> {
         let name = after(change, "name").and_then(Value::as_str);
+        let mut answer = LiveState::default();
         match kind {
             ResourceKind::TagGroup => {
                 if let Some(name) = name {
@@ -391,7 +477,8 @@ impl<'a> Executor<'a> {
             ResourceKind::List => {
                 let opt_in = opt_in(after(change, "opt_in_process"));
                 if name.is_some() || opt_in.is_some() {
-                    self.client.update_list(id, name, opt_in).await?;
+                    let list = self.client.update_list(id, name, opt_in).await?;
+                    answer.lists.insert(list.id.clone(), live_list(list));
                 }
             }
             ResourceKind::Segment => {
@@ -402,11 +489,12 @@ impl<'a> Executor<'a> {
                     is_active: None,
                 };
                 if update != SegmentUpdate::default() {
-                    self.client.update_segment(id, &update).await?;
+                    let segment = self.client.update_segment(id, &update).await?;
+                    return Ok(self.segment_answer(segment).await);
                 }
             }
         }
-        Ok(())
+        Ok(live_fields(&answer, kind, id))
     }
 
     async fn delete(&self, kind: ResourceKind, id: &str) -> Result<(), ApiError> {
@@ -447,6 +535,7 @@ impl<'a> Executor<'a> {
             key: key.to_owned(),
             klaviyo_id: id.clone(),
             applied: applied.clone(),
+            returned: self.returned.get(address).cloned().flatten(),
         };
         self.store.upsert_managed(&row, self.run_id).await
     }
@@ -550,6 +639,35 @@ impl<'a> Executor<'a> {
     }
 }
 
+/// What sending a resource change learnt: the Klaviyo id, and the fields of Klaviyo's answer.
+type Sent = (Option<String>, Option<Value>);
+
+/// What to record as Klaviyo's `returned` values after `change` was made, from the fields its
+/// `answer` carried: those fields as answered; fields the change did not write as the plan saw
+/// them (`expected`, which Klaviyo's answer, when there is one, supersedes); a written field the
+/// answer does not carry is left out (the next plan compares it directly).
+fn returned_after(change: &Change, answer: Option<Value>) -> Value {
+    let mut returned = match (&change.expected, change.action) {
+        (Some(Value::Object(seen)), Action::Update | Action::Adopt) => seen.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let answer = match answer {
+        Some(Value::Object(answer)) => answer,
+        _ => serde_json::Map::new(),
+    };
+    for field in change
+        .fields
+        .iter()
+        .filter(|field| field.is_klaviyo_field())
+    {
+        if !answer.contains_key(&field.field) {
+            returned.remove(&field.field);
+        }
+    }
+    returned.extend(answer);
+    Value::Object(returned)
+}
+
 fn failed(change: &Change, reason: String) -> Event {
     Event::Failed(Failure {
         address: change.address.clone(),
@@ -631,6 +749,34 @@ mod tests {
             blocked_by(&change("tag.b/x", &["tag_group.b"]), &not_done),
             None
         );
+    }
+
+    #[test]
+    fn returned_values_come_from_the_answer_then_from_what_the_plan_saw() {
+        let mut update = change("segment.big", &[]);
+        update.action = Action::Update;
+        update.expected =
+            Some(json!({"name": "Big", "definition": {"v": 500.0}, "is_starred": false}));
+        update.fields = vec![crate::plan::FieldChange {
+            field: "definition".into(),
+            before: json!({"v": 500.0}),
+            after: json!({"v": 600}),
+        }];
+        // Klaviyo answered with the segment: its values win.
+        let answered = json!({"name": "Big", "definition": {"v": 600.0}, "is_starred": false});
+        assert_eq!(returned_after(&update, Some(answered.clone())), answered);
+        // Answered without the written field: left out, the unwritten ones as the plan saw them.
+        assert_eq!(
+            returned_after(&update, Some(json!({"name": "Big"}))),
+            json!({"name": "Big", "is_starred": false})
+        );
+        assert_eq!(
+            returned_after(&update, None),
+            json!({"name": "Big", "is_starred": false})
+        );
+        // A create has nothing the plan saw.
+        let create = change("list.a", &[]);
+        assert_eq!(returned_after(&create, None), json!({}));
     }
 
     #[test]

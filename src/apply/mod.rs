@@ -168,6 +168,7 @@ pub fn managed_state(rows: &[ManagedRow]) -> Result<ManagedState, StateError> {
             ManagedRecord {
                 klaviyo_id: row.klaviyo_id.clone(),
                 applied: row.applied.clone(),
+                returned: row.returned.clone(),
             },
         );
     }
@@ -192,6 +193,7 @@ mod tests {
             key: "vip".into(),
             klaviyo_id: "L1".into(),
             applied: serde_json::json!({"name": "VIP"}),
+            returned: None,
         };
         let managed = managed_state(&[row("list")]).expect("known kind");
         let key = ResourceKey::new(ResourceKind::List, "vip");

@@ -1,7 +1,7 @@
 //! `klsync emulator`: run the local Klaviyo emulator until Ctrl-C.
 
 use crate::cli::EmulatorArgs;
-use crate::emulator::{self, EmulatorConfig, RateLimitMode};
+use crate::emulator::{self, EmulatorConfig, ImportErrorShape, Modes, RateLimitMode};
 use crate::error::{Error, ExitStatus};
 use crate::run::Output;
 
@@ -9,6 +9,10 @@ use crate::run::Output;
 pub fn run(args: EmulatorArgs, _output: &Output) -> Result<ExitStatus, Error> {
     let rate_limits =
         RateLimitMode::parse(&args.rate_limits).map_err(|e| Error::Config(e.to_string()))?;
+    let modes = Modes {
+        import_errors: ImportErrorShape::parse(&args.import_errors_shape).map_err(Error::Config)?,
+        canonical_segments: args.canonicalize_segments,
+    };
     let mut api_keys = args.api_keys;
     if api_keys.is_empty() {
         api_keys.push(
@@ -26,6 +30,7 @@ pub fn run(args: EmulatorArgs, _output: &Output) -> Result<ExitStatus, Error> {
         state_file: args.state_file,
         api_keys,
         job_delay: args.job_delay,
+        modes,
         ..EmulatorConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -321,6 +321,7 @@ async fn record_state(
             key: key.key.clone(),
             klaviyo_id: record.klaviyo_id.clone(),
             applied: record.applied.clone(),
+            returned: record.returned.clone(),
         };
         store.upsert_managed(&row, run_id).await?;
     }

@@ -20,6 +20,7 @@ pub mod filter;
 pub mod handlers;
 pub mod ids;
 pub mod jsonapi;
+pub mod modes;
 pub mod ratelimit;
 pub mod segments;
 pub mod server;
@@ -36,6 +37,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use faults::{FaultSpec, FaultSpecError};
+pub use modes::{ImportErrorShape, Modes};
 pub use state::State;
 pub use stats::StatsSnapshot;
 
@@ -88,6 +90,8 @@ pub struct EmulatorConfig {
     pub job_delay: Duration,
     /// The rate limiter's clock; tests pass a [`clock::FakeClock`] to step through windows.
     pub clock: Arc<dyn clock::Clock>,
+    /// What it does where Klaviyo's spec is silent (see [`modes`]).
+    pub modes: Modes,
 }
 
 impl Default for EmulatorConfig {
@@ -101,6 +105,7 @@ impl Default for EmulatorConfig {
             api_keys: vec!["pk_emulator".to_owned()],
             job_delay: Duration::from_millis(50),
             clock: Arc::new(clock::SystemClock),
+            modes: Modes::default(),
         }
     }
 }
@@ -177,6 +182,12 @@ impl EmulatorHandle {
 }
 
 fn load_state(config: &EmulatorConfig) -> Result<State, EmulatorError> {
+    let mut state = read_state(config)?;
+    state.modes = config.modes;
+    Ok(state)
+}
+
+fn read_state(config: &EmulatorConfig) -> Result<State, EmulatorError> {
     let Some(path) = &config.state_file else {
         return Ok(State::new(config.seed));
     };

@@ -437,10 +437,16 @@ async fn pipeline(
             &ApiError::throttled(retry_after_seconds),
         ));
     }
-    let body = match read_body(op, headers, body).await {
+    let mut body = match read_body(op, headers, body).await {
         Ok(b) => b,
         Err(err) => return Outcome::Respond(error_response(app, &err)),
     };
+    if matches!(op, Operation::CreateSegment | Operation::UpdateSegment)
+        && lock(&app.state).modes.canonical_segments
+        && let Some(body) = body.as_mut()
+    {
+        crate::emulator::modes::accept_canonical(body);
+    }
     let checked = spec::validate_query(op, &query).and_then(|()| match &body {
         Some(body) => spec::validate_request(op, body),
         None => Ok(()),
@@ -574,7 +580,10 @@ async fn admin(app: &App, request: Request) -> Response {
             *lock(&app.stats) = StatsSnapshot::default();
             let wipe = query.get("state").is_some_and(|v| v == "true");
             if wipe {
-                *lock(&app.state) = State::new(app.seed);
+                let mut state = lock(&app.state);
+                let modes = state.modes;
+                *state = State::new(app.seed);
+                state.modes = modes;
             }
             json_response(
                 200,

@@ -182,6 +182,9 @@ pub struct ImportErrorRecord {
     pub detail: String,
     /// Pointer into the row.
     pub pointer: String,
+    /// The row's index in the job's profiles.
+    #[serde(default)]
+    pub index: usize,
     /// The row as sent.
     pub original_payload: Value,
 }
@@ -237,6 +240,9 @@ pub struct State {
     next_seq: u64,
     #[serde(skip)]
     ids: IdGen,
+    /// The emulator's modes (set at start, kept by a reset; not part of the account).
+    #[serde(skip)]
+    pub modes: super::Modes,
 }
 
 impl State {
@@ -251,6 +257,7 @@ impl State {
             jobs: BTreeMap::new(),
             next_seq: 0,
             ids: IdGen::new(seed),
+            modes: super::Modes::default(),
         };
         state.ensure_default_tag_group();
         state

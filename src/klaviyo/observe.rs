@@ -36,17 +36,7 @@ fn assemble(
 ) -> LiveState {
     let tag_groups: BTreeMap<String, LiveTagGroup> = groups
         .into_iter()
-        .map(|group| {
-            (
-                group.id.clone(),
-                LiveTagGroup {
-                    id: group.id,
-                    name: group.name,
-                    exclusive: group.exclusive,
-                    default: group.default,
-                },
-            )
-        })
+        .map(|group| (group.id.clone(), live_tag_group(group)))
         .collect();
     let default_group = tag_groups
         .values()
@@ -70,38 +60,48 @@ fn assemble(
         .collect();
     let lists = lists
         .into_iter()
-        .map(|list| {
-            (
-                list.id.clone(),
-                LiveList {
-                    id: list.id,
-                    name: list.name,
-                    opt_in_process: list.opt_in_process.map(opt_in_from_api),
-                    tag_ids: list.tag_ids.into_iter().collect::<BTreeSet<_>>(),
-                },
-            )
-        })
+        .map(|list| (list.id.clone(), live_list(list)))
         .collect();
     let segments = segments
         .into_iter()
-        .map(|segment| {
-            (
-                segment.id.clone(),
-                LiveSegment {
-                    id: segment.id,
-                    name: segment.name,
-                    definition: segment.definition.unwrap_or(serde_json::Value::Null),
-                    is_starred: segment.is_starred,
-                    tag_ids: segment.tag_ids.into_iter().collect(),
-                },
-            )
-        })
+        .map(|segment| (segment.id.clone(), live_segment(segment)))
         .collect();
     LiveState {
         tag_groups,
         tags,
         lists,
         segments,
+    }
+}
+
+/// A tag group as the live state holds it.
+pub fn live_tag_group(group: types::TagGroup) -> LiveTagGroup {
+    LiveTagGroup {
+        id: group.id,
+        name: group.name,
+        exclusive: group.exclusive,
+        default: group.default,
+    }
+}
+
+/// A list as the live state holds it.
+pub fn live_list(list: types::List) -> LiveList {
+    LiveList {
+        id: list.id,
+        name: list.name,
+        opt_in_process: list.opt_in_process.map(opt_in_from_api),
+        tag_ids: list.tag_ids.into_iter().collect::<BTreeSet<_>>(),
+    }
+}
+
+/// A segment as the live state holds it (a definition Klaviyo did not send is `null`).
+pub fn live_segment(segment: types::Segment) -> LiveSegment {
+    LiveSegment {
+        id: segment.id,
+        name: segment.name,
+        definition: segment.definition.unwrap_or(serde_json::Value::Null),
+        is_starred: segment.is_starred,
+        tag_ids: segment.tag_ids.into_iter().collect(),
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::normalize::{definition_diff, normalize_definition};
+use super::three_way::{self, Recorded};
 use super::{
     Action, Change, ChangeKind, FORMAT_VERSION, FieldChange, Plan, PlanError, PlanMeta,
     STATE_ONLY_FIELD, TagLink, cost,
@@ -183,6 +184,30 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Pushes a change of `field` from Klaviyo's value (`live`) to the manifest's (`desired`)
+    /// when the three-way rule says Klaviyo must be written: against what klsync sent and what
+    /// Klaviyo returned for it, when the record of `key` holds both, else directly.
+    fn push_if_needed(
+        &self,
+        fields: &mut Vec<FieldChange>,
+        key: &ResourceKey,
+        field: &str,
+        live: Value,
+        desired: Value,
+    ) {
+        let recorded = self
+            .managed
+            .get(key)
+            .and_then(|record| Recorded::of(&record.applied, record.returned.as_ref(), field));
+        if three_way::compare(&desired, &live, recorded).needs_write() {
+            fields.push(FieldChange {
+                field: field.to_owned(),
+                before: live,
+                after: desired,
+            });
+        }
+    }
+
     fn recorded_prevent_destroy(&self, key: &ResourceKey) -> bool {
         self.managed
             .get(key)
@@ -272,7 +297,13 @@ impl<'a> Planner<'a> {
                         desired: group.exclusive,
                     });
                 }
-                push_if_differs(&mut fields, "name", json!(live.name), json!(group.name));
+                self.push_if_needed(
+                    &mut fields,
+                    &key,
+                    "name",
+                    json!(live.name),
+                    json!(group.name),
+                );
                 expected = Some(json!({"name": live.name, "exclusive": live.exclusive}));
             }
             let create_fields = vec![
@@ -415,7 +446,7 @@ impl<'a> Planner<'a> {
             }
             self.tag_ids.insert(tag.key.clone(), Some(id.to_owned()));
             let mut fields = Vec::new();
-            push_if_differs(&mut fields, "name", json!(live.name), json!(tag.name));
+            self.push_if_needed(&mut fields, &key, "name", json!(live.name), json!(tag.name));
             self.resource_change(
                 &key,
                 &resolution,
@@ -457,11 +488,18 @@ impl<'a> Planner<'a> {
             let mut expected = None;
             if let Some(id) = resolution.live_id() {
                 let live = &self.live.lists[id];
-                push_if_differs(&mut fields, "name", json!(live.name), json!(list.name));
+                self.push_if_needed(
+                    &mut fields,
+                    &key,
+                    "name",
+                    json!(live.name),
+                    json!(list.name),
+                );
                 // No desired opt-in process means "leave Klaviyo's value alone".
                 if let Some(opt_in) = list.opt_in_process {
-                    push_if_differs(
+                    self.push_if_needed(
                         &mut fields,
+                        &key,
                         "opt_in_process",
                         json!(live.opt_in_process),
                         json!(opt_in),
@@ -515,18 +553,27 @@ impl<'a> Planner<'a> {
             let mut diff_text = None;
             if let Some(id) = resolution.live_id() {
                 let live = &self.live.segments[id];
-                push_if_differs(&mut fields, "name", json!(live.name), json!(segment.name));
-                let current = normalize_definition(&live.definition);
-                if current != wanted {
-                    diff_text = Some(definition_diff(Some(&live.definition), &segment.definition));
-                    fields.push(FieldChange {
-                        field: "definition".into(),
-                        before: current.clone(),
-                        after: wanted.clone(),
-                    });
-                }
-                push_if_differs(
+                self.push_if_needed(
                     &mut fields,
+                    &key,
+                    "name",
+                    json!(live.name),
+                    json!(segment.name),
+                );
+                let current = normalize_definition(&live.definition);
+                self.push_if_needed(
+                    &mut fields,
+                    &key,
+                    "definition",
+                    current.clone(),
+                    wanted.clone(),
+                );
+                if fields.iter().any(|field| field.field == "definition") {
+                    diff_text = Some(definition_diff(Some(&live.definition), &segment.definition));
+                }
+                self.push_if_needed(
+                    &mut fields,
+                    &key,
                     "is_starred",
                     json!(live.is_starred),
                     json!(segment.is_starred),
@@ -806,6 +853,12 @@ fn link_change(
         applied: None,
         depends_on,
     }
+}
+
+/// The fields klsync compares of a live resource (what a plan's `expected` holds, and what the
+/// state records as Klaviyo's answer to a write), or `None` when it does not exist.
+pub fn live_fields(live: &LiveState, kind: ResourceKind, id: &str) -> Option<Value> {
+    fingerprint(live, kind, id).map(|(_, fields)| fields)
 }
 
 /// The name and comparable attributes of a live resource, or `None` when it does not exist.

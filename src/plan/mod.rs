@@ -8,7 +8,10 @@
 //!
 //! # Rules
 //! - A managed resource that still exists and differs gets an `update`, field by field. A
-//!   managed resource deleted outside klsync is created again.
+//!   field differs when the manifest differs from what klsync last sent, or Klaviyo's value
+//!   from what Klaviyo returned after that write ([`three_way`]); records without that pair
+//!   compare the manifest with Klaviyo directly. A managed resource deleted outside klsync is
+//!   created again.
 //! - An unmanaged manifest resource whose exact name matches exactly one unmanaged Klaviyo
 //!   resource (tags: same name in the same group) is adopted; more than one match is
 //!   [`PlanError::AmbiguousAdoption`]; no match is a create.
@@ -34,6 +37,7 @@ mod cost;
 mod diff;
 mod model_apply;
 mod normalize;
+pub mod three_way;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,7 +48,7 @@ use crate::klaviyo::Operation;
 use crate::model::{ResourceKey, ResourceKind};
 
 pub use cost::{daily_cap_warnings, estimated_duration, format_duration, requests};
-pub use diff::diff;
+pub use diff::{diff, live_fields};
 pub use model_apply::model_apply;
 pub use normalize::{definition_diff, definition_yaml, normalize_definition};
 

@@ -80,11 +80,13 @@ fn apply_change(
         Action::Create => {
             let id = ids(key.kind);
             create(live, managed, key.kind, &id, change);
+            let returned = super::live_fields(live, key.kind, &id);
             managed.insert(
                 key.clone(),
                 ManagedRecord {
                     klaviyo_id: id,
                     applied,
+                    returned,
                 },
             );
         }
@@ -99,11 +101,13 @@ fn apply_change(
             for field in &change.fields {
                 set_field(live, key.kind, &id, field);
             }
+            let returned = super::live_fields(live, key.kind, &id);
             managed.insert(
                 key.clone(),
                 ManagedRecord {
                     klaviyo_id: id,
                     applied,
+                    returned,
                 },
             );
         }
@@ -121,11 +125,13 @@ fn apply_change(
             unlink_everywhere(managed, key);
             let id = ids(key.kind);
             create(live, managed, key.kind, &id, change);
+            let returned = super::live_fields(live, key.kind, &id);
             managed.insert(
                 key.clone(),
                 ManagedRecord {
                     klaviyo_id: id,
                     applied,
+                    returned,
                 },
             );
         }

@@ -199,19 +199,28 @@ impl StateStore {
 
     /// Every managed resource, ordered by kind then key.
     pub async fn managed(&self) -> Result<Vec<ManagedRow>, StateError> {
-        const SQL: &str = "SELECT kind, key, klaviyo_id, applied FROM managed_resources \
-                           ORDER BY kind, key";
-        let rows: Vec<(String, String, String, Json<serde_json::Value>)> =
-            on_backend!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
-                .map_err(StateError::query("read managed resources"))?;
+        const SQL: &str = "SELECT kind, key, klaviyo_id, applied, returned \
+                           FROM managed_resources ORDER BY kind, key";
+        type Row = (
+            String,
+            String,
+            String,
+            Json<serde_json::Value>,
+            Option<Json<serde_json::Value>>,
+        );
+        let rows: Vec<Row> = on_backend!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
+            .map_err(StateError::query("read managed resources"))?;
         Ok(rows
             .into_iter()
-            .map(|(kind, key, klaviyo_id, Json(applied))| ManagedRow {
-                kind,
-                key,
-                klaviyo_id,
-                applied,
-            })
+            .map(
+                |(kind, key, klaviyo_id, Json(applied), returned)| ManagedRow {
+                    kind,
+                    key,
+                    klaviyo_id,
+                    applied,
+                    returned: returned.map(|Json(returned)| returned),
+                },
+            )
             .collect())
     }
 
@@ -219,16 +228,18 @@ impl StateStore {
     /// the same kind and key.
     pub async fn upsert_managed(&self, row: &ManagedRow, run_id: RunId) -> Result<(), StateError> {
         const SQL: &str = "INSERT INTO managed_resources \
-                           (kind, key, klaviyo_id, applied, updated_at, run_id) \
-                           VALUES ($1, $2, $3, $4, $5, $6) \
+                           (kind, key, klaviyo_id, applied, returned, updated_at, run_id) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7) \
                            ON CONFLICT (kind, key) DO UPDATE SET \
                            klaviyo_id = excluded.klaviyo_id, applied = excluded.applied, \
+                           returned = excluded.returned, \
                            updated_at = excluded.updated_at, run_id = excluded.run_id";
         on_backend!(self, pool => sqlx::query(SQL)
             .bind(&row.kind)
             .bind(&row.key)
             .bind(&row.klaviyo_id)
             .bind(Json(&row.applied))
+            .bind(row.returned.as_ref().map(Json))
             .bind(Utc::now())
             .bind(run_id.to_string())
             .execute(pool)

@@ -62,8 +62,12 @@ pub struct ManagedRow {
     pub key: String,
     /// The Klaviyo id of the object.
     pub klaviyo_id: String,
-    /// The attributes last applied.
+    /// The attributes last applied (what klsync sent).
     pub applied: serde_json::Value,
+    /// What Klaviyo returned after klsync's last write (or showed at import and adoption), in
+    /// its own form; `None` for records written before klsync kept it (see
+    /// [`crate::plan::three_way`]).
+    pub returned: Option<serde_json::Value>,
 }
 
 /// What is known when a run starts, for the audit record.

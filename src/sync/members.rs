@@ -358,11 +358,8 @@ pub(super) async fn apply(
     for ((range, send_id), outcome) in ranges.iter().zip(&intents.send_ids).zip(outcomes) {
         let chunk = &adds[range.clone()];
         let reason = match outcome {
-            super::JobOutcome::Finished {
-                job_id,
-                refused: Some(refused),
-            } => {
-                report.jobs.push(job_id);
+            super::JobOutcome::Finished { job_ids, refused } => {
+                report.jobs.extend(job_ids);
                 let refused_here: Vec<String> = refused.keys().cloned().collect();
                 store
                     .settle_member_send(list_key, send_id, &refused_here)
@@ -374,21 +371,12 @@ pub(super) async fn apply(
                 failed.extend(refused);
                 continue;
             }
-            super::JobOutcome::Finished {
-                job_id,
-                refused: None,
-            } => {
-                let reason =
-                    format!("bulk import job {job_id} did not complete cleanly; {OUTCOME_UNKNOWN}");
-                report.jobs.push(job_id);
-                reason
-            }
             super::JobOutcome::NotSent(error) => {
                 store.drop_member_send(list_key, send_id).await?;
                 error.to_string()
             }
-            super::JobOutcome::Unknown { job_id, error } => {
-                report.jobs.extend(job_id);
+            super::JobOutcome::Unknown { job_ids, error } => {
+                report.jobs.extend(job_ids);
                 format!("{error}; {OUTCOME_UNKNOWN}")
             }
         };

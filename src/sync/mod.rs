@@ -22,9 +22,10 @@
 //!
 //! Profiles go out in bulk import jobs (≤ 10,000 profiles and ≤ 5 MB each, chunked by bytes),
 //! at most [`JOBS_IN_FLIGHT`] at once, polled with backoff; import errors are read only when a
-//! job reports failures and are mapped back to rows by the identifier in their
-//! `original_payload`. Only accepted rows are recorded, so rejected ones are sent again by the
-//! next apply. Removing properties needs `profile-import` with `patch_properties.unset`, one
+//! job reports failures and are placed on rows by the identifier in their `original_payload`
+//! (nested or flat) or their `source.pointer` ([`refusals`]); failures they do not place are
+//! isolated by sending the job's rows again in halves. Only accepted rows are recorded, so
+//! refused ones are sent again by the next apply; one refused row never fails its whole job. Removing properties needs `profile-import` with `patch_properties.unset`, one
 //! request per profile (bulk import cannot remove).
 
 mod check;
@@ -33,6 +34,7 @@ pub mod diff;
 pub mod identify;
 mod members;
 mod profiles;
+mod refusals;
 mod render;
 pub mod table;
 
@@ -55,6 +57,11 @@ pub use render::{check_summary, render_check, render_report, render_text};
 pub const SAMPLE_SIZE: usize = 10;
 /// Bulk import jobs created and polled at the same time.
 pub const JOBS_IN_FLIGHT: usize = 4;
+/// Most failures of one job that klsync isolates by resending halves when the import errors do
+/// not say which rows they are: at most `2 · 20 · ⌈log2 10,000⌉ = 560` more jobs, about four
+/// minutes at Klaviyo's 150 a minute. Past it, the job's rows not known to be refused are all
+/// reported failed (and not recorded), with a reason that says so.
+pub const ISOLATE_AT_MOST: u64 = 20;
 
 /// Anything that stops a data sync.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +116,12 @@ pub enum SyncError {
         removals: u64,
         /// The limit.
         limit: u64,
+    },
+    /// Klaviyo cancelled a bulk import job: which of its rows it applied is unknown.
+    #[error("bulk import job {job_id} was cancelled by Klaviyo")]
+    JobCancelled {
+        /// The job id.
+        job_id: String,
     },
     /// A bulk import job did not finish in time.
     #[error("bulk import job {job_id} still not complete after {waited:?}")]
@@ -637,60 +650,144 @@ async fn wait_for_job(
     }
 }
 
-/// Identifiers Klaviyo refused in a finished job, with the reason, read from its import errors
-/// (only when the job reports failures). `None` when some failure cannot be traced to a row:
-/// the caller then treats the whole job as failed, so nothing is recorded that might not be.
-async fn job_failures(
+/// The rows of a finished job Klaviyo refused (identifier → Klaviyo's reason). `profiles` are
+/// the job's profiles as sent, in order.
+///
+/// The job's import errors are read only when it reports failures, and placed on rows
+/// ([`refusals::place`]). Failures they do not place are isolated: the rows not known to be
+/// refused are sent again in two halves (bulk import is an idempotent upsert, and adding to a
+/// list is a set operation), each half's job is read the same way, and so on down to single
+/// rows, so only rows Klaviyo refused on their own end up refused. With `k` such rows in a job
+/// of `n`, that costs at most `2·k·⌈log2 n⌉` more jobs (each polled until it completes), one
+/// import-errors read per job that reports failures, and the rows accepted along the way are
+/// sent up to `⌈log2 n⌉` more times. A job whose failures are as many as its unplaced rows
+/// needs no isolating (all of them were refused), and one with more than [`ISOLATE_AT_MOST`]
+/// unplaced failures is not isolated (its unplaced rows are all reported failed). The halves are
+/// sent one after the other, so isolating a job never has more than one job of its own in
+/// flight. Every job sent is pushed to `jobs`.
+async fn job_refusals(
     client: &KlaviyoClient,
     job: &crate::klaviyo::BulkImportJob,
+    profiles: &[crate::klaviyo::ProfileAttributes],
+    list_ids: &[String],
     identify_by: IdentifyBy,
-) -> Result<Option<BTreeMap<String, String>>, SyncError> {
+    jobs: &mut Vec<String>,
+) -> Result<BTreeMap<String, String>, SyncError> {
     use futures::TryStreamExt;
     if job.status != crate::klaviyo::JobStatus::Complete {
-        return Ok(None);
+        return Err(SyncError::JobCancelled {
+            job_id: job.id.clone(),
+        });
     }
     if job.failed_count == 0 {
-        return Ok(Some(BTreeMap::new()));
+        return Ok(BTreeMap::new());
     }
+    let identifiers: Vec<String> = profiles
+        .iter()
+        .map(|profile| identifier_of_attributes(identify_by, profile))
+        .collect();
     let errors: Vec<crate::klaviyo::ImportError> =
         client.bulk_import_errors(&job.id).try_collect().await?;
-    let field = identifier_field(identify_by);
-    let mut failed = BTreeMap::new();
-    for error in &errors {
-        let identifier = error
-            .original_payload
-            .as_ref()
-            .and_then(|payload| payload.get("attributes")?.get(field))
-            .and_then(|value| identify::normalize(identify_by, value).ok());
-        match identifier {
-            Some(identifier) => {
-                failed.insert(identifier, format!("{}: {}", error.title, error.detail));
-            }
-            None => return Ok(None),
+    let placed = refusals::place(&errors, &identifiers, identify_by);
+    let complete = placed.complete(job.failed_count);
+    let mut refused: BTreeMap<String, String> = placed
+        .refused
+        .iter()
+        .map(|(at, reason)| (identifiers[*at].clone(), reason.clone()))
+        .collect();
+    if complete {
+        return Ok(refused);
+    }
+    let suspects: Vec<crate::klaviyo::ProfileAttributes> = profiles
+        .iter()
+        .enumerate()
+        .filter(|(at, _)| !placed.refused.contains_key(at))
+        .map(|(_, profile)| profile.clone())
+        .collect();
+    // Failures the errors did not place, by Klaviyo's count of failed rows (one profile may have
+    // several errors); at least one, or the job would be complete.
+    let unplaced = job
+        .failed_count
+        .saturating_sub(placed.refused.len() as u64)
+        .max(1);
+    let reason = placed.unplaced.first().cloned().unwrap_or_else(|| {
+        format!(
+            "bulk import job {} counted it as failed without an import error",
+            job.id
+        )
+    });
+    if suspects.is_empty() {
+        return Ok(refused);
+    }
+    // As many failures as rows left: every one of them was refused, nothing to isolate.
+    if unplaced >= suspects.len() as u64 {
+        for suspect in &suspects {
+            refused.insert(
+                identifier_of_attributes(identify_by, suspect),
+                reason.clone(),
+            );
         }
+        return Ok(refused);
     }
-    if (failed.len() as u64) < job.failed_count {
-        return Ok(None);
+    if unplaced > ISOLATE_AT_MOST {
+        let reason = format!(
+            "bulk import job {}: Klaviyo refused {unplaced} of these {} rows without saying which \
+             (more than {ISOLATE_AT_MOST}, so not isolated by sending them again; none of them \
+             is recorded). One of its errors: {reason}",
+            job.id,
+            suspects.len()
+        );
+        for suspect in &suspects {
+            refused.insert(
+                identifier_of_attributes(identify_by, suspect),
+                reason.clone(),
+            );
+        }
+        return Ok(refused);
     }
-    Ok(Some(failed))
+    tracing::info!(
+        job = %job.id,
+        failed = job.failed_count,
+        unplaced,
+        rows = suspects.len(),
+        "import errors do not say which rows Klaviyo refused; sending the rows again in halves"
+    );
+    for half in suspects.chunks(suspects.len().div_ceil(2)) {
+        crate::interrupt::check(Operation::BulkImportProfiles)?;
+        let sub = client.create_bulk_import_job(half, list_ids).await?;
+        jobs.push(sub.id.clone());
+        let finished = wait_for_job(client, &sub.id, half.len()).await?;
+        let found = Box::pin(job_refusals(
+            client,
+            &finished,
+            half,
+            list_ids,
+            identify_by,
+            jobs,
+        ))
+        .await?;
+        refused.extend(found);
+    }
+    Ok(refused)
 }
 
-/// What became of one bulk import job.
+/// What became of one range of profiles sent in a bulk import job.
 pub(super) enum JobOutcome {
-    /// Klaviyo finished the job: the rows it refused, with the reason (`None`: which rows it
-    /// refused is unknown, or the job was cancelled).
+    /// Klaviyo finished the job (and any job that isolated its refusals): the rows it refused,
+    /// with the reason; every other row was accepted.
     Finished {
-        /// The job.
-        job_id: String,
+        /// The jobs: the range's own first, then those that isolated its refusals.
+        job_ids: Vec<String>,
         /// Identifier -> Klaviyo's reason.
-        refused: Option<BTreeMap<String, String>>,
+        refused: BTreeMap<String, String>,
     },
     /// Klaviyo never accepted the job (or it was never sent): nothing of it was applied.
     NotSent(SyncError),
-    /// Klaviyo accepted the job, or may have, but klsync did not learn its outcome.
+    /// Klaviyo accepted the job, or may have, but klsync did not learn which rows it applied
+    /// (including a cancelled job).
     Unknown {
-        /// The job, when Klaviyo's answer to its creation arrived.
-        job_id: Option<String>,
+        /// The jobs sent, when Klaviyo's answer to the first one's creation arrived.
+        job_ids: Vec<String>,
         /// What stopped klsync from learning the outcome.
         error: SyncError,
     },
@@ -703,11 +800,13 @@ fn may_have_been_accepted(error: &ApiError) -> bool {
 }
 
 /// Create one bulk import job per range of profiles, at most [`JOBS_IN_FLIGHT`] at a time,
-/// wait for each and read its failures. Outcomes are in range order.
+/// wait for each and learn which rows it refused ([`job_refusals`]). Outcomes are in range
+/// order.
 ///
-/// `build` makes a range's profiles when its job is about to be sent, so only the jobs in flight
-/// are ever materialised. With `intents`, each range is recorded as sent before its job is sent,
-/// and with its job id once Klaviyo accepted it (see [`members::Intents`]).
+/// `build` makes a range's profiles when its job is about to be sent (and again when its
+/// refusals must be isolated), so only the jobs in flight are ever materialised. With
+/// `intents`, each range is recorded as sent before its job is sent, and with its job id once
+/// Klaviyo accepted it (see [`members::Intents`]).
 async fn run_jobs<B>(
     client: &KlaviyoClient,
     build: &B,
@@ -738,30 +837,45 @@ where
                 Ok(job) => job,
                 Err(error) if may_have_been_accepted(&error) => {
                     return JobOutcome::Unknown {
-                        job_id: None,
+                        job_ids: Vec::new(),
                         error: error.into(),
                     };
                 }
                 Err(error) => return JobOutcome::NotSent(error.into()),
             };
             drop(profiles);
+            let mut job_ids = vec![job.id.clone()];
             let outcome = async {
                 if let Some(intents) = intents {
                     intents.accepted(index, &job.id).await?;
                 }
                 let finished = wait_for_job(client, &job.id, count).await?;
-                let refused = job_failures(client, &finished, identify_by).await?;
-                Ok::<_, SyncError>(refused)
+                if finished.failed_count == 0 {
+                    // Nothing to place: spare building the profiles again.
+                    return job_refusals(
+                        client,
+                        &finished,
+                        &[],
+                        list_ids,
+                        identify_by,
+                        &mut job_ids,
+                    )
+                    .await;
+                }
+                let profiles = build(range);
+                job_refusals(
+                    client,
+                    &finished,
+                    &profiles,
+                    list_ids,
+                    identify_by,
+                    &mut job_ids,
+                )
+                .await
             };
             match outcome.await {
-                Ok(refused) => JobOutcome::Finished {
-                    job_id: job.id,
-                    refused,
-                },
-                Err(error) => JobOutcome::Unknown {
-                    job_id: Some(job.id),
-                    error,
-                },
+                Ok(refused) => JobOutcome::Finished { job_ids, refused },
+                Err(error) => JobOutcome::Unknown { job_ids, error },
             }
         })
         .buffered(JOBS_IN_FLIGHT)
@@ -794,6 +908,19 @@ fn identifier_of(identify_by: IdentifyBy, profile: &crate::klaviyo::ProfileData)
         IdentifyBy::PhoneNumber => profile.phone_number.as_ref(),
     }?;
     identify::normalize(identify_by, &serde_json::Value::String(value.clone())).ok()
+}
+
+/// The identifier of the kind `identify_by` that [`attributes_for`] put in `attributes`.
+fn identifier_of_attributes(
+    identify_by: IdentifyBy,
+    attributes: &crate::klaviyo::ProfileAttributes,
+) -> String {
+    let value = match identify_by {
+        IdentifyBy::Email => &attributes.email,
+        IdentifyBy::ExternalId => &attributes.external_id,
+        IdentifyBy::PhoneNumber => &attributes.phone_number,
+    };
+    value.clone().flatten().unwrap_or_default()
 }
 
 /// Profile attributes carrying only the identifier (and `properties` when given).

@@ -961,25 +961,14 @@ pub(super) async fn apply(
     for (range, outcome) in ranges.iter().zip(outcomes) {
         let chunk = &to_send[range.clone()];
         let reason = match outcome {
-            super::JobOutcome::Finished {
-                job_id,
-                refused: Some(refused),
-            } => {
-                report.jobs.push(job_id);
+            super::JobOutcome::Finished { job_ids, refused } => {
+                report.jobs.extend(job_ids);
                 failed.extend(refused);
                 continue;
             }
-            super::JobOutcome::Finished {
-                job_id,
-                refused: None,
-            } => {
-                let reason = format!("bulk import job {job_id} did not complete cleanly");
-                report.jobs.push(job_id);
-                reason
-            }
             super::JobOutcome::NotSent(error) => error.to_string(),
-            super::JobOutcome::Unknown { job_id, error } => {
-                report.jobs.extend(job_id);
+            super::JobOutcome::Unknown { job_ids, error } => {
+                report.jobs.extend(job_ids);
                 error.to_string()
             }
         };

@@ -96,6 +96,7 @@ pub fn manage(
         ManagedRecord {
             klaviyo_id: id.into(),
             applied: json!({"prevent_destroy": prevent_destroy}),
+            returned: None,
         },
     );
 }

@@ -126,7 +126,7 @@ pub fn start_job(state: &mut State, id: &str) {
     }
 }
 
-fn row_error(state: &mut State, row: &Value, err: &ApiError) -> ImportErrorRecord {
+fn row_error(state: &mut State, index: usize, row: &Value, err: &ApiError) -> ImportErrorRecord {
     let pointer = match &err.source {
         Some(crate::emulator::jsonapi::ErrorSource::Pointer(p)) => p.clone(),
         _ => "/data".into(),
@@ -137,6 +137,7 @@ fn row_error(state: &mut State, row: &Value, err: &ApiError) -> ImportErrorRecor
         title: err.title.to_owned(),
         detail: err.detail.clone(),
         pointer,
+        index,
         original_payload: row.clone(),
     }
 }
@@ -151,10 +152,10 @@ pub fn process_job(state: &mut State, id: &str) {
     let mut errors = Vec::new();
     let mut imported = Vec::new();
     let mut index = IdentifierIndex::build(state);
-    for row in &rows {
+    for (at, row) in rows.iter().enumerate() {
         match import_row(state, &mut index, row) {
             Ok(profile_id) => imported.push(profile_id),
-            Err(err) => errors.push(row_error(state, row, &err)),
+            Err(err) => errors.push(row_error(state, at, row, &err)),
         }
     }
     for list in &list_ids {
@@ -332,13 +333,17 @@ pub fn get_job_lists(ctx: &RequestCtx, state: &State, ids_only: bool) -> Handler
     ))
 }
 
-/// `GET /api/profile-bulk-import-jobs/{id}/import-errors`.
+/// `GET /api/profile-bulk-import-jobs/{id}/import-errors`, each error naming its profile as the
+/// emulator's [`crate::emulator::ImportErrorShape`] mode says.
 pub fn get_import_errors(ctx: &RequestCtx, state: &State) -> HandlerResult {
     let j = find(state, ctx.id())?;
     let (page, links) = paginate(ctx, &j.errors, 20, 100)?;
+    let shape = state.modes.import_errors;
     let data: Vec<Value> = page
         .iter()
         .map(|e| {
+            let (pointer, original_payload) =
+                shape.render(e.index, &e.pointer, &e.original_payload);
             json!({
                 "type": "import-error",
                 "id": e.id,
@@ -346,8 +351,8 @@ pub fn get_import_errors(ctx: &RequestCtx, state: &State) -> HandlerResult {
                     "code": e.code,
                     "title": e.title,
                     "detail": e.detail,
-                    "source": { "pointer": e.pointer },
-                    "original_payload": e.original_payload,
+                    "source": { "pointer": pointer },
+                    "original_payload": original_payload,
                 },
             })
         })

@@ -180,6 +180,16 @@ fn check_attributes(attrs: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A definition as the account stores it: as sent, or canonicalised in the
+/// `--canonicalize-segments` mode (see [`crate::emulator::modes::canonicalize_definition`]).
+fn stored_definition(state: &State, definition: &Value) -> Value {
+    if state.modes.canonical_segments {
+        crate::emulator::modes::canonicalize_definition(definition)
+    } else {
+        definition.clone()
+    }
+}
+
 /// `POST /api/segments`.
 pub fn create_segment(ctx: &RequestCtx, state: &mut State) -> HandlerResult {
     let (_, attrs) = ctx.resource("segment")?;
@@ -198,12 +208,13 @@ pub fn create_segment(ctx: &RequestCtx, state: &mut State) -> HandlerResult {
             ));
         }
     }
+    let definition = stored_definition(state, &attrs["definition"]);
     let id = state.create_segment(
         attrs
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default(),
-        attrs["definition"].clone(),
+        definition,
         attrs
             .get("is_starred")
             .and_then(Value::as_bool)
@@ -228,12 +239,17 @@ pub fn update_segment(ctx: &RequestCtx, state: &mut State) -> HandlerResult {
         ));
     }
     find(state, ctx.id())?;
+    // A null definition is "leave it as it is" (the spec makes it nullable).
+    let definition = attrs
+        .get("definition")
+        .filter(|value| !value.is_null())
+        .map(|definition| stored_definition(state, definition));
     if let Some(s) = state.segments.get_mut(ctx.id()) {
         if let Some(name) = attrs.get("name").and_then(Value::as_str) {
             s.name = name.to_owned();
         }
-        if let Some(definition) = attrs.get("definition").filter(|value| !value.is_null()) {
-            s.definition = definition.clone();
+        if let Some(definition) = definition {
+            s.definition = definition;
         }
         if let Some(starred) = attrs.get("is_starred").and_then(Value::as_bool) {
             s.is_starred = starred;

@@ -44,6 +44,7 @@ pub fn client_config(
     })?;
     let base_url =
         env(&settings.klaviyo.base_url_env).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    check_base_url(&settings.klaviyo.base_url_env, &base_url)?;
     let mut config = ClientConfig::new(base_url, Secret::new(api_key));
     let klaviyo = &settings.klaviyo;
     config.revision = klaviyo.revision.clone();
@@ -54,6 +55,23 @@ pub fn client_config(
     config.max_consecutive_failures = klaviyo.max_consecutive_failures;
     config.run_timeout = Some(klaviyo.run_timeout.0);
     Ok(config)
+}
+
+/// Refuses a base URL klsync cannot send requests to, naming the variable it came from and the
+/// fix: `127.0.0.1:8787` lacks its scheme.
+fn check_base_url(var: &str, base_url: &str) -> Result<(), Error> {
+    let shown = redact_url(base_url);
+    let examples =
+        "for example https://a.klaviyo.com, or http://127.0.0.1:8787 for `klsync emulator`";
+    match url::Url::parse(base_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(()),
+        Err(url::ParseError::RelativeUrlWithoutBase) | Ok(_) => Err(Error::Config(format!(
+            "{var}={shown} is not an http(s) URL: add http:// or https:// ({examples})"
+        ))),
+        Err(err) => Err(Error::Config(format!(
+            "{var}={shown} is not a valid URL: {err} ({examples})"
+        ))),
+    }
 }
 
 /// Whether the client paces itself to Klaviyo's published rate limits.
@@ -175,6 +193,37 @@ mod tests {
             client_config(&settings(), &env).expect("config").base_url,
             "http://127.0.0.1:9"
         );
+    }
+
+    #[test]
+    fn a_base_url_without_a_scheme_is_named_with_its_variable_and_the_fix() {
+        for (url, expected) in [
+            (
+                "127.0.0.1:18787",
+                "KLAVIYO_BASE_URL=127.0.0.1:18787 is not an http(s) URL: add http:// or https://",
+            ),
+            // Shown masked: a value with no `:`, `/` or `=` may be a key set in the wrong variable.
+            (
+                "a.klaviyo.com",
+                "KLAVIYO_BASE_URL=*** is not an http(s) URL: add http:// or https://",
+            ),
+            (
+                "ftp://a.klaviyo.com",
+                "KLAVIYO_BASE_URL=ftp://a.klaviyo.com is not an http(s) URL",
+            ),
+            (
+                "http://[::1",
+                "KLAVIYO_BASE_URL=http://[::1 is not a valid URL",
+            ),
+        ] {
+            let env = |name: &str| match name {
+                "KLAVIYO_API_KEY" => Some("pk_x".to_string()),
+                "KLAVIYO_BASE_URL" => Some(url.to_string()),
+                _ => None,
+            };
+            let err = client_config(&settings(), &env).expect_err(url).to_string();
+            assert!(err.starts_with(expected), "{url}: {err}");
+        }
     }
 
     #[test]

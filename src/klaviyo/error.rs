@@ -290,9 +290,15 @@ pub enum ApiError {
     },
 }
 
-/// For a 403: the scopes the operation needs, from the spec, since Klaviyo's answer need not
-/// name them.
+/// For a 401: where the key came from. For a 403: the scopes the operation needs, from the
+/// spec, since Klaviyo's answer need not name them.
 fn scope_hint(status: u16, operation: Operation) -> String {
+    if status == 401 {
+        return " (Klaviyo refused the API key: check that the variable holding it, \
+                KLAVIYO_API_KEY unless klsync.yaml's klaviyo.api_key_env names another, holds a \
+                private key, pk_..., of this account)"
+            .to_owned();
+    }
     if status != 403 {
         return String::new();
     }
@@ -406,6 +412,26 @@ mod tests {
         assert_eq!(err.duplicate_profile_id(), Some("01ABC"));
         assert!(!err.is_ambiguous());
         assert!(err.to_string().contains("duplicate_profile"), "{err}");
+    }
+
+    #[test]
+    fn refused_keys_and_missing_scopes_say_where_to_look() {
+        let error = |status| ApiError::Klaviyo {
+            status,
+            errors: Vec::new(),
+            operation: Operation::CreateSegment,
+        };
+        let refused = error(401).to_string();
+        assert!(
+            refused.contains("Klaviyo refused the API key") && refused.contains("KLAVIYO_API_KEY"),
+            "{refused}"
+        );
+        let denied = error(403).to_string();
+        assert!(
+            denied.contains("create_segment needs an API key with the scope(s) segments:write"),
+            "{denied}"
+        );
+        assert!(!error(404).to_string().contains('('), "{}", error(404));
     }
 
     #[test]

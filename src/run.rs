@@ -46,15 +46,28 @@ pub fn main_entry() -> ExitCode {
     match run(cli) {
         Ok(status) => status.into(),
         Err(err) => {
-            eprintln!("error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
+            eprint!("{}", error_report(&err));
             err.exit_status().into()
         }
     }
+}
+
+/// `error: ...` and its causes, each printed once: a cause whose text the lines above already
+/// hold (wrappers often repeat their source in their own message) is left out.
+fn error_report(err: &dyn std::error::Error) -> String {
+    let mut report = format!("error: {err}\n");
+    let mut said = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !said.contains(&text) {
+            report.push_str(&format!("  caused by: {text}\n"));
+            said.push('\n');
+            said.push_str(&text);
+        }
+        source = cause.source();
+    }
+    report
 }
 
 /// Run one parsed command line.
@@ -191,5 +204,40 @@ impl Output {
     /// Progress bars on stderr: on when stderr is a terminal and not `-q`.
     pub fn progress(&self) -> Progress {
         Progress::for_stderr(self.quiet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Chain {
+        text: &'static str,
+        #[source]
+        next: Option<Box<Chain>>,
+    }
+
+    fn chain(texts: &[&'static str]) -> Chain {
+        let mut next = None;
+        for text in texts.iter().rev() {
+            next = Some(Box::new(Chain { text, next }));
+        }
+        *next.expect("one at least")
+    }
+
+    #[test]
+    fn a_cause_already_said_is_not_repeated() {
+        let err = chain(&[
+            "query `big` failed: syntax error",
+            "syntax error",
+            "connection reset",
+            "connection reset",
+        ]);
+        assert_eq!(
+            error_report(&err),
+            "error: query `big` failed: syntax error\n  caused by: connection reset\n"
+        );
     }
 }

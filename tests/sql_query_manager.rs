@@ -524,6 +524,38 @@ async fn pg_duplicate_and_unsupported_columns_are_clear_errors() {
     );
 }
 
+/// Issue 13: a database error is the database's message at a place in the user's SQL, never
+/// the line of PostgreSQL's own source file that sqlx appends (`at line 1180`), whichever path
+/// ran the query (COPY without parameters, row by row with them).
+#[tokio::test]
+async fn pg_errors_point_into_the_users_sql() {
+    let schema = PgSchema::new().await;
+    let manager = schema.manager(QueryOptions::default()).await;
+    let sql = "SELECT email\n  FROM customerz\n WHERE 1 = 1";
+    for params in [vec![], vec![json!(1)]] {
+        let sql = if params.is_empty() {
+            sql.to_owned()
+        } else {
+            format!("{sql} AND 1 = $1")
+        };
+        let err = rows(&manager, &sql, &params).await.unwrap_err();
+        let text = err.to_string();
+        assert_eq!(
+            text, "relation \"customerz\" does not exist (at line 2, column 8 of the query)",
+            "{params:?}"
+        );
+    }
+    let err = rows(&manager, "SELECT 1 AS one ORDER BY", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "syntax error at end of input (at line 1, column 25 of the query)"
+    );
+    let err = rows(&manager, "SELECT 1 / 0 AS n", &[]).await.unwrap_err();
+    assert_eq!(err.to_string(), "division by zero");
+}
+
 #[tokio::test]
 async fn pg_saved_queries_save_load_update_and_list() {
     let schema = PgSchema::new().await;

@@ -46,6 +46,9 @@ pub(super) enum Copied {
 /// The signature, flags and header-extension length that open a binary `COPY` stream.
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
+/// What klsync puts before the user's statement to stream it.
+const COPY_OPEN: &str = "COPY (\n";
+
 /// Run `sql` through `COPY` on `connection` (inside the caller's transaction), handing the rows
 /// to `batch` until it says the consumer is gone. `Err` only for failures before the `COPY`
 /// started (preparing the statement), after which the connection is in step.
@@ -58,7 +61,7 @@ pub(super) async fn copy_rows(
     let statement = connection
         .prepare(AssertSqlSafe(sql.to_string()).into_sql_str())
         .await
-        .map_err(&failed)?;
+        .map_err(|err| failed(err).located(sql, 0, sql))?;
     let has_parameters = match statement.parameters() {
         Some(Either::Left(types)) => !types.is_empty(),
         Some(Either::Right(count)) => count > 0,
@@ -75,21 +78,21 @@ pub(super) async fn copy_rows(
     )?;
     batch.set_columns(columns.iter().map(|c| c.name().to_string()).collect());
 
-    let copy = format!(
-        "COPY (\n{}\n) TO STDOUT (FORMAT binary)",
-        statement_body(sql)
-    );
+    let body = statement_body(sql);
+    let copy = format!("{COPY_OPEN}{body}\n) TO STDOUT (FORMAT binary)");
+    // A position the database gives in the COPY statement, mapped back into the user's SQL.
+    let failed_in_copy = |err| failed(err).located(&copy, COPY_OPEN.chars().count(), body);
     let mut stream = match connection.copy_out_raw(&copy).await {
         Ok(stream) => stream,
         Err(err) if is_not_copyable(&err) => return Ok(Copied::NotCopyable),
-        Err(err) => return Ok(Copied::Abandoned(Err(failed(err)))),
+        Err(err) => return Ok(Copied::Abandoned(Err(failed_in_copy(err)))),
     };
     let names = batch.columns().expect("set above");
     let decoders: std::sync::Arc<[PgColumn]> = columns.into();
     let mut reader = CopyReader::new(decoders.len());
     let mut rows = BinaryRows::new(decoders.clone(), ROW_BATCH);
     let read = async {
-        while let Some(chunk) = stream.try_next().await.map_err(&failed)? {
+        while let Some(chunk) = stream.try_next().await.map_err(&failed_in_copy)? {
             reader
                 .read(&chunk, |fields| rows.push(fields.iter()))
                 .map_err(protocol)?;

@@ -59,12 +59,23 @@ pub enum SqlError {
         /// 1-based column (in characters).
         column: usize,
     },
-    /// The database rejected or failed the query.
-    #[error("query failed")]
-    Query {
-        #[source]
-        source: sqlx::Error,
+    /// The database rejected or failed the query, in its own words.
+    #[error("{message}{}", database_extras(*.at, .detail.as_deref(), .hint.as_deref()))]
+    Database {
+        /// The database's message (PostgreSQL's, without the line of its own source file that
+        /// sqlx appends).
+        message: String,
+        /// Where in the user's SQL, as 1-based (line, column), once [`SqlError::located`] mapped
+        /// the database's position into it.
+        at: Option<(usize, usize)>,
+        /// PostgreSQL's 1-based character position in the statement sent, until located.
+        position: Option<usize>,
+        detail: Option<String>,
+        hint: Option<String>,
     },
+    /// The query failed outside the database's own checks (I/O, protocol).
+    #[error("query failed: {error}")]
+    Query { error: sqlx::Error },
     /// A parameter value cannot be bound.
     #[error("parameter ${position}: {reason}")]
     Param {
@@ -158,8 +169,70 @@ impl SqlError {
                 }
             }
         }
-        SqlError::Query { source }
+        match &source {
+            sqlx::Error::Database(db) => {
+                let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+                SqlError::Database {
+                    message: db.message().to_string(),
+                    at: None,
+                    position: pg.and_then(|pg| match pg.position()? {
+                        sqlx::postgres::PgErrorPosition::Original(position) => Some(position),
+                        sqlx::postgres::PgErrorPosition::Internal { .. } => None,
+                    }),
+                    detail: pg.and_then(|pg| pg.detail()).map(str::to_owned),
+                    hint: pg.and_then(|pg| pg.hint()).map(str::to_owned),
+                }
+            }
+            _ => SqlError::Query { error: source },
+        }
     }
+
+    /// Maps a database position into the user's SQL: `sent` is the statement the database ran,
+    /// in which the user's SQL starts at character `start` (`COPY (` wraps it). A position
+    /// outside it (in klsync's wrapper) is dropped rather than shown somewhere it is not.
+    pub(crate) fn located(self, sent: &str, start: usize, user_sql: &str) -> SqlError {
+        let SqlError::Database {
+            message,
+            position: Some(position),
+            detail,
+            hint,
+            ..
+        } = self
+        else {
+            return self;
+        };
+        let index = position.checked_sub(1).and_then(|i| i.checked_sub(start));
+        // One past the end is the end of the input ("syntax error at end of input").
+        let inside = index.filter(|i| *i <= user_sql.chars().count() && sent.chars().count() >= *i);
+        let at = inside.map(|index| {
+            let before: String = user_sql.chars().take(index).collect();
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            (line, column)
+        });
+        SqlError::Database {
+            message,
+            at,
+            position: None,
+            detail,
+            hint,
+        }
+    }
+}
+
+/// ` (at line L, column C of the query); DETAIL; hint: HINT`, for what is known.
+fn database_extras(at: Option<(usize, usize)>, detail: Option<&str>, hint: Option<&str>) -> String {
+    let mut text = String::new();
+    if let Some((line, column)) = at {
+        text.push_str(&format!(" (at line {line}, column {column} of the query)"));
+    }
+    if let Some(detail) = detail {
+        text.push_str(&format!("; {detail}"));
+    }
+    if let Some(hint) = hint {
+        text.push_str(&format!("; hint: {hint}"));
+    }
+    text
 }
 
 /// SQLite's primary result code for a write on a read-only connection (also `query_only`).

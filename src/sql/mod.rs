@@ -605,7 +605,11 @@ async fn read_pg(
         );
         let mut rows = query.fetch(&mut *transaction);
         let mut columns: Option<Vec<decode::PgColumn>> = None;
-        while let Some(row) = rows.try_next().await.map_err(failed)? {
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|err| failed(err).located(sql, 0, sql))?
+        {
             let columns = match &mut columns {
                 Some(columns) => columns,
                 None => {

@@ -99,7 +99,11 @@ async fn list_queries(manager: &QueryManager, output: &Output) -> Result<ExitSta
 fn listing_row(query: &SavedQuery) -> Row {
     let mut row = Row::new();
     row.insert("name".into(), json!(query.name));
-    row.insert("description".into(), json!(query.description));
+    // As `query show` prints it: the table writer would print a missing one as SQL's NULL.
+    row.insert(
+        "description".into(),
+        json!(query.description.as_deref().unwrap_or("-")),
+    );
     row.insert("params".into(), json!(query.params.len()));
     row.insert("updated_at".into(), json!(timestamp(query.updated_at)));
     row
@@ -260,5 +264,18 @@ mod tests {
              created_at:  2024-05-01T12:30:00\nupdated_at:  2024-05-01T12:30:00\nsql:\n\
              \x20   SELECT email\n    FROM customers WHERE spend > $1\n"
         );
+    }
+
+    #[test]
+    fn list_shows_a_missing_description_as_show_does() {
+        let query = SavedQuery {
+            name: "vip".into(),
+            description: None,
+            sql: "SELECT 1".into(),
+            params: Vec::new(),
+            created_at: None,
+            updated_at: None,
+        };
+        assert_eq!(listing_row(&query)["description"], json!("-"));
     }
 }

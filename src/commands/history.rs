@@ -127,8 +127,59 @@ fn run_text(run: &RunRow) -> String {
         ));
     }
     text.push_str(&format!("  {}\n", facts.join(", ")));
+    if let Some(summary) = &run.summary {
+        text.push_str(&summary_text(summary));
+    }
     for entry in &run.journal {
         text.push_str(&journal_text(entry));
+    }
+    text
+}
+
+/// What a run's summary holds beyond its requests, as JSON shows it: why it was refused or
+/// failed, the signal that stopped it, and the data it sent per sync.
+fn summary_text(summary: &Value) -> String {
+    let mut text = String::new();
+    if let Some(error) = summary.get("error").and_then(Value::as_str) {
+        text.push_str(&format!("  reason: {error}\n"));
+    }
+    if let Some(signal) = summary.get("signal").and_then(Value::as_str) {
+        text.push_str(&format!("  stopped by {signal}\n"));
+    }
+    let counts = |item: &Value, names: &[&str]| -> String {
+        let said: Vec<String> = names
+            .iter()
+            .filter_map(|name| {
+                let count = item.get(*name)?.as_u64().filter(|count| *count > 0)?;
+                Some(format!("{count} {}", name.replace('_', " ")))
+            })
+            .collect();
+        if said.is_empty() {
+            "nothing to send".to_owned()
+        } else {
+            said.join(", ")
+        }
+    };
+    let data = summary.get("data");
+    for profile in data
+        .and_then(|d| d.get("profiles"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = profile.get("id").and_then(Value::as_str).unwrap_or("?");
+        let said = counts(profile, &["sent", "unset", "failed"]);
+        text.push_str(&format!("  data profiles.{id}: {said}\n"));
+    }
+    for list in data
+        .and_then(|d| d.get("memberships"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = list.get("list").and_then(Value::as_str).unwrap_or("?");
+        let said = counts(list, &["added", "already_members", "removed", "failed"]);
+        text.push_str(&format!("  data lists.{key}.members: {said}\n"));
     }
     text
 }
@@ -253,6 +304,34 @@ mod tests {
         assert_eq!(
             run_text(&unfinished),
             "run 3f2a1b4c  apply  unfinished  2026-01-02 03:04:05 UTC\n  by alice (github-actions)\n"
+        );
+    }
+
+    #[test]
+    fn text_shows_the_data_sent_and_why_a_run_was_refused() {
+        let summary = json!({
+            "requests": {"bulk_import_profiles": 2},
+            "data": {
+                "profiles": [{"id": "facts", "sent": 3000, "unset": 0, "recorded": 2999,
+                              "failed": 1, "failed_sample": [], "jobs": []}],
+                "memberships": [{"list": "vip", "added": 20, "already_members": 2, "confirmed": 0,
+                                 "removed": 0, "failed": 0, "failed_sample": [], "jobs": []}],
+                "drift": []
+            }
+        });
+        assert_eq!(
+            summary_text(&summary),
+            "  data profiles.facts: 3000 sent, 1 failed\n\
+             \x20 data lists.vip.members: 20 added, 2 already members\n"
+        );
+        let refused = json!({"error": "lists.vip.members: 2 removal(s), max_removals 1"});
+        assert_eq!(
+            summary_text(&refused),
+            "  reason: lists.vip.members: 2 removal(s), max_removals 1\n"
+        );
+        assert_eq!(
+            summary_text(&json!({"signal": "SIGINT", "changed": 3})),
+            "  stopped by SIGINT\n"
         );
     }
 

@@ -493,7 +493,8 @@ impl Run<'_> {
             &self.connection.store,
             self.args.force,
         )
-        .await?;
+        .await
+        .map_err(|err| err.declared_in(self.project))?;
         Ok(report)
     }
 

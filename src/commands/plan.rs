@@ -272,8 +272,9 @@ impl Connection {
         if let Some(queries) = &self.queries {
             // Lists this plan creates have no id yet: their members are planned all as adds,
             // and apply fills the id in once the list exists.
-            let data =
-                sync::plan_data(&merged, &list_ids(&managed), queries, &self.store, check).await?;
+            let data = sync::plan_data(&merged, &list_ids(&managed), queries, &self.store, check)
+                .await
+                .map_err(|err| err.declared_in(project))?;
             let recreated = recreated_list_warnings(&plan, &data);
             plan.warnings.extend(recreated);
             plan = plan.with_data(data);

@@ -23,6 +23,7 @@ pub mod settings;
 pub mod types;
 pub mod yaml;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -65,9 +66,17 @@ pub struct Project {
     pub files: Vec<ManifestSource>,
     /// Warnings found while validating (the project is usable regardless).
     pub warnings: Vec<Diagnostic>,
+    /// Where each query of `queries:` is declared, `file:line:column`, for errors about it.
+    pub query_locations: BTreeMap<String, String>,
 }
 
 impl Project {
+    /// Where the query `name` is declared in the manifests (`queries.yaml:12:3`); `None` for
+    /// a saved query or an unknown name.
+    pub fn query_location(&self, name: &str) -> Option<String> {
+        self.query_locations.get(name).cloned()
+    }
+
     /// All files' sections concatenated into one manifest, each section sorted (lists,
     /// segments and profile syncs by id, tag groups by name, tags by name).
     pub fn merged(&self) -> ManifestFile {
@@ -247,6 +256,7 @@ fn validate(
         Some(settings) if diagnostic::count(&diagnostics, Severity::Error) == 0 => Ok(Project {
             root: root.to_path_buf(),
             settings,
+            query_locations: query_locations(&parsed),
             files: parsed
                 .into_iter()
                 .map(|(path, manifest, _)| ManifestSource { path, manifest })
@@ -255,6 +265,24 @@ fn validate(
         }),
         _ => Err(ProjectError::Invalid(diagnostics)),
     }
+}
+
+/// `file:line:column` of each query's key under `queries:`.
+fn query_locations(
+    parsed: &[(PathBuf, ManifestFile, yaml::SpanIndex)],
+) -> BTreeMap<String, String> {
+    let mut locations = BTreeMap::new();
+    for (path, manifest, index) in parsed {
+        for name in manifest.queries.keys() {
+            let span = index.nearest(&format!("/queries/{}", yaml::escape_segment(name)));
+            let pos = span.key.unwrap_or(span.value);
+            locations.insert(
+                name.clone(),
+                format!("{}:{}:{}", path.display(), pos.line, pos.column),
+            );
+        }
+    }
+    locations
 }
 
 /// Read, parse and check `klsync.yaml`; `None` when it has errors (already pushed).

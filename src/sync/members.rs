@@ -108,6 +108,7 @@ pub(super) async fn compute(
         what: WHAT,
         name: list_key.to_string(),
         query: spec.query.clone(),
+        declared_at: None,
         source: Box::new(source),
     };
     let query = queries

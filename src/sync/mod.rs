@@ -67,7 +67,10 @@ pub const ISOLATE_AT_MOST: u64 = 20;
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// The sync's query failed (including a refused write: queries are read-only).
-    #[error("{what} `{name}`: query `{query}` failed: {source}")]
+    #[error(
+        "{what} `{name}`: query `{query}`{} failed: {source}",
+        .declared_at.as_deref().map(|at| format!(" ({at})")).unwrap_or_default()
+    )]
     Query {
         /// "profiles sync" or "members of list".
         what: &'static str,
@@ -75,6 +78,9 @@ pub enum SyncError {
         name: String,
         /// The query name.
         query: String,
+        /// Where the query is declared (`queries.yaml:12:3`, or `saved_queries`), once the
+        /// command that holds the project filled it in ([`SyncError::declared_in`]).
+        declared_at: Option<String>,
         /// The SQL layer's error (boxed: it is large).
         #[source]
         source: Box<SqlError>,
@@ -131,6 +137,34 @@ pub enum SyncError {
         /// How long klsync polled.
         waited: Duration,
     },
+}
+
+impl SyncError {
+    /// Names where the failed query is declared: its manifest file, line and column, or the
+    /// `saved_queries` table when no manifest declares it.
+    pub fn declared_in(self, project: &crate::manifest::Project) -> SyncError {
+        match self {
+            SyncError::Query {
+                what,
+                name,
+                query,
+                source,
+                ..
+            } => {
+                let declared_at = project
+                    .query_location(&query)
+                    .unwrap_or_else(|| "saved_queries".to_owned());
+                SyncError::Query {
+                    what,
+                    name,
+                    query,
+                    declared_at: Some(declared_at),
+                    source,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// The data part of a plan: every `profiles:` sync and every list with `members:`.

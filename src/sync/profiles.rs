@@ -779,6 +779,7 @@ fn query_error(spec: &ProfileSyncSpec, source: SqlError) -> SyncError {
         what: WHAT,
         name: spec.id.clone(),
         query: spec.query.clone(),
+        declared_at: None,
         source: Box::new(source),
     }
 }
@@ -795,6 +796,7 @@ async fn resolve_query(
             what: WHAT,
             name: spec.id.clone(),
             query: spec.query.clone(),
+            declared_at: None,
             source: Box::new(source),
         })
 }

@@ -218,6 +218,8 @@ fn validate(
 
     diagnostics.extend(walk_problems);
     let mut parsed: Vec<(PathBuf, ManifestFile, yaml::SpanIndex)> = Vec::new();
+    // Files with schema errors, reduced to what the schema accepts: checked, never loaded.
+    let mut checked_only: Vec<(PathBuf, ManifestFile, yaml::SpanIndex)> = Vec::new();
     for (path, content) in files {
         if let Some((value, index)) = read_yaml(&path, content, &mut diagnostics) {
             if value.is_null() {
@@ -231,6 +233,13 @@ fn validate(
             let problems = schema::check(&schema::MANIFEST, &value, &index, &path);
             if !problems.is_empty() {
                 diagnostics.extend(problems);
+                // The project is invalid already; what the schema accepts of this file still
+                // goes through the cross-file checks, so one run reports every problem.
+                if let Some((rest, removed)) = schema::prune_invalid(&schema::MANIFEST, &value)
+                    && let Ok(manifest) = serde_json::from_value::<ManifestFile>(rest)
+                {
+                    checked_only.push((path, manifest, index.without_items(&removed)));
+                }
                 continue;
             }
             diagnostics.extend(checks::invisible_characters(&path, &value, &index));
@@ -241,8 +250,11 @@ fn validate(
         }
     }
 
-    let checked: Vec<checks::Checked<'_>> = parsed
-        .iter()
+    let mut all: Vec<&(PathBuf, ManifestFile, yaml::SpanIndex)> =
+        parsed.iter().chain(&checked_only).collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let checked: Vec<checks::Checked<'_>> = all
+        .into_iter()
         .map(|(path, manifest, index)| checks::Checked {
             path,
             manifest,

@@ -128,6 +128,76 @@ pub(crate) fn check(
         .collect()
 }
 
+/// `value` without what the schema refuses, so that the cross-file checks can still look at
+/// everything else of a file with schema errors (`validate` reports all problems in one run):
+/// an unknown field is dropped, and a resource (an item of a section, or a query) with any
+/// other problem is left out whole. Returns the rest and the array items taken out
+/// (`("/lists", 0)`, for [`SpanIndex::without_items`]); `None` when the problem is the document
+/// itself.
+pub(crate) fn prune_invalid(
+    compiled: &Compiled,
+    value: &Value,
+) -> Option<(Value, Vec<(String, usize)>)> {
+    let mut found = Vec::new();
+    for error in compiled.validator.iter_errors(value) {
+        explain(&error, &compiled.schema, &mut found);
+    }
+    let mut pruned = value.clone();
+    // Deepest first, and array items from the last, so earlier removals move nothing later.
+    let mut cuts: Vec<Vec<String>> = found
+        .iter()
+        .map(|problem| {
+            let segments: Vec<String> = problem
+                .pointer
+                .split('/')
+                .skip(1)
+                .map(|s| s.replace("~1", "/").replace("~0", "~"))
+                .collect();
+            if problem.at_key {
+                segments
+            } else {
+                segments.into_iter().take(2).collect()
+            }
+        })
+        .collect();
+    if cuts.iter().any(|cut| cut.len() < 2) {
+        return None;
+    }
+    cuts.sort_by(|a, b| {
+        b.len().cmp(&a.len()).then_with(|| {
+            let index = |cut: &Vec<String>| cut.last().and_then(|s| s.parse::<usize>().ok());
+            index(b).cmp(&index(a))
+        })
+    });
+    cuts.dedup();
+    let mut removed = Vec::new();
+    for cut in cuts {
+        let (last, parents) = cut.split_last()?;
+        let mut node = &mut pruned;
+        for segment in parents {
+            node = match node {
+                Value::Object(map) => map.get_mut(segment)?,
+                Value::Array(items) => items.get_mut(segment.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        match node {
+            Value::Object(map) => {
+                map.remove(last);
+            }
+            Value::Array(items) => {
+                let index: usize = last.parse().ok()?;
+                if index < items.len() {
+                    items.remove(index);
+                    removed.push((format!("/{}", parents.join("/")), index));
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some((pruned, removed))
+}
+
 /// One readable problem before it is given a position.
 #[derive(Debug, Clone, PartialEq)]
 struct Problem {

@@ -49,6 +49,46 @@ impl SpanIndex {
         self.spans.get(pointer)
     }
 
+    /// This index for the document with the array items `removed` (`("/lists", 2)`) taken out:
+    /// later items' pointers move down, and keep pointing at where they are written.
+    pub fn without_items(&self, removed: &[(String, usize)]) -> SpanIndex {
+        let spans = self
+            .spans
+            .iter()
+            .filter_map(|(pointer, span)| {
+                for (array, _) in removed {
+                    let Some(rest) = pointer
+                        .strip_prefix(array.as_str())
+                        .and_then(|r| r.strip_prefix('/'))
+                    else {
+                        continue;
+                    };
+                    let (item, tail) = rest.split_once('/').map_or((rest, ""), |(i, t)| (i, t));
+                    let Ok(item) = item.parse::<usize>() else {
+                        continue;
+                    };
+                    let gone = |(a, _): &&(String, usize)| a == array;
+                    if removed.iter().filter(gone).any(|(_, i)| *i == item) {
+                        return None;
+                    }
+                    let before = removed
+                        .iter()
+                        .filter(gone)
+                        .filter(|(_, i)| *i < item)
+                        .count();
+                    let tail = if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{tail}")
+                    };
+                    return Some((format!("{array}/{}{tail}", item - before), span.clone()));
+                }
+                Some((pointer.clone(), span.clone()))
+            })
+            .collect();
+        SpanIndex { spans }
+    }
+
     /// The nearest recorded ancestor (or the node itself) of `pointer`; the root always exists.
     pub fn nearest(&self, pointer: &str) -> NodeSpan {
         let mut current = pointer;
@@ -608,6 +648,19 @@ mod tests {
                 .unwrap_err()
                 .message
                 .contains("second")
+        );
+    }
+
+    #[test]
+    fn items_taken_out_move_the_later_pointers_down() {
+        let (_, index) = parse("lists:\n  - id: a\n  - id: b\n  - id: c\nqueries: {}\n").unwrap();
+        let moved = index.without_items(&[("/lists".into(), 0)]);
+        assert_eq!(moved.get("/lists/0/id").map(|s| s.value.line), Some(3));
+        assert_eq!(moved.get("/lists/1/id").map(|s| s.value.line), Some(4));
+        assert!(moved.get("/lists/2").is_none());
+        assert_eq!(
+            moved.get("/queries").map(|s| s.key.map(|k| k.line)),
+            Some(Some(5))
         );
     }
 

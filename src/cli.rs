@@ -388,6 +388,8 @@ pub enum QueryCommand {
     Show(QueryShowArgs),
     /// Run a saved query (read-only) and print its rows.
     Run(QueryRunArgs),
+    /// Delete a saved query. A manifest that still names it fails to plan, naming it.
+    Delete(QueryShowArgs),
 }
 
 #[derive(Debug, Args)]

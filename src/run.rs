@@ -108,6 +108,7 @@ fn command_name(command: &Command) -> &'static str {
             QueryCommand::List => "query list",
             QueryCommand::Show(_) => "query show",
             QueryCommand::Run(_) => "query run",
+            QueryCommand::Delete(_) => "query delete",
         },
         Command::Plan(_) => "plan",
         Command::Apply(_) => "apply",

@@ -158,6 +158,41 @@ async fn metrics_file_records_a_query_run() {
     );
 }
 
+/// `query list` shows a missing description as `-`; `query delete` removes a saved query and
+/// refuses one that is not there, naming it.
+#[tokio::test]
+async fn saved_queries_are_listed_and_deleted() {
+    let data = SqliteData::new().await;
+    let listed = data.klsync(&["query", "list"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(
+        listed.stdout.contains("big") && listed.stdout.contains(" - "),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains("NULL"), "{}", listed.stdout);
+    let deleted = data.klsync(&["query", "delete", "big"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    assert!(
+        deleted.stderr.contains("deleted saved query `big`"),
+        "{}",
+        deleted.stderr
+    );
+    let listed = data.klsync(&["query", "list"]);
+    assert!(
+        listed.stderr.contains("no saved queries"),
+        "{}",
+        listed.stderr
+    );
+    let again = data.klsync(&["query", "delete", "big"]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("no saved query named `big`"),
+        "{}",
+        again.stderr
+    );
+}
+
 #[tokio::test]
 async fn quiet_leaves_only_the_data() {
     let data = SqliteData::new().await;

@@ -638,6 +638,16 @@ async fn pg_saved_queries_save_load_update_and_list() {
         manager.save_query("", "SELECT 1", None, &[]).await,
         Err(SqlError::InvalidName { .. })
     ));
+    assert!(manager.delete_query("alpha").await.unwrap());
+    assert!(!manager.delete_query("alpha").await.unwrap());
+    let names: Vec<String> = manager
+        .list_queries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, ["vip"]);
 }
 
 #[tokio::test]
@@ -860,4 +870,8 @@ async fn sqlite_saved_queries_save_load_update_and_list() {
         .collect();
     assert_eq!(names, ["alpha", "vip"]);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM saved_queries").await, 2);
+    assert!(manager.delete_query("vip").await.unwrap());
+    assert!(!manager.delete_query("vip").await.unwrap());
+    assert_eq!(manager.load_query("vip").await.unwrap(), None);
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM saved_queries").await, 1);
 }

@@ -49,6 +49,7 @@ pub fn run(args: QueryArgs, output: &Output) -> Result<ExitStatus, Error> {
             QueryCommand::List => list_queries(&manager, output).await,
             QueryCommand::Show(show) => show_query(&manager, &show.name).await,
             QueryCommand::Run(run) => run_query(&manager, run, output).await,
+            QueryCommand::Delete(delete) => delete_query(&manager, &delete.name, output).await,
         };
         manager.close().await;
         result
@@ -209,13 +210,32 @@ async fn run_query(
     Ok(ExitStatus::Success)
 }
 
+async fn delete_query(
+    manager: &QueryManager,
+    name: &str,
+    output: &Output,
+) -> Result<ExitStatus, Error> {
+    if !manager.delete_query(name).await? {
+        return Err(not_saved(manager, name));
+    }
+    if !output.quiet {
+        eprintln!("deleted saved query `{name}`");
+    }
+    Ok(ExitStatus::Success)
+}
+
 async fn load(manager: &QueryManager, name: &str) -> Result<SavedQuery, Error> {
-    manager.load_query(name).await?.ok_or_else(|| {
-        Error::Config(format!(
-            "no saved query named `{name}` in {} (see `klsync query list`)",
-            manager.redacted_url()
-        ))
-    })
+    manager
+        .load_query(name)
+        .await?
+        .ok_or_else(|| not_saved(manager, name))
+}
+
+fn not_saved(manager: &QueryManager, name: &str) -> Error {
+    Error::Config(format!(
+        "no saved query named `{name}` in {} (see `klsync query list`)",
+        manager.redacted_url()
+    ))
 }
 
 fn parse_params(text: &str) -> Result<Vec<Value>, Error> {

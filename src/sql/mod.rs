@@ -279,6 +279,14 @@ impl QueryManager {
         }
     }
 
+    /// Deletes the saved query called `name`; whether there was one.
+    pub async fn delete_query(&self, name: &str) -> Result<bool, SqlError> {
+        match &self.backend {
+            Backend::Postgres(pool) => saved::delete_pg(pool, name).await,
+            Backend::Sqlite { writable, .. } => saved::delete_sqlite(writable, name).await,
+        }
+    }
+
     /// The saved query called `name`, or `None` (also when the table does not exist).
     pub async fn load_query(&self, name: &str) -> Result<Option<SavedQuery>, SqlError> {
         match &self.backend {

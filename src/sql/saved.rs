@@ -121,6 +121,27 @@ pub(crate) async fn save_pg(
     Ok(saved)
 }
 
+/// Deletes the saved query `name`; whether there was one (a missing table holds none).
+pub(crate) async fn delete_pg(pool: &PgPool, name: &str) -> Result<bool, SqlError> {
+    let failed = |source| SqlError::SavedQueries {
+        action: "deleting",
+        source,
+    };
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('saved_queries') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(failed)?;
+    if !exists {
+        return Ok(false);
+    }
+    let deleted = sqlx::query("DELETE FROM saved_queries WHERE name = $1")
+        .bind(name)
+        .execute(pool)
+        .await
+        .map_err(failed)?;
+    Ok(deleted.rows_affected() > 0)
+}
+
 pub(crate) async fn load_pg(
     pool: &PgPool,
     name: Option<&str>,
@@ -212,6 +233,40 @@ pub(crate) async fn save_sqlite(
     let saved = saved?;
     closed?;
     Ok(saved)
+}
+
+/// Deletes the saved query `name` on the one writable SQLite connection klsync opens (as
+/// [`save_sqlite`] does); whether there was one.
+pub(crate) async fn delete_sqlite(
+    writable: &SqliteConnectOptions,
+    name: &str,
+) -> Result<bool, SqlError> {
+    let failed = |action| move |source| SqlError::SavedQueries { action, source };
+    let mut connection = SqliteConnection::connect_with(writable)
+        .await
+        .map_err(failed("opening the database for writing"))?;
+    let deleted = async {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saved_queries')",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .map_err(failed("deleting"))?;
+        if !exists {
+            return Ok(false);
+        }
+        let deleted = sqlx::query("DELETE FROM saved_queries WHERE name = ?1")
+            .bind(name)
+            .execute(&mut connection)
+            .await
+            .map_err(failed("deleting"))?;
+        Ok(deleted.rows_affected() > 0)
+    }
+    .await;
+    let closed = connection.close().await.map_err(failed("closing"));
+    let deleted = deleted?;
+    closed?;
+    Ok(deleted)
 }
 
 pub(crate) async fn load_sqlite(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use klsync::emulator::state::{State, Taggable};
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
 use support::backend::{Backend, ok, on_both_backends};
-use support::project::{Finished, TempProject, klsync};
+use support::project::{Finished, TempProject, klsync, many_lists};
 
 /// One scenario: an emulator, a state backend and a project.
 struct Setup {
@@ -492,20 +492,6 @@ async fn unmanaged_resources_are_untouched_and_one_namesake_is_adopted(backend: 
     );
     ok(&setup.run(&["apply", "--auto-approve"]).await, 1);
     assert_eq!(setup.inventory()["list Twins"], 2);
-}
-
-/// A manifest with enough writes to take a while against a slow emulator.
-fn many_lists(count: usize) -> String {
-    let mut text = String::from("tags: [auto]\nlists:\n");
-    for i in 0..count {
-        text.push_str(&format!(
-            "  - id: l{i}\n    name: List {i}\n    tags: [auto]\n"
-        ));
-    }
-    text.push_str(
-        "segments:\n  - id: s1\n    name: Segment one\n    definition:\n      condition_groups:\n        - conditions:\n            - {type: profile-property, property: email, filter: {type: existence, operator: is-set}}\n",
-    );
-    text
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -21,7 +21,7 @@ use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
 use klsync::state::testing::TestPostgres;
 use serde_json::Value;
 use support::backend::{Backend, ok, on_both_backends};
-use support::project::{Finished, TempProject, klsync};
+use support::project::{Finished, TempProject, klsync, many_lists};
 use tokio::sync::watch;
 
 /// Forwards every request to the emulator, logging it, and holds the `nth` request matching
@@ -331,20 +331,6 @@ impl Running {
             stderr: self.stderr.lock().unwrap().clone(),
         }
     }
-}
-
-/// A tag, `count` lists carrying it and a segment: creates run one after the other.
-fn many_lists(count: usize) -> String {
-    let mut text = String::from("tags: [auto]\nlists:\n");
-    for i in 0..count {
-        text.push_str(&format!(
-            "  - id: l{i}\n    name: List {i}\n    tags: [auto]\n"
-        ));
-    }
-    text.push_str(
-        "segments:\n  - id: s1\n    name: Segment one\n    definition:\n      condition_groups:\n        - conditions:\n            - {type: profile-property, property: email, filter: {type: existence, operator: is-set}}\n",
-    );
-    text
 }
 
 const LISTS: usize = 6;

@@ -99,3 +99,18 @@ impl From<Output> for Finished {
 pub fn run(command: &mut Command) -> Finished {
     command.output().expect("run klsync").into()
 }
+
+/// A tag, `count` lists carrying it and a segment: enough writes, one after the other, for an
+/// apply to take a while against a slow emulator.
+pub fn many_lists(count: usize) -> String {
+    let mut text = String::from("tags: [auto]\nlists:\n");
+    for i in 0..count {
+        text.push_str(&format!(
+            "  - id: l{i}\n    name: List {i}\n    tags: [auto]\n"
+        ));
+    }
+    text.push_str(
+        "segments:\n  - id: s1\n    name: Segment one\n    definition:\n      condition_groups:\n        - conditions:\n            - {type: profile-property, property: email, filter: {type: existence, operator: is-set}}\n",
+    );
+    text
+}

@@ -39,6 +39,13 @@ if sub == "apply" and code:
 sys.exit(code)
 "###;
 
+/// Records how the install step calls cargo; builds nothing.
+const FAKE_CARGO: &str = r###"#!/usr/bin/env python3
+import json, os, sys
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps({"cargo": sys.argv[1:]}) + "\n")
+"###;
+
 /// Answers `gh api PATH [--jq EXPR]` from a fixture file and fakes `gh run download`.
 const FAKE_GH: &str = r###"#!/usr/bin/env python3
 import json, os, subprocess, sys
@@ -166,7 +173,11 @@ impl Runner {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
-        for (name, text) in [("klsync", FAKE_KLSYNC), ("gh", FAKE_GH)] {
+        for (name, text) in [
+            ("klsync", FAKE_KLSYNC),
+            ("gh", FAKE_GH),
+            ("cargo", FAKE_CARGO),
+        ] {
             let path = bin.join(name);
             std::fs::write(&path, text).unwrap();
             Command::new("chmod").arg("+x").arg(&path).status().unwrap();
@@ -185,6 +196,7 @@ impl Runner {
             ("github.repository", REPO.to_string()),
             ("github.run_id", "4242".to_string()),
             ("github.event.pull_request.number", "7".to_string()),
+            ("vars.KLSYNC_SOURCE", String::new()),
             ("inputs.plan_sha", String::new()),
             ("inputs.allow_destroy", String::new()),
         ]);
@@ -627,4 +639,50 @@ fn a_refused_or_partial_apply_fails_with_what_to_do() {
     let (_, ran) = apply_step("false", "3");
     assert_eq!(ran.output.status.code(), Some(3));
     assert!(ran.stdout().contains("Re-run failed jobs"), "{}", ran.all());
+}
+
+#[test]
+fn install_builds_the_pinned_tag_from_the_configured_source() {
+    for (workflow, job) in [("klsync-plan.yml", "plan"), ("klsync-apply.yml", "apply")] {
+        let step = format!("Install klsync {}", "${{ env.KLSYNC_VERSION }}");
+        let mut runner = Runner::new();
+        runner.set(
+            "vars.KLSYNC_SOURCE",
+            "https://git.example.com/acme/klsync.git",
+        );
+        let ran = runner.run(workflow, job, &step);
+        assert!(ran.output.status.success(), "{workflow}: {}", ran.all());
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            ran.log,
+            [json!({"cargo": ["install", "--locked", "--git",
+                "https://git.example.com/acme/klsync.git", "--tag", format!("v{version}"), "klsync"]})],
+            "{workflow}"
+        );
+    }
+}
+
+#[test]
+fn install_without_a_source_fails_saying_which_variable_to_set() {
+    for (workflow, job) in [("klsync-plan.yml", "plan"), ("klsync-apply.yml", "apply")] {
+        let step = format!("Install klsync {}", "${{ env.KLSYNC_VERSION }}");
+        let ran = Runner::new().run(workflow, job, &step);
+        assert_eq!(
+            ran.output.status.code(),
+            Some(1),
+            "{workflow}: {}",
+            ran.all()
+        );
+        assert!(
+            ran.stdout()
+                .contains("::error title=Missing variable KLSYNC_SOURCE::"),
+            "{workflow}: {}",
+            ran.all()
+        );
+        assert!(
+            ran.log.is_empty(),
+            "{workflow}: cargo must not run: {:?}",
+            ran.log
+        );
+    }
 }

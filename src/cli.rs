@@ -76,6 +76,8 @@ pub struct ProjectArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a project: klsync.yaml, a starter manifest, the editor schemas, `.klsync/` ignored.
+    Init(InitArgs),
     /// Check klsync.yaml and every manifest; report all problems with file:line:column.
     Validate(ValidateArgs),
     /// Print the JSON Schema of manifest files (for editors and CI).
@@ -102,6 +104,13 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page, or write one page per subcommand into a directory.
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory for the new project (created if missing).
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -53,14 +53,6 @@ pub const MANIFEST_HEADER: &str = "\
 # `klsync schema > klsync.schema.json`; regenerate it after upgrading klsync.
 ";
 
-/// The `klsync.yaml` import writes when the directory has none.
-pub const SETTINGS_TEXT: &str = "\
-# yaml-language-server: $schema=klsync-settings.schema.json
-# klsync project settings (`klsync schema settings > klsync-settings.schema.json`).
-# Only names of environment variables live here: this file is committed, secrets are not.
-version: 1
-";
-
 /// The manifest schema file import writes beside the manifests.
 pub const MANIFEST_SCHEMA_FILE: &str = "klsync.schema.json";
 /// The settings schema file import writes beside `klsync.yaml`.

@@ -80,6 +80,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         "run started"
     );
     let result = match cli.command {
+        Command::Init(args) => commands::init::run(&args, &output),
         Command::Validate(args) => commands::validate::run(&args, &output),
         Command::Schema(args) => commands::schema::run(&args),
         Command::Emulator(args) => commands::emulator::run(args, &output),
@@ -100,6 +101,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
 /// The command as a user would name it, for metrics.
 fn command_name(command: &Command) -> &'static str {
     match command {
+        Command::Init(_) => "init",
         Command::Validate(_) => "validate",
         Command::Schema(_) => "schema",
         Command::Emulator(_) => "emulator",

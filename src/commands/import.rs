@@ -19,12 +19,11 @@ use crate::apply::managed_state;
 use crate::cli::{ImportArgs, ImportKindArg};
 use crate::context::{self, EnvLookup, Pacing};
 use crate::error::{Error, ExitStatus};
-use crate::import::{
-    self, ImportKind, Imported, MANIFEST_SCHEMA_FILE, SETTINGS_SCHEMA_FILE, SETTINGS_TEXT,
-};
+use crate::import::{self, ImportKind, Imported, MANIFEST_SCHEMA_FILE, SETTINGS_SCHEMA_FILE};
 use crate::klaviyo::KlaviyoClient;
 use crate::klaviyo::observe::read_live;
 use crate::manifest::diagnostic::{self, Severity};
+use crate::manifest::settings::commented_settings_file;
 use crate::manifest::{self, ProjectError, ProjectSettings, SETTINGS_FILE};
 use crate::model::ResourceKind;
 use crate::plan::PlanMeta;
@@ -218,7 +217,9 @@ pub(crate) fn settings(dir: &Path) -> Result<ProjectSettings, Error> {
     let path = dir.join(SETTINGS_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => SETTINGS_TEXT.to_owned(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            commented_settings_file(SETTINGS_SCHEMA_FILE)
+        }
         Err(source) => return Err(Error::Io { path, source }),
     };
     let invalid = |reason: String| {
@@ -239,7 +240,10 @@ fn write_project(dir: &Path, imported: &Imported, force: bool) -> Result<(), Err
     }
     let settings_path = dir.join(SETTINGS_FILE);
     if !settings_path.exists() {
-        write_atomically(&settings_path, SETTINGS_TEXT)?;
+        write_atomically(
+            &settings_path,
+            &commented_settings_file(SETTINGS_SCHEMA_FILE),
+        )?;
     }
     for (name, kind) in [
         (MANIFEST_SCHEMA_FILE, crate::cli::SchemaKind::Manifest),

@@ -7,6 +7,7 @@ pub mod drift;
 pub mod emulator;
 pub mod history;
 pub mod import;
+pub mod init;
 pub mod plan;
 pub mod query;
 pub mod schema;

@@ -126,7 +126,7 @@ pub enum ProjectError {
     #[error("{} problem(s) found in the manifests", diagnostic::count(.0, Severity::Error))]
     Invalid(Vec<Diagnostic>),
     /// The directory has no `klsync.yaml`.
-    #[error("{}: not a klsync project (no {SETTINGS_FILE}); create one or pass -C <dir>", .dir.display())]
+    #[error("{}: not a klsync project (no {SETTINGS_FILE}); run `klsync init` there to start one, or pass -C <dir>", .dir.display())]
     NotAProject {
         /// The directory given.
         dir: PathBuf,

@@ -202,9 +202,94 @@ pub(crate) fn looks_like_secret_key(key: &str) -> bool {
             .any(|suffix| key.ends_with(suffix))
 }
 
+/// The `klsync.yaml` that `klsync init` and `klsync import` write: `version: 1` and every other
+/// setting commented out at its default, with its description. Made from the same definitions as
+/// the settings schema, so a new setting shows up here without anyone remembering to add it.
+pub fn commented_settings_file(schema_file: &str) -> String {
+    let schema = serde_json::to_value(super::settings_schema()).unwrap_or_default();
+    let defaults = serde_json::to_value(ProjectSettings {
+        version: 1,
+        klaviyo: KlaviyoSettings::default(),
+        database: DatabaseSettings::default(),
+        state: StateSettings::default(),
+        plan: PlanSettings::default(),
+    })
+    .unwrap_or_default();
+    let mut text = format!(
+        "# yaml-language-server: $schema={schema_file}\n\
+         # klsync project settings. Only names of environment variables live here: this file is\n\
+         # committed, secrets are not. Every setting but `version` is optional; uncomment one to\n\
+         # change it. {schema_file} is `klsync schema settings`; regenerate it after upgrading.\n\
+         version: 1\n"
+    );
+    let definitions = &schema["$defs"];
+    let sections = defaults.as_object().into_iter().flatten();
+    for (section, values) in sections.filter(|(name, _)| *name != "version") {
+        let Some(values) = values.as_object() else {
+            continue;
+        };
+        let reference = schema["properties"][section]["$ref"]
+            .as_str()
+            .and_then(|r| r.rsplit('/').next())
+            .unwrap_or_default();
+        let properties = &definitions[reference]["properties"];
+        text.push_str(&format!("\n# {section}:\n"));
+        for (key, value) in values {
+            if let Some(description) = properties[key]["description"].as_str() {
+                for line in description.lines() {
+                    text.push_str(format!("#   # {line}").trim_end());
+                    text.push('\n');
+                }
+            }
+            let value = serde_yaml::to_string(value).unwrap_or_default();
+            text.push_str(&format!("#   {key}: {}\n", value.trim_end()));
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_commented_settings_file_holds_every_setting_at_its_default() {
+        let text = commented_settings_file("klsync-settings.schema.json");
+        assert!(text.starts_with("# yaml-language-server: $schema=klsync-settings.schema.json\n"));
+        let as_is: ProjectSettings = serde_yaml::from_str(&text).unwrap();
+        // Uncommenting every setting (not its description) must give a valid file of defaults.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|line| match line.strip_prefix('#') {
+                None => Some(line.to_owned()),
+                Some(rest) => match rest.strip_prefix("   ") {
+                    Some(setting) if !setting.starts_with('#') => Some(format!("  {setting}")),
+                    Some(_) => None,
+                    None => {
+                        let section = rest.trim();
+                        (section.ends_with(':') && !section.contains(' '))
+                            .then(|| section.to_owned())
+                    }
+                },
+            })
+            .map(|line| line + "\n")
+            .collect();
+        let all: ProjectSettings =
+            serde_yaml::from_str(&uncommented).unwrap_or_else(|err| panic!("{err}\n{uncommented}"));
+        assert_eq!(all, as_is);
+        for key in [
+            "api_key_env",
+            "run_timeout",
+            "url_env",
+            "statement_timeout_seconds",
+            "max_age_hours",
+        ] {
+            assert!(
+                uncommented.contains(&format!("  {key}: ")),
+                "{key} missing:\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_fill_omitted_sections() {

@@ -372,17 +372,24 @@ pub struct EmulatorArgs {
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Environment variable holding the database URL (postgres://... or sqlite:...).
+    /// Project directory: its klsync.yaml (when there is one) names the database variable and
+    /// the statement timeout, as for every other command.
     #[arg(
-        long,
+        short = 'C',
+        long = "dir",
         global = true,
-        value_name = "NAME",
-        default_value = "DATABASE_URL"
+        value_name = "DIR",
+        default_value = "."
     )]
-    pub database_url_env: String,
+    pub dir: PathBuf,
+    /// Environment variable holding the database URL (postgres://... or sqlite:...). Default:
+    /// klsync.yaml's `database.url_env`, else DATABASE_URL.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub database_url_env: Option<String>,
     /// Cancel a query running longer than this (`90s`, `1500ms`, `2m`; `0` for no limit).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "60s")]
-    pub statement_timeout: String,
+    /// Default: klsync.yaml's `database.statement_timeout_seconds`, else 60s.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub statement_timeout: Option<String>,
     #[command(subcommand)]
     pub command: QueryCommand,
 }

@@ -225,12 +225,20 @@ async fn errors_exit_1_with_a_clear_message_and_no_password() {
     let missing_run = schema.klsync(&["query", "run", "nope"]);
     assert_eq!(missing_run.status.code(), Some(1));
 
-    let writer = schema.klsync(&["query", "save", "wipe", "--sql", "DELETE FROM customers"]);
+    // A write that parses as a query (a data-modifying WITH) is refused when it runs.
+    let writer = schema.klsync(&[
+        "query",
+        "save",
+        "wipe",
+        "--sql",
+        "WITH gone AS (DELETE FROM customers RETURNING id) SELECT count(*) FROM gone",
+    ]);
     assert_success(&writer);
     let refused = schema.klsync(&["query", "run", "wipe"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        stderr(&refused).contains("sync queries are read-only"),
+        stderr(&refused)
+            .contains("query `wipe` (saved_queries) failed: sync queries are read-only"),
         "{}",
         stderr(&refused)
     );
@@ -289,4 +297,126 @@ async fn errors_exit_1_with_a_clear_message_and_no_password() {
         "{message}"
     );
     assert!(!message.contains("hunter2"), "{message}");
+}
+
+/// `query save` checks what it stores as a manifest query is checked, and asks the database to
+/// prepare it, so a query that cannot run is refused there, naming itself; nothing is stored.
+#[tokio::test]
+async fn save_refuses_what_could_not_run_and_stores_nothing() {
+    let schema = PgSchema::new(CUSTOMERS).await;
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "--sql",
+                "SELECT email FROM customers WHERE spend > $1 AND id > $2",
+                "--params",
+                "[1]",
+            ],
+            "the SQL uses placeholders up to `$2` but 1 parameter(s) are given",
+        ),
+        (
+            &["--sql", "SELECT email FROM customers", "--params", "[1]"],
+            "the SQL has no `$n` placeholders but 1 parameter(s) are given",
+        ),
+        (
+            &["--sql=-- tidy up\nDELETE FROM customers"],
+            "the SQL starts with `DELETE` (line 2, column 1): a query must be a single SELECT or WITH statement",
+        ),
+        (
+            &["--sql", "SELECT 1; SELECT 2"],
+            "a second one starts at line 1, column 11",
+        ),
+        (
+            &[
+                "--sql",
+                "SELECT email\nFROM customers\nWHERE spend > 10 AND AND id = 1",
+            ],
+            "syntax error at or near \"AND\" (at line 3, column 22 of the query)",
+        ),
+        (
+            &["--sql", "SELECT email FROM customer"],
+            "relation \"customer\" does not exist (at line 1, column 19 of the query)",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["query", "save", "broken"];
+        full.extend_from_slice(args);
+        let refused = schema.klsync(&full);
+        assert_eq!(
+            refused.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+        let message = stderr(&refused);
+        assert!(
+            message.contains("query `broken` (saved_queries) not saved: ")
+                && message.contains(expected),
+            "{args:?}: expected {expected:?} in:\n{message}"
+        );
+    }
+    let list = schema.klsync(&["query", "list"]);
+    assert_success(&list);
+    assert!(!stdout(&list).contains("broken"), "{}", stdout(&list));
+
+    let fine = schema.klsync(&[
+        "query", "save", "vip", "--sql", VIP_SQL, "--params", "[1000]",
+    ]);
+    assert_success(&fine);
+}
+
+/// `query` reads the project's klsync.yaml (`-C DIR`) like every other command: the variable
+/// holding the database URL and the statement timeout come from it unless a flag says otherwise.
+#[tokio::test]
+async fn query_honours_the_project_directory_and_its_settings() {
+    let schema = PgSchema::new(CUSTOMERS).await;
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("klsync.yaml"),
+        "version: 1\ndatabase:\n  url_env: WAREHOUSE_URL\n  statement_timeout_seconds: 1\n",
+    )
+    .unwrap();
+    let klsync = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_klsync"))
+            .args(args)
+            .arg("-C")
+            .arg(project.path())
+            .env("WAREHOUSE_URL", schema.url())
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    assert_success(&klsync(&[
+        "query",
+        "save",
+        "slow",
+        "--sql",
+        "SELECT pg_sleep(5)",
+    ]));
+    let timed_out = klsync(&["query", "run", "slow"]);
+    assert_eq!(timed_out.status.code(), Some(1));
+    assert!(
+        stderr(&timed_out).contains("statement timeout of 1s"),
+        "{}",
+        stderr(&timed_out)
+    );
+    // A flag still wins over klsync.yaml.
+    let unset = klsync(&[
+        "query",
+        "list",
+        "--database-url-env",
+        "KLSYNC_TEST_UNSET_VARIABLE",
+    ]);
+    assert!(
+        stderr(&unset).contains("KLSYNC_TEST_UNSET_VARIABLE is not set"),
+        "{}",
+        stderr(&unset)
+    );
+    let missing = Command::new(env!("CARGO_BIN_EXE_klsync"))
+        .args(["query", "list", "-C", "/nonexistent/klsync-project"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("-C /nonexistent/klsync-project: no such directory"));
 }

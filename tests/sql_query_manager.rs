@@ -875,3 +875,30 @@ async fn sqlite_saved_queries_save_load_update_and_list() {
     assert_eq!(manager.load_query("vip").await.unwrap(), None);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM saved_queries").await, 1);
 }
+
+/// `check_query` (what `query save` runs) on SQLite: the database prepares the statement, so
+/// syntax errors and unknown tables are refused without running anything.
+#[tokio::test]
+async fn sqlite_check_query_prepares_without_running() {
+    let db =
+        SqliteFile::new("CREATE TABLE items (id INTEGER); INSERT INTO items VALUES (1);").await;
+    let manager = db.manager(QueryOptions::default()).await;
+    manager
+        .check_query("SELECT id FROM items WHERE id > $1", &[json!(0)])
+        .await
+        .unwrap();
+    for (sql, expected) in [
+        ("SELECT id FROM itemz", "no such table: itemz"),
+        ("SELECT id FROM items WHERE", "incomplete input"),
+        ("SELECT id FROM items WHERE AND", "syntax error"),
+        ("DELETE FROM items", "starts with `DELETE`"),
+        (
+            "SELECT id FROM items WHERE id > $1",
+            "up to `$1` but 0 parameter(s)",
+        ),
+    ] {
+        let err = manager.check_query(sql, &[]).await.unwrap_err();
+        assert!(err.to_string().contains(expected), "{sql}: {err}");
+    }
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM items").await, 1);
+}

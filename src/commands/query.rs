@@ -15,22 +15,32 @@ use crate::progress::Progress;
 use crate::run::Output;
 use crate::settings::Secret;
 use crate::sql::output::{RowFormat, RowWriter};
-use crate::sql::{QueryManager, QueryOptions, Row, SavedQuery};
+use crate::sql::{QueryManager, QueryOptions, Row, SavedQuery, SqlError};
 
 /// Run `klsync query ...`.
 pub fn run(args: QueryArgs, output: &Output) -> Result<ExitStatus, Error> {
-    let statement_timeout =
-        crate::duration::parse_duration(&args.statement_timeout).map_err(|reason| {
-            Error::Config(format!(
-                "--statement-timeout {:?}: {reason}",
-                args.statement_timeout
-            ))
-        })?;
-    let url = std::env::var(&args.database_url_env).map_err(|_| {
+    if !args.dir.is_dir() {
+        return Err(Error::Config(format!(
+            "-C {}: no such directory",
+            args.dir.display()
+        )));
+    }
+    // klsync.yaml when the directory has one; the defaults otherwise, so `query` also works
+    // outside a project (a data team's SQL repository).
+    let settings = super::import::settings(&args.dir)?.database;
+    let statement_timeout = match &args.statement_timeout {
+        Some(text) => crate::duration::parse_duration(text)
+            .map_err(|reason| Error::Config(format!("--statement-timeout {text:?}: {reason}")))?,
+        None => std::time::Duration::from_secs(settings.statement_timeout_seconds),
+    };
+    let url_env = args
+        .database_url_env
+        .as_deref()
+        .unwrap_or(&settings.url_env);
+    let url = std::env::var(url_env).map_err(|_| {
         Error::Config(format!(
-            "environment variable {} is not set (or not UTF-8); it must hold the database URL, \
-             postgres://... or sqlite:...",
-            args.database_url_env
+            "environment variable {url_env} is not set (or not UTF-8); it must hold the database URL, \
+             postgres://... or sqlite:..."
         ))
     })?;
     let url = Secret::new(url);
@@ -65,6 +75,12 @@ async fn save_query(
         Some(text) => parse_params(text)?,
         None => Vec::new(),
     };
+    // The checks a manifest's query gets, and the database's own, before anything is stored:
+    // a query that cannot run fails here, naming itself, not later in a sync.
+    manager
+        .check_query(&args.sql, &params)
+        .await
+        .map_err(|err| named(&args.name, "not saved", err))?;
     let saved = manager
         .save_query(&args.name, &args.sql, args.description.as_deref(), &params)
         .await?;
@@ -186,7 +202,7 @@ async fn run_query(
             Err(err) => {
                 spinner.abandon();
                 output.metrics.add_rows_read(read);
-                return Err(err.into());
+                return Err(named(&args.name, "failed", err));
             }
         }
     };
@@ -229,6 +245,17 @@ async fn load(manager: &QueryManager, name: &str) -> Result<SavedQuery, Error> {
         .load_query(name)
         .await?
         .ok_or_else(|| not_saved(manager, name))
+}
+
+/// A saved query's failure, naming it (and where it lives) once, with the SQL layer's reason.
+/// Connection failures keep their own error: they are not about the query.
+fn named(name: &str, outcome: &str, err: SqlError) -> Error {
+    match err {
+        SqlError::Connect { .. }
+        | SqlError::InvalidUrl { .. }
+        | SqlError::UnsupportedUrl { .. } => err.into(),
+        err => Error::Config(format!("query `{name}` (saved_queries) {outcome}: {err}")),
+    }
 }
 
 fn not_saved(manager: &QueryManager, name: &str) -> Error {

@@ -561,78 +561,6 @@ fn check_resource_tags(
     }
 }
 
-/// Count SQL placeholders: the highest `$n` outside string literals, quoted identifiers,
-/// dollar-quoted strings and comments.
-pub fn highest_placeholder(sql: &str) -> usize {
-    let chars: Vec<char> = sql.chars().collect();
-    let mut highest = 0usize;
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        match c {
-            '\'' | '"' => {
-                i += 1;
-                while i < chars.len() {
-                    if chars[i] == c {
-                        // A doubled quote is an escaped quote inside the literal.
-                        if chars.get(i + 1) == Some(&c) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            '-' if next == Some('-') => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            '/' if next == Some('*') => {
-                i += 2;
-                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
-                    i += 1;
-                }
-                i += 2;
-            }
-            '$' => {
-                let start = i + 1;
-                let mut end = start;
-                while end < chars.len() && chars[end].is_ascii_digit() {
-                    end += 1;
-                }
-                if end > start {
-                    let n: String = chars[start..end].iter().collect();
-                    highest = highest.max(n.parse().unwrap_or(usize::MAX));
-                    i = end;
-                    continue;
-                }
-                // `$tag$ ... $tag$` (PostgreSQL dollar quoting): skip to the closing tag.
-                while end < chars.len() && (chars[end].is_alphanumeric() || chars[end] == '_') {
-                    end += 1;
-                }
-                if chars.get(end) == Some(&'$') {
-                    let tag: String = chars[i..=end].iter().collect();
-                    let rest: String = chars[end + 1..].iter().collect();
-                    match rest.find(&tag) {
-                        Some(close) => {
-                            i = end + 1 + rest[..close].chars().count() + tag.chars().count()
-                        }
-                        None => i = chars.len(),
-                    }
-                    continue;
-                }
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    highest
-}
-
 fn queries(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
     let declared: BTreeSet<&str> = files
         .iter()
@@ -641,17 +569,13 @@ fn queries(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
     for file in files {
         for (name, query) in &file.manifest.queries {
             let ptr = format!("/queries/{}", escape_segment(name));
-            let highest = highest_placeholder(&query.sql);
-            if highest != query.params.len() {
-                let uses = if highest == 0 {
-                    "the SQL has no `$n` placeholders".to_owned()
-                } else {
-                    format!("the SQL uses placeholders up to `${highest}`")
-                };
+            if let Some(mismatch) =
+                crate::sql::statement::placeholder_mismatch(&query.sql, query.params.len())
+            {
                 out.push(error(
                     file,
                     &format!("{ptr}/sql"),
-                    format!("{uses} but {} parameter(s) are given", query.params.len()),
+                    mismatch,
                     Some("`params:` must list one value for each of `$1`..`$n`, in order".into()),
                 ));
             }
@@ -848,20 +772,5 @@ mod tests {
         )]);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0, Severity::Warning);
-    }
-
-    #[test]
-    fn placeholders_ignore_literals_and_comments() {
-        assert_eq!(
-            highest_placeholder("select * from t where a = $1 and b = $2"),
-            2
-        );
-        assert_eq!(
-            highest_placeholder("select '$3' as x, \"$4\" -- $5\n from t where a = $1"),
-            1
-        );
-        assert_eq!(highest_placeholder("select 1 /* $9 */"), 0);
-        assert_eq!(highest_placeholder("select $body$ $7 $body$ || $2"), 2);
-        assert_eq!(highest_placeholder("select 'it''s $3' where x = $10"), 10);
     }
 }

@@ -59,6 +59,24 @@ pub enum SqlError {
         /// 1-based column (in characters).
         column: usize,
     },
+    /// The text is not a query: klsync only reads, so a saved query must be one SELECT or WITH.
+    #[error(
+        "the SQL starts with `{keyword}` (line {line}, column {column}): a query must be a single SELECT or WITH statement, klsync only reads"
+    )]
+    NotAQuery {
+        /// The first keyword, upper-cased.
+        keyword: String,
+        /// 1-based line of it in the SQL text.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+    },
+    /// The SQL's `$n` placeholders and the parameters given do not match.
+    #[error("{mismatch}; give one value for each of `$1`..`$n`, in order")]
+    Placeholders {
+        /// What the SQL uses and what was given.
+        mismatch: String,
+    },
     /// The database rejected or failed the query, in its own words.
     #[error("{message}{}", database_extras(*.at, .detail.as_deref(), .hint.as_deref()))]
     Database {

@@ -76,7 +76,7 @@ mod error;
 pub mod output;
 mod params;
 mod saved;
-mod statement;
+pub mod statement;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -86,7 +86,7 @@ use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor as _, SqlSafeStr as _};
 use tokio::sync::mpsc;
 
 use crate::manifest::types::QuerySpec;
@@ -257,6 +257,62 @@ impl QueryManager {
             }
         })
         .flatten()
+    }
+
+    /// Check `sql` as a query klsync could run with `params`, without running it: one
+    /// statement, a SELECT or WITH, one parameter per `$n`, values that can be bound, and the
+    /// database's own parse and analysis (syntax, unknown tables and columns) by preparing it.
+    ///
+    /// Preparing happens in a read-only transaction (PostgreSQL) or on a read-only connection
+    /// (SQLite) that is then rolled back or dropped: nothing is changed, and nothing runs.
+    pub async fn check_query(&self, sql: &str, params: &[Value]) -> Result<(), SqlError> {
+        if let Some((line, column)) = statement::second_statement(sql) {
+            return Err(SqlError::MultipleStatements { line, column });
+        }
+        match statement::first_keyword(sql) {
+            Some((keyword, ..)) if keyword == "SELECT" || keyword == "WITH" => {}
+            Some((keyword, line, column)) => {
+                return Err(SqlError::NotAQuery {
+                    keyword,
+                    line,
+                    column,
+                });
+            }
+            None => {
+                return Err(SqlError::NotAQuery {
+                    keyword: String::new(),
+                    line: 1,
+                    column: 1,
+                });
+            }
+        }
+        if let Some(mismatch) = statement::placeholder_mismatch(sql, params.len()) {
+            return Err(SqlError::Placeholders { mismatch });
+        }
+        params::classify(params)?;
+        let failed = |source| SqlError::from_query(source, self.options.statement_timeout);
+        let prepare = || AssertSqlSafe(sql.to_owned()).into_sql_str();
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut connection = pool.acquire().await.map_err(failed)?;
+                sqlx::query("BEGIN READ ONLY")
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(failed)?;
+                let prepared = (&mut *connection).prepare(prepare()).await;
+                let rolled_back = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                prepared.map_err(|err| failed(err).located(sql, 0, sql))?;
+                rolled_back.map_err(failed)?;
+            }
+            Backend::Sqlite { read_only, .. } => {
+                let mut connection = read_only.acquire().await.map_err(failed)?;
+                (&mut *connection)
+                    .prepare(prepare())
+                    .await
+                    .map_err(failed)?;
+            }
+        }
+        Ok(())
     }
 
     /// Save a query under `name`, creating the saved_queries table if needed.

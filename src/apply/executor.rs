@@ -34,7 +34,7 @@ use crate::klaviyo::observe::{live_list, live_segment, live_tag_group, opt_in_to
 use crate::klaviyo::{ApiError, KlaviyoClient, SegmentUpdate};
 use crate::manifest::OptInProcess;
 use crate::model::{LiveState, LiveTag, ResourceKey, ResourceKind};
-use crate::plan::{Action, Change, Plan, live_fields, record_link};
+use crate::plan::{Action, Change, Plan, live_fields, record_link, references};
 use crate::state::{ManagedRow, RunId, StateError, StateStore};
 
 /// What happened to one change, for progress output.
@@ -207,6 +207,15 @@ impl<'a> Executor<'a> {
         let Some(key) = &change.resource else {
             return Ok(failed(change, "the plan names no resource".to_owned()));
         };
+        let resolved;
+        let change = match self.with_created_lists(change) {
+            Ok(Some(copy)) => {
+                resolved = copy;
+                &resolved
+            }
+            Ok(None) => change,
+            Err(reason) => return Ok(failed(change, reason)),
+        };
         let detail = json!({
             "kind": key.kind.prefix(),
             "key": key.key,
@@ -272,6 +281,31 @@ impl<'a> Executor<'a> {
                 Ok(failed(change, reason))
             }
         }
+    }
+
+    /// A copy of `change` with the ids of lists created earlier in this run in place of the
+    /// placeholders its segment definition holds (see [`crate::plan::references`]), so that
+    /// Klaviyo gets and the state records real ids; `None` when it holds none.
+    fn with_created_lists(&self, change: &Change) -> Result<Option<Change>, String> {
+        let holds = change
+            .fields
+            .iter()
+            .any(|f| references::has_placeholder(&f.after))
+            || change
+                .applied
+                .as_ref()
+                .is_some_and(references::has_placeholder);
+        if !holds {
+            return Ok(None);
+        }
+        let mut copy = change.clone();
+        for field in &mut copy.fields {
+            references::substitute(&mut field.after, &self.ids)?;
+        }
+        if let Some(applied) = &mut copy.applied {
+            references::substitute(applied, &self.ids)?;
+        }
+        Ok(Some(copy))
     }
 
     /// Send one resource change: the Klaviyo id it acted on or created, and the fields Klaviyo's

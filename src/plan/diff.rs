@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::normalize::{definition_diff, normalize_definition};
+use super::references::{self, ListTarget};
 use super::three_way::{self, Recorded};
 use super::{
     Action, Change, ChangeKind, FORMAT_VERSION, FieldChange, Plan, PlanError, PlanMeta,
@@ -267,10 +268,8 @@ impl<'a> Planner<'a> {
             note,
             expected: resolution.live_id().and(expected),
             applied: Some(applied),
-            depends_on: match action {
-                Action::Create => depends_on,
-                _ => Vec::new(),
-            },
+            // Only what this plan creates is ever a dependency, whatever the action.
+            depends_on,
         });
     }
 
@@ -547,7 +546,22 @@ impl<'a> Planner<'a> {
                 .map(|live| live.id.as_str())
                 .collect();
             let resolution = self.resolve(&key, &segment.name, same_name)?;
-            let wanted = normalize_definition(&segment.definition);
+            // Lists named by manifest id: their Klaviyo ids, or placeholders for lists this
+            // plan creates (see `references`).
+            let (definition, waits_for) =
+                references::resolve_for_plan(&segment.definition, |list| {
+                    desired.lists.contains_key(list).then(|| {
+                        match self
+                            .targets
+                            .get(&ResourceKey::new(ResourceKind::List, list))
+                            .and_then(Resolution::live_id)
+                        {
+                            Some(id) => ListTarget::Exists(id.to_owned()),
+                            None => ListTarget::Created,
+                        }
+                    })
+                });
+            let wanted = normalize_definition(&definition);
             let mut fields = Vec::new();
             let mut expected = None;
             let mut diff_text = None;
@@ -569,7 +583,7 @@ impl<'a> Planner<'a> {
                     wanted.clone(),
                 );
                 if fields.iter().any(|field| field.field == "definition") {
-                    diff_text = Some(definition_diff(Some(&live.definition), &segment.definition));
+                    diff_text = Some(definition_diff(Some(&live.definition), &definition));
                 }
                 self.push_if_needed(
                     &mut fields,
@@ -584,11 +598,11 @@ impl<'a> Planner<'a> {
                     "is_starred": live.is_starred,
                 }));
             } else {
-                diff_text = Some(definition_diff(None, &segment.definition));
+                diff_text = Some(definition_diff(None, &definition));
             }
             let create_fields = vec![
                 created("name", json!(segment.name)),
-                created("definition", segment.definition.clone()),
+                created("definition", definition.clone()),
                 created("is_starred", json!(segment.is_starred)),
             ];
             let linked = resolution
@@ -612,7 +626,7 @@ impl<'a> Planner<'a> {
                     definition_diff: diff_text,
                     expected,
                     applied,
-                    depends_on: Vec::new(),
+                    depends_on: waits_for,
                 },
             );
         }

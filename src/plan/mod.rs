@@ -37,6 +37,7 @@ mod cost;
 mod diff;
 mod model_apply;
 mod normalize;
+pub mod references;
 pub mod three_way;
 
 use std::collections::{BTreeMap, BTreeSet};

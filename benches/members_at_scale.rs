@@ -120,9 +120,16 @@ async fn bench(members: u64, adds: u64) -> bool {
     let manifest = manifest();
     let lists = BTreeMap::from([("big".to_string(), list_id)]);
 
-    let planned = sync::plan_data(&manifest, &lists, &queries, &state, None)
-        .await
-        .expect("plan");
+    let planned = sync::plan_data(
+        &manifest,
+        &lists,
+        &queries,
+        &state,
+        None,
+        &Default::default(),
+    )
+    .await
+    .expect("plan");
     let before = handle.stats();
     let started = Instant::now();
     sync::apply_data(

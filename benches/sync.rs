@@ -178,6 +178,7 @@ async fn child(url: &str, mode: &str) {
             &queries,
             &state,
             None,
+            &Default::default(),
         )
         .await
         .expect("no-op plan");
@@ -465,9 +466,16 @@ async fn bench() -> bool {
     let (handle, client) = emulator().await;
     let manifest = profile_manifest();
     let no_lists = BTreeMap::new();
-    let planned = sync::plan_data(&manifest, &no_lists, &queries, &state, None)
-        .await
-        .expect("plan the changes");
+    let planned = sync::plan_data(
+        &manifest,
+        &no_lists,
+        &queries,
+        &state,
+        None,
+        &Default::default(),
+    )
+    .await
+    .expect("plan the changes");
     assert_eq!(planned.profiles[0].counts.changed, changed);
     let before = handle.stats();
     let started = Instant::now();
@@ -532,9 +540,16 @@ async fn bench() -> bool {
         if let Some(sql) = sql {
             exec(&url, &sql).await;
         }
-        let planned: DataPlan = sync::plan_data(&manifest, &lists, &queries, &state, None)
-            .await
-            .expect("plan membership");
+        let planned: DataPlan = sync::plan_data(
+            &manifest,
+            &lists,
+            &queries,
+            &state,
+            None,
+            &Default::default(),
+        )
+        .await
+        .expect("plan membership");
         let before = handle.stats();
         let started = Instant::now();
         sync::apply_data(

@@ -224,6 +224,15 @@ pub struct PlanArgs {
         default_missing_value = "sample"
     )]
     pub refresh: Option<Refresh>,
+    /// Plan only this resource or data sync and what it needs (repeatable): tag_group.NAME,
+    /// tag.KEY, list.KEY (with its tag links and members), list.KEY.members, segment.KEY,
+    /// profiles.ID. For exceptions, as Terraform's -target: plan without it before long.
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Vec<String>,
+    /// Send every row of this data sync again, whatever klsync recorded (repeatable): after an
+    /// account was restored or wiped. A profiles sync id, or list.KEY.members.
+    #[arg(long, value_name = "SYNC_ID")]
+    pub resync: Vec<String>,
 }
 
 /// What `plan --refresh` reads back from Klaviyo.
@@ -268,6 +277,14 @@ pub struct ApplyArgs {
     /// Wait this long for the apply lock when another apply holds it (`30s`, `10m`; 0 fails at once).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::duration::parse_duration)]
     pub lock_timeout: Duration,
+    /// Apply only this resource or data sync and what it needs (repeatable; as `plan
+    /// --target`). A saved plan keeps the targets it was made with.
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "plan_file")]
+    pub target: Vec<String>,
+    /// Send every row of this data sync again (repeatable; as `plan --resync`). A saved plan
+    /// keeps the resyncs it was made with.
+    #[arg(long, value_name = "SYNC_ID", conflicts_with = "plan_file")]
+    pub resync: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -97,7 +97,15 @@ impl Setup {
     }
 
     async fn plan(&self, manifest: &ManifestFile) -> Result<DataPlan, sync::SyncError> {
-        sync::plan_data(manifest, &BTreeMap::new(), &self.queries, &self.state, None).await
+        sync::plan_data(
+            manifest,
+            &BTreeMap::new(),
+            &self.queries,
+            &self.state,
+            None,
+            &Default::default(),
+        )
+        .await
     }
 
     /// Plan and apply; the plan's one profile sync.

@@ -203,9 +203,16 @@ fn member_manifest(mode: MembershipMode, max_removals: Option<MaxRemovals>) -> M
 }
 
 async fn plan(db: &Db, manifest: &ManifestFile, lists: &BTreeMap<String, String>) -> DataPlan {
-    sync::plan_data(manifest, lists, &db.queries, &db.state, None)
-        .await
-        .unwrap()
+    sync::plan_data(
+        manifest,
+        lists,
+        &db.queries,
+        &db.state,
+        None,
+        &Default::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// The emulator's profile with this email: its properties.
@@ -872,9 +879,16 @@ async fn a_write_from_a_sync_query_fails_and_changes_nothing(db: Db) {
         OnMissingRow::Keep,
     );
     let none = BTreeMap::new();
-    let error = sync::plan_data(&manifest, &none, &db.queries, &db.state, None)
-        .await
-        .unwrap_err();
+    let error = sync::plan_data(
+        &manifest,
+        &none,
+        &db.queries,
+        &db.state,
+        None,
+        &Default::default(),
+    )
+    .await
+    .unwrap_err();
     match &error {
         SyncError::Query { source, .. } => {
             assert!(matches!(**source, SqlError::ReadOnly { .. }), "{source}");
@@ -887,6 +901,7 @@ async fn a_write_from_a_sync_query_fails_and_changes_nothing(db: Db) {
         memberships: Vec::new(),
         requests: BTreeMap::new(),
         estimated_seconds: 0,
+        targeted: false,
     };
     let error = sync::apply_data(
         &empty_plan,
@@ -1448,9 +1463,16 @@ async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
         "{rendered}"
     );
 
-    let restoring = sync::plan_data(&manifest, &lists, &db.queries, &db.state, Some(&check))
-        .await
-        .unwrap();
+    let restoring = sync::plan_data(
+        &manifest,
+        &lists,
+        &db.queries,
+        &db.state,
+        Some(&check),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let profiles = &restoring.profiles[0];
     assert_eq!(profiles.counts.changed, 2, "{profiles:?}");
     let c0 = profiles

@@ -268,6 +268,7 @@ mod tests {
             warnings: Vec::new(),
             data: None,
             scopes: Vec::new(),
+            targets: Vec::new(),
         }
     }
 

@@ -34,7 +34,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::plan::{Connection, Planned, created_lists, data_rows, load, print_stdout, runtime};
+use super::plan::{
+    Connection, PlanRequest, Planned, created_lists, data_rows, load, print_stdout, runtime,
+};
 use super::state::take_apply_lock;
 use crate::apply::saved::{
     MAX_PLAN_BYTES, check_age, check_destroys, check_digest, parse_saved_plan, plan_id,
@@ -284,7 +286,21 @@ impl Run<'_> {
             .output
             .progress()
             .spinner("Reading Klaviyo and running the data queries");
-        let fresh = self.connection.plan(self.project).await;
+        // A saved plan is compared with a fresh plan restricted as it was (`--target`).
+        let targets = saved
+            .as_ref()
+            .map_or(&self.args.target, |saved| &saved.plan.targets);
+        // So is its resync: the saved plan's data part says which syncs resend everything.
+        let resync = saved
+            .as_ref()
+            .and_then(|saved| saved.plan.data.as_ref())
+            .map_or_else(|| self.args.resync.clone(), sync::DataPlan::resyncs);
+        let request = PlanRequest {
+            check: None,
+            targets,
+            resync: &resync,
+        };
+        let fresh = self.connection.plan_checked(self.project, &request).await;
         reading.finish_and_clear();
         let fresh = fresh?;
         if let Some(data) = &fresh.plan.data {

@@ -79,7 +79,12 @@ pub(crate) async fn plan_command(
         let reading = output
             .progress()
             .spinner("Reading Klaviyo and running the data queries");
-        let planned = connection.plan_checked(&project, check.as_ref()).await;
+        let request = PlanRequest {
+            check: check.as_ref(),
+            targets: &args.target,
+            resync: &args.resync,
+        };
+        let planned = connection.plan_checked(&project, &request).await;
         reading.finish_and_clear();
         let mut planned = planned?;
         if args.refresh == Some(Refresh::Sample) {
@@ -247,17 +252,11 @@ impl Connection {
         Ok(())
     }
 
-    /// Read klsync's state and Klaviyo, run the data queries, and plan.
-    pub(crate) async fn plan(&self, project: &Project) -> Result<Planned, Error> {
-        self.plan_checked(project, None).await
-    }
-
-    /// [`Connection::plan`], with the data part restoring what the full check (`check`,
-    /// `plan --refresh=full`) found changed in Klaviyo.
+    /// Read klsync's state and Klaviyo, run the data queries, and plan as `request` says.
     pub(crate) async fn plan_checked(
         &self,
         project: &Project,
-        check: Option<&sync::DataCheck>,
+        request: &PlanRequest<'_>,
     ) -> Result<Planned, Error> {
         let merged = project.merged();
         let desired = DesiredState::from_manifest(&merged);
@@ -272,13 +271,26 @@ impl Connection {
         if let Some(queries) = &self.queries {
             // Lists this plan creates have no id yet: their members are planned all as adds,
             // and apply fills the id in once the list exists.
-            let data = sync::plan_data(&merged, &list_ids(&managed), queries, &self.store, check)
-                .await
-                .map_err(|err| err.declared_in(project))?;
+            let resync = resync_syncs(&merged, request.resync)?;
+            let data = sync::plan_data(
+                &merged,
+                &list_ids(&managed),
+                queries,
+                &self.store,
+                request.check,
+                &resync,
+            )
+            .await
+            .map_err(|err| err.declared_in(project))?;
             let recreated = recreated_list_warnings(&plan, &data);
             plan.warnings.extend(recreated);
             plan = plan.with_data(data);
         }
+        plan = plan::targeted(
+            plan,
+            request.targets,
+            &known_addresses(&desired, &merged, &managed),
+        )?;
         let metrics = self.client.metrics();
         plan.scopes = plan::required_scopes(&plan, metrics.requests.keys().map(String::as_str));
         Ok(Planned {
@@ -288,6 +300,95 @@ impl Connection {
             managed,
         })
     }
+}
+
+/// What a plan is asked for beyond the manifests.
+#[derive(Default)]
+pub(crate) struct PlanRequest<'a> {
+    /// The full check (`plan --refresh=full`): the data part restores what it found changed
+    /// in Klaviyo.
+    pub check: Option<&'a sync::DataCheck>,
+    /// `--target`: only these addresses and what they need.
+    pub targets: &'a [String],
+    /// `--resync`: data syncs whose every row is sent again.
+    pub resync: &'a [String],
+}
+
+/// The data syncs `--resync` names, as `profiles.ID` and `list.KEY.members`. A bare id names a
+/// `profiles:` sync, else a list with `members:`; `list.KEY` names that list's members.
+fn resync_syncs(
+    manifest: &manifest::ManifestFile,
+    names: &[String],
+) -> Result<std::collections::BTreeSet<String>, Error> {
+    let profiles: Vec<String> = manifest
+        .profiles
+        .iter()
+        .map(|sync| format!("profiles.{}", sync.id))
+        .collect();
+    let members: Vec<String> = manifest
+        .lists
+        .iter()
+        .filter(|list| list.members.is_some())
+        .map(|list| format!("list.{}.members", list.id))
+        .collect();
+    names
+        .iter()
+        .map(|name| {
+            let candidates = [
+                name.clone(),
+                format!("profiles.{name}"),
+                format!("{name}.members"),
+                format!("list.{name}.members"),
+            ];
+            candidates
+                .into_iter()
+                .find(|candidate| profiles.contains(candidate) || members.contains(candidate))
+                .ok_or_else(|| {
+                    let all: Vec<&str> =
+                        profiles.iter().chain(&members).map(String::as_str).collect();
+                    Error::Config(format!(
+                        "--resync {name}: the project has no such data sync; its data syncs are: {}",
+                        if all.is_empty() { "none".to_owned() } else { all.join(", ") }
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Every address `--target` may name: declared or managed resources, and profile syncs.
+fn known_addresses(
+    desired: &DesiredState,
+    manifest: &manifest::ManifestFile,
+    managed: &[ManagedRow],
+) -> std::collections::BTreeSet<String> {
+    use crate::model::ResourceKey;
+    let declared = [
+        (
+            ResourceKind::TagGroup,
+            desired.tag_groups.keys().collect::<Vec<_>>(),
+        ),
+        (ResourceKind::Tag, desired.tags.keys().collect()),
+        (ResourceKind::List, desired.lists.keys().collect()),
+        (ResourceKind::Segment, desired.segments.keys().collect()),
+    ];
+    declared
+        .into_iter()
+        .flat_map(|(kind, keys)| {
+            keys.into_iter()
+                .map(move |key| ResourceKey::new(kind, key).address())
+        })
+        .chain(
+            managed
+                .iter()
+                .map(|row| format!("{}.{}", row.kind, row.key)),
+        )
+        .chain(
+            manifest
+                .profiles
+                .iter()
+                .map(|sync| format!("profiles.{}", sync.id)),
+        )
+        .collect()
 }
 
 /// Keys of the lists `plan` creates (first creates, or lists deleted outside klsync).

@@ -46,6 +46,7 @@ pub fn diff(
         warnings,
         data: None,
         scopes: Vec::new(),
+        targets: Vec::new(),
     })
 }
 

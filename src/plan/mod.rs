@@ -38,6 +38,7 @@ mod diff;
 mod model_apply;
 mod normalize;
 pub mod references;
+mod target;
 pub mod three_way;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +53,7 @@ pub use cost::{daily_cap_warnings, estimated_duration, format_duration, requests
 pub use diff::{diff, live_fields};
 pub use model_apply::model_apply;
 pub use normalize::{definition_diff, definition_yaml, normalize_definition};
+pub use target::targeted;
 
 /// The version of the JSON plan format (`schemas/plan.schema.json`). Bumped on any change a
 /// reader of saved plans would notice.
@@ -361,6 +363,10 @@ pub struct Plan {
     /// every request it sends (`x-klaviyo-scopes` in Klaviyo's spec); see [`required_scopes`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// The `--target` addresses the plan was restricted to (empty: the whole project); see
+    /// [`targeted`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
 /// The scopes needed to read what `reads` name (operation ids: the plan's own reads, which
@@ -459,6 +465,14 @@ pub fn json_schema() -> serde_json::Value {
 /// Why no plan could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// A `--target` names nothing the project has.
+    #[error(
+        "--target {address}: the project has no such resource or data sync; use tag_group.NAME, tag.KEY, list.KEY, list.KEY.members, segment.KEY or profiles.ID, as the plan names them"
+    )]
+    UnknownTarget {
+        /// The address as given.
+        address: String,
+    },
     /// Several unmanaged Klaviyo resources match a manifest resource's name.
     #[error(
         "{address}: {count} unmanaged Klaviyo {kinds} are named {name:?} (ids: {ids}); klsync cannot tell which one to adopt. Rename or delete the extra ones in Klaviyo, or give the manifest resource another name",

@@ -184,12 +184,14 @@ mod tests {
             requests: Default::default(),
             estimated_seconds: 0,
             check: None,
+            resync: false,
         };
         plan = plan.with_data(crate::sync::DataPlan {
             profiles: vec![],
             memberships: vec![list("a", counts(3, 0)), list("b", counts(2, 1))],
             requests: Default::default(),
             estimated_seconds: 0,
+            targeted: false,
         });
         assert_eq!(
             summary_sentence(&plan),

@@ -103,6 +103,7 @@ pub(super) async fn compute(
     store: &StateStore,
     keep_work: bool,
     check: Option<&super::MembershipCheck>,
+    resync: bool,
 ) -> Result<(MembershipPlan, MemberWork, BTreeMap<Operation, u64>), SyncError> {
     let query_error = |source| SyncError::Query {
         what: WHAT,
@@ -180,7 +181,7 @@ pub(super) async fn compute(
             continue;
         }
         let unconfirmed = unconfirmed_keys.contains(&key);
-        if recorded_keys.contains(&key) && !unconfirmed && !missing_keys.contains(&key) {
+        if recorded_keys.contains(&key) && !unconfirmed && !missing_keys.contains(&key) && !resync {
             counts.unchanged += 1;
         } else {
             counts.add += 1;
@@ -258,6 +259,7 @@ pub(super) async fn compute(
         requests: super::request_names(&requests),
         estimated_seconds: super::seconds(&requests),
         check: check.cloned(),
+        resync,
     };
     let work = if keep_work {
         MemberWork {

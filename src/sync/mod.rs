@@ -38,7 +38,7 @@ mod refusals;
 mod render;
 pub mod table;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -178,9 +178,55 @@ pub struct DataPlan {
     pub requests: BTreeMap<String, u64>,
     /// Least time those requests take at Klaviyo's published limits, in seconds.
     pub estimated_seconds: u64,
+    /// Restricted by `--target` ([`DataPlan::retain`]): apply runs only the syncs listed here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub targeted: bool,
 }
 
 impl DataPlan {
+    /// Keep only the profile syncs and the lists' member syncs the predicates accept (a
+    /// targeted plan, [`crate::plan::targeted`]), with the requests and time of what is left.
+    pub fn retain(
+        &mut self,
+        keep_profiles: impl Fn(&str) -> bool,
+        keep_list: impl Fn(&str) -> bool,
+    ) {
+        self.targeted = true;
+        self.profiles.retain(|sync| keep_profiles(&sync.id));
+        self.memberships.retain(|sync| keep_list(&sync.list));
+        let mut total: BTreeMap<Operation, u64> = BTreeMap::new();
+        let parts = self
+            .profiles
+            .iter()
+            .map(|sync| &sync.requests)
+            .chain(self.memberships.iter().map(|sync| &sync.requests));
+        for part in parts {
+            for (name, count) in part {
+                if let Some(operation) = Operation::ALL.iter().find(|op| op.operation_id() == name)
+                {
+                    *total.entry(*operation).or_default() += count;
+                }
+            }
+        }
+        self.requests = request_names(&total);
+        self.estimated_seconds = seconds(&total);
+    }
+
+    /// The syncs planned with `--resync`, as `--resync` names them.
+    pub fn resyncs(&self) -> Vec<String> {
+        let profiles = self
+            .profiles
+            .iter()
+            .filter(|sync| sync.resync)
+            .map(|sync| format!("profiles.{}", sync.id));
+        let members = self
+            .memberships
+            .iter()
+            .filter(|sync| sync.resync)
+            .map(|sync| format!("list.{}.members", sync.list));
+        profiles.chain(members).collect()
+    }
+
     /// Whether apply would send anything.
     pub fn has_changes(&self) -> bool {
         self.profiles
@@ -236,6 +282,10 @@ pub struct ProfileSyncPlan {
     /// are planned as `changed`, and apply sends them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<ProfileCheck>,
+    /// `--resync`: every row is sent again, whatever klsync recorded (after an account was
+    /// restored or wiped); apply does the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resync: bool,
 }
 
 /// Row counts of a `profiles:` sync.
@@ -327,6 +377,10 @@ pub struct MembershipPlan {
     /// forgotten), and apply sends them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<MembershipCheck>,
+    /// `--resync`: every member the query returns is added again, whatever klsync recorded
+    /// (apply still first checks the list and sends only those missing from it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resync: bool,
 }
 
 /// Member counts of one list.
@@ -501,6 +555,7 @@ pub async fn plan_data(
     queries: &QueryManager,
     store: &StateStore,
     check: Option<&DataCheck>,
+    resync: &BTreeSet<String>,
 ) -> Result<DataPlan, SyncError> {
     let mut total: BTreeMap<Operation, u64> = BTreeMap::new();
     let mut plan = DataPlan {
@@ -508,11 +563,15 @@ pub async fn plan_data(
         memberships: Vec::new(),
         requests: BTreeMap::new(),
         estimated_seconds: 0,
+        targeted: false,
     };
     for spec in &manifest.profiles {
         let found = check.and_then(|check| check.profiles.iter().find(|p| p.id == spec.id));
         let (sync_plan, _, requests) =
-            profiles::compute(spec, &manifest.queries, queries, store, false, found).await?;
+            profiles::compute(spec, &manifest.queries, queries, store, false, found, {
+                resync.contains(&format!("profiles.{}", spec.id))
+            })
+            .await?;
         merge(&mut total, &requests);
         plan.profiles.push(sync_plan);
     }
@@ -531,6 +590,7 @@ pub async fn plan_data(
             store,
             false,
             found,
+            resync.contains(&format!("list.{}.members", list.id)),
         )
         .await?;
         merge(&mut total, &requests);
@@ -554,7 +614,8 @@ pub async fn refresh_data(
     Ok(())
 }
 
-/// Apply the data part of a plan: recompute every sync from the data as it is now, refuse
+/// Apply the data part of a plan: recompute every sync (of a targeted plan: every sync it
+/// shows) from the data as it is now, refuse
 /// (before sending anything) lists over `max_removals` unless `force`, then send.
 pub async fn apply_data(
     plan: &DataPlan,
@@ -569,10 +630,15 @@ pub async fn apply_data(
     let mut profile_work = Vec::new();
     for spec in &manifest.profiles {
         let planned = plan.profiles.iter().find(|p| p.id == spec.id);
+        if planned.is_none() && plan.targeted {
+            // A targeted plan left this sync out.
+            continue;
+        }
         // What the plan's full check found is restored as the plan showed it.
         let check = planned.and_then(|p| p.check.as_ref());
+        let resync = planned.is_some_and(|p| p.resync);
         let (fresh, work, _) =
-            profiles::compute(spec, &manifest.queries, queries, store, true, check).await?;
+            profiles::compute(spec, &manifest.queries, queries, store, true, check, resync).await?;
         if let Some(planned) = planned
             && planned.counts != fresh.counts
         {
@@ -591,6 +657,9 @@ pub async fn apply_data(
         };
         let list_id = list_ids.get(&list.id).cloned();
         let planned = plan.memberships.iter().find(|m| m.list == list.id);
+        if planned.is_none() && plan.targeted {
+            continue;
+        }
         let check = planned.and_then(|p| p.check.as_ref());
         let (fresh, work, _) = members::compute(
             &list.id,
@@ -601,6 +670,7 @@ pub async fn apply_data(
             store,
             true,
             check,
+            planned.is_some_and(|p| p.resync),
         )
         .await?;
         if let Some(planned) = planned

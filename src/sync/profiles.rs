@@ -176,6 +176,8 @@ struct Run<'a> {
     restore: diff::KeySet,
     /// Per identifier the full check found changed, its differing properties as Klaviyo has them.
     live: HashMap<&'a str, Vec<(&'a str, Option<&'a Value>)>>,
+    /// `--resync`: every row is sent again, as if nothing had been applied.
+    resync: bool,
 }
 
 /// A row's identifier key and hash (or why one of its values cannot be carried), or why its
@@ -396,7 +398,9 @@ impl Run<'_> {
             (None, _) if let Some(previous) = self.seen.get(&key).copied() => Found::Twin(previous),
             (_, Err(problem)) => Found::Refused(problem),
             (Some((stored_hash, None)), Ok(hash))
-                if stored_hash == short_hash(&hash) && !self.restore.contains(&key) =>
+                if stored_hash == short_hash(&hash)
+                    && !self.restore.contains(&key)
+                    && !self.resync =>
             {
                 self.stored.set_state(key, Some(Seen::Unchanged));
                 Found::Unchanged
@@ -492,6 +496,7 @@ impl Run<'_> {
                 .and_then(Value::as_object);
             let live;
             let before = match self.live.get(candidate.identifier.as_str()) {
+                _ if self.resync => None,
                 Some(changed) => {
                     live = as_in_klaviyo(recorded, changed);
                     Some(&live)
@@ -529,7 +534,8 @@ impl Run<'_> {
                     continue;
                 }
                 self.chunker.push(size);
-                if before.is_some() {
+                // A resent row klsync had recorded counts as changed, not new.
+                if before.is_some() || (self.resync && candidate.stored) {
                     self.counts.changed += 1;
                     Seen::Changed { unset }
                 } else {
@@ -811,6 +817,7 @@ pub(super) async fn compute(
     store: &StateStore,
     keep_work: bool,
     check: Option<&super::ProfileCheck>,
+    resync: bool,
 ) -> Result<(ProfileSyncPlan, ProfileWork, BTreeMap<Operation, u64>), SyncError> {
     let query = resolve_query(spec, manifest_queries, queries).await?;
     // Bare rows in batches: a million-row query builds no map per row. The query starts while
@@ -880,6 +887,7 @@ pub(super) async fn compute(
         work: ProfileWork::default(),
         restore,
         live,
+        resync,
     };
     let mut index = 0u64;
     for identified in early {
@@ -927,6 +935,7 @@ pub(super) async fn compute(
         estimated_seconds: super::seconds(&requests),
         drift: Vec::new(),
         check: check.cloned(),
+        resync,
     };
     Ok((plan, run.work, requests))
 }

@@ -329,6 +329,7 @@ mod tests {
                 estimated_seconds: 1,
                 drift: Vec::new(),
                 check: None,
+                resync: false,
             }],
             memberships: vec![MembershipPlan {
                 list: "vip".into(),
@@ -350,9 +351,11 @@ mod tests {
                 requests: BTreeMap::new(),
                 estimated_seconds: 1,
                 check: None,
+                resync: false,
             }],
             requests: BTreeMap::from([("bulk_import_profiles".to_string(), 2)]),
             estimated_seconds: 1,
+            targeted: false,
         }
     }
 

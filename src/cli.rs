@@ -31,7 +31,8 @@ pub struct GlobalArgs {
     /// Print only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// More detail on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    /// More detail on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it. `demo -v`
+    /// also shows every change, field and sampled row, as `plan` and `apply` do.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Log line format: of the --log-file when given, else of stderr.
@@ -224,6 +225,9 @@ pub struct PlanArgs {
         default_missing_value = "sample"
     )]
     pub refresh: Option<Refresh>,
+    /// How much of the plan the text shows (set by `demo`; `plan` always shows everything).
+    #[arg(skip = crate::render::Detail::FULL)]
+    pub detail: crate::render::Detail,
     /// Plan only this resource or data sync and what it needs (repeatable): tag_group.NAME,
     /// tag.KEY, list.KEY (with its tag links and members), list.KEY.members, segment.KEY,
     /// profiles.ID. For exceptions, as Terraform's -target: plan without it before long.
@@ -277,6 +281,10 @@ pub struct ApplyArgs {
     /// Wait this long for the apply lock when another apply holds it (`30s`, `10m`; 0 fails at once).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::duration::parse_duration)]
     pub lock_timeout: Duration,
+    /// How much of its progress apply prints (set by `demo`: in brief, only failed changes one
+    /// by one; `apply` always prints every change).
+    #[arg(skip = crate::render::Detail::FULL)]
+    pub detail: crate::render::Detail,
     /// Apply only this resource or data sync and what it needs (repeatable; as `plan
     /// --target`). A saved plan keeps the targets it was made with.
     #[arg(long, value_name = "ADDRESS", conflicts_with = "plan_file")]
@@ -312,8 +320,13 @@ pub struct UnlockArgs {
     pub force: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {}
+#[derive(Debug, Args, Default)]
+pub struct DemoArgs {
+    /// Copy the demo project into DIR (new or empty) and keep it, with its state, its sample
+    /// database and the emulator's account, instead of a temporary directory removed at exit.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+}
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {

@@ -10,7 +10,7 @@
 //! use klsync::progress::Progress;
 //!
 //! let progress = Progress::new(output_progress_enabled); // in a command: output.progress()
-//! let reading = progress.spinner("Reading lists");
+//! let reading = progress.counter("Reading lists");
 //! reading.inc(50); // after each page
 //! reading.finish_and_clear();
 //!
@@ -23,8 +23,9 @@
 //! applying.finish();
 //! ```
 //!
-//! Plan uses a spinner per collection it reads (pages counted with `inc`), apply a bar over
-//! the plan's changes and one per bulk job (profiles imported).
+//! Plan and apply show a spinner while they read (the time spent, no count), `query run` a
+//! counter of rows, and apply a bar over the plan's changes and one per bulk job (profiles
+//! imported).
 //!
 //! Every stderr bar of the process belongs to one `MultiProgress`, so several bars stack
 //! instead of fighting over the last line, and log events reach stderr through
@@ -63,7 +64,9 @@ impl Write for StderrWriter {
 const BAR_TEMPLATE: &str =
     "{prefix:>12} [{bar:30}] {human_pos}/{human_len} ({rate}, {eta} left) {wide_msg}";
 /// Spinners (unknown total): label, count so far, rate, elapsed.
-const SPINNER_TEMPLATE: &str = "{spinner} {prefix:>10} {human_pos} ({rate}, {elapsed}) {wide_msg}";
+const COUNTER_TEMPLATE: &str = "{spinner} {prefix:>10} {human_pos} ({rate}, {elapsed}) {wide_msg}";
+/// A spinner counts nothing: a count that stays at 0 while work happens would look stuck.
+const SPINNER_TEMPLATE: &str = "{spinner} {prefix} ({elapsed}) {wide_msg}";
 
 type TargetFactory = Arc<dyn Fn() -> ProgressDrawTarget + Send + Sync>;
 
@@ -120,12 +123,26 @@ impl Progress {
 
     /// A bar for `total` steps, labelled `label` (e.g. "Applying").
     pub fn bar(&self, total: u64, label: &str) -> Task {
+        if total == 0 {
+            // A full bar over nothing says nothing.
+            return Task { bar: None };
+        }
         self.task(Some(total), label, BAR_TEMPLATE)
     }
 
-    /// A spinner counting steps of unknown total, labelled `label` (e.g. "Reading lists").
+    /// A spinner for work of unknown size, labelled `label` (e.g. "Reading Klaviyo"); it shows
+    /// the time spent, not a count.
     pub fn spinner(&self, label: &str) -> Task {
-        let task = self.task(None, label, SPINNER_TEMPLATE);
+        self.spinning(label, SPINNER_TEMPLATE)
+    }
+
+    /// A spinner that counts what it has done (rows read, pages), for work of unknown size.
+    pub fn counter(&self, label: &str) -> Task {
+        self.spinning(label, COUNTER_TEMPLATE)
+    }
+
+    fn spinning(&self, label: &str, template: &str) -> Task {
+        let task = self.task(None, label, template);
         if let Some(bar) = &task.bar {
             // Keeps spinning while waiting on a slow page or a rate limit.
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -284,8 +301,10 @@ mod tests {
         bar.set_length(5);
         bar.inc(2);
         bar.finish();
-        let spinner = progress.spinner("Reading");
+        let spinner = progress.counter("Reading");
         spinner.inc(7);
+        progress.bar(0, "Nothing").finish();
+        progress.spinner("Waiting").finish_and_clear();
         let value = spinner.suspend(|| 42);
         assert_eq!(value, 42);
         spinner.abandon();
@@ -312,5 +331,10 @@ mod tests {
         assert!(text.contains("/s, "), "rate shown: {text}");
         assert!(text.contains("list.newsletter"), "{text}");
         assert!(text.contains("Reading"), "{text}");
+        assert!(!text.contains("Nothing"), "no bar over zero steps: {text}");
+        assert!(
+            !text.contains("Waiting 0"),
+            "a spinner shows no count: {text}"
+        );
     }
 }

@@ -87,7 +87,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Query(args) => commands::query::run(args, &output),
         Command::Plan(args) => commands::plan::run(&args, &output),
         Command::Apply(args) => commands::apply::run(&args, &output),
-        Command::Demo(args) => commands::demo::run(&args, &output),
+        Command::Demo(args) => commands::demo::run(&args, &output, cli.global.verbose > 0),
         Command::Import(args) => commands::import::run(&args, &output),
         Command::Drift(args) => commands::drift::run(&args, &output),
         Command::History(args) => commands::history::run(&args, &output),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use klsync::emulator::state::{State, Taggable};
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
 use support::backend::{Backend, ok, on_both_backends};
-use support::project::{Finished, TempProject, klsync, many_lists};
+use support::project::{Finished, TempProject, klsync, many_lists, run};
 
 /// One scenario: an emulator, a state backend and a project.
 struct Setup {
@@ -1210,6 +1210,90 @@ fn demo_runs_anywhere_and_ends_with_nothing_to_do() {
         finished.stdout
     );
     assert!(!Path::new(&elsewhere.path().join(".klsync")).exists());
+    // A first look (issue 13): about a screen, new profiles marked `+`, no `null` fields, no
+    // progress drawn over nothing, and closing words about what still exists.
+    let lines = finished.stdout.lines().count() + finished.stderr.lines().count();
+    assert!(
+        lines <= 70,
+        "{lines} lines:\n{}{}",
+        finished.stdout,
+        finished.stderr
+    );
+    assert!(
+        finished.stdout.contains("  + ben.001@example.com (new"),
+        "{}",
+        finished.stdout
+    );
+    assert!(!finished.stdout.contains("null"), "{}", finished.stdout);
+    assert!(!finished.stdout.contains("0/0"), "{}", finished.stdout);
+    let closing = finished
+        .stdout
+        .split("Nothing is left to do")
+        .nth(1)
+        .expect("closing words");
+    assert!(
+        !closing.contains("klsync-demo-"),
+        "names a removed directory: {closing}"
+    );
+    assert!(closing.contains("--keep DIR"), "{closing}");
+}
+
+/// `demo --keep DIR` keeps the project, its state, the sample database and the emulator's
+/// account, and the closing words' commands work on them: a plan against the kept account
+/// finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_demo_can_be_planned_again_as_its_closing_words_say() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let kept = elsewhere.path().join("shop");
+    let finished = run(klsync()
+        .arg("demo")
+        .arg("--keep")
+        .arg(&kept)
+        .current_dir(elsewhere.path()));
+    ok(&finished, 0);
+    for file in [
+        "klsync.yaml",
+        ".klsync/state.db",
+        "shop.db",
+        "emulator-state.json",
+    ] {
+        assert!(kept.join(file).exists(), "{file} kept");
+    }
+    let closing = finished
+        .stdout
+        .split("Nothing is left to do")
+        .nth(1)
+        .expect("closing words");
+    assert!(
+        closing.contains(&format!("klsync plan -C {}", kept.display())),
+        "{closing}"
+    );
+
+    let emulator = emulator::start(EmulatorConfig {
+        rate_limits: RateLimitMode::Off,
+        state_file: Some(kept.join("emulator-state.json")),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("start the emulator on the kept account");
+    let again = run(klsync()
+        .args(["plan", "--detailed-exitcode", "-C"])
+        .arg(&kept)
+        .env("KLAVIYO_API_KEY", "pk_emulator")
+        .env("KLAVIYO_BASE_URL", &emulator.base_url)
+        .env(
+            "SHOP_DATABASE_URL",
+            format!("sqlite://{}/shop.db", kept.display()),
+        ));
+    ok(&again, 0);
+
+    let refused = run(klsync().arg("demo").arg("--keep").arg(&kept));
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("is not empty"),
+        "{}",
+        refused.stderr
+    );
 }
 
 on_both_backends!(saved_plans_are_applied_only_as_made);

@@ -392,6 +392,7 @@ impl Run<'_> {
             resumed,
         );
         let quiet = self.output.quiet;
+        let every_change = self.args.detail.full;
         let metrics = &self.output.metrics;
         let bar = self
             .output
@@ -406,7 +407,7 @@ impl Run<'_> {
                 Event::Failed(_) => metrics.change_failed(),
             }
             bar.inc(1);
-            if !quiet {
+            if !quiet && (every_change || matches!(event, Event::Failed(_))) {
                 // Printed above the bar, so neither tears the other.
                 bar.suspend(|| eprintln!("{}", progress_line(event)));
             }

@@ -17,6 +17,7 @@ use crate::context::Pacing;
 use crate::emulator::{self, EmulatorConfig, RateLimitMode};
 use crate::error::{Error, ExitStatus};
 use crate::manifest;
+use crate::render::Detail;
 use crate::run::Output;
 
 /// The demo project: `examples/shop`, as committed.
@@ -47,17 +48,33 @@ const DEMO_DATA: &str = include_str!("../../examples/shop/demo-data.sql");
 /// The key the demo's emulator accepts.
 const DEMO_API_KEY: &str = "pk_emulator";
 
+/// The emulator's account, saved into a kept demo directory (`--keep`) at exit.
+const EMULATOR_STATE_FILE: &str = "emulator-state.json";
+
 /// Run `klsync demo`.
-pub fn run(_args: &DemoArgs, output: &Output) -> Result<ExitStatus, Error> {
-    let dir = TempDir::create()?;
-    let result = runtime()?.block_on(demo(dir.path(), output));
+pub fn run(args: &DemoArgs, output: &Output, verbose: bool) -> Result<ExitStatus, Error> {
+    let dir = match &args.keep {
+        Some(keep) => DemoDir::kept(keep)?,
+        None => DemoDir::temporary()?,
+    };
+    // A first look shows a summary (`Detail::BRIEF`, and apply lists only failed changes);
+    // `-v` shows everything.
+    let detail = if verbose { Detail::FULL } else { Detail::BRIEF };
+    let result = runtime()?.block_on(demo(&dir, output, detail));
+    if result
+        .as_ref()
+        .is_ok_and(|status| *status == ExitStatus::Success)
+        && !output.quiet
+    {
+        print_stdout(&closing_words(&dir));
+    }
     drop(dir);
     result
 }
 
-async fn demo(dir: &Path, output: &Output) -> Result<ExitStatus, Error> {
+async fn demo(dir: &DemoDir, output: &Output, detail: Detail) -> Result<ExitStatus, Error> {
     for (name, text) in SHOP {
-        let path = dir.join(name);
+        let path = dir.path().join(name);
         std::fs::write(&path, text).map_err(|source| Error::Io { path, source })?;
     }
     // At Klaviyo's published limits the first apply takes about 20 s (tags allow 60 requests a
@@ -66,11 +83,12 @@ async fn demo(dir: &Path, output: &Output) -> Result<ExitStatus, Error> {
     let emulator = emulator::start(EmulatorConfig {
         rate_limits: RateLimitMode::Off,
         api_keys: vec![DEMO_API_KEY.to_owned()],
+        state_file: dir.kept.then(|| dir.path().join(EMULATOR_STATE_FILE)),
         ..EmulatorConfig::default()
     })
     .await
     .map_err(|err| Error::Emulator(err.to_string()))?;
-    let result = steps(dir, &emulator.base_url, output).await;
+    let result = steps(dir, &emulator.base_url, output, detail).await;
     emulator.shutdown().await;
     result
 }
@@ -98,7 +116,13 @@ async fn seed_database(path: &Path) -> Result<String, Error> {
     Ok(format!("sqlite://{}", path.display()))
 }
 
-async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus, Error> {
+async fn steps(
+    demo_dir: &DemoDir,
+    base_url: &str,
+    output: &Output,
+    detail: Detail,
+) -> Result<ExitStatus, Error> {
+    let dir = demo_dir.path();
     let settings = match manifest::load_project(dir) {
         Ok(project) => project.settings,
         Err(err) => return Err(err.into()),
@@ -127,15 +151,15 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
     };
     let plan_file = dir.join("demo.plan.json");
     print_stdout(&format!(
-        "klsync demo: a Klaviyo emulator is running in this process at {base_url} \
-         (no real account is touched).\n\
-         Project: examples/shop, copied to {}\n\
-         State: a temporary SQLite file, {}\n\
-         Data: a sample shop database (SQLite, 200 customers) for profiles: and members:, {}\n\
-         Rate limits are off in the demo; each plan states what it costs at Klaviyo's limits.\n",
+        "klsync demo: a Klaviyo emulator runs in this process at {base_url} (rate limits off; each\n\
+         plan states its cost at Klaviyo's). No real account is touched. The example shop project,\n\
+         its state and a sample database of 200 customers are in {} ({}).\n",
         dir.display(),
-        dir.join(".klsync/state.db").display(),
-        database_path.display()
+        if demo_dir.kept {
+            "kept"
+        } else {
+            "removed at exit; --keep DIR keeps them"
+        },
     ));
 
     heading("1. klsync validate");
@@ -155,6 +179,7 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
             format: PlanFormat::Text,
             detailed_exitcode: false,
             refresh: None,
+            detail,
             target: Vec::new(),
             resync: Vec::new(),
         },
@@ -174,6 +199,7 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
             max_age: None,
             force: false,
             lock_timeout: std::time::Duration::ZERO,
+            detail,
             target: Vec::new(),
             resync: Vec::new(),
         },
@@ -195,6 +221,7 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
             format: PlanFormat::Text,
             detailed_exitcode: true,
             refresh: None,
+            detail,
             target: Vec::new(),
             resync: Vec::new(),
         },
@@ -203,7 +230,6 @@ async fn steps(dir: &Path, base_url: &str, output: &Output) -> Result<ExitStatus
         Pacing::Off,
     )
     .await?;
-    print_stdout(NEXT_STEPS);
     Ok(again)
 }
 
@@ -211,42 +237,79 @@ fn heading(text: &str) {
     print_stdout(&format!("\n== {text}\n"));
 }
 
-const NEXT_STEPS: &str = "
-Nothing is left to do: Klaviyo matches the manifests.
+/// What the demo ends with: only what still exists after it, and how to go on.
+fn closing_words(dir: &DemoDir) -> String {
+    let mut text = String::from("\nNothing is left to do: Klaviyo matches the manifests.\n");
+    if dir.kept {
+        let dir = dir.path().display();
+        text.push_str(&format!(
+            "\nKept in {dir}: the project, its state (.klsync/state.db), the sample database\n\
+             (shop.db) and the emulator's account ({EMULATOR_STATE_FILE}). Carry on with it:\n  \
+             klsync emulator --state-file {dir}/{EMULATOR_STATE_FILE} &\n  \
+             export KLAVIYO_BASE_URL=http://127.0.0.1:8787 KLAVIYO_API_KEY={DEMO_API_KEY} \
+             SHOP_DATABASE_URL=sqlite://{dir}/shop.db\n  \
+             klsync plan -C {dir}\n"
+        ));
+    } else {
+        text.push_str(
+            "The demo's project, state and emulator were temporary and are gone (`klsync demo --keep DIR`\n\
+             keeps them; `-v` shows every change).\n",
+        );
+    }
+    text.push_str(
+        "\nYour own account:\n  \
+         klsync init my-klaviyo                # or: klsync import --out my-klaviyo\n  \
+         export KLAVIYO_API_KEY=pk_...         # a private API key\n  \
+         klsync plan -C my-klaviyo             # then: klsync apply -C my-klaviyo\n",
+    );
+    text
+}
 
-Point the same commands at your own account:
-  export KLAVIYO_API_KEY=pk_...        # a private API key (lists, segments, tags: read and write)
-  klsync validate -C your-project      # a directory with klsync.yaml and *.yaml manifests
-  klsync plan -C your-project --out plan.json
-  klsync apply -C your-project plan.json
-Profile properties and list members come from SQL: set the variable klsync.yaml names in
-database.url_env (DATABASE_URL by default) to postgres://... or sqlite:... .
-State is kept in your-project/.klsync/state.db; in CI set KLSYNC_STATE_URL=postgres://... so
-every runner shares it (see examples/ci). To experiment without an account, run
-`klsync emulator` and set KLAVIYO_BASE_URL=http://127.0.0.1:8787 KLAVIYO_API_KEY=pk_emulator.
-";
+/// Where the demo project lives: a temporary directory removed at exit, or `--keep DIR`.
+struct DemoDir {
+    path: PathBuf,
+    kept: bool,
+}
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn create() -> Result<TempDir, Error> {
+impl DemoDir {
+    fn temporary() -> Result<DemoDir, Error> {
         let path =
             std::env::temp_dir().join(format!("klsync-demo-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;
-        Ok(TempDir(path))
+        Ok(DemoDir { path, kept: false })
+    }
+
+    /// `dir`, which must be new or empty: the demo never writes over a user's files.
+    fn kept(dir: &Path) -> Result<DemoDir, Error> {
+        let io = |source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if dir.exists() && std::fs::read_dir(dir).map_err(io)?.next().is_some() {
+            return Err(Error::Config(format!(
+                "--keep {}: the directory is not empty; give a new or empty directory",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        Ok(DemoDir {
+            path: dir.to_path_buf(),
+            kept: true,
+        })
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 }
 
-impl Drop for TempDir {
+impl Drop for DemoDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.kept {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }

@@ -106,13 +106,15 @@ pub(crate) async fn plan_command(
         output.metrics.add_rows_read(data_rows(data));
     }
     let rendered = match args.format {
-        PlanFormat::Text => render::text(plan, output.color),
+        PlanFormat::Text => render::text_with(plan, output.color, args.detail),
         PlanFormat::Markdown => render::markdown(plan),
         PlanFormat::Json => render::json(plan),
     };
     print_stdout(&rendered);
+    // In brief (the demo) the steps that follow say what becomes of the saved plan.
     if let (Some(out), Some(plan_id)) = (&args.out, saved)
         && !output.quiet
+        && args.detail.full
     {
         eprintln!(
             "Saved plan {plan_id} to {0}; apply exactly it with `klsync apply {0}`.",

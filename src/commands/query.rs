@@ -184,7 +184,7 @@ async fn run_query(
     } else {
         output.progress()
     };
-    let spinner = progress.spinner("Reading rows");
+    let spinner = progress.counter("Reading rows");
     // Counted as read once fetched, whether or not stdout takes it.
     let mut read = 0u64;
     let result = loop {

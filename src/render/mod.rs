@@ -14,7 +14,7 @@ mod text;
 
 pub use json::json;
 pub use markdown::{MARKDOWN_LIMIT, markdown};
-pub use text::text;
+pub use text::{Detail, text, text_with};
 
 use crate::plan::{Action, saturating_total};
 

@@ -51,7 +51,7 @@ use crate::state::{StateError, StateStore};
 
 pub use check::{CheckCost, DataCheck, MembershipCheck, ProfileCheck, check_cost, check_data};
 pub use diff::FieldChange;
-pub use render::{check_summary, render_check, render_report, render_text};
+pub use render::{check_summary, render_check, render_report, render_text, render_text_sampled};
 
 /// Rows kept in each sample of a plan or report.
 pub const SAMPLE_SIZE: usize = 10;

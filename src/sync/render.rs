@@ -24,6 +24,12 @@ fn change_line(change: &FieldChange) -> String {
 
 /// The data plan for a terminal.
 pub fn render_text(plan: &DataPlan) -> String {
+    render_text_sampled(plan, SAMPLE_SIZE, true)
+}
+
+/// The data plan for a terminal, showing at most `sample` rows of each sample, each with its
+/// property changes (`fields`) or on one line.
+pub fn render_text_sampled(plan: &DataPlan, sample: usize, fields: bool) -> String {
     let mut out = String::new();
     for sync in &plan.profiles {
         let c = &sync.counts;
@@ -43,13 +49,29 @@ pub fn render_text(plan: &DataPlan) -> String {
                 String::new()
             }
         );
-        for row in &sync.diff_sample {
-            let _ = writeln!(out, "  ~ {} ({})", row.identifier, row.action);
+        for row in sync.diff_sample.iter().take(sample) {
+            let symbol = match row.action.as_str() {
+                "new" => '+',
+                "unset" => '-',
+                _ => '~',
+            };
+            if !fields {
+                let _ = writeln!(
+                    out,
+                    "  {symbol} {} ({}: {} propert{})",
+                    row.identifier,
+                    row.action,
+                    row.changes.len(),
+                    if row.changes.len() == 1 { "y" } else { "ies" }
+                );
+                continue;
+            }
+            let _ = writeln!(out, "  {symbol} {} ({})", row.identifier, row.action);
             for change in &row.changes {
                 let _ = writeln!(out, "      {}", change_line(change));
             }
         }
-        for row in &sync.rejected_sample {
+        for row in sync.rejected_sample.iter().take(sample) {
             let _ = writeln!(
                 out,
                 "  ! row {} {}: {}",
@@ -102,13 +124,13 @@ pub fn render_text(plan: &DataPlan) -> String {
                 format!("missing {identifier}")
             });
         }
-        for identifier in &list.add_sample {
+        for identifier in list.add_sample.iter().take(sample) {
             let _ = writeln!(out, "  + {identifier}");
         }
-        for identifier in &list.remove_sample {
+        for identifier in list.remove_sample.iter().take(sample) {
             let _ = writeln!(out, "  - {identifier}");
         }
-        for row in &list.rejected_sample {
+        for row in list.rejected_sample.iter().take(sample) {
             let _ = writeln!(
                 out,
                 "  ! row {} {}: {}",
@@ -122,8 +144,10 @@ pub fn render_text(plan: &DataPlan) -> String {
         "data: {total} request(s), at least {} at Klaviyo's rate limits",
         format_duration(std::time::Duration::from_secs(plan.estimated_seconds))
     );
-    for (operation, count) in &plan.requests {
-        let _ = writeln!(out, "  {operation}: {count}");
+    if fields {
+        for (operation, count) in &plan.requests {
+            let _ = writeln!(out, "  {operation}: {count}");
+        }
     }
     out
 }

@@ -9,7 +9,12 @@
 
 use std::process::Command;
 
+mod support;
+
 use klsync::emulator::{self, EmulatorConfig, RateLimitMode};
+use klsync::klaviyo::Operation;
+use support::openapi::match_path;
+use support::recorder::{Exchange, Recorder};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_klsync_uses_succeeds_through_the_official_sdk() {
@@ -33,7 +38,10 @@ async fn every_operation_klsync_uses_succeeds_through_the_official_sdk() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/sdk/official_sdk_check.py"
     );
-    let base_url = handle.base_url.clone();
+    // Through a recording proxy: with KLSYNC_UPDATE_CORPUS=1 the SDK's own request shapes are
+    // written to the conformance corpus (tests/conformance.rs replays them without Python).
+    let recorder = Recorder::start(&handle.base_url).await;
+    let base_url = recorder.base_url.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .args([script, &base_url, "pk_official_sdk"])
@@ -71,5 +79,49 @@ async fn every_operation_klsync_uses_succeeds_through_the_official_sdk() {
         checked += 1;
     }
     assert!(checked >= 38, "{checked}");
+    if std::env::var_os("KLSYNC_UPDATE_CORPUS").is_some_and(|v| v == "1") {
+        write_corpus(&recorder.exchanges());
+    }
     handle.shutdown().await;
+}
+
+/// The SDK's exchanges as `--record-http` lines, in `tests/conformance/official-sdk.jsonl`.
+fn write_corpus(exchanges: &[Exchange]) {
+    let mut text = String::new();
+    for exchange in exchanges {
+        let template = match_path(&exchange.path).expect("a spec path");
+        let operation = Operation::ALL
+            .iter()
+            .find(|op| op.method() == exchange.method && op.path_template() == template)
+            .map_or("unknown", |op| op.operation_id());
+        let query = exchange
+            .query
+            .as_deref()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let mut request = serde_json::json!({
+            "method": exchange.method,
+            "url": format!("https://a.klaviyo.com{}{query}", exchange.path),
+            "headers": {"revision": "2026-07-15"},
+        });
+        if !exchange.request_body.is_null() {
+            request["body"] = exchange.request_body.clone();
+        }
+        // Only the id of what was created: the replay maps it to the emulator's.
+        let mut response = serde_json::json!({"status": exchange.status});
+        if let Some(id) = exchange.response_body["data"]["id"].as_str()
+            && matches!(exchange.status, 201 | 202)
+        {
+            response["body"] = serde_json::json!({"data": {"id": id}});
+        }
+        let line =
+            serde_json::json!({"operation": operation, "request": request, "response": response});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/conformance/official-sdk.jsonl"
+    );
+    std::fs::write(path, text).expect("write the corpus");
 }

@@ -199,7 +199,60 @@ pub(crate) fn run(files: &[Checked<'_>]) -> Vec<Diagnostic> {
     tag_references(files, &tags, &mut out);
     queries(files, &mut out);
     profiles(files, &mut out);
+    list_references(files, &mut out);
     out
+}
+
+/// A `group_ids` entry that names no list of the project and does not look like a Klaviyo list
+/// id (six letters and digits) is most likely a mistyped manifest id: it would reach Klaviyo as
+/// a list id and fail there, or match nothing. A warning, since Klaviyo's ids are not ours to
+/// define.
+fn list_references(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
+    let declared: BTreeSet<&str> = files
+        .iter()
+        .flat_map(|f| f.manifest.lists.iter().map(|list| list.id.as_str()))
+        .collect();
+    let klaviyo_like =
+        |entry: &str| entry.len() == 6 && entry.bytes().all(|b| b.is_ascii_alphanumeric());
+    for file in files {
+        for (s, segment) in file.manifest.segments.iter().enumerate() {
+            let groups = segment.definition["condition_groups"].as_array();
+            for (g, group) in groups.into_iter().flatten().enumerate() {
+                let conditions = group["conditions"].as_array();
+                for (c, condition) in conditions.into_iter().flatten().enumerate() {
+                    if condition["type"] != "profile-group-membership" {
+                        continue;
+                    }
+                    let entries = condition["group_ids"].as_array();
+                    for (k, entry) in entries.into_iter().flatten().enumerate() {
+                        let Some(entry) = entry.as_str() else {
+                            continue;
+                        };
+                        if declared.contains(entry) || klaviyo_like(entry) {
+                            continue;
+                        }
+                        let pointer = format!(
+                            "/segments/{s}/definition/condition_groups/{g}/conditions/{c}/group_ids/{k}"
+                        );
+                        let mut d = file.at(
+                            Severity::Warning,
+                            &pointer,
+                            format!(
+                                "`{entry}` is not the id of a list in this project, nor shaped like a Klaviyo list id (6 letters and digits); it would be sent to Klaviyo as it is"
+                            ),
+                        );
+                        d.hint = Some(
+                            match super::schema::did_you_mean(entry, declared.iter().copied()) {
+                                Some(close) => format!("did you mean the list `{close}`?"),
+                                None => "name a list declared under `lists:` by its id, or give the list's id from Klaviyo".into(),
+                            },
+                        );
+                        out.push(d);
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn error(file: &Checked<'_>, pointer: &str, message: String, hint: Option<String>) -> Diagnostic {
@@ -702,6 +755,30 @@ mod tests {
             .into_iter()
             .map(|d| (d.severity, d.file.display().to_string(), d.line, d.message))
             .collect()
+    }
+
+    #[test]
+    fn a_group_id_that_is_neither_a_declared_list_nor_klaviyo_shaped_is_warned_about() {
+        let lists = "lists:\n  - {id: vip, name: VIP}\n";
+        let segment = |ids: &str| {
+            format!(
+                "segments:\n  - id: s\n    name: S\n    definition:\n      condition_groups:\n        - conditions:\n            - {{type: profile-group-membership, is_member: true, group_ids: {ids}}}\n"
+            )
+        };
+        assert_eq!(
+            check(&[("l.yaml", lists), ("s.yaml", &segment("[vip, XyZ123]"))]),
+            []
+        );
+        let found = check(&[("l.yaml", lists), ("s.yaml", &segment("[vpi]"))]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, Severity::Warning);
+        assert_eq!(found[0].2, 7);
+        assert!(
+            found[0]
+                .3
+                .starts_with("`vpi` is not the id of a list in this project"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -183,6 +183,17 @@ fn segment_definitions_compare_three_ways() {
         [("segment.big".into(), Action::Update, false)]
     );
     assert_eq!(changed.changes[0].fields[0].after, sent(json!(600)));
+    // The diff shows the manifest change against what was sent: not Klaviyo's `500.0` or its
+    // added `negate`.
+    let shown = changed.changes[0].definition_diff.as_deref().unwrap();
+    assert!(
+        shown.contains("-      value: 500\n+      value: 600\n"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("negate") && !shown.contains("500.0"),
+        "{shown}"
+    );
 
     want_segment(&mut desired, "big", "Big", sent(json!(500)), &[]);
     live.segments.get_mut("S1").unwrap().definition = canonical(50.0);
@@ -193,6 +204,9 @@ fn segment_definitions_compare_three_ways() {
     );
     assert_eq!(restored.changes[0].fields[0].before, canonical(50.0));
     assert_eq!(restored.changes[0].fields[0].after, sent(json!(500)));
+    // A hand edit is shown against Klaviyo's value, which apply replaces.
+    let shown = restored.changes[0].definition_diff.as_deref().unwrap();
+    assert!(shown.contains("50.0"), "{shown}");
 }
 
 #[test]

@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use super::normalize::{definition_diff, normalize_definition};
+use super::normalize::{definition_diff, definition_diff_from, normalize_definition};
 use super::references::{self, ListTarget};
-use super::three_way::{self, Recorded};
+use super::three_way::{self, Recorded, Verdict};
 use super::{
     Action, Change, ChangeKind, FORMAT_VERSION, FieldChange, Plan, PlanError, PlanMeta,
     STATE_ONLY_FIELD, TagLink, cost,
@@ -584,7 +584,22 @@ impl<'a> Planner<'a> {
                     wanted.clone(),
                 );
                 if fields.iter().any(|field| field.field == "definition") {
-                    diff_text = Some(definition_diff(Some(&live.definition), &definition));
+                    // A manifest change while Klaviyo holds what it returned for the last write:
+                    // shown against what klsync sent then, so Klaviyo's own spelling of the
+                    // rest (`500.0` for `500`, added defaults) does not show as changes. An
+                    // edit in Klaviyo is shown against Klaviyo's value, which apply replaces.
+                    let recorded = self.managed.get(&key).and_then(|record| {
+                        Recorded::of(&record.applied, record.returned.as_ref(), "definition")
+                    });
+                    diff_text = Some(match recorded {
+                        Some(pair)
+                            if three_way::compare(&wanted, &current, Some(pair))
+                                == Verdict::ManifestChanged =>
+                        {
+                            definition_diff_from("last applied", Some(pair.sent), &definition)
+                        }
+                        _ => definition_diff(Some(&live.definition), &definition),
+                    });
                 }
                 self.push_if_needed(
                     &mut fields,

@@ -39,12 +39,18 @@ pub fn definition_yaml(definition: &Value) -> String {
 /// A unified diff (`-` Klaviyo, `+` manifest) of two definitions as normalised YAML. `before` is
 /// `None` for a new segment, which shows the whole definition as added.
 pub fn definition_diff(before: Option<&Value>, after: &Value) -> String {
+    definition_diff_from("klaviyo", before, after)
+}
+
+/// [`definition_diff`] from another starting point, named by `before_label` (`last applied`:
+/// what klsync last sent, so a manifest change shows alone, without Klaviyo's own spelling).
+pub fn definition_diff_from(before_label: &str, before: Option<&Value>, after: &Value) -> String {
     let old = before.map(definition_yaml).unwrap_or_default();
     let new = definition_yaml(after);
     similar::TextDiff::from_lines(&old, &new)
         .unified_diff()
         .context_radius(3)
-        .header("klaviyo", "manifest")
+        .header(before_label, "manifest")
         .to_string()
 }
 

@@ -110,6 +110,16 @@ pub fn render_text_sampled(plan: &DataPlan, sample: usize, fields: bool) -> Stri
                 c.unconfirmed
             );
         }
+        if c.pending_removals > 0 {
+            let _ = writeln!(
+                out,
+                "  {} of the removals could not be resolved last time: planned again",
+                c.pending_removals
+            );
+            for row in &list.pending_removal_sample {
+                let _ = writeln!(out, "  ? {}: {}", row.identifier, row.reason);
+            }
+        }
         if list.exceeds_max_removals {
             let _ = writeln!(
                 out,
@@ -229,6 +239,28 @@ pub fn render_check(check: &DataCheck) -> String {
                 format!("  {identifier}")
             });
         }
+        if !list.back_on_list.is_empty() {
+            let _ = writeln!(
+                out,
+                "+ lists.{}.members: {} member(s) klsync removed are on the list again",
+                list.list,
+                list.back_on_list.len()
+            );
+            sampled_lines(&mut out, &list.back_on_list, |identifier| {
+                format!("  {identifier}")
+            });
+        }
+        if !list.pending_removals.is_empty() {
+            let _ = writeln!(
+                out,
+                "? lists.{}.members: {} removal(s) klsync could not make (kept, tried again by every apply)",
+                list.list,
+                list.pending_removals.len()
+            );
+            sampled_lines(&mut out, &list.pending_removals, |row| {
+                format!("  {}: {}", row.identifier, row.reason)
+            });
+        }
     }
     out
 }
@@ -247,14 +279,25 @@ pub fn check_summary(check: &DataCheck) -> String {
         .sum();
     let missing: usize = check.memberships.iter().map(|m| m.missing.len()).sum();
     let deleted = check.memberships.iter().filter(|m| m.list_deleted).count();
-    format!(
-        "{drifted} of {profiles} profile(s) changed, {missing} of {members} list member(s) missing{}",
-        if deleted > 0 {
-            format!(", {deleted} list(s) deleted")
-        } else {
-            String::new()
+    let back: usize = check.memberships.iter().map(|m| m.back_on_list.len()).sum();
+    let pending: usize = check
+        .memberships
+        .iter()
+        .map(|m| m.pending_removals.len())
+        .sum();
+    let mut summary = format!(
+        "{drifted} of {profiles} profile(s) changed, {missing} of {members} list member(s) missing"
+    );
+    for (count, what) in [
+        (back, "removed member(s) on the list again"),
+        (pending, "removal(s) pending"),
+        (deleted, "list(s) deleted"),
+    ] {
+        if count > 0 {
+            summary.push_str(&format!(", {count} {what}"));
         }
-    )
+    }
+    summary
 }
 
 /// What an apply did, for a terminal.
@@ -298,8 +341,20 @@ pub fn render_report(report: &DataApplyReport) -> String {
         for row in &list.failed_sample {
             let _ = writeln!(out, "  ! {}: {}", row.identifier, row.reason);
         }
+        if list.removal_pending > 0 {
+            let _ = writeln!(
+                out,
+                "  {} removal(s) could not be resolved: kept in klsync's record, tried again by the next apply",
+                list.removal_pending
+            );
+            for row in &list.removal_pending_sample {
+                let _ = writeln!(out, "  ? {}: {}", row.identifier, row.reason);
+            }
+        }
     }
-    if report.has_failures() {
+    if report.profiles.iter().any(|p| p.failed > 0)
+        || report.memberships.iter().any(|m| m.failed > 0)
+    {
         out.push_str("failed rows were not recorded: the next apply sends them again\n");
     }
     for drift in &report.drift {
@@ -370,6 +425,7 @@ mod tests {
                 add_sample: vec!["n@x.com".into()],
                 remove_sample: vec!["o@x.com".into()],
                 rejected_sample: Vec::new(),
+                pending_removal_sample: Vec::new(),
                 max_removals: Some(2),
                 exceeds_max_removals: true,
                 requests: BTreeMap::new(),

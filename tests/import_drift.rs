@@ -1180,7 +1180,7 @@ async fn drift_members_reads_the_lists_and_finds_removed_members_back_and_added_
         &[
             "- lists.vip.members: 1 of 2 recorded member(s) no longer on the list\n    a@example.com\n",
             "+ lists.vip.members: 1 member(s) klsync removed are on the list again\n    c@example.com\n",
-            "\nDrift: data syncs: 0 of 0 profile(s) changed, 1 of 2 list member(s) missing, 1 removed member(s) on the list again.",
+            "\nDrift: data syncs: 1 of 2 list member(s) missing, 1 removed member(s) on the list again.",
         ],
     );
     let json = project

@@ -285,9 +285,13 @@ pub fn check_summary(check: &DataCheck) -> String {
         .iter()
         .map(|m| m.pending_removals.len())
         .sum();
-    let mut summary = format!(
-        "{drifted} of {profiles} profile(s) changed, {missing} of {members} list member(s) missing"
-    );
+    // `drift --members` alone checks no profiles: nothing to say about them.
+    let mut summary = if check.profiles.is_empty() {
+        String::new()
+    } else {
+        format!("{drifted} of {profiles} profile(s) changed, ")
+    };
+    summary.push_str(&format!("{missing} of {members} list member(s) missing"));
     for (count, what) in [
         (back, "removed member(s) on the list again"),
         (pending, "removal(s) pending"),

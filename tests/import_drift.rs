@@ -1016,7 +1016,8 @@ fn contains_all(finished: &Finished, expected: &[&str]) {
 }
 
 /// Mirror mode removes a member by the profile id it recorded when it added it, even after its
-/// email was changed in Klaviyo. A member recorded without a profile id (added while the list
+/// email was changed in Klaviyo; one whose profile was deleted is on no list and is forgotten. A
+/// member recorded without a profile id (added while the list
 /// was `add_only`) whose email was changed cannot be found: it is not forgotten as if removed
 /// but kept with the reason, reported by apply (exit 3), plan and `drift --members`, and tried
 /// again by every apply until it resolves; then nothing is left to plan.
@@ -1028,7 +1029,7 @@ async fn mirror_removal_goes_by_profile_id_and_one_it_cannot_resolve_is_kept_and
     ok(&project.run(&["apply", "--auto-approve"]).await, 0);
     project.mode("mirror");
     project
-        .sql("INSERT INTO customers VALUES ('d@example.com', 'vip')")
+        .sql("INSERT INTO customers VALUES ('d@example.com', 'vip'), ('e@example.com', 'vip')")
         .await;
     ok(&project.run(&["apply", "--auto-approve"]).await, 0);
     let store = StateStore::connect(&setup.backend.url())
@@ -1053,22 +1054,30 @@ async fn mirror_removal_goes_by_profile_id_and_one_it_cannot_resolve_is_kept_and
     );
     assert_eq!(recorded["c@example.com"], None, "add_only records no id");
 
-    // Both emails changed in Klaviyo, both rows gone from the query.
+    // Two emails changed in Klaviyo, one profile deleted there (as its Data Privacy API does:
+    // the emulator has no endpoint for it), the three rows gone from the query.
     project.change_email(&c, "c-new@example.com").await;
     project.change_email(&d, "d-new@example.com").await;
+    let e = project.profile_id("e@example.com").await;
+    setup.seed(|state| {
+        state.profiles.remove(&e);
+        for list in state.lists.values_mut() {
+            list.members.remove(&e);
+        }
+    });
     project
-        .sql("DELETE FROM customers WHERE email IN ('c@example.com', 'd@example.com')")
+        .sql("DELETE FROM customers WHERE email IN ('c@example.com', 'd@example.com', 'e@example.com')")
         .await;
     let plan = project.run(&["plan", "--detailed-exitcode"]).await;
     ok(&plan, 2);
-    contains_all(&plan, &["lists.vip.members (1 rows): +0 add, -2 remove"]);
+    contains_all(&plan, &["lists.vip.members (1 rows): +0 add, -3 remove"]);
     let reason = "? c@example.com: no profile id recorded and no profile in Klaviyo has this email";
     let apply = project.run(&["apply", "--auto-approve"]).await;
     ok(&apply, 3);
     contains_all(
         &apply,
         &[
-            "lists.vip.members: +0 added, -1 removed, 0 failed",
+            "lists.vip.members: +0 added, -2 removed, 0 failed",
             "1 removal(s) could not be resolved: kept in klsync's record, tried again by the next apply",
             reason,
         ],

@@ -21,7 +21,7 @@ use super::{
     SyncError,
 };
 use super::{check, diff, identify};
-use crate::klaviyo::{KlaviyoClient, Operation};
+use crate::klaviyo::{KlaviyoClient, Operation, ProfileIdentifier};
 use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec, QuerySpec};
 use crate::sql::QueryManager;
 use crate::state::{MemberOrigin, RemovedMember, StateStore, SyncMemberRecord};
@@ -462,9 +462,7 @@ pub(super) async fn apply(
             .iter()
             .filter_map(|m| m.profile_id.clone())
             .collect();
-        client
-            .remove_profiles_from_list(&list_id, &profile_ids)
-            .await?;
+        remove_by_id(client, &list_id, &profile_ids).await?;
         store.record_member_removals(list_key, &removed).await?;
         report.removed = removed.len() as u64;
         let reason = unresolved_removal(spec.identify_by);
@@ -493,6 +491,34 @@ pub(super) async fn apply(
         .map(|(identifier, reason)| FailedRow { identifier, reason })
         .collect();
     Ok(report)
+}
+
+/// Remove profiles from a list by id. The emulator refuses (400) a removal naming a profile that
+/// no longer exists, and the spec does not say what Klaviyo does; a profile deleted in Klaviyo
+/// (its id was recorded when klsync added it) is on no list, so on a refusal the ids still in
+/// use are looked up (`GET /api/profiles?filter=any(id,[...])`, 100 a request) and only those are
+/// removed. Removal is a set operation: repeating the batches that went through is harmless.
+async fn remove_by_id(
+    client: &KlaviyoClient,
+    list_id: &str,
+    profile_ids: &[String],
+) -> Result<(), SyncError> {
+    let refusal = match client.remove_profiles_from_list(list_id, profile_ids).await {
+        Ok(()) => return Ok(()),
+        Err(error) if error.status() == Some(400) => error,
+        Err(error) => return Err(error.into()),
+    };
+    let existing: Vec<String> = client
+        .find_profiles_by(ProfileIdentifier::Id, profile_ids)
+        .await?
+        .into_iter()
+        .map(|profile| profile.id)
+        .collect();
+    if existing.len() == profile_ids.len() {
+        // Every profile exists: the refusal was about something else.
+        return Err(refusal.into());
+    }
+    Ok(client.remove_profiles_from_list(list_id, &existing).await?)
 }
 
 /// Record the profile ids of a finished job's accepted adds (`accepted`), read from the profiles

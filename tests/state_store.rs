@@ -1208,7 +1208,7 @@ async fn pending_removals_are_kept_with_their_reason_and_removals_remembered(f: 
         .unwrap();
     let before = Utc::now() - chrono::Duration::seconds(5);
     store
-        .record_pending_removals("vip", &["b@x.test".into()], "not found")
+        .record_pending_removals("vip", &["b@x.test".into()], Some("not found"))
         .await
         .unwrap();
     store
@@ -1229,6 +1229,19 @@ async fn pending_removals_are_kept_with_their_reason_and_removals_remembered(f: 
         ("b@x.test", "not found")
     );
     assert!(pending.tried_at > before, "{pending:?}");
+    // The query returns it again: klsync no longer owes the removal.
+    store
+        .record_pending_removals("vip", &["b@x.test".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sync_members("vip").await.unwrap()[0].removal_pending,
+        None
+    );
+    store
+        .record_pending_removals("vip", &["b@x.test".into()], Some("not found"))
+        .await
+        .unwrap();
     assert_eq!(
         store.removed_members("vip").await.unwrap(),
         [RemovedMember {

@@ -855,12 +855,12 @@ impl StateStore {
 
     /// Members of a list whose removal mirror mode could not resolve: kept, with `reason` and
     /// the time of this try, so that the plan and the report say so and the next apply tries
-    /// again.
+    /// again. `None` clears it: the query returns them again, so klsync no longer owes it.
     pub async fn record_pending_removals(
         &self,
         list_key: &str,
         identifiers: &[String],
-        reason: &str,
+        reason: Option<&str>,
     ) -> Result<(), StateError> {
         if identifiers.is_empty() {
             return Ok(());
@@ -877,7 +877,7 @@ impl StateStore {
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(list_key)
                     .bind(reason)
-                    .bind(now);
+                    .bind(reason.map(|_| now));
                 for identifier in batch {
                     query = query.bind(identifier);
                 }

@@ -44,6 +44,8 @@ pub(super) struct MemberWork {
     removes: Vec<SyncMemberRecord>,
     /// Preexisting members that left the query: forgotten, never removed.
     stale: Vec<String>,
+    /// Members with a pending removal that the query returns again: klsync no longer owes it.
+    unpend: Vec<String>,
 }
 
 /// Records a list's adds in klsync's state before their bulk import job is sent, and the job
@@ -131,6 +133,13 @@ pub(super) async fn compute(
         .filter(|m| matches!(m.origin, MemberOrigin::Sent { .. }))
         .map(|m| diff::identifier_key(&m.identifier))
         .collect();
+    // Removals klsync still owes from an earlier apply.
+    let pending_keys: diff::KeySet = recorded
+        .iter()
+        .filter(|m| m.removal_pending.is_some())
+        .map(|m| diff::identifier_key(&m.identifier))
+        .collect();
+    let mut unpend = Vec::new();
     let klsyncs_keys: diff::KeySet = recorded
         .iter()
         .filter(|m| m.origin.is_klsyncs())
@@ -185,6 +194,9 @@ pub(super) async fn compute(
         let unconfirmed = unconfirmed_keys.contains(&key);
         if recorded_keys.contains(&key) && !unconfirmed && !missing_keys.contains(&key) && !resync {
             counts.unchanged += 1;
+            if keep_work && pending_keys.contains(&key) {
+                unpend.push(identifier);
+            }
         } else {
             counts.add += 1;
             counts.unconfirmed += u64::from(unconfirmed);
@@ -294,6 +306,7 @@ pub(super) async fn compute(
             owned,
             removes,
             stale,
+            unpend,
         }
     } else {
         MemberWork::default()
@@ -323,6 +336,9 @@ pub(super) async fn apply(
     if !work.stale.is_empty() {
         store.forget_sync_members(list_key, &work.stale).await?;
     }
+    store
+        .record_pending_removals(list_key, &work.unpend, None)
+        .await?;
     if work.adds.is_empty() && work.removes.is_empty() {
         return Ok(report);
     }
@@ -468,7 +484,7 @@ pub(super) async fn apply(
         let reason = unresolved_removal(spec.identify_by);
         let pending: Vec<String> = pending.into_iter().map(|m| m.identifier).collect();
         store
-            .record_pending_removals(list_key, &pending, &reason)
+            .record_pending_removals(list_key, &pending, Some(&reason))
             .await?;
         report.removal_pending = pending.len() as u64;
         report.removal_pending_sample = pending

@@ -457,4 +457,69 @@ mod tests {
             assert!(text.contains(expected), "{expected:?} missing in\n{text}");
         }
     }
+
+    #[test]
+    fn removals_klsync_could_not_make_are_shown_with_their_reason_everywhere() {
+        use crate::sync::{FailedRow, MembershipCheck, MembershipReport};
+        let pending = FailedRow {
+            identifier: "c@x.com".into(),
+            reason: "no profile has this email".into(),
+        };
+        let mut planned = plan();
+        planned.memberships[0].counts.pending_removals = 1;
+        planned.memberships[0].pending_removal_sample = vec![pending.clone()];
+        let text = render_text(&planned);
+        for expected in [
+            "  1 of the removals could not be resolved last time: planned again\n",
+            "  ? c@x.com: no profile has this email\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing in\n{text}");
+        }
+        let report = DataApplyReport {
+            memberships: vec![MembershipReport {
+                list: "vip".into(),
+                removed: 2,
+                removal_pending: 1,
+                removal_pending_sample: vec![pending.clone()],
+                ..MembershipReport::default()
+            }],
+            ..DataApplyReport::default()
+        };
+        assert!(report.has_failures(), "the apply is partial");
+        let text = render_report(&report);
+        assert!(text.contains("-2 removed, 0 failed"), "{text}");
+        assert!(
+            text.contains("1 removal(s) could not be resolved"),
+            "{text}"
+        );
+        assert!(
+            text.contains("? c@x.com: no profile has this email"),
+            "{text}"
+        );
+        assert!(!text.contains("failed rows were not recorded"), "{text}");
+        let check = DataCheck {
+            profiles: Vec::new(),
+            memberships: vec![MembershipCheck {
+                list: "vip".into(),
+                checked: 4,
+                missing: vec!["a@x.com".into()],
+                list_deleted: false,
+                back_on_list: vec!["b@x.com".into()],
+                pending_removals: vec![pending],
+            }],
+        };
+        assert!(check.has_drift());
+        assert_eq!(
+            check_summary(&check),
+            "1 of 4 list member(s) missing, 1 removed member(s) on the list again, 1 removal(s) pending"
+        );
+        let text = render_check(&check);
+        for expected in [
+            "+ lists.vip.members: 1 member(s) klsync removed are on the list again\n    b@x.com\n",
+            "? lists.vip.members: 1 removal(s) klsync could not make",
+            "    c@x.com: no profile has this email\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing in\n{text}");
+        }
+    }
 }

@@ -435,19 +435,26 @@ async fn read_members(
         back_on_list: Vec::new(),
         pending_removals: Vec::new(),
     };
-    let read = client.list_member_profiles(list_id).try_collect().await;
-    let Some(profiles): Option<Vec<crate::klaviyo::Profile>> =
-        list_or_deleted(read.map_err(SyncError::from))?
-    else {
+    // Streamed into two sets (ids, identifiers), so a list of millions never sits in memory as
+    // whole profiles.
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut identifiers: HashSet<String> = HashSet::new();
+    let read = client
+        .list_member_profiles(list_id)
+        .map_err(SyncError::from)
+        .try_for_each(|profile| {
+            if let Some(identifier) = super::identifier_of(identify_by, &profile.attributes) {
+                identifiers.insert(identifier);
+            }
+            ids.insert(profile.id);
+            futures::future::ready(Ok(()))
+        })
+        .await;
+    if list_or_deleted(read)?.is_none() {
         check.list_deleted = true;
         check.checked = 0;
         return Ok(check);
-    };
-    let ids: HashSet<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
-    let identifiers: HashSet<String> = profiles
-        .iter()
-        .filter_map(|p| super::identifier_of(identify_by, &p.attributes))
-        .collect();
+    }
     let on_list = |identifier: &str, profile_id: Option<&str>| {
         profile_id.is_some_and(|id| ids.contains(id)) || identifiers.contains(identifier)
     };

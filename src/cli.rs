@@ -152,6 +152,11 @@ pub struct DriftArgs {
     /// report those changed in Klaviyo (one request per 100; the count is printed first).
     #[arg(long)]
     pub data: bool,
+    /// Also read every list with `members:` whole and report members klsync removed that are
+    /// on it again, members it added that are gone, and removals it could not make (one request
+    /// per 100 members of each list; the count is printed first).
+    #[arg(long)]
+    pub members: bool,
 }
 
 /// How `drift` prints its report.

@@ -231,6 +231,19 @@ async fn every_exchange_of_every_client_operation_matches_the_spec() {
         .await
         .unwrap();
     assert_eq!(errors.len(), 1, "{errors:?}");
+    let imported: Vec<_> = client
+        .bulk_import_job_profiles(&job.id)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        imported
+            .iter()
+            .map(|p| p.attributes.email.as_deref())
+            .collect::<Vec<_>>(),
+        [Some("carol@example.com")],
+        "the job's accepted profile, with its identifiers"
+    );
     let ids: Vec<String> = client
         .list_member_ids(&list.id)
         .try_collect()

@@ -9,6 +9,8 @@ use std::process::{Command, Stdio};
 
 use klsync::emulator::state::{State, Taggable};
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
+use klsync::klaviyo::{ClientConfig, KlaviyoClient, ProfileAttributes, ProfileIdentifier};
+use klsync::settings::Secret;
 use klsync::state::{RunStart, StateStore};
 use serde_json::{Value, json};
 use support::backend::{Backend, ok, on_both_backends};
@@ -81,6 +83,15 @@ impl Setup {
         self.emulator.seed(f)
     }
 
+    /// A client of the emulator's API: hand changes go through HTTP, as in Klaviyo.
+    fn api(&self) -> KlaviyoClient {
+        KlaviyoClient::new(ClientConfig::new(
+            self.emulator.base_url.clone(),
+            Secret::new("pk_emulator"),
+        ))
+        .expect("client")
+    }
+
     async fn managed_rows(&self) -> Vec<(String, String, String, Value)> {
         let store = StateStore::connect(&self.backend.url())
             .await
@@ -99,6 +110,8 @@ on_both_backends!(
     drift_after_apply_is_empty_until_a_hand_change,
     a_partial_apply_records_the_links_it_made,
     drift_data_reports_hand_edits_and_a_full_refresh_plan_restores_them,
+    mirror_removal_goes_by_profile_id_and_one_it_cannot_resolve_is_kept_and_retried,
+    drift_members_reads_the_lists_and_finds_removed_members_back_and_added_ones_gone,
 );
 
 fn definition(value: i64) -> Value {
@@ -877,5 +890,323 @@ async fn drift_data_reports_hand_edits_and_a_full_refresh_plan_restores_them(bac
     ok(
         &with_data(&["plan", "--refresh=full", "--detailed-exitcode"]).await,
         0,
+    );
+}
+
+/// A project with one list whose `members:` come from `SELECT email FROM customers WHERE plan =
+/// 'vip'` in a SQLite source, and the means to change the source and run klsync with it.
+struct MemberProject<'a> {
+    setup: &'a Setup,
+    source: String,
+}
+
+impl MemberProject<'_> {
+    async fn new<'a>(setup: &'a Setup, mode: &str, vips: &[&str]) -> MemberProject<'a> {
+        use sqlx::Connection as _;
+        let dir = setup.dir();
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("klsync.yaml"), "version: 1\n").expect("write");
+        let project = MemberProject {
+            setup,
+            source: format!("sqlite://{}", setup.out.path().join("shop.db").display()),
+        };
+        project.mode(mode);
+        let mut conn = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", project.source))
+            .await
+            .expect("source");
+        sqlx::raw_sql("CREATE TABLE customers (email TEXT, plan TEXT)")
+            .execute(&mut conn)
+            .await
+            .expect("create the source");
+        conn.close().await.expect("close");
+        for email in vips {
+            project
+                .sql(&format!("INSERT INTO customers VALUES ('{email}', 'vip')"))
+                .await;
+        }
+        project
+    }
+
+    fn mode(&self, mode: &str) {
+        let manifest = format!(
+            "lists:\n  - id: vip\n    name: VIP\n    members:\n      query: vips\n      \
+             identify_by: email\n      mode: {mode}\nqueries:\n  vips:\n    \
+             sql: SELECT email FROM customers WHERE plan = 'vip'\n"
+        );
+        std::fs::write(self.setup.dir().join("data.yaml"), manifest).expect("write");
+    }
+
+    async fn sql(&self, statement: &str) {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::SqliteConnection::connect(&self.source)
+            .await
+            .expect("source");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(&mut conn)
+            .await
+            .expect("change the source");
+        conn.close().await.expect("close");
+    }
+
+    async fn run(&self, args: &[&str]) -> Finished {
+        let dir = self.setup.dir().display().to_string();
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["-C", dir.as_str()]);
+        self.setup
+            .run_with_env(&all, &[("DATABASE_URL", self.source.as_str())])
+            .await
+    }
+
+    /// The profile id of `email`, asked through the API.
+    async fn profile_id(&self, email: &str) -> String {
+        let found = self
+            .setup
+            .api()
+            .find_profiles_by(ProfileIdentifier::Email, &[email.to_owned()])
+            .await
+            .expect("lookup");
+        found.first().expect("a profile").id.clone()
+    }
+
+    async fn list_id(&self) -> String {
+        let list = self
+            .setup
+            .api()
+            .find_list_by_name("VIP")
+            .await
+            .expect("lists");
+        list.expect("the list exists").id
+    }
+
+    /// The profile ids on the list, read through the API.
+    async fn member_ids(&self) -> BTreeSet<String> {
+        use futures::TryStreamExt as _;
+        let list_id = self.list_id().await;
+        self.setup
+            .api()
+            .list_member_ids(&list_id)
+            .try_collect()
+            .await
+            .expect("members")
+    }
+
+    /// Change a profile's email through the API (`PATCH /api/profiles/{id}`), as in Klaviyo's UI.
+    async fn change_email(&self, profile_id: &str, email: &str) {
+        let attributes = ProfileAttributes {
+            email: Some(Some(email.to_owned())),
+            ..ProfileAttributes::default()
+        };
+        self.setup
+            .api()
+            .update_profile(profile_id, &attributes, &[])
+            .await
+            .expect("update the profile");
+    }
+}
+
+fn contains_all(finished: &Finished, expected: &[&str]) {
+    for line in expected {
+        assert!(
+            finished.stdout.contains(line),
+            "{line:?} in\n{}\nstderr:\n{}",
+            finished.stdout,
+            finished.stderr
+        );
+    }
+}
+
+/// Mirror mode removes a member by the profile id it recorded when it added it, even after its
+/// email was changed in Klaviyo; one whose profile was deleted is on no list and is forgotten. A
+/// member recorded without a profile id (added while the list
+/// was `add_only`) whose email was changed cannot be found: it is not forgotten as if removed
+/// but kept with the reason, reported by apply (exit 3), plan and `drift --members`, and tried
+/// again by every apply until it resolves; then nothing is left to plan.
+async fn mirror_removal_goes_by_profile_id_and_one_it_cannot_resolve_is_kept_and_retried(
+    backend: Backend,
+) {
+    let setup = Setup::new(backend).await;
+    let project = MemberProject::new(&setup, "add_only", &["a@example.com", "c@example.com"]).await;
+    ok(&project.run(&["apply", "--auto-approve"]).await, 0);
+    project.mode("mirror");
+    project
+        .sql("INSERT INTO customers VALUES ('d@example.com', 'vip'), ('e@example.com', 'vip')")
+        .await;
+    ok(&project.run(&["apply", "--auto-approve"]).await, 0);
+    let store = StateStore::connect(&setup.backend.url())
+        .await
+        .expect("state");
+    let recorded: BTreeMap<String, Option<String>> = store
+        .sync_members("vip")
+        .await
+        .expect("members")
+        .into_iter()
+        .map(|m| (m.identifier, m.profile_id))
+        .collect();
+    store.close().await;
+    let (c, d) = (
+        project.profile_id("c@example.com").await,
+        project.profile_id("d@example.com").await,
+    );
+    assert_eq!(
+        recorded["d@example.com"],
+        Some(d.clone()),
+        "a mirror add records the id"
+    );
+    assert_eq!(recorded["c@example.com"], None, "add_only records no id");
+
+    // Two emails changed in Klaviyo, one profile deleted there (as its Data Privacy API does:
+    // the emulator has no endpoint for it), the three rows gone from the query.
+    project.change_email(&c, "c-new@example.com").await;
+    project.change_email(&d, "d-new@example.com").await;
+    let e = project.profile_id("e@example.com").await;
+    setup.seed(|state| {
+        state.profiles.remove(&e);
+        for list in state.lists.values_mut() {
+            list.members.remove(&e);
+        }
+    });
+    project
+        .sql("DELETE FROM customers WHERE email IN ('c@example.com', 'd@example.com', 'e@example.com')")
+        .await;
+    let plan = project.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&plan, 2);
+    contains_all(&plan, &["lists.vip.members (1 rows): +0 add, -3 remove"]);
+    let reason = "? c@example.com: no profile id recorded and no profile in Klaviyo has this email";
+    let apply = project.run(&["apply", "--auto-approve"]).await;
+    ok(&apply, 3);
+    contains_all(
+        &apply,
+        &[
+            "lists.vip.members: +0 added, -2 removed, 0 failed",
+            "1 removal(s) could not be resolved: kept in klsync's record, tried again by the next apply",
+            reason,
+        ],
+    );
+    assert!(
+        apply.stderr.contains("removals could not be resolved"),
+        "{}",
+        apply.stderr
+    );
+    let members = project.member_ids().await;
+    assert!(!members.contains(&d), "removed by its recorded id");
+    assert!(
+        members.contains(&c),
+        "still on the list, under its new email"
+    );
+
+    // Kept, shown by the plan as planned again, retried by the next apply.
+    let plan = project.run(&["plan", "--detailed-exitcode"]).await;
+    ok(&plan, 2);
+    contains_all(
+        &plan,
+        &[
+            "-1 remove",
+            "1 of the removals could not be resolved last time: planned again",
+            reason,
+        ],
+    );
+    let drift = project.run(&["drift", "--members"]).await;
+    ok(&drift, 2);
+    contains_all(
+        &drift,
+        &[
+            "? lists.vip.members: 1 removal(s) klsync could not make",
+            "    c@example.com: no profile id recorded",
+        ],
+    );
+    let again = project.run(&["apply", "--auto-approve"]).await;
+    ok(&again, 3);
+    contains_all(&again, &["-0 removed", reason]);
+
+    // Resolvable again (the email restored): the next apply removes it, and nothing is left.
+    project.change_email(&c, "c@example.com").await;
+    let resolved = project.run(&["apply", "--auto-approve"]).await;
+    ok(&resolved, 0);
+    contains_all(
+        &resolved,
+        &["lists.vip.members: +0 added, -1 removed, 0 failed"],
+    );
+    assert!(!project.member_ids().await.contains(&c));
+    ok(&project.run(&["plan", "--detailed-exitcode"]).await, 0);
+    ok(&project.run(&["drift", "--members"]).await, 0);
+}
+
+/// `drift --members` reads each list whole (its cost printed first): a member removed by hand
+/// is reported as gone, one klsync removed and added back by hand as on the list again; a clean
+/// state reports nothing.
+async fn drift_members_reads_the_lists_and_finds_removed_members_back_and_added_ones_gone(
+    backend: Backend,
+) {
+    let setup = Setup::new(backend).await;
+    let project = MemberProject::new(
+        &setup,
+        "mirror",
+        &["a@example.com", "b@example.com", "c@example.com"],
+    )
+    .await;
+    ok(&project.run(&["apply", "--auto-approve"]).await, 0);
+    let cost = "Checking the data syncs against Klaviyo: at least 1 request(s) (get_profiles_for_list 1), at least ";
+    let clean = project.run(&["drift", "--members"]).await;
+    ok(&clean, 0);
+    assert!(clean.stderr.starts_with(cost), "{}", clean.stderr);
+    assert!(
+        clean
+            .stderr
+            .contains("lists.vip.members is read whole (--members)"),
+        "{}",
+        clean.stderr
+    );
+    assert!(
+        clean.stdout.starts_with(
+            "No drift. Klaviyo matches what klsync last applied (data syncs included: 0 profile(s) and 3 list member(s) read back)."
+        ),
+        "{}",
+        clean.stdout
+    );
+
+    // klsync removes c; then, by hand through the API, a is removed and c added back.
+    project
+        .sql("DELETE FROM customers WHERE email = 'c@example.com'")
+        .await;
+    ok(&project.run(&["apply", "--auto-approve"]).await, 0);
+    let (a, c) = (
+        project.profile_id("a@example.com").await,
+        project.profile_id("c@example.com").await,
+    );
+    let list_id = project.list_id().await;
+    let api = setup.api();
+    api.remove_profiles_from_list(&list_id, std::slice::from_ref(&a))
+        .await
+        .expect("remove by hand");
+    api.add_profiles_to_list(&list_id, std::slice::from_ref(&c))
+        .await
+        .expect("add back by hand");
+
+    let drift = project.run(&["drift", "--members"]).await;
+    ok(&drift, 2);
+    contains_all(
+        &drift,
+        &[
+            "- lists.vip.members: 1 of 2 recorded member(s) no longer on the list\n    a@example.com\n",
+            "+ lists.vip.members: 1 member(s) klsync removed are on the list again\n    c@example.com\n",
+            "\nDrift: data syncs: 1 of 2 list member(s) missing, 1 removed member(s) on the list again.",
+        ],
+    );
+    let json = project
+        .run(&["drift", "--members", "--format", "json"])
+        .await;
+    ok(&json, 2);
+    let report: Value = serde_json::from_str(&json.stdout).expect("JSON report");
+    assert_eq!(report["data"]["profiles"], json!([]));
+    let list = &report["data"]["memberships"][0];
+    assert_eq!(list["missing"], json!(["a@example.com"]));
+    assert_eq!(list["back_on_list"], json!(["c@example.com"]));
+    // The lookup check (`--data`) sees the missing member only.
+    let data = project.run(&["drift", "--data"]).await;
+    ok(&data, 2);
+    assert!(
+        !data.stdout.contains("on the list again"),
+        "{}",
+        data.stdout
     );
 }

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use klsync::state::testing::TestPostgres;
 use klsync::state::{
-    JournalId, LockHolder, LockOptions, ManagedRow, Phase, RunId, RunStart, StateBackend,
-    StateError, StateStore, SyncRowRecord, hostname, identifier_key, short_row_hash,
+    JournalId, LockHolder, LockOptions, ManagedRow, MemberOrigin, Phase, RemovedMember, RunId,
+    RunStart, StateBackend, StateError, StateStore, SyncMemberRecord, SyncRowRecord, hostname,
+    identifier_key, short_row_hash,
 };
 use serde_json::json;
 
@@ -87,6 +88,7 @@ on_both!(
     a_lock_wait_gives_up_naming_the_holder,
     unlock_refuses_another_run_and_an_empty_lock,
     sync_row_digest_is_read_while_exact_and_dropped_by_every_write,
+    pending_removals_are_kept_with_their_reason_and_removals_remembered,
 );
 
 fn start(command: &str) -> RunStart {
@@ -1182,4 +1184,82 @@ async fn ten_first_runs_at_once_migrate_a_new_sqlite_state_once() {
     for store in stores {
         store.close().await;
     }
+}
+
+fn added(identifier: &str, profile_id: Option<&str>) -> SyncMemberRecord {
+    SyncMemberRecord {
+        identifier: identifier.into(),
+        profile_id: profile_id.map(Into::into),
+        origin: MemberOrigin::Added,
+        removal_pending: None,
+    }
+}
+
+/// A removal klsync could not resolve stays recorded with its reason (migration 0009); one it
+/// made forgets the member and remembers the removal; recording a member again clears both.
+async fn pending_removals_are_kept_with_their_reason_and_removals_remembered(f: &Fixture) {
+    let store = &f.store;
+    store
+        .record_sync_members(
+            "vip",
+            &[added("a@x.test", Some("P1")), added("b@x.test", None)],
+        )
+        .await
+        .unwrap();
+    let before = Utc::now() - chrono::Duration::seconds(5);
+    store
+        .record_pending_removals("vip", &["b@x.test".into()], Some("not found"))
+        .await
+        .unwrap();
+    store
+        .record_member_removals(
+            "vip",
+            &[RemovedMember {
+                identifier: "a@x.test".into(),
+                profile_id: Some("P1".into()),
+            }],
+        )
+        .await
+        .unwrap();
+    let members = store.sync_members("vip").await.unwrap();
+    assert_eq!(members.len(), 1, "{members:?}");
+    let pending = members[0].removal_pending.as_ref().expect("kept, pending");
+    assert_eq!(
+        (members[0].identifier.as_str(), pending.reason.as_str()),
+        ("b@x.test", "not found")
+    );
+    assert!(pending.tried_at > before, "{pending:?}");
+    // The query returns it again: klsync no longer owes the removal.
+    store
+        .record_pending_removals("vip", &["b@x.test".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sync_members("vip").await.unwrap()[0].removal_pending,
+        None
+    );
+    store
+        .record_pending_removals("vip", &["b@x.test".into()], Some("not found"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.removed_members("vip").await.unwrap(),
+        [RemovedMember {
+            identifier: "a@x.test".into(),
+            profile_id: Some("P1".into()),
+        }]
+    );
+    assert!(store.removed_members("other").await.unwrap().is_empty());
+
+    // Both come back into the query: recorded again, neither pending nor removed.
+    store
+        .record_sync_members("vip", &[added("a@x.test", None), added("b@x.test", None)])
+        .await
+        .unwrap();
+    let members = store.sync_members("vip").await.unwrap();
+    assert!(
+        members.iter().all(|m| m.removal_pending.is_none()),
+        "{members:?}"
+    );
+    assert!(store.removed_members("vip").await.unwrap().is_empty());
 }

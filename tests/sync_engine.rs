@@ -1382,15 +1382,21 @@ async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
     .unwrap();
 
     // Clean, at the stated cost: one profile lookup per 100 rows, one member lookup per 100.
-    let cost = sync::check_cost(&manifest, &lists, &db.state)
+    let cost = sync::check_cost(&manifest, &lists, &db.state, sync::CheckScope::FULL)
         .await
         .unwrap();
     let stated: u64 = cost.requests.values().sum();
     assert_eq!(stated, 2, "{cost:?}");
     let before = handle.stats().total;
-    let check = sync::check_data(&manifest, &lists, &db.state, &client)
-        .await
-        .unwrap();
+    let check = sync::check_data(
+        &manifest,
+        &lists,
+        &db.state,
+        &client,
+        sync::CheckScope::FULL,
+    )
+    .await
+    .unwrap();
     assert_eq!(handle.stats().total - before, stated);
     assert!(!check.has_drift(), "{check:?}");
     assert_eq!(
@@ -1434,9 +1440,15 @@ async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
         "only the row changed in the database"
     );
 
-    let check = sync::check_data(&manifest, &lists, &db.state, &client)
-        .await
-        .unwrap();
+    let check = sync::check_data(
+        &manifest,
+        &lists,
+        &db.state,
+        &client,
+        sync::CheckScope::FULL,
+    )
+    .await
+    .unwrap();
     let drift: Vec<(&str, &str, Option<Value>)> = check.profiles[0]
         .drift
         .iter()
@@ -1528,9 +1540,15 @@ async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
         list_member_emails(&handle, &list_id),
         ["c0@shop.test", "c2@shop.test"]
     );
-    let check = sync::check_data(&manifest, &lists, &db.state, &client)
-        .await
-        .unwrap();
+    let check = sync::check_data(
+        &manifest,
+        &lists,
+        &db.state,
+        &client,
+        sync::CheckScope::FULL,
+    )
+    .await
+    .unwrap();
     assert!(!check.has_drift(), "{check:?}");
     assert_eq!(check.memberships[0].checked, 2, "c1 is forgotten");
     assert!(!plan(&db, &manifest, &lists).await.has_changes());

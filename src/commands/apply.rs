@@ -702,7 +702,7 @@ impl Run<'_> {
         let data_failed = data.is_some_and(DataApplyReport::has_failures);
         if failed == 0 && data_failed {
             eprintln!(
-                "Apply partially complete: {changed} changed, 0 failed; some data rows failed (listed above). Run `klsync apply` again to retry them."
+                "Apply partially complete: {changed} changed, 0 failed; some data rows failed or removals could not be resolved (listed above). Run `klsync apply` again to retry them."
             );
             return ExitStatus::Partial;
         }

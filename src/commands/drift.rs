@@ -6,7 +6,8 @@
 //!
 //! `--data` also reads back what the data syncs recorded (`sync::check_data`, the mechanism
 //! `plan --refresh=full` plans from), after printing what that costs. It needs no database:
-//! it compares klsync's records with Klaviyo.
+//! it compares klsync's records with Klaviyo. `--members` reads each list with `members:` whole
+//! through the same mechanism (`CheckScope::whole_lists`); alone it checks no profiles.
 
 use std::path::PathBuf;
 use std::str::FromStr as _;
@@ -24,7 +25,7 @@ use crate::model::DesiredState;
 use crate::run::Output;
 use crate::settings::redact_url;
 use crate::state::StateStore;
-use crate::sync::{self, DataCheck};
+use crate::sync::{self, CheckScope, DataCheck};
 
 /// Run `klsync drift`.
 pub fn run(args: &DriftArgs, output: &Output) -> Result<ExitStatus, Error> {
@@ -60,8 +61,12 @@ pub(crate) async fn drift_command(
     let read = async {
         let managed = managed_state(&store.managed().await?)?;
         // Its cost is printed before anything is read from Klaviyo.
-        let data = match args.data {
-            true => Some(check_data_syncs(&project, &store, &client, output).await?),
+        let scope = CheckScope {
+            profiles: args.data,
+            whole_lists: args.members,
+        };
+        let data = match args.data || args.members {
+            true => Some(check_data_syncs(&project, &store, &client, output, scope).await?),
             false => None,
         };
         let reading = output.progress().spinner("Reading Klaviyo");
@@ -84,24 +89,25 @@ pub(crate) async fn drift_command(
     })
 }
 
-/// The full check of the project's data syncs (`drift --data`, `plan --refresh=full`): prints
-/// its cost first (unless quiet), then reads back everything the syncs recorded.
+/// The full check of the project's data syncs (`drift --data`/`--members`, `plan
+/// --refresh=full`): prints its cost first (unless quiet), then reads back what `scope` says.
 pub(crate) async fn check_data_syncs(
     project: &Project,
     store: &StateStore,
     client: &KlaviyoClient,
     output: &Output,
+    scope: CheckScope,
 ) -> Result<DataCheck, Error> {
     let merged = project.merged();
     let lists = list_ids(&store.managed().await?);
-    let cost = sync::check_cost(&merged, &lists, store).await?;
+    let cost = sync::check_cost(&merged, &lists, store, scope).await?;
     if !output.quiet {
         eprintln!("{}", cost.sentence());
     }
     let reading = output
         .progress()
         .spinner("Reading back the data syncs from Klaviyo");
-    let check = sync::check_data(&merged, &lists, store, client).await;
+    let check = sync::check_data(&merged, &lists, store, client, scope).await;
     reading.finish_and_clear();
     Ok(check?)
 }

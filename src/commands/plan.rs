@@ -71,6 +71,7 @@ pub(crate) async fn plan_command(
                     &connection.store,
                     &connection.client,
                     output,
+                    crate::sync::CheckScope::FULL,
                 )
                 .await?,
             ),

@@ -244,6 +244,18 @@ impl KlaviyoClient {
         self.paginate::<Resource<WireImportErrorAttributes>, ImportError>(call)
     }
 
+    /// The profiles a bulk import job created or updated, with their identifiers only, 100 per
+    /// page [spec: page max 100]: one request per 100 profiles of the job.
+    pub fn bulk_import_job_profiles(&self, job_id: &str) -> ApiStream<Profile> {
+        let call = Call::new(
+            Operation::GetProfilesForBulkImportProfilesJob,
+            path(&["profile-bulk-import-jobs", job_id, "profiles"]),
+        )
+        .query("fields[profile]", "email,external_id,phone_number")
+        .query("page[size]", "100");
+        self.paginate::<Resource<ProfileData>, Profile>(call)
+    }
+
     // ---- lists ------------------------------------------------------------------------------
 
     /// Every list, 10 per page; with `include_tags`, each list carries its tag ids.

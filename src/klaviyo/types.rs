@@ -105,6 +105,8 @@ pub enum ProfileIdentifier {
     ExternalId,
     /// `phone_number` (E.164)
     PhoneNumber,
+    /// `id`: the profile's Klaviyo id (`GET /api/profiles` filters by it [spec]; lookups only).
+    Id,
 }
 
 impl ProfileIdentifier {
@@ -114,6 +116,7 @@ impl ProfileIdentifier {
             ProfileIdentifier::Email => "email",
             ProfileIdentifier::ExternalId => "external_id",
             ProfileIdentifier::PhoneNumber => "phone_number",
+            ProfileIdentifier::Id => "id",
         }
     }
 }

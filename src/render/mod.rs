@@ -179,6 +179,7 @@ mod tests {
             add_sample: vec![],
             remove_sample: vec![],
             rejected_sample: vec![],
+            pending_removal_sample: vec![],
             max_removals: None,
             exceeds_max_removals: false,
             requests: Default::default(),

@@ -216,6 +216,27 @@ pub struct SyncMemberRecord {
     pub profile_id: Option<String>,
     /// How it came to be recorded.
     pub origin: MemberOrigin,
+    /// Mirror mode had to remove it, and the last apply could not: it stays recorded, and every
+    /// apply tries again (`None` for every member not being removed).
+    pub removal_pending: Option<PendingRemoval>,
+}
+
+/// Why a removal klsync owes is still pending, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRemoval {
+    /// What stopped it, for the plan and the report.
+    pub reason: String,
+    /// When an apply last tried.
+    pub tried_at: chrono::DateTime<Utc>,
+}
+
+/// A member klsync removed from a list (`sync_list_removals`), for `klsync drift --members`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedMember {
+    /// The normalised identifier.
+    pub identifier: String,
+    /// The profile id klsync removed.
+    pub profile_id: Option<String>,
 }
 
 /// How a list member came to be in klsync's record.
@@ -541,28 +562,43 @@ impl StateStore {
 
     /// Every member klsync recorded for a list: those it added, sent, or found already there.
     pub async fn sync_members(&self, list_key: &str) -> Result<Vec<SyncMemberRecord>, StateError> {
-        const SQL: &str = "SELECT m.identifier, m.profile_id, m.preexisting, m.send_id, s.job_id \
+        const SQL: &str = "SELECT m.identifier, m.profile_id, m.preexisting, m.send_id, s.job_id, \
+                           m.removal_pending, m.removal_tried_at \
                            FROM sync_list_members m \
                            LEFT JOIN sync_member_sends s ON s.send_id = m.send_id \
                            WHERE m.list_key = $1 ORDER BY m.identifier";
-        type Row = (String, Option<String>, bool, Option<String>, Option<String>);
+        type Row = (
+            String,
+            Option<String>,
+            bool,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<chrono::DateTime<Utc>>,
+        );
         let rows: Vec<Row> =
             on_backend!(self, pool => sqlx::query_as(SQL).bind(list_key).fetch_all(pool).await)
                 .map_err(StateError::query("read list members added by klsync"))?;
         Ok(rows
             .into_iter()
-            .map(|(identifier, profile_id, preexisting, send_id, job_id)| {
-                let origin = match (send_id, preexisting) {
-                    (Some(send_id), _) => MemberOrigin::Sent { send_id, job_id },
-                    (None, true) => MemberOrigin::Preexisting,
-                    (None, false) => MemberOrigin::Added,
-                };
-                SyncMemberRecord {
-                    identifier,
-                    profile_id,
-                    origin,
-                }
-            })
+            .map(
+                |(identifier, profile_id, preexisting, send_id, job_id, reason, tried_at)| {
+                    let origin = match (send_id, preexisting) {
+                        (Some(send_id), _) => MemberOrigin::Sent { send_id, job_id },
+                        (None, true) => MemberOrigin::Preexisting,
+                        (None, false) => MemberOrigin::Added,
+                    };
+                    SyncMemberRecord {
+                        identifier,
+                        profile_id,
+                        origin,
+                        removal_pending: reason.map(|reason| PendingRemoval {
+                            reason,
+                            tried_at: tried_at.unwrap_or_default(),
+                        }),
+                    }
+                },
+            )
             .collect())
     }
 
@@ -583,6 +619,7 @@ impl StateStore {
     /// [`MemberOrigin::Sent`]. A member klsync added or sent stays klsync's even if recorded
     /// again as preexisting (an add that was sent, then found on the list, is klsync's), and a
     /// preexisting one becomes klsync's once klsync sends it (it had left the list in between).
+    /// A member recorded again is wanted on the list: a removal pending for it is dropped.
     pub async fn record_sync_members(
         &self,
         list_key: &str,
@@ -606,7 +643,8 @@ impl StateStore {
                      VALUES {values} ON CONFLICT (list_key, identifier) DO UPDATE SET \
                      profile_id = COALESCE(excluded.profile_id, sync_list_members.profile_id), \
                      preexisting = excluded.preexisting AND sync_list_members.preexisting, \
-                     send_id = excluded.send_id"
+                     send_id = excluded.send_id, \
+                     removal_pending = NULL, removal_tried_at = NULL"
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for member in batch {
@@ -657,6 +695,7 @@ impl StateStore {
                     send_id: send_id.to_string(),
                     job_id: None,
                 },
+                removal_pending: None,
             })
             .collect();
         self.record_sync_members(list_key, &sent).await
@@ -763,6 +802,110 @@ impl StateStore {
             false,
         )
         .await
+    }
+
+    /// Members klsync removed from a list: forgotten as members, remembered as removed
+    /// (`sync_list_removals`, with the profile id removed), in one transaction.
+    pub async fn record_member_removals(
+        &self,
+        list_key: &str,
+        removed: &[RemovedMember],
+    ) -> Result<(), StateError> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        const COLUMNS: usize = 4;
+        let now = Utc::now();
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            for batch in removed.chunks(READ_BATCH) {
+                let values = (0..batch.len())
+                    .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "INSERT INTO sync_list_removals (list_key, identifier, profile_id, removed_at) \
+                     VALUES {values} ON CONFLICT (list_key, identifier) DO UPDATE SET \
+                     profile_id = excluded.profile_id, removed_at = excluded.removed_at"
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for member in batch {
+                    query = query
+                        .bind(list_key)
+                        .bind(&member.identifier)
+                        .bind(member.profile_id.as_deref())
+                        .bind(now);
+                }
+                query.execute(&mut *tx).await.map_err(StateError::query("record removed list members"))?;
+                let sql = format!(
+                    "DELETE FROM sync_list_members WHERE list_key = $1 AND identifier IN ({})",
+                    placeholders(2, batch.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(list_key);
+                for member in batch {
+                    query = query.bind(&member.identifier);
+                }
+                query.execute(&mut *tx).await.map_err(StateError::query("forget removed list members"))?;
+            }
+            tx.commit().await.map_err(StateError::query("commit removed list members"))
+        })?;
+        crate::crashpoint::after_state_write();
+        Ok(())
+    }
+
+    /// Members of a list whose removal mirror mode could not resolve: kept, with `reason` and
+    /// the time of this try, so that the plan and the report say so and the next apply tries
+    /// again. `None` clears it: the query returns them again, so klsync no longer owes it.
+    pub async fn record_pending_removals(
+        &self,
+        list_key: &str,
+        identifiers: &[String],
+        reason: Option<&str>,
+    ) -> Result<(), StateError> {
+        if identifiers.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            for batch in identifiers.chunks(READ_BATCH) {
+                let sql = format!(
+                    "UPDATE sync_list_members SET removal_pending = $2, removal_tried_at = $3 \
+                     WHERE list_key = $1 AND identifier IN ({})",
+                    placeholders(4, batch.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(list_key)
+                    .bind(reason)
+                    .bind(reason.map(|_| now));
+                for identifier in batch {
+                    query = query.bind(identifier);
+                }
+                query.execute(&mut *tx).await.map_err(StateError::query("record pending removals"))?;
+            }
+            tx.commit().await.map_err(StateError::query("commit pending removals"))
+        })?;
+        crate::crashpoint::after_state_write();
+        Ok(())
+    }
+
+    /// The members klsync removed from a list and has not recorded again since (klsync added
+    /// them back), sorted by identifier.
+    pub async fn removed_members(&self, list_key: &str) -> Result<Vec<RemovedMember>, StateError> {
+        const SQL: &str = "SELECT r.identifier, r.profile_id FROM sync_list_removals r \
+                           WHERE r.list_key = $1 AND NOT EXISTS (SELECT 1 FROM sync_list_members m \
+                           WHERE m.list_key = r.list_key AND m.identifier = r.identifier) \
+                           ORDER BY r.identifier";
+        let rows: Vec<(String, Option<String>)> =
+            on_backend!(self, pool => sqlx::query_as(SQL).bind(list_key).fetch_all(pool).await)
+                .map_err(StateError::query("read list members removed by klsync"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(identifier, profile_id)| RemovedMember {
+                identifier,
+                profile_id,
+            })
+            .collect())
     }
 
     async fn delete_keyed(

@@ -12,10 +12,15 @@
 //!   since the endpoint cannot filter by it), and those no longer on it are reported. Members an
 //!   apply sent without learning the outcome are not looked up: the next apply confirms them.
 //!
+//! With [`CheckScope::whole_lists`] (`klsync drift --members`), each list is read whole instead
+//! (`GET /api/lists/{id}/profiles`, 100 members a page, whatever its key), which also finds what
+//! lookups cannot: members klsync removed (`sync_list_removals`) that are on the list again, by
+//! profile id or identifier; recorded members are matched by profile id too, so a member whose
+//! email was changed in Klaviyo is not reported missing. Removals klsync owes but could not make
+//! (recorded with `removal_pending`) are reported as well.
+//!
 //! [`check_cost`] says what the check costs from klsync's records alone, before anything is
-//! read, so the commands can print it first. A member check for removals (members klsync
-//! believes it removed but that are still on the list) belongs here too, once removals that
-//! could not be resolved are recorded.
+//! read, so the commands can print it first.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -49,11 +54,31 @@ impl DataCheck {
     /// Whether anything differs from what klsync recorded.
     pub fn has_drift(&self) -> bool {
         self.profiles.iter().any(|p| !p.drift.is_empty())
-            || self
-                .memberships
-                .iter()
-                .any(|m| !m.missing.is_empty() || m.list_deleted)
+            || self.memberships.iter().any(|m| {
+                !m.missing.is_empty()
+                    || m.list_deleted
+                    || !m.back_on_list.is_empty()
+                    || !m.pending_removals.is_empty()
+            })
     }
+}
+
+/// What the check reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckScope {
+    /// Read back the `profiles:` syncs' recorded rows.
+    pub profiles: bool,
+    /// Read every list with `members:` whole, instead of looking its recorded members up: also
+    /// finds members klsync removed that are on the list again.
+    pub whole_lists: bool,
+}
+
+impl CheckScope {
+    /// `plan --refresh=full` and `drift --data`: profiles, and recorded members looked up.
+    pub const FULL: CheckScope = CheckScope {
+        profiles: true,
+        whole_lists: false,
+    };
 }
 
 /// What the full check found for one `profiles:` sync.
@@ -103,6 +128,14 @@ pub struct MembershipCheck {
     /// The list no longer exists in Klaviyo: nothing was looked up (the configuration plan
     /// creates it again, and its members are added anew).
     pub list_deleted: bool,
+    /// Members klsync removed that are on the list again (found by profile id or identifier),
+    /// sorted; only when the list was read whole (`drift --members`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub back_on_list: Vec<String>,
+    /// Removals klsync owes but could not make (see `docs/sync.md`), with the reason; only when
+    /// the list was read whole (`drift --members`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_removals: Vec<super::FailedRow>,
 }
 
 /// What the full check costs, known from klsync's records before anything is read.
@@ -110,9 +143,11 @@ pub struct MembershipCheck {
 pub struct CheckCost {
     /// Requests per operation (for lists read whole, the least: one per 100 recorded members).
     pub requests: BTreeMap<Operation, u64>,
-    /// Lists keyed by `external_id`, read whole: one more request per 100 members klsync did
-    /// not record.
+    /// Lists read whole (keyed by `external_id`, or all of them with
+    /// [`CheckScope::whole_lists`]): one more request per 100 members klsync did not record.
     pub read_whole: Vec<String>,
+    /// Every list is read whole because it was asked for (`drift --members`).
+    pub whole_lists: bool,
 }
 
 impl CheckCost {
@@ -154,9 +189,16 @@ impl CheckCost {
             } else {
                 ("are", "they are")
             };
+            let why = if self.whole_lists {
+                format!("{} {verb} read whole (--members)", lists.join(", "))
+            } else {
+                format!(
+                    "{} {verb} keyed by external_id, which Klaviyo cannot filter members by: {pronoun} read whole",
+                    lists.join(", ")
+                )
+            };
             sentence.push_str(&format!(
-                " {} {verb} keyed by external_id, which Klaviyo cannot filter members by: {pronoun} read whole, one more request per 100 members klsync did not add.",
-                lists.join(", ")
+                " {why}, one more request per 100 members klsync did not add."
             ));
         }
         sentence
@@ -169,9 +211,13 @@ pub async fn check_cost(
     manifest: &ManifestFile,
     list_ids: &BTreeMap<String, String>,
     store: &StateStore,
+    scope: CheckScope,
 ) -> Result<CheckCost, SyncError> {
-    let mut cost = CheckCost::default();
-    for spec in &manifest.profiles {
+    let mut cost = CheckCost {
+        whole_lists: scope.whole_lists,
+        ..CheckCost::default()
+    };
+    for spec in manifest.profiles.iter().filter(|_| scope.profiles) {
         let rows = store.sync_row_count(&spec.id).await?;
         *cost.requests.entry(Operation::GetProfiles).or_default() +=
             rows.div_ceil(PER_LOOKUP as u64);
@@ -184,10 +230,16 @@ pub async fn check_cost(
             continue;
         }
         let recorded = store.sync_member_count(&list.id).await?;
-        if members.identify_by == IdentifyBy::ExternalId {
+        let whole = scope.whole_lists || members.identify_by == IdentifyBy::ExternalId;
+        if whole {
             cost.read_whole.push(list.id.clone());
         }
-        let pages = member_lookup_requests(members.identify_by, recorded, recorded);
+        let pages = if scope.whole_lists {
+            // At least one page, even for a list klsync recorded nothing for.
+            recorded.div_ceil(PER_LOOKUP as u64).max(1)
+        } else {
+            member_lookup_requests(members.identify_by, recorded, recorded)
+        };
         *cost
             .requests
             .entry(Operation::GetProfilesForList)
@@ -198,15 +250,17 @@ pub async fn check_cost(
 }
 
 /// Read back from Klaviyo every profile and list member klsync recorded for `manifest`'s syncs
-/// (costs [`check_cost`]) and report what differs. Lists with no id in `list_ids` are skipped.
+/// (costs [`check_cost`]) and report what differs; `scope` says what is read. Lists with no id
+/// in `list_ids` are skipped.
 pub async fn check_data(
     manifest: &ManifestFile,
     list_ids: &BTreeMap<String, String>,
     store: &StateStore,
     client: &KlaviyoClient,
+    scope: CheckScope,
 ) -> Result<DataCheck, SyncError> {
     let mut check = DataCheck::default();
-    for spec in &manifest.profiles {
+    for spec in manifest.profiles.iter().filter(|_| scope.profiles) {
         check
             .profiles
             .push(check_profiles(&spec.id, spec.identify_by, store, client).await?);
@@ -215,9 +269,12 @@ pub async fn check_data(
         let (Some(members), Some(list_id)) = (&list.members, list_ids.get(&list.id)) else {
             continue;
         };
-        check
-            .memberships
-            .push(check_members(&list.id, list_id, members.identify_by, store, client).await?);
+        let found = if scope.whole_lists {
+            read_members(&list.id, list_id, members.identify_by, store, client).await?
+        } else {
+            check_members(&list.id, list_id, members.identify_by, store, client).await?
+        };
+        check.memberships.push(found);
     }
     Ok(check)
 }
@@ -326,21 +383,96 @@ async fn check_members(
         checked: recorded.len() as u64,
         missing: Vec::new(),
         list_deleted: false,
+        back_on_list: Vec::new(),
+        pending_removals: Vec::new(),
     };
-    let on_list = match members_on_list(client, list_id, identify_by, &recorded).await {
-        Ok(on_list) => on_list,
-        Err(SyncError::Api(error)) if error.status() == Some(404) => {
-            check.list_deleted = true;
-            check.checked = 0;
-            return Ok(check);
-        }
-        Err(error) => return Err(error),
+    let Some(on_list) =
+        list_or_deleted(members_on_list(client, list_id, identify_by, &recorded).await)?
+    else {
+        check.list_deleted = true;
+        check.checked = 0;
+        return Ok(check);
     };
     check.missing = recorded
         .into_iter()
         .filter(|identifier| !on_list.contains_key(identifier))
         .collect();
     check.missing.sort();
+    Ok(check)
+}
+
+/// A read of a list's members, or `None` when the list no longer exists (404).
+fn list_or_deleted<T>(read: Result<T, SyncError>) -> Result<Option<T>, SyncError> {
+    match read {
+        Ok(found) => Ok(Some(found)),
+        Err(SyncError::Api(error)) if error.status() == Some(404) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Read the list whole and compare it with what klsync recorded for it: recorded members not
+/// on it (by profile id or identifier), members klsync removed that are on it again, and the
+/// removals klsync owes but could not make.
+async fn read_members(
+    list_key: &str,
+    list_id: &str,
+    identify_by: IdentifyBy,
+    store: &StateStore,
+    client: &KlaviyoClient,
+) -> Result<MembershipCheck, SyncError> {
+    let recorded: Vec<crate::state::SyncMemberRecord> = store
+        .sync_members(list_key)
+        .await?
+        .into_iter()
+        .filter(|m| !matches!(m.origin, MemberOrigin::Sent { .. }))
+        .collect();
+    let removed = store.removed_members(list_key).await?;
+    let mut check = MembershipCheck {
+        list: list_key.to_string(),
+        checked: recorded.len() as u64,
+        missing: Vec::new(),
+        list_deleted: false,
+        back_on_list: Vec::new(),
+        pending_removals: Vec::new(),
+    };
+    // Streamed into two sets (ids, identifiers), so a list of millions never sits in memory as
+    // whole profiles.
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut identifiers: HashSet<String> = HashSet::new();
+    let read = client
+        .list_member_profiles(list_id)
+        .map_err(SyncError::from)
+        .try_for_each(|profile| {
+            if let Some(identifier) = super::identifier_of(identify_by, &profile.attributes) {
+                identifiers.insert(identifier);
+            }
+            ids.insert(profile.id);
+            futures::future::ready(Ok(()))
+        })
+        .await;
+    if list_or_deleted(read)?.is_none() {
+        check.list_deleted = true;
+        check.checked = 0;
+        return Ok(check);
+    }
+    let on_list = |identifier: &str, profile_id: Option<&str>| {
+        profile_id.is_some_and(|id| ids.contains(id)) || identifiers.contains(identifier)
+    };
+    for member in recorded {
+        if let Some(pending) = member.removal_pending {
+            check.pending_removals.push(super::FailedRow {
+                identifier: member.identifier,
+                reason: pending.reason,
+            });
+        } else if !on_list(&member.identifier, member.profile_id.as_deref()) {
+            check.missing.push(member.identifier);
+        }
+    }
+    check.back_on_list = removed
+        .into_iter()
+        .filter(|m| on_list(&m.identifier, m.profile_id.as_deref()))
+        .map(|m| m.identifier)
+        .collect();
     Ok(check)
 }
 
@@ -435,6 +567,7 @@ mod tests {
                 (Operation::GetProfilesForList, 2),
             ]),
             read_whole: Vec::new(),
+            whole_lists: false,
         };
         let sentence = exact.sentence();
         assert!(
@@ -446,6 +579,7 @@ mod tests {
         let bounded = CheckCost {
             requests: BTreeMap::from([(Operation::GetProfilesForList, 1)]),
             read_whole: vec!["vip".into()],
+            whole_lists: false,
         };
         let sentence = bounded.sentence();
         assert!(sentence.contains("at least 1 request(s)"), "{sentence}");

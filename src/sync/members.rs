@@ -21,16 +21,18 @@ use super::{
     SyncError,
 };
 use super::{check, diff, identify};
-use crate::klaviyo::{KlaviyoClient, Operation};
+use crate::klaviyo::{KlaviyoClient, Operation, ProfileIdentifier};
 use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec, QuerySpec};
 use crate::sql::QueryManager;
-use crate::state::{MemberOrigin, StateStore, SyncMemberRecord};
+use crate::state::{MemberOrigin, RemovedMember, StateStore, SyncMemberRecord};
 
 const WHAT: &str = "members of list";
 /// Profile ids per list relationship request [spec].
 const IDS_PER_REMOVE: u64 = 1_000;
 /// Identifiers per `any(...)` profile lookup.
 const IDS_PER_LOOKUP: u64 = 100;
+/// Profiles per page of a bulk import job's profiles [spec: page max 100].
+const JOB_PROFILES_PER_PAGE: u64 = 100;
 
 /// What an apply sends for one list; empty when planning.
 #[derive(Default)]
@@ -42,6 +44,8 @@ pub(super) struct MemberWork {
     removes: Vec<SyncMemberRecord>,
     /// Preexisting members that left the query: forgotten, never removed.
     stale: Vec<String>,
+    /// Members with a pending removal that the query returns again: klsync no longer owes it.
+    unpend: Vec<String>,
 }
 
 /// Records a list's adds in klsync's state before their bulk import job is sent, and the job
@@ -129,6 +133,13 @@ pub(super) async fn compute(
         .filter(|m| matches!(m.origin, MemberOrigin::Sent { .. }))
         .map(|m| diff::identifier_key(&m.identifier))
         .collect();
+    // Removals klsync still owes from an earlier apply.
+    let pending_keys: diff::KeySet = recorded
+        .iter()
+        .filter(|m| m.removal_pending.is_some())
+        .map(|m| diff::identifier_key(&m.identifier))
+        .collect();
+    let mut unpend = Vec::new();
     let klsyncs_keys: diff::KeySet = recorded
         .iter()
         .filter(|m| m.origin.is_klsyncs())
@@ -183,6 +194,9 @@ pub(super) async fn compute(
         let unconfirmed = unconfirmed_keys.contains(&key);
         if recorded_keys.contains(&key) && !unconfirmed && !missing_keys.contains(&key) && !resync {
             counts.unchanged += 1;
+            if keep_work && pending_keys.contains(&key) {
+                unpend.push(identifier);
+            }
         } else {
             counts.add += 1;
             counts.unconfirmed += u64::from(unconfirmed);
@@ -215,6 +229,21 @@ pub(super) async fn compute(
         .map(|m| m.identifier.clone())
         .collect();
     counts.remove = removes.len() as u64;
+    let pending: Vec<&SyncMemberRecord> = removes
+        .iter()
+        .filter(|m| m.removal_pending.is_some())
+        .collect();
+    counts.pending_removals = pending.len() as u64;
+    let pending_removal_sample: Vec<FailedRow> = pending
+        .iter()
+        .take(SAMPLE_SIZE)
+        .filter_map(|m| {
+            Some(FailedRow {
+                identifier: m.identifier.clone(),
+                reason: m.removal_pending.as_ref()?.reason.clone(),
+            })
+        })
+        .collect();
     let added_by_klsync = recorded.iter().filter(|m| m.origin.is_klsyncs()).count() as u64;
     let max_removals = spec
         .max_removals
@@ -229,6 +258,15 @@ pub(super) async fn compute(
             check::member_lookup_requests(spec.identify_by, counts.add, recorded.len() as u64),
         ),
         (Operation::BulkImportProfiles, add_jobs),
+        // Mirror mode records the profile ids of what it adds ([`record_profile_ids`]).
+        (
+            Operation::GetProfilesForBulkImportProfilesJob,
+            if spec.mode == MembershipMode::Mirror {
+                counts.add.div_ceil(JOB_PROFILES_PER_PAGE)
+            } else {
+                0
+            },
+        ),
         (Operation::GetBulkImportProfilesJob, add_jobs),
         (Operation::GetProfiles, lookups.div_ceil(IDS_PER_LOOKUP)),
         (
@@ -254,6 +292,7 @@ pub(super) async fn compute(
             .map(|m| m.identifier.clone())
             .collect(),
         rejected_sample,
+        pending_removal_sample,
         max_removals,
         exceeds_max_removals,
         requests: super::request_names(&requests),
@@ -267,6 +306,7 @@ pub(super) async fn compute(
             owned,
             removes,
             stale,
+            unpend,
         }
     } else {
         MemberWork::default()
@@ -296,6 +336,9 @@ pub(super) async fn apply(
     if !work.stale.is_empty() {
         store.forget_sync_members(list_key, &work.stale).await?;
     }
+    store
+        .record_pending_removals(list_key, &work.unpend, None)
+        .await?;
     if work.adds.is_empty() && work.removes.is_empty() {
         return Ok(report);
     }
@@ -362,11 +405,15 @@ pub(super) async fn apply(
         let chunk = &adds[range.clone()];
         let reason = match outcome {
             super::JobOutcome::Finished { job_ids, refused } => {
-                report.jobs.extend(job_ids);
                 let refused_here: Vec<String> = refused.keys().cloned().collect();
                 store
                     .settle_member_send(list_key, send_id, &refused_here)
                     .await?;
+                if spec.mode == MembershipMode::Mirror {
+                    let accepted = chunk.iter().filter(|id| !refused.contains_key(*id));
+                    record_profile_ids(list_key, spec, &job_ids, accepted, client, store).await?;
+                }
+                report.jobs.extend(job_ids);
                 report.added += chunk
                     .iter()
                     .filter(|identifier| !refused.contains_key(*identifier))
@@ -413,14 +460,41 @@ pub(super) async fn apply(
                 }
             }
         }
-        // A recorded member with no profile any more is no member either: just forget it.
-        let profile_ids: Vec<String> = ids.values().cloned().collect();
-        client
-            .remove_profiles_from_list(&list_id, &profile_ids)
+        // A member no profile id was found for may still be on the list (its identifier was
+        // changed in Klaviyo): kept, with the reason, and tried again by every apply, never
+        // forgotten as if removed.
+        let (removed, pending): (Vec<SyncMemberRecord>, Vec<SyncMemberRecord>) = work
+            .removes
+            .into_iter()
+            .partition(|m| ids.contains_key(&m.identifier));
+        let removed: Vec<RemovedMember> = removed
+            .into_iter()
+            .map(|m| RemovedMember {
+                profile_id: ids.get(&m.identifier).cloned(),
+                identifier: m.identifier,
+            })
+            .collect();
+        let profile_ids: Vec<String> = removed
+            .iter()
+            .filter_map(|m| m.profile_id.clone())
+            .collect();
+        remove_by_id(client, &list_id, &profile_ids).await?;
+        store.record_member_removals(list_key, &removed).await?;
+        report.removed = removed.len() as u64;
+        let reason = unresolved_removal(spec.identify_by);
+        let pending: Vec<String> = pending.into_iter().map(|m| m.identifier).collect();
+        store
+            .record_pending_removals(list_key, &pending, Some(&reason))
             .await?;
-        let forget: Vec<String> = work.removes.iter().map(|m| m.identifier.clone()).collect();
-        store.forget_sync_members(list_key, &forget).await?;
-        report.removed = forget.len() as u64;
+        report.removal_pending = pending.len() as u64;
+        report.removal_pending_sample = pending
+            .into_iter()
+            .take(SAMPLE_SIZE)
+            .map(|identifier| FailedRow {
+                identifier,
+                reason: reason.clone(),
+            })
+            .collect();
     }
 
     // Sends settled since (their members found on the list, or removed) are history.
@@ -433,6 +507,98 @@ pub(super) async fn apply(
         .map(|(identifier, reason)| FailedRow { identifier, reason })
         .collect();
     Ok(report)
+}
+
+/// Remove profiles from a list by id. The emulator refuses (400) a removal naming a profile that
+/// no longer exists, and the spec does not say what Klaviyo does; a profile deleted in Klaviyo
+/// (its id was recorded when klsync added it) is on no list, so on a refusal the ids still in
+/// use are looked up (`GET /api/profiles?filter=any(id,[...])`, 100 a request) and only those are
+/// removed. Removal is a set operation: repeating the batches that went through is harmless.
+async fn remove_by_id(
+    client: &KlaviyoClient,
+    list_id: &str,
+    profile_ids: &[String],
+) -> Result<(), SyncError> {
+    let refusal = match client.remove_profiles_from_list(list_id, profile_ids).await {
+        Ok(()) => return Ok(()),
+        Err(error) if error.status() == Some(400) => error,
+        Err(error) => return Err(error.into()),
+    };
+    let existing: Vec<String> = client
+        .find_profiles_by(ProfileIdentifier::Id, profile_ids)
+        .await?
+        .into_iter()
+        .map(|profile| profile.id)
+        .collect();
+    if existing.len() == profile_ids.len() {
+        // Every profile exists: the refusal was about something else.
+        return Err(refusal.into());
+    }
+    Ok(client.remove_profiles_from_list(list_id, &existing).await?)
+}
+
+/// Record the profile ids of a finished job's accepted adds (`accepted`), read from the profiles
+/// its jobs created or updated (one request per 100), so that mirror mode removes them by id
+/// later, whatever happens to their identifier in Klaviyo meanwhile. Only mirror mode removes,
+/// so only it pays for this. A failed read is not an apply failure: those members stay without
+/// an id and are looked up by identifier when removed, as before.
+async fn record_profile_ids(
+    list_key: &str,
+    spec: &MembershipSpec,
+    job_ids: &[String],
+    accepted: impl Iterator<Item = &String>,
+    client: &KlaviyoClient,
+    store: &StateStore,
+) -> Result<(), SyncError> {
+    use futures::TryStreamExt;
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for job_id in job_ids {
+        let mut profiles = client.bulk_import_job_profiles(job_id);
+        loop {
+            match profiles.try_next().await {
+                Ok(Some(profile)) => {
+                    if let Some(identifier) =
+                        super::identifier_of(spec.identify_by, &profile.attributes)
+                    {
+                        ids.insert(identifier, profile.id);
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(
+                        list = list_key,
+                        job = %job_id,
+                        %error,
+                        "could not read the profiles of a bulk import job: their ids stay \
+                         unknown, and mirror mode looks them up by identifier to remove them"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    let members: Vec<SyncMemberRecord> = accepted
+        .filter_map(|identifier| {
+            Some(SyncMemberRecord {
+                identifier: identifier.clone(),
+                profile_id: Some(ids.get(identifier)?.clone()),
+                origin: MemberOrigin::Added,
+                removal_pending: None,
+            })
+        })
+        .collect();
+    Ok(store.record_sync_members(list_key, &members).await?)
+}
+
+/// Why a recorded member could not be removed: no profile id recorded for it, and none found by
+/// its identifier.
+fn unresolved_removal(identify_by: crate::manifest::types::IdentifyBy) -> String {
+    let field = super::identifier_field(identify_by);
+    format!(
+        "no profile id recorded and no profile in Klaviyo has this {field}: if its {field} was \
+         changed in Klaviyo, it is still on the list; kept and tried again by every apply \
+         (`klsync drift --members` reads the list)"
+    )
 }
 
 /// Why an add whose job's outcome klsync did not learn is not simply retried.
@@ -465,6 +631,7 @@ async fn split_existing(
                 identifier,
                 profile_id: Some(profile_id.clone()),
                 origin: MemberOrigin::Preexisting,
+                removal_pending: None,
             }),
             None => to_add.push(identifier),
         }

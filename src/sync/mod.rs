@@ -49,7 +49,9 @@ use crate::manifest::types::{IdentifyBy, ManifestFile, MembershipMode, OnMissing
 use crate::sql::{QueryManager, SqlError};
 use crate::state::{StateError, StateStore};
 
-pub use check::{CheckCost, DataCheck, MembershipCheck, ProfileCheck, check_cost, check_data};
+pub use check::{
+    CheckCost, CheckScope, DataCheck, MembershipCheck, ProfileCheck, check_cost, check_data,
+};
 pub use diff::FieldChange;
 pub use render::{check_summary, render_check, render_report, render_text, render_text_sampled};
 
@@ -364,6 +366,9 @@ pub struct MembershipPlan {
     pub remove_sample: Vec<String>,
     /// Some rejected rows.
     pub rejected_sample: Vec<RejectedRow>,
+    /// Some of the removals an earlier apply could not make, with why (planned again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_removal_sample: Vec<FailedRow>,
     /// The removal limit resolved to a count (a percentage applies to the members klsync added).
     pub max_removals: Option<u64>,
     /// Removals exceed the limit: apply refuses without `--force`.
@@ -401,6 +406,10 @@ pub struct MembershipCounts {
     /// those it finds there as added by klsync.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unconfirmed: u64,
+    /// Of the removals, members an earlier apply could not remove (no profile id recorded, and
+    /// none found by their identifier): still recorded, planned again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending_removals: u64,
 }
 
 fn is_zero(count: &u64) -> bool {
@@ -431,6 +440,7 @@ impl MembershipCounts {
             ("rejected", self.rejected),
             ("duplicate", self.duplicates),
             ("to confirm", self.unconfirmed),
+            ("removal(s) pending", self.pending_removals),
         ]
     }
 }
@@ -475,9 +485,14 @@ pub struct DataApplyReport {
 }
 
 impl DataApplyReport {
-    /// Whether some rows or members failed (they are retried by the next apply).
+    /// Whether some rows or members failed, or some removals could not be made (all are
+    /// retried by the next apply).
     pub fn has_failures(&self) -> bool {
-        self.profiles.iter().any(|p| p.failed > 0) || self.memberships.iter().any(|m| m.failed > 0)
+        self.profiles.iter().any(|p| p.failed > 0)
+            || self
+                .memberships
+                .iter()
+                .any(|m| m.failed > 0 || m.removal_pending > 0)
     }
 }
 
@@ -519,12 +534,17 @@ pub struct MembershipReport {
     pub failed: u64,
     /// Some failed adds, with Klaviyo's reason.
     pub failed_sample: Vec<FailedRow>,
+    /// Removals klsync could not make (no profile id recorded, none found by the identifier):
+    /// kept in klsync's record, with the reason, and tried again by the next apply.
+    pub removal_pending: u64,
+    /// Some of them, with the reason.
+    pub removal_pending_sample: Vec<FailedRow>,
     /// The bulk import jobs created.
     pub jobs: Vec<String>,
 }
 
-/// A row Klaviyo refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+/// A row Klaviyo refused, or a member klsync could not remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FailedRow {
     /// The normalised identifier.
     pub identifier: String,

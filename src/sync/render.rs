@@ -110,6 +110,16 @@ pub fn render_text_sampled(plan: &DataPlan, sample: usize, fields: bool) -> Stri
                 c.unconfirmed
             );
         }
+        if c.pending_removals > 0 {
+            let _ = writeln!(
+                out,
+                "  {} of the removals could not be resolved last time: planned again",
+                c.pending_removals
+            );
+            for row in &list.pending_removal_sample {
+                let _ = writeln!(out, "  ? {}: {}", row.identifier, row.reason);
+            }
+        }
         if list.exceeds_max_removals {
             let _ = writeln!(
                 out,
@@ -229,6 +239,28 @@ pub fn render_check(check: &DataCheck) -> String {
                 format!("  {identifier}")
             });
         }
+        if !list.back_on_list.is_empty() {
+            let _ = writeln!(
+                out,
+                "+ lists.{}.members: {} member(s) klsync removed are on the list again",
+                list.list,
+                list.back_on_list.len()
+            );
+            sampled_lines(&mut out, &list.back_on_list, |identifier| {
+                format!("  {identifier}")
+            });
+        }
+        if !list.pending_removals.is_empty() {
+            let _ = writeln!(
+                out,
+                "? lists.{}.members: {} removal(s) klsync could not make (kept, tried again by every apply)",
+                list.list,
+                list.pending_removals.len()
+            );
+            sampled_lines(&mut out, &list.pending_removals, |row| {
+                format!("  {}: {}", row.identifier, row.reason)
+            });
+        }
     }
     out
 }
@@ -247,14 +279,29 @@ pub fn check_summary(check: &DataCheck) -> String {
         .sum();
     let missing: usize = check.memberships.iter().map(|m| m.missing.len()).sum();
     let deleted = check.memberships.iter().filter(|m| m.list_deleted).count();
-    format!(
-        "{drifted} of {profiles} profile(s) changed, {missing} of {members} list member(s) missing{}",
-        if deleted > 0 {
-            format!(", {deleted} list(s) deleted")
-        } else {
-            String::new()
+    let back: usize = check.memberships.iter().map(|m| m.back_on_list.len()).sum();
+    let pending: usize = check
+        .memberships
+        .iter()
+        .map(|m| m.pending_removals.len())
+        .sum();
+    // `drift --members` alone checks no profiles: nothing to say about them.
+    let mut summary = if check.profiles.is_empty() {
+        String::new()
+    } else {
+        format!("{drifted} of {profiles} profile(s) changed, ")
+    };
+    summary.push_str(&format!("{missing} of {members} list member(s) missing"));
+    for (count, what) in [
+        (back, "removed member(s) on the list again"),
+        (pending, "removal(s) pending"),
+        (deleted, "list(s) deleted"),
+    ] {
+        if count > 0 {
+            summary.push_str(&format!(", {count} {what}"));
         }
-    )
+    }
+    summary
 }
 
 /// What an apply did, for a terminal.
@@ -298,8 +345,20 @@ pub fn render_report(report: &DataApplyReport) -> String {
         for row in &list.failed_sample {
             let _ = writeln!(out, "  ! {}: {}", row.identifier, row.reason);
         }
+        if list.removal_pending > 0 {
+            let _ = writeln!(
+                out,
+                "  {} removal(s) could not be resolved: kept in klsync's record, tried again by the next apply",
+                list.removal_pending
+            );
+            for row in &list.removal_pending_sample {
+                let _ = writeln!(out, "  ? {}: {}", row.identifier, row.reason);
+            }
+        }
     }
-    if report.has_failures() {
+    if report.profiles.iter().any(|p| p.failed > 0)
+        || report.memberships.iter().any(|m| m.failed > 0)
+    {
         out.push_str("failed rows were not recorded: the next apply sends them again\n");
     }
     for drift in &report.drift {
@@ -370,6 +429,7 @@ mod tests {
                 add_sample: vec!["n@x.com".into()],
                 remove_sample: vec!["o@x.com".into()],
                 rejected_sample: Vec::new(),
+                pending_removal_sample: Vec::new(),
                 max_removals: Some(2),
                 exceeds_max_removals: true,
                 requests: BTreeMap::new(),
@@ -393,6 +453,71 @@ mod tests {
             "lists.vip.members (3 rows): +1 add, -3 remove",
             "3 removals exceed max_removals (2)",
             "bulk_import_profiles: 2",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn removals_klsync_could_not_make_are_shown_with_their_reason_everywhere() {
+        use crate::sync::{FailedRow, MembershipCheck, MembershipReport};
+        let pending = FailedRow {
+            identifier: "c@x.com".into(),
+            reason: "no profile has this email".into(),
+        };
+        let mut planned = plan();
+        planned.memberships[0].counts.pending_removals = 1;
+        planned.memberships[0].pending_removal_sample = vec![pending.clone()];
+        let text = render_text(&planned);
+        for expected in [
+            "  1 of the removals could not be resolved last time: planned again\n",
+            "  ? c@x.com: no profile has this email\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing in\n{text}");
+        }
+        let report = DataApplyReport {
+            memberships: vec![MembershipReport {
+                list: "vip".into(),
+                removed: 2,
+                removal_pending: 1,
+                removal_pending_sample: vec![pending.clone()],
+                ..MembershipReport::default()
+            }],
+            ..DataApplyReport::default()
+        };
+        assert!(report.has_failures(), "the apply is partial");
+        let text = render_report(&report);
+        assert!(text.contains("-2 removed, 0 failed"), "{text}");
+        assert!(
+            text.contains("1 removal(s) could not be resolved"),
+            "{text}"
+        );
+        assert!(
+            text.contains("? c@x.com: no profile has this email"),
+            "{text}"
+        );
+        assert!(!text.contains("failed rows were not recorded"), "{text}");
+        let check = DataCheck {
+            profiles: Vec::new(),
+            memberships: vec![MembershipCheck {
+                list: "vip".into(),
+                checked: 4,
+                missing: vec!["a@x.com".into()],
+                list_deleted: false,
+                back_on_list: vec!["b@x.com".into()],
+                pending_removals: vec![pending],
+            }],
+        };
+        assert!(check.has_drift());
+        assert_eq!(
+            check_summary(&check),
+            "1 of 4 list member(s) missing, 1 removed member(s) on the list again, 1 removal(s) pending"
+        );
+        let text = render_check(&check);
+        for expected in [
+            "+ lists.vip.members: 1 member(s) klsync removed are on the list again\n    b@x.com\n",
+            "? lists.vip.members: 1 removal(s) klsync could not make",
+            "    c@x.com: no profile has this email\n",
         ] {
             assert!(text.contains(expected), "{expected:?} missing in\n{text}");
         }

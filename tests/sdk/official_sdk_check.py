@@ -106,6 +106,7 @@ for _ in range(100):
         break
     time.sleep(0.1)
 call("get_errors_for_bulk_import_profiles_job", klaviyo.Profiles.get_errors_for_bulk_import_profiles_job, job)
+call("get_profiles_for_bulk_import_profiles_job", klaviyo.Profiles.get_profiles_for_bulk_import_profiles_job, job)
 
 call("delete_segment", klaviyo.Segments.delete_segment, seg)
 call("delete_list", klaviyo.Lists.delete_list, lst)

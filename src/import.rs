@@ -716,7 +716,18 @@ impl Importer<'_> {
         let ids = self.assign_ids(ResourceKind::Segment, &candidates);
         for ((live_id, _), key) in candidates.iter().zip(ids) {
             let segment = &live.segments[*live_id];
-            let definition = normalize_definition(&segment.definition);
+            // Lists imported with the segment are named by their manifest id, as a user writes
+            // them; plan resolves them back to the same Klaviyo ids.
+            let list_keys: BTreeMap<&str, &str> = self
+                .resources
+                .iter()
+                .filter(|(key, _)| key.kind == ResourceKind::List)
+                .map(|(key, id)| (id.as_str(), key.key.as_str()))
+                .collect();
+            let definition = plan::references::with_manifest_ids(
+                &normalize_definition(&segment.definition),
+                |id| list_keys.get(id).map(|key| (*key).to_owned()),
+            );
             let checked = self
                 .tag_refs(&segment.tag_ids)
                 .and_then(|tags| definition_problem(&key, &definition).map_or(Ok(tags), Err));

@@ -175,6 +175,13 @@ fn seed_account(state: &mut State) -> Seeded {
         .expect("link");
     let big_spenders = state.create_segment("Big spenders", definition(500), false);
     let anchor = state.create_segment("&anchor", definition(100), true);
+    // A segment of members of an imported list: import names the list by its manifest id.
+    state.create_segment(
+        "Members of 123",
+        json!({"condition_groups": [{"conditions": [{"type": "profile-group-membership",
+            "is_member": true, "group_ids": [ids[6].clone()]}]}]}),
+        false,
+    );
     state
         .tag_resources(&vip, Taggable::Segment, std::slice::from_ref(&big_spenders))
         .expect("link");
@@ -249,6 +256,11 @@ async fn import_then_plan_is_empty_and_drift_finds_each_hand_change(backend: Bac
         assert!(lists.contains(line), "{line:?} in {lists}");
     }
     assert!(!read(&dir, "tags.yaml").contains("a/b"));
+    let segments = read(&dir, "segments.yaml");
+    assert!(
+        !segments.contains(&seeded.number_list) && segments.contains("- '123'\n"),
+        "the list is named by its manifest id: {segments}"
+    );
 
     ok(&setup.in_project(&["validate"]).await, 0);
     let plan = setup.in_project(&["plan", "--detailed-exitcode"]).await;

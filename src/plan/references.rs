@@ -78,6 +78,20 @@ pub fn substitute(value: &mut Value, ids: &BTreeMap<String, String>) -> Result<b
     Ok(replaced)
 }
 
+/// The inverse, for `klsync import`: each Klaviyo list id in `definition` that `key_of` knows
+/// (a list imported with it) written as that list's manifest id, so the imported manifests
+/// refer to each other as a user would write them.
+pub fn with_manifest_ids(definition: &Value, key_of: impl Fn(&str) -> Option<String>) -> Value {
+    let mut named = definition.clone();
+    let _ = for_each_group_id(&mut named, &mut |entry| {
+        if let Some(key) = key_of(entry) {
+            *entry = key;
+        }
+        Ok::<(), String>(())
+    });
+    named
+}
+
 /// Whether `value` holds a placeholder anywhere in its `group_ids`.
 pub fn has_placeholder(value: &Value) -> bool {
     let mut copy = value.clone();
@@ -180,6 +194,15 @@ mod tests {
         let (mut waiting, _) = resolve_for_plan(&definition(json!(["fresh"])), targets);
         let err = substitute(&mut waiting, &BTreeMap::new()).unwrap_err();
         assert!(err.contains("list.fresh has no Klaviyo id"), "{err}");
+    }
+
+    #[test]
+    fn import_writes_the_manifest_ids_of_lists_it_knows() {
+        let key_of = |id: &str| (id == "XyZ123").then(|| "vip".to_owned());
+        assert_eq!(
+            with_manifest_ids(&definition(json!(["XyZ123", "AbC999"])), key_of),
+            definition(json!(["vip", "AbC999"]))
+        );
     }
 
     #[test]

@@ -138,6 +138,20 @@ pub struct MembershipCheck {
     pub pending_removals: Vec<super::FailedRow>,
 }
 
+impl MembershipCheck {
+    /// A check of `list` over `checked` recorded members that has found nothing yet.
+    fn of(list: &str, checked: usize) -> Self {
+        MembershipCheck {
+            list: list.to_string(),
+            checked: checked as u64,
+            missing: Vec::new(),
+            list_deleted: false,
+            back_on_list: Vec::new(),
+            pending_removals: Vec::new(),
+        }
+    }
+}
+
 /// What the full check costs, known from klsync's records before anything is read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CheckCost {
@@ -378,14 +392,7 @@ async fn check_members(
         .filter(|m| !matches!(m.origin, MemberOrigin::Sent { .. }))
         .map(|m| m.identifier)
         .collect();
-    let mut check = MembershipCheck {
-        list: list_key.to_string(),
-        checked: recorded.len() as u64,
-        missing: Vec::new(),
-        list_deleted: false,
-        back_on_list: Vec::new(),
-        pending_removals: Vec::new(),
-    };
+    let mut check = MembershipCheck::of(list_key, recorded.len());
     let Some(on_list) =
         list_or_deleted(members_on_list(client, list_id, identify_by, &recorded).await)?
     else {
@@ -427,14 +434,7 @@ async fn read_members(
         .filter(|m| !matches!(m.origin, MemberOrigin::Sent { .. }))
         .collect();
     let removed = store.removed_members(list_key).await?;
-    let mut check = MembershipCheck {
-        list: list_key.to_string(),
-        checked: recorded.len() as u64,
-        missing: Vec::new(),
-        list_deleted: false,
-        back_on_list: Vec::new(),
-        pending_removals: Vec::new(),
-    };
+    let mut check = MembershipCheck::of(list_key, recorded.len());
     // Streamed into two sets (ids, identifiers), so a list of millions never sits in memory as
     // whole profiles.
     let mut ids: HashSet<String> = HashSet::new();

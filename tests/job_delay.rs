@@ -8,9 +8,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
+use klsync::emulator::{EmulatorConfig, RateLimitMode};
 use serde_json::json;
-use support::project::{Finished, TempProject, klsync, run};
+use support::scenario::Scenario;
 
 const PROJECT: &str = "\
 lists:
@@ -35,59 +35,14 @@ queries:
 
 const JOB_DELAY: Duration = Duration::from_secs(2);
 
-struct Setup {
-    emulator: EmulatorHandle,
-    project: TempProject,
-    files: tempfile::TempDir,
-}
-
-impl Setup {
-    fn data_url(&self) -> String {
-        format!(
-            "sqlite://{}?mode=rwc",
-            self.files.path().join("shop.db").display()
-        )
-    }
-
-    async fn data(&self, sql: &str) {
-        let pool = sqlx::SqlitePool::connect(&self.data_url())
-            .await
-            .expect("data");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&pool)
-            .await
-            .expect("data SQL");
-        pool.close().await;
-    }
-
-    fn run(&self, args: &[&str]) -> Finished {
-        run(klsync()
-            .args(args)
-            .arg("-C")
-            .arg(self.project.path())
-            .env("KLAVIYO_API_KEY", "pk_emulator")
-            .env("KLAVIYO_BASE_URL", &self.emulator.base_url)
-            .env(
-                "KLSYNC_STATE_URL",
-                format!("sqlite://{}", self.files.path().join("state.db").display()),
-            )
-            .env("DATABASE_URL", self.data_url()))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_jobs_are_followed_to_their_end_and_everything_still_converges() {
-    let setup = Setup {
-        emulator: emulator::start(EmulatorConfig {
-            rate_limits: RateLimitMode::Off,
-            job_delay: JOB_DELAY,
-            ..EmulatorConfig::default()
-        })
-        .await
-        .expect("start the emulator"),
-        project: TempProject::new(&[("shop.yaml", PROJECT)]),
-        files: tempfile::tempdir().expect("tempdir"),
+    let config = EmulatorConfig {
+        rate_limits: RateLimitMode::Off,
+        job_delay: JOB_DELAY,
+        ..EmulatorConfig::default()
     };
+    let setup = Scenario::start(config, &[("shop.yaml", PROJECT)]).await;
     setup
         .data(
             "CREATE TABLE customers (email TEXT, spend INTEGER);
@@ -140,7 +95,7 @@ async fn slow_jobs_are_followed_to_their_end_and_everything_still_converges() {
         drift.stdout
     );
     // Restored through a saved plan of the full check.
-    let saved = setup.files.path().join("plan.json");
+    let saved = setup.scratch("plan.json");
     let saved = saved.to_str().expect("utf-8");
     let plan = setup.run(&[
         "plan",

@@ -4,8 +4,8 @@
 
 mod support;
 
-use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
-use support::project::{Finished, TempProject, klsync, run};
+use klsync::emulator::{self, EmulatorConfig, RateLimitMode};
+use support::scenario::Scenario;
 
 const FULL: &str = "pk_full_access";
 const READ_ONLY: &str = "pk_read_only";
@@ -29,43 +29,23 @@ segments:
               filter: {type: numeric, operator: greater-than, value: 100}
 ";
 
-async fn emulator() -> EmulatorHandle {
-    emulator::start(EmulatorConfig {
+async fn scenario() -> Scenario {
+    let config = EmulatorConfig {
         rate_limits: RateLimitMode::Off,
         api_keys: vec![
             FULL.to_owned(),
             format!("{READ_ONLY}:lists:read,segments:read,tags:read"),
         ],
         ..EmulatorConfig::default()
-    })
-    .await
-    .expect("start the emulator")
-}
-
-fn klsync_with(
-    emulator: &EmulatorHandle,
-    project: &TempProject,
-    key: &str,
-    args: &[&str],
-) -> Finished {
-    run(klsync()
-        .args(args)
-        .arg("-C")
-        .arg(project.path())
-        .env("KLAVIYO_API_KEY", key)
-        .env("KLAVIYO_BASE_URL", &emulator.base_url)
-        .env(
-            "KLSYNC_STATE_URL",
-            format!("sqlite://{}/state.db", project.path().display()),
-        ))
+    };
+    Scenario::start(config, &[("shop.yaml", PROJECT)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_without_a_write_scope_plans_names_the_scopes_and_fails_naming_the_missing_one() {
-    let emulator = emulator().await;
-    let project = TempProject::new(&[("shop.yaml", PROJECT)]);
+    let setup = scenario().await;
 
-    let plan = klsync_with(&emulator, &project, READ_ONLY, &["plan"]);
+    let plan = setup.run_as(READ_ONLY, &["plan"]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     assert!(
         plan.stdout.contains(
@@ -75,12 +55,7 @@ async fn a_key_without_a_write_scope_plans_names_the_scopes_and_fails_naming_the
         "{}",
         plan.stdout
     );
-    let markdown = klsync_with(
-        &emulator,
-        &project,
-        READ_ONLY,
-        &["plan", "--format", "markdown"],
-    );
+    let markdown = setup.run_as(READ_ONLY, &["plan", "--format", "markdown"]);
     assert!(
         markdown
             .stdout
@@ -88,16 +63,11 @@ async fn a_key_without_a_write_scope_plans_names_the_scopes_and_fails_naming_the
         "{}",
         markdown.stdout
     );
-    let json = klsync_with(
-        &emulator,
-        &project,
-        READ_ONLY,
-        &["plan", "--format", "json"],
-    );
+    let json = setup.run_as(READ_ONLY, &["plan", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON plan");
     assert_eq!(json["scopes"][1], "lists:write", "{json}");
 
-    let apply = klsync_with(&emulator, &project, READ_ONLY, &["apply", "--auto-approve"]);
+    let apply = setup.run_as(READ_ONLY, &["apply", "--auto-approve"]);
     assert_ne!(apply.code, 0, "{}", apply.stderr);
     let hint = "create_tag_group needs an API key with the scope(s) tags:read, tags:write";
     assert!(
@@ -117,24 +87,18 @@ async fn a_key_without_a_write_scope_plans_names_the_scopes_and_fails_naming_the
         "{}",
         apply.stderr
     );
-    emulator.seed(|state| {
+    setup.emulator.seed(|state| {
         assert!(state.lists.is_empty() && state.segments.is_empty());
     });
 
     // The same project with a key that has every scope converges.
-    let apply = klsync_with(&emulator, &project, FULL, &["apply", "--auto-approve"]);
+    let apply = setup.run_as(FULL, &["apply", "--auto-approve"]);
     assert_eq!(apply.code, 0, "{}", apply.stderr);
-    let plan = klsync_with(&emulator, &project, FULL, &["plan", "--detailed-exitcode"]);
+    let plan = setup.run_as(FULL, &["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{}", plan.stdout);
     // A read-only key can still plan an empty change set.
-    let plan = klsync_with(
-        &emulator,
-        &project,
-        READ_ONLY,
-        &["plan", "--detailed-exitcode"],
-    );
+    let plan = setup.run_as(READ_ONLY, &["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
-    emulator.shutdown().await;
 }
 
 #[tokio::test]

@@ -8,9 +8,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use klsync::emulator::{self, EmulatorConfig, RateLimitMode};
+use klsync::emulator::{EmulatorConfig, RateLimitMode};
 use serde_json::Value;
-use support::project::{TempProject, klsync, run};
+use support::scenario::Scenario;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -120,12 +120,6 @@ fn every_example_validates_and_together_they_cover_every_condition_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_examples_apply_and_a_list_named_by_manifest_id_gets_its_new_id() {
-    let emulator = emulator::start(EmulatorConfig {
-        rate_limits: RateLimitMode::Off,
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("start the emulator");
     let blocks = examples();
     let named: Vec<(String, String)> = blocks
         .iter()
@@ -136,15 +130,12 @@ async fn the_examples_apply_and_a_list_named_by_manifest_id_gets_its_new_id() {
         .iter()
         .map(|(n, t)| (n.as_str(), t.as_str()))
         .collect();
-    let project = TempProject::new(&files);
-    let klsync_run = |args: &[&str]| {
-        run(klsync()
-            .args(args)
-            .arg("-C")
-            .arg(project.path())
-            .env("KLAVIYO_API_KEY", "pk_emulator")
-            .env("KLAVIYO_BASE_URL", &emulator.base_url))
+    let config = EmulatorConfig {
+        rate_limits: RateLimitMode::Off,
+        ..EmulatorConfig::default()
     };
+    let setup = Scenario::start(config, &files).await;
+    let klsync_run = |args: &[&str]| setup.run(args);
 
     let plan = klsync_run(&["plan"]);
     assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
@@ -158,7 +149,7 @@ async fn the_examples_apply_and_a_list_named_by_manifest_id_gets_its_new_id() {
     let apply = klsync_run(&["apply", "--auto-approve"]);
     assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
 
-    let (newsletter, vip, members, not_vip) = emulator.seed(|state| {
+    let (newsletter, vip, members, not_vip) = setup.emulator.seed(|state| {
         let list = |name: &str| {
             state
                 .lists
@@ -197,7 +188,7 @@ async fn the_examples_apply_and_a_list_named_by_manifest_id_gets_its_new_id() {
 
     // Renaming the list keeps its id and the segment's reference: still nothing for the segment.
     let first = &named[0].1;
-    project.write(
+    setup.project.write(
         &named[0].0,
         &first.replace("name: Newsletter\n", "name: Weekly newsletter\n"),
     );

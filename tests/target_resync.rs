@@ -4,9 +4,10 @@
 
 mod support;
 
-use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
+use klsync::emulator::{EmulatorConfig, RateLimitMode};
 use serde_json::Value;
-use support::project::{Finished, TempProject, klsync, run};
+use support::project::Finished;
+use support::scenario::Scenario;
 
 const PROJECT: &str = "\
 tag_groups:
@@ -39,45 +40,27 @@ queries:
 ";
 
 struct Setup {
-    emulator: EmulatorHandle,
-    project: TempProject,
-    data_url: String,
+    scenario: Scenario,
 }
 
 impl Setup {
     async fn new() -> Setup {
-        let emulator = emulator::start(EmulatorConfig {
+        let config = EmulatorConfig {
             rate_limits: RateLimitMode::Off,
             ..EmulatorConfig::default()
-        })
-        .await
-        .expect("start the emulator");
-        let project = TempProject::new(&[("shop.yaml", PROJECT)]);
-        let data_url = format!("sqlite://{}/data.db?mode=rwc", project.path().display());
-        let pool = sqlx::SqlitePool::connect(&data_url).await.unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE customers (email TEXT NOT NULL, spend INTEGER NOT NULL);
-             INSERT INTO customers VALUES ('a@example.com', 5), ('b@example.com', 20);",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-        Setup {
-            emulator,
-            project,
-            data_url,
-        }
+        };
+        let scenario = Scenario::start(config, &[("shop.yaml", PROJECT)]).await;
+        scenario
+            .data(
+                "CREATE TABLE customers (email TEXT NOT NULL, spend INTEGER NOT NULL);
+                 INSERT INTO customers VALUES ('a@example.com', 5), ('b@example.com', 20);",
+            )
+            .await;
+        Setup { scenario }
     }
 
     fn klsync(&self, args: &[&str]) -> Finished {
-        run(klsync()
-            .args(args)
-            .arg("-C")
-            .arg(self.project.path())
-            .env("KLAVIYO_API_KEY", "pk_emulator")
-            .env("KLAVIYO_BASE_URL", &self.emulator.base_url)
-            .env("DATABASE_URL", &self.data_url))
+        self.scenario.run(args)
     }
 
     fn plan_json(&self, extra: &[&str]) -> Value {
@@ -89,7 +72,7 @@ impl Setup {
     }
 
     fn names(&self) -> (Vec<String>, Vec<String>, usize) {
-        self.emulator.seed(|state| {
+        self.scenario.emulator.seed(|state| {
             let mut lists: Vec<String> = state.lists.values().map(|l| l.name.clone()).collect();
             lists.sort();
             let mut segments: Vec<String> =
@@ -157,7 +140,7 @@ async fn a_target_brings_what_it_needs_and_nothing_else() {
     );
 
     // A saved targeted plan applies exactly that: the profile sync, nothing else.
-    let out = setup.project.path().join("profiles.plan.json");
+    let out = setup.scenario.project.path().join("profiles.plan.json");
     let saved = setup.klsync(&[
         "plan",
         "--target",
@@ -207,7 +190,7 @@ async fn resync_sends_every_row_again_after_the_account_was_wiped() {
     let applied = setup.klsync(&["apply", "--auto-approve"]);
     assert_eq!(applied.code, 0, "{}{}", applied.stdout, applied.stderr);
     let members = |setup: &Setup| {
-        setup.emulator.seed(|state| {
+        setup.scenario.emulator.seed(|state| {
             state
                 .lists
                 .values()
@@ -218,7 +201,7 @@ async fn resync_sends_every_row_again_after_the_account_was_wiped() {
     assert_eq!(members(&setup), 1);
 
     // Klaviyo loses the profiles' properties and the list's members; klsync cannot know.
-    setup.emulator.seed(|state| {
+    setup.scenario.emulator.seed(|state| {
         for profile in state.profiles.values_mut() {
             profile.attributes.remove("properties");
         }
@@ -246,7 +229,7 @@ async fn resync_sends_every_row_again_after_the_account_was_wiped() {
         "vip",
     ]);
     assert_eq!(resent.code, 0, "{}{}", resent.stdout, resent.stderr);
-    let spends: Vec<Value> = setup.emulator.seed(|state| {
+    let spends: Vec<Value> = setup.scenario.emulator.seed(|state| {
         state
             .profiles
             .values()

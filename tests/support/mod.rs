@@ -5,3 +5,4 @@ pub mod backend;
 pub mod openapi;
 pub mod project;
 pub mod recorder;
+pub mod scenario;

@@ -112,6 +112,7 @@ on_both_backends!(
     drift_data_reports_hand_edits_and_a_full_refresh_plan_restores_them,
     mirror_removal_goes_by_profile_id_and_one_it_cannot_resolve_is_kept_and_retried,
     drift_members_reads_the_lists_and_finds_removed_members_back_and_added_ones_gone,
+    a_list_created_again_forgets_the_members_klsync_removed_from_the_old_one,
 );
 
 fn definition(value: i64) -> Value {
@@ -1014,6 +1015,46 @@ impl MemberProject<'_> {
             .await
             .expect("update the profile");
     }
+}
+
+/// A list deleted in Klaviyo and created again by apply starts with no records: a member klsync
+/// removed from the old list and later added to the new one by hand is nobody's business of
+/// klsync's, not "back on the list".
+async fn a_list_created_again_forgets_the_members_klsync_removed_from_the_old_one(
+    backend: Backend,
+) {
+    let setup = Setup::new(backend).await;
+    let project = MemberProject::new(
+        &setup,
+        "mirror",
+        &["a@example.com", "b@example.com", "c@example.com"],
+    )
+    .await;
+    ok(&project.run(&["apply", "--auto-approve"]).await, 0);
+    project
+        .sql("DELETE FROM customers WHERE email = 'c@example.com'")
+        .await;
+    ok(&project.run(&["apply", "--auto-approve"]).await, 0);
+    let c = project.profile_id("c@example.com").await;
+
+    let old_list = project.list_id().await;
+    setup.seed(|state| assert!(state.delete_list(&old_list)));
+    ok(&project.run(&["apply", "--auto-approve"]).await, 0);
+    let new_list = project.list_id().await;
+    assert_ne!(new_list, old_list);
+    setup
+        .api()
+        .add_profiles_to_list(&new_list, std::slice::from_ref(&c))
+        .await
+        .expect("add by hand");
+
+    let drift = project.run(&["drift", "--members"]).await;
+    ok(&drift, 0);
+    assert!(
+        !drift.stdout.contains("on the list again"),
+        "{}",
+        drift.stdout
+    );
 }
 
 fn contains_all(finished: &Finished, expected: &[&str]) {

@@ -89,6 +89,7 @@ on_both!(
     unlock_refuses_another_run_and_an_empty_lock,
     sync_row_digest_is_read_while_exact_and_dropped_by_every_write,
     pending_removals_are_kept_with_their_reason_and_removals_remembered,
+    forgetting_the_members_of_a_list_forgets_its_removals_and_sends,
 );
 
 fn start(command: &str) -> RunStart {
@@ -706,6 +707,22 @@ async fn exec_raw(f: &Fixture, sql: &str) {
     }
 }
 
+/// The text column of a query run on the store's database behind klsync's back.
+async fn strings_raw(f: &Fixture, sql: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    match f.store.backend() {
+        StateBackend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&f.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        }
+        StateBackend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&f.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        }
+    }
+}
+
 async fn recorded_hashes(store: &StateStore, sync_id: &str) -> Vec<(String, [u8; 16])> {
     let mut seen = Vec::new();
     store
@@ -1262,4 +1279,50 @@ async fn pending_removals_are_kept_with_their_reason_and_removals_remembered(f: 
         "{members:?}"
     );
     assert!(store.removed_members("vip").await.unwrap().is_empty());
+}
+
+/// A list created again (the old one deleted outside klsync) starts with no records: its
+/// members, sends and removals are forgotten together, and other lists keep theirs.
+async fn forgetting_the_members_of_a_list_forgets_its_removals_and_sends(f: &Fixture) {
+    let store = &f.store;
+    let removed = |identifier: &str| RemovedMember {
+        identifier: identifier.into(),
+        profile_id: Some(format!("P-{identifier}")),
+    };
+    for key in ["vip", "other"] {
+        store
+            .record_sync_members(key, &[added("a@x.test", None), added("b@x.test", None)])
+            .await
+            .unwrap();
+        store
+            .record_member_removals(key, &[removed("a@x.test")])
+            .await
+            .unwrap();
+        store
+            .record_member_send(key, &format!("send-{key}"), &["c@x.test".into()])
+            .await
+            .unwrap();
+    }
+
+    store.forget_list_members("vip").await.unwrap();
+
+    assert!(store.sync_members("vip").await.unwrap().is_empty());
+    assert!(store.removed_members("vip").await.unwrap().is_empty());
+    // The send is gone too: its job's outcome says nothing about the new list.
+    let sends = "SELECT list_key FROM sync_member_sends ORDER BY list_key";
+    assert_eq!(strings_raw(f, sends).await, ["other"]);
+    let other: Vec<String> = store
+        .sync_members("other")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|member| member.identifier)
+        .collect();
+    assert_eq!(other, ["b@x.test", "c@x.test"]);
+    assert_eq!(
+        store.removed_members("other").await.unwrap(),
+        [removed("a@x.test")]
+    );
+    // Forgetting a list klsync recorded nothing for is a no-op.
+    store.forget_list_members("new").await.unwrap();
 }

@@ -473,19 +473,12 @@ impl Run<'_> {
     }
 
     /// A list this apply created is empty, whatever klsync recorded for its key (the list was
-    /// deleted outside klsync): forget those records so the data sync adds the members anew.
+    /// deleted outside klsync): forget those records so the data sync adds the members anew, and
+    /// the members klsync removed from the old list, so that `drift --members` does not report
+    /// one added to the new list by hand as back on it.
     async fn forget_members_of_created_lists(&self, plan: &Plan) -> Result<(), Error> {
-        let store = &self.connection.store;
         for key in created_lists(plan) {
-            let recorded: Vec<String> = store
-                .sync_members(key)
-                .await?
-                .into_iter()
-                .map(|member| member.identifier)
-                .collect();
-            if !recorded.is_empty() {
-                store.forget_sync_members(key, &recorded).await?;
-            }
+            self.connection.store.forget_list_members(key).await?;
         }
         Ok(())
     }

@@ -804,6 +804,33 @@ impl StateStore {
         .await
     }
 
+    /// Forget everything klsync recorded about the members of list `list_key`: the members, the
+    /// sends of members, and the members it removed, in one transaction. For a list created again
+    /// (the old one was deleted outside klsync): the new list is empty, and a member of the old
+    /// one someone adds to it by hand was never removed from it by klsync.
+    pub async fn forget_list_members(&self, list_key: &str) -> Result<(), StateError> {
+        const TABLES: [&str; 3] = [
+            "sync_list_members",
+            "sync_member_sends",
+            "sync_list_removals",
+        ];
+        on_backend!(self, pool => {
+            let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
+            for table in TABLES {
+                // Table names are constants of this function, never input.
+                let sql = format!("DELETE FROM {table} WHERE list_key = $1");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(list_key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StateError::query("forget the members of a list"))?;
+            }
+            tx.commit().await.map_err(StateError::query("commit forgetting the members of a list"))
+        })?;
+        crate::crashpoint::after_state_write();
+        Ok(())
+    }
+
     /// Members klsync removed from a list: forgotten as members, remembered as removed
     /// (`sync_list_removals`, with the profile id removed), in one transaction.
     pub async fn record_member_removals(

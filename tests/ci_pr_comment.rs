@@ -703,7 +703,7 @@ fn the_pull_request_number_can_come_from_the_environment() {
 }
 
 /// Runs the plan workflow's own comment step (its `run:` script and `env:`) in a workspace laid
-/// out as the README's CI section says, so the step, the script path and the script work together.
+/// out as the CI guide (docs/ci.md) says, so the step, the script path and the script work together.
 fn run_workflow_comment_step(server: &Server, workspace: &Path) -> Output {
     let workflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/klsync-plan.yml");
     let wf: serde_yaml::Value =

@@ -1,5 +1,5 @@
 //! Checks the example GitHub Actions workflows in `examples/ci/` against the klsync CLI contract
-//! and the setup guide in the README (section "CI with GitHub Actions"), without GitHub: YAML structure, secrets, every `klsync`
+//! and the setup guide, docs/ci.md, without GitHub: YAML structure, secrets, every `klsync`
 //! command line, shell syntax, and that the guide's copy commands produce a working layout.
 
 use std::collections::BTreeSet;
@@ -530,7 +530,7 @@ fn the_comment_script_compiles() {
 fn docs_copy_block(docs: &str) -> &str {
     let after = docs
         .split_once("<!-- ci-setup:copy -->")
-        .expect("README.md marks the CI copy step")
+        .expect("docs/ci.md marks the CI copy step")
         .1;
     let block = after
         .trim_start()
@@ -541,7 +541,7 @@ fn docs_copy_block(docs: &str) -> &str {
 
 #[test]
 fn following_the_guide_installs_the_examples_unchanged() {
-    let docs = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let docs = std::fs::read_to_string(root().join("docs/ci.md")).unwrap();
     let repo = tempfile::tempdir().unwrap();
     let git = |args: &[&str]| {
         let out = Command::new("git")

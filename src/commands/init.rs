@@ -25,7 +25,7 @@ pub const STARTER_MANIFEST: &str = "\
 # yaml-language-server: $schema=klsync.schema.json
 # A starter manifest: one tag and one list. `klsync plan` shows what applying it would change.
 # Manifests are any *.yaml files in this directory and below; every section is described in
-# klsync's README, \"The manifest language\".
+# klsync's docs/manifests.md.
 tags: [managed-by-klsync]
 
 lists:

@@ -2,7 +2,7 @@
 //! diagnostics and never stops early, so one run reports every problem.
 //!
 //! Limits chosen (Klaviyo documents some, the rest are conservative choices, see
-//! README, "The manifest language"): 100 tags per list or segment, 500 tags and 50 tag groups per account (the
+//! docs/manifests.md, "Limits"): 100 tags per list or segment, 500 tags and 50 tag groups per account (the
 //! default group is one of the 50, so at most 49 may be declared), tag and tag group names 1–64
 //! characters without `/`, list and segment names 1–255 characters (in the schema), and no
 //! control characters in any of these names.

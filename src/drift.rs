@@ -19,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+use crate::render::sanitize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
@@ -464,19 +465,6 @@ pub fn render_text(report: &DriftReport) -> String {
 
 fn quoted(name: &str) -> String {
     Value::String(name.to_owned()).to_string()
-}
-
-fn sanitize(value: &str) -> String {
-    value
-        .chars()
-        .map(|ch| {
-            if ch.is_control() && ch != '\n' && ch != '\t' {
-                ch.escape_unicode().to_string()
-            } else {
-                ch.to_string()
-            }
-        })
-        .collect()
 }
 
 /// The JSON schema of [`DriftReport`], as committed in `schemas/drift.schema.json`.

@@ -36,15 +36,12 @@ fn parse_row_hash(
         })
 }
 
-/// The key a plan files a recorded row under: a 64-bit hash of its normalised identifier,
-/// seeded. The seed is a secret kept in the sync's digest (random per digest), so nobody can
-/// pick identifiers (sign-up emails, say) whose keys collide; without a digest a plan draws a
-/// fresh one. foldhash does not promise the same output across its versions, so a digest also
-/// stores the key of a fixed text and is used only while this build agrees with it.
-pub fn identifier_key(seed: u64, identifier: &str) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::quality::FixedState::with_seed(seed).hash_one(identifier)
-}
+/// The key a plan files a recorded row under: [`identifier_key`] of its normalised identifier
+/// under the digest's seed. The seed is a secret kept in the sync's digest (random per digest);
+/// without a digest a plan draws a fresh one. foldhash does not promise the same output across
+/// its versions, so a digest also stores the key of a fixed text and is used only while this
+/// build agrees with it.
+pub use crate::sync::diff::identifier_key;
 
 /// The part of a row hash a digest keeps: its first 8 bytes, little-endian.
 pub fn short_row_hash(hash: &RowHashBytes) -> u64 {

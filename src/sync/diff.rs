@@ -15,16 +15,25 @@ use sha2::{Digest, Sha256};
 /// A row hash: 16 bytes of sha256 (collisions need ~2^64 rows).
 pub type RowHash = [u8; 16];
 
-/// The 64-bit in-memory key of a normalised identifier. Only ever compared within one process
-/// (never stored), and 1,000,000 identifiers collide with probability ~3e-8. The hash is
-/// seeded at random per process, so nobody can pick identifiers (sign-up emails, say) that
-/// collide on purpose, and it is foldhash (already in the build through hashbrown) because a
-/// million-row plan hashes two million identifiers.
-pub fn identifier_key(identifier: &str) -> u64 {
+/// The 64-bit key of a normalised identifier under `seed` (foldhash, fixed-seeded: fast enough
+/// for the two million hashes of a million-row plan). Keys are only compared with keys of the
+/// same seed: a secret seed means nobody can pick identifiers (sign-up emails, say) whose keys
+/// collide on purpose, and 1,000,000 identifiers collide by chance with probability ~3e-8.
+/// Stored keys (a profiles sync's digest) keep their seed beside them; see
+/// `crate::state::sync_records`.
+pub fn identifier_key(seed: u64, identifier: &str) -> u64 {
     use std::hash::BuildHasher;
-    static SEED: std::sync::LazyLock<foldhash::quality::RandomState> =
-        std::sync::LazyLock::new(foldhash::quality::RandomState::default);
-    SEED.hash_one(identifier)
+    foldhash::quality::FixedState::with_seed(seed).hash_one(identifier)
+}
+
+/// [`identifier_key`] under a seed drawn at random once per process, for keys that are never
+/// stored (a list's members, compared within one plan).
+pub fn process_identifier_key(identifier: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::collections::hash_map::RandomState::new().hash_one("klsync identifier key seed")
+    });
+    identifier_key(*SEED, identifier)
 }
 
 /// A hasher for keys that already are [`identifier_key`] hashes: uniformly distributed, so

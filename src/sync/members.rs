@@ -124,26 +124,26 @@ pub(super) async fn compute(
     // Compact keys, not strings: a list query may return millions of rows.
     let recorded_keys: diff::KeySet = recorded
         .iter()
-        .map(|m| diff::identifier_key(&m.identifier))
+        .map(|m| diff::process_identifier_key(&m.identifier))
         .collect();
     // Sent by an apply that never learned the outcome: added again (apply first checks the
     // list, and records those it finds as klsync's).
     let unconfirmed_keys: diff::KeySet = recorded
         .iter()
         .filter(|m| matches!(m.origin, MemberOrigin::Sent { .. }))
-        .map(|m| diff::identifier_key(&m.identifier))
+        .map(|m| diff::process_identifier_key(&m.identifier))
         .collect();
     // Removals klsync still owes from an earlier apply.
     let pending_keys: diff::KeySet = recorded
         .iter()
         .filter(|m| m.removal_pending.is_some())
-        .map(|m| diff::identifier_key(&m.identifier))
+        .map(|m| diff::process_identifier_key(&m.identifier))
         .collect();
     let mut unpend = Vec::new();
     let klsyncs_keys: diff::KeySet = recorded
         .iter()
         .filter(|m| m.origin.is_klsyncs())
-        .map(|m| diff::identifier_key(&m.identifier))
+        .map(|m| diff::process_identifier_key(&m.identifier))
         .collect();
     // Recorded, but the full check found them gone from the list.
     let missing_keys: diff::KeySet = check
@@ -152,7 +152,7 @@ pub(super) async fn compute(
             check
                 .missing
                 .iter()
-                .map(|identifier| diff::identifier_key(identifier))
+                .map(|identifier| diff::process_identifier_key(identifier))
                 .collect()
         })
         .unwrap_or_default();
@@ -186,7 +186,7 @@ pub(super) async fn compute(
                 continue;
             }
         };
-        let key = diff::identifier_key(&identifier);
+        let key = diff::process_identifier_key(&identifier);
         if !desired.insert(key) {
             counts.duplicates += 1;
             continue;
@@ -215,9 +215,9 @@ pub(super) async fn compute(
     // otherwise, and those the full check found no longer on the list, are forgotten.
     let (gone_added, gone_preexisting): (Vec<&SyncMemberRecord>, Vec<&SyncMemberRecord>) = recorded
         .iter()
-        .filter(|m| !desired.contains(&diff::identifier_key(&m.identifier)))
+        .filter(|m| !desired.contains(&diff::process_identifier_key(&m.identifier)))
         .partition(|m| {
-            m.origin.is_klsyncs() && !missing_keys.contains(&diff::identifier_key(&m.identifier))
+            m.origin.is_klsyncs() && !missing_keys.contains(&diff::process_identifier_key(&m.identifier))
         });
     let removes: Vec<SyncMemberRecord> = if spec.mode == MembershipMode::Mirror {
         gone_added.into_iter().cloned().collect()
@@ -356,7 +356,7 @@ pub(super) async fn apply(
         .map(|mut member| {
             if work
                 .owned
-                .contains(&diff::identifier_key(&member.identifier))
+                .contains(&diff::process_identifier_key(&member.identifier))
             {
                 member.origin = MemberOrigin::Added;
                 report.confirmed += 1;

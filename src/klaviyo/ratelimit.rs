@@ -1,38 +1,52 @@
 //! Client-side pacing to Klaviyo's published rate limits, so a run spends its time waiting
-//! locally instead of collecting 429s.
+//! locally instead of collecting 429s, and goes as fast as the limits allow.
 //!
 //! Klaviyo counts requests per bucket in **fixed** windows (1 s burst, 60 s steady) and answers
 //! 429 as soon as either window is full. Every [`Operation`] has its own bucket, and a few
-//! `include=` / `additional-fields` extras charge a stricter [`ExtraBucket`] as well. Each bucket
-//! here is two governor GCRA limiters (burst and steady); a request takes one cell from every
-//! limiter of every bucket it touches.
+//! `include=` / `additional-fields` extras charge a stricter [`ExtraBucket`] as well.
 //!
-//! GCRA is a sliding-window algorithm. Configured naively (burst `N`, one cell per `T/N`) it admits
-//! up to `2N - 1` requests inside one fixed window of length `T`: the full burst at the end of a
-//! window and the refill at the start of the next one land in the same window on the server. So
-//! each limiter is configured with a burst `b` and an emission interval `T / (N - b + 1)`, which
-//! admits at most `b + (N - b + 1) - 1 = N` requests in *any* window of length `T`, whatever the
-//! server's window alignment. The price is a slightly lower sustained rate (`N - b + 1` per `T`),
-//! see [`window_quota`].
+//! # Sliding logs
+//! klsync cannot see where the server's windows start, so each window of each bucket is an
+//! exact **sliding log**: the times of the last `N` admissions. A request is admitted at `t`
+//! when fewer than `N` admissions lie in `(t - T, t]`, else it waits until the oldest of the last
+//! `N` is `T` old. Then no interval of length `T` ever holds more than `N` admissions, so no
+//! fixed window does either, *whatever its alignment*; and nothing waits that could have gone:
+//! for `create_segment` (1/s, 15/min) that is 15 requests one second apart, then the 16th a
+//! minute after the first, the same pace as a client that knew the server's windows, at worst.
 //!
-//! The clock is a type parameter so tests drive the limiters with governor's
-//! [`FakeRelativeClock`](governor::clock::FakeRelativeClock) and never sleep.
+//! Every window is [`GUARD`] longer than published: a request reaches the server some
+//! milliseconds after it is admitted, and those milliseconds vary, so two admissions exactly `T`
+//! apart could land less than `T` apart on the server.
+//!
+//! A request takes its place in every window of every bucket it charges **at once**, at the
+//! instant it is admitted (or in none): a place held while waiting for another window would be
+//! logged earlier than the request is sent, and the log would then free it too early.
+//!
+//! # Why not governor's limiters
+//! These limiters were governor GCRA limiters until issue 13. GCRA refills a constant rate, so
+//! the only configurations that never exceed `N` per fixed window of any alignment are a burst
+//! `b` and a refill of `N - b + 1` per `T`: `create_segment` then went out once every 4 s (45 s
+//! for 12 segments that fit in 12 s). A sliding log is exact, and as cheap for limits this small
+//! (at most 750 instants per window). governor stays for its clocks: the real monotonic
+//! one, and [`FakeRelativeClock`](governor::clock::FakeRelativeClock), on which tests and the
+//! plan's time estimate ([`crate::plan::cost`]) run these same limiters without sleeping.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock, Reference};
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use governor::nanos::Nanos;
 
 use super::operations::{ExtraBucket, Operation, RateLimit};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How much longer than published every window is kept: room for the varying delay between
+/// admitting a request and its arrival at Klaviyo (see the module docs).
+pub const GUARD: Duration = Duration::from_millis(25);
 
 /// One Klaviyo rate-limit bucket: an operation's own, or an extra one charged for expensive
 /// query parameters.
@@ -54,21 +68,48 @@ impl Bucket {
     }
 }
 
-/// A GCRA quota that never admits more than `limit` cells in any window of length `window`,
-/// with an initial burst of `burst` (clamped to `1..=limit`).
-///
-/// GCRA admits at most `b + ceil(window / e) - 1` cells in a half-open window of length
-/// `window`; with `e = window / (limit - b + 1)` (rounded *up* to whole nanoseconds so rounding
-/// can only make it stricter) that is exactly `limit`.
-pub fn window_quota(limit: u32, burst: u32, window: Duration) -> Quota {
-    let limit = limit.max(1);
-    let burst = burst.clamp(1, limit);
-    let refills = u128::from(limit - burst + 1);
-    let nanos = window.as_nanos().div_ceil(refills).max(1);
-    let interval = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-    Quota::with_period(interval)
-        .expect("interval is at least one nanosecond")
-        .allow_burst(NonZeroU32::new(burst).expect("burst is at least 1"))
+/// At most `limit` admissions in any interval of length `window`: the times of the last
+/// `limit` admissions, oldest first.
+#[derive(Debug, Clone)]
+pub struct SlidingLog<I> {
+    limit: usize,
+    window: Duration,
+    admitted: VecDeque<I>,
+}
+
+impl<I: Reference> SlidingLog<I> {
+    /// A log admitting `limit` (at least one) per `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+        SlidingLog {
+            limit,
+            window,
+            admitted: VecDeque::new(),
+        }
+    }
+
+    /// How long from `now` until one more admission fits; zero when it fits now.
+    pub fn wait(&self, now: I) -> Duration {
+        if self.admitted.len() < self.limit {
+            return Duration::ZERO;
+        }
+        // The oldest of the last `limit`: the next admission must be a full window after it.
+        let oldest = self.admitted[self.admitted.len() - self.limit];
+        let free_at = oldest + Nanos::from(self.window);
+        if free_at <= now {
+            Duration::ZERO
+        } else {
+            Duration::from(free_at.duration_since(now))
+        }
+    }
+
+    /// Record an admission at `now` (which [`SlidingLog::wait`] said fits).
+    pub fn admit(&mut self, now: I) {
+        self.admitted.push_back(now);
+        while self.admitted.len() > self.limit {
+            self.admitted.pop_front();
+        }
+    }
 }
 
 /// A limit scaled by the configured factor, never below one request per window.
@@ -84,12 +125,29 @@ fn scaled(limit: u32, factor: f64) -> u32 {
     }
 }
 
-type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
-
 /// The two windows of one bucket.
-struct Windows<C: Clock> {
-    burst: Limiter<C>,
-    steady: Limiter<C>,
+struct Windows<I> {
+    burst: SlidingLog<I>,
+    steady: SlidingLog<I>,
+}
+
+impl<I: Reference> Windows<I> {
+    fn new(bucket: Bucket, factor: f64) -> Self {
+        let limit = bucket.rate_limit();
+        Windows {
+            burst: SlidingLog::new(scaled(limit.burst_per_second, factor), SECOND + GUARD),
+            steady: SlidingLog::new(scaled(limit.steady_per_minute, factor), MINUTE + GUARD),
+        }
+    }
+
+    fn wait(&self, now: I) -> Duration {
+        self.burst.wait(now).max(self.steady.wait(now))
+    }
+
+    fn admit(&mut self, now: I) {
+        self.burst.admit(now);
+        self.steady.admit(now);
+    }
 }
 
 /// Requests counted against a daily cap, in a 24-hour window starting at the first of them.
@@ -124,7 +182,8 @@ impl<C: Clock> Clone for RateLimiters<C> {
 struct Inner<C: Clock> {
     clock: C,
     factor: f64,
-    windows: HashMap<Bucket, Windows<C>>,
+    /// Every bucket's windows behind one lock, so a request is admitted in all of them at once.
+    windows: Mutex<HashMap<Bucket, Windows<C::Instant>>>,
     daily: Mutex<HashMap<Operation, DailyWindow<C::Instant>>>,
 }
 
@@ -135,34 +194,14 @@ impl RateLimiters<DefaultClock> {
     }
 }
 
-impl<C: Clock + Clone> RateLimiters<C> {
+impl<C: Clock> RateLimiters<C> {
     /// Limiters on the given clock; `factor` scales every published limit.
     pub fn with_clock(factor: f64, clock: C) -> Self {
-        let buckets = Operation::ALL
-            .iter()
-            .map(|&op| Bucket::Operation(op))
-            .chain(ExtraBucket::ALL.iter().map(|&extra| Bucket::Extra(extra)));
-        let windows = buckets
-            .map(|bucket| {
-                let limit = bucket.rate_limit();
-                let burst = scaled(limit.burst_per_second, factor);
-                let steady = scaled(limit.steady_per_minute, factor);
-                // Half the burst up front keeps the refill interval short enough that the burst
-                // window never becomes the bottleneck at the steady rate.
-                let burst_quota = window_quota(burst, burst.div_ceil(2), SECOND);
-                let steady_quota = window_quota(steady, burst, MINUTE);
-                let windows = Windows {
-                    burst: RateLimiter::direct_with_clock(burst_quota, clock.clone()),
-                    steady: RateLimiter::direct_with_clock(steady_quota, clock.clone()),
-                };
-                (bucket, windows)
-            })
-            .collect();
         RateLimiters {
             inner: Arc::new(Inner {
                 clock,
                 factor,
-                windows,
+                windows: Mutex::new(HashMap::new()),
                 daily: Mutex::new(HashMap::new()),
             }),
         }
@@ -197,23 +236,37 @@ impl<C: Clock + Clone> RateLimiters<C> {
         Ok(())
     }
 
-    /// Try to take the cells `acquisition` still needs. `Err(wait)` says how long until the
-    /// limiter that refused will admit; call again after waiting. Cells already taken are kept,
-    /// so repeated polls never charge a bucket twice.
+    /// Admit the request `acquisition` stands for, in every window of every bucket it charges,
+    /// or say how long until all of them have room (`Err(wait)`, never zero): wait, then call
+    /// again. Once admitted, polling again admits nothing more, so a request is never charged
+    /// twice.
     pub fn poll(&self, acquisition: &mut Acquisition) -> Result<(), Duration> {
-        while let Some(&(bucket, window)) = acquisition.cells.get(acquisition.taken) {
-            let windows = &self.inner.windows[&bucket];
-            let limiter = match window {
-                Window::Burst => &windows.burst,
-                Window::Steady => &windows.steady,
-            };
-            match limiter.check() {
-                Ok(()) => acquisition.taken += 1,
-                Err(not_until) => {
-                    return Err(not_until.wait_time_from(self.inner.clock.now()));
-                }
+        if acquisition.admitted {
+            return Ok(());
+        }
+        let now = self.inner.clock.now();
+        let factor = self.inner.factor;
+        let mut windows = self.inner.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let wait = acquisition
+            .buckets
+            .iter()
+            .map(|&bucket| {
+                windows
+                    .entry(bucket)
+                    .or_insert_with(|| Windows::new(bucket, factor))
+                    .wait(now)
+            })
+            .max()
+            .unwrap_or(Duration::ZERO);
+        if wait > Duration::ZERO {
+            return Err(wait);
+        }
+        for bucket in &acquisition.buckets {
+            if let Some(bucket) = windows.get_mut(bucket) {
+                bucket.admit(now);
             }
         }
+        acquisition.admitted = true;
         Ok(())
     }
 
@@ -223,42 +276,28 @@ impl<C: Clock + Clone> RateLimiters<C> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Window {
-    Burst,
-    Steady,
-}
-
-/// The cells one request must take before it is sent, and how many it already holds.
+/// The buckets one request charges, and whether it was admitted.
 #[derive(Debug, Clone)]
 pub struct Acquisition {
-    cells: Vec<(Bucket, Window)>,
-    taken: usize,
+    buckets: Vec<Bucket>,
+    admitted: bool,
 }
 
 impl Acquisition {
-    /// The cells a request for `operation` with the given extra buckets needs.
-    ///
-    /// Order matters because cells taken early are held while later limiters are waited on: the
-    /// slow steady windows and the stricter extra buckets come first, and the operation's burst
-    /// window comes last, right before the request is sent, so what reaches the server is paced
-    /// by the burst window.
+    /// What a request for `operation` with the given extra buckets charges.
     pub fn new(operation: Operation, extras: &[ExtraBucket]) -> Self {
-        let mut cells = Vec::with_capacity(2 * (extras.len() + 1));
-        for &extra in extras {
-            cells.push((Bucket::Extra(extra), Window::Steady));
-            cells.push((Bucket::Extra(extra), Window::Burst));
+        let mut buckets: Vec<Bucket> = extras.iter().map(|&extra| Bucket::Extra(extra)).collect();
+        buckets.dedup();
+        buckets.push(Bucket::Operation(operation));
+        Acquisition {
+            buckets,
+            admitted: false,
         }
-        cells.push((Bucket::Operation(operation), Window::Steady));
-        cells.push((Bucket::Operation(operation), Window::Burst));
-        Acquisition { cells, taken: 0 }
     }
 
     /// The buckets this acquisition charges.
     pub fn buckets(&self) -> Vec<Bucket> {
-        let mut buckets: Vec<Bucket> = self.cells.iter().map(|&(bucket, _)| bucket).collect();
-        buckets.dedup();
-        buckets
+        self.buckets.clone()
     }
 }
 
@@ -267,8 +306,11 @@ mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
 
-    /// Take cells for `count` requests as fast as the limiters allow, advancing the fake clock
-    /// by each wait; returns the admission times.
+    const GUARDED_SECOND: Duration = Duration::from_millis(1_025);
+    const GUARDED_MINUTE: Duration = Duration::from_millis(60_025);
+
+    /// Admit `count` requests as fast as the limiters allow, advancing the fake clock by each
+    /// wait; returns the admission times.
     fn admit(
         limiters: &RateLimiters<FakeRelativeClock>,
         op: Operation,
@@ -303,47 +345,100 @@ mod tests {
             .unwrap_or(0)
     }
 
-    #[test]
-    fn burst_pacing_never_exceeds_the_per_second_limit() {
-        let limiters = RateLimiters::with_clock(1.0, FakeRelativeClock::default());
-        // UpdateList: 10/s, 150/m.
-        let times = admit(&limiters, Operation::UpdateList, &[], 40);
-        assert_eq!(
-            &times[..5],
-            &[Duration::ZERO; 5],
-            "half the burst goes out at once"
-        );
-        assert!(times[5] > Duration::ZERO);
-        // The whole per-second allowance is used within the first second...
-        assert!(times[9] < SECOND, "{:?}", times[9]);
-        // ...and once its initial burst is spent the steady window (150/m, refilled at 141 per
-        // minute) sets the pace.
-        let gap = times[39] - times[38];
-        assert_eq!(gap, Duration::from_nanos(60_000_000_000u64.div_ceil(141)));
-        assert!(max_in_any_window(&times, SECOND) <= 10);
-        assert!(max_in_any_window(&times, MINUTE) <= 150);
+    /// The most admissions any fixed window of `length` starting at `offset + k * length` holds.
+    fn max_in_fixed_windows(times: &[Duration], length: Duration, offset: Duration) -> usize {
+        let mut counts: HashMap<u128, usize> = HashMap::new();
+        for t in times {
+            let shifted = (*t + length - offset).as_nanos();
+            *counts.entry(shifted / length.as_nanos()).or_default() += 1;
+        }
+        counts.into_values().max().unwrap_or(0)
     }
 
     #[test]
-    fn steady_pacing_fills_each_minute_exactly_to_the_limit() {
+    fn burst_then_steady_then_the_next_window() {
         let limiters = RateLimiters::with_clock(1.0, FakeRelativeClock::default());
-        // CreateSegment: 1/s, 15/m -> one request every 4 s.
+        // create_segment: 1/s, 15/min. Fifteen one (guarded) second apart, then the 16th a
+        // (guarded) minute after the first, the next fourteen a second apart again.
         let times = admit(&limiters, Operation::CreateSegment, &[], 31);
-        let expected: Vec<Duration> = (0..31).map(|i| Duration::from_secs(4 * i)).collect();
+        let mut expected: Vec<Duration> = (0..15).map(|i| GUARDED_SECOND * i).collect();
+        expected.extend((0..15).map(|i| GUARDED_MINUTE + GUARDED_SECOND * i));
+        expected.push(GUARDED_MINUTE * 2);
         assert_eq!(times, expected);
         assert_eq!(max_in_any_window(&times, MINUTE), 15);
+        assert_eq!(max_in_any_window(&times, SECOND), 1);
     }
 
     #[test]
-    fn sustained_rate_stays_within_limits_and_near_them() {
+    fn a_whole_burst_goes_out_at_once() {
         let limiters = RateLimiters::with_clock(1.0, FakeRelativeClock::default());
-        // GetProfiles: 75/s, 750/m.
-        let times = admit(&limiters, Operation::GetProfiles, &[], 3000);
-        assert!(max_in_any_window(&times, SECOND) <= 75);
-        assert!(max_in_any_window(&times, MINUTE) <= 750);
-        // Sustained: 750 - 75 + 1 = 676 per minute, so 3000 need about 4.4 minutes.
-        let last = *times.last().unwrap();
-        assert!(last < Duration::from_secs(5 * 60), "{last:?}");
+        // update_list: 10/s, 150/min.
+        let times = admit(&limiters, Operation::UpdateList, &[], 160);
+        assert_eq!(&times[..10], &[Duration::ZERO; 10]);
+        assert_eq!(times[10], GUARDED_SECOND);
+        // 150 in 15 bursts, then the 151st a minute after the first burst.
+        assert_eq!(times[149], GUARDED_SECOND * 14);
+        assert_eq!(times[150], GUARDED_MINUTE);
+        assert_eq!(max_in_any_window(&times, SECOND), 10);
+        assert_eq!(max_in_any_window(&times, MINUTE), 150);
+    }
+
+    #[test]
+    fn no_fixed_window_of_any_alignment_is_overfilled() {
+        // Requests arriving at irregular times (a pseudo-random walk), as a busy run sends them.
+        for (op, burst, steady) in [
+            (Operation::CreateSegment, 1, 15),
+            (Operation::CreateTag, 3, 60),
+            (Operation::UpdateList, 10, 150),
+            (Operation::GetProfiles, 75, 750),
+        ] {
+            let limiters = RateLimiters::with_clock(1.0, FakeRelativeClock::default());
+            let clock = limiters.clock().clone();
+            let start = clock.now();
+            let mut state = 0x2545_f491_4f6c_dd1d_u64;
+            let mut times = Vec::new();
+            for _ in 0..(steady * 3) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                clock.advance(Duration::from_millis(state % 700) / burst);
+                let mut acquisition = Acquisition::new(op, &[]);
+                while let Err(wait) = limiters.poll(&mut acquisition) {
+                    clock.advance(wait);
+                }
+                times.push(Duration::from(clock.now().duration_since(start)));
+            }
+            assert!(
+                max_in_any_window(&times, MINUTE) <= steady as usize,
+                "{op:?}"
+            );
+            assert!(
+                max_in_any_window(&times, SECOND) <= burst as usize,
+                "{op:?}"
+            );
+            for offset_ms in [0, 1, 250, 999, 17_333, 59_999] {
+                let offset = Duration::from_millis(offset_ms);
+                assert!(max_in_fixed_windows(&times, MINUTE, offset) <= steady as usize);
+                let offset = Duration::from_millis(offset_ms % 1000);
+                assert!(max_in_fixed_windows(&times, SECOND, offset) <= burst as usize);
+            }
+        }
+    }
+
+    #[test]
+    fn the_log_waits_exactly_until_the_oldest_leaves() {
+        let clock = FakeRelativeClock::default();
+        let mut log = SlidingLog::new(2, SECOND);
+        log.admit(clock.now());
+        clock.advance(Duration::from_millis(300));
+        assert_eq!(log.wait(clock.now()), Duration::ZERO);
+        log.admit(clock.now());
+        assert_eq!(log.wait(clock.now()), Duration::from_millis(700));
+        clock.advance(Duration::from_millis(700));
+        assert_eq!(log.wait(clock.now()), Duration::ZERO);
+        log.admit(clock.now());
+        // Now the second admission (at 300 ms) is the oldest of the last two.
+        assert_eq!(log.wait(clock.now()), Duration::from_millis(300));
     }
 
     #[test]
@@ -355,18 +450,37 @@ mod tests {
             &[ExtraBucket::ListProfileCount],
             3,
         );
-        // The XS extra bucket (1/s, 15/m) paces GET /lists/{id} far below its own 75/s.
+        // The XS extra bucket (1/s, 15/min) paces GET /lists/{id} far below its own 75/s.
         assert_eq!(
             times,
-            vec![
-                Duration::ZERO,
-                Duration::from_secs(4),
-                Duration::from_secs(8)
-            ]
+            vec![Duration::ZERO, GUARDED_SECOND, GUARDED_SECOND * 2]
         );
         // Without the extra, the same operation only meets its own (barely used) bucket.
         let plain = admit(&limiters, Operation::GetList, &[], 3);
         assert_eq!(plain, vec![Duration::ZERO; 3]);
+    }
+
+    #[test]
+    fn a_refused_request_holds_no_place_and_an_admitted_one_is_charged_once() {
+        let limiters = RateLimiters::with_clock(1.0, FakeRelativeClock::default());
+        let clock = limiters.clock().clone();
+        // Fill the extra bucket's burst window through GET /lists/{id}.
+        let mut counted = Acquisition::new(Operation::GetList, &[ExtraBucket::ListProfileCount]);
+        assert_eq!(limiters.poll(&mut counted), Ok(()));
+        // Polling an admitted request again charges nothing.
+        for _ in 0..100 {
+            assert_eq!(limiters.poll(&mut counted), Ok(()));
+        }
+        let mut waiting = Acquisition::new(Operation::GetList, &[ExtraBucket::ListProfileCount]);
+        assert_eq!(limiters.poll(&mut waiting), Err(GUARDED_SECOND));
+        // The refused request took no place in get_list's own bucket: 74 plain reads still fit
+        // in this second (75/s, one used by the first request).
+        assert_eq!(
+            admit(&limiters, Operation::GetList, &[], 74),
+            vec![Duration::ZERO; 74]
+        );
+        clock.advance(GUARDED_SECOND);
+        assert_eq!(limiters.poll(&mut waiting), Ok(()));
     }
 
     #[test]
@@ -377,7 +491,7 @@ mod tests {
         assert_eq!(limiters.poll(&mut first), Ok(()));
         let mut second = Acquisition::new(Operation::CreateSegment, &[]);
         let wait = other.poll(&mut second).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(4));
+        assert_eq!(wait, GUARDED_SECOND);
         limiters.clock().advance(wait);
         assert_eq!(other.poll(&mut second), Ok(()));
     }
@@ -385,11 +499,18 @@ mod tests {
     #[test]
     fn factor_scales_limits() {
         let limiters = RateLimiters::with_clock(2.0, FakeRelativeClock::default());
-        let times = admit(&limiters, Operation::CreateSegment, &[], 3);
-        // 2/s (one up front, one per 500 ms) and 30/m (two up front, one per 60/29 s), where
-        // 1.0 would give one request every 4 s.
-        assert_eq!(&times[..2], &[Duration::ZERO, Duration::from_millis(500)]);
-        assert!(times[2] > Duration::from_secs(2) && times[2] < Duration::from_secs(3));
+        // 2/s and 30/min where 1.0 gives 1/s and 15/min.
+        let times = admit(&limiters, Operation::CreateSegment, &[], 31);
+        assert_eq!(
+            &times[..3],
+            &[Duration::ZERO, Duration::ZERO, GUARDED_SECOND]
+        );
+        assert_eq!(times[29], GUARDED_SECOND * 14);
+        assert_eq!(times[30], GUARDED_MINUTE);
+        let tiny = RateLimiters::with_clock(0.01, FakeRelativeClock::default());
+        // Never below one per window: 1/s and 1/min.
+        let times = admit(&tiny, Operation::UpdateList, &[], 2);
+        assert_eq!(times, vec![Duration::ZERO, GUARDED_MINUTE]);
     }
 
     #[test]
@@ -411,35 +532,5 @@ mod tests {
         }
         limiters.clock().advance(DAY);
         assert_eq!(limiters.count_daily(Operation::CreateSegment), Ok(()));
-    }
-
-    #[test]
-    fn window_quota_admits_at_most_the_limit_in_any_window() {
-        for (limit, burst) in [
-            (1, 1),
-            (3, 2),
-            (10, 5),
-            (15, 1),
-            (60, 3),
-            (150, 10),
-            (750, 75),
-        ] {
-            let clock = FakeRelativeClock::default();
-            let limiter =
-                RateLimiter::direct_with_clock(window_quota(limit, burst, MINUTE), clock.clone());
-            let mut times = Vec::new();
-            let start = clock.now();
-            while times.len() < 3 * limit as usize {
-                match limiter.check() {
-                    Ok(()) => times.push(Duration::from(clock.now().duration_since(start))),
-                    Err(not_until) => clock.advance(not_until.wait_time_from(clock.now())),
-                }
-            }
-            assert_eq!(
-                max_in_any_window(&times, MINUTE),
-                limit as usize,
-                "limit {limit}"
-            );
-        }
     }
 }

@@ -1,24 +1,36 @@
-//! What a plan costs: the API requests `apply` sends, per operation, and the least time they
-//! take at Klaviyo's published rate limits.
+//! What a plan costs: the API requests `apply` sends, per operation, and how long they take at
+//! Klaviyo's published rate limits.
 //!
-//! Each [`Operation`] has its own rate-limit bucket (`x-klaviyo-ratelimit` in the spec), and
-//! buckets are independent, so the estimate is the slowest bucket. Per bucket, requests go out
-//! at the burst rate until the minute's steady allowance is used up, then wait for the next
-//! minute; a daily cap, when exceeded, pushes the rest to the next day.
+//! The time is the schedule `apply` runs ([`super::schedule`]: the configuration changes in
+//! plan order, then the data syncs' jobs, polls and member changes), simulated through the
+//! client's own limiters: one number for configuration and data together. A daily cap, when
+//! exceeded, adds a day for each full day's allowance used.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::schedule::{self, Stage};
 use super::{Action, Change, ChangeKind, Cost};
 use crate::klaviyo::operations::Operation;
+use crate::sync::DataPlan;
 
 /// The requests `apply` will send for `changes`, per operation.
-///
-/// Tag links are written from the tag side, one request per (tag, list or segment kind, attach
-/// or detach) carrying every target. Prevented changes never run and cost nothing; neither do
-/// adoptions without field changes and updates of klsync's own record (`prevent_destroy`).
 pub fn requests(changes: &[Change]) -> BTreeMap<Operation, u64> {
     let mut requests: BTreeMap<Operation, u64> = BTreeMap::new();
+    for operation in ordered_requests(changes) {
+        *requests.entry(operation).or_default() += 1;
+    }
+    requests
+}
+
+/// The requests `apply` sends for `changes`, in the order it sends them.
+///
+/// Tag links are written from the tag side, one request per (tag, list or segment kind, attach
+/// or detach) carrying every target, sent where the first of them is in the plan. Prevented
+/// changes never run and cost nothing; neither do adoptions without field changes and updates
+/// of klsync's own record (`prevent_destroy`).
+pub fn ordered_requests(changes: &[Change]) -> Vec<Operation> {
+    let mut sequence = Vec::new();
     let mut link_batches: BTreeSet<(Operation, &str)> = BTreeSet::new();
     for change in changes.iter().filter(|change| !change.prevented) {
         let writes_fields = change.fields.iter().any(|field| field.is_klaviyo_field());
@@ -35,7 +47,9 @@ pub fn requests(changes: &[Change]) -> BTreeMap<Operation, u64> {
                         (_, Action::Attach) => Operation::TagLists,
                         (_, _) => Operation::RemoveTagFromLists,
                     };
-                    link_batches.insert((operation, link.tag.as_str()));
+                    if link_batches.insert((operation, link.tag.as_str())) {
+                        sequence.push(operation);
+                    }
                 }
                 &[]
             }
@@ -46,14 +60,9 @@ pub fn requests(changes: &[Change]) -> BTreeMap<Operation, u64> {
             (kind, Action::Replace) => &[delete_of(kind), create_of(kind)],
             (_, Action::Attach | Action::Detach) => &[],
         };
-        for operation in operations {
-            *requests.entry(*operation).or_default() += 1;
-        }
+        sequence.extend_from_slice(operations);
     }
-    for (operation, _) in link_batches {
-        *requests.entry(operation).or_default() += 1;
-    }
-    requests
+    sequence
 }
 
 fn create_of(kind: ChangeKind) -> Operation {
@@ -85,38 +94,49 @@ fn delete_of(kind: ChangeKind) -> Operation {
 
 const SECONDS_PER_DAY: u64 = 86_400;
 
-/// The least wall time `requests` take at the published limits: the slowest bucket.
-///
-/// Per bucket, counting each burst window in full: `n` requests need `ceil(n / steady)` minute
-/// windows; the last one is spent at the burst rate, `ceil(rest / burst)` seconds. A daily cap
-/// adds a day for each full day's allowance used.
-pub fn estimated_duration(requests: &BTreeMap<Operation, u64>) -> Duration {
-    let seconds = requests
-        .iter()
-        .map(|(operation, count)| bucket_seconds(*operation, *count))
-        .max()
-        .unwrap_or(0);
-    Duration::from_secs(seconds)
+/// How long `apply` takes for `changes` and the data part `data`, at the published limits:
+/// the schedule it runs ([`schedule`]), plus a day for each full day's allowance of a daily cap
+/// used.
+pub fn estimate(changes: &[Change], data: Option<&DataPlan>) -> Duration {
+    let mut stages: Vec<Stage> = schedule::config_stages(&ordered_requests(changes));
+    let mut total = requests(changes);
+    if let Some(data) = data {
+        stages.extend(schedule::data_stages(data));
+        for (name, count) in &data.requests {
+            if let Some(operation) = Operation::ALL
+                .iter()
+                .find(|operation| operation.operation_id() == name)
+            {
+                *total.entry(*operation).or_default() += count;
+            }
+        }
+    }
+    schedule::simulate(&stages, 1.0) + extra_days(&total)
 }
 
-fn bucket_seconds(operation: Operation, count: u64) -> u64 {
-    if count == 0 {
-        return 0;
-    }
-    let limit = operation.rate_limit();
-    let burst = u64::from(limit.burst_per_second.max(1));
-    // A minute can hold no more than 60 bursts, whatever the steady limit says.
-    let per_minute = u64::from(limit.steady_per_minute.max(1)).min(burst * 60);
-    let (days, today) = match limit.daily.map(u64::from) {
-        Some(daily) if daily > 0 && count > daily => {
-            let extra_days = (count - 1) / daily;
-            (extra_days, count - extra_days * daily)
-        }
-        _ => (0, count),
-    };
-    let minutes = today.div_ceil(per_minute);
-    let last_minute = today - (minutes - 1) * per_minute;
-    days * SECONDS_PER_DAY + (minutes - 1) * 60 + last_minute.div_ceil(burst)
+/// How long `requests` take when nothing orders them: each operation's requests one after
+/// another, every operation at once (a data sync's own figure, a check's cost).
+pub fn estimated_duration(requests: &BTreeMap<Operation, u64>) -> Duration {
+    schedule::simulate(&schedule::parallel_buckets(requests), 1.0) + extra_days(requests)
+}
+
+/// A day for each full day's allowance of a daily cap that `requests` use up: the client
+/// refuses to wait for the next day, and the rest goes out in the next run.
+fn extra_days(requests: &BTreeMap<Operation, u64>) -> Duration {
+    let days = requests
+        .iter()
+        .filter_map(|(operation, count)| {
+            let daily = u64::from(operation.rate_limit().daily?);
+            (daily > 0 && *count > daily).then(|| (count - 1) / daily)
+        })
+        .max()
+        .unwrap_or(0);
+    Duration::from_secs(days * SECONDS_PER_DAY)
+}
+
+/// A duration in whole seconds, rounded to the nearest.
+pub fn whole_seconds(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis().saturating_add(500) / 1000).unwrap_or(u64::MAX)
 }
 
 /// One warning per operation whose daily cap the plan exceeds.
@@ -135,15 +155,15 @@ pub fn daily_cap_warnings(requests: &BTreeMap<Operation, u64>) -> Vec<String> {
         .collect()
 }
 
-/// The serialisable cost of `requests`.
-pub(crate) fn cost(requests: &BTreeMap<Operation, u64>) -> Cost {
+/// The serialisable cost of `changes` (whose requests are `requests`), without a data part.
+pub(crate) fn cost(changes: &[Change], requests: &BTreeMap<Operation, u64>) -> Cost {
     Cost {
         requests: requests
             .iter()
             .map(|(operation, count)| (operation.operation_id().to_owned(), *count))
             .collect(),
         total_requests: requests.values().sum(),
-        estimated_seconds: estimated_duration(requests).as_secs(),
+        estimated_seconds: whole_seconds(estimate(changes, None)),
     }
 }
 
@@ -172,53 +192,49 @@ mod tests {
     use super::*;
 
     fn secs(pairs: &[(Operation, u64)]) -> u64 {
-        estimated_duration(&pairs.iter().copied().collect()).as_secs()
+        whole_seconds(estimated_duration(&pairs.iter().copied().collect()))
     }
 
     #[test]
     fn nothing_takes_no_time() {
         assert_eq!(secs(&[]), 0);
         assert_eq!(secs(&[(Operation::CreateTag, 0)]), 0);
+        assert_eq!(whole_seconds(estimate(&[], None)), 0);
     }
 
     #[test]
-    fn burst_window_bounds_small_counts() {
-        // create_tag: 3/s, 60/m.
-        assert_eq!(secs(&[(Operation::CreateTag, 1)]), 1);
-        assert_eq!(secs(&[(Operation::CreateTag, 3)]), 1);
-        assert_eq!(secs(&[(Operation::CreateTag, 4)]), 2);
-        assert_eq!(secs(&[(Operation::CreateTag, 60)]), 20);
-    }
-
-    #[test]
-    fn steady_window_forces_a_wait_for_the_next_minute() {
-        // create_tag: 60 per minute, then one more second in the next minute.
-        assert_eq!(secs(&[(Operation::CreateTag, 61)]), 61);
-        // create_segment: 1/s, 15/m: 16 requests = 60s wait + 1s.
-        assert_eq!(secs(&[(Operation::CreateSegment, 16)]), 61);
-        assert_eq!(secs(&[(Operation::CreateSegment, 30)]), 75);
-    }
-
-    #[test]
-    fn buckets_run_in_parallel_so_the_slowest_wins() {
-        assert_eq!(
-            secs(&[(Operation::CreateList, 10), (Operation::CreateSegment, 16)]),
-            61
-        );
+    fn a_bucket_goes_at_its_burst_until_its_minute_is_full() {
+        // create_tag: 3/s, 60/min: three at once, the fourth a second later.
+        assert_eq!(secs(&[(Operation::CreateTag, 3)]), 0);
+        assert_eq!(secs(&[(Operation::CreateTag, 4)]), 1);
+        // 60 in 20 bursts, the last 19 s after the first; the 61st a minute after the first.
+        assert_eq!(secs(&[(Operation::CreateTag, 60)]), 19);
+        assert_eq!(secs(&[(Operation::CreateTag, 61)]), 60);
+        // create_segment: 1/s, 15/min.
+        assert_eq!(secs(&[(Operation::CreateSegment, 16)]), 60);
+        assert_eq!(secs(&[(Operation::CreateSegment, 30)]), 74);
     }
 
     #[test]
     fn daily_cap_adds_days_and_warns() {
         // create_segment: 100 a day.
         let over: BTreeMap<_, _> = [(Operation::CreateSegment, 101)].into_iter().collect();
-        assert_eq!(estimated_duration(&over).as_secs(), SECONDS_PER_DAY + 1);
+        assert!(estimated_duration(&over).as_secs() > SECONDS_PER_DAY);
         let warnings = daily_cap_warnings(&over);
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("create_segment"), "{warnings:?}");
         let at_cap: BTreeMap<_, _> = [(Operation::CreateSegment, 100)].into_iter().collect();
         assert!(daily_cap_warnings(&at_cap).is_empty());
-        // 100 at 15/m: 6 full minutes + 10 seconds.
-        assert_eq!(estimated_duration(&at_cap).as_secs(), 6 * 60 + 10);
+        // 100 at 15/min: six full minutes, then ten a second apart (the last 9 s after the
+        // first of them).
+        assert_eq!(whole_seconds(estimated_duration(&at_cap)), 6 * 60 + 9);
+    }
+
+    #[test]
+    fn whole_seconds_round_to_the_nearest() {
+        assert_eq!(whole_seconds(Duration::from_millis(499)), 0);
+        assert_eq!(whole_seconds(Duration::from_millis(500)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(60_025)), 60);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub fn diff(
     changes.sort_by(|a, b| (order_class(a), &a.address).cmp(&(order_class(b), &b.address)));
     let requests = cost::requests(&changes);
     warnings.extend(cost::daily_cap_warnings(&requests));
-    let cost = cost::cost(&requests);
+    let cost = cost::cost(&changes, &requests);
     Ok(Plan {
         format_version: FORMAT_VERSION,
         meta,

@@ -35,6 +35,7 @@
 
 mod cost;
 mod diff;
+pub mod schedule;
 mod model_apply;
 mod normalize;
 pub mod references;
@@ -49,7 +50,10 @@ use serde::{Deserialize, Serialize};
 use crate::klaviyo::Operation;
 use crate::model::{ResourceKey, ResourceKind};
 
-pub use cost::{daily_cap_warnings, estimated_duration, format_duration, requests};
+pub use cost::{
+    daily_cap_warnings, estimate, estimated_duration, format_duration, ordered_requests, requests,
+    whole_seconds,
+};
 pub use diff::{diff, live_fields};
 pub use model_apply::model_apply;
 pub use normalize::{definition_diff, definition_yaml, normalize_definition};
@@ -301,7 +305,10 @@ pub struct Cost {
     pub requests: BTreeMap<String, u64>,
     /// Sum of `requests`.
     pub total_requests: u64,
-    /// Minimum wall time in seconds at the published rate limits.
+    /// Wall time in whole seconds that `apply` takes at the published rate limits: its schedule
+    /// (configuration changes, then data jobs and polls, when the plan has a data part)
+    /// simulated through the client's limiters; server latency and job processing beyond the
+    /// first poll are not counted.
     pub estimated_seconds: u64,
 }
 
@@ -402,6 +409,9 @@ impl Plan {
     /// This plan with its data part, in the format version that carries one.
     pub fn with_data(mut self, data: crate::sync::DataPlan) -> Plan {
         self.format_version = DATA_FORMAT_VERSION;
+        // One estimate for the configuration and the data together: the data syncs run after
+        // the changes.
+        self.cost.estimated_seconds = cost::whole_seconds(cost::estimate(&self.changes, Some(&data)));
         self.data = Some(data);
         self
     }

@@ -194,12 +194,11 @@ fn write_data(out: &mut String, plan: &Plan) {
         .iter()
         .map(|(operation, count)| format!("{operation} {count}"))
         .collect();
-    let duration =
-        crate::plan::format_duration(std::time::Duration::from_secs(data.estimated_seconds));
     if total > 0 {
+        // Their time is in the plan's one estimate, with the configuration's.
         let _ = writeln!(
             out,
-            "Data requests: {total} ({}); at Klaviyo's limits this takes at least {duration}.\n",
+            "Data requests: {total} ({}).\n",
             per_operation.join(", ")
         );
     }

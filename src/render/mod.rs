@@ -126,24 +126,33 @@ pub(crate) fn scopes_sentence(plan: &crate::plan::Plan) -> Option<String> {
 }
 
 /// The cost sentence, e.g. `Requests: 5 (create_list 2, tag_lists 3); at Klaviyo's limits this
-/// takes about 4s`.
+/// takes about 4s`: the configuration's requests and the data part's together, and the one
+/// estimate of how long `apply` takes for both.
 pub(crate) fn cost_sentence(plan: &crate::plan::Plan) -> String {
-    let per_operation: Vec<String> = plan
-        .cost
-        .requests
+    let mut requests = plan.cost.requests.clone();
+    if let Some(data) = &plan.data {
+        for (operation, count) in &data.requests {
+            let total = requests.entry(operation.clone()).or_default();
+            *total = total.saturating_add(*count);
+        }
+    }
+    let per_operation: Vec<String> = requests
         .iter()
         .map(|(operation, count)| format!("{operation} {count}"))
         .collect();
-    let duration =
-        crate::plan::format_duration(std::time::Duration::from_secs(plan.cost.estimated_seconds));
-    if per_operation.is_empty() && plan.data.is_some() {
-        "Requests: none for configuration changes (the data's are listed with it)".to_owned()
-    } else if per_operation.is_empty() {
+    let duration = match plan.cost.estimated_seconds {
+        0 => "under a second".to_owned(),
+        seconds => format!(
+            "about {}",
+            crate::plan::format_duration(std::time::Duration::from_secs(seconds))
+        ),
+    };
+    if per_operation.is_empty() {
         "Requests: 0 (klsync's records only)".to_owned()
     } else {
         format!(
-            "Requests: {} ({}); at Klaviyo's limits this takes about {duration}",
-            plan.cost.total_requests,
+            "Requests: {} ({}); at Klaviyo's limits this takes {duration}",
+            plan.total_requests(),
             per_operation.join(", ")
         )
     }

@@ -39,7 +39,7 @@ const PER_LOOKUP: usize = 100;
 /// Recorded rows read from the state at a time.
 const PAGE: usize = 1_000;
 /// Lookups in flight (the client paces them to Klaviyo's limits).
-const LOOKUPS_IN_FLIGHT: usize = 4;
+pub(crate) const LOOKUPS_IN_FLIGHT: usize = 4;
 
 /// What reading the data syncs back from Klaviyo found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -49,6 +49,8 @@ use crate::manifest::types::{IdentifyBy, ManifestFile, MembershipMode, OnMissing
 use crate::sql::{QueryManager, SqlError};
 use crate::state::{StateError, StateStore};
 
+pub(crate) use check::LOOKUPS_IN_FLIGHT;
+pub(crate) use profiles::UNSETS_IN_FLIGHT;
 pub use check::{
     CheckCost, CheckScope, DataCheck, MembershipCheck, ProfileCheck, check_cost, check_data,
 };
@@ -742,7 +744,7 @@ fn merge(total: &mut BTreeMap<Operation, u64>, part: &BTreeMap<Operation, u64>) 
 /// The wait before a job's first poll: 250 ms plus 50 ms per 1,000 profiles (750 ms for a full
 /// job of 10,000), since a big job is never done after a quarter of a second and each early
 /// poll is a wasted request.
-fn first_poll_delay(profiles: usize) -> Duration {
+pub(crate) fn first_poll_delay(profiles: usize) -> Duration {
     Duration::from_millis(250 + 50 * (profiles as u64 / 1_000))
 }
 

@@ -24,7 +24,7 @@ const WHAT: &str = "profiles sync";
 /// Changed rows looked up in the state at once.
 const LOOKUP_BATCH: usize = 500;
 /// profile-import requests in flight at once (the client paces them).
-const UNSETS_IN_FLIGHT: usize = 8;
+pub(crate) const UNSETS_IN_FLIGHT: usize = 8;
 
 /// What a row turned out to be; kept per identifier to catch duplicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use super::{
     DataApplyReport, DataCheck, DataPlan, Drift, FieldChange, MembershipCheck, ProfileCheck,
     SAMPLE_SIZE,
 };
-use crate::plan::{format_duration, saturating_total};
+use crate::plan::saturating_total;
 
 fn value(v: &Option<serde_json::Value>) -> String {
     v.as_ref()
@@ -149,11 +149,8 @@ pub fn render_text_sampled(plan: &DataPlan, sample: usize, fields: bool) -> Stri
         }
     }
     let total = saturating_total(plan.requests.values().copied());
-    let _ = writeln!(
-        out,
-        "data: {total} request(s), at least {} at Klaviyo's rate limits",
-        format_duration(std::time::Duration::from_secs(plan.estimated_seconds))
-    );
+    // Their time is in the plan's one estimate, with the configuration's.
+    let _ = writeln!(out, "data: {total} request(s)");
     if fields {
         for (operation, count) in &plan.requests {
             let _ = writeln!(out, "  {operation}: {count}");

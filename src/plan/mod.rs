@@ -35,10 +35,10 @@
 
 mod cost;
 mod diff;
-pub mod schedule;
 mod model_apply;
 mod normalize;
 pub mod references;
+pub mod schedule;
 mod target;
 pub mod three_way;
 
@@ -411,7 +411,8 @@ impl Plan {
         self.format_version = DATA_FORMAT_VERSION;
         // One estimate for the configuration and the data together: the data syncs run after
         // the changes.
-        self.cost.estimated_seconds = cost::whole_seconds(cost::estimate(&self.changes, Some(&data)));
+        self.cost.estimated_seconds =
+            cost::whole_seconds(cost::estimate(&self.changes, Some(&data)));
         self.data = Some(data);
         self
     }

@@ -71,7 +71,9 @@ impl Stage {
                 left -= size;
                 vec![
                     Step::Send(Operation::BulkImportProfiles),
-                    Step::Pause(first_poll_delay(usize::try_from(size).unwrap_or(usize::MAX))),
+                    Step::Pause(first_poll_delay(
+                        usize::try_from(size).unwrap_or(usize::MAX),
+                    )),
                     Step::Send(Operation::GetBulkImportProfilesJob),
                 ]
             })
@@ -102,10 +104,7 @@ pub fn config_stages(operations: &[Operation]) -> Vec<Stage> {
 /// The data part, in the order `apply` sends it (see the module docs).
 pub fn data_stages(data: &DataPlan) -> Vec<Stage> {
     let count = |requests: &BTreeMap<String, u64>, operation: Operation| {
-        requests
-            .get(operation.operation_id())
-            .copied()
-            .unwrap_or(0)
+        requests.get(operation.operation_id()).copied().unwrap_or(0)
     };
     let mut stages = Vec::new();
     for sync in &data.profiles {

@@ -114,3 +114,44 @@ pub fn many_lists(count: usize) -> String {
     );
     text
 }
+
+/// A project of `lists` lists, `segments` segments and `tags` tags, with `links` tag links
+/// spread over them (tag `i % tags` on list `i / 2` or segment `i / 2`, alternately), and
+/// `extra` appended (queries, data syncs). Resources: `lists + segments + tags + links`.
+pub fn resource_mix(
+    lists: usize,
+    segments: usize,
+    tags: usize,
+    links: usize,
+    extra: &str,
+) -> String {
+    let mut tag_of: Vec<Vec<String>> = vec![Vec::new(); lists + segments];
+    for i in 0..links {
+        let target = if i % 2 == 0 { i / 2 } else { lists + i / 2 };
+        tag_of[target.min(lists + segments - 1)].push(format!("t{}", i % tags.max(1)));
+    }
+    let tags_of = |at: usize| format!("[{}]", tag_of[at].join(", "));
+    let mut text = String::from("tags: [");
+    text.push_str(
+        &(0..tags)
+            .map(|i| format!("t{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    text.push_str("]\nlists:\n");
+    for i in 0..lists {
+        text.push_str(&format!(
+            "  - id: l{i}\n    name: List {i}\n    tags: {}\n",
+            tags_of(i)
+        ));
+    }
+    text.push_str("segments:\n");
+    for i in 0..segments {
+        text.push_str(&format!(
+            "  - id: s{i}\n    name: Segment {i}\n    tags: {}\n    definition:\n      condition_groups:\n        - conditions:\n            - {{type: profile-property, property: email, filter: {{type: string, operator: contains, value: '{i}@'}}}}\n",
+            tags_of(lists + i)
+        ));
+    }
+    text.push_str(extra);
+    text
+}

@@ -90,7 +90,7 @@ impl Stage {
 }
 
 /// The configuration part: the executor sends one change at a time, in plan order
-/// (`operations`, as [`super::cost::ordered_requests`] lists them).
+/// (`operations`, as [`crate::plan::ordered_requests`] lists them).
 pub fn config_stages(operations: &[Operation]) -> Vec<Stage> {
     if operations.is_empty() {
         return Vec::new();
@@ -175,7 +175,7 @@ struct Worker<'s> {
 
 /// How long `stages` take at the published limits (scaled by `factor`), run through the
 /// client's limiters on a fake clock. Daily caps are not waited for here (the client refuses
-/// to wait a day; see [`super::cost::daily_cap_warnings`]).
+/// to wait a day; see [`crate::plan::daily_cap_warnings`]).
 pub fn simulate(stages: &[Stage], factor: f64) -> Duration {
     let limiters = RateLimiters::with_clock(factor, FakeRelativeClock::default());
     let clock = limiters.clock().clone();

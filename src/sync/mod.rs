@@ -180,7 +180,9 @@ pub struct DataPlan {
     pub memberships: Vec<MembershipPlan>,
     /// Requests the apply sends, per `operationId` (lower bound: one poll per job).
     pub requests: BTreeMap<String, u64>,
-    /// Least time those requests take at Klaviyo's published limits, in seconds.
+    /// Least time those requests take at Klaviyo's published limits on their own, in seconds.
+    /// The plan's `cost.estimated_seconds` is the one estimate of an apply, configuration and
+    /// data together.
     pub estimated_seconds: u64,
     /// Restricted by `--target` ([`DataPlan::retain`]): apply runs only the syncs listed here.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

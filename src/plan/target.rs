@@ -133,7 +133,7 @@ pub fn targeted(
     let total = plan.changes.len();
     plan.changes.retain(|change| keep.contains(&change.address));
     let requests = cost::requests(&plan.changes);
-    plan.cost = cost::cost(&requests);
+    plan.cost = cost::cost(&plan.changes, &requests);
     plan.warnings
         .retain(|warning| !warning.starts_with("the plan needs "));
     plan.warnings.extend(cost::daily_cap_warnings(&requests));
@@ -142,6 +142,9 @@ pub fn targeted(
             |id| profile_syncs.contains(id),
             |list| member_lists.contains(list),
         );
+        // The one estimate covers the data syncs kept.
+        plan.cost.estimated_seconds =
+            cost::whole_seconds(cost::estimate(&plan.changes, Some(data)));
     }
     plan.warnings.push(format!(
         "targeted plan (--target {}): {} of the project's {total} change(s), and only the data syncs named; \

@@ -190,7 +190,13 @@ impl CheckCost {
             } else {
                 format!(" ({})", per_operation.join(", "))
             },
-            crate::plan::format_duration(crate::plan::estimated_duration(&self.requests))
+            // Whole seconds, rounded up: requests the limits let go at once still take a round
+            // trip each.
+            crate::plan::format_duration(std::time::Duration::from_secs(
+                crate::plan::estimated_duration(&self.requests)
+                    .as_secs()
+                    .saturating_add(1)
+            ))
         );
         if !self.read_whole.is_empty() {
             let lists: Vec<String> = self

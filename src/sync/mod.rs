@@ -50,11 +50,11 @@ use crate::sql::{QueryManager, SqlError};
 use crate::state::{StateError, StateStore};
 
 pub(crate) use check::LOOKUPS_IN_FLIGHT;
-pub(crate) use profiles::UNSETS_IN_FLIGHT;
 pub use check::{
     CheckCost, CheckScope, DataCheck, MembershipCheck, ProfileCheck, check_cost, check_data,
 };
 pub use diff::FieldChange;
+pub(crate) use profiles::UNSETS_IN_FLIGHT;
 pub use render::{check_summary, render_check, render_report, render_text, render_text_sampled};
 
 /// Rows kept in each sample of a plan or report.

@@ -17,7 +17,10 @@
 //!   by then), then its property removals ([`UNSETS_IN_FLIGHT`] at once);
 //! - per list with `members:`: the lookups of profiles already on the list
 //!   ([`LOOKUPS_IN_FLIGHT`] at once; one at a time when the list is read whole), its jobs, the
-//!   profile lookups for removals, then the removals.
+//!   reads of the profiles its jobs added (mirror mode, one page at a time), the profile lookups
+//!   for removals, then the removals;
+//! - any other request a sync's plan counts, one at a time after that sync's, so a request
+//!   kind added to a sync is never left out of the estimate.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -106,6 +109,19 @@ pub fn data_stages(data: &DataPlan) -> Vec<Stage> {
     let count = |requests: &BTreeMap<String, u64>, operation: Operation| {
         requests.get(operation.operation_id()).copied().unwrap_or(0)
     };
+    // Requests of a sync the stages above do not send, one at a time.
+    let others = |requests: &BTreeMap<String, u64>, named: &[Operation]| -> Vec<Stage> {
+        requests
+            .iter()
+            .filter(|(name, _)| !named.iter().any(|op| op.operation_id() == name.as_str()))
+            .filter_map(|(name, count)| {
+                let operation = Operation::ALL
+                    .iter()
+                    .find(|op| op.operation_id() == name.as_str())?;
+                Some(Stage::requests(*operation, *count, 1))
+            })
+            .collect()
+    };
     let mut stages = Vec::new();
     for sync in &data.profiles {
         let jobs = count(&sync.requests, Operation::BulkImportProfiles);
@@ -114,6 +130,14 @@ pub fn data_stages(data: &DataPlan) -> Vec<Stage> {
             Operation::CreateOrUpdateProfile,
             count(&sync.requests, Operation::CreateOrUpdateProfile),
             UNSETS_IN_FLIGHT,
+        ));
+        stages.extend(others(
+            &sync.requests,
+            &[
+                Operation::BulkImportProfiles,
+                Operation::GetBulkImportProfilesJob,
+                Operation::CreateOrUpdateProfile,
+            ],
         ));
     }
     for list in &data.memberships {
@@ -129,16 +153,25 @@ pub fn data_stages(data: &DataPlan) -> Vec<Stage> {
         ));
         let jobs = count(&list.requests, Operation::BulkImportProfiles);
         stages.push(Stage::jobs(jobs, list.counts.add));
-        stages.push(Stage::requests(
+        let sequential = [
+            Operation::GetProfilesForBulkImportProfilesJob,
             Operation::GetProfiles,
-            count(&list.requests, Operation::GetProfiles),
-            1,
-        ));
-        stages.push(Stage::requests(
             Operation::RemoveProfilesFromList,
-            count(&list.requests, Operation::RemoveProfilesFromList),
-            1,
-        ));
+        ];
+        for operation in sequential {
+            stages.push(Stage::requests(
+                operation,
+                count(&list.requests, operation),
+                1,
+            ));
+        }
+        let mut named = vec![
+            Operation::GetProfilesForList,
+            Operation::BulkImportProfiles,
+            Operation::GetBulkImportProfilesJob,
+        ];
+        named.extend(sequential);
+        stages.extend(others(&list.requests, &named));
     }
     stages.retain(|stage| !stage.is_empty());
     stages
@@ -326,6 +359,44 @@ mod tests {
             seconds(&[Stage::jobs(1, 10_000)]),
             Duration::from_millis(750)
         );
+    }
+
+    #[test]
+    fn every_request_a_sync_counts_is_scheduled() {
+        let plan: DataPlan = serde_json::from_value(serde_json::json!({
+            "profiles": [],
+            "memberships": [{
+                "list": "vip", "list_id": null, "query": "q", "identify_by": "email",
+                "mode": "mirror", "rows": 200,
+                "counts": {"add": 200, "remove": 0, "unchanged": 0, "rejected": 0, "duplicates": 0},
+                "add_sample": [], "remove_sample": [], "rejected_sample": [],
+                "max_removals": null, "exceeds_max_removals": false,
+                "requests": {"get_profiles_for_list": 2, "bulk_import_profiles": 1,
+                    "get_bulk_import_profiles_job": 1, "get_profiles_for_bulk_import_profiles_job": 2,
+                    "get_list_ids_for_profile": 1},
+                "estimated_seconds": 0
+            }],
+            "requests": {}, "estimated_seconds": 0
+        }))
+        .expect("data plan");
+        let sent: BTreeMap<Operation, usize> = data_stages(&plan)
+            .iter()
+            .flat_map(|stage| stage.tasks.iter().flatten())
+            .fold(BTreeMap::new(), |mut sent, step| {
+                if let Step::Send(op) = step {
+                    *sent.entry(*op).or_default() += 1;
+                }
+                sent
+            });
+        let expected: BTreeMap<Operation, usize> = [
+            (Operation::GetProfilesForList, 2),
+            (Operation::BulkImportProfiles, 1),
+            (Operation::GetBulkImportProfilesJob, 1),
+            (Operation::GetProfilesForBulkImportProfilesJob, 2),
+            (Operation::GetListIdsForProfile, 1),
+        ]
+        .into();
+        assert_eq!(sent, expected);
     }
 
     #[test]

@@ -217,7 +217,8 @@ pub(super) async fn compute(
         .iter()
         .filter(|m| !desired.contains(&diff::process_identifier_key(&m.identifier)))
         .partition(|m| {
-            m.origin.is_klsyncs() && !missing_keys.contains(&diff::process_identifier_key(&m.identifier))
+            m.origin.is_klsyncs()
+                && !missing_keys.contains(&diff::process_identifier_key(&m.identifier))
         });
     let removes: Vec<SyncMemberRecord> = if spec.mode == MembershipMode::Mirror {
         gone_added.into_iter().cloned().collect()

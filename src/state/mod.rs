@@ -157,11 +157,7 @@ impl StateStore {
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true);
             create_parent_dir(options.get_filename())?;
-            let pool = SqlitePoolOptions::new()
-                .max_connections(MAX_CONNECTIONS)
-                .connect_with(options)
-                .await
-                .map_err(connect_error)?;
+            let pool = open_sqlite(options).await.map_err(connect_error)?;
             migrate_sqlite(&pool).await.map_err(migrate_error)?;
             Backend::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -519,6 +515,38 @@ impl StateStore {
         .map_err(StateError::query("look up a saved plan"))?;
         Ok(count > 0)
     }
+}
+
+/// Open the SQLite pool, waiting out other processes that hold the file's lock.
+///
+/// Opening sets WAL mode, which takes the file's exclusive lock when the file is new. While
+/// another process migrates the same new file, SQLite can answer `database is locked` at once
+/// instead of waiting out the busy timeout (it does not wait where waiting could deadlock), so
+/// ten first runs at once failed now and then under load. Such opens are tried again until the
+/// busy timeout has passed.
+async fn open_sqlite(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let deadline = std::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
+    loop {
+        let opened = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options.clone())
+            .await;
+        match opened {
+            Err(sqlx::Error::Database(db))
+                if sqlite_busy(db.code().as_deref()) && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether an SQLite result code is `SQLITE_BUSY` or `SQLITE_LOCKED` (extended codes keep the
+/// primary code in the low byte).
+fn sqlite_busy(code: Option<&str>) -> bool {
+    code.and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 /// Bring an SQLite state up to date, one process at a time.

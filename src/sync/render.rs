@@ -169,6 +169,20 @@ fn drift_line(drift: &Drift) -> String {
     )
 }
 
+/// Nothing for no `items`; else a header made from their count, then [`sampled_lines`].
+fn sampled_section<T>(
+    out: &mut String,
+    items: &[T],
+    header: impl FnOnce(usize) -> String,
+    line: impl Fn(&T) -> String,
+) {
+    if items.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{}", header(items.len()));
+    sampled_lines(out, items, line);
+}
+
 /// The first [`SAMPLE_SIZE`] of `items`, one indented line each, then how many more there are.
 fn sampled_lines<T>(out: &mut String, items: &[T], line: impl Fn(&T) -> String) {
     for item in items.iter().take(SAMPLE_SIZE) {
@@ -224,40 +238,41 @@ pub fn render_check(check: &DataCheck) -> String {
                 "- lists.{}.members: the list no longer exists in Klaviyo",
                 list.list
             );
-        } else if !list.missing.is_empty() {
-            let _ = writeln!(
-                out,
-                "- lists.{}.members: {} of {} recorded member(s) no longer on the list",
-                list.list,
-                list.missing.len(),
-                list.checked
+        } else {
+            sampled_section(
+                &mut out,
+                &list.missing,
+                |count| {
+                    format!(
+                        "- lists.{}.members: {count} of {} recorded member(s) no longer on the list",
+                        list.list, list.checked
+                    )
+                },
+                |identifier| format!("  {identifier}"),
             );
-            sampled_lines(&mut out, &list.missing, |identifier| {
-                format!("  {identifier}")
-            });
         }
-        if !list.back_on_list.is_empty() {
-            let _ = writeln!(
-                out,
-                "+ lists.{}.members: {} member(s) klsync removed are on the list again",
-                list.list,
-                list.back_on_list.len()
-            );
-            sampled_lines(&mut out, &list.back_on_list, |identifier| {
-                format!("  {identifier}")
-            });
-        }
-        if !list.pending_removals.is_empty() {
-            let _ = writeln!(
-                out,
-                "? lists.{}.members: {} removal(s) klsync could not make (kept, tried again by every apply)",
-                list.list,
-                list.pending_removals.len()
-            );
-            sampled_lines(&mut out, &list.pending_removals, |row| {
-                format!("  {}: {}", row.identifier, row.reason)
-            });
-        }
+        sampled_section(
+            &mut out,
+            &list.back_on_list,
+            |count| {
+                format!(
+                    "+ lists.{}.members: {count} member(s) klsync removed are on the list again",
+                    list.list
+                )
+            },
+            |identifier| format!("  {identifier}"),
+        );
+        sampled_section(
+            &mut out,
+            &list.pending_removals,
+            |count| {
+                format!(
+                    "? lists.{}.members: {count} removal(s) klsync could not make (kept, tried again by every apply)",
+                    list.list
+                )
+            },
+            |row| format!("  {}: {}", row.identifier, row.reason),
+        );
     }
     out
 }

@@ -71,21 +71,32 @@ fn fixed_window_seconds(operation: Operation, n: u64) -> f64 {
     (full_minutes * 60 + last_minute.div_ceil(burst) - 1) as f64
 }
 
-/// The least time the limits allow for `mix` and its data sync, in apply's stage order: tag
-/// creates, list creates, segment creates, then the tag links (tag_lists and tag_segments in
-/// parallel, different buckets), then the data: each sync's job cannot be read back before the
-/// emulator has processed it (2 × [`JOB_DELAY`]). Each stage is its slowest bucket in fixed
-/// windows ([`fixed_window_seconds`]); the stages add up, since each needs the one before.
+/// The least time the limits allow for `mix` and its data sync, whatever the client: tags,
+/// lists and segments need nothing of each other, so they go side by side; a tag link needs its
+/// tag and targets, so the links follow them (tag_lists and tag_segments side by side); the
+/// data syncs need none of it but their list, created at once (lists go 10 a second), so they
+/// run beside it all, and each job cannot be read back before the emulator has processed it
+/// (2 × [`JOB_DELAY`]; the jobs of different syncs side by side). Each bucket's requests take
+/// their time in fixed windows ([`fixed_window_seconds`]).
 fn minimum(mix: Mix, jobs: u32) -> f64 {
     let (tag_lists, tag_segments) = mix.link_requests();
-    let config = fixed_window_seconds(Operation::CreateTag, mix.tags as u64)
-        + fixed_window_seconds(Operation::CreateList, mix.lists as u64)
-        + fixed_window_seconds(Operation::CreateSegment, mix.segments as u64)
-        + fixed_window_seconds(Operation::TagLists, tag_lists)
-            .max(fixed_window_seconds(Operation::TagSegments, tag_segments));
-    // The profiles job, then the list's job: each processed before it can be read.
-    let data = f64::from(jobs) * (2 * JOB_DELAY).as_secs_f64();
-    config + data
+    let resources = fixed_window_seconds(Operation::CreateTag, mix.tags as u64)
+        .max(fixed_window_seconds(
+            Operation::CreateList,
+            mix.lists as u64,
+        ))
+        .max(fixed_window_seconds(
+            Operation::CreateSegment,
+            mix.segments as u64,
+        ));
+    let links = fixed_window_seconds(Operation::TagLists, tag_lists)
+        .max(fixed_window_seconds(Operation::TagSegments, tag_segments));
+    let data = if jobs > 0 {
+        (2 * JOB_DELAY).as_secs_f64()
+    } else {
+        0.0
+    };
+    (resources + links).max(data)
 }
 
 fn env_count(name: &str, default: u64) -> u64 {

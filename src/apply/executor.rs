@@ -26,15 +26,20 @@
 //! replace whose create was refused) is journaled as failed with the client's `interrupted`
 //! error, since its request was never sent.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::klaviyo::observe::{live_list, live_segment, live_tag_group, opt_in_to_api};
 use crate::klaviyo::{ApiError, KlaviyoClient, SegmentUpdate};
 use crate::manifest::OptInProcess;
 use crate::model::{LiveState, LiveTag, ResourceKey, ResourceKind};
-use crate::plan::{Action, Change, Plan, live_fields, record_link, references};
+use crate::plan::{
+    Action, Change, ChangeKind, Plan, live_fields, record_link, references, schedule,
+};
 use crate::state::{ManagedRow, RunId, StateError, StateStore};
 
 /// What happened to one change, for progress output.
@@ -51,6 +56,16 @@ pub enum Event {
     },
     /// The change failed or was skipped.
     Failed(Failure),
+}
+
+impl Event {
+    /// The address of the change it reports.
+    pub fn address(&self) -> &str {
+        match self {
+            Event::Done { address, .. } => address,
+            Event::Failed(failure) => &failure.address,
+        }
+    }
 }
 
 /// A change that did not happen, and why.
@@ -77,11 +92,42 @@ pub struct ExecutionReport {
     pub not_started: Option<usize>,
 }
 
-/// Executes plans against one account and state database.
-pub struct Executor<'a> {
-    client: &'a KlaviyoClient,
-    store: &'a StateStore,
-    run_id: RunId,
+/// How a configuration change of this run ended, as the data syncs running beside it see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Made; the Klaviyo id it acted on or created, when it has one.
+    Done(Option<String>),
+    /// Failed, or skipped.
+    NotDone,
+}
+
+/// The changes of a run that have ended so far (address → outcome), published as they end so
+/// that work waiting on one (the members of a list this run creates) starts at once; `finished`
+/// once the run has ended, so that nothing waits for a change that never ran.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    /// Address → how its change ended.
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// The run has ended.
+    pub finished: bool,
+}
+
+/// Wait until the change at `address` has ended: the id it acted on if it was made; `None` if
+/// it failed, was skipped, or the run ended without it.
+pub async fn wait_for(settled: &mut watch::Receiver<Settled>, address: &str) -> Option<String> {
+    let seen = settled
+        .wait_for(|now| now.finished || now.outcomes.contains_key(address))
+        .await
+        .ok()?;
+    match seen.outcomes.get(address) {
+        Some(Outcome::Done(id)) => id.clone(),
+        _ => None,
+    }
+}
+
+/// What the executor knows of the managed resources, kept current as changes end.
+#[derive(Debug, Default)]
+struct Book {
     /// Address → Klaviyo id of every resource known to exist.
     ids: BTreeMap<String, String>,
     /// Address → the `applied` value recorded for each managed resource, kept current so that
@@ -89,8 +135,144 @@ pub struct Executor<'a> {
     applied: BTreeMap<String, Value>,
     /// Address → what Klaviyo returned, recorded beside `applied` (kept when a link updates it).
     returned: BTreeMap<String, Option<Value>>,
+}
+
+/// Executes plans against one account and state database.
+///
+/// # Order and concurrency
+/// A plan runs in four phases, each after the one before: creates, updates, replaces and
+/// adoptions; detaches; attaches; destroys. Within the first three, each kind of resource (tag
+/// groups, tags, lists, segments; links to lists, links to segments) has its own lane: a lane
+/// sends its changes one at a time in plan order, the lanes run side by side, and a change
+/// waits for the changes it depends on (a tag for its new group, a segment for a list it names)
+/// in the other lanes. So a slow bucket (segments: 1 a second) does not hold back the lists,
+/// and the rate limits, not the order, set the pace. Destroys run one at a time in plan order.
+/// Progress is reported, and the report kept, in plan order whatever order the lanes end in.
+pub struct Executor<'a> {
+    client: &'a KlaviyoClient,
+    store: &'a StateStore,
+    run_id: RunId,
+    book: Mutex<Book>,
+    /// Held while a lane writes to the state (see [`Executor::write`]), and while a managed row
+    /// is read, changed and written, so that two lanes changing the same row (a list's recorded
+    /// tags) do not lose one change.
+    recording: tokio::sync::Mutex<()>,
     /// Addresses an interrupted run may already have created.
     resumed: BTreeSet<String>,
+    settled: watch::Sender<Settled>,
+}
+
+/// One request's worth of changes: one change, or the links sharing one link request.
+#[derive(Debug)]
+struct Unit {
+    /// Indices of its changes in the plan.
+    changes: Vec<usize>,
+    /// It is a link request.
+    link: bool,
+    /// Addresses of changes earlier in the plan that it must wait for.
+    waits_for: Vec<String>,
+}
+
+/// The plan's units, by phase then lane, each lane in plan order.
+fn lanes(plan: &Plan) -> BTreeMap<u8, BTreeMap<u8, Vec<Unit>>> {
+    let position: BTreeMap<&str, usize> = plan
+        .changes
+        .iter()
+        .enumerate()
+        .map(|(index, change)| (change.address.as_str(), index))
+        .collect();
+    let mut taken = vec![false; plan.changes.len()];
+    let mut phases: BTreeMap<u8, BTreeMap<u8, Vec<Unit>>> = BTreeMap::new();
+    for (index, change) in plan.changes.iter().enumerate() {
+        if taken[index] {
+            continue;
+        }
+        let changes: Vec<usize> = match &change.link {
+            // Every link sharing this request, from here on (they sit together in the plan).
+            Some(link) => plan
+                .changes
+                .iter()
+                .enumerate()
+                .skip(index)
+                .filter(|(_, other)| {
+                    other.action == change.action
+                        && other.link.as_ref().is_some_and(|other| {
+                            other.tag == link.tag && other.target.kind == link.target.kind
+                        })
+                })
+                .map(|(i, _)| i)
+                .collect(),
+            None => vec![index],
+        };
+        for &i in &changes {
+            taken[i] = true;
+        }
+        // Only what comes earlier in the plan is waited for, so no two lanes wait on each
+        // other; the plan puts what a change needs before it. A new tag also waits for any
+        // change of its group (an adoption records the id it is created in), which the plan
+        // does not list as a dependency when the group already exists.
+        let waits_for: BTreeSet<String> = changes
+            .iter()
+            .flat_map(|&i| {
+                let change = &plan.changes[i];
+                let group = after(change, "group")
+                    .and_then(Value::as_str)
+                    .filter(|_| change.kind == ChangeKind::Tag)
+                    .map(|group| ResourceKey::new(ResourceKind::TagGroup, group).address());
+                change.depends_on.iter().cloned().chain(group)
+            })
+            .filter(|address| position.get(address.as_str()).is_some_and(|&at| at < index))
+            .collect();
+        let (phase, lane) = schedule::slot(change);
+        phases
+            .entry(phase)
+            .or_default()
+            .entry(lane)
+            .or_default()
+            .push(Unit {
+                changes,
+                link: change.link.is_some(),
+                waits_for: waits_for.into_iter().collect(),
+            });
+    }
+    phases
+}
+
+/// One execution's shared record: what has ended, and the progress and report in plan order.
+struct Run<'p> {
+    plan: &'p Plan,
+    /// Addresses of changes that did not happen.
+    not_done: RefCell<BTreeSet<String>>,
+    /// Failure reasons so far, in the order they happened.
+    reasons: RefCell<Vec<String>>,
+    /// Events not yet reported, by plan index; reported once every earlier change is.
+    pending: RefCell<BTreeMap<usize, Event>>,
+    next: Cell<usize>,
+    ended: Cell<usize>,
+    report: RefCell<ExecutionReport>,
+    progress: RefCell<&'p mut dyn FnMut(&Event)>,
+}
+
+impl Run<'_> {
+    /// Report every event whose predecessors have all been reported; with `all`, the rest too
+    /// (changes a stop kept from running leave gaps).
+    fn release(&self, all: bool) {
+        let mut pending = self.pending.borrow_mut();
+        loop {
+            let key = if all {
+                pending.keys().next().copied()
+            } else {
+                Some(self.next.get()).filter(|next| pending.contains_key(next))
+            };
+            let Some(index) = key else { break };
+            let Some(event) = pending.remove(&index) else {
+                break;
+            };
+            self.next.set(index + 1);
+            record(&mut self.report.borrow_mut(), &event);
+            (self.progress.borrow_mut())(&event);
+        }
+    }
 }
 
 impl<'a> Executor<'a> {
@@ -103,107 +285,190 @@ impl<'a> Executor<'a> {
         managed: &[ManagedRow],
         resumed: BTreeSet<String>,
     ) -> Self {
-        let ids = managed
-            .iter()
-            .map(|row| (format!("{}.{}", row.kind, row.key), row.klaviyo_id.clone()))
-            .collect();
-        let applied = managed
-            .iter()
-            .map(|row| (format!("{}.{}", row.kind, row.key), row.applied.clone()))
-            .collect();
-        let returned = managed
-            .iter()
-            .map(|row| (format!("{}.{}", row.kind, row.key), row.returned.clone()))
-            .collect();
+        let address = |row: &ManagedRow| format!("{}.{}", row.kind, row.key);
+        let book = Book {
+            ids: managed
+                .iter()
+                .map(|row| (address(row), row.klaviyo_id.clone()))
+                .collect(),
+            applied: managed
+                .iter()
+                .map(|row| (address(row), row.applied.clone()))
+                .collect(),
+            returned: managed
+                .iter()
+                .map(|row| (address(row), row.returned.clone()))
+                .collect(),
+        };
         Executor {
             client,
             store,
             run_id,
-            ids,
-            applied,
-            returned,
+            book: Mutex::new(book),
+            recording: tokio::sync::Mutex::new(()),
             resumed,
+            settled: watch::channel(Settled::default()).0,
         }
     }
 
-    /// Run every change of `plan`, reporting each outcome to `progress`. Only a stop
-    /// ([`crate::interrupt`]) or a failure of the state database ends the run early: without
-    /// the journal, crash safety is gone.
+    /// The changes of the run as they end (see [`Settled`], [`wait_for`]).
+    pub fn settled(&self) -> watch::Receiver<Settled> {
+        self.settled.subscribe()
+    }
+
+    /// One write to the state, while no other lane writes: SQLite would make the loser of two
+    /// writes at once sleep in its busy handler (up to 100 ms a try), holding its lane back.
+    async fn write<T>(&self, write: impl std::future::Future<Output = T>) -> T {
+        let _recording = self.recording.lock().await;
+        write.await
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        // A panic while the book was held ends the run anyway; its data is still whole.
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Run every change of `plan` (see [`Executor`] for the order), reporting each outcome to
+    /// `progress` in plan order. Only a stop ([`crate::interrupt`]) or a failure of the state
+    /// database ends the run early: without the journal, crash safety is gone.
     pub async fn execute(
         &mut self,
         plan: &Plan,
         progress: &mut dyn FnMut(&Event),
     ) -> Result<ExecutionReport, StateError> {
-        let mut report = ExecutionReport::default();
-        let mut not_done: BTreeSet<String> = BTreeSet::new();
-        let mut handled: BTreeSet<usize> = BTreeSet::new();
-        for (index, change) in plan.changes.iter().enumerate() {
-            if crate::interrupt::requested().is_some() {
-                report.not_started = Some(plan.changes.len() - handled.len());
-                break;
-            }
-            if !handled.insert(index) {
-                continue;
-            }
-            // Nothing more can be sent (Klaviyo stopped answering, the run's deadline passed):
-            // the rest is not attempted, and its cause is reported once.
-            if let Some(stop) = self.client.halted() {
-                let cause = stop.to_string();
-                let reported = report.failed.iter().any(|f| f.reason.ends_with(&cause));
-                let event = Event::Failed(Failure {
-                    address: change.address.clone(),
-                    action: change.action,
-                    reason: if reported {
-                        "not attempted: the run stopped (cause above)".to_owned()
-                    } else {
-                        format!("not attempted: {cause}")
-                    },
-                    skipped: true,
-                });
-                record(&mut report, &mut not_done, &event);
-                progress(&event);
-                continue;
-            }
-            if let Some(link) = &change.link {
-                // Every link sharing this request, from here on (they sit together in the plan).
-                let batch: Vec<usize> = plan
-                    .changes
-                    .iter()
-                    .enumerate()
-                    .skip(index)
-                    .filter(|(_, other)| {
-                        other.action == change.action
-                            && other.link.as_ref().is_some_and(|other| {
-                                other.tag == link.tag && other.target.kind == link.target.kind
-                            })
-                    })
-                    .map(|(i, _)| i)
-                    .collect();
-                handled.extend(batch.iter().copied());
-                let changes: Vec<&Change> = batch.iter().map(|i| &plan.changes[*i]).collect();
-                for event in self.links(&changes, &not_done).await? {
-                    record(&mut report, &mut not_done, &event);
-                    progress(&event);
-                }
-                continue;
-            }
-            let event = match blocked_by(change, &not_done) {
-                Some(dependency) => Event::Failed(Failure {
-                    address: change.address.clone(),
-                    action: change.action,
-                    reason: format!("skipped: {dependency} did not happen"),
-                    skipped: true,
-                }),
-                None => self.resource(change).await?,
-            };
-            record(&mut report, &mut not_done, &event);
-            progress(&event);
+        let run = Run {
+            plan,
+            not_done: RefCell::default(),
+            reasons: RefCell::default(),
+            pending: RefCell::default(),
+            next: Cell::new(0),
+            ended: Cell::new(0),
+            report: RefCell::default(),
+            progress: RefCell::new(progress),
+        };
+        let result = self.phases(&run).await;
+        self.settled.send_modify(|settled| settled.finished = true);
+        result?;
+        run.release(true);
+        let mut report = run.report.into_inner();
+        if run.ended.get() < plan.changes.len() {
+            report.not_started = Some(plan.changes.len() - run.ended.get());
         }
         Ok(report)
     }
 
+    async fn phases(&self, run: &Run<'_>) -> Result<(), StateError> {
+        for lanes in lanes(run.plan).into_values() {
+            if crate::interrupt::requested().is_some() {
+                break;
+            }
+            futures::future::try_join_all(lanes.values().map(|units| self.lane(run, units)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One lane's units, one at a time, each once what it waits for has ended.
+    async fn lane(&self, run: &Run<'_>, units: &[Unit]) -> Result<(), StateError> {
+        let mut settled = self.settled.subscribe();
+        for unit in units {
+            if !unit.waits_for.is_empty() {
+                // The sender lives as long as `self`: this wait ends when the changes do.
+                let _ = settled
+                    .wait_for(|now| {
+                        unit.waits_for
+                            .iter()
+                            .all(|address| now.outcomes.contains_key(address))
+                    })
+                    .await;
+            }
+            if crate::interrupt::requested().is_some() {
+                return Ok(());
+            }
+            let first = &run.plan.changes[unit.changes[0]];
+            let events: Vec<(usize, Event)> = if let Some(stop) = self.client.halted() {
+                // Nothing more can be sent (Klaviyo stopped answering, the run's deadline
+                // passed): the rest is not attempted, and its cause is reported once.
+                let cause = stop.to_string();
+                let mut reported = run.reasons.borrow().iter().any(|r| r.ends_with(&cause));
+                unit.changes
+                    .iter()
+                    .map(|&index| {
+                        let change = &run.plan.changes[index];
+                        let reason = if reported {
+                            "not attempted: the run stopped (cause above)".to_owned()
+                        } else {
+                            format!("not attempted: {cause}")
+                        };
+                        reported = true;
+                        let event = Event::Failed(Failure {
+                            address: change.address.clone(),
+                            action: change.action,
+                            reason,
+                            skipped: true,
+                        });
+                        (index, event)
+                    })
+                    .collect()
+            } else if unit.link {
+                let changes: Vec<&Change> =
+                    unit.changes.iter().map(|&i| &run.plan.changes[i]).collect();
+                let not_done = run.not_done.borrow().clone();
+                let events = self.links(&changes, &not_done).await?;
+                events
+                    .into_iter()
+                    .filter_map(|event| {
+                        let index = unit
+                            .changes
+                            .iter()
+                            .copied()
+                            .find(|&i| run.plan.changes[i].address == event.address())?;
+                        Some((index, event))
+                    })
+                    .collect()
+            } else {
+                let blocked = blocked_by(first, &run.not_done.borrow()).map(str::to_owned);
+                let event = match blocked {
+                    Some(dependency) => Event::Failed(Failure {
+                        address: first.address.clone(),
+                        action: first.action,
+                        reason: format!("skipped: {dependency} did not happen"),
+                        skipped: true,
+                    }),
+                    None => self.resource(first).await?,
+                };
+                vec![(unit.changes[0], event)]
+            };
+            for (index, event) in events {
+                self.settle(run, index, event);
+            }
+        }
+        Ok(())
+    }
+
+    /// Record how the change at `index` ended: published at once, reported in plan order.
+    fn settle(&self, run: &Run<'_>, index: usize, event: Event) {
+        let address = run.plan.changes[index].address.clone();
+        let outcome = match &event {
+            Event::Done { id, .. } => Outcome::Done(id.clone()),
+            Event::Failed(failure) => {
+                run.not_done.borrow_mut().insert(address.clone());
+                run.reasons.borrow_mut().push(failure.reason.clone());
+                Outcome::NotDone
+            }
+        };
+        self.settled.send_modify(|settled| {
+            settled.outcomes.insert(address, outcome);
+        });
+        run.ended.set(run.ended.get() + 1);
+        run.pending.borrow_mut().insert(index, event);
+        run.release(false);
+    }
+
     /// One resource change: journal, send, record.
-    async fn resource(&mut self, change: &Change) -> Result<Event, StateError> {
+    async fn resource(&self, change: &Change) -> Result<Event, StateError> {
         let Some(key) = &change.resource else {
             return Ok(failed(change, "the plan names no resource".to_owned()));
         };
@@ -224,24 +489,25 @@ impl<'a> Executor<'a> {
             "fields": change.fields.iter().filter(|f| f.is_klaviyo_field()).collect::<Vec<_>>(),
         });
         let entry = self
-            .store
-            .journal_started(
+            .write(self.store.journal_started(
                 self.run_id,
                 &change.address,
                 change.action.as_str(),
                 &detail,
-            )
+            ))
             .await?;
         match self.send(key, change).await {
             Ok((id, answer)) => {
                 match (change.action, &id) {
                     (Action::Destroy, _) => {
+                        let _recording = self.recording.lock().await;
                         self.store
                             .remove_managed(key.kind.prefix(), &key.key)
                             .await?;
-                        self.ids.remove(&change.address);
-                        self.applied.remove(&change.address);
-                        self.returned.remove(&change.address);
+                        let mut book = self.book();
+                        book.ids.remove(&change.address);
+                        book.applied.remove(&change.address);
+                        book.returned.remove(&change.address);
                     }
                     (_, Some(id)) => {
                         let row = ManagedRow {
@@ -251,10 +517,12 @@ impl<'a> Executor<'a> {
                             applied: change.applied.clone().unwrap_or(Value::Null),
                             returned: Some(returned_after(change, answer)),
                         };
+                        let _recording = self.recording.lock().await;
                         self.store.upsert_managed(&row, self.run_id).await?;
-                        self.ids.insert(change.address.clone(), id.clone());
-                        self.applied.insert(change.address.clone(), row.applied);
-                        self.returned.insert(change.address.clone(), row.returned);
+                        let mut book = self.book();
+                        book.ids.insert(change.address.clone(), id.clone());
+                        book.applied.insert(change.address.clone(), row.applied);
+                        book.returned.insert(change.address.clone(), row.returned);
                     }
                     (_, None) => {}
                 }
@@ -262,14 +530,17 @@ impl<'a> Executor<'a> {
                     && matches!(change.action, Action::Destroy | Action::Replace)
                 {
                     // Klaviyo deleted the old tag's links with it.
-                    let targets: Vec<String> = self.applied.keys().cloned().collect();
+                    let targets: Vec<String> = self.book().applied.keys().cloned().collect();
                     for target in targets {
                         self.record_link(&target, &key.key, false).await?;
                     }
                 }
-                self.store
-                    .journal_succeeded(entry, id.as_deref(), &json!({"klaviyo_id": id}))
-                    .await?;
+                self.write(self.store.journal_succeeded(
+                    entry,
+                    id.as_deref(),
+                    &json!({"klaviyo_id": id}),
+                ))
+                .await?;
                 Ok(Event::Done {
                     address: change.address.clone(),
                     action: change.action,
@@ -277,7 +548,8 @@ impl<'a> Executor<'a> {
                 })
             }
             Err(reason) => {
-                self.store.journal_failed(entry, &reason).await?;
+                self.write(self.store.journal_failed(entry, &reason))
+                    .await?;
                 Ok(failed(change, reason))
             }
         }
@@ -299,11 +571,12 @@ impl<'a> Executor<'a> {
             return Ok(None);
         }
         let mut copy = change.clone();
+        let book = self.book();
         for field in &mut copy.fields {
-            references::substitute(&mut field.after, &self.ids)?;
+            references::substitute(&mut field.after, &book.ids)?;
         }
         if let Some(applied) = &mut copy.applied {
-            references::substitute(applied, &self.ids)?;
+            references::substitute(applied, &book.ids)?;
         }
         Ok(Some(copy))
     }
@@ -347,7 +620,7 @@ impl<'a> Executor<'a> {
         change
             .klaviyo_id
             .clone()
-            .or_else(|| self.ids.get(&key.address()).cloned())
+            .or_else(|| self.book().ids.get(&key.address()).cloned())
             .ok_or_else(|| format!("{} has no Klaviyo id", key.address()))
     }
 
@@ -465,7 +738,8 @@ impl<'a> Executor<'a> {
         };
         let prefix = format!("{}.", key.kind.prefix());
         let taken = |id: &String| {
-            self.ids
+            self.book()
+                .ids
                 .iter()
                 .any(|(address, known)| known == id && address.starts_with(&prefix))
         };
@@ -478,7 +752,8 @@ impl<'a> Executor<'a> {
             None => Ok(None),
             Some(group) => {
                 let address = ResourceKey::new(ResourceKind::TagGroup, group).address();
-                self.ids
+                self.book()
+                    .ids
                     .get(&address)
                     .cloned()
                     .map(Some)
@@ -548,35 +823,38 @@ impl<'a> Executor<'a> {
     /// Records in the managed row at `address` (a list or segment) that tag `tag` is now
     /// linked (`linked`) or not; rows without recorded `tags` and unmanaged targets are left
     /// alone (see [`record_link`]).
-    async fn record_link(
-        &mut self,
-        address: &str,
-        tag: &str,
-        linked: bool,
-    ) -> Result<(), StateError> {
-        let (Some(applied), Some(id)) = (self.applied.get_mut(address), self.ids.get(address))
-        else {
-            return Ok(());
-        };
-        if !record_link(applied, tag, linked) {
-            return Ok(());
-        }
-        let Some((kind, key)) = address.split_once('.') else {
-            return Ok(());
-        };
-        let row = ManagedRow {
-            kind: kind.to_owned(),
-            key: key.to_owned(),
-            klaviyo_id: id.clone(),
-            applied: applied.clone(),
-            returned: self.returned.get(address).cloned().flatten(),
+    async fn record_link(&self, address: &str, tag: &str, linked: bool) -> Result<(), StateError> {
+        let _recording = self.recording.lock().await;
+        let row = {
+            let mut book = self.book();
+            let Book {
+                ids,
+                applied,
+                returned,
+            } = &mut *book;
+            let (Some(applied), Some(id)) = (applied.get_mut(address), ids.get(address)) else {
+                return Ok(());
+            };
+            if !record_link(applied, tag, linked) {
+                return Ok(());
+            }
+            let Some((kind, key)) = address.split_once('.') else {
+                return Ok(());
+            };
+            ManagedRow {
+                kind: kind.to_owned(),
+                key: key.to_owned(),
+                klaviyo_id: id.clone(),
+                applied: applied.clone(),
+                returned: returned.get(address).cloned().flatten(),
+            }
         };
         self.store.upsert_managed(&row, self.run_id).await
     }
 
     /// One link request for `changes` (same tag, target kind and direction).
     async fn links(
-        &mut self,
+        &self,
         changes: &[&Change],
         not_done: &BTreeSet<String>,
     ) -> Result<Vec<Event>, StateError> {
@@ -598,11 +876,11 @@ impl<'a> Executor<'a> {
             let tag = link
                 .tag_id
                 .clone()
-                .or_else(|| self.ids.get(&tag_address).cloned());
+                .or_else(|| self.book().ids.get(&tag_address).cloned());
             let target = link
                 .target_id
                 .clone()
-                .or_else(|| self.ids.get(&link.target.address()).cloned());
+                .or_else(|| self.book().ids.get(&link.target.address()).cloned());
             match (tag, target) {
                 (Some(tag), Some(target)) => {
                     tag_id = Some(tag);
@@ -624,14 +902,13 @@ impl<'a> Executor<'a> {
         for (change, target) in &ready {
             let detail = json!({"tag_id": tag_id, "target_id": target});
             entries.push(
-                self.store
-                    .journal_started(
-                        self.run_id,
-                        &change.address,
-                        change.action.as_str(),
-                        &detail,
-                    )
-                    .await?,
+                self.write(self.store.journal_started(
+                    self.run_id,
+                    &change.address,
+                    change.action.as_str(),
+                    &detail,
+                ))
+                .await?,
             );
         }
         let targets: Vec<String> = ready.iter().map(|(_, target)| target.clone()).collect();
@@ -653,9 +930,11 @@ impl<'a> Executor<'a> {
                         )
                         .await?;
                     }
-                    self.store
-                        .journal_succeeded(entry, Some(target), &json!({}))
-                        .await?;
+                    self.write(
+                        self.store
+                            .journal_succeeded(entry, Some(target), &json!({})),
+                    )
+                    .await?;
                     events.push(Event::Done {
                         address: change.address.clone(),
                         action: change.action,
@@ -664,7 +943,8 @@ impl<'a> Executor<'a> {
                 }
                 Err(err) => {
                     let reason = err.to_string();
-                    self.store.journal_failed(entry, &reason).await?;
+                    self.write(self.store.journal_failed(entry, &reason))
+                        .await?;
                     events.push(failed(change, reason));
                 }
             }
@@ -711,13 +991,10 @@ fn failed(change: &Change, reason: String) -> Event {
     })
 }
 
-fn record(report: &mut ExecutionReport, not_done: &mut BTreeSet<String>, event: &Event) {
+fn record(report: &mut ExecutionReport, event: &Event) {
     match event {
         Event::Done { address, .. } => report.succeeded.push(address.clone()),
-        Event::Failed(failure) => {
-            not_done.insert(failure.address.clone());
-            report.failed.push(failure.clone());
-        }
+        Event::Failed(failure) => report.failed.push(failure.clone()),
     }
 }
 

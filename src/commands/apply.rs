@@ -33,11 +33,13 @@ use std::io::{BufRead as _, IsTerminal as _};
 use std::time::Duration;
 
 use serde_json::json;
+use tokio::sync::watch;
 
 use super::plan::{
     Connection, PlanRequest, Planned, created_lists, data_rows, load, print_stdout, runtime,
 };
 use super::state::take_apply_lock;
+use crate::apply::executor::{self, Settled};
 use crate::apply::saved::{
     MAX_PLAN_BYTES, check_age, check_destroys, check_digest, parse_saved_plan, plan_id,
     remainder_mismatches, stale_addresses,
@@ -48,7 +50,7 @@ use crate::context::{self, EnvLookup, Pacing};
 use crate::error::{Error, ExitStatus};
 use crate::interrupt::{self, Stop};
 use crate::manifest::Project;
-use crate::model::{DesiredState, ResourceKind};
+use crate::model::{DesiredState, ResourceKey, ResourceKind};
 use crate::plan::{Plan, record_converged_tags};
 use crate::render;
 use crate::run::Output;
@@ -157,13 +159,13 @@ pub(crate) async fn apply_command(
 
 /// Where a stop (Ctrl-C, SIGTERM) cut an apply short.
 #[derive(Clone, Copy)]
-enum CutShort<'r> {
+enum CutShort {
     /// Before any change was started: waiting for the lock, or planning.
     Early,
     /// During or right after the configuration changes, `not_started` of them left.
     Changes { not_started: usize },
-    /// During the data syncs, which reported this.
-    Data(&'r DataApplyReport),
+    /// During the data syncs, whose report is printed above the message.
+    Data,
     /// Work was still running at the end of the grace period and was given up.
     Abandoned,
 }
@@ -225,7 +227,7 @@ impl Run<'_> {
         let Some(lock) = take_apply_lock(store, &holder, self.args.lock_timeout, quiet).await?
         else {
             let stop = interrupt::requested().unwrap_or(Stop::Interrupt);
-            return self.interrupted(stop, CutShort::Early).await;
+            return self.interrupted(stop, CutShort::Early, None).await;
         };
         // A lost lock stops the run like a signal: before anything more is sent.
         let lost = lock.lost();
@@ -244,11 +246,11 @@ impl Run<'_> {
                 run_id: self.run_id.to_string(),
             }
             .into()),
-            (Some(stop), None) => self.interrupted(stop, CutShort::Abandoned).await,
+            (Some(stop), None) => self.interrupted(stop, CutShort::Abandoned, None).await,
             (Some(stop), Some(Err(err)))
                 if stop.signal_name().is_some() && err.is_interruption() =>
             {
-                self.interrupted(stop, CutShort::Early).await
+                self.interrupted(stop, CutShort::Early, None).await
             }
             (_, Some(result)) => result,
             // Abandoned only after a stop.
@@ -391,6 +393,19 @@ impl Run<'_> {
             &fresh.managed,
             resumed,
         );
+        // The data syncs run beside the configuration changes (docs/operations.md): a profiles
+        // sync needs no list, and the members of a list this apply creates wait for it.
+        let syncing_data = match (&self.connection.queries, data_planned) {
+            (Some(queries), Some(data_planned)) => {
+                self.forget_members_of_created_lists(&plan).await?;
+                if !self.output.quiet {
+                    eprintln!("Syncing data from SQL...");
+                }
+                Some((queries, data_planned))
+            }
+            _ => None,
+        };
+        let settled = executor.settled();
         let quiet = self.output.quiet;
         let every_change = self.args.detail.full;
         let metrics = &self.output.metrics;
@@ -412,38 +427,43 @@ impl Run<'_> {
                 bar.suspend(|| eprintln!("{}", progress_line(event)));
             }
         };
-        let report = executor.execute(&plan, &mut progress).await;
-        bar.finish_and_clear();
-        let report = report?;
-        if let Some(stop) = interrupt::requested() {
-            // Stopped during the configuration changes, or right after: no data sync starts.
-            let not_started = report.not_started.unwrap_or(0);
-            return self.stopped(stop, CutShort::Changes { not_started }).await;
-        }
-        let data = match (&self.connection.queries, data_planned) {
-            (Some(queries), Some(data_planned)) if report.failed.is_empty() => {
-                self.forget_members_of_created_lists(&plan).await?;
-                let syncing = self
-                    .output
-                    .progress()
-                    .spinner("Syncing profile properties and list members");
-                let data = self.apply_data(queries, data_planned).await;
-                syncing.finish_and_clear();
-                Some(data?)
-            }
-            (Some(_), Some(_)) => {
-                eprintln!(
-                    "Data syncs skipped: configuration changes failed, and lists they fill may not exist."
-                );
-                None
-            }
-            _ => None,
+        let changes = async {
+            let report = executor.execute(&plan, &mut progress).await;
+            bar.finish_and_clear();
+            report
         };
-        if let (Some(stop), Some(data)) = (interrupt::requested(), &data)
-            && data.has_failures()
+        let data = async {
+            let Some((queries, data_planned)) = syncing_data else {
+                return Ok(None);
+            };
+            let syncing = self
+                .output
+                .progress()
+                .spinner("Syncing profile properties and list members");
+            let data = self.apply_data(queries, data_planned, &plan, settled).await;
+            syncing.finish_and_clear();
+            data.map(Some)
+        };
+        let (report, data) = tokio::join!(changes, data);
+        let report = report?;
+        let data = data?;
+        if let Some(stop) = interrupt::requested()
+            && report.not_started.is_some_and(|n| n > 0)
         {
-            // Jobs the stop kept from being sent are among the failures.
-            return self.stopped(stop, CutShort::Data(data)).await;
+            // Stopped during the configuration changes.
+            let not_started = report.not_started.unwrap_or(0);
+            return self
+                .stopped(stop, CutShort::Changes { not_started }, data.as_ref())
+                .await;
+        }
+        if let Some(stop) = interrupt::requested() {
+            // Stopped during the data syncs (jobs the stop kept from being sent are among the
+            // failures), or right after the last change.
+            let cut = match &data {
+                Some(data) if data.has_failures() => CutShort::Data,
+                _ => CutShort::Changes { not_started: 0 },
+            };
+            return self.stopped(stop, cut, data.as_ref()).await;
         }
         let outcome = outcome(&report, data.as_ref());
         let client_metrics = self.connection.client.metrics();
@@ -483,18 +503,25 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Run the data syncs once the configuration is applied, with the list ids as they are now
-    /// (lists created by this apply included).
+    /// Run the data syncs beside the configuration changes of `plan`, which `settled` follows:
+    /// the members of a list the plan creates wait for its id.
     async fn apply_data(
         &self,
         queries: &QueryManager,
         planned: &DataPlan,
+        plan: &Plan,
+        settled: watch::Receiver<Settled>,
     ) -> Result<DataApplyReport, Error> {
         let list_ids = self.connection.list_ids().await?;
-        if !self.output.quiet {
-            eprintln!("Syncing data from SQL...");
-        }
-        let report = sync::apply_data(
+        let created: BTreeSet<String> = created_lists(plan).map(str::to_owned).collect();
+        let wait_for_list = |key: String| {
+            let mut settled = settled.clone();
+            async move {
+                let address = ResourceKey::new(ResourceKind::List, &key).address();
+                executor::wait_for(&mut settled, &address).await
+            }
+        };
+        let report = sync::apply_data_beside_changes(
             planned,
             &self.project.merged(),
             &list_ids,
@@ -502,6 +529,8 @@ impl Run<'_> {
             &self.connection.client,
             &self.connection.store,
             self.args.force,
+            &created,
+            wait_for_list,
         )
         .await
         .map_err(|err| err.declared_in(self.project))?;
@@ -611,22 +640,32 @@ impl Run<'_> {
 
     /// The run was stopped part way: with [`Stop::LockLost`] it fails; by a signal, it ends as
     /// `interrupted`, after printing the data syncs' report if they ran.
-    async fn stopped(&self, stop: Stop, cut: CutShort<'_>) -> Result<Finished, Error> {
+    async fn stopped(
+        &self,
+        stop: Stop,
+        cut: CutShort,
+        data: Option<&DataApplyReport>,
+    ) -> Result<Finished, Error> {
         if stop == Stop::LockLost {
             return Err(StateError::LockLost {
                 run_id: self.run_id.to_string(),
             }
             .into());
         }
-        if let CutShort::Data(data) = cut {
+        if let Some(data) = data {
             print_stdout(&sync::render_report(data));
         }
-        self.interrupted(stop, cut).await
+        self.interrupted(stop, cut, data).await
     }
 
     /// How a run stopped by a signal ends: the message, counted from this run's journal, and
     /// the audit outcome `interrupted`.
-    async fn interrupted(&self, stop: Stop, cut: CutShort<'_>) -> Result<Finished, Error> {
+    async fn interrupted(
+        &self,
+        stop: Stop,
+        cut: CutShort,
+        data: Option<&DataApplyReport>,
+    ) -> Result<Finished, Error> {
         let journal = self.connection.store.run_journal(self.run_id).await?;
         let count = |phase: Phase| journal.iter().filter(|row| row.phase == phase).count();
         let (made, failed, open) = (
@@ -648,7 +687,7 @@ impl Run<'_> {
             CutShort::Changes { not_started } => {
                 text.push_str(&format!("; {not_started} change(s) not started"));
             }
-            CutShort::Data(_) => text.push_str("; the data syncs stopped part way (see above)"),
+            CutShort::Data => text.push_str("; the data syncs stopped part way (see above)"),
             CutShort::Abandoned if open > 0 => text.push_str(&format!(
                 "; {open} change(s) still in flight after {grace}s were abandoned, and the next apply checks whether they landed"
             )),
@@ -659,10 +698,9 @@ impl Run<'_> {
         text.push_str(".\nRun `klsync apply` again to resume.\n");
         eprint!("{text}");
         let client = self.connection.client.metrics();
-        let (not_started, data) = match cut {
-            CutShort::Changes { not_started } => (Some(not_started), None),
-            CutShort::Data(data) => (None, Some(data)),
-            CutShort::Early | CutShort::Abandoned => (None, None),
+        let not_started = match cut {
+            CutShort::Changes { not_started } => Some(not_started),
+            CutShort::Data | CutShort::Early | CutShort::Abandoned => None,
         };
         Ok(Finished {
             status: stop.exit_status(),

@@ -2,8 +2,8 @@
 //! Klaviyo's published rate limits.
 //!
 //! The time is the schedule `apply` runs ([`super::schedule`]: the configuration changes in
-//! plan order, then the data syncs' jobs, polls and member changes), simulated through the
-//! client's own limiters: one number for configuration and data together. A daily cap, when
+//! their lanes, beside them the data syncs' jobs, polls and member changes), simulated through
+//! the client's own limiters: one number for configuration and data together. A daily cap, when
 //! exceeded, adds a day for each full day's allowance used.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +30,14 @@ pub fn requests(changes: &[Change]) -> BTreeMap<Operation, u64> {
 /// changes never run and cost nothing; neither do adoptions without field changes and updates
 /// of klsync's own record (`prevent_destroy`).
 pub fn ordered_requests(changes: &[Change]) -> Vec<Operation> {
+    requests_by_change(changes)
+        .into_iter()
+        .flat_map(|(_, operations)| operations)
+        .collect()
+}
+
+/// [`ordered_requests`], per change: a link request goes with the first change it carries.
+pub fn requests_by_change(changes: &[Change]) -> Vec<(&Change, Vec<Operation>)> {
     let mut sequence = Vec::new();
     let mut link_batches: BTreeSet<(Operation, &str)> = BTreeSet::new();
     for change in changes.iter().filter(|change| !change.prevented) {
@@ -48,10 +56,10 @@ pub fn ordered_requests(changes: &[Change]) -> Vec<Operation> {
                         (_, _) => Operation::RemoveTagFromLists,
                     };
                     if link_batches.insert((operation, link.tag.as_str())) {
-                        sequence.push(operation);
+                        sequence.push((change, vec![operation]));
                     }
                 }
-                &[]
+                continue;
             }
             (kind, Action::Create) => &[create_of(kind)],
             (kind, Action::Update | Action::Adopt) if writes_fields => &[update_of(kind)],
@@ -60,7 +68,7 @@ pub fn ordered_requests(changes: &[Change]) -> Vec<Operation> {
             (kind, Action::Replace) => &[delete_of(kind), create_of(kind)],
             (_, Action::Attach | Action::Detach) => &[],
         };
-        sequence.extend_from_slice(operations);
+        sequence.push((change, operations.to_vec()));
     }
     sequence
 }
@@ -98,10 +106,10 @@ const SECONDS_PER_DAY: u64 = 86_400;
 /// the schedule it runs ([`schedule`]), plus a day for each full day's allowance of a daily cap
 /// used.
 pub fn estimate(changes: &[Change], data: Option<&DataPlan>) -> Duration {
-    let mut stages: Vec<Stage> = schedule::config_stages(&ordered_requests(changes));
+    let mut tracks: Vec<Vec<Stage>> = vec![schedule::config_stages(changes)];
     let mut total = requests(changes);
     if let Some(data) = data {
-        stages.extend(schedule::data_stages(data));
+        tracks.extend(schedule::data_tracks(data));
         for (name, count) in &data.requests {
             if let Some(operation) = Operation::ALL
                 .iter()
@@ -111,13 +119,13 @@ pub fn estimate(changes: &[Change], data: Option<&DataPlan>) -> Duration {
             }
         }
     }
-    schedule::simulate(&stages, 1.0) + extra_days(&total)
+    schedule::simulate(&tracks, 1.0) + extra_days(&total)
 }
 
 /// How long `requests` take when nothing orders them: each operation's requests one after
 /// another, every operation at once (a data sync's own figure, a check's cost).
 pub fn estimated_duration(requests: &BTreeMap<Operation, u64>) -> Duration {
-    schedule::simulate(&schedule::parallel_buckets(requests), 1.0) + extra_days(requests)
+    schedule::simulate(&[schedule::parallel_buckets(requests)], 1.0) + extra_days(requests)
 }
 
 /// A day for each full day's allowance of a daily cap that `requests` use up: the client

@@ -1,24 +1,30 @@
 //! The schedule `apply` runs, and how long it takes at Klaviyo's limits: the plan's time
 //! estimate.
 //!
-//! A schedule is a list of [`Stage`]s run one after another. A stage is a line of tasks, of
-//! which `in_flight` run at once (a worker takes the next task in line when its task ends); a
-//! task is a sequence of [`Step`]s: requests, and pauses (the wait before polling a job).
+//! A schedule is a few tracks that run side by side; a track is a list of [`Stage`]s run one
+//! after another. A stage is a line of tasks, of which `in_flight` run at once (a worker takes
+//! the next task in line when its task ends); a task is a sequence of [`Step`]s: requests, and
+//! pauses (the wait before polling a job).
 //!
 //! [`simulate`] runs a schedule on a fake clock through the client's own limiters
 //! ([`RateLimiters`]: the same sliding logs that pace `apply`), so the estimate cannot drift
 //! from the pacing. Requests take no time in the simulation: server latency, retries and jobs
 //! slower than the first poll are left out (docs/operations.md, "Pacing and the time estimate").
 //!
-//! What `apply` does, stage by stage ([`config_stages`], [`data_stages`]):
-//! - the configuration changes, one at a time in plan order (a link batch is one request);
-//! - per `profiles:` sync, in manifest order: its bulk import jobs ([`JOBS_IN_FLIGHT`] at once,
-//!   each created, then polled after [`first_poll_delay`], on the assumption that a job is done
-//!   by then), then its property removals ([`UNSETS_IN_FLIGHT`] at once);
-//! - per list with `members:`: the lookups of profiles already on the list
+//! What `apply` does, track by track ([`config_stages`], [`data_tracks`]):
+//! - the configuration changes, in the executor's phases and lanes ([`slot`]; see
+//!   [`crate::apply::Executor`]): each phase a stage whose tasks are its lanes, a lane's
+//!   requests one after another (a link batch is one request). A change waiting for another
+//!   lane's change (a tag for its new group) is not modelled: those are the quick buckets;
+//! - beside them, the `profiles:` syncs, in manifest order: each one's bulk import jobs
+//!   ([`JOBS_IN_FLIGHT`] at once, each created, then polled after [`first_poll_delay`], on the
+//!   assumption that a job is done by then), then its property removals ([`UNSETS_IN_FLIGHT`]
+//!   at once);
+//! - beside both, per list with `members:`: the lookups of profiles already on the list
 //!   ([`LOOKUPS_IN_FLIGHT`] at once; one at a time when the list is read whole), its jobs, the
 //!   reads of the profiles its jobs added (mirror mode, one page at a time), the profile lookups
-//!   for removals, then the removals;
+//!   for removals, then the removals. A list the same apply creates is taken as created at
+//!   once (lists are created first, at 10 a second);
 //! - any other request a sync's plan counts, one at a time after that sync's, so a request
 //!   kind added to a sync is never left out of the estimate.
 
@@ -27,9 +33,12 @@ use std::time::Duration;
 
 use governor::clock::{Clock, FakeRelativeClock, Reference};
 
+use super::cost::requests_by_change;
+use super::{Action, Change, ChangeKind};
 use crate::klaviyo::Operation;
 use crate::klaviyo::ratelimit::{Acquisition, RateLimiters};
 use crate::manifest::types::IdentifyBy;
+use crate::model::ResourceKind;
 use crate::sync::{
     DataPlan, JOBS_IN_FLIGHT, LOOKUPS_IN_FLIGHT, UNSETS_IN_FLIGHT, first_poll_delay,
 };
@@ -92,20 +101,57 @@ impl Stage {
     }
 }
 
-/// The configuration part: the executor sends one change at a time, in plan order
-/// (`operations`, as [`crate::plan::ordered_requests`] lists them).
-pub fn config_stages(operations: &[Operation]) -> Vec<Stage> {
-    if operations.is_empty() {
-        return Vec::new();
+/// Where the executor runs a change: its phase, then its lane within the phase. Phases run one
+/// after another: creates, updates, replaces and adoptions (a lane per kind of resource);
+/// detaches, then attaches (a lane per target kind: lists, segments); destroys (one lane).
+pub fn slot(change: &Change) -> (u8, u8) {
+    let target = |change: &Change| match change.link.as_ref().map(|link| link.target.kind) {
+        Some(ResourceKind::Segment) => 1,
+        _ => 0,
+    };
+    match (change.action, change.kind) {
+        (Action::Destroy, _) => (3, 0),
+        (Action::Detach, _) => (1, target(change)),
+        (Action::Attach, _) => (2, target(change)),
+        (_, ChangeKind::TagGroup) => (0, 0),
+        (_, ChangeKind::Tag) => (0, 1),
+        (_, ChangeKind::List) => (0, 2),
+        (_, ChangeKind::Segment | ChangeKind::TagLink) => (0, 3),
     }
-    vec![Stage {
-        tasks: vec![operations.iter().map(|&op| Step::Send(op)).collect()],
-        in_flight: 1,
-    }]
 }
 
-/// The data part, in the order `apply` sends it (see the module docs).
-pub fn data_stages(data: &DataPlan) -> Vec<Stage> {
+/// The configuration part: per phase, a stage whose tasks are its lanes, each lane's requests
+/// in plan order ([`crate::plan::cost::requests_by_change`]).
+pub fn config_stages(changes: &[Change]) -> Vec<Stage> {
+    let mut phases: BTreeMap<u8, BTreeMap<u8, Vec<Step>>> = BTreeMap::new();
+    for (change, operations) in requests_by_change(changes) {
+        let (phase, lane) = slot(change);
+        phases
+            .entry(phase)
+            .or_default()
+            .entry(lane)
+            .or_default()
+            .extend(operations.into_iter().map(Step::Send));
+    }
+    phases
+        .into_values()
+        .map(|lanes| {
+            let tasks: Vec<Vec<Step>> = lanes
+                .into_values()
+                .filter(|steps| !steps.is_empty())
+                .collect();
+            Stage {
+                in_flight: tasks.len(),
+                tasks,
+            }
+        })
+        .filter(|stage| !stage.is_empty())
+        .collect()
+}
+
+/// The data part: the `profiles:` syncs' track and the `members:` syncs' track (see the module
+/// docs).
+pub fn data_tracks(data: &DataPlan) -> [Vec<Stage>; 2] {
     let count = |requests: &BTreeMap<String, u64>, operation: Operation| {
         requests.get(operation.operation_id()).copied().unwrap_or(0)
     };
@@ -122,16 +168,17 @@ pub fn data_stages(data: &DataPlan) -> Vec<Stage> {
             })
             .collect()
     };
-    let mut stages = Vec::new();
+    let mut profiles = Vec::new();
+    let mut members = Vec::new();
     for sync in &data.profiles {
         let jobs = count(&sync.requests, Operation::BulkImportProfiles);
-        stages.push(Stage::jobs(jobs, sync.counts.new + sync.counts.changed));
-        stages.push(Stage::requests(
+        profiles.push(Stage::jobs(jobs, sync.counts.new + sync.counts.changed));
+        profiles.push(Stage::requests(
             Operation::CreateOrUpdateProfile,
             count(&sync.requests, Operation::CreateOrUpdateProfile),
             UNSETS_IN_FLIGHT,
         ));
-        stages.extend(others(
+        profiles.extend(others(
             &sync.requests,
             &[
                 Operation::BulkImportProfiles,
@@ -146,20 +193,20 @@ pub fn data_stages(data: &DataPlan) -> Vec<Stage> {
         } else {
             LOOKUPS_IN_FLIGHT
         };
-        stages.push(Stage::requests(
+        members.push(Stage::requests(
             Operation::GetProfilesForList,
             count(&list.requests, Operation::GetProfilesForList),
             lookups_in_flight,
         ));
         let jobs = count(&list.requests, Operation::BulkImportProfiles);
-        stages.push(Stage::jobs(jobs, list.counts.add));
+        members.push(Stage::jobs(jobs, list.counts.add));
         let sequential = [
             Operation::GetProfilesForBulkImportProfilesJob,
             Operation::GetProfiles,
             Operation::RemoveProfilesFromList,
         ];
         for operation in sequential {
-            stages.push(Stage::requests(
+            members.push(Stage::requests(
                 operation,
                 count(&list.requests, operation),
                 1,
@@ -171,10 +218,11 @@ pub fn data_stages(data: &DataPlan) -> Vec<Stage> {
             Operation::GetBulkImportProfilesJob,
         ];
         named.extend(sequential);
-        stages.extend(others(&list.requests, &named));
+        members.extend(others(&list.requests, &named));
     }
-    stages.retain(|stage| !stage.is_empty());
-    stages
+    profiles.retain(|stage| !stage.is_empty());
+    members.retain(|stage: &Stage| !stage.is_empty());
+    [profiles, members]
 }
 
 /// Each operation's requests one after another, every operation at once: the time of
@@ -206,67 +254,106 @@ struct Worker<'s> {
     waiting: Option<Acquisition>,
 }
 
-/// How long `stages` take at the published limits (scaled by `factor`), run through the
-/// client's limiters on a fake clock. Daily caps are not waited for here (the client refuses
-/// to wait a day; see [`crate::plan::daily_cap_warnings`]).
-pub fn simulate(stages: &[Stage], factor: f64) -> Duration {
+/// One track as it runs: the stages still to come, and the running stage's line and workers.
+struct Track<'s> {
+    stages: std::slice::Iter<'s, Stage>,
+    line: std::slice::Iter<'s, Vec<Step>>,
+    workers: Vec<Worker<'s>>,
+}
+
+impl<'s> Track<'s> {
+    /// Start the track's next stage with tasks at `now`; `false` when none is left.
+    fn next_stage(&mut self, now: Duration) -> bool {
+        for stage in self.stages.by_ref() {
+            self.line = stage.tasks.iter();
+            self.workers = self
+                .line
+                .by_ref()
+                .take(stage.in_flight.max(1))
+                .map(|steps| Worker {
+                    steps,
+                    next: 0,
+                    ready: now,
+                    waiting: None,
+                })
+                .collect();
+            if !self.workers.is_empty() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// How long the `tracks` take, side by side, at the published limits (scaled by `factor`), run
+/// through the client's limiters on a fake clock; within a track the stages run one after
+/// another. Daily caps are not waited for here (the client refuses to wait a day; see
+/// [`crate::plan::daily_cap_warnings`]).
+pub fn simulate(tracks: &[Vec<Stage>], factor: f64) -> Duration {
     let limiters = RateLimiters::with_clock(factor, FakeRelativeClock::default());
     let clock = limiters.clock().clone();
     let start = clock.now();
     let elapsed = |clock: &FakeRelativeClock| Duration::from(clock.now().duration_since(start));
-    for stage in stages {
-        let mut line = stage.tasks.iter();
+    let mut running: Vec<Track<'_>> = tracks
+        .iter()
+        .filter_map(|stages| {
+            let mut track = Track {
+                stages: stages.iter(),
+                line: [].iter(),
+                workers: Vec::new(),
+            };
+            track.next_stage(Duration::ZERO).then_some(track)
+        })
+        .collect();
+    // The worker ready first goes next (the first track, then the first in line, on a tie), as
+    // the runtime would wake it.
+    while let Some((t, index)) = running
+        .iter()
+        .enumerate()
+        .flat_map(|(t, track)| (0..track.workers.len()).map(move |i| (t, i)))
+        .min_by_key(|&(t, i)| (running[t].workers[i].ready, t, i))
+    {
         let now = elapsed(&clock);
-        let mut workers: Vec<Worker<'_>> = line
-            .by_ref()
-            .take(stage.in_flight.max(1))
-            .map(|steps| Worker {
-                steps,
-                next: 0,
-                ready: now,
-                waiting: None,
-            })
-            .collect();
-        // The worker ready first goes next (the first in line on a tie), as the runtime would
-        // wake it.
-        while let Some(index) = (0..workers.len()).min_by_key(|&i| (workers[i].ready, i)) {
-            let worker = &mut workers[index];
-            let now = elapsed(&clock);
-            if worker.ready > now {
-                clock.advance(worker.ready - now);
+        let ready = running[t].workers[index].ready;
+        if ready > now {
+            clock.advance(ready - now);
+        }
+        let now = elapsed(&clock);
+        let track = &mut running[t];
+        let worker = &mut track.workers[index];
+        match worker.steps.get(worker.next) {
+            Some(Step::Send(operation)) => {
+                let acquisition = worker
+                    .waiting
+                    .get_or_insert_with(|| Acquisition::new(*operation, &[]));
+                match limiters.poll(acquisition) {
+                    Ok(()) => {
+                        worker.waiting = None;
+                        worker.next += 1;
+                    }
+                    Err(wait) => worker.ready = now + wait,
+                }
             }
-            let now = elapsed(&clock);
-            match worker.steps.get(worker.next) {
-                Some(Step::Send(operation)) => {
-                    let acquisition = worker
-                        .waiting
-                        .get_or_insert_with(|| Acquisition::new(*operation, &[]));
-                    match limiters.poll(acquisition) {
-                        Ok(()) => {
-                            worker.waiting = None;
-                            worker.next += 1;
-                        }
-                        Err(wait) => worker.ready = now + wait,
+            Some(Step::Pause(pause)) => {
+                worker.ready = now + *pause;
+                worker.next += 1;
+            }
+            None => match track.line.next() {
+                Some(steps) => {
+                    *worker = Worker {
+                        steps,
+                        next: 0,
+                        ready: now,
+                        waiting: None,
                     }
                 }
-                Some(Step::Pause(pause)) => {
-                    worker.ready = now + *pause;
-                    worker.next += 1;
+                None => {
+                    track.workers.swap_remove(index);
+                    if track.workers.is_empty() && !track.next_stage(now) {
+                        running.remove(t);
+                    }
                 }
-                None => match line.next() {
-                    Some(steps) => {
-                        *worker = Worker {
-                            steps,
-                            next: 0,
-                            ready: now,
-                            waiting: None,
-                        }
-                    }
-                    None => {
-                        workers.swap_remove(index);
-                    }
-                },
-            }
+            },
         }
     }
     elapsed(&clock)
@@ -279,21 +366,26 @@ mod tests {
     const GUARD: Duration = crate::klaviyo::ratelimit::GUARD;
 
     fn seconds(stages: &[Stage]) -> Duration {
-        simulate(stages, 1.0)
+        simulate(&[stages.to_vec()], 1.0)
     }
 
+    /// One lane: `operations` one after another.
     fn one_at_a_time(operations: &[(Operation, usize)]) -> Vec<Stage> {
-        let sequence: Vec<Operation> = operations
+        let sequence: Vec<Step> = operations
             .iter()
-            .flat_map(|&(op, count)| std::iter::repeat_n(op, count))
+            .flat_map(|&(op, count)| std::iter::repeat_n(Step::Send(op), count))
             .collect();
-        config_stages(&sequence)
+        vec![Stage {
+            tasks: vec![sequence],
+            in_flight: 1,
+        }]
     }
 
     #[test]
     fn nothing_takes_no_time() {
         assert_eq!(seconds(&[]), Duration::ZERO);
         assert_eq!(seconds(&config_stages(&[])), Duration::ZERO);
+        assert_eq!(simulate(&[Vec::new(), Vec::new()], 1.0), Duration::ZERO);
     }
 
     #[test]
@@ -332,10 +424,54 @@ mod tests {
         let second = Duration::from_secs(1) + GUARD;
         // tag_lists and tag_segments alternating, four each: both buckets fill in the first
         // second, then the fourth of each waits for the second one.
-        let sequence: Vec<Operation> = (0..4)
-            .flat_map(|_| [Operation::TagLists, Operation::TagSegments])
+        let sequence: Vec<(Operation, usize)> = (0..4)
+            .flat_map(|_| [(Operation::TagLists, 1), (Operation::TagSegments, 1)])
             .collect();
-        assert_eq!(seconds(&config_stages(&sequence)), second);
+        assert_eq!(seconds(&one_at_a_time(&sequence)), second);
+    }
+
+    fn change(address: &str, kind: ChangeKind) -> Change {
+        Change {
+            address: address.into(),
+            kind,
+            action: Action::Create,
+            resource: None,
+            link: None,
+            klaviyo_id: None,
+            name: address.into(),
+            fields: Vec::new(),
+            definition_diff: None,
+            prevented: false,
+            note: None,
+            expected: None,
+            applied: None,
+            depends_on: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_kind_has_its_own_lane_so_lists_do_not_wait_for_segments() {
+        let second = Duration::from_secs(1) + GUARD;
+        // Four segments take 3 s (1 a second); twenty lists (10 a second) go beside them.
+        let mut changes: Vec<Change> = (0..20)
+            .map(|i| change(&format!("list.l{i}"), ChangeKind::List))
+            .collect();
+        changes.extend((0..4).map(|i| change(&format!("segment.s{i}"), ChangeKind::Segment)));
+        let stages = config_stages(&changes);
+        assert_eq!(stages.len(), 1);
+        assert_eq!(stages[0].in_flight, 2);
+        assert_eq!(seconds(&stages), second * 3);
+    }
+
+    #[test]
+    fn tracks_run_side_by_side() {
+        let second = Duration::from_secs(1) + GUARD;
+        let segments = one_at_a_time(&[(Operation::CreateSegment, 4)]);
+        let jobs = vec![Stage::jobs(2, 2_000)];
+        assert_eq!(simulate(&[segments.clone(), jobs.clone()], 1.0), second * 3);
+        // One after the other, they add up.
+        let both: Vec<Stage> = segments.into_iter().chain(jobs).collect();
+        assert_eq!(seconds(&both), second * 3 + first_poll_delay(1_000));
     }
 
     #[test]
@@ -379,8 +515,9 @@ mod tests {
             "requests": {}, "estimated_seconds": 0
         }))
         .expect("data plan");
-        let sent: BTreeMap<Operation, usize> = data_stages(&plan)
+        let sent: BTreeMap<Operation, usize> = data_tracks(&plan)
             .iter()
+            .flatten()
             .flat_map(|stage| stage.tasks.iter().flatten())
             .fold(BTreeMap::new(), |mut sent, step| {
                 if let Step::Send(op) = step {
@@ -403,7 +540,7 @@ mod tests {
     fn factor_scales_the_estimate() {
         let segments = one_at_a_time(&[(Operation::CreateSegment, 16)]);
         assert_eq!(
-            simulate(&segments, 2.0),
+            simulate(&[segments], 2.0),
             (Duration::from_secs(1) + GUARD) * 7
         );
     }

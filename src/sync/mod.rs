@@ -486,13 +486,17 @@ pub struct DataApplyReport {
     pub memberships: Vec<MembershipReport>,
     /// Syncs whose fresh counts differ from the plan's (the data changed in between).
     pub drift: Vec<String>,
+    /// Syncs not run, and why (the list they fill was not created).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 impl DataApplyReport {
     /// Whether some rows or members failed, or some removals could not be made (all are
     /// retried by the next apply).
     pub fn has_failures(&self) -> bool {
-        self.profiles.iter().any(|p| p.failed > 0)
+        !self.skipped.is_empty()
+            || self.profiles.iter().any(|p| p.failed > 0)
             || self
                 .memberships
                 .iter()
@@ -639,8 +643,9 @@ pub async fn refresh_data(
 }
 
 /// Apply the data part of a plan: recompute every sync (of a targeted plan: every sync it
-/// shows) from the data as it is now, refuse
-/// (before sending anything) lists over `max_removals` unless `force`, then send.
+/// shows) from the data as it is now, refuse (before sending anything) lists over
+/// `max_removals` unless `force`, then send. Every list is taken to exist (or to be missing for
+/// good) already: see [`apply_data_beside_changes`] for an apply that creates lists meanwhile.
 pub async fn apply_data(
     plan: &DataPlan,
     manifest: &ManifestFile,
@@ -650,6 +655,35 @@ pub async fn apply_data(
     store: &StateStore,
     force: bool,
 ) -> Result<DataApplyReport, SyncError> {
+    let created = BTreeSet::new();
+    let never = |_: String| std::future::ready(None);
+    apply_data_beside_changes(
+        plan, manifest, list_ids, queries, client, store, force, &created, never,
+    )
+    .await
+}
+
+/// [`apply_data`] while the configuration changes may still be running: the `profiles:` syncs and the `members:`
+/// syncs run side by side, each kind one sync at a time in manifest order, and the members of a
+/// list in `created` (a list the same apply creates) wait for `wait_for_list(key)`: the new
+/// list's id, or `None` when it was not created, and the sync is skipped (reported in
+/// [`DataApplyReport::skipped`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_data_beside_changes<W, F>(
+    plan: &DataPlan,
+    manifest: &ManifestFile,
+    list_ids: &BTreeMap<String, String>,
+    queries: &QueryManager,
+    client: &KlaviyoClient,
+    store: &StateStore,
+    force: bool,
+    created: &BTreeSet<String>,
+    wait_for_list: W,
+) -> Result<DataApplyReport, SyncError>
+where
+    W: Fn(String) -> F,
+    F: std::future::Future<Output = Option<String>>,
+{
     let mut report = DataApplyReport::default();
     let mut profile_work = Vec::new();
     for spec in &manifest.profiles {
@@ -679,7 +713,13 @@ pub async fn apply_data(
         let Some(members) = &list.members else {
             continue;
         };
-        let list_id = list_ids.get(&list.id).cloned();
+        let creating = created.contains(&list.id);
+        // A list being created has no members yet, whatever id the state last knew.
+        let list_id = if creating {
+            None
+        } else {
+            list_ids.get(&list.id).cloned()
+        };
         let planned = plan.memberships.iter().find(|m| m.list == list.id);
         if planned.is_none() && plan.targeted {
             continue;
@@ -722,18 +762,43 @@ pub async fn apply_data(
                 limit,
             });
         }
-        member_work.push((list, fresh.list_id.clone(), members, work));
+        member_work.push((list, creating, fresh.list_id.clone(), members, work));
     }
-    for (spec, work) in profile_work {
-        report
-            .profiles
-            .push(profiles::apply(spec, work, client, store).await?);
-    }
-    for (list, list_id, members, work) in member_work {
-        report
-            .memberships
-            .push(members::apply(&list.id, list_id, members, work, client, store).await?);
-    }
+    let profiles = async {
+        let mut reports = Vec::new();
+        for (spec, work) in profile_work {
+            reports.push(profiles::apply(spec, work, client, store).await?);
+        }
+        Ok::<_, SyncError>(reports)
+    };
+    let memberships = async {
+        let mut reports = Vec::new();
+        let mut skipped = Vec::new();
+        for (list, creating, list_id, members, work) in member_work {
+            let list_id = if creating {
+                match wait_for_list(list.id.clone()).await {
+                    Some(id) => Some(id),
+                    None => {
+                        skipped.push(format!(
+                            "lists.{}.members: not synced, as list.{} was not created",
+                            list.id, list.id
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                list_id
+            };
+            reports.push(members::apply(&list.id, list_id, members, work, client, store).await?);
+        }
+        Ok::<_, SyncError>((reports, skipped))
+    };
+    // Both run to their end even when one fails: a job the other has sent is still followed.
+    let (profiles, memberships) = futures::join!(profiles, memberships);
+    let (profiles, (memberships, skipped)) = (profiles?, memberships?);
+    report.profiles = profiles;
+    report.memberships = memberships;
+    report.skipped = skipped;
     Ok(report)
 }
 

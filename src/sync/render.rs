@@ -334,6 +334,9 @@ pub fn render_report(report: &DataApplyReport) -> String {
             let _ = writeln!(out, "  ! {}: {}", row.identifier, row.reason);
         }
     }
+    for skipped in &report.skipped {
+        let _ = writeln!(out, "{skipped}");
+    }
     for list in &report.memberships {
         let _ = writeln!(
             out,

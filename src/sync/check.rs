@@ -192,7 +192,7 @@ impl CheckCost {
             },
             // Whole seconds, rounded up: requests the limits let go at once still take a round
             // trip each.
-            crate::plan::format_duration(std::time::Duration::from_secs(
+            crate::duration::format_estimate(std::time::Duration::from_secs(
                 crate::plan::estimated_duration(&self.requests)
                     .as_secs()
                     .saturating_add(1)

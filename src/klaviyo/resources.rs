@@ -9,6 +9,10 @@ use serde_json::Value;
 use super::client::{ApiStream, Call, KlaviyoClient, path};
 use super::decode::single;
 use super::error::ApiError;
+use super::limits::{
+    BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, JOB_PROFILES_PER_PAGE, LIST_MEMBERS_PER_CALL,
+    PROFILE_FILTER_BATCH, PROFILE_MAX_BYTES,
+};
 use super::operations::Operation;
 use super::types::{
     self, BulkImportJob, Identifier, ImportError, List, MemberId, OptInProcess, Profile,
@@ -16,17 +20,6 @@ use super::types::{
     TagGroup, Upserted, WireImportErrorAttributes, WireJobAttributes, WireListAttributes,
     WireSegmentAttributes, WireTagAttributes, WireTagGroupAttributes,
 };
-
-/// `GET /profiles` accepts at most this many values in one `any(...)` filter page request.
-const PROFILE_FILTER_BATCH: usize = 100;
-/// Max profile ids per list add/remove call [spec].
-const LIST_MEMBERS_PER_CALL: usize = 1000;
-/// Max profiles per bulk import job [spec].
-pub const BULK_IMPORT_MAX_PROFILES: usize = 10_000;
-/// Max bulk import request size [spec: 5 MB]; decimal megabytes, the stricter reading.
-pub const BULK_IMPORT_MAX_BYTES: usize = 5_000_000;
-/// Max body of profile create/update/upsert [spec: 100 KB], decimal.
-pub const PROFILE_MAX_BYTES: usize = 100_000;
 
 fn ensure_size(op: Operation, body: &Call, limit: usize) -> Result<(), ApiError> {
     let size = body.body.as_ref().map_or(0, Vec::len);
@@ -252,7 +245,7 @@ impl KlaviyoClient {
             path(&["profile-bulk-import-jobs", job_id, "profiles"]),
         )
         .query("fields[profile]", "email,external_id,phone_number")
-        .query("page[size]", "100");
+        .query("page[size]", JOB_PROFILES_PER_PAGE.to_string());
         self.paginate::<Resource<ProfileData>, Profile>(call)
     }
 

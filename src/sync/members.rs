@@ -21,18 +21,18 @@ use super::{
     SyncError,
 };
 use super::{check, diff, identify};
-use crate::klaviyo::{KlaviyoClient, Operation, ProfileIdentifier};
+use crate::klaviyo::{KlaviyoClient, Operation, ProfileIdentifier, limits};
 use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec, QuerySpec};
 use crate::sql::QueryManager;
 use crate::state::{MemberOrigin, RemovedMember, StateStore, SyncMemberRecord};
 
 const WHAT: &str = "members of list";
-/// Profile ids per list relationship request [spec].
-const IDS_PER_REMOVE: u64 = 1_000;
+/// Profile ids per list relationship request.
+const IDS_PER_REMOVE: u64 = limits::LIST_MEMBERS_PER_CALL as u64;
 /// Identifiers per `any(...)` profile lookup.
-const IDS_PER_LOOKUP: u64 = 100;
-/// Profiles per page of a bulk import job's profiles [spec: page max 100].
-const JOB_PROFILES_PER_PAGE: u64 = 100;
+const IDS_PER_LOOKUP: u64 = limits::PROFILE_FILTER_BATCH as u64;
+/// Profiles per page of a bulk import job's profiles.
+const JOB_PROFILES_PER_PAGE: u64 = limits::JOB_PROFILES_PER_PAGE as u64;
 
 /// What an apply sends for one list; empty when planning.
 #[derive(Default)]

@@ -12,7 +12,7 @@ use crate::emulator::state::{
 };
 
 /// Profiles accepted by one job.
-pub const MAX_PROFILES_PER_JOB: usize = 10_000;
+pub const MAX_PROFILES_PER_JOB: usize = crate::klaviyo::limits::BULK_IMPORT_MAX_PROFILES;
 
 /// The JSON:API resource for a job.
 pub fn job_resource(ctx: &RequestCtx, j: &BulkJob) -> Value {

@@ -11,7 +11,7 @@ use crate::emulator::jsonapi::{
 use crate::emulator::state::{List, State, Taggable, in_order, timestamp};
 
 /// Profiles accepted by one add/remove call.
-pub const MAX_PROFILES_PER_CALL: usize = 1000;
+pub const MAX_PROFILES_PER_CALL: usize = crate::klaviyo::limits::LIST_MEMBERS_PER_CALL;
 const OPT_IN: &[&str] = &["single_opt_in", "double_opt_in"];
 
 /// The JSON:API resource for a list.

@@ -46,10 +46,7 @@ pub fn job_resource(ctx: &RequestCtx, j: &BulkJob) -> Value {
 }
 
 fn find<'a>(state: &'a State, id: &str) -> Result<&'a BulkJob, ApiError> {
-    state
-        .jobs
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("profile-bulk-import-job", id))
+    super::found(&state.jobs, "profile-bulk-import-job", id)
 }
 
 /// `POST /api/profile-bulk-import-jobs`.

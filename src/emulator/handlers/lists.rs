@@ -102,10 +102,7 @@ pub fn sort_named<T>(
 }
 
 fn find<'a>(state: &'a State, id: &str) -> Result<&'a List, ApiError> {
-    state
-        .lists
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("list", id))
+    super::found(&state.lists, "list", id)
 }
 
 /// Resources plus `included` tags for the lists (or segments) that asked for them.

@@ -60,10 +60,7 @@ pub fn segment_resource(
 }
 
 fn find<'a>(state: &'a State, id: &str) -> Result<&'a Segment, ApiError> {
-    state
-        .segments
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("segment", id))
+    super::found(&state.segments, "segment", id)
 }
 
 /// `GET /api/segments`.

@@ -42,17 +42,11 @@ pub fn tag_group_resource(ctx: &RequestCtx, g: &TagGroup) -> Value {
 const NAME_OPS: &[&str] = &["equals", "contains", "starts-with", "ends-with"];
 
 fn find_tag<'a>(state: &'a State, id: &str) -> Result<&'a Tag, ApiError> {
-    state
-        .tags
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("tag", id))
+    super::found(&state.tags, "tag", id)
 }
 
 fn find_group<'a>(state: &'a State, id: &str) -> Result<&'a TagGroup, ApiError> {
-    state
-        .tag_groups
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("tag-group", id))
+    super::found(&state.tag_groups, "tag-group", id)
 }
 
 fn required_name(attrs: &Map<String, Value>, allowed: &[&str]) -> Result<String, ApiError> {

@@ -11,8 +11,8 @@ use sqlx::query::Query;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::types::Json;
 use sqlx::{
-    ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres,
-    Row as _, Sqlite, Type,
+    AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments,
+    Pool, Postgres, Row as _, Sqlite, Type,
 };
 
 use super::error::SqlError;
@@ -96,12 +96,12 @@ pub(crate) trait Dialect: Database {
     const MIGRATION: &'static str;
     /// Whether the table exists (one boolean).
     const TABLE_EXISTS: &'static str;
-    /// Insert or update one query by name, returning the stored row.
-    const UPSERT: &'static str;
-    /// Every query, or the one named by the parameter.
-    const SELECT: &'static str;
-    /// Delete the query named by the parameter.
-    const DELETE: &'static str;
+    /// What a parameter's number follows: `$1` or `?1`.
+    const PARAM: &'static str;
+    /// The first parameter where its type must be known to compare it with NULL.
+    const FIRST_AS_TEXT: &'static str;
+    /// The time now, in UTC, as the timestamp columns hold it.
+    const NOW: &'static str;
     /// `query` with the stored parameters bound.
     fn bind_params(
         query: Query<'_, Self, Self::Arguments>,
@@ -117,21 +117,11 @@ impl Dialect for Postgres {
     const MIGRATION: &'static str = PG_MIGRATION;
     // to_regclass follows search_path, like the unqualified name in the queries below.
     const TABLE_EXISTS: &'static str = "SELECT to_regclass('saved_queries') IS NOT NULL";
+    const PARAM: &'static str = "$";
+    const FIRST_AS_TEXT: &'static str = "$1::text";
     // now() is the transaction start: one instant for both columns, and a later one on each
     // save.
-    const UPSERT: &'static str = "\
-INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
-VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
-ON CONFLICT (name) DO UPDATE SET
-    description = COALESCE(EXCLUDED.description, saved_queries.description),
-    query_text = EXCLUDED.query_text,
-    parameters = EXCLUDED.parameters,
-    updated_at = EXCLUDED.updated_at
-RETURNING name, description, query_text, parameters, created_at, updated_at";
-    const SELECT: &'static str =
-        "SELECT name, description, query_text, parameters, created_at, updated_at
-         FROM saved_queries WHERE $1::text IS NULL OR name = $1 ORDER BY name";
-    const DELETE: &'static str = "DELETE FROM saved_queries WHERE name = $1";
+    const NOW: &'static str = "now() AT TIME ZONE 'UTC'";
 
     fn bind_params(
         query: Query<'_, Self, Self::Arguments>,
@@ -153,19 +143,9 @@ RETURNING name, description, query_text, parameters, created_at, updated_at";
 impl Dialect for Sqlite {
     const MIGRATION: &'static str = SQLITE_MIGRATION;
     const TABLE_EXISTS: &'static str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saved_queries')";
-    const UPSERT: &'static str = "\
-INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now'))
-ON CONFLICT (name) DO UPDATE SET
-    description = COALESCE(excluded.description, saved_queries.description),
-    query_text = excluded.query_text,
-    parameters = excluded.parameters,
-    updated_at = excluded.updated_at
-RETURNING name, description, query_text, parameters, created_at, updated_at";
-    const SELECT: &'static str =
-        "SELECT name, description, query_text, parameters, created_at, updated_at
-         FROM saved_queries WHERE ?1 IS NULL OR name = ?1 ORDER BY name";
-    const DELETE: &'static str = "DELETE FROM saved_queries WHERE name = ?1";
+    const PARAM: &'static str = "?";
+    const FIRST_AS_TEXT: &'static str = "?1";
+    const NOW: &'static str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 
     fn bind_params(
         query: Query<'_, Self, Self::Arguments>,
@@ -190,6 +170,41 @@ RETURNING name, description, query_text, parameters, created_at, updated_at";
         result.rows_affected()
     }
 }
+
+/// Insert a query, or update the one of that name (keeping its description when none is
+/// given), returning the stored row.
+fn upsert_sql<DB: Dialect>() -> String {
+    let [name, description, query_text, parameters] =
+        [1, 2, 3, 4].map(|n| format!("{}{n}", DB::PARAM));
+    let now = DB::NOW;
+    format!(
+        "INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
+VALUES ({name}, {description}, {query_text}, {parameters}, {now}, {now})
+ON CONFLICT (name) DO UPDATE SET
+    description = COALESCE(excluded.description, saved_queries.description),
+    query_text = excluded.query_text,
+    parameters = excluded.parameters,
+    updated_at = excluded.updated_at
+RETURNING {COLUMNS}"
+    )
+}
+
+/// Every query, or the one named by the parameter when it is not NULL.
+fn select_sql<DB: Dialect>() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM saved_queries WHERE {} IS NULL OR name = {}1 ORDER BY name",
+        DB::FIRST_AS_TEXT,
+        DB::PARAM
+    )
+}
+
+/// Delete the query named by the parameter.
+fn delete_sql<DB: Dialect>() -> String {
+    format!("DELETE FROM saved_queries WHERE name = {}1", DB::PARAM)
+}
+
+/// The columns of a [`SavedQuery`], as [`saved_query`] reads them.
+const COLUMNS: &str = "name, description, query_text, parameters, created_at, updated_at";
 
 fn reading(source: sqlx::Error) -> SqlError {
     SqlError::SavedQueries {
@@ -224,7 +239,7 @@ where
         .execute(&mut *transaction)
         .await
         .map_err(failed("creating the table"))?;
-    let query = sqlx::query(DB::UPSERT)
+    let query = sqlx::query(AssertSqlSafe(upsert_sql::<DB>()))
         .bind(name)
         .bind(description)
         .bind(sql);
@@ -258,7 +273,7 @@ where
     if !exists {
         return Ok(false);
     }
-    let deleted = sqlx::query(DB::DELETE)
+    let deleted = sqlx::query(AssertSqlSafe(delete_sql::<DB>()))
         .bind(name)
         .execute(&mut *connection)
         .await
@@ -286,7 +301,7 @@ where
     if !exists {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(DB::SELECT)
+    let rows = sqlx::query(AssertSqlSafe(select_sql::<DB>()))
         .bind(name)
         .fetch_all(pool)
         .await
@@ -294,7 +309,7 @@ where
     rows.iter().map(saved_query::<DB>).collect()
 }
 
-/// A row of `saved_queries` as read by [`Dialect::SELECT`] or returned by [`Dialect::UPSERT`].
+/// A row of `saved_queries`: its [`COLUMNS`].
 fn saved_query<DB: Dialect>(row: &DB::Row) -> Result<SavedQuery, SqlError>
 where
     String: for<'r> Decode<'r, DB> + Type<DB>,
@@ -403,6 +418,32 @@ pub(crate) async fn load_sqlite(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn each_database_has_its_placeholders_and_clock() {
+        assert_eq!(
+            upsert_sql::<Postgres>().lines().nth(1),
+            Some("VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')")
+        );
+        assert_eq!(
+            upsert_sql::<Sqlite>().lines().nth(1),
+            Some(
+                "VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+            )
+        );
+        assert!(
+            select_sql::<Postgres>()
+                .ends_with("FROM saved_queries WHERE $1::text IS NULL OR name = $1 ORDER BY name")
+        );
+        assert!(
+            select_sql::<Sqlite>()
+                .ends_with("FROM saved_queries WHERE ?1 IS NULL OR name = ?1 ORDER BY name")
+        );
+        assert_eq!(
+            delete_sql::<Sqlite>(),
+            "DELETE FROM saved_queries WHERE name = ?1"
+        );
+    }
 
     #[test]
     fn names_must_fit_the_column_and_be_trimmed() {

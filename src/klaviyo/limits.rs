@@ -13,8 +13,17 @@ pub const MAX_TAG_GROUPS_PER_ACCOUNT: usize = 50;
 pub const PROFILE_FILTER_BATCH: usize = 100;
 /// Max profile ids per list add/remove call [spec].
 pub const LIST_MEMBERS_PER_CALL: usize = 1000;
-/// Profiles per page of a bulk import job's profiles [spec: page max 100].
-pub const JOB_PROFILES_PER_PAGE: usize = 100;
+/// The largest `page[size]` of lists [spec].
+pub const LISTS_PAGE_MAX: usize = 10;
+/// The largest `page[size]` of segments [spec].
+pub const SEGMENTS_PAGE_MAX: usize = 10;
+/// The largest `page[size]` of tags [spec].
+pub const TAGS_PAGE_MAX: usize = 50;
+/// The largest `page[size]` of tag groups [spec].
+pub const TAG_GROUPS_PAGE_MAX: usize = 25;
+/// The largest `page[size]` of profiles, of a list's or a segment's members, and of a bulk
+/// import job's profiles and errors [spec].
+pub const PROFILES_PAGE_MAX: usize = 100;
 /// Max profiles per bulk import job [spec].
 pub const BULK_IMPORT_MAX_PROFILES: usize = 10_000;
 /// Max bulk import request size [spec: 5 MB]; decimal megabytes, the stricter reading.

@@ -10,8 +10,8 @@ use super::client::{ApiStream, Call, KlaviyoClient, path};
 use super::decode::single;
 use super::error::ApiError;
 use super::limits::{
-    BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, JOB_PROFILES_PER_PAGE, LIST_MEMBERS_PER_CALL,
-    PROFILE_FILTER_BATCH, PROFILE_MAX_BYTES,
+    self, BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, LIST_MEMBERS_PER_CALL,
+    PROFILE_FILTER_BATCH, PROFILE_MAX_BYTES, PROFILES_PAGE_MAX, TAG_GROUPS_PAGE_MAX, TAGS_PAGE_MAX,
 };
 use super::operations::Operation;
 use super::types::{
@@ -54,7 +54,7 @@ impl KlaviyoClient {
         self.profiles_filtered(identifier, values, |filter| {
             Call::new(Operation::GetProfiles, path(&["profiles"]))
                 .query("filter", filter)
-                .query("page[size]", "100")
+                .query("page[size]", PROFILES_PAGE_MAX.to_string())
         })
         .await
     }
@@ -81,8 +81,8 @@ impl KlaviyoClient {
 
     /// Every profile in the account, 100 per page.
     pub fn list_profiles(&self) -> ApiStream<Profile> {
-        let call =
-            Call::new(Operation::GetProfiles, path(&["profiles"])).query("page[size]", "100");
+        let call = Call::new(Operation::GetProfiles, path(&["profiles"]))
+            .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Resource<ProfileData>, Profile>(call)
     }
 
@@ -244,7 +244,7 @@ impl KlaviyoClient {
             Operation::GetErrorsForBulkImportProfilesJob,
             path(&["profile-bulk-import-jobs", job_id, "import-errors"]),
         )
-        .query("page[size]", "100");
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Resource<WireImportErrorAttributes>, ImportError>(call)
     }
 
@@ -256,7 +256,7 @@ impl KlaviyoClient {
             path(&["profile-bulk-import-jobs", job_id, "profiles"]),
         )
         .query("fields[profile]", "email,external_id,phone_number")
-        .query("page[size]", JOB_PROFILES_PER_PAGE.to_string());
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Resource<ProfileData>, Profile>(call)
     }
 
@@ -356,7 +356,7 @@ impl KlaviyoClient {
             Operation::GetProfileIdsForList,
             path(&["lists", list_id, "relationships", "profiles"]),
         )
-        .query("page[size]", "100");
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Identifier, MemberId>(call)
             .map_ok(|id| id.0)
             .boxed()
@@ -376,7 +376,7 @@ impl KlaviyoClient {
             "fields[profile]",
             "email,external_id,phone_number,joined_group_at",
         )
-        .query("page[size]", "100");
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Resource<ProfileData>, Profile>(call)
     }
 
@@ -396,7 +396,7 @@ impl KlaviyoClient {
             )
             .query("filter", filter)
             .query("fields[profile]", "email,external_id,phone_number")
-            .query("page[size]", "100")
+            .query("page[size]", PROFILES_PAGE_MAX.to_string())
         })
         .await
     }
@@ -422,7 +422,8 @@ impl KlaviyoClient {
 
     /// Every list or segment, 10 per page; with `include_tags`, each carries its tag ids.
     fn list_groups<G: Group>(&self, include_tags: bool) -> ApiStream<G> {
-        let mut call = Call::new(G::GET_ALL, path(&[G::PATH])).query("page[size]", "10");
+        let mut call =
+            Call::new(G::GET_ALL, path(&[G::PATH])).query("page[size]", G::PAGE_MAX.to_string());
         if include_tags {
             call = call.query("include", "tags");
         }
@@ -513,7 +514,7 @@ impl KlaviyoClient {
             Operation::GetProfileIdsForSegment,
             path(&["segments", segment_id, "relationships", "profiles"]),
         )
-        .query("page[size]", "100");
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Identifier, MemberId>(call)
             .map_ok(|id| id.0)
             .boxed()
@@ -525,7 +526,7 @@ impl KlaviyoClient {
     pub fn list_tags(&self) -> ApiStream<Tag> {
         let call = Call::new(Operation::GetTags, path(&["tags"]))
             .query("include", "tag-group")
-            .query("page[size]", "50");
+            .query("page[size]", TAGS_PAGE_MAX.to_string());
         self.paginate::<Resource<WireTagAttributes>, Tag>(call)
     }
 
@@ -693,8 +694,8 @@ impl KlaviyoClient {
 
     /// Every tag group, 25 per page.
     pub fn list_tag_groups(&self) -> ApiStream<TagGroup> {
-        let call =
-            Call::new(Operation::GetTagGroups, path(&["tag-groups"])).query("page[size]", "25");
+        let call = Call::new(Operation::GetTagGroups, path(&["tag-groups"]))
+            .query("page[size]", TAG_GROUPS_PAGE_MAX.to_string());
         self.paginate::<Resource<WireTagGroupAttributes>, TagGroup>(call)
     }
 
@@ -767,6 +768,8 @@ trait Group: From<Resource<Self::Wire>> + Send + 'static {
     const GET_ALL: Operation;
     /// The operation that reads one by id.
     const GET_ONE: Operation;
+    /// The largest page Klaviyo gives.
+    const PAGE_MAX: usize;
     /// Its name.
     fn name(&self) -> &str;
 }
@@ -776,6 +779,7 @@ impl Group for List {
     const PATH: &'static str = "lists";
     const GET_ALL: Operation = Operation::GetLists;
     const GET_ONE: Operation = Operation::GetList;
+    const PAGE_MAX: usize = limits::LISTS_PAGE_MAX;
     fn name(&self) -> &str {
         &self.name
     }
@@ -786,6 +790,7 @@ impl Group for Segment {
     const PATH: &'static str = "segments";
     const GET_ALL: Operation = Operation::GetSegments;
     const GET_ONE: Operation = Operation::GetSegment;
+    const PAGE_MAX: usize = limits::SEGMENTS_PAGE_MAX;
     fn name(&self) -> &str {
         &self.name
     }

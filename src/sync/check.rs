@@ -34,8 +34,8 @@ use crate::klaviyo::{KlaviyoClient, Operation};
 use crate::manifest::types::{IdentifyBy, ManifestFile};
 use crate::state::{MemberOrigin, RemovedMember, StateStore, SyncMemberRecord};
 
-/// Identifiers per `any(...)` filter [spec: at most 100 values].
-const PER_LOOKUP: usize = 100;
+/// Identifiers per `any(...)` filter (and members per page of a list read whole).
+const PER_LOOKUP: usize = crate::klaviyo::limits::PROFILE_FILTER_BATCH;
 /// Recorded rows read from the state at a time.
 const PAGE: usize = 1_000;
 /// Lookups in flight (the client paces them to Klaviyo's limits).

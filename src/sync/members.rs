@@ -31,7 +31,7 @@ const IDS_PER_REMOVE: u64 = limits::LIST_MEMBERS_PER_CALL as u64;
 /// Identifiers per `any(...)` profile lookup.
 const IDS_PER_LOOKUP: u64 = limits::PROFILE_FILTER_BATCH as u64;
 /// Profiles per page of a bulk import job's profiles.
-const JOB_PROFILES_PER_PAGE: u64 = limits::JOB_PROFILES_PER_PAGE as u64;
+const JOB_PROFILES_PER_PAGE: u64 = limits::PROFILES_PAGE_MAX as u64;
 
 /// What an apply sends for one list; empty when planning.
 #[derive(Default)]

@@ -11,6 +11,7 @@ use crate::emulator::jsonapi::{
 use crate::emulator::state::{
     PROFILE_IDENTIFIERS, PROFILE_STRING_FIELDS, Profile, State, identifier_eq, in_order, timestamp,
 };
+use crate::klaviyo::limits::PROFILES_PAGE_MAX;
 
 /// Largest body accepted by the single-profile writes.
 pub const MAX_PROFILE_BODY: usize = 100 * 1024;
@@ -378,7 +379,7 @@ pub fn get_profiles(ctx: &RequestCtx, state: &State) -> HandlerResult {
             profiles.reverse();
         }
     }
-    let (page, links) = paginate(ctx, &profiles, 20, 100)?;
+    let (page, links) = paginate(ctx, &profiles, 20, PROFILES_PAGE_MAX)?;
     let data: Vec<Value> = page
         .iter()
         .map(|p| profile_resource(ctx, p, None))

@@ -1,7 +1,7 @@
 //! Durations on the command line and in `klsync.yaml`: `90s`, `1500ms`, `2m`, `2h`, `1d`, or a bare
 //! number of seconds. One parser for every flag and setting that takes a duration (`apply
 //! --max-age`, `--lock-timeout`, `query --statement-timeout`, `klaviyo.request_timeout`), its
-//! inverse, and a rounded form for messages.
+//! inverse, and the rounded forms for messages and estimates.
 
 use std::time::Duration;
 
@@ -28,16 +28,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// `1h 5m`, `42s`, `3d 2h`: a duration for messages.
-pub fn human_duration(duration: Duration) -> String {
+/// `duration` in whole days, hours, minutes and seconds, largest first.
+fn units(duration: Duration) -> [(u64, &'static str); 4] {
     let total = duration.as_secs();
-    let (days, hours, minutes, seconds) = (
-        total / 86_400,
-        total % 86_400 / 3600,
-        total % 3600 / 60,
-        total % 60,
-    );
-    let parts: Vec<String> = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    [
+        (total / 86_400, "d"),
+        (total % 86_400 / 3600, "h"),
+        (total % 3600 / 60, "m"),
+        (total % 60, "s"),
+    ]
+}
+
+/// `1h 5m`, `42s`, `3d 2h`: a duration for messages, every unit that is not zero.
+pub fn human_duration(duration: Duration) -> String {
+    let parts: Vec<String> = units(duration)
         .into_iter()
         .filter(|(value, _)| *value > 0)
         .map(|(value, unit)| format!("{value}{unit}"))
@@ -46,6 +50,19 @@ pub fn human_duration(duration: Duration) -> String {
         "0s".to_owned()
     } else {
         parts.join(" ")
+    }
+}
+
+/// An estimate for humans, its two largest units from the first that is not zero: `4s`,
+/// `1m 1s`, `2h 3m`, `1d 0h`.
+pub fn format_estimate(duration: Duration) -> String {
+    let units = units(duration);
+    match units.iter().position(|(value, _)| *value > 0) {
+        Some(first) if first + 1 < units.len() => {
+            let ((high, high_unit), (low, low_unit)) = (units[first], units[first + 1]);
+            format!("{high}{high_unit} {low}{low_unit}")
+        }
+        _ => format!("{}s", units[3].0),
     }
 }
 
@@ -111,5 +128,17 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(0)), "0s");
         assert_eq!(human_duration(Duration::from_secs(3_900)), "1h 5m");
         assert_eq!(human_duration(Duration::from_secs(90_061)), "1d 1h 1m 1s");
+    }
+
+    #[test]
+    fn estimates_show_the_two_largest_units() {
+        assert_eq!(format_estimate(Duration::ZERO), "0s");
+        assert_eq!(format_estimate(Duration::from_secs(4)), "4s");
+        assert_eq!(format_estimate(Duration::from_secs(60)), "1m 0s");
+        assert_eq!(format_estimate(Duration::from_secs(61)), "1m 1s");
+        assert_eq!(format_estimate(Duration::from_secs(3720)), "1h 2m");
+        assert_eq!(format_estimate(Duration::from_secs(3601)), "1h 0m");
+        assert_eq!(format_estimate(Duration::from_secs(90_000)), "1d 1h");
+        assert_eq!(format_estimate(Duration::from_secs(90_061)), "1d 1h");
     }
 }

@@ -173,16 +173,7 @@ async fn steps(
 
     heading("2. klsync plan --out demo.plan.json");
     plan_command(
-        &PlanArgs {
-            project: project.clone(),
-            out: Some(plan_file.clone()),
-            format: PlanFormat::Text,
-            detailed_exitcode: false,
-            refresh: None,
-            detail,
-            target: Vec::new(),
-            resync: Vec::new(),
-        },
+        &plan_args(project.clone(), Some(plan_file.clone()), false, detail),
         output,
         &env,
         Pacing::Off,
@@ -215,22 +206,32 @@ async fn steps(
 
     heading("4. klsync plan --detailed-exitcode (again)");
     let again = plan_command(
-        &PlanArgs {
-            project,
-            out: None,
-            format: PlanFormat::Text,
-            detailed_exitcode: true,
-            refresh: None,
-            detail,
-            target: Vec::new(),
-            resync: Vec::new(),
-        },
+        &plan_args(project, None, true, detail),
         output,
         &env,
         Pacing::Off,
     )
     .await?;
     Ok(again)
+}
+
+/// The arguments of a demo step's `klsync plan` (text output, the whole project, no refresh).
+fn plan_args(
+    project: ProjectArgs,
+    out: Option<PathBuf>,
+    detailed_exitcode: bool,
+    detail: Detail,
+) -> PlanArgs {
+    PlanArgs {
+        project,
+        out,
+        format: PlanFormat::Text,
+        detailed_exitcode,
+        refresh: None,
+        detail,
+        target: Vec::new(),
+        resync: Vec::new(),
+    }
 }
 
 fn heading(text: &str) {

@@ -1,10 +1,9 @@
 //! `klsync completions` and `klsync man`: shell completions and man pages, generated from the
 //! same clap definitions as the parser, so they cannot drift from the real command line.
 
-use std::io::{self, Write};
-
 use clap::CommandFactory;
 
+use super::{stdout_error, write_stdout};
 use crate::cli::{Cli, CompletionsArgs, ManArgs};
 use crate::error::{Error, ExitStatus};
 use crate::run::Output;
@@ -36,23 +35,6 @@ pub fn man(args: &ManArgs, output: &Output) -> Result<ExitStatus, Error> {
         eprintln!("wrote man pages to {}", dir.display());
     }
     Ok(ExitStatus::Success)
-}
-
-fn write_stdout(bytes: &[u8]) -> Result<ExitStatus, Error> {
-    let mut stdout = io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Ok(()) => Ok(ExitStatus::Success),
-        // `klsync man | head` is fine.
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
-        Err(err) => Err(stdout_error(err)),
-    }
-}
-
-fn stdout_error(source: io::Error) -> Error {
-    Error::Io {
-        path: "<stdout>".into(),
-        source,
-    }
 }
 
 #[cfg(test)]

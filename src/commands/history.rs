@@ -5,8 +5,6 @@
 //! project that never ran an apply has no such file; history then says so rather than create
 //! an empty database as a side effect of reading.
 
-use std::io::{self, Write};
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
@@ -52,18 +50,7 @@ pub fn run(args: &HistoryArgs, output: &Output) -> Result<ExitStatus, Error> {
             runs.iter().map(run_text).collect()
         }
     };
-    let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => Ok(ExitStatus::Success),
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
-        Err(source) => Err(Error::Io {
-            path: "<stdout>".into(),
-            source,
-        }),
-    }
+    super::write_stdout(text.as_bytes())
 }
 
 /// Requests a run used, from its summary: the metrics' per-endpoint `requests` object summed,

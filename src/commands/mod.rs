@@ -13,3 +13,40 @@ pub mod query;
 pub mod schema;
 pub mod state;
 pub mod validate;
+
+use std::io::{self, Write};
+
+use crate::error::{Error, ExitStatus};
+
+/// Write `bytes` to stdout and flush: a reader that went away (`klsync man | head`) is success,
+/// any other failure an error.
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<ExitStatus, Error> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(ExitStatus::Success),
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
+        Err(err) => Err(stdout_error(err)),
+    }
+}
+
+/// A failed write to stdout, as an error naming `<stdout>`.
+pub(crate) fn stdout_error(source: io::Error) -> Error {
+    Error::Io {
+        path: "<stdout>".into(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stdout_failure_names_stdout() {
+        let err = stdout_error(io::Error::other("disk full"));
+        assert!(
+            matches!(&err, Error::Io { path, .. } if path.as_os_str() == "<stdout>"),
+            "{err:?}"
+        );
+    }
+}

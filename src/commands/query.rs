@@ -9,6 +9,7 @@ use std::io::{self, IsTerminal, Write};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use super::stdout_error;
 use crate::cli::{QueryArgs, QueryCommand, QueryFormat, QueryRunArgs, QuerySaveArgs};
 use crate::error::{Error, ExitStatus};
 use crate::progress::Progress;
@@ -271,13 +272,6 @@ fn parse_params(text: &str) -> Result<Vec<Value>, Error> {
             "--params must be a JSON array of values for $1, $2, ... (e.g. '[\"2024-01-01\", 5]'): {err}"
         ))
     })
-}
-
-fn stdout_error(source: io::Error) -> Error {
-    Error::Io {
-        path: "<stdout>".into(),
-        source,
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! be loaded. Diagnostics go to stderr as text, or to stdout as one JSON document with
 //! `--format json` (so CI can parse stdout while humans read stderr).
 
-use std::io::Write as _;
+use super::plan::print_stdout;
 
 use crate::cli::{DiagnosticFormat, ValidateArgs};
 use crate::error::{Error, ExitStatus};
@@ -79,11 +79,4 @@ pub fn run(args: &ValidateArgs, output: &Output) -> Result<ExitStatus, Error> {
         Err(ProjectError::Invalid(_)) => Err(Error::InvalidManifests { count: errors }),
         Err(other) => Err(other.into()),
     }
-}
-
-fn print_stdout(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`klsync validate | head`) is not an error worth a message.
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
 }

@@ -251,6 +251,17 @@ pub fn buckets_for(op: Operation, query: &[(String, String)]) -> Vec<Bucket> {
     std::iter::once(primary).chain(extras).collect()
 }
 
+/// The decoded `key=value` pairs of `uri`'s query string, into a list or a map.
+fn query_pairs<C: FromIterator<(String, String)>>(uri: &axum::http::Uri) -> C {
+    uri.query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_else(|| std::iter::empty().collect())
+}
+
 fn route(method: &Method, path: &str) -> Result<(Operation, Vec<String>), ApiError> {
     let mut path_known = false;
     for op in Operation::ALL {
@@ -418,15 +429,7 @@ async fn pipeline(
         Fault::Reset(Timing::BeforeWrite) => return Outcome::Reset,
         _ => {}
     }
-    let query: Vec<(String, String)> = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let query: Vec<(String, String)> = query_pairs(&parts.uri);
     let decision = lock(&app.limiter).check(&buckets_for(op, &query));
     if let Decision::Limited {
         retry_after_seconds,
@@ -559,15 +562,7 @@ fn spawn_job(app: &Arc<App>, id: String) {
 
 async fn admin(app: &App, request: Request) -> Response {
     let path = request.uri().path().trim_end_matches('/');
-    let query: HashMap<String, String> = request
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let query: HashMap<String, String> = query_pairs(request.uri());
     match (request.method().as_str(), path) {
         ("GET", "/__emulator/stats") => {
             let snapshot = lock(&app.stats).clone();
@@ -607,6 +602,22 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn query_pairs_decode_into_a_list_or_a_map() {
+        let uri: axum::http::Uri = "/api/lists?page%5Bsize%5D=10&filter=equals(name,%22a%20b%22)"
+            .parse()
+            .unwrap();
+        let pairs: Vec<(String, String)> = query_pairs(&uri);
+        assert_eq!(
+            pairs,
+            query(&[("page[size]", "10"), ("filter", "equals(name,\"a b\")")])
+        );
+        let map: HashMap<String, String> = query_pairs(&uri);
+        assert_eq!(map["page[size]"], "10");
+        let none: Vec<(String, String)> = query_pairs(&"/api/lists".parse().unwrap());
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -14,29 +14,13 @@ use serde_json::{Map, Value};
 use super::ids::IdGen;
 use super::jsonapi::ApiError;
 
-/// Tags an account may have.
-pub const MAX_TAGS_PER_ACCOUNT: usize = 500;
-/// Tag groups an account may have (the default group included).
-pub const MAX_TAG_GROUPS: usize = 50;
-/// Tags one list or segment may carry.
-pub const MAX_TAGS_PER_RESOURCE: usize = 100;
+pub use crate::klaviyo::limits::{
+    MAX_TAG_GROUPS_PER_ACCOUNT, MAX_TAGS_PER_ACCOUNT, MAX_TAGS_PER_RESOURCE, PROFILE_IDENTIFIERS,
+    PROFILE_STRING_FIELDS,
+};
+
 /// Name of the tag group every account has.
 pub const DEFAULT_TAG_GROUP_NAME: &str = "Default Tag Group";
-
-/// Profile attributes that hold a string (or null).
-pub const PROFILE_STRING_FIELDS: &[&str] = &[
-    "email",
-    "phone_number",
-    "external_id",
-    "first_name",
-    "last_name",
-    "organization",
-    "locale",
-    "title",
-    "image",
-];
-/// Profile attributes that identify a profile; each is unique across the account.
-pub const PROFILE_IDENTIFIERS: &[&str] = &["email", "phone_number", "external_id"];
 
 /// The current time as Klaviyo prints it, e.g. `2022-11-08T00:00:00+00:00`.
 pub fn timestamp() -> String {
@@ -443,10 +427,10 @@ impl State {
 
     /// Creates a tag group, enforcing the 50-group account limit; returns its id.
     pub fn create_tag_group(&mut self, name: &str, exclusive: bool) -> Result<String, ApiError> {
-        if self.tag_groups.len() >= MAX_TAG_GROUPS {
+        if self.tag_groups.len() >= MAX_TAG_GROUPS_PER_ACCOUNT {
             return Err(ApiError::invalid(
                 "/data",
-                format!("An account can have at most {MAX_TAG_GROUPS} tag groups."),
+                format!("An account can have at most {MAX_TAG_GROUPS_PER_ACCOUNT} tag groups."),
             ));
         }
         Ok(self.create_tag_group_unchecked(name, exclusive, false))

@@ -6,6 +6,7 @@
 //! - [`types`]: resources and the JSON:API documents they travel in.
 //! - [`ratelimit`]: client-side pacing to the published limits, and plan cost estimates.
 //! - [`operations`]: the operation table shared with the emulator.
+//! - [`limits`]: Klaviyo's published limits and profile field names.
 //! - `gate`: whether another request may be sent (run deadline, circuit breaker).
 //! - [`record`]: `--record-http`, every exchange as a JSON line.
 //! - [`error`]: the error type, [`ApiError`].
@@ -14,6 +15,7 @@ pub mod client;
 pub mod decode;
 pub mod error;
 mod gate;
+pub mod limits;
 pub mod observe;
 pub mod operations;
 pub mod ratelimit;
@@ -26,9 +28,9 @@ pub use client::{
     MAX_RESPONSE_BYTES,
 };
 pub use error::{ApiError, ApiErrorObject};
+pub use limits::{BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, PROFILE_MAX_BYTES};
 pub use operations::{ExtraBucket, Operation, RateLimit};
 pub use record::HttpRecorder;
-pub use resources::{BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, PROFILE_MAX_BYTES};
 pub use types::{
     BulkImportJob, ImportError, JobStatus, List, OptInProcess, Profile, ProfileAttributes,
     ProfileData, ProfileIdentifier, Segment, SegmentUpdate, Tag, TagGroup, Upserted,

@@ -9,6 +9,10 @@ use serde_json::Value;
 use super::client::{ApiStream, Call, KlaviyoClient, path};
 use super::decode::single;
 use super::error::ApiError;
+use super::limits::{
+    self, BULK_IMPORT_MAX_BYTES, BULK_IMPORT_MAX_PROFILES, LIST_MEMBERS_PER_CALL,
+    PROFILE_FILTER_BATCH, PROFILE_MAX_BYTES, PROFILES_PAGE_MAX, TAG_GROUPS_PAGE_MAX, TAGS_PAGE_MAX,
+};
 use super::operations::Operation;
 use super::types::{
     self, BulkImportJob, Identifier, ImportError, List, MemberId, OptInProcess, Profile,
@@ -16,17 +20,6 @@ use super::types::{
     TagGroup, Upserted, WireImportErrorAttributes, WireJobAttributes, WireListAttributes,
     WireSegmentAttributes, WireTagAttributes, WireTagGroupAttributes,
 };
-
-/// `GET /profiles` accepts at most this many values in one `any(...)` filter page request.
-const PROFILE_FILTER_BATCH: usize = 100;
-/// Max profile ids per list add/remove call [spec].
-const LIST_MEMBERS_PER_CALL: usize = 1000;
-/// Max profiles per bulk import job [spec].
-pub const BULK_IMPORT_MAX_PROFILES: usize = 10_000;
-/// Max bulk import request size [spec: 5 MB]; decimal megabytes, the stricter reading.
-pub const BULK_IMPORT_MAX_BYTES: usize = 5_000_000;
-/// Max body of profile create/update/upsert [spec: 100 KB], decimal.
-pub const PROFILE_MAX_BYTES: usize = 100_000;
 
 fn ensure_size(op: Operation, body: &Call, limit: usize) -> Result<(), ApiError> {
     let size = body.body.as_ref().map_or(0, Vec::len);
@@ -58,16 +51,27 @@ impl KlaviyoClient {
         identifier: ProfileIdentifier,
         values: &[String],
     ) -> Result<Vec<Profile>, ApiError> {
+        self.profiles_filtered(identifier, values, |filter| {
+            Call::new(Operation::GetProfiles, path(&["profiles"]))
+                .query("filter", filter)
+                .query("page[size]", PROFILES_PAGE_MAX.to_string())
+        })
+        .await
+    }
+
+    /// The profiles `call` reads for `any(identifier,[...])` filters of [`PROFILE_FILTER_BATCH`]
+    /// of `values` at a time (`call` makes the request for one filter).
+    async fn profiles_filtered(
+        &self,
+        identifier: ProfileIdentifier,
+        values: &[String],
+        call: impl Fn(String) -> Call,
+    ) -> Result<Vec<Profile>, ApiError> {
         let mut found = Vec::new();
         for batch in values.chunks(PROFILE_FILTER_BATCH) {
-            let call = Call::new(Operation::GetProfiles, path(&["profiles"]))
-                .query(
-                    "filter",
-                    format!("any({},{})", identifier.field(), types::filter_list(batch)),
-                )
-                .query("page[size]", "100");
+            let filter = format!("any({},{})", identifier.field(), types::filter_list(batch));
             let page: Vec<Profile> = self
-                .paginate::<Resource<ProfileData>, Profile>(call)
+                .paginate::<Resource<ProfileData>, Profile>(call(filter))
                 .try_collect()
                 .await?;
             found.extend(page);
@@ -77,8 +81,8 @@ impl KlaviyoClient {
 
     /// Every profile in the account, 100 per page.
     pub fn list_profiles(&self) -> ApiStream<Profile> {
-        let call =
-            Call::new(Operation::GetProfiles, path(&["profiles"])).query("page[size]", "100");
+        let call = Call::new(Operation::GetProfiles, path(&["profiles"]))
+            .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Resource<ProfileData>, Profile>(call)
     }
 
@@ -240,7 +244,7 @@ impl KlaviyoClient {
             Operation::GetErrorsForBulkImportProfilesJob,
             path(&["profile-bulk-import-jobs", job_id, "import-errors"]),
         )
-        .query("page[size]", "100");
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Resource<WireImportErrorAttributes>, ImportError>(call)
     }
 
@@ -252,7 +256,7 @@ impl KlaviyoClient {
             path(&["profile-bulk-import-jobs", job_id, "profiles"]),
         )
         .query("fields[profile]", "email,external_id,phone_number")
-        .query("page[size]", "100");
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Resource<ProfileData>, Profile>(call)
     }
 
@@ -260,31 +264,17 @@ impl KlaviyoClient {
 
     /// Every list, 10 per page; with `include_tags`, each list carries its tag ids.
     pub fn list_lists(&self, include_tags: bool) -> ApiStream<List> {
-        let mut call = Call::new(Operation::GetLists, path(&["lists"])).query("page[size]", "10");
-        if include_tags {
-            call = call.query("include", "tags");
-        }
-        self.paginate::<Resource<WireListAttributes>, List>(call)
+        self.list_groups(include_tags)
     }
 
     /// `GET /api/lists/{id}` (with its tag ids).
     pub async fn get_list(&self, id: &str) -> Result<List, ApiError> {
-        let op = Operation::GetList;
-        let call = Call::new(op, path(&["lists", id])).query("include", "tags");
-        single::<WireListAttributes, List>(&self.execute(&call).await?, op)
+        self.get_group(id).await
     }
 
     /// The list named exactly `name`, if any (`equals(name,[...])`).
     pub async fn find_list_by_name(&self, name: &str) -> Result<Option<List>, ApiError> {
-        let call = Call::new(Operation::GetLists, path(&["lists"])).query(
-            "filter",
-            format!("equals(name,{})", types::filter_list(&[name.to_string()])),
-        );
-        let lists: Vec<List> = self
-            .paginate::<Resource<WireListAttributes>, List>(call)
-            .try_collect()
-            .await?;
-        Ok(lists.into_iter().find(|list| list.name == name))
+        self.find_group_by_name(name).await
     }
 
     /// `POST /api/lists`. Not blindly repeatable (a repeat makes a second list); after an
@@ -366,7 +356,7 @@ impl KlaviyoClient {
             Operation::GetProfileIdsForList,
             path(&["lists", list_id, "relationships", "profiles"]),
         )
-        .query("page[size]", "100");
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Identifier, MemberId>(call)
             .map_ok(|id| id.0)
             .boxed()
@@ -386,7 +376,7 @@ impl KlaviyoClient {
             "fields[profile]",
             "email,external_id,phone_number,joined_group_at",
         )
-        .query("page[size]", "100");
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Resource<ProfileData>, Profile>(call)
     }
 
@@ -399,57 +389,64 @@ impl KlaviyoClient {
         identifier: ProfileIdentifier,
         values: &[String],
     ) -> Result<Vec<Profile>, ApiError> {
-        let mut found = Vec::new();
-        for batch in values.chunks(PROFILE_FILTER_BATCH) {
-            let call = Call::new(
+        self.profiles_filtered(identifier, values, |filter| {
+            Call::new(
                 Operation::GetProfilesForList,
                 path(&["lists", list_id, "profiles"]),
             )
-            .query(
-                "filter",
-                format!("any({},{})", identifier.field(), types::filter_list(batch)),
-            )
+            .query("filter", filter)
             .query("fields[profile]", "email,external_id,phone_number")
-            .query("page[size]", "100");
-            let page: Vec<Profile> = self
-                .paginate::<Resource<ProfileData>, Profile>(call)
-                .try_collect()
-                .await?;
-            found.extend(page);
-        }
-        Ok(found)
+            .query("page[size]", PROFILES_PAGE_MAX.to_string())
+        })
+        .await
     }
 
     // ---- segments ---------------------------------------------------------------------------
 
     /// Every segment with its definition, 10 per page; with `include_tags`, with tag ids.
     pub fn list_segments(&self, include_tags: bool) -> ApiStream<Segment> {
-        let mut call =
-            Call::new(Operation::GetSegments, path(&["segments"])).query("page[size]", "10");
-        if include_tags {
-            call = call.query("include", "tags");
-        }
-        self.paginate::<Resource<WireSegmentAttributes>, Segment>(call)
+        self.list_groups(include_tags)
     }
 
     /// `GET /api/segments/{id}` (with its tag ids).
     pub async fn get_segment(&self, id: &str) -> Result<Segment, ApiError> {
-        let op = Operation::GetSegment;
-        let call = Call::new(op, path(&["segments", id])).query("include", "tags");
-        single::<WireSegmentAttributes, Segment>(&self.execute(&call).await?, op)
+        self.get_group(id).await
     }
 
-    /// The segment named exactly `name`, if any.
+    /// The segment named exactly `name`, if any (`equals(name,[...])`).
     pub async fn find_segment_by_name(&self, name: &str) -> Result<Option<Segment>, ApiError> {
-        let call = Call::new(Operation::GetSegments, path(&["segments"])).query(
+        self.find_group_by_name(name).await
+    }
+
+    // ---- lists and segments alike ----------------------------------------------------------
+
+    /// Every list or segment, 10 per page; with `include_tags`, each carries its tag ids.
+    fn list_groups<G: Group>(&self, include_tags: bool) -> ApiStream<G> {
+        let mut call =
+            Call::new(G::GET_ALL, path(&[G::PATH])).query("page[size]", G::PAGE_MAX.to_string());
+        if include_tags {
+            call = call.query("include", "tags");
+        }
+        self.paginate::<Resource<G::Wire>, G>(call)
+    }
+
+    /// `GET /api/{lists,segments}/{id}` (with its tag ids).
+    async fn get_group<G: Group>(&self, id: &str) -> Result<G, ApiError> {
+        let call = Call::new(G::GET_ONE, path(&[G::PATH, id])).query("include", "tags");
+        single::<G::Wire, G>(&self.execute(&call).await?, G::GET_ONE)
+    }
+
+    /// The list or segment named exactly `name`, if any (`equals(name,[...])`).
+    async fn find_group_by_name<G: Group>(&self, name: &str) -> Result<Option<G>, ApiError> {
+        let call = Call::new(G::GET_ALL, path(&[G::PATH])).query(
             "filter",
             format!("equals(name,{})", types::filter_list(&[name.to_string()])),
         );
-        let segments: Vec<Segment> = self
-            .paginate::<Resource<WireSegmentAttributes>, Segment>(call)
+        let found: Vec<G> = self
+            .paginate::<Resource<G::Wire>, G>(call)
             .try_collect()
             .await?;
-        Ok(segments.into_iter().find(|segment| segment.name == name))
+        Ok(found.into_iter().find(|group| group.name() == name))
     }
 
     /// `POST /api/segments`. Not blindly repeatable; recovered by name after an ambiguous
@@ -517,7 +514,7 @@ impl KlaviyoClient {
             Operation::GetProfileIdsForSegment,
             path(&["segments", segment_id, "relationships", "profiles"]),
         )
-        .query("page[size]", "100");
+        .query("page[size]", PROFILES_PAGE_MAX.to_string());
         self.paginate::<Identifier, MemberId>(call)
             .map_ok(|id| id.0)
             .boxed()
@@ -529,7 +526,7 @@ impl KlaviyoClient {
     pub fn list_tags(&self) -> ApiStream<Tag> {
         let call = Call::new(Operation::GetTags, path(&["tags"]))
             .query("include", "tag-group")
-            .query("page[size]", "50");
+            .query("page[size]", TAGS_PAGE_MAX.to_string());
         self.paginate::<Resource<WireTagAttributes>, Tag>(call)
     }
 
@@ -697,8 +694,8 @@ impl KlaviyoClient {
 
     /// Every tag group, 25 per page.
     pub fn list_tag_groups(&self) -> ApiStream<TagGroup> {
-        let call =
-            Call::new(Operation::GetTagGroups, path(&["tag-groups"])).query("page[size]", "25");
+        let call = Call::new(Operation::GetTagGroups, path(&["tag-groups"]))
+            .query("page[size]", TAG_GROUPS_PAGE_MAX.to_string());
         self.paginate::<Resource<WireTagGroupAttributes>, TagGroup>(call)
     }
 
@@ -757,5 +754,66 @@ impl KlaviyoClient {
             &["tag-groups", group_id, "relationships", "tags"],
         )
         .await
+    }
+}
+
+/// Lists and segments, which Klaviyo reads alike: pages of 10, their tag ids included, found by
+/// exact name. They differ in path, operations and attributes.
+trait Group: From<Resource<Self::Wire>> + Send + 'static {
+    /// The attributes on the wire.
+    type Wire: serde::de::DeserializeOwned + Send + 'static;
+    /// `lists` or `segments`.
+    const PATH: &'static str;
+    /// The operation that reads them all (or filtered).
+    const GET_ALL: Operation;
+    /// The operation that reads one by id.
+    const GET_ONE: Operation;
+    /// The largest page Klaviyo gives.
+    const PAGE_MAX: usize;
+    /// Its name.
+    fn name(&self) -> &str;
+}
+
+impl Group for List {
+    type Wire = WireListAttributes;
+    const PATH: &'static str = "lists";
+    const GET_ALL: Operation = Operation::GetLists;
+    const GET_ONE: Operation = Operation::GetList;
+    const PAGE_MAX: usize = limits::LISTS_PAGE_MAX;
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Group for Segment {
+    type Wire = WireSegmentAttributes;
+    const PATH: &'static str = "segments";
+    const GET_ALL: Operation = Operation::GetSegments;
+    const GET_ONE: Operation = Operation::GetSegment;
+    const PAGE_MAX: usize = limits::SEGMENTS_PAGE_MAX;
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::klaviyo::operations::match_template;
+
+    fn paths_agree<G: Group>() {
+        assert_eq!(G::GET_ALL.method(), "GET");
+        assert_eq!(G::GET_ONE.method(), "GET");
+        assert_eq!(G::GET_ALL.path_template(), format!("/api/{}", G::PATH));
+        assert_eq!(
+            match_template(G::GET_ONE.path_template(), &format!("/api/{}/X1", G::PATH)),
+            Some(vec!["X1"])
+        );
+    }
+
+    #[test]
+    fn lists_and_segments_are_read_at_their_operations_paths() {
+        paths_agree::<List>();
+        paths_agree::<Segment>();
     }
 }

@@ -21,47 +21,11 @@ use super::types::{ManifestFile, MembershipSpec};
 use super::yaml::{SpanIndex, escape_segment};
 use crate::render::invisible_kind;
 
-/// At most this many tags on one list or segment (Klaviyo).
-pub const MAX_TAGS_PER_RESOURCE: usize = 100;
-/// At most this many tags in an account (Klaviyo).
-pub const MAX_TAGS_PER_ACCOUNT: usize = 500;
-/// At most this many tag groups in an account, including the default group (Klaviyo).
-pub const MAX_TAG_GROUPS_PER_ACCOUNT: usize = 50;
+pub use crate::klaviyo::limits::{
+    MAX_TAG_GROUPS_PER_ACCOUNT, MAX_TAGS_PER_ACCOUNT, MAX_TAGS_PER_RESOURCE,
+};
 /// Longest tag or tag group name klsync accepts.
 pub const MAX_TAG_NAME_CHARS: usize = 64;
-
-/// Profile attributes Klaviyo owns: a synced custom property must not use these names, or it
-/// would shadow (or be confused with) the built-in field.
-pub const RESERVED_PROPERTY_NAMES: &[&str] = &[
-    "id",
-    "email",
-    "phone_number",
-    "external_id",
-    "anonymous_id",
-    "first_name",
-    "last_name",
-    "organization",
-    "locale",
-    "title",
-    "image",
-    "location",
-    "address1",
-    "address2",
-    "city",
-    "country",
-    "region",
-    "zip",
-    "timezone",
-    "latitude",
-    "longitude",
-    "ip",
-    "properties",
-    "subscriptions",
-    "predictive_analytics",
-    "created",
-    "updated",
-    "last_event_date",
-];
 
 /// One parsed, schema-valid file with its span index.
 pub(crate) struct Checked<'a> {
@@ -696,7 +660,7 @@ fn profiles(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
                         "property name must not be empty".into(),
                         None,
                     ));
-                } else if RESERVED_PROPERTY_NAMES.contains(&lower.as_str())
+                } else if crate::klaviyo::limits::is_profile_attribute(&lower)
                     || property.starts_with('$')
                 {
                     out.push(error(

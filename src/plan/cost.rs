@@ -175,26 +175,6 @@ pub(crate) fn cost(changes: &[Change], requests: &BTreeMap<Operation, u64>) -> C
     }
 }
 
-/// A duration for humans: `4s`, `1m 1s`, `2h 3m`, `1d 0h`.
-pub fn format_duration(duration: Duration) -> String {
-    let total = duration.as_secs();
-    let (days, hours, minutes, seconds) = (
-        total / SECONDS_PER_DAY,
-        total % SECONDS_PER_DAY / 3600,
-        total % 3600 / 60,
-        total % 60,
-    );
-    if days > 0 {
-        format!("{days}d {hours}h")
-    } else if hours > 0 {
-        format!("{hours}h {minutes}m")
-    } else if minutes > 0 {
-        format!("{minutes}m {seconds}s")
-    } else {
-        format!("{seconds}s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,13 +223,5 @@ mod tests {
         assert_eq!(whole_seconds(Duration::from_millis(499)), 0);
         assert_eq!(whole_seconds(Duration::from_millis(500)), 1);
         assert_eq!(whole_seconds(Duration::from_millis(60_025)), 60);
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(format_duration(Duration::from_secs(4)), "4s");
-        assert_eq!(format_duration(Duration::from_secs(61)), "1m 1s");
-        assert_eq!(format_duration(Duration::from_secs(3720)), "1h 2m");
-        assert_eq!(format_duration(Duration::from_secs(90_000)), "1d 1h");
     }
 }

@@ -84,6 +84,27 @@ struct Proposal {
     depends_on: Vec<String>,
 }
 
+impl Proposal {
+    /// A proposal without a definition diff that waits for nothing.
+    fn new(
+        name: &str,
+        fields: Vec<FieldChange>,
+        create_fields: Vec<FieldChange>,
+        expected: Option<Value>,
+        applied: Value,
+    ) -> Self {
+        Proposal {
+            name: name.to_owned(),
+            fields,
+            create_fields,
+            definition_diff: None,
+            expected,
+            applied,
+            depends_on: Vec::new(),
+        }
+    }
+}
+
 /// How a desired resource maps onto Klaviyo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Resolution {
@@ -320,15 +341,7 @@ impl<'a> Planner<'a> {
             self.resource_change(
                 &key,
                 &resolution,
-                Proposal {
-                    name: group.name.clone(),
-                    fields,
-                    create_fields,
-                    definition_diff: None,
-                    expected,
-                    applied,
-                    depends_on: Vec::new(),
-                },
+                Proposal::new(&group.name, fields, create_fields, expected, applied),
             );
         }
         Ok(())
@@ -383,13 +396,8 @@ impl<'a> Planner<'a> {
                     &key,
                     &resolution,
                     Proposal {
-                        name: tag.name.clone(),
-                        fields: Vec::new(),
-                        create_fields,
-                        definition_diff: None,
-                        expected: None,
-                        applied,
                         depends_on: depends_on.clone(),
+                        ..Proposal::new(&tag.name, Vec::new(), create_fields, None, applied)
                     },
                 );
                 continue;
@@ -450,15 +458,7 @@ impl<'a> Planner<'a> {
             self.resource_change(
                 &key,
                 &resolution,
-                Proposal {
-                    name: tag.name.clone(),
-                    fields,
-                    create_fields,
-                    definition_diff: None,
-                    expected: Some(expected),
-                    applied,
-                    depends_on: Vec::new(),
-                },
+                Proposal::new(&tag.name, fields, create_fields, Some(expected), applied),
             );
         }
         Ok(())
@@ -522,15 +522,7 @@ impl<'a> Planner<'a> {
             self.resource_change(
                 &key,
                 &resolution,
-                Proposal {
-                    name: list.name.clone(),
-                    fields,
-                    create_fields,
-                    definition_diff: None,
-                    expected,
-                    applied,
-                    depends_on: Vec::new(),
-                },
+                Proposal::new(&list.name, fields, create_fields, expected, applied),
             );
         }
         Ok(())
@@ -636,13 +628,9 @@ impl<'a> Planner<'a> {
                 &key,
                 &resolution,
                 Proposal {
-                    name: segment.name.clone(),
-                    fields,
-                    create_fields,
                     definition_diff: diff_text,
-                    expected,
-                    applied,
                     depends_on: waits_for,
+                    ..Proposal::new(&segment.name, fields, create_fields, expected, applied)
                 },
             );
         }
@@ -940,5 +928,24 @@ fn push_if_differs(fields: &mut Vec<FieldChange>, field: &str, before: Value, af
             before,
             after,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_proposal_has_no_definition_diff_and_waits_for_nothing() {
+        let proposal = Proposal::new(
+            "VIP",
+            Vec::new(),
+            vec![created("name", json!("VIP"))],
+            None,
+            json!({"name": "VIP"}),
+        );
+        assert_eq!(proposal.name, "VIP");
+        assert_eq!(proposal.create_fields.len(), 1);
+        assert!(proposal.definition_diff.is_none() && proposal.depends_on.is_empty());
     }
 }

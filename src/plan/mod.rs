@@ -51,8 +51,7 @@ use crate::klaviyo::Operation;
 use crate::model::{ResourceKey, ResourceKind};
 
 pub use cost::{
-    daily_cap_warnings, estimate, estimated_duration, format_duration, ordered_requests, requests,
-    whole_seconds,
+    daily_cap_warnings, estimate, estimated_duration, ordered_requests, requests, whole_seconds,
 };
 pub use diff::{diff, live_fields};
 pub use model_apply::model_apply;

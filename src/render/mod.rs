@@ -144,7 +144,7 @@ pub(crate) fn cost_sentence(plan: &crate::plan::Plan) -> String {
         0 => "under a second".to_owned(),
         seconds => format!(
             "about {}",
-            crate::plan::format_duration(std::time::Duration::from_secs(seconds))
+            crate::duration::format_estimate(std::time::Duration::from_secs(seconds))
         ),
     };
     if per_operation.is_empty() {

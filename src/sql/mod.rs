@@ -663,7 +663,7 @@ async fn read_pg(
                 }
             }
         }
-        let query = params::bind_pg(
+        let query = params::bind(
             sqlx::query(AssertSqlSafe(sql.to_string())),
             params.take().unwrap_or_default(),
         );
@@ -739,7 +739,7 @@ async fn run_sqlite(
     let streamed = async {
         let mut transaction = connection.begin().await.map_err(failed)?;
         let outcome = async {
-            let query = params::bind_sqlite(sqlx::query(AssertSqlSafe(sql)), params);
+            let query = params::bind(sqlx::query(AssertSqlSafe(sql)), params);
             let mut rows = query.fetch(&mut *transaction);
             let mut batch = Batcher::new(sender);
             let read = async {

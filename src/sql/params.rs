@@ -15,11 +15,9 @@
 //! numeric column by casting it in the SQL: `WHERE signed_up >= $1::date`.
 
 use serde_json::Value;
-use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
-use sqlx::sqlite::SqliteArguments;
 use sqlx::types::Json;
-use sqlx::{Postgres, Sqlite};
+use sqlx::{Database, Encode, Type};
 
 use super::error::SqlError;
 
@@ -68,27 +66,21 @@ pub(crate) fn classify(values: &[Value]) -> Result<Vec<Param>, SqlError> {
         .collect()
 }
 
-pub(crate) fn bind_pg<'q>(
-    mut query: Query<'q, Postgres, PgArguments>,
+/// Bind `params` to `query` in order, each as its one SQL type: one path for PostgreSQL and
+/// SQLite, which differ only in how sqlx encodes each type.
+pub(crate) fn bind<'q, DB>(
+    mut query: Query<'q, DB, DB::Arguments>,
     params: Vec<Param>,
-) -> Query<'q, Postgres, PgArguments> {
-    for param in params {
-        query = match param {
-            Param::Text(text) => query.bind(text),
-            Param::Int(int) => query.bind(int),
-            Param::Float(float) => query.bind(float),
-            Param::Bool(flag) => query.bind(flag),
-            Param::Json(value) => query.bind(Json(value)),
-            Param::Null => query.bind(Option::<String>::None),
-        };
-    }
-    query
-}
-
-pub(crate) fn bind_sqlite<'q>(
-    mut query: Query<'q, Sqlite, SqliteArguments>,
-    params: Vec<Param>,
-) -> Query<'q, Sqlite, SqliteArguments> {
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    String: for<'e> Encode<'e, DB> + Type<DB>,
+    i64: for<'e> Encode<'e, DB> + Type<DB>,
+    f64: for<'e> Encode<'e, DB> + Type<DB>,
+    bool: for<'e> Encode<'e, DB> + Type<DB>,
+    Json<Value>: for<'e> Encode<'e, DB> + Type<DB>,
+    Option<String>: for<'e> Encode<'e, DB> + Type<DB>,
+{
     for param in params {
         query = match param {
             Param::Text(text) => query.bind(text),
@@ -133,6 +125,38 @@ mod tests {
                 Param::Null,
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn bind_gives_each_param_its_sql_type() {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let params = classify(&[
+            json!("x"),
+            json!(7),
+            json!(1.5),
+            json!(true),
+            json!({"a": 1}),
+            json!(null),
+        ])
+        .unwrap();
+        let query = bind(
+            sqlx::query(
+                "SELECT typeof($1) || ' ' || typeof($2) || ' ' || typeof($3) || ' ' || \
+                 typeof($4) || ' ' || typeof($5) || ' ' || typeof($6), $4, $5",
+            ),
+            params,
+        );
+        let row = query.fetch_one(&mut connection).await.unwrap();
+        use sqlx::Row as _;
+        assert_eq!(
+            row.get::<String, _>(0),
+            "text integer real integer text null"
+        );
+        assert_eq!(row.get::<i64, _>(1), 1);
+        assert_eq!(row.get::<String, _>(2), r#"{"a":1}"#);
     }
 
     #[test]

@@ -6,10 +6,14 @@
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
-use sqlx::postgres::PgPool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::types::Json;
-use sqlx::{Connection, Row as _};
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments,
+    Pool, Postgres, Row as _, Sqlite, Type,
+};
 
 use super::error::SqlError;
 
@@ -84,16 +88,245 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-// now() is the transaction start: one instant for both columns, and a later one on each save.
-const PG_UPSERT: &str = "\
-INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
-VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
+/// What differs between PostgreSQL and SQLite for `saved_queries`: the statements, and how the
+/// `parameters` column (`jsonb` there, JSON text here) is written and read. Everything else is
+/// one generic path.
+pub(crate) trait Dialect: Database {
+    /// The table's migration (idempotent).
+    const MIGRATION: &'static str;
+    /// Whether the table exists (one boolean).
+    const TABLE_EXISTS: &'static str;
+    /// What a parameter's number follows: `$1` or `?1`.
+    const PARAM: &'static str;
+    /// The first parameter where its type must be known to compare it with NULL.
+    const FIRST_AS_TEXT: &'static str;
+    /// The time now, in UTC, as the timestamp columns hold it.
+    const NOW: &'static str;
+    /// `query` with the stored parameters bound.
+    fn bind_params(
+        query: Query<'_, Self, Self::Arguments>,
+        params: Option<Value>,
+    ) -> Query<'_, Self, Self::Arguments>;
+    /// The stored parameters of `row` (of query `name`).
+    fn read_params(row: &Self::Row, name: &str) -> Result<Option<Value>, SqlError>;
+    /// How many rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+impl Dialect for Postgres {
+    const MIGRATION: &'static str = PG_MIGRATION;
+    // to_regclass follows search_path, like the unqualified name in the queries below.
+    const TABLE_EXISTS: &'static str = "SELECT to_regclass('saved_queries') IS NOT NULL";
+    const PARAM: &'static str = "$";
+    const FIRST_AS_TEXT: &'static str = "$1::text";
+    // now() is the transaction start: one instant for both columns, and a later one on each
+    // save.
+    const NOW: &'static str = "now() AT TIME ZONE 'UTC'";
+
+    fn bind_params(
+        query: Query<'_, Self, Self::Arguments>,
+        params: Option<Value>,
+    ) -> Query<'_, Self, Self::Arguments> {
+        query.bind(params.map(Json))
+    }
+
+    fn read_params(row: &PgRow, _name: &str) -> Result<Option<Value>, SqlError> {
+        let params: Option<Json<Value>> = row.try_get("parameters").map_err(reading)?;
+        Ok(params.map(|json| json.0))
+    }
+
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl Dialect for Sqlite {
+    const MIGRATION: &'static str = SQLITE_MIGRATION;
+    const TABLE_EXISTS: &'static str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saved_queries')";
+    const PARAM: &'static str = "?";
+    const FIRST_AS_TEXT: &'static str = "?1";
+    const NOW: &'static str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+
+    fn bind_params(
+        query: Query<'_, Self, Self::Arguments>,
+        params: Option<Value>,
+    ) -> Query<'_, Self, Self::Arguments> {
+        query.bind(params.map(|value| value.to_string()))
+    }
+
+    fn read_params(row: &SqliteRow, name: &str) -> Result<Option<Value>, SqlError> {
+        let stored: Option<String> = row.try_get("parameters").map_err(reading)?;
+        stored
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|err| SqlError::BadSavedParams {
+                    name: name.to_owned(),
+                    reason: format!("not JSON: {err}"),
+                })
+            })
+            .transpose()
+    }
+
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+/// Insert a query, or update the one of that name (keeping its description when none is
+/// given), returning the stored row.
+fn upsert_sql<DB: Dialect>() -> String {
+    let [name, description, query_text, parameters] =
+        [1, 2, 3, 4].map(|n| format!("{}{n}", DB::PARAM));
+    let now = DB::NOW;
+    format!(
+        "INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
+VALUES ({name}, {description}, {query_text}, {parameters}, {now}, {now})
 ON CONFLICT (name) DO UPDATE SET
-    description = COALESCE(EXCLUDED.description, saved_queries.description),
-    query_text = EXCLUDED.query_text,
-    parameters = EXCLUDED.parameters,
-    updated_at = EXCLUDED.updated_at
-RETURNING name, description, query_text, parameters, created_at, updated_at";
+    description = COALESCE(excluded.description, saved_queries.description),
+    query_text = excluded.query_text,
+    parameters = excluded.parameters,
+    updated_at = excluded.updated_at
+RETURNING {COLUMNS}"
+    )
+}
+
+/// Every query, or the one named by the parameter when it is not NULL.
+fn select_sql<DB: Dialect>() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM saved_queries WHERE {} IS NULL OR name = {}1 ORDER BY name",
+        DB::FIRST_AS_TEXT,
+        DB::PARAM
+    )
+}
+
+/// Delete the query named by the parameter.
+fn delete_sql<DB: Dialect>() -> String {
+    format!("DELETE FROM saved_queries WHERE name = {}1", DB::PARAM)
+}
+
+/// The columns of a [`SavedQuery`], as [`saved_query`] reads them.
+const COLUMNS: &str = "name, description, query_text, parameters, created_at, updated_at";
+
+fn reading(source: sqlx::Error) -> SqlError {
+    SqlError::SavedQueries {
+        action: "reading",
+        source,
+    }
+}
+
+/// Saves in one transaction on `connection`: the table is created if missing, then the query
+/// inserted or updated; returns the stored row.
+async fn upsert<DB: Dialect>(
+    connection: &mut DB::Connection,
+    name: &str,
+    sql: &str,
+    description: Option<&str>,
+    params: &[Value],
+) -> Result<SavedQuery, SqlError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'e> &'e str: Encode<'e, DB> + Type<DB>,
+    for<'e> Option<&'e str>: Encode<'e, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    Option<String>: for<'r> Decode<'r, DB> + Type<DB>,
+    Option<NaiveDateTime>: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    let failed = |action| move |source| SqlError::SavedQueries { action, source };
+    let mut transaction = connection.begin().await.map_err(failed("saving"))?;
+    sqlx::raw_sql(DB::MIGRATION)
+        .execute(&mut *transaction)
+        .await
+        .map_err(failed("creating the table"))?;
+    let query = sqlx::query(AssertSqlSafe(upsert_sql::<DB>()))
+        .bind(name)
+        .bind(description)
+        .bind(sql);
+    let row = DB::bind_params(query, stored_params(params))
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(failed("saving"))?;
+    let saved = saved_query::<DB>(&row)?;
+    transaction.commit().await.map_err(failed("saving"))?;
+    Ok(saved)
+}
+
+/// Deletes the saved query `name` on `connection`; whether there was one (a missing table
+/// holds none).
+async fn delete<DB: Dialect>(connection: &mut DB::Connection, name: &str) -> Result<bool, SqlError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'e> &'e str: Encode<'e, DB> + Type<DB>,
+    bool: for<'r> Decode<'r, DB> + Type<DB>,
+{
+    let failed = |source| SqlError::SavedQueries {
+        action: "deleting",
+        source,
+    };
+    let exists: bool = sqlx::query_scalar(DB::TABLE_EXISTS)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(failed)?;
+    if !exists {
+        return Ok(false);
+    }
+    let deleted = sqlx::query(AssertSqlSafe(delete_sql::<DB>()))
+        .bind(name)
+        .execute(&mut *connection)
+        .await
+        .map_err(failed)?;
+    Ok(DB::rows_affected(&deleted) > 0)
+}
+
+/// Every saved query in `pool`, or the one called `name` (none when the table is missing).
+async fn load<DB: Dialect>(pool: &Pool<DB>, name: Option<&str>) -> Result<Vec<SavedQuery>, SqlError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'e> Option<&'e str>: Encode<'e, DB> + Type<DB>,
+    bool: for<'r> Decode<'r, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    Option<String>: for<'r> Decode<'r, DB> + Type<DB>,
+    Option<NaiveDateTime>: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    let exists: bool = sqlx::query_scalar(DB::TABLE_EXISTS)
+        .fetch_one(pool)
+        .await
+        .map_err(reading)?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(AssertSqlSafe(select_sql::<DB>()))
+        .bind(name)
+        .fetch_all(pool)
+        .await
+        .map_err(reading)?;
+    rows.iter().map(saved_query::<DB>).collect()
+}
+
+/// A row of `saved_queries`: its [`COLUMNS`].
+fn saved_query<DB: Dialect>(row: &DB::Row) -> Result<SavedQuery, SqlError>
+where
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    Option<String>: for<'r> Decode<'r, DB> + Type<DB>,
+    Option<NaiveDateTime>: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    let name: String = row.try_get("name").map_err(reading)?;
+    Ok(SavedQuery {
+        params: loaded_params(&name, DB::read_params(row, &name)?)?,
+        description: row.try_get("description").map_err(reading)?,
+        sql: row.try_get("query_text").map_err(reading)?,
+        created_at: row.try_get("created_at").map_err(reading)?,
+        updated_at: row.try_get("updated_at").map_err(reading)?,
+        name,
+    })
+}
 
 pub(crate) async fn save_pg(
     pool: &PgPool,
@@ -102,99 +335,34 @@ pub(crate) async fn save_pg(
     description: Option<&str>,
     params: &[Value],
 ) -> Result<SavedQuery, SqlError> {
-    let failed = |action| move |source| SqlError::SavedQueries { action, source };
-    let mut transaction = pool.begin().await.map_err(failed("saving"))?;
-    sqlx::raw_sql(PG_MIGRATION)
-        .execute(&mut *transaction)
+    let mut connection = pool
+        .acquire()
         .await
-        .map_err(failed("creating the table"))?;
-    let row = sqlx::query(PG_UPSERT)
-        .bind(name)
-        .bind(description)
-        .bind(sql)
-        .bind(stored_params(params).map(Json))
-        .fetch_one(&mut *transaction)
-        .await
-        .map_err(failed("saving"))?;
-    let saved = pg_saved(&row)?;
-    transaction.commit().await.map_err(failed("saving"))?;
-    Ok(saved)
+        .map_err(|source| SqlError::SavedQueries {
+            action: "saving",
+            source,
+        })?;
+    upsert::<Postgres>(&mut connection, name, sql, description, params).await
 }
 
 /// Deletes the saved query `name`; whether there was one (a missing table holds none).
 pub(crate) async fn delete_pg(pool: &PgPool, name: &str) -> Result<bool, SqlError> {
-    let failed = |source| SqlError::SavedQueries {
-        action: "deleting",
-        source,
-    };
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('saved_queries') IS NOT NULL")
-        .fetch_one(pool)
+    let mut connection = pool
+        .acquire()
         .await
-        .map_err(failed)?;
-    if !exists {
-        return Ok(false);
-    }
-    let deleted = sqlx::query("DELETE FROM saved_queries WHERE name = $1")
-        .bind(name)
-        .execute(pool)
-        .await
-        .map_err(failed)?;
-    Ok(deleted.rows_affected() > 0)
+        .map_err(|source| SqlError::SavedQueries {
+            action: "deleting",
+            source,
+        })?;
+    delete::<Postgres>(&mut connection, name).await
 }
 
 pub(crate) async fn load_pg(
     pool: &PgPool,
     name: Option<&str>,
 ) -> Result<Vec<SavedQuery>, SqlError> {
-    let failed = |source| SqlError::SavedQueries {
-        action: "reading",
-        source,
-    };
-    // to_regclass follows search_path, like the unqualified name in the queries below.
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('saved_queries') IS NOT NULL")
-        .fetch_one(pool)
-        .await
-        .map_err(failed)?;
-    if !exists {
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query(
-        "SELECT name, description, query_text, parameters, created_at, updated_at
-         FROM saved_queries WHERE $1::text IS NULL OR name = $1 ORDER BY name",
-    )
-    .bind(name)
-    .fetch_all(pool)
-    .await
-    .map_err(failed)?;
-    rows.iter().map(pg_saved).collect()
+    load(pool, name).await
 }
-
-fn pg_saved(row: &sqlx::postgres::PgRow) -> Result<SavedQuery, SqlError> {
-    let failed = |source| SqlError::SavedQueries {
-        action: "reading",
-        source,
-    };
-    let name: String = row.try_get("name").map_err(failed)?;
-    let params: Option<Json<Value>> = row.try_get("parameters").map_err(failed)?;
-    Ok(SavedQuery {
-        params: loaded_params(&name, params.map(|json| json.0))?,
-        description: row.try_get("description").map_err(failed)?,
-        sql: row.try_get("query_text").map_err(failed)?,
-        created_at: row.try_get("created_at").map_err(failed)?,
-        updated_at: row.try_get("updated_at").map_err(failed)?,
-        name,
-    })
-}
-
-const SQLITE_UPSERT: &str = "\
-INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now'))
-ON CONFLICT (name) DO UPDATE SET
-    description = COALESCE(excluded.description, saved_queries.description),
-    query_text = excluded.query_text,
-    parameters = excluded.parameters,
-    updated_at = excluded.updated_at
-RETURNING name, description, query_text, parameters, created_at, updated_at";
 
 /// Saving needs the one writable SQLite connection klsync ever opens on a user's database;
 /// it is opened for this save and closed right after.
@@ -205,34 +373,10 @@ pub(crate) async fn save_sqlite(
     description: Option<&str>,
     params: &[Value],
 ) -> Result<SavedQuery, SqlError> {
-    let failed = |action| move |source| SqlError::SavedQueries { action, source };
-    let mut connection = SqliteConnection::connect_with(writable)
-        .await
-        .map_err(failed("opening the database for writing"))?;
-    let saved = async {
-        let mut transaction = connection.begin().await.map_err(failed("saving"))?;
-        sqlx::raw_sql(SQLITE_MIGRATION)
-            .execute(&mut *transaction)
-            .await
-            .map_err(failed("creating the table"))?;
-        let stored = stored_params(params).map(|value| value.to_string());
-        let row = sqlx::query(SQLITE_UPSERT)
-            .bind(name)
-            .bind(description)
-            .bind(sql)
-            .bind(stored)
-            .fetch_one(&mut *transaction)
-            .await
-            .map_err(failed("saving"))?;
-        let saved = sqlite_saved(&row)?;
-        transaction.commit().await.map_err(failed("saving"))?;
-        Ok(saved)
-    }
-    .await;
-    let closed = connection.close().await.map_err(failed("closing"));
-    let saved = saved?;
-    closed?;
-    Ok(saved)
+    on_writable(writable, async |connection| {
+        upsert::<Sqlite>(connection, name, sql, description, params).await
+    })
+    .await
 }
 
 /// Deletes the saved query `name` on the one writable SQLite connection klsync opens (as
@@ -241,94 +385,65 @@ pub(crate) async fn delete_sqlite(
     writable: &SqliteConnectOptions,
     name: &str,
 ) -> Result<bool, SqlError> {
+    on_writable(writable, async |connection| {
+        delete::<Sqlite>(connection, name).await
+    })
+    .await
+}
+
+/// Runs `work` on a writable connection opened for it and closed after it, whatever it did.
+async fn on_writable<T>(
+    writable: &SqliteConnectOptions,
+    work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, SqlError>,
+) -> Result<T, SqlError> {
     let failed = |action| move |source| SqlError::SavedQueries { action, source };
     let mut connection = SqliteConnection::connect_with(writable)
         .await
         .map_err(failed("opening the database for writing"))?;
-    let deleted = async {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saved_queries')",
-        )
-        .fetch_one(&mut connection)
-        .await
-        .map_err(failed("deleting"))?;
-        if !exists {
-            return Ok(false);
-        }
-        let deleted = sqlx::query("DELETE FROM saved_queries WHERE name = ?1")
-            .bind(name)
-            .execute(&mut connection)
-            .await
-            .map_err(failed("deleting"))?;
-        Ok(deleted.rows_affected() > 0)
-    }
-    .await;
+    let done = work(&mut connection).await;
     let closed = connection.close().await.map_err(failed("closing"));
-    let deleted = deleted?;
+    let done = done?;
     closed?;
-    Ok(deleted)
+    Ok(done)
 }
 
 pub(crate) async fn load_sqlite(
     pool: &SqlitePool,
     name: Option<&str>,
 ) -> Result<Vec<SavedQuery>, SqlError> {
-    let failed = |source| SqlError::SavedQueries {
-        action: "reading",
-        source,
-    };
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saved_queries')",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(failed)?;
-    if !exists {
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query(
-        "SELECT name, description, query_text, parameters, created_at, updated_at
-         FROM saved_queries WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
-    )
-    .bind(name)
-    .fetch_all(pool)
-    .await
-    .map_err(failed)?;
-    rows.iter().map(sqlite_saved).collect()
-}
-
-fn sqlite_saved(row: &sqlx::sqlite::SqliteRow) -> Result<SavedQuery, SqlError> {
-    let failed = |source| SqlError::SavedQueries {
-        action: "reading",
-        source,
-    };
-    let name: String = row.try_get("name").map_err(failed)?;
-    let stored: Option<String> = row.try_get("parameters").map_err(failed)?;
-    let params = match stored {
-        None => None,
-        Some(text) => {
-            Some(
-                serde_json::from_str(&text).map_err(|err| SqlError::BadSavedParams {
-                    name: name.clone(),
-                    reason: format!("not JSON: {err}"),
-                })?,
-            )
-        }
-    };
-    Ok(SavedQuery {
-        params: loaded_params(&name, params)?,
-        description: row.try_get("description").map_err(failed)?,
-        sql: row.try_get("query_text").map_err(failed)?,
-        created_at: row.try_get("created_at").map_err(failed)?,
-        updated_at: row.try_get("updated_at").map_err(failed)?,
-        name,
-    })
+    load(pool, name).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn each_database_has_its_placeholders_and_clock() {
+        assert_eq!(
+            upsert_sql::<Postgres>().lines().nth(1),
+            Some("VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')")
+        );
+        assert_eq!(
+            upsert_sql::<Sqlite>().lines().nth(1),
+            Some(
+                "VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+            )
+        );
+        assert!(
+            select_sql::<Postgres>()
+                .ends_with("FROM saved_queries WHERE $1::text IS NULL OR name = $1 ORDER BY name")
+        );
+        assert!(
+            select_sql::<Sqlite>()
+                .ends_with("FROM saved_queries WHERE ?1 IS NULL OR name = ?1 ORDER BY name")
+        );
+        assert_eq!(
+            delete_sql::<Sqlite>(),
+            "DELETE FROM saved_queries WHERE name = ?1"
+        );
+    }
 
     #[test]
     fn names_must_fit_the_column_and_be_trimmed() {

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use futures::TryStreamExt;
+use sqlx::query::Query;
 use sqlx::types::Json;
+use sqlx::{Database, Encode, Type};
 
 use super::{Backend, StateError, StateStore};
 
@@ -277,6 +279,38 @@ fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// The `VALUES` of a multi-row insert: `rows` rows of `columns` placeholders from `$1`.
+fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders(row * columns + 1, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `DELETE` of the rows of `table` under `key_column = $1` whose identifier is one of `count`
+/// bound from `$2`. Table and column names are constants of this module, never input.
+fn delete_identifiers_sql(table: &str, key_column: &str, count: usize) -> String {
+    format!(
+        "DELETE FROM {table} WHERE {key_column} = $1 AND identifier IN ({})",
+        placeholders(2, count)
+    )
+}
+
+/// `query` with each of `values` bound in turn after what it already has.
+fn bind_each<'q, DB, T>(
+    mut query: Query<'q, DB, DB::Arguments>,
+    values: impl IntoIterator<Item = T>,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    T: for<'e> Encode<'e, DB> + Type<DB>,
+{
+    for value in values {
+        query = query.bind(value);
+    }
+    query
+}
+
 impl StateStore {
     /// Every recorded row of a `profiles:` sync as `(identifier_key(seed, identifier),
     /// short_row_hash(row hash))`: what a plan compares its query's rows with.
@@ -519,10 +553,7 @@ impl StateStore {
                 .await
                 .map_err(StateError::query("drop sync row digest"))?;
             for batch in rows.chunks(WRITE_BATCH) {
-                let values = (0..batch.len())
-                    .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let values = value_rows(batch.len(), 5);
                 let sql = format!(
                     "INSERT INTO sync_profile_rows \
                      (sync_id, identifier, row_hash, applied, updated_at) VALUES {values} \
@@ -630,10 +661,7 @@ impl StateStore {
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
             for batch in members.chunks(WRITE_BATCH) {
-                let values = (0..batch.len())
-                    .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let values = value_rows(batch.len(), COLUMNS);
                 let sql = format!(
                     "INSERT INTO sync_list_members \
                      (list_key, identifier, profile_id, added_at, preexisting, send_id) \
@@ -733,11 +761,11 @@ impl StateStore {
                      AND identifier IN ({})",
                     placeholders(3, batch.len())
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(list_key).bind(send_id);
-                for identifier in batch {
-                    query = query.bind(identifier);
-                }
-                query.execute(&mut *tx).await.map_err(StateError::query("forget refused list members"))?;
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(list_key).bind(send_id);
+                bind_each(query, batch)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StateError::query("forget refused list members"))?;
             }
             sqlx::query(SETTLE)
                 .bind(list_key)
@@ -843,10 +871,7 @@ impl StateStore {
         on_backend!(self, pool => {
             let mut tx = pool.begin().await.map_err(StateError::query("begin a transaction"))?;
             for batch in removed.chunks(READ_BATCH) {
-                let values = (0..batch.len())
-                    .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let values = value_rows(batch.len(), COLUMNS);
                 let sql = format!(
                     "INSERT INTO sync_list_removals (list_key, identifier, profile_id, removed_at) \
                      VALUES {values} ON CONFLICT (list_key, identifier) DO UPDATE SET \
@@ -861,15 +886,12 @@ impl StateStore {
                         .bind(now);
                 }
                 query.execute(&mut *tx).await.map_err(StateError::query("record removed list members"))?;
-                let sql = format!(
-                    "DELETE FROM sync_list_members WHERE list_key = $1 AND identifier IN ({})",
-                    placeholders(2, batch.len())
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(list_key);
-                for member in batch {
-                    query = query.bind(&member.identifier);
-                }
-                query.execute(&mut *tx).await.map_err(StateError::query("forget removed list members"))?;
+                let sql = delete_identifiers_sql("sync_list_members", "list_key", batch.len());
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(list_key);
+                bind_each(query, batch.iter().map(|member| &member.identifier))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StateError::query("forget removed list members"))?;
             }
             tx.commit().await.map_err(StateError::query("commit removed list members"))
         })?;
@@ -898,14 +920,14 @@ impl StateStore {
                      WHERE list_key = $1 AND identifier IN ({})",
                     placeholders(4, batch.len())
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(list_key)
                     .bind(reason)
                     .bind(reason.map(|_| now));
-                for identifier in batch {
-                    query = query.bind(identifier);
-                }
-                query.execute(&mut *tx).await.map_err(StateError::query("record pending removals"))?;
+                bind_each(query, batch)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StateError::query("record pending removals"))?;
             }
             tx.commit().await.map_err(StateError::query("commit pending removals"))
         })?;
@@ -953,20 +975,46 @@ impl StateStore {
                     .map_err(StateError::query("drop sync row digest"))?;
             }
             for batch in identifiers.chunks(READ_BATCH) {
-                // Table and column names are constants of this module, never input.
-                let sql = format!(
-                    "DELETE FROM {table} WHERE {key_column} = $1 AND identifier IN ({})",
-                    placeholders(2, batch.len())
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key);
-                for identifier in batch {
-                    query = query.bind(identifier);
-                }
-                query.execute(&mut *tx).await.map_err(StateError::query("forget sync records"))?;
+                let sql = delete_identifiers_sql(table, key_column, batch.len());
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key);
+                bind_each(query, batch)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StateError::query("forget sync records"))?;
             }
             tx.commit().await.map_err(StateError::query("commit forgetting sync records"))
         })?;
         crate::crashpoint::after_state_write();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_number_their_placeholders_in_order() {
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(
+            delete_identifiers_sql("sync_list_members", "list_key", 2),
+            "DELETE FROM sync_list_members WHERE list_key = $1 AND identifier IN ($2, $3)"
+        );
+    }
+
+    #[tokio::test]
+    async fn bind_each_binds_after_what_is_bound() {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let query = sqlx::query("SELECT $1 || $2 || $3").bind("a");
+        let identifiers = ["b".to_owned(), "c".to_owned()];
+        let row = bind_each(query, &identifiers)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        use sqlx::Row as _;
+        assert_eq!(row.get::<String, _>(0), "abc");
     }
 }

@@ -32,10 +32,10 @@ use serde_json::{Map, Value};
 use super::{Drift, SyncError};
 use crate::klaviyo::{KlaviyoClient, Operation};
 use crate::manifest::types::{IdentifyBy, ManifestFile};
-use crate::state::{MemberOrigin, StateStore};
+use crate::state::{MemberOrigin, RemovedMember, StateStore, SyncMemberRecord};
 
-/// Identifiers per `any(...)` filter [spec: at most 100 values].
-const PER_LOOKUP: usize = 100;
+/// Identifiers per `any(...)` filter (and members per page of a list read whole).
+const PER_LOOKUP: usize = crate::klaviyo::limits::PROFILE_FILTER_BATCH;
 /// Recorded rows read from the state at a time.
 const PAGE: usize = 1_000;
 /// Lookups in flight (the client paces them to Klaviyo's limits).
@@ -150,6 +150,14 @@ impl MembershipCheck {
             pending_removals: Vec::new(),
         }
     }
+
+    /// The check of `list` when the list no longer exists in Klaviyo: nothing was checked.
+    fn deleted(list: &str) -> Self {
+        MembershipCheck {
+            list_deleted: true,
+            ..MembershipCheck::of(list, 0)
+        }
+    }
 }
 
 /// What the full check costs, known from klsync's records before anything is read.
@@ -192,7 +200,7 @@ impl CheckCost {
             },
             // Whole seconds, rounded up: requests the limits let go at once still take a round
             // trip each.
-            crate::plan::format_duration(std::time::Duration::from_secs(
+            crate::duration::format_estimate(std::time::Duration::from_secs(
                 crate::plan::estimated_duration(&self.requests)
                     .as_secs()
                     .saturating_add(1)
@@ -289,11 +297,15 @@ pub async fn check_data(
         let (Some(members), Some(list_id)) = (&list.members, list_ids.get(&list.id)) else {
             continue;
         };
-        let found = if scope.whole_lists {
-            read_members(&list.id, list_id, members.identify_by, store, client).await?
-        } else {
-            check_members(&list.id, list_id, members.identify_by, store, client).await?
-        };
+        let found = check_list(
+            &list.id,
+            list_id,
+            members.identify_by,
+            scope.whole_lists,
+            store,
+            client,
+        )
+        .await?;
         check.memberships.push(found);
     }
     Ok(check)
@@ -383,35 +395,54 @@ pub(super) fn property_drift(
     drift
 }
 
-/// Look the list's recorded members up on the list.
-async fn check_members(
+/// Compare a list with the members klsync recorded for it as added or found there (not those
+/// sent without a known outcome). Without `whole`, the recorded members are looked up on the
+/// list; with it, the list is read whole ([`read_members`]). A list Klaviyo no longer has
+/// checked nothing.
+async fn check_list(
     list_key: &str,
     list_id: &str,
     identify_by: IdentifyBy,
+    whole: bool,
     store: &StateStore,
     client: &KlaviyoClient,
 ) -> Result<MembershipCheck, SyncError> {
-    let recorded: Vec<String> = store
+    let recorded: Vec<SyncMemberRecord> = store
         .sync_members(list_key)
         .await?
         .into_iter()
         .filter(|m| !matches!(m.origin, MemberOrigin::Sent { .. }))
-        .map(|m| m.identifier)
         .collect();
-    let mut check = MembershipCheck::of(list_key, recorded.len());
+    let check = MembershipCheck::of(list_key, recorded.len());
+    let found = if whole {
+        let removed = store.removed_members(list_key).await?;
+        read_members(check, recorded, removed, list_id, identify_by, client).await?
+    } else {
+        look_up_members(check, recorded, list_id, identify_by, client).await?
+    };
+    Ok(found.unwrap_or_else(|| MembershipCheck::deleted(list_key)))
+}
+
+/// Look the recorded members up on the list: those not found are missing.
+async fn look_up_members(
+    mut check: MembershipCheck,
+    recorded: Vec<SyncMemberRecord>,
+    list_id: &str,
+    identify_by: IdentifyBy,
+    client: &KlaviyoClient,
+) -> Result<Option<MembershipCheck>, SyncError> {
+    let recorded: Vec<String> = recorded.into_iter().map(|m| m.identifier).collect();
     let Some(on_list) =
         list_or_deleted(members_on_list(client, list_id, identify_by, &recorded).await)?
     else {
-        check.list_deleted = true;
-        check.checked = 0;
-        return Ok(check);
+        return Ok(None);
     };
     check.missing = recorded
         .into_iter()
         .filter(|identifier| !on_list.contains_key(identifier))
         .collect();
     check.missing.sort();
-    Ok(check)
+    Ok(Some(check))
 }
 
 /// A read of a list's members, or `None` when the list no longer exists (404).
@@ -424,23 +455,16 @@ fn list_or_deleted<T>(read: Result<T, SyncError>) -> Result<Option<T>, SyncError
 }
 
 /// Read the list whole and compare it with what klsync recorded for it: recorded members not
-/// on it (by profile id or identifier), members klsync removed that are on it again, and the
+/// on it (by profile id or identifier), members klsync `removed` that are on it again, and the
 /// removals klsync owes but could not make.
 async fn read_members(
-    list_key: &str,
+    mut check: MembershipCheck,
+    recorded: Vec<SyncMemberRecord>,
+    removed: Vec<RemovedMember>,
     list_id: &str,
     identify_by: IdentifyBy,
-    store: &StateStore,
     client: &KlaviyoClient,
-) -> Result<MembershipCheck, SyncError> {
-    let recorded: Vec<crate::state::SyncMemberRecord> = store
-        .sync_members(list_key)
-        .await?
-        .into_iter()
-        .filter(|m| !matches!(m.origin, MemberOrigin::Sent { .. }))
-        .collect();
-    let removed = store.removed_members(list_key).await?;
-    let mut check = MembershipCheck::of(list_key, recorded.len());
+) -> Result<Option<MembershipCheck>, SyncError> {
     // Streamed into two sets (ids, identifiers), so a list of millions never sits in memory as
     // whole profiles.
     let mut ids: HashSet<String> = HashSet::new();
@@ -457,9 +481,7 @@ async fn read_members(
         })
         .await;
     if list_or_deleted(read)?.is_none() {
-        check.list_deleted = true;
-        check.checked = 0;
-        return Ok(check);
+        return Ok(None);
     }
     let on_list = |identifier: &str, profile_id: Option<&str>| {
         profile_id.is_some_and(|id| ids.contains(id)) || identifiers.contains(identifier)
@@ -479,7 +501,7 @@ async fn read_members(
         .filter(|m| on_list(&m.identifier, m.profile_id.as_deref()))
         .map(|m| m.identifier)
         .collect();
-    Ok(check)
+    Ok(Some(check))
 }
 
 /// The requests [`members_on_list`] sends to look `identifiers` up on a list of
@@ -563,6 +585,16 @@ mod tests {
             check.live_values()["a@x.test"],
             [("plan", Some(&json!("silver"))), ("tier", None)]
         );
+    }
+
+    #[test]
+    fn a_deleted_list_checked_nothing_and_found_nothing() {
+        let check = MembershipCheck::deleted("vip");
+        assert!(check.list_deleted);
+        assert_eq!(check.checked, 0);
+        assert_eq!(check.list, "vip");
+        assert!(check.missing.is_empty() && check.back_on_list.is_empty());
+        assert!(check.pending_removals.is_empty());
     }
 
     #[test]

@@ -21,18 +21,17 @@ use super::{
     SyncError,
 };
 use super::{check, diff, identify};
-use crate::klaviyo::{KlaviyoClient, Operation, ProfileIdentifier};
-use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec, QuerySpec};
-use crate::sql::QueryManager;
+use crate::klaviyo::{KlaviyoClient, Operation, ProfileIdentifier, limits};
+use crate::manifest::types::{MaxRemovals, MembershipMode, MembershipSpec};
 use crate::state::{MemberOrigin, RemovedMember, StateStore, SyncMemberRecord};
 
 const WHAT: &str = "members of list";
-/// Profile ids per list relationship request [spec].
-const IDS_PER_REMOVE: u64 = 1_000;
+/// Profile ids per list relationship request.
+const IDS_PER_REMOVE: u64 = limits::LIST_MEMBERS_PER_CALL as u64;
 /// Identifiers per `any(...)` profile lookup.
-const IDS_PER_LOOKUP: u64 = 100;
-/// Profiles per page of a bulk import job's profiles [spec: page max 100].
-const JOB_PROFILES_PER_PAGE: u64 = 100;
+const IDS_PER_LOOKUP: u64 = limits::PROFILE_FILTER_BATCH as u64;
+/// Profiles per page of a bulk import job's profiles.
+const JOB_PROFILES_PER_PAGE: u64 = limits::PROFILES_PAGE_MAX as u64;
 
 /// What an apply sends for one list; empty when planning.
 #[derive(Default)]
@@ -97,29 +96,18 @@ pub(super) fn removal_limit(limit: &MaxRemovals, recorded: u64) -> u64 {
 /// Stream the list's query and compare it with the members klsync added. With `check` (the
 /// full check's findings for this list), recorded members it found missing from the list are
 /// added again if the query returns them, and forgotten if not.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn compute(
     list_key: &str,
     list_id: Option<String>,
     spec: &MembershipSpec,
-    manifest_queries: &BTreeMap<String, QuerySpec>,
-    queries: &QueryManager,
-    store: &StateStore,
+    sources: super::Sources<'_>,
     keep_work: bool,
     check: Option<&super::MembershipCheck>,
     resync: bool,
 ) -> Result<(MembershipPlan, MemberWork, BTreeMap<Operation, u64>), SyncError> {
-    let query_error = |source| SyncError::Query {
-        what: WHAT,
-        name: list_key.to_string(),
-        query: spec.query.clone(),
-        declared_at: None,
-        source: Box::new(source),
-    };
-    let query = queries
-        .resolve_query(&spec.query, manifest_queries)
-        .await
-        .map_err(query_error)?;
+    let query_error = |source| SyncError::query(WHAT, list_key, &spec.query, source);
+    let super::Sources { queries, store, .. } = sources;
+    let query = sources.resolve(WHAT, list_key, &spec.query).await?;
     let recorded = store.sync_members(list_key).await?;
     // Compact keys, not strings: a list query may return millions of rows.
     let recorded_keys: diff::KeySet = recorded
@@ -253,7 +241,7 @@ pub(super) async fn compute(
     let exceeds_max_removals = max_removals.is_some_and(|limit| counts.remove > limit);
     let add_jobs = add_job_count(spec, counts.add);
     let lookups = removes.iter().filter(|m| m.profile_id.is_none()).count() as u64;
-    let requests: BTreeMap<Operation, u64> = [
+    let requests = super::requests_of([
         (
             Operation::GetProfilesForList,
             check::member_lookup_requests(spec.identify_by, counts.add, recorded.len() as u64),
@@ -274,10 +262,7 @@ pub(super) async fn compute(
             Operation::RemoveProfilesFromList,
             counts.remove.div_ceil(IDS_PER_REMOVE),
         ),
-    ]
-    .into_iter()
-    .filter(|(_, count)| *count > 0)
-    .collect();
+    ]);
     let plan = MembershipPlan {
         list: list_key.to_string(),
         list_id,
@@ -502,11 +487,7 @@ pub(super) async fn apply(
     store.forget_settled_sends(list_key).await?;
 
     report.failed = failed.len() as u64;
-    report.failed_sample = failed
-        .into_iter()
-        .take(SAMPLE_SIZE)
-        .map(|(identifier, reason)| FailedRow { identifier, reason })
-        .collect();
+    report.failed_sample = super::failed_sample(failed);
     Ok(report)
 }
 

@@ -45,7 +45,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::klaviyo::{ApiError, KlaviyoClient, Operation};
-use crate::manifest::types::{IdentifyBy, ManifestFile, MembershipMode, OnMissingRow};
+use crate::manifest::types::{IdentifyBy, ManifestFile, MembershipMode, OnMissingRow, QuerySpec};
 use crate::sql::{QueryManager, SqlError};
 use crate::state::{StateError, StateStore};
 
@@ -144,6 +144,18 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// `what` `name`'s query `query` failed with `source`; where the query is declared is
+    /// filled in later ([`SyncError::declared_in`]).
+    fn query(what: &'static str, name: &str, query: &str, source: SqlError) -> SyncError {
+        SyncError::Query {
+            what,
+            name: name.to_owned(),
+            query: query.to_owned(),
+            declared_at: None,
+            source: Box::new(source),
+        }
+    }
+
     /// Names where the failed query is declared: its manifest file, line and column, or the
     /// `saved_queries` table when no manifest declares it.
     pub fn declared_in(self, project: &crate::manifest::Project) -> SyncError {
@@ -168,6 +180,33 @@ impl SyncError {
             }
             other => other,
         }
+    }
+}
+
+/// What a sync reads: its query (declared in the manifest, else saved), the SQL sources that
+/// run it, and what klsync recorded of earlier applies.
+#[derive(Clone, Copy)]
+pub(super) struct Sources<'a> {
+    /// The manifest's `queries:`.
+    pub manifest_queries: &'a BTreeMap<String, QuerySpec>,
+    /// The SQL sources.
+    pub queries: &'a QueryManager,
+    /// klsync's state.
+    pub store: &'a StateStore,
+}
+
+impl Sources<'_> {
+    /// The query named `query` of `what` `name`: the manifest's, else a saved one.
+    async fn resolve(
+        &self,
+        what: &'static str,
+        name: &str,
+        query: &str,
+    ) -> Result<QuerySpec, SyncError> {
+        self.queries
+            .resolve_query(query, self.manifest_queries)
+            .await
+            .map_err(|source| SyncError::query(what, name, query, source))
     }
 }
 
@@ -560,6 +599,20 @@ pub struct FailedRow {
     pub reason: String,
 }
 
+/// Request counts per operation, the operations with none left out.
+fn requests_of(counts: impl IntoIterator<Item = (Operation, u64)>) -> BTreeMap<Operation, u64> {
+    counts.into_iter().filter(|(_, count)| *count > 0).collect()
+}
+
+/// The first [`SAMPLE_SIZE`] of `failed` (identifier, reason), as a report shows them.
+fn failed_sample(failed: impl IntoIterator<Item = (String, String)>) -> Vec<FailedRow> {
+    failed
+        .into_iter()
+        .take(SAMPLE_SIZE)
+        .map(|(identifier, reason)| FailedRow { identifier, reason })
+        .collect()
+}
+
 /// Keyed request counts from typed ones.
 fn request_names(requests: &BTreeMap<Operation, u64>) -> BTreeMap<String, u64> {
     requests
@@ -593,13 +646,17 @@ pub async fn plan_data(
         estimated_seconds: 0,
         targeted: false,
     };
+    let sources = Sources {
+        manifest_queries: &manifest.queries,
+        queries,
+        store,
+    };
     for spec in &manifest.profiles {
         let found = check.and_then(|check| check.profiles.iter().find(|p| p.id == spec.id));
-        let (sync_plan, _, requests) =
-            profiles::compute(spec, &manifest.queries, queries, store, false, found, {
-                resync.contains(&format!("profiles.{}", spec.id))
-            })
-            .await?;
+        let (sync_plan, _, requests) = profiles::compute(spec, sources, false, found, {
+            resync.contains(&format!("profiles.{}", spec.id))
+        })
+        .await?;
         merge(&mut total, &requests);
         plan.profiles.push(sync_plan);
     }
@@ -613,9 +670,7 @@ pub async fn plan_data(
             &list.id,
             list_id,
             members,
-            &manifest.queries,
-            queries,
-            store,
+            sources,
             false,
             found,
             resync.contains(&format!("list.{}.members", list.id)),
@@ -685,6 +740,11 @@ where
     F: std::future::Future<Output = Option<String>>,
 {
     let mut report = DataApplyReport::default();
+    let sources = Sources {
+        manifest_queries: &manifest.queries,
+        queries,
+        store,
+    };
     let mut profile_work = Vec::new();
     for spec in &manifest.profiles {
         let planned = plan.profiles.iter().find(|p| p.id == spec.id);
@@ -695,8 +755,7 @@ where
         // What the plan's full check found is restored as the plan showed it.
         let check = planned.and_then(|p| p.check.as_ref());
         let resync = planned.is_some_and(|p| p.resync);
-        let (fresh, work, _) =
-            profiles::compute(spec, &manifest.queries, queries, store, true, check, resync).await?;
+        let (fresh, work, _) = profiles::compute(spec, sources, true, check, resync).await?;
         if let Some(planned) = planned
             && planned.counts != fresh.counts
         {
@@ -729,9 +788,7 @@ where
             &list.id,
             list_id,
             members,
-            &manifest.queries,
-            queries,
-            store,
+            sources,
             true,
             check,
             planned.is_some_and(|p| p.resync),
@@ -1160,6 +1217,54 @@ fn check_columns<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_counts_leave_out_operations_with_none() {
+        let requests = requests_of([
+            (Operation::BulkImportProfiles, 2),
+            (Operation::CreateOrUpdateProfile, 0),
+        ]);
+        assert_eq!(
+            requests.into_iter().collect::<Vec<_>>(),
+            [(Operation::BulkImportProfiles, 2)]
+        );
+    }
+
+    #[test]
+    fn a_failed_sample_keeps_the_first_few_with_their_reasons() {
+        let failed: BTreeMap<String, String> = (0..SAMPLE_SIZE + 5)
+            .map(|i| (format!("p{i:02}"), format!("reason {i}")))
+            .collect();
+        let sample = failed_sample(failed);
+        assert_eq!(sample.len(), SAMPLE_SIZE);
+        assert_eq!(
+            sample[0],
+            FailedRow {
+                identifier: "p00".into(),
+                reason: "reason 0".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_query_failure_names_the_sync_and_its_query() {
+        let err = SyncError::query("members of list", "vip", "vip_rows", SqlError::Interrupted);
+        assert!(
+            matches!(
+                &err,
+                SyncError::Query {
+                    declared_at: None,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("members of list `vip`: query `vip_rows` failed: "),
+            "{err}"
+        );
+    }
 
     #[test]
     fn data_changed_since_the_plan_is_said_in_the_plan_s_words() {

@@ -12,12 +12,12 @@ use super::diff::{self, RowHash};
 use super::identify;
 use super::table::{self, KeyTable, PackedState};
 use super::{
-    FailedRow, ProfileCounts, ProfileSyncPlan, ProfileSyncReport, RejectedRow, RowChange,
-    SAMPLE_SIZE, SyncError,
+    ProfileCounts, ProfileSyncPlan, ProfileSyncReport, RejectedRow, RowChange, SAMPLE_SIZE,
+    SyncError,
 };
 use crate::klaviyo::{KlaviyoClient, Operation, PROFILE_MAX_BYTES};
-use crate::manifest::types::{IdentifyBy, OnMissingRow, ProfileSyncSpec, QuerySpec};
-use crate::sql::{QueryManager, RowBatch, RowRef, SqlError};
+use crate::manifest::types::{IdentifyBy, OnMissingRow, ProfileSyncSpec};
+use crate::sql::{RowBatch, RowRef, SqlError};
 use crate::state::{StateStore, SyncRowRecord, identifier_key, short_row_hash};
 
 const WHAT: &str = "profiles sync";
@@ -781,30 +781,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// A failure reading the sync's query (or one of its values).
 fn query_error(spec: &ProfileSyncSpec, source: SqlError) -> SyncError {
-    SyncError::Query {
-        what: WHAT,
-        name: spec.id.clone(),
-        query: spec.query.clone(),
-        declared_at: None,
-        source: Box::new(source),
-    }
-}
-
-async fn resolve_query(
-    spec: &ProfileSyncSpec,
-    manifest_queries: &BTreeMap<String, QuerySpec>,
-    queries: &QueryManager,
-) -> Result<QuerySpec, SyncError> {
-    queries
-        .resolve_query(&spec.query, manifest_queries)
-        .await
-        .map_err(|source| SyncError::Query {
-            what: WHAT,
-            name: spec.id.clone(),
-            query: spec.query.clone(),
-            declared_at: None,
-            source: Box::new(source),
-        })
+    SyncError::query(WHAT, &spec.id, &spec.query, source)
 }
 
 /// Stream the sync's query and classify every row. With `keep_work`, also return what to send.
@@ -812,14 +789,13 @@ async fn resolve_query(
 /// are compared with Klaviyo's values, so they are planned (and sent) as changed.
 pub(super) async fn compute(
     spec: &ProfileSyncSpec,
-    manifest_queries: &BTreeMap<String, QuerySpec>,
-    queries: &QueryManager,
-    store: &StateStore,
+    sources: super::Sources<'_>,
     keep_work: bool,
     check: Option<&super::ProfileCheck>,
     resync: bool,
 ) -> Result<(ProfileSyncPlan, ProfileWork, BTreeMap<Operation, u64>), SyncError> {
-    let query = resolve_query(spec, manifest_queries, queries).await?;
+    let super::Sources { queries, store, .. } = sources;
+    let query = sources.resolve(WHAT, &spec.id, &spec.query).await?;
     // Bare rows in batches: a million-row query builds no map per row. The query starts while
     // the stored hashes load, and its first batches wait in memory, so neither waits for the
     // other.
@@ -914,14 +890,11 @@ pub(super) async fn compute(
         .upserts
         .retain(|upsert| seen_of(stored, seen, upsert.key) != Some(Seen::Duplicate));
     let jobs = run.chunker.jobs() as u64;
-    let requests: BTreeMap<Operation, u64> = [
+    let requests = super::requests_of([
         (Operation::BulkImportProfiles, jobs),
         (Operation::GetBulkImportProfilesJob, jobs),
         (Operation::CreateOrUpdateProfile, run.counts.unset),
-    ]
-    .into_iter()
-    .filter(|(_, count)| *count > 0)
-    .collect();
+    ]);
     let plan = ProfileSyncPlan {
         id: spec.id.clone(),
         query: spec.query.clone(),
@@ -1061,11 +1034,7 @@ pub(super) async fn apply(
     store.refresh_sync_digest(&spec.id).await?;
 
     report.failed = failed.len() as u64;
-    report.failed_sample = failed
-        .into_iter()
-        .take(SAMPLE_SIZE)
-        .map(|(identifier, reason)| FailedRow { identifier, reason })
-        .collect();
+    report.failed_sample = super::failed_sample(failed);
     Ok(report)
 }
 

@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use super::{
-    DataApplyReport, DataCheck, DataPlan, Drift, FieldChange, MembershipCheck, ProfileCheck,
-    SAMPLE_SIZE,
+    DataApplyReport, DataCheck, DataPlan, Drift, FailedRow, FieldChange, MembershipCheck,
+    ProfileCheck, RejectedRow, SAMPLE_SIZE,
 };
 use crate::plan::saturating_total;
 
@@ -71,13 +71,7 @@ pub fn render_text_sampled(plan: &DataPlan, sample: usize, fields: bool) -> Stri
                 let _ = writeln!(out, "      {}", change_line(change));
             }
         }
-        for row in sync.rejected_sample.iter().take(sample) {
-            let _ = writeln!(
-                out,
-                "  ! row {} {}: {}",
-                row.row, row.identifier, row.reason
-            );
-        }
+        rejected_lines(&mut out, &sync.rejected_sample, sample);
         for drift in &sync.drift {
             let _ = writeln!(out, "  {}", drift_line(drift));
         }
@@ -103,22 +97,17 @@ pub fn render_text_sampled(plan: &DataPlan, sample: usize, fields: bool) -> Stri
             "lists.{}.members ({} rows): +{} add, -{} remove, {} unchanged, {} rejected",
             list.list, list.rows, c.add, c.remove, c.unchanged, c.rejected
         );
-        if c.unconfirmed > 0 {
-            let _ = writeln!(
-                out,
-                "  {} of the adds were sent by an earlier apply that did not learn the outcome: apply checks the list and records those already there as added by klsync",
-                c.unconfirmed
-            );
-        }
-        if c.pending_removals > 0 {
-            let _ = writeln!(
-                out,
-                "  {} of the removals could not be resolved last time: planned again",
-                c.pending_removals
-            );
-            for row in &list.pending_removal_sample {
-                let _ = writeln!(out, "  ? {}: {}", row.identifier, row.reason);
-            }
+        count_note(
+            &mut out,
+            c.unconfirmed,
+            "of the adds were sent by an earlier apply that did not learn the outcome: apply checks the list and records those already there as added by klsync",
+        );
+        if count_note(
+            &mut out,
+            c.pending_removals,
+            "of the removals could not be resolved last time: planned again",
+        ) {
+            failed_lines(&mut out, '?', &list.pending_removal_sample);
         }
         if list.exceeds_max_removals {
             let _ = writeln!(
@@ -140,13 +129,7 @@ pub fn render_text_sampled(plan: &DataPlan, sample: usize, fields: bool) -> Stri
         for identifier in list.remove_sample.iter().take(sample) {
             let _ = writeln!(out, "  - {identifier}");
         }
-        for row in list.rejected_sample.iter().take(sample) {
-            let _ = writeln!(
-                out,
-                "  ! row {} {}: {}",
-                row.row, row.identifier, row.reason
-            );
-        }
+        rejected_lines(&mut out, &list.rejected_sample, sample);
     }
     let total = saturating_total(plan.requests.values().copied());
     // Their time is in the plan's one estimate, with the configuration's.
@@ -157,6 +140,32 @@ pub fn render_text_sampled(plan: &DataPlan, sample: usize, fields: bool) -> Stri
         }
     }
     out
+}
+
+/// `  {count} {what}` when `count` is not zero; whether it was written.
+fn count_note(out: &mut String, count: u64, what: &str) -> bool {
+    if count > 0 {
+        let _ = writeln!(out, "  {count} {what}");
+    }
+    count > 0
+}
+
+/// The first `sample` rejected rows, one `  ! row N identifier: reason` line each.
+fn rejected_lines(out: &mut String, rows: &[RejectedRow], sample: usize) {
+    for row in rows.iter().take(sample) {
+        let _ = writeln!(
+            out,
+            "  ! row {} {}: {}",
+            row.row, row.identifier, row.reason
+        );
+    }
+}
+
+/// One `  {mark} identifier: reason` line per row: `!` failed, `?` unresolved.
+fn failed_lines(out: &mut String, mark: char, rows: &[FailedRow]) {
+    for row in rows {
+        let _ = writeln!(out, "  {mark} {}: {}", row.identifier, row.reason);
+    }
 }
 
 fn drift_line(drift: &Drift) -> String {
@@ -330,9 +339,7 @@ pub fn render_report(report: &DataApplyReport) -> String {
             sync.recorded,
             sync.failed
         );
-        for row in &sync.failed_sample {
-            let _ = writeln!(out, "  ! {}: {}", row.identifier, row.reason);
-        }
+        failed_lines(&mut out, '!', &sync.failed_sample);
     }
     for skipped in &report.skipped {
         let _ = writeln!(out, "{skipped}");
@@ -343,32 +350,23 @@ pub fn render_report(report: &DataApplyReport) -> String {
             "lists.{}.members: +{} added, -{} removed, {} failed",
             list.list, list.added, list.removed, list.failed
         );
-        if list.confirmed > 0 {
-            let _ = writeln!(
-                out,
-                "  {} member(s) sent by an earlier apply found on the list: recorded as added by klsync",
-                list.confirmed
-            );
-        }
-        if list.already_members > 0 {
-            let _ = writeln!(
-                out,
-                "  {} already member(s) (joined another way): recorded, never removed by mirror",
-                list.already_members
-            );
-        }
-        for row in &list.failed_sample {
-            let _ = writeln!(out, "  ! {}: {}", row.identifier, row.reason);
-        }
-        if list.removal_pending > 0 {
-            let _ = writeln!(
-                out,
-                "  {} removal(s) could not be resolved: kept in klsync's record, tried again by the next apply",
-                list.removal_pending
-            );
-            for row in &list.removal_pending_sample {
-                let _ = writeln!(out, "  ? {}: {}", row.identifier, row.reason);
-            }
+        count_note(
+            &mut out,
+            list.confirmed,
+            "member(s) sent by an earlier apply found on the list: recorded as added by klsync",
+        );
+        count_note(
+            &mut out,
+            list.already_members,
+            "already member(s) (joined another way): recorded, never removed by mirror",
+        );
+        failed_lines(&mut out, '!', &list.failed_sample);
+        if count_note(
+            &mut out,
+            list.removal_pending,
+            "removal(s) could not be resolved: kept in klsync's record, tried again by the next apply",
+        ) {
+            failed_lines(&mut out, '?', &list.removal_pending_sample);
         }
     }
     if report.profiles.iter().any(|p| p.failed > 0)
@@ -393,6 +391,28 @@ mod tests {
     use crate::sync::{
         MembershipCounts, MembershipPlan, ProfileCounts, ProfileSyncPlan, RejectedRow, RowChange,
     };
+
+    #[test]
+    fn row_lines_and_count_notes() {
+        let mut out = String::new();
+        assert!(!count_note(&mut out, 0, "never shown"));
+        assert!(count_note(&mut out, 2, "shown"));
+        let failed = [FailedRow {
+            identifier: "a@x.com".into(),
+            reason: "refused".into(),
+        }];
+        failed_lines(&mut out, '?', &failed);
+        let rejected = [1, 2].map(|row| RejectedRow {
+            row,
+            identifier: format!("\"{row}\""),
+            reason: "bad".into(),
+        });
+        rejected_lines(&mut out, &rejected, 1);
+        assert_eq!(
+            out,
+            "  2 shown\n  ? a@x.com: refused\n  ! row 1 \"1\": bad\n"
+        );
+    }
 
     fn plan() -> DataPlan {
         DataPlan {

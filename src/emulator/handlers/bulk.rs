@@ -10,9 +10,10 @@ use crate::emulator::jsonapi::{
 use crate::emulator::state::{
     BulkJob, IdentifierIndex, ImportErrorRecord, PROFILE_IDENTIFIERS, State, in_order, timestamp,
 };
+use crate::klaviyo::limits::PROFILES_PAGE_MAX;
 
 /// Profiles accepted by one job.
-pub const MAX_PROFILES_PER_JOB: usize = 10_000;
+pub const MAX_PROFILES_PER_JOB: usize = crate::klaviyo::limits::BULK_IMPORT_MAX_PROFILES;
 
 /// The JSON:API resource for a job.
 pub fn job_resource(ctx: &RequestCtx, j: &BulkJob) -> Value {
@@ -46,10 +47,7 @@ pub fn job_resource(ctx: &RequestCtx, j: &BulkJob) -> Value {
 }
 
 fn find<'a>(state: &'a State, id: &str) -> Result<&'a BulkJob, ApiError> {
-    state
-        .jobs
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("profile-bulk-import-job", id))
+    super::found(&state.jobs, "profile-bulk-import-job", id)
 }
 
 /// `POST /api/profile-bulk-import-jobs`.
@@ -273,7 +271,7 @@ pub fn get_jobs(ctx: &RequestCtx, state: &State) -> HandlerResult {
             ));
         }
     }
-    let (page, links) = paginate(ctx, &jobs, 20, 100)?;
+    let (page, links) = paginate(ctx, &jobs, 20, PROFILES_PAGE_MAX)?;
     let data: Vec<Value> = page.iter().map(|j| job_resource(ctx, j)).collect();
     Ok(Reply::ok(json!({ "data": data, "links": links })))
 }
@@ -298,7 +296,7 @@ pub fn get_job(ctx: &RequestCtx, state: &State) -> HandlerResult {
 /// `GET /api/profile-bulk-import-jobs/{id}/profiles` and `/relationships/profiles`.
 pub fn get_job_profiles(ctx: &RequestCtx, state: &State, ids_only: bool) -> HandlerResult {
     let j = find(state, ctx.id())?;
-    let (page, links) = paginate(ctx, &j.profile_ids, 20, 100)?;
+    let (page, links) = paginate(ctx, &j.profile_ids, 20, PROFILES_PAGE_MAX)?;
     let data: Vec<Value> = page
         .iter()
         .filter_map(|id| state.profiles.get(id))
@@ -337,7 +335,7 @@ pub fn get_job_lists(ctx: &RequestCtx, state: &State, ids_only: bool) -> Handler
 /// emulator's [`crate::emulator::ImportErrorShape`] mode says.
 pub fn get_import_errors(ctx: &RequestCtx, state: &State) -> HandlerResult {
     let j = find(state, ctx.id())?;
-    let (page, links) = paginate(ctx, &j.errors, 20, 100)?;
+    let (page, links) = paginate(ctx, &j.errors, 20, PROFILES_PAGE_MAX)?;
     let shape = state.modes.import_errors;
     let data: Vec<Value> = page
         .iter()

@@ -9,9 +9,10 @@ use crate::emulator::jsonapi::{
     ApiError, HandlerResult, Reply, RequestCtx, apply_fields, identifiers, paginate, relationship,
 };
 use crate::emulator::state::{List, State, Taggable, in_order, timestamp};
+use crate::klaviyo::limits::{LISTS_PAGE_MAX, PROFILES_PAGE_MAX};
 
 /// Profiles accepted by one add/remove call.
-pub const MAX_PROFILES_PER_CALL: usize = 1000;
+pub const MAX_PROFILES_PER_CALL: usize = crate::klaviyo::limits::LIST_MEMBERS_PER_CALL;
 const OPT_IN: &[&str] = &["single_opt_in", "double_opt_in"];
 
 /// The JSON:API resource for a list.
@@ -102,10 +103,7 @@ pub fn sort_named<T>(
 }
 
 fn find<'a>(state: &'a State, id: &str) -> Result<&'a List, ApiError> {
-    state
-        .lists
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("list", id))
+    super::found(&state.lists, "list", id)
 }
 
 /// Resources plus `included` tags for the lists (or segments) that asked for them.
@@ -167,7 +165,7 @@ pub fn get_lists(ctx: &RequestCtx, state: &State) -> HandlerResult {
         },
         &["created", "id", "name", "updated"],
     )?;
-    let (page, links) = paginate(ctx, &lists, 10, 10)?;
+    let (page, links) = paginate(ctx, &lists, LISTS_PAGE_MAX, LISTS_PAGE_MAX)?;
     let data: Vec<Value> = page
         .iter()
         .map(|l| list_resource(ctx, state, l, include_tags, false))
@@ -353,7 +351,7 @@ pub fn member_page(
             ));
         }
     }
-    let (page, links) = paginate(ctx, &members, 20, 100)?;
+    let (page, links) = paginate(ctx, &members, 20, PROFILES_PAGE_MAX)?;
     let data: Vec<Value> = page
         .iter()
         .filter_map(|(id, joined)| {

@@ -6,10 +6,23 @@ pub mod profiles;
 pub mod segments;
 pub mod tags;
 
+use std::collections::BTreeMap;
+
 use crate::klaviyo::operations::Operation;
 
-use super::jsonapi::{HandlerResult, RequestCtx};
+use super::jsonapi::{ApiError, HandlerResult, RequestCtx};
 use super::state::{State, Taggable};
+
+/// The `kind` resource `id` among `resources`, or Klaviyo's 404 naming it.
+fn found<'a, T>(
+    resources: &'a BTreeMap<String, T>,
+    kind: &str,
+    id: &str,
+) -> Result<&'a T, ApiError> {
+    resources
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(kind, id))
+}
 
 /// Runs the handler of `op` against the account.
 pub fn dispatch(op: Operation, ctx: &RequestCtx, state: &mut State) -> HandlerResult {
@@ -72,5 +85,18 @@ pub fn dispatch(op: Operation, ctx: &RequestCtx, state: &mut State) -> HandlerRe
         O::DeleteTagGroup => tags::delete_tag_group(ctx, state),
         O::GetTagsForTagGroup => tags::get_tags_of_group(ctx, state, false),
         O::GetTagIdsForTagGroup => tags::get_tags_of_group(ctx, state, true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn found_returns_the_resource_or_a_404_naming_it() {
+        let resources: BTreeMap<String, u32> = [("L1".to_owned(), 7)].into_iter().collect();
+        assert_eq!(found(&resources, "list", "L1").ok(), Some(&7));
+        let missing = found(&resources, "list", "L2").unwrap_err();
+        assert_eq!(missing, ApiError::not_found("list", "L2"));
     }
 }

@@ -11,6 +11,7 @@ use crate::emulator::jsonapi::{
 use crate::emulator::state::{
     PROFILE_IDENTIFIERS, PROFILE_STRING_FIELDS, Profile, State, identifier_eq, in_order, timestamp,
 };
+use crate::klaviyo::limits::PROFILES_PAGE_MAX;
 
 /// Largest body accepted by the single-profile writes.
 pub const MAX_PROFILE_BODY: usize = 100 * 1024;
@@ -378,7 +379,7 @@ pub fn get_profiles(ctx: &RequestCtx, state: &State) -> HandlerResult {
             profiles.reverse();
         }
     }
-    let (page, links) = paginate(ctx, &profiles, 20, 100)?;
+    let (page, links) = paginate(ctx, &profiles, 20, PROFILES_PAGE_MAX)?;
     let data: Vec<Value> = page
         .iter()
         .map(|p| profile_resource(ctx, p, None))
@@ -390,10 +391,7 @@ pub fn get_profiles(ctx: &RequestCtx, state: &State) -> HandlerResult {
 pub fn get_profile(ctx: &RequestCtx, state: &State) -> HandlerResult {
     let includes = ctx.includes(&["lists", "segments", "push-tokens", "conversations"])?;
     ctx.additional_fields("profile", &["subscriptions", "predictive_analytics"])?;
-    let p = state
-        .profiles
-        .get(ctx.id())
-        .ok_or_else(|| ApiError::not_found("profile", ctx.id()))?;
+    let p = super::found(&state.profiles, "profile", ctx.id())?;
     let mut resource = profile_resource(ctx, p, None);
     let mut included = Vec::new();
     if includes.iter().any(|i| i == "lists") {
@@ -437,10 +435,7 @@ pub fn get_profile(ctx: &RequestCtx, state: &State) -> HandlerResult {
 
 /// `GET /api/profiles/{id}/lists` and `/relationships/lists`.
 pub fn get_lists_for_profile(ctx: &RequestCtx, state: &State, ids_only: bool) -> HandlerResult {
-    let p = state
-        .profiles
-        .get(ctx.id())
-        .ok_or_else(|| ApiError::not_found("profile", ctx.id()))?;
+    let p = super::found(&state.profiles, "profile", ctx.id())?;
     let lists = in_order(
         state
             .lists
@@ -466,10 +461,7 @@ pub fn get_lists_for_profile(ctx: &RequestCtx, state: &State, ids_only: bool) ->
 
 /// `GET /api/profiles/{id}/segments` and `/relationships/segments`.
 pub fn get_segments_for_profile(ctx: &RequestCtx, state: &State, ids_only: bool) -> HandlerResult {
-    let p = state
-        .profiles
-        .get(ctx.id())
-        .ok_or_else(|| ApiError::not_found("profile", ctx.id()))?;
+    let p = super::found(&state.profiles, "profile", ctx.id())?;
     let segments = in_order(
         state
             .segments

@@ -10,6 +10,7 @@ use crate::emulator::jsonapi::{
 };
 use crate::emulator::segments::validate;
 use crate::emulator::state::{Segment, State, Taggable, in_order, timestamp};
+use crate::klaviyo::limits::SEGMENTS_PAGE_MAX;
 
 /// The JSON:API resource for a segment.
 pub fn segment_resource(
@@ -60,10 +61,7 @@ pub fn segment_resource(
 }
 
 fn find<'a>(state: &'a State, id: &str) -> Result<&'a Segment, ApiError> {
-    state
-        .segments
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("segment", id))
+    super::found(&state.segments, "segment", id)
 }
 
 /// `GET /api/segments`.
@@ -104,7 +102,7 @@ pub fn get_segments(ctx: &RequestCtx, state: &State) -> HandlerResult {
         },
         &["created", "id", "name", "updated"],
     )?;
-    let (page, links) = paginate(ctx, &segments, 10, 10)?;
+    let (page, links) = paginate(ctx, &segments, SEGMENTS_PAGE_MAX, SEGMENTS_PAGE_MAX)?;
     let data: Vec<Value> = page
         .iter()
         .map(|s| segment_resource(ctx, state, s, include_tags, false))

@@ -8,6 +8,7 @@ use crate::emulator::jsonapi::{
     ApiError, HandlerResult, Reply, RequestCtx, paginate, relationship,
 };
 use crate::emulator::state::{State, Tag, TagGroup, Taggable, in_order};
+use crate::klaviyo::limits::{TAG_GROUPS_PAGE_MAX, TAGS_PAGE_MAX};
 
 /// The JSON:API resource for a tag.
 pub fn tag_resource(ctx: &RequestCtx, t: &Tag) -> Value {
@@ -42,17 +43,11 @@ pub fn tag_group_resource(ctx: &RequestCtx, g: &TagGroup) -> Value {
 const NAME_OPS: &[&str] = &["equals", "contains", "starts-with", "ends-with"];
 
 fn find_tag<'a>(state: &'a State, id: &str) -> Result<&'a Tag, ApiError> {
-    state
-        .tags
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("tag", id))
+    super::found(&state.tags, "tag", id)
 }
 
 fn find_group<'a>(state: &'a State, id: &str) -> Result<&'a TagGroup, ApiError> {
-    state
-        .tag_groups
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("tag-group", id))
+    super::found(&state.tag_groups, "tag-group", id)
 }
 
 fn required_name(attrs: &Map<String, Value>, allowed: &[&str]) -> Result<String, ApiError> {
@@ -104,7 +99,7 @@ pub fn get_tags(ctx: &RequestCtx, state: &State) -> HandlerResult {
         },
         &["id", "name"],
     )?;
-    let (page, links) = paginate(ctx, &tags, 50, 50)?;
+    let (page, links) = paginate(ctx, &tags, TAGS_PAGE_MAX, TAGS_PAGE_MAX)?;
     let data: Vec<Value> = page.iter().map(|t| tag_resource(ctx, t)).collect();
     let mut body = json!({ "data": data, "links": links });
     if include_group {
@@ -300,7 +295,7 @@ pub fn get_tag_groups(ctx: &RequestCtx, state: &State) -> HandlerResult {
         },
         &["id", "name"],
     )?;
-    let (page, links) = paginate(ctx, &groups, 25, 25)?;
+    let (page, links) = paginate(ctx, &groups, TAG_GROUPS_PAGE_MAX, TAG_GROUPS_PAGE_MAX)?;
     let data: Vec<Value> = page.iter().map(|g| tag_group_resource(ctx, g)).collect();
     Ok(Reply::ok(json!({ "data": data, "links": links })))
 }

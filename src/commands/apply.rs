@@ -29,7 +29,7 @@
 //! when it was refused or nothing could be done, 130 / 143 when stopped by SIGINT / SIGTERM.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use serde_json::json;
@@ -614,24 +614,13 @@ impl Run<'_> {
         if !self.interactive {
             return Err(ApplyError::NeedsApproval.into());
         }
-        eprint!("Apply these changes? Only 'yes' is accepted: ");
-        let read = tokio::task::spawn_blocking(|| {
-            let mut answer = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut answer)
-                .map(|_| answer)
-        });
+        let read = tokio::task::spawn_blocking(|| super::answered_yes("Apply these changes?"));
         // Ctrl-C at the question declines: nothing was sent.
-        let answer = tokio::select! {
-            read = read => read.map_err(|err| Error::Config(format!("reading the answer failed: {err}")))?,
+        let approved = tokio::select! {
+            read = read => read.map_err(|err| Error::Config(format!("reading the answer failed: {err}")))??,
             _ = interrupt::stopped() => return Err(ApplyError::Declined.into()),
         };
-        let answer = answer.map_err(|source| Error::Io {
-            path: "stdin".into(),
-            source,
-        })?;
-        if answer.trim() == "yes" {
+        if approved {
             Ok(())
         } else {
             Err(ApplyError::Declined.into())

@@ -29,6 +29,21 @@ pub(crate) fn write_stdout(bytes: &[u8]) -> Result<ExitStatus, Error> {
     }
 }
 
+/// Ask `question` on stderr and read the answer from stdin: whether it is exactly `yes`.
+pub(crate) fn answered_yes(question: &str) -> Result<bool, Error> {
+    use std::io::BufRead as _;
+    eprint!("{question} Only 'yes' is accepted: ");
+    let mut answer = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|source| Error::Io {
+            path: "stdin".into(),
+            source,
+        })?;
+    Ok(answer.trim() == "yes")
+}
+
 /// A failed write to stdout, as an error naming `<stdout>`.
 pub(crate) fn stdout_error(source: io::Error) -> Error {
     Error::Io {

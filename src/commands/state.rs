@@ -12,7 +12,7 @@
 //! confirmation on a terminal (only `yes`); without one it needs `--force` (`-y`). A release is
 //! recorded in the audit history as a `state unlock` run. Exit 0 when released, 1 otherwise.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use serde_json::json;
@@ -133,16 +133,7 @@ fn confirm(holder: &LockInfo, interactive: bool) -> Result<(), Error> {
             "It runs on another host: make sure that apply is no longer running there, or two applies may interleave."
         ),
     }
-    eprint!("Release it? Only 'yes' is accepted: ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|source| Error::Io {
-            path: "stdin".into(),
-            source,
-        })?;
-    if answer.trim() == "yes" {
+    if super::answered_yes("Release it?")? {
         Ok(())
     } else {
         Err(Error::Config(

@@ -13,7 +13,7 @@
 //! 25 % off its estimate or 10 % above the minimum.
 
 #[allow(dead_code)]
-#[path = "../tests/support/project.rs"]
+#[path = "../tests/it/support/project.rs"]
 mod project;
 
 use std::process::Stdio;

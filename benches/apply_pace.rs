@@ -15,7 +15,7 @@
 //! minimum.
 
 #[allow(dead_code)]
-#[path = "../tests/support/project.rs"]
+#[path = "../tests/it/support/project.rs"]
 mod project;
 
 use std::process::Stdio;

@@ -1,4 +1,4 @@
-//! Deterministic crash points, for the crash suite (`tests/reliability.rs`, docs/RELIABILITY.md).
+//! Deterministic crash points, for the crash suite (`tests/it/reliability.rs`, docs/RELIABILITY.md).
 //!
 //! `KLSYNC_CRASH_AT=EVENT[:OPERATION]:N` makes the process abort at the `N`-th occurrence of an
 //! event: no destructor runs, nothing is flushed or closed, so for klsync's state and for Klaviyo
@@ -14,6 +14,11 @@
 //! The variable is read once; when it is unset (always, outside the test suites) every check is
 //! one atomic load. A value that does not parse stops the process at the first check with a
 //! message, so a suite can never pass because its crash point was silently ignored.
+//!
+//! Only test builds have crash points: with the `test-support` feature off (a build of the
+//! product: `cargo build`, `cargo install`) every check returns at once and the variable is never
+//! read. `cargo test` turns the feature on for everything it builds, the `klsync` binary the
+//! suites run included (see docs/development.md).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +83,9 @@ impl CrashPoint {
 }
 
 fn armed() -> Option<&'static CrashPoint> {
+    if !cfg!(any(test, feature = "test-support")) {
+        return None;
+    }
     static POINT: OnceLock<Option<CrashPoint>> = OnceLock::new();
     POINT
         .get_or_init(|| {

@@ -34,7 +34,9 @@
 
 use std::borrow::Cow;
 use std::io::{self, IsTerminal, Write};
-use std::sync::{Arc, LazyLock};
+#[cfg(any(test, feature = "test-support"))]
+use std::sync::Arc;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -68,6 +70,7 @@ const COUNTER_TEMPLATE: &str = "{spinner} {prefix:>10} {human_pos} ({rate}, {ela
 /// A spinner counts nothing: a count that stays at 0 while work happens would look stuck.
 const SPINNER_TEMPLATE: &str = "{spinner} {prefix} ({elapsed}) {wide_msg}";
 
+#[cfg(any(test, feature = "test-support"))]
 type TargetFactory = Arc<dyn Fn() -> ProgressDrawTarget + Send + Sync>;
 
 /// Where an enabled [`Progress`] draws.
@@ -76,6 +79,7 @@ enum Target {
     /// The process-wide stderr bars.
     Stderr,
     /// A target of its own per bar (tests).
+    #[cfg(any(test, feature = "test-support"))]
     Custom(TargetFactory),
 }
 
@@ -107,6 +111,7 @@ impl Progress {
     }
 
     /// Bars drawn where `target` says (tests draw into memory).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn with_target(
         enabled: bool,
         target: impl Fn() -> ProgressDrawTarget + Send + Sync + 'static,
@@ -159,6 +164,7 @@ impl Progress {
                 total,
                 ProgressDrawTarget::hidden(),
             )),
+            #[cfg(any(test, feature = "test-support"))]
             Target::Custom(target) => ProgressBar::with_draw_target(total, target()),
         };
         let style = ProgressStyle::with_template(template)

@@ -1,6 +1,8 @@
 //! An injectable clock, so the rate limiter and job timing can be tested without sleeping.
 
+#[cfg(any(test, feature = "test-support"))]
 use std::sync::Arc;
+#[cfg(any(test, feature = "test-support"))]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,11 +26,13 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to; clones share the same time.
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug, Default, Clone)]
 pub struct FakeClock {
     millis: Arc<AtomicU64>,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl FakeClock {
     /// A fake clock reading `millis` since the epoch.
     pub fn new(millis: u64) -> Self {
@@ -43,6 +47,7 @@ impl FakeClock {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl Clock for FakeClock {
     fn now_millis(&self) -> u64 {
         self.millis.load(Ordering::SeqCst)

@@ -88,7 +88,8 @@ pub struct EmulatorConfig {
     pub api_keys: Vec<String>,
     /// How long a bulk import job stays `queued`, and then `processing`.
     pub job_delay: Duration,
-    /// The rate limiter's clock; tests pass a [`clock::FakeClock`] to step through windows.
+    /// The rate limiter's clock; tests pass a `clock::FakeClock` (feature `test-support`) to step
+    /// through windows.
     pub clock: Arc<dyn clock::Clock>,
     /// What it does where Klaviyo's spec is silent (see [`modes`]).
     pub modes: Modes,

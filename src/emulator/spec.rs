@@ -17,7 +17,7 @@
 //! Request bodies are checked [`Objects::Closed`]: an object that lists its `properties` takes
 //! no other key, as Klaviyo refuses unknown attributes (its 400 `invalid` names the
 //! attribute). Responses are checked as published by the tests (Klaviyo may add fields).
-//! `tests/support/openapi.rs` uses this same converter, so the tests and the emulator can never
+//! `tests/it/support/openapi.rs` uses this same converter, so the tests and the emulator can never
 //! read the spec differently.
 
 use std::collections::HashMap;

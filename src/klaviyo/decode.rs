@@ -1,6 +1,6 @@
 //! Turning a successful response's body into typed values: a page of a collection (its items and
 //! `links.next`) or a single resource. Pure (no I/O), so that everything a server can send is
-//! checked in one place and can be fuzzed without one (tests/fuzz.rs).
+//! checked in one place and can be fuzzed without one (tests/it/fuzz.rs).
 //!
 //! Whatever the body holds (HTML, truncated JSON, the wrong shape, numbers out of range, nesting
 //! deeper than serde_json's recursion limit), the result is a value or an

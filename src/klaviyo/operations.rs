@@ -2,7 +2,7 @@
 //!
 //! Generated once from the official OpenAPI spec (`x-klaviyo-ratelimit` and `x-klaviyo-scopes`
 //! of each operation in klaviyo/openapi `openapi/stable.json`, revision 2026-07-15, MIT
-//! licence; `tests/contract_spec_selftest.rs` checks the scopes against it). Pure data shared
+//! licence; `tests/it/contract_spec_selftest.rs` checks the scopes against it). Pure data shared
 //! by the client (which paces itself by it, and names a missing scope), the plan (which lists
 //! the scopes an apply needs) and the emulator (which enforces both), so they can never
 //! disagree.

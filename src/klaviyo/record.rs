@@ -1,6 +1,6 @@
 //! `--record-http FILE`: every exchange with Klaviyo written as one JSON line, so that a user
 //! who meets a difference on the real Klaviyo can attach the file to a report, and each line can
-//! become a conformance case of the emulator (`tests/record_http.rs` checks recordings against
+//! become a conformance case of the emulator (`tests/it/record_http.rs` checks recordings against
 //! the spec the same way).
 //!
 //! One line per attempt (a retried request is several lines), written when the attempt ends,

@@ -6,7 +6,7 @@
 //! own), and a no-op plan of a million-row sync is mostly that read. `COPY` streams the same
 //! values in the same binary representation, so they go through the same
 //! [`PgColumn`](super::decode::PgColumn) decoders and come out identical (row hashes depend on
-//! it: `tests/sync_engine.rs` compares both paths value by value).
+//! it: `tests/it/sync_engine.rs` compares both paths value by value).
 //!
 //! When it is used: PostgreSQL, no bound parameters (`COPY` cannot take any), and a statement
 //! that returns columns. The statement is first prepared on its own, which proves it is a single

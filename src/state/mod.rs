@@ -19,6 +19,7 @@
 mod actor;
 mod error;
 mod records;
+#[cfg(feature = "test-support")]
 pub mod testing;
 
 use std::path::Path;

@@ -4,7 +4,7 @@ its body made from the `example` values of the vendored spec's request schema (K
 has no whole-request examples, only per-property ones), in an order where every id a request
 needs was created by an earlier one. Each line has the `--record-http` shape; the response holds
 only the status the spec documents for success and, for creates, the id later lines refer to.
-`tests/conformance.rs` replays the file against the emulator.
+`tests/it/conformance.rs` replays the file against the emulator.
 
 Run from the repository root: python3 tests/conformance/gen_spec_examples.py
 """

@@ -238,20 +238,8 @@ mod tests {
 
     fn change(address: &str, action: Action) -> Change {
         Change {
-            address: address.into(),
-            kind: ChangeKind::List,
-            action,
-            resource: None,
-            link: None,
-            klaviyo_id: None,
             name: "N".into(),
-            fields: Vec::new(),
-            definition_diff: None,
-            prevented: false,
-            note: None,
-            expected: None,
-            applied: None,
-            depends_on: Vec::new(),
+            ..Change::example(address, ChangeKind::List, action)
         }
     }
 

@@ -297,6 +297,30 @@ pub struct Change {
     pub depends_on: Vec<String>,
 }
 
+#[cfg(test)]
+impl Change {
+    /// A bare change for tests: `action` of a `kind` at `address`, named after it, with no
+    /// fields, link, id or dependencies.
+    pub(crate) fn example(address: &str, kind: ChangeKind, action: Action) -> Change {
+        Change {
+            address: address.into(),
+            kind,
+            action,
+            resource: None,
+            link: None,
+            klaviyo_id: None,
+            name: address.into(),
+            fields: Vec::new(),
+            definition_diff: None,
+            prevented: false,
+            note: None,
+            expected: None,
+            applied: None,
+            depends_on: Vec::new(),
+        }
+    }
+}
+
 /// The API requests a plan will send and how long that takes at Klaviyo's limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Cost {

@@ -431,22 +431,7 @@ mod tests {
     }
 
     fn change(address: &str, kind: ChangeKind) -> Change {
-        Change {
-            address: address.into(),
-            kind,
-            action: Action::Create,
-            resource: None,
-            link: None,
-            klaviyo_id: None,
-            name: address.into(),
-            fields: Vec::new(),
-            definition_diff: None,
-            prevented: false,
-            note: None,
-            expected: None,
-            applied: None,
-            depends_on: Vec::new(),
-        }
+        Change::example(address, kind, Action::Create)
     }
 
     #[test]

@@ -35,10 +35,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::plan::{
-    Connection, PlanRequest, Planned, created_lists, data_rows, load, print_stdout, runtime,
-};
-use super::state::take_apply_lock;
+use super::plan::{PlanRequest, Planned, created_lists, data_rows};
+use super::session::{AuditedRun, Connection, Locked, LockedRun, load, print_stdout, runtime};
 use crate::apply::executor::{self, Settled};
 use crate::apply::saved::{
     MAX_PLAN_BYTES, check_age, check_destroys, check_digest, parse_saved_plan, plan_id,
@@ -56,7 +54,7 @@ use crate::render;
 use crate::run::Output;
 use crate::sql::QueryManager;
 use crate::state::{
-    JournalRow, LockHolder, Phase, RunId, RunStart, StateError, detect_actor, detect_git_commit,
+    JournalRow, Phase, RunId, RunStart, StateError, detect_actor, detect_git_commit,
 };
 use crate::sync::{self, DataApplyReport, DataPlan};
 
@@ -105,20 +103,18 @@ pub(crate) async fn apply_command(
         None => None,
     };
     let connection = Connection::open(&project, env, pacing, output).await?;
-    let actor = detect_actor();
     let start = RunStart {
         command: "apply".to_owned(),
-        actor: actor.clone(),
+        actor: detect_actor(),
         git_commit: detect_git_commit(&project.root),
         manifest_digest: Some(project.digest()),
         plan_id: saved.as_ref().map(|saved| saved.id.clone()),
     };
-    let store = &connection.store;
-    let run_id = match store.begin_run(&start).await {
-        Ok(run_id) => run_id,
+    let audited = match AuditedRun::begin(&connection.store, start).await {
+        Ok(audited) => audited,
         Err(err) => {
             connection.close().await;
-            return Err(err.into());
+            return Err(err);
         }
     };
     let run = Run {
@@ -126,35 +122,14 @@ pub(crate) async fn apply_command(
         output,
         project: &project,
         connection: &connection,
-        run_id,
+        run_id: audited.run_id,
         interactive,
+        saved,
     };
-    let result = run.with_lock(saved, &actor).await;
+    let result = audited.locked(&run, args.lock_timeout, output.quiet).await;
     output.metrics.add_client(&connection.client.metrics());
-    // Every attempt ends in the audit record, refusals included.
-    let recorded = match &result {
-        Ok(finished) => {
-            store
-                .finish_run(run_id, finished.outcome, &finished.summary)
-                .await
-        }
-        Err(err) => {
-            let outcome = match err {
-                Error::Apply(_)
-                | Error::State(StateError::Locked { .. } | StateError::LockWaitTimedOut { .. }) => {
-                    "refused"
-                }
-                _ => "failed",
-            };
-            store
-                .finish_run(run_id, outcome, &json!({"error": err.to_string()}))
-                .await
-        }
-    };
     connection.close().await;
-    let finished = result?;
-    recorded?;
-    Ok(finished.status)
+    Ok(result?.status)
 }
 
 /// Where a stop (Ctrl-C, SIGTERM) cut an apply short.
@@ -215,33 +190,27 @@ struct Run<'a> {
     connection: &'a Connection,
     run_id: RunId,
     interactive: bool,
+    /// The saved plan applied, if any.
+    saved: Option<SavedPlan>,
 }
 
-impl Run<'_> {
-    /// Take the apply lock, run, and give the lock back whatever happened: also when a stop
-    /// (Ctrl-C, SIGTERM, the lock lost) cut the run short or it had to be abandoned.
-    async fn with_lock(&self, saved: Option<SavedPlan>, actor: &str) -> Result<Finished, Error> {
-        let store = &self.connection.store;
-        let holder = LockHolder::current(self.run_id, actor, "apply");
-        let quiet = self.output.quiet;
-        let Some(lock) = take_apply_lock(store, &holder, self.args.lock_timeout, quiet).await?
-        else {
+/// An apply holds the lock from reading Klaviyo to its end; a stop (Ctrl-C, SIGTERM, the lock
+/// lost) cuts it short, and what is still in flight after the grace is given up.
+impl LockedRun for Run<'_> {
+    type Value = Finished;
+    type Output = Finished;
+    const STOPS_WITHIN_GRACE: bool = true;
+
+    async fn work(&self) -> Result<Finished, Error> {
+        self.locked().await
+    }
+
+    async fn conclude(&self, locked: Locked<Finished>) -> Result<Finished, Error> {
+        let Locked::Taken { result, lost } = locked else {
             let stop = interrupt::requested().unwrap_or(Stop::Interrupt);
             return self.interrupted(stop, CutShort::Early, None).await;
         };
-        // A lost lock stops the run like a signal: before anything more is sent.
-        let lost = lock.lost();
-        let watcher = tokio::spawn(async move {
-            lost.await;
-            if interrupt::request(Stop::LockLost) && !quiet {
-                eprintln!("The apply lock was lost: stopping. No new change is sent.");
-            }
-        });
-        let result = interrupt::within_grace(self.locked(saved)).await;
-        watcher.abort();
-        let lost = lock.is_lost();
-        let released = lock.release().await;
-        let finished = match (interrupt::requested(), result) {
+        match (interrupt::requested(), result) {
             _ if lost => Err(StateError::LockLost {
                 run_id: self.run_id.to_string(),
             }
@@ -255,23 +224,39 @@ impl Run<'_> {
             (_, Some(result)) => result,
             // Abandoned only after a stop.
             (None, None) => Err(Error::Config("the apply was abandoned".to_owned())),
-        };
-        let finished = finished?;
-        released?;
-        Ok(finished)
+        }
     }
 
+    fn audit(&self, result: &Result<Finished, Error>) -> (&'static str, serde_json::Value) {
+        match result {
+            Ok(finished) => (finished.outcome, finished.summary.clone()),
+            Err(err) => {
+                let outcome = match err {
+                    Error::Apply(_)
+                    | Error::State(
+                        StateError::Locked { .. } | StateError::LockWaitTimedOut { .. },
+                    ) => "refused",
+                    _ => "failed",
+                };
+                (outcome, json!({"error": err.to_string()}))
+            }
+        }
+    }
+}
+
+impl Run<'_> {
     /// Everything that happens while the apply lock is held.
-    async fn locked(&self, saved: Option<SavedPlan>) -> Result<Finished, Error> {
+    async fn locked(&self) -> Result<Finished, Error> {
+        let saved = &self.saved;
         let store = &self.connection.store;
         let mut resuming = false;
-        if let Some(saved) = &saved
+        if let Some(saved) = saved
             && !store.is_saved_plan_registered(&saved.id).await?
         {
             let plan_id = saved.id.clone();
             return Err(ApplyError::UnregisteredPlan { plan_id }.into());
         }
-        if let Some(saved) = &saved
+        if let Some(saved) = saved
             && store.is_plan_applied(&saved.id).await?
         {
             if !self.stopped_part_way(&saved.id).await? {
@@ -308,7 +293,7 @@ impl Run<'_> {
         if let Some(data) = &fresh.plan.data {
             self.output.metrics.add_rows_read(data_rows(data));
         }
-        let plan = match &saved {
+        let plan = match saved {
             Some(saved) if resuming => {
                 let mismatched = remainder_mismatches(&saved.plan.changes, &fresh.plan.changes);
                 if !mismatched.is_empty() {
@@ -338,7 +323,7 @@ impl Run<'_> {
         };
         check_destroys(&plan, self.args.allow_destroy)?;
         // The data part the user saw: the saved plan's, else the one just made.
-        let data_planned = match &saved {
+        let data_planned = match saved {
             Some(saved) if !resuming => saved.plan.data.as_ref(),
             _ => fresh.plan.data.as_ref(),
         };

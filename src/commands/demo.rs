@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use super::apply::apply_command;
-use super::plan::{plan_command, print_stdout, runtime};
+use super::plan::plan_command;
+use super::session::{print_stdout, runtime};
 use crate::cli::{
     ApplyArgs, DemoArgs, DiagnosticFormat, PlanArgs, PlanFormat, ProjectArgs, ValidateArgs,
 };

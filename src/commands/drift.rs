@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::str::FromStr as _;
 
-use super::plan::{list_ids, load, print_stdout, runtime};
+use super::session::{list_ids, load, print_stdout, runtime};
 use crate::apply::managed_state;
 use crate::cli::{DriftArgs, DriftFormat};
 use crate::context::{self, EnvLookup, Pacing};

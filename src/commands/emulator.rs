@@ -33,10 +33,8 @@ pub fn run(args: EmulatorArgs, _output: &Output) -> Result<ExitStatus, Error> {
         modes,
         ..EmulatorConfig::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Emulator(format!("cannot start the async runtime: {e}")))?;
+    // The commands' runtime; its failure reported as the emulator's.
+    let runtime = super::session::runtime().map_err(|e| Error::Emulator(e.to_string()))?;
     runtime
         .block_on(emulator::serve(config))
         .map_err(|e| Error::Emulator(error_chain(&e)))?;

@@ -22,11 +22,7 @@ pub fn run(args: &HistoryArgs, output: &Output) -> Result<ExitStatus, Error> {
     let runs = if url == StateStore::default_url(dir) && !default_file.exists() {
         Vec::new()
     } else {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| Error::Config(format!("cannot start the async runtime: {err}")))?;
-        runtime.block_on(async {
+        super::session::runtime()?.block_on(async {
             let store = StateStore::connect(&url).await?;
             let runs = store.history(args.limit).await;
             store.close().await;

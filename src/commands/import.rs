@@ -13,8 +13,7 @@ use std::path::Path;
 use chrono::{SecondsFormat, Utc};
 use serde_json::json;
 
-use super::plan::{print_stdout, runtime, write_atomically};
-use super::state::take_apply_lock;
+use super::session::{AuditedRun, Locked, LockedRun, print_stdout, runtime, write_atomically};
 use crate::apply::managed_state;
 use crate::cli::{ImportArgs, ImportKindArg};
 use crate::context::{self, EnvLookup, Pacing};
@@ -28,9 +27,7 @@ use crate::manifest::{self, ProjectError, ProjectSettings, SETTINGS_FILE};
 use crate::model::ResourceKind;
 use crate::plan::PlanMeta;
 use crate::run::Output;
-use crate::state::{
-    LockHolder, ManagedRow, RunId, RunStart, StateStore, detect_actor, detect_git_commit,
-};
+use crate::state::{ManagedRow, RunId, RunStart, StateStore, detect_actor, detect_git_commit};
 
 /// Run `klsync import`.
 pub fn run(args: &ImportArgs, output: &Output) -> Result<ExitStatus, Error> {
@@ -85,42 +82,26 @@ pub(crate) async fn import_command(
     let client = context::client(config, pacing, output)?;
     let url = context::state_url(&settings, dir, env);
     let store = context::connect_state(&url).await?;
-    let actor = detect_actor();
     let start = RunStart {
         command: "import".to_owned(),
-        actor: actor.clone(),
+        actor: detect_actor(),
         git_commit: detect_git_commit(dir),
         manifest_digest: None,
         plan_id: None,
     };
-    let result = match store.begin_run(&start).await {
-        Ok(run_id) => {
+    let result = match AuditedRun::begin(&store, start).await {
+        Ok(audited) => {
             let work = Work {
                 store: &store,
                 client: &client,
-                run_id,
+                run_id: audited.run_id,
                 kinds: &kinds,
                 dir,
                 force: args.force,
             };
-            let result = work.locked(&actor, args.lock_timeout, output.quiet).await;
-            let (outcome, summary) = match (&result, stopped_by(&result)) {
-                (_, Some(stop)) => ("interrupted", json!({"signal": stop.signal_name()})),
-                (Ok(Some((imported, forgotten))), None) => (
-                    "success",
-                    json!({
-                        "imported": imported.resources.len(),
-                        "skipped": imported.skipped.len(),
-                        "forgotten": forgotten.len(),
-                    }),
-                ),
-                (Err(err), None) => ("failed", json!({"error": err.to_string()})),
-                (Ok(None), None) => ("failed", json!({})),
-            };
-            let finished = store.finish_run(run_id, outcome, &summary).await;
-            result.and_then(|done| finished.map(|()| done).map_err(Error::from))
+            audited.locked(&work, args.lock_timeout, output.quiet).await
         }
-        Err(err) => Err(err.into()),
+        Err(err) => Err(err),
     };
     output.metrics.add_client(&client.metrics());
     let location = store.location().to_owned();
@@ -166,26 +147,43 @@ struct Work<'a> {
     force: bool,
 }
 
-impl Work<'_> {
-    /// Import holding the apply lock, so an import never interleaves with an apply. `None`
-    /// when a stop came while waiting for the lock.
-    async fn locked(
-        &self,
-        actor: &str,
-        lock_timeout: std::time::Duration,
-        quiet: bool,
-    ) -> Result<Option<(Imported, Vec<String>)>, Error> {
-        let holder = LockHolder::current(self.run_id, actor, "import");
-        let Some(lock) = take_apply_lock(self.store, &holder, lock_timeout, quiet).await? else {
-            return Ok(None);
-        };
-        let result = self.import().await;
-        let released = lock.release().await;
-        let value = result?;
-        released?;
-        Ok(Some(value))
+/// Import holds the apply lock from reading the state to writing it, so an import never
+/// interleaves with an apply; it sends nothing, so a stop only makes its reads refuse.
+impl LockedRun for Work<'_> {
+    type Value = (Imported, Vec<String>);
+    /// `None` when a stop came while waiting for the lock.
+    type Output = Option<(Imported, Vec<String>)>;
+    const STOPS_WITHIN_GRACE: bool = false;
+
+    async fn work(&self) -> Result<Self::Value, Error> {
+        self.import().await
     }
 
+    async fn conclude(&self, locked: Locked<Self::Value>) -> Result<Self::Output, Error> {
+        match locked {
+            Locked::NotTaken => Ok(None),
+            Locked::Taken { result, .. } => result.transpose(),
+        }
+    }
+
+    fn audit(&self, result: &Result<Self::Output, Error>) -> (&'static str, serde_json::Value) {
+        match (result, stopped_by(result)) {
+            (_, Some(stop)) => ("interrupted", json!({"signal": stop.signal_name()})),
+            (Ok(Some((imported, forgotten))), None) => (
+                "success",
+                json!({
+                    "imported": imported.resources.len(),
+                    "skipped": imported.skipped.len(),
+                    "forgotten": forgotten.len(),
+                }),
+            ),
+            (Err(err), None) => ("failed", json!({"error": err.to_string()})),
+            (Ok(None), None) => ("failed", json!({})),
+        }
+    }
+}
+
+impl Work<'_> {
     async fn import(&self) -> Result<(Imported, Vec<String>), Error> {
         let live = read_live(self.client).await?;
         let rows = self.store.managed().await?;

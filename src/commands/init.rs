@@ -14,7 +14,7 @@ use crate::manifest::SETTINGS_FILE;
 use crate::manifest::settings::commented_settings_file;
 use crate::run::Output;
 
-use super::plan::{print_stdout, write_atomically};
+use super::session::{print_stdout, write_atomically};
 
 /// The starter manifest `init` writes.
 pub const STARTER_MANIFEST_FILE: &str = "lists.yaml";

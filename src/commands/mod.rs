@@ -11,6 +11,7 @@ pub mod init;
 pub mod plan;
 pub mod query;
 pub mod schema;
+mod session;
 pub mod state;
 pub mod validate;
 

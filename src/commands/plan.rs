@@ -13,26 +13,22 @@
 //! the data syncs recorded (`sync::check_data`, as `klsync drift --data` does) and plans the
 //! changes that restore what was changed in Klaviyo.
 
-use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
 
 use chrono::{SecondsFormat, Utc};
 
+use super::session::{Connection, list_ids, load, print_stdout, runtime, write_atomically};
 use crate::apply::managed_state;
 use crate::apply::saved::plan_id as saved_plan_id;
 use crate::cli::{PlanArgs, PlanFormat, Refresh};
 use crate::context::{self, EnvLookup, Pacing};
 use crate::error::{Error, ExitStatus};
-use crate::klaviyo::KlaviyoClient;
 use crate::klaviyo::observe::read_live;
-use crate::manifest::diagnostic::{self, Severity};
-use crate::manifest::{self, Project, ProjectError};
+use crate::manifest::{self, Project};
 use crate::model::{DesiredState, LiveState, ResourceKind};
 use crate::plan::{self, Action, Plan, PlanMeta};
 use crate::render;
 use crate::run::Output;
-use crate::sql::QueryManager;
 use crate::state::{ManagedRow, SavedPlanRecord, StateStore, detect_actor};
 use crate::sync::{self, DataPlan};
 
@@ -44,14 +40,6 @@ pub fn run(args: &PlanArgs, output: &Output) -> Result<ExitStatus, Error> {
         &context::process_env,
         Pacing::Published,
     ))
-}
-
-/// The async runtime commands that talk to Klaviyo and the state database run on.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| Error::Config(format!("cannot start the async runtime: {err}")))
 }
 
 /// `klsync plan` with the environment read through `env`.
@@ -146,42 +134,10 @@ async fn save(store: &StateStore, plan: &Plan, out: &Path) -> Result<String, Err
     Ok(plan_id)
 }
 
-/// Load and validate the project, printing its problems as `klsync validate` does.
-pub(crate) fn load(dir: &Path, output: &Output) -> Result<Project, Error> {
-    match manifest::load_project(dir) {
-        Ok(project) => {
-            if !output.quiet && !project.warnings.is_empty() {
-                eprint!(
-                    "{}",
-                    diagnostic::render_text(&project.warnings, output.color)
-                );
-            }
-            Ok(project)
-        }
-        Err(ProjectError::Invalid(diagnostics)) => {
-            eprint!("{}", diagnostic::render_text(&diagnostics, output.color));
-            Err(Error::InvalidManifests {
-                count: diagnostic::count(&diagnostics, Severity::Error),
-            })
-        }
-        Err(other) => Err(other.into()),
-    }
-}
-
 /// Rows the data part's queries returned.
 pub(crate) fn data_rows(data: &DataPlan) -> u64 {
     data.profiles.iter().map(|p| p.rows).sum::<u64>()
         + data.memberships.iter().map(|m| m.rows).sum::<u64>()
-}
-
-/// The Klaviyo client, state database and data source of a project.
-pub(crate) struct Connection {
-    /// The Klaviyo client.
-    pub client: KlaviyoClient,
-    /// klsync's state.
-    pub store: StateStore,
-    /// The database the data syncs read; `None` when the manifests declare none.
-    pub queries: Option<QueryManager>,
 }
 
 /// A plan and what it was made from.
@@ -196,49 +152,8 @@ pub(crate) struct Planned {
     pub managed: Vec<ManagedRow>,
 }
 
+/// Planning on a project's connection, for `plan` and for `apply`.
 impl Connection {
-    /// Build the client and open the state database named by the project's settings.
-    pub(crate) async fn open(
-        project: &Project,
-        env: EnvLookup<'_>,
-        pacing: Pacing,
-        output: &Output,
-    ) -> Result<Connection, Error> {
-        let config = context::client_config(&project.settings, env)?;
-        let client = context::client(config, pacing, output)?;
-        // Before the state database: a missing DATABASE_URL is a setup error best reported
-        // before anything is opened.
-        let queries = context::connect_data(&project.settings, &project.merged(), env).await?;
-        let url = context::state_url(&project.settings, &project.root, env);
-        let store = match context::connect_state(&url).await {
-            Ok(store) => store,
-            Err(err) => {
-                if let Some(queries) = &queries {
-                    queries.close().await;
-                }
-                return Err(err);
-            }
-        };
-        Ok(Connection {
-            client,
-            store,
-            queries,
-        })
-    }
-
-    /// Close the state database and the data source.
-    pub(crate) async fn close(&self) {
-        self.store.close().await;
-        if let Some(queries) = &self.queries {
-            queries.close().await;
-        }
-    }
-
-    /// The Klaviyo ids of the lists klsync manages, by key (the lists data syncs fill).
-    pub(crate) async fn list_ids(&self) -> Result<BTreeMap<String, String>, Error> {
-        Ok(list_ids(&self.store.managed().await?))
-    }
-
     /// Read the sampled profiles of the data part from Klaviyo (`plan --refresh`), after
     /// saying what that costs.
     pub(crate) async fn refresh(&self, plan: &mut Plan, output: &Output) -> Result<(), Error> {
@@ -420,65 +335,4 @@ fn recreated_list_warnings(plan: &Plan, data: &DataPlan) -> Vec<String> {
             )
         })
         .collect()
-}
-
-/// Klaviyo ids of managed lists, by key.
-pub(crate) fn list_ids(managed: &[ManagedRow]) -> BTreeMap<String, String> {
-    managed
-        .iter()
-        .filter(|row| row.kind == ResourceKind::List.prefix())
-        .map(|row| (row.key.clone(), row.klaviyo_id.clone()))
-        .collect()
-}
-
-/// Write `text` to `path` via a temporary file in the same directory and a rename, so a reader
-/// never sees half a plan.
-pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plan".to_owned());
-    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&temp, text).map_err(io)?;
-    std::fs::rename(&temp, path).map_err(|err| {
-        let _ = std::fs::remove_file(&temp);
-        io(err)
-    })
-}
-
-/// Print to stdout; a closed pipe (`klsync plan | head`) is not worth an error.
-pub(crate) fn print_stdout(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_saved_plan_replaces_the_file_whole_and_leaves_no_temporary_file() {
-        let dir = std::env::temp_dir().join(format!("klsync-plan-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("plan.json");
-        std::fs::write(&path, "old").unwrap();
-        write_atomically(&path, "{\"new\": true}\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"new\": true}\n");
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("plan.json")]);
-        let missing = dir.join("no-such-dir/plan.json");
-        assert!(matches!(
-            write_atomically(&missing, "x"),
-            Err(Error::Io { .. })
-        ));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

@@ -49,11 +49,7 @@ pub fn run(args: QueryArgs, output: &Output) -> Result<ExitStatus, Error> {
         statement_timeout,
         ..QueryOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| Error::Config(format!("cannot start the async runtime: {err}")))?;
-    runtime.block_on(async move {
+    super::session::runtime()?.block_on(async move {
         let manager = QueryManager::connect(&url, options).await?;
         let result = match args.command {
             QueryCommand::Save(save) => save_query(&manager, save, output).await,

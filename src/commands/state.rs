@@ -1,5 +1,5 @@
 //! `klsync state unlock RUN_ID`: release an apply lock its run will not release (Terraform's
-//! `force-unlock`), and taking the apply lock the way `apply` and `import` do.
+//! `force-unlock`). `apply` and `import` take the lock through [`super::session::AuditedRun`].
 //!
 //! Unlocking is for a lock klsync cannot judge abandoned by itself: a run on another host
 //! whose heartbeat is still recent, or a process that hangs. A lock whose holder is certainly
@@ -13,19 +13,17 @@
 //! recorded in the audit history as a `state unlock` run. Exit 0 when released, 1 otherwise.
 
 use std::io::IsTerminal as _;
-use std::time::Duration;
 
 use serde_json::json;
 
-use super::plan::runtime;
+use super::session::runtime;
 use crate::cli::{StateArgs, StateCommand, UnlockArgs};
 use crate::context;
 use crate::duration::human_duration;
 use crate::error::{Error, ExitStatus};
 use crate::run::Output;
 use crate::state::{
-    ApplyLock, HEARTBEAT_EVERY, LockHolder, LockInfo, LockOptions, RunStart, StateError,
-    StateStore, detect_actor, detect_git_commit,
+    HEARTBEAT_EVERY, LockInfo, RunStart, StateError, StateStore, detect_actor, detect_git_commit,
 };
 
 /// Run `klsync state ...`.
@@ -140,38 +138,4 @@ fn confirm(holder: &LockInfo, interactive: bool) -> Result<(), Error> {
             "state unlock cancelled; the lock is still held".to_owned(),
         ))
     }
-}
-
-/// Take the apply lock for `holder` as `apply` and `import` do: waiting up to `timeout` for
-/// another run (saying once that it waits, and for whom), and saying so when it takes over the
-/// lock of a holder that is gone. `None` when a stop (Ctrl-C, SIGTERM) came first.
-pub(crate) async fn take_apply_lock(
-    store: &StateStore,
-    holder: &LockHolder,
-    timeout: Duration,
-    quiet: bool,
-) -> Result<Option<ApplyLock>, Error> {
-    let options = LockOptions {
-        timeout,
-        ..LockOptions::default()
-    };
-    let mut waiting = |held_by: &str| {
-        if !quiet {
-            eprintln!(
-                "Waiting up to {} (--lock-timeout) for the apply lock, held by {held_by}",
-                human_duration(timeout)
-            );
-        }
-    };
-    let lock = tokio::select! {
-        lock = store.acquire_apply_lock_with(holder, &options, &mut waiting) => lock?,
-        _ = crate::interrupt::stopped() => return Ok(None),
-    };
-    if let Some(previous) = lock.took_over() {
-        tracing::info!(previous, "took over the apply lock");
-        if !quiet {
-            eprintln!("Took over the apply lock of {previous}.");
-        }
-    }
-    Ok(Some(lock))
 }

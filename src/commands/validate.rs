@@ -4,7 +4,7 @@
 //! be loaded. Diagnostics go to stderr as text, or to stdout as one JSON document with
 //! `--format json` (so CI can parse stdout while humans read stderr).
 
-use super::plan::print_stdout;
+use super::session::print_stdout;
 
 use crate::cli::{DiagnosticFormat, ValidateArgs};
 use crate::error::{Error, ExitStatus};

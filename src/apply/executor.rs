@@ -33,6 +33,7 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::write::KlaviyoWrite;
 use crate::klaviyo::observe::{live_list, live_segment, live_tag_group, opt_in_to_api};
 use crate::klaviyo::{ApiError, KlaviyoClient, SegmentUpdate};
 use crate::manifest::OptInProcess;
@@ -148,8 +149,10 @@ struct Book {
 /// in the other lanes. So a slow bucket (segments: 1 a second) does not hold back the lists,
 /// and the rate limits, not the order, set the pace. Destroys run one at a time in plan order.
 /// Progress is reported, and the report kept, in plan order whatever order the lanes end in.
-pub struct Executor<'a> {
-    client: &'a KlaviyoClient,
+///
+/// It sends through a [`KlaviyoWrite`]: the Klaviyo client, or in tests an in-memory fake.
+pub struct Executor<'a, C: KlaviyoWrite = KlaviyoClient> {
+    client: &'a C,
     store: &'a StateStore,
     run_id: RunId,
     book: Mutex<Book>,
@@ -275,11 +278,11 @@ impl Run<'_> {
     }
 }
 
-impl<'a> Executor<'a> {
+impl<'a, C: KlaviyoWrite> Executor<'a, C> {
     /// An executor for run `run_id` (which holds the apply lock). `managed` seeds the known
     /// ids; `resumed` are addresses a killed run journaled without an outcome.
     pub fn new(
-        client: &'a KlaviyoClient,
+        client: &'a C,
         store: &'a StateStore,
         run_id: RunId,
         managed: &[ManagedRow],

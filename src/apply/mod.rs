@@ -5,6 +5,8 @@
 //!   unchanged Klaviyo) and the destroy safety rules. Pure.
 //! - [`executor`]: sends the changes through the Klaviyo client and records each one in the
 //!   state database before and after it is sent.
+//! - [`write`]: the Klaviyo operations the executor sends, as a trait the client implements
+//!   (and, with the `test-support` feature, the in-memory `fake` Klaviyo the tests use).
 //!
 //! # Crash safety
 //! A change is journaled as started before its request is sent and the resource is recorded as
@@ -22,13 +24,19 @@
 #![deny(missing_docs)]
 
 pub mod executor;
+#[cfg(feature = "test-support")]
+pub mod fake;
 pub mod saved;
+pub mod write;
 
 use crate::model::{ManagedRecord, ManagedState, ResourceKey, ResourceKind};
 use crate::state::{ManagedRow, StateError};
 
 pub use crate::duration::human_duration;
 pub use executor::{Event, ExecutionReport, Executor, Failure};
+#[cfg(feature = "test-support")]
+pub use fake::FakeKlaviyo;
+pub use write::KlaviyoWrite;
 
 /// Why `apply` refused to run. Nothing was changed in Klaviyo when one of these is returned.
 #[derive(Debug, thiserror::Error)]

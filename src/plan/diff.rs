@@ -657,7 +657,7 @@ impl<'a> Planner<'a> {
     /// The `tags` a list's or segment's `applied` value records: its links to klsync's tags as
     /// they stand when its own change runs. Links come after resources, so a new list has none
     /// yet and a replaced tag's links are gone; each attach and detach then updates the record
-    /// (see `apply::executor` and [`super::model_apply`]).
+    /// (see `apply::executor`).
     /// `linked` is the live resource's links, `None` when it is created.
     fn applied_tags(&self, linked: Option<&BTreeSet<String>>) -> Value {
         let Some(linked) = linked else {

@@ -2,9 +2,9 @@
 //!
 //! [`diff`] compares the desired state (manifests) with the live state (Klaviyo) and the managed
 //! state (what klsync owns) and returns a [`Plan`]. The renders (`crate::render`) and the
-//! executor both read that one value; neither recomputes it. [`model_apply`] applies a plan to
-//! an in-memory model of Klaviyo exactly as the executor does, which lets the property tests
-//! prove that applying a plan converges.
+//! executor both read that one value; neither recomputes it. The property tests apply plans
+//! with the executor itself, against an in-memory Klaviyo (`apply::FakeKlaviyo`), to prove that
+//! applying a plan converges.
 //!
 //! # Rules
 //! - A managed resource that still exists and differs gets an `update`, field by field. A
@@ -35,7 +35,6 @@
 
 mod cost;
 mod diff;
-mod model_apply;
 mod normalize;
 pub mod references;
 pub mod schedule;
@@ -54,7 +53,6 @@ pub use cost::{
     daily_cap_warnings, estimate, estimated_duration, ordered_requests, requests, whole_seconds,
 };
 pub use diff::{diff, live_fields};
-pub use model_apply::model_apply;
 pub use normalize::{definition_diff, definition_yaml, normalize_definition};
 pub use target::targeted;
 

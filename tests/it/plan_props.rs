@@ -1,19 +1,23 @@
-//! Property: for generated desired, live and managed states, applying the plan to a model of
-//! Klaviyo yields the desired state, leaves unmanaged resources alone, and planning again yields
-//! nothing (except the changes the plan was not allowed to make). Also when the model Klaviyo
+//! Property: for generated desired, live and managed states, applying the plan with the
+//! executor ([`Executor::execute`], its journal and managed rows in an in-memory SQLite state)
+//! to an in-memory Klaviyo ([`FakeKlaviyo`]) yields the desired state, leaves unmanaged
+//! resources alone, and planning again from what Klaviyo then holds and what the state recorded
+//! yields nothing (except the changes the plan was not allowed to make). Also when that Klaviyo
 //! stores the segment definitions written to it in a form of its own (issue 12).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::plan_common::*;
+use klsync::apply::{Executor, FakeKlaviyo, managed_state};
 use klsync::drift::detect;
 use klsync::manifest::OptInProcess;
 use klsync::model::{
     DesiredState, LiveState, ManagedRecord, ManagedState, ResourceKey, ResourceKind, tag_key,
 };
 use klsync::plan::{
-    ChangeKind, PlanError, diff, model_apply, normalize_definition, record_converged_tags,
+    ChangeKind, Plan, PlanError, diff, normalize_definition, record_converged_tags,
 };
+use klsync::state::{ManagedRow, RunStart, StateStore};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -427,6 +431,74 @@ fn assert_unmanaged_untouched(
     }
 }
 
+/// The changes the executor is not allowed to run: prevented ones, and every change that
+/// depends on one (`klsync apply` refuses a plan with a prevented change; the rest is what it
+/// would do if allowed to run at all).
+fn not_allowed(plan: &Plan) -> BTreeSet<String> {
+    let mut skipped = BTreeSet::new();
+    for change in &plan.changes {
+        let blocked = change.depends_on.iter().any(|a| skipped.contains(a));
+        if change.prevented || blocked {
+            skipped.insert(change.address.clone());
+        }
+    }
+    skipped
+}
+
+/// Runs the plan's allowed changes through [`Executor::execute`] against `klaviyo`, with the
+/// state journal in an in-memory SQLite database seeded with `managed`, and returns the managed
+/// state the executor recorded. Every change it runs must succeed.
+fn execute(
+    plan: &Plan,
+    skipped: &BTreeSet<String>,
+    klaviyo: &FakeKlaviyo,
+    managed: &ManagedState,
+) -> ManagedState {
+    let mut allowed = plan.clone();
+    allowed.changes.retain(|c| !skipped.contains(&c.address));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = StateStore::connect("sqlite::memory:")
+            .await
+            .expect("in-memory state");
+        let start = RunStart {
+            command: "apply".into(),
+            actor: "plan_props".into(),
+            git_commit: None,
+            manifest_digest: None,
+            plan_id: None,
+        };
+        let run_id = store.begin_run(&start).await.expect("run");
+        let rows: Vec<ManagedRow> = managed
+            .iter()
+            .map(|(key, record)| ManagedRow {
+                kind: key.kind.prefix().to_owned(),
+                key: key.key.clone(),
+                klaviyo_id: record.klaviyo_id.clone(),
+                applied: record.applied.clone(),
+                returned: record.returned.clone(),
+            })
+            .collect();
+        for row in &rows {
+            store.upsert_managed(row, run_id).await.expect("seed");
+        }
+        let mut executor = Executor::new(klaviyo, &store, run_id, &rows, BTreeSet::new());
+        let report = executor
+            .execute(&allowed, &mut |_| {})
+            .await
+            .expect("state journal");
+        assert!(report.failed.is_empty(), "failed: {:#?}", report.failed);
+        assert_eq!(report.not_started, None);
+        assert_eq!(report.succeeded.len(), allowed.changes.len());
+        let recorded = store.managed().await.expect("managed rows");
+        store.close().await;
+        managed_state(&recorded).expect("managed state")
+    })
+}
+
 fn check(tape: Vec<u8>, stats: &mut BTreeMap<&'static str, usize>) {
     let mut tape = Tape {
         bytes: tape,
@@ -450,17 +522,14 @@ fn check(tape: Vec<u8>, stats: &mut BTreeMap<&'static str, usize>) {
         Err(other) => panic!("unexpected error {other}"),
     };
     *stats.entry("planned").or_default() += 1;
-    let mut after = live.clone();
-    let mut managed_after = managed.clone();
-    let mut counter = 0;
-    let skipped = model_apply(&plan, &mut after, &mut managed_after, &mut |kind| {
-        counter += 1;
-        format!("new-{kind}-{counter}")
-    });
+    let skipped = not_allowed(&plan);
+    let mut klaviyo = FakeKlaviyo::new(live.clone());
     if tape.chance(2) {
-        rewrite_written_definitions(&plan, &skipped, &mut after, &mut managed_after);
+        klaviyo = klaviyo.storing_definitions_as(rewritten);
         *stats.entry("rewritten").or_default() += 1;
     }
+    let mut managed_after = execute(&plan, &skipped, &klaviyo, &managed);
+    let after = klaviyo.live();
     let replan = diff(&desired, &after, &managed_after, meta()).expect("replan");
     let replanned: BTreeSet<String> = replan.changes.iter().map(|c| c.address.clone()).collect();
     assert_eq!(replanned, skipped, "replan: {:#?}", replan.changes);
@@ -480,7 +549,8 @@ fn check(tape: Vec<u8>, stats: &mut BTreeMap<&'static str, usize>) {
 /// The field a rewriting Klaviyo adds to every filter of a definition it stores.
 const ADDED: &str = "negate";
 
-/// A definition as a rewriting Klaviyo stores it: a default field added to every filter.
+/// A definition as a rewriting Klaviyo stores it (and answers the write with): a default field
+/// added to every filter.
 fn rewritten(definition: &serde_json::Value) -> serde_json::Value {
     let mut stored = definition.clone();
     for group in stored["condition_groups"]
@@ -512,39 +582,6 @@ fn as_written(definition: &serde_json::Value) -> serde_json::Value {
         }
     }
     plain
-}
-
-/// The model Klaviyo rewrites every segment definition the plan wrote, and answered the write
-/// with its own form, as the executor records it (`returned`).
-fn rewrite_written_definitions(
-    plan: &klsync::plan::Plan,
-    skipped: &BTreeSet<String>,
-    live: &mut LiveState,
-    managed: &mut ManagedState,
-) {
-    for change in &plan.changes {
-        let written = change.fields.iter().any(|f| f.field == "definition");
-        let Some(key) = change
-            .resource
-            .as_ref()
-            .filter(|k| k.kind == ResourceKind::Segment)
-        else {
-            continue;
-        };
-        if !written || skipped.contains(&change.address) {
-            continue;
-        }
-        let Some(record) = managed.get_mut(key) else {
-            continue;
-        };
-        let Some(segment) = live.segments.get_mut(&record.klaviyo_id) else {
-            continue;
-        };
-        segment.definition = rewritten(&segment.definition);
-        if let Some(returned) = record.returned.as_mut() {
-            returned["definition"] = normalize_definition(&segment.definition);
-        }
-    }
 }
 
 /// After a full apply, every list and segment record that keeps applied tags names exactly the

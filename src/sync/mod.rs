@@ -719,10 +719,10 @@ pub async fn apply_data(
 }
 
 /// [`apply_data`] while the configuration changes may still be running: the `profiles:` syncs
-/// and the `members:` syncs run side by side, each kind one sync at a time in manifest order, and the members of a
-/// list in `created` (a list the same apply creates) wait for `wait_for_list(key)`: the new
-/// list's id, or `None` when it was not created, and the sync is skipped (reported in
-/// [`DataApplyReport::skipped`]).
+/// and the `members:` syncs run side by side, each kind one sync at a time in manifest order,
+/// and the members of a list in `created` (a list the same apply creates) wait for
+/// `wait_for_list(key)`: the new list's id, or `None` when it was not created, and the sync is
+/// skipped (reported in [`DataApplyReport::skipped`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn apply_data_beside_changes<W, F>(
     plan: &DataPlan,

@@ -196,7 +196,7 @@ impl Call {
     /// A call to `op` at `path` (build it with [`path`]); repeatable unless it is a plain POST.
     /// Relationship POSTs, `profile-import` and bulk import jobs override this via
     /// [`Call::repeatable`].
-    pub fn new(op: Operation, path: String) -> Self {
+    pub(crate) fn new(op: Operation, path: String) -> Self {
         let why_repeatable = match op.method() {
             "GET" => "a read changes nothing",
             "PATCH" => "a PATCH sets absolute values",
@@ -213,18 +213,18 @@ impl Call {
         }
     }
 
-    pub fn query(mut self, key: &str, value: impl Into<String>) -> Self {
+    pub(crate) fn query(mut self, key: &str, value: impl Into<String>) -> Self {
         self.query.push((key.to_string(), value.into()));
         self
     }
 
-    pub fn json(mut self, body: &serde_json::Value) -> Self {
+    pub(crate) fn json(mut self, body: &serde_json::Value) -> Self {
         self.body = Some(serde_json::to_vec(body).expect("JSON values always serialize"));
         self
     }
 
     /// Mark a POST as safe to repeat; `why` documents the reason at the call site.
-    pub fn repeatable(mut self, why: &'static str) -> Self {
+    pub(crate) fn repeatable(mut self, why: &'static str) -> Self {
         self.repeatable = true;
         self.why_repeatable = why;
         self

@@ -37,7 +37,7 @@ pub fn ordered_requests(changes: &[Change]) -> Vec<Operation> {
 }
 
 /// [`ordered_requests`], per change: a link request goes with the first change it carries.
-pub fn requests_by_change(changes: &[Change]) -> Vec<(&Change, Vec<Operation>)> {
+pub(crate) fn requests_by_change(changes: &[Change]) -> Vec<(&Change, Vec<Operation>)> {
     let mut sequence = Vec::new();
     let mut link_batches: BTreeSet<(Operation, &str)> = BTreeSet::new();
     for change in changes.iter().filter(|change| !change.prevented) {

@@ -44,7 +44,11 @@ pub fn definition_diff(before: Option<&Value>, after: &Value) -> String {
 
 /// [`definition_diff`] from another starting point, named by `before_label` (`last applied`:
 /// what klsync last sent, so a manifest change shows alone, without Klaviyo's own spelling).
-pub fn definition_diff_from(before_label: &str, before: Option<&Value>, after: &Value) -> String {
+pub(crate) fn definition_diff_from(
+    before_label: &str,
+    before: Option<&Value>,
+    after: &Value,
+) -> String {
     let old = before.map(definition_yaml).unwrap_or_default();
     let new = definition_yaml(after);
     similar::TextDiff::from_lines(&old, &new)

@@ -698,7 +698,7 @@ impl Layout {
 /// bulk import request puts property values 8 levels down, and a request nested deeper than 128
 /// levels is refused whole by serde_json's default limit (the emulator's, and the usual one of
 /// JSON parsers): one deep value would fail every profile of its job. 100 leaves room.
-pub const MAX_PROPERTY_DEPTH: usize = 100;
+pub(crate) const MAX_PROPERTY_DEPTH: usize = 100;
 
 /// The first property (by name) whose value nests deeper than [`MAX_PROPERTY_DEPTH`], with its
 /// depth.

@@ -300,13 +300,16 @@ pub struct ImportError {
 /// `{"type": ..., "id": ...}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Identifier {
+    /// The resource type (`list`, `profile`, ...).
     #[serde(rename = "type")]
     pub kind: String,
+    /// The resource id.
     pub id: String,
 }
 
 impl Identifier {
-    pub(crate) fn new(kind: &str, id: &str) -> Self {
+    /// An identifier of a `kind` resource.
+    pub fn new(kind: &str, id: &str) -> Self {
         Identifier {
             kind: kind.to_string(),
             id: id.to_string(),
@@ -318,12 +321,16 @@ impl Identifier {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RelationshipData {
+    /// A to-many relationship.
     Many(Vec<Identifier>),
+    /// A to-one relationship.
     One(Identifier),
 }
 
+/// One entry of a resource's `relationships`.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Relationship {
+    /// The related identifiers, or null.
     #[serde(default)]
     pub data: Option<RelationshipData>,
 }
@@ -341,8 +348,11 @@ impl Relationship {
 /// A resource object in a response.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Resource<A> {
+    /// The resource id.
     pub id: String,
+    /// The resource's attributes, typed per resource.
     pub attributes: A,
+    /// Related resources, kept raw and read by name.
     #[serde(default)]
     pub relationships: Map<String, Value>,
 }
@@ -360,6 +370,7 @@ impl<A> Resource<A> {
 /// `links` of a collection document.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct CollectionLinks {
+    /// The next page's URL; absent on the last page.
     #[serde(default)]
     pub next: Option<String>,
 }
@@ -367,7 +378,9 @@ pub struct CollectionLinks {
 /// A collection response: `data[]` plus `links.next`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CollectionDocument<T> {
+    /// This page's resources.
     pub data: Vec<T>,
+    /// Pagination links.
     #[serde(default)]
     pub links: Option<CollectionLinks>,
 }
@@ -375,9 +388,11 @@ pub struct CollectionDocument<T> {
 /// A single-resource response.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SingleDocument<T> {
+    /// The resource.
     pub data: T,
 }
 
+/// `attributes` of a `list` resource in a response.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WireListAttributes {
     #[serde(default)]
@@ -405,6 +420,7 @@ impl From<Resource<WireListAttributes>> for List {
     }
 }
 
+/// `attributes` of a `segment` resource in a response.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WireSegmentAttributes {
     #[serde(default)]
@@ -441,6 +457,7 @@ impl From<Resource<WireSegmentAttributes>> for Segment {
     }
 }
 
+/// `attributes` of a `tag` resource in a response.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WireTagAttributes {
     name: String,
@@ -457,6 +474,7 @@ impl From<Resource<WireTagAttributes>> for Tag {
     }
 }
 
+/// `attributes` of a `tag-group` resource in a response.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WireTagGroupAttributes {
     name: String,
@@ -487,6 +505,7 @@ impl From<Resource<ProfileData>> for Profile {
     }
 }
 
+/// `attributes` of a `profile-bulk-import-job` resource in a response.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WireJobAttributes {
     status: JobStatus,
@@ -517,6 +536,7 @@ impl From<Resource<WireJobAttributes>> for BulkImportJob {
     }
 }
 
+/// `attributes` of an `import-error` resource in a response.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WireImportErrorAttributes {
     code: String,
@@ -562,7 +582,7 @@ impl From<Identifier> for MemberId {
 // ---- request bodies (each matches the named schema in the spec) -----------------------------
 
 /// `ListCreateQuery`
-pub(crate) fn list_create(name: &str, opt_in: Option<OptInProcess>) -> Value {
+pub fn list_create(name: &str, opt_in: Option<OptInProcess>) -> Value {
     let mut attributes = Map::new();
     attributes.insert("name".into(), name.into());
     if let Some(opt_in) = opt_in {
@@ -575,7 +595,7 @@ pub(crate) fn list_create(name: &str, opt_in: Option<OptInProcess>) -> Value {
 }
 
 /// `ListPartialUpdateQuery`
-pub(crate) fn list_update(id: &str, name: Option<&str>, opt_in: Option<OptInProcess>) -> Value {
+pub fn list_update(id: &str, name: Option<&str>, opt_in: Option<OptInProcess>) -> Value {
     let mut attributes = Map::new();
     if let Some(name) = name {
         attributes.insert("name".into(), name.into());
@@ -591,18 +611,18 @@ pub(crate) fn list_update(id: &str, name: Option<&str>, opt_in: Option<OptInProc
 
 /// `ListMembersAddQuery` / `ListMembersDeleteQuery` / `TagListOp` / `TagSegmentOp`:
 /// `{"data": [{"type": kind, "id": ...}]}`.
-pub(crate) fn identifiers(kind: &str, ids: &[String]) -> Value {
+pub fn identifiers(kind: &str, ids: &[String]) -> Value {
     let data: Vec<Identifier> = ids.iter().map(|id| Identifier::new(kind, id)).collect();
     serde_json::json!({ "data": data })
 }
 
 /// `ProfileCreateQuery`
-pub(crate) fn profile_create(attributes: &ProfileAttributes) -> Value {
+pub fn profile_create(attributes: &ProfileAttributes) -> Value {
     serde_json::json!({"data": {"type": "profile", "attributes": attributes}})
 }
 
 /// `ProfilePartialUpdateQuery`, with `meta.patch_properties.unset` when keys are to be removed.
-pub(crate) fn profile_update(id: &str, attributes: &ProfileAttributes, unset: &[String]) -> Value {
+pub fn profile_update(id: &str, attributes: &ProfileAttributes, unset: &[String]) -> Value {
     let mut data = serde_json::json!({"type": "profile", "id": id, "attributes": attributes});
     if !unset.is_empty() {
         data["meta"] = serde_json::json!({"patch_properties": {"unset": unset}});
@@ -611,17 +631,17 @@ pub(crate) fn profile_update(id: &str, attributes: &ProfileAttributes, unset: &[
 }
 
 /// `ProfileUpsertQueryResourceObject`
-pub(crate) fn profile_upsert_object(attributes: &ProfileAttributes) -> Value {
+pub fn profile_upsert_object(attributes: &ProfileAttributes) -> Value {
     serde_json::json!({"type": "profile", "attributes": attributes})
 }
 
 /// `ProfileUpsertQuery`
-pub(crate) fn profile_upsert(attributes: &ProfileAttributes) -> Value {
+pub fn profile_upsert(attributes: &ProfileAttributes) -> Value {
     serde_json::json!({ "data": profile_upsert_object(attributes) })
 }
 
 /// `ProfileUpsertQuery` with `meta.patch_properties.unset` when keys are to be removed.
-pub(crate) fn profile_upsert_unset(attributes: &ProfileAttributes, unset: &[String]) -> Value {
+pub fn profile_upsert_unset(attributes: &ProfileAttributes, unset: &[String]) -> Value {
     let mut data = profile_upsert_object(attributes);
     if !unset.is_empty() {
         data["meta"] = serde_json::json!({"patch_properties": {"unset": unset}});
@@ -630,7 +650,7 @@ pub(crate) fn profile_upsert_unset(attributes: &ProfileAttributes, unset: &[Stri
 }
 
 /// `ProfileImportJobCreateQuery`
-pub(crate) fn bulk_import_job(profiles: &[ProfileAttributes], list_ids: &[String]) -> Value {
+pub fn bulk_import_job(profiles: &[ProfileAttributes], list_ids: &[String]) -> Value {
     let profiles: Vec<Value> = profiles.iter().map(profile_upsert_object).collect();
     let mut data = serde_json::json!({
         "type": "profile-bulk-import-job",
@@ -643,14 +663,14 @@ pub(crate) fn bulk_import_job(profiles: &[ProfileAttributes], list_ids: &[String
 }
 
 /// `SegmentCreateQuery`
-pub(crate) fn segment_create(name: &str, definition: &Value, is_starred: bool) -> Value {
+pub fn segment_create(name: &str, definition: &Value, is_starred: bool) -> Value {
     serde_json::json!({"data": {"type": "segment", "attributes": {
         "name": name, "definition": definition, "is_starred": is_starred,
     }}})
 }
 
 /// `SegmentPartialUpdateQuery`
-pub(crate) fn segment_update(id: &str, update: &SegmentUpdate) -> Value {
+pub fn segment_update(id: &str, update: &SegmentUpdate) -> Value {
     let mut attributes = Map::new();
     if let Some(name) = &update.name {
         attributes.insert("name".into(), name.clone().into());
@@ -668,7 +688,7 @@ pub(crate) fn segment_update(id: &str, update: &SegmentUpdate) -> Value {
 }
 
 /// `TagCreateQuery`
-pub(crate) fn tag_create(name: &str, group_id: Option<&str>) -> Value {
+pub fn tag_create(name: &str, group_id: Option<&str>) -> Value {
     let mut data = serde_json::json!({"type": "tag", "attributes": {"name": name}});
     if let Some(group_id) = group_id {
         data["relationships"] =
@@ -678,30 +698,30 @@ pub(crate) fn tag_create(name: &str, group_id: Option<&str>) -> Value {
 }
 
 /// `TagUpdateQuery`
-pub(crate) fn tag_update(id: &str, name: &str) -> Value {
+pub fn tag_update(id: &str, name: &str) -> Value {
     serde_json::json!({"data": {"type": "tag", "id": id, "attributes": {"name": name}}})
 }
 
 /// `TagGroupCreateQuery`
-pub(crate) fn tag_group_create(name: &str, exclusive: bool) -> Value {
+pub fn tag_group_create(name: &str, exclusive: bool) -> Value {
     serde_json::json!({"data": {"type": "tag-group", "attributes": {
         "name": name, "exclusive": exclusive,
     }}})
 }
 
 /// `TagGroupUpdateQuery`
-pub(crate) fn tag_group_update(id: &str, name: &str) -> Value {
+pub fn tag_group_update(id: &str, name: &str) -> Value {
     serde_json::json!({"data": {"type": "tag-group", "id": id, "attributes": {"name": name}}})
 }
 
 /// A Klaviyo filter string literal: double-quoted with JSON escaping, which Klaviyo's filter
 /// grammar accepts for quotes and backslashes inside values.
-pub(crate) fn filter_string(value: &str) -> String {
+pub fn filter_string(value: &str) -> String {
     serde_json::to_string(value).expect("strings always serialize")
 }
 
 /// `[...]` list literal of quoted strings.
-pub(crate) fn filter_list(values: &[String]) -> String {
+pub fn filter_list(values: &[String]) -> String {
     let items: Vec<String> = values.iter().map(|v| filter_string(v)).collect();
     format!("[{}]", items.join(","))
 }

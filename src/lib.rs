@@ -19,8 +19,9 @@ pub mod commands;
 pub mod context;
 pub mod crashpoint;
 pub mod drift;
-pub mod duration;
-pub mod emulator;
+pub use klsync_core::duration;
+#[cfg(feature = "emulator")]
+pub use klsync_emulator as emulator;
 pub mod error;
 pub mod import;
 pub mod interrupt;

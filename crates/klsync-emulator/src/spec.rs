@@ -26,13 +26,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::{Map, Value, json};
 
 use super::jsonapi::ApiError;
-use crate::klaviyo::Operation;
+use klaviyo_spec::operations::Operation;
 
 /// The vendored spec subset, parsed once.
 pub fn spec() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let text = include_str!("../../vendor/klaviyo-openapi/klaviyo-subset.json");
+        let text = include_str!("../../../vendor/klaviyo-openapi/klaviyo-subset.json");
         serde_json::from_str(text).expect("the vendored spec is valid JSON")
     })
 }

@@ -8,7 +8,7 @@ pub mod tags;
 
 use std::collections::BTreeMap;
 
-use crate::klaviyo::operations::Operation;
+use klaviyo_spec::operations::Operation;
 
 use super::jsonapi::{ApiError, HandlerResult, RequestCtx};
 use super::state::{State, Taggable};

@@ -4,15 +4,15 @@ use serde_json::{Map, Value, json};
 
 use super::profiles::profile_resource;
 use super::tags::tag_resource;
-use crate::emulator::filter::{self, Term};
-use crate::emulator::jsonapi::{
+use crate::filter::{self, Term};
+use crate::jsonapi::{
     ApiError, HandlerResult, Reply, RequestCtx, apply_fields, identifiers, paginate, relationship,
 };
-use crate::emulator::state::{List, State, Taggable, in_order, timestamp};
-use crate::klaviyo::limits::{LISTS_PAGE_MAX, PROFILES_PAGE_MAX};
+use crate::state::{List, State, Taggable, in_order, timestamp};
+use klaviyo_spec::limits::{LISTS_PAGE_MAX, PROFILES_PAGE_MAX};
 
 /// Profiles accepted by one add/remove call.
-pub const MAX_PROFILES_PER_CALL: usize = crate::klaviyo::limits::LIST_MEMBERS_PER_CALL;
+pub const MAX_PROFILES_PER_CALL: usize = klaviyo_spec::limits::LIST_MEMBERS_PER_CALL;
 const OPT_IN: &[&str] = &["single_opt_in", "double_opt_in"];
 
 /// The JSON:API resource for a list.
@@ -373,7 +373,7 @@ pub fn member_page(
 /// `GET /api/lists/{id}/profiles` and `/relationships/profiles`.
 pub fn get_list_profiles(ctx: &RequestCtx, state: &State, ids_only: bool) -> HandlerResult {
     let l = find(state, ctx.id())?;
-    let mut members: Vec<(&String, &crate::emulator::state::Member)> = l.members.iter().collect();
+    let mut members: Vec<(&String, &crate::state::Member)> = l.members.iter().collect();
     members.sort_by_key(|(_, m)| m.seq);
     let members = members
         .into_iter()

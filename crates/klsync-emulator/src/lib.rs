@@ -1,4 +1,5 @@
-//! A faithful, stateful Klaviyo emulator (see `klsync emulator --help`).
+//! A faithful, stateful Klaviyo emulator (see `klsync emulator --help`): a library the tests,
+//! benchmarks and `klsync demo` start in process, and the `klsync-emulator` binary.
 //!
 //! It serves the `/api` endpoints klsync uses with Klaviyo's JSON:API shapes, strictness
 //! (auth, `revision`, media types, body validation), cursor pagination, per-operation rate
@@ -14,6 +15,10 @@
 //!   [`faults`]); stats count a dropped connection under status `"reset"`.
 //! - Deleting the default tag group is a 400.
 
+// Library crates document every public item (issue 14); the workspace lints cover the rest.
+#![warn(missing_docs)]
+
+pub mod cli;
 pub mod clock;
 pub mod faults;
 pub mod filter;

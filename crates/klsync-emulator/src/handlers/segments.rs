@@ -5,12 +5,12 @@ use serde_json::{Map, Value, json};
 use super::lists::{
     date_term_matches, member_page, sort_named, string_term_matches, with_included_tags,
 };
-use crate::emulator::jsonapi::{
+use crate::jsonapi::{
     ApiError, HandlerResult, Reply, RequestCtx, apply_fields, identifiers, paginate, relationship,
 };
-use crate::emulator::segments::validate;
-use crate::emulator::state::{Segment, State, Taggable, in_order, timestamp};
-use crate::klaviyo::limits::SEGMENTS_PAGE_MAX;
+use crate::segments::validate;
+use crate::state::{Segment, State, Taggable, in_order, timestamp};
+use klaviyo_spec::limits::SEGMENTS_PAGE_MAX;
 
 /// The JSON:API resource for a segment.
 pub fn segment_resource(
@@ -116,8 +116,8 @@ pub fn get_segments(ctx: &RequestCtx, state: &State) -> HandlerResult {
     Ok(Reply::ok(body))
 }
 
-fn bool_matches(value: &crate::emulator::filter::Literal, have: bool) -> bool {
-    use crate::emulator::filter::Literal;
+fn bool_matches(value: &crate::filter::Literal, have: bool) -> bool {
+    use crate::filter::Literal;
     match value {
         Literal::Bool(b) => *b == have,
         Literal::List(items) => items.contains(&Literal::Bool(have)),
@@ -179,10 +179,10 @@ fn check_attributes(attrs: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 /// A definition as the account stores it: as sent, or canonicalised in the
-/// `--canonicalize-segments` mode (see [`crate::emulator::modes::canonicalize_definition`]).
+/// `--canonicalize-segments` mode (see [`crate::modes::canonicalize_definition`]).
 fn stored_definition(state: &State, definition: &Value) -> Value {
     if state.modes.canonical_segments {
-        crate::emulator::modes::canonicalize_definition(definition)
+        crate::modes::canonicalize_definition(definition)
     } else {
         definition.clone()
     }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::ids::IdGen;
 use super::jsonapi::ApiError;
 
-pub use crate::klaviyo::limits::{
+pub use klaviyo_spec::limits::{
     MAX_TAG_GROUPS_PER_ACCOUNT, MAX_TAGS_PER_ACCOUNT, MAX_TAGS_PER_RESOURCE, PROFILE_IDENTIFIERS,
     PROFILE_STRING_FIELDS,
 };

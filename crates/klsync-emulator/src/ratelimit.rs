@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::klaviyo::operations::RateLimit;
+use klaviyo_spec::operations::RateLimit;
 
 use super::RateLimitMode;
 use super::clock::Clock;
@@ -161,7 +161,7 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::clock::FakeClock;
+    use crate::clock::FakeClock;
 
     fn bucket(name: &str, burst: u32, steady: u32, daily: Option<u32>) -> Bucket {
         Bucket {

@@ -4,14 +4,14 @@ use serde_json::{Map, Value, json};
 
 use super::lists::list_resource;
 use super::segments::segment_resource;
-use crate::emulator::filter::{self, Term};
-use crate::emulator::jsonapi::{
+use crate::filter::{self, Term};
+use crate::jsonapi::{
     ApiError, HandlerResult, Reply, RequestCtx, apply_fields, identifiers, paginate, relationship,
 };
-use crate::emulator::state::{
+use crate::state::{
     PROFILE_IDENTIFIERS, PROFILE_STRING_FIELDS, Profile, State, identifier_eq, in_order, timestamp,
 };
-use crate::klaviyo::limits::PROFILES_PAGE_MAX;
+use klaviyo_spec::limits::PROFILES_PAGE_MAX;
 
 /// Largest body accepted by the single-profile writes.
 pub const MAX_PROFILE_BODY: usize = 100 * 1024;

@@ -3,12 +3,10 @@
 use serde_json::{Map, Value, json};
 
 use super::lists::{sort_named, string_term_matches};
-use crate::emulator::filter::Literal;
-use crate::emulator::jsonapi::{
-    ApiError, HandlerResult, Reply, RequestCtx, paginate, relationship,
-};
-use crate::emulator::state::{State, Tag, TagGroup, Taggable, in_order};
-use crate::klaviyo::limits::{TAG_GROUPS_PAGE_MAX, TAGS_PAGE_MAX};
+use crate::filter::Literal;
+use crate::jsonapi::{ApiError, HandlerResult, Reply, RequestCtx, paginate, relationship};
+use crate::state::{State, Tag, TagGroup, Taggable, in_order};
+use klaviyo_spec::limits::{TAG_GROUPS_PAGE_MAX, TAGS_PAGE_MAX};
 
 /// The JSON:API resource for a tag.
 pub fn tag_resource(ctx: &RequestCtx, t: &Tag) -> Value {

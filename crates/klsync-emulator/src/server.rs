@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::spec;
-use crate::klaviyo::operations::{Operation, match_template};
+use klaviyo_spec::operations::{Operation, match_template};
 
 use super::faults::{Fault, FaultInjector, Timing};
 use super::handlers::{self, bulk};
@@ -58,6 +58,7 @@ pub struct App {
 /// An API key the emulator accepts, and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyGrant {
+    /// The key, as sent after `Klaviyo-API-Key `.
     pub key: String,
     /// `None`: every scope (a full-access key).
     pub scopes: Option<std::collections::BTreeSet<String>>,
@@ -448,7 +449,7 @@ async fn pipeline(
         && lock(&app.state).modes.canonical_segments
         && let Some(body) = body.as_mut()
     {
-        crate::emulator::modes::accept_canonical(body);
+        crate::modes::accept_canonical(body);
     }
     let checked = spec::validate_query(op, &query).and_then(|()| match &body {
         Some(body) => spec::validate_request(op, body),

@@ -4,16 +4,14 @@ use serde_json::{Map, Value, json};
 
 use super::lists::{list_resource, string_term_matches};
 use super::profiles::{apply_attributes, profile_resource, validate_attributes};
-use crate::emulator::jsonapi::{
-    ApiError, HandlerResult, Reply, RequestCtx, paginate, relationship,
-};
-use crate::emulator::state::{
+use crate::jsonapi::{ApiError, HandlerResult, Reply, RequestCtx, paginate, relationship};
+use crate::state::{
     BulkJob, IdentifierIndex, ImportErrorRecord, PROFILE_IDENTIFIERS, State, in_order, timestamp,
 };
-use crate::klaviyo::limits::PROFILES_PAGE_MAX;
+use klaviyo_spec::limits::PROFILES_PAGE_MAX;
 
 /// Profiles accepted by one job.
-pub const MAX_PROFILES_PER_JOB: usize = crate::klaviyo::limits::BULK_IMPORT_MAX_PROFILES;
+pub const MAX_PROFILES_PER_JOB: usize = klaviyo_spec::limits::BULK_IMPORT_MAX_PROFILES;
 
 /// The JSON:API resource for a job.
 pub fn job_resource(ctx: &RequestCtx, j: &BulkJob) -> Value {
@@ -126,7 +124,7 @@ pub fn start_job(state: &mut State, id: &str) {
 
 fn row_error(state: &mut State, index: usize, row: &Value, err: &ApiError) -> ImportErrorRecord {
     let pointer = match &err.source {
-        Some(crate::emulator::jsonapi::ErrorSource::Pointer(p)) => p.clone(),
+        Some(crate::jsonapi::ErrorSource::Pointer(p)) => p.clone(),
         _ => "/data".into(),
     };
     ImportErrorRecord {
@@ -332,7 +330,7 @@ pub fn get_job_lists(ctx: &RequestCtx, state: &State, ids_only: bool) -> Handler
 }
 
 /// `GET /api/profile-bulk-import-jobs/{id}/import-errors`, each error naming its profile as the
-/// emulator's [`crate::emulator::ImportErrorShape`] mode says.
+/// emulator's [`crate::ImportErrorShape`] mode says.
 pub fn get_import_errors(ctx: &RequestCtx, state: &State) -> HandlerResult {
     let j = find(state, ctx.id())?;
     let (page, links) = paginate(ctx, &j.errors, 20, PROFILES_PAGE_MAX)?;

@@ -52,22 +52,8 @@ pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 /// back to a page already read is stopped at once.)
 pub const MAX_PAGES_PER_COLLECTION: u64 = 1_000_000;
 
-/// Default time to establish a connection (TCP and TLS).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time for one whole exchange, connect to last body byte. Klaviyo answers in well under
-/// a second normally and a few seconds at worst; 20 s also covers a 5 MB bulk import upload at
-/// 2 Mbit/s. Three of them in a row (the default breaker) fit in a minute.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-/// Default attempts per request, first included.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-/// Default first backoff step.
-pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
-/// Default number of attempts in a row without an answer after which the client stops sending.
-pub const DEFAULT_MAX_CONSECUTIVE_FAILURES: u32 = 3;
-/// Default run deadline: the default job limit of GitHub Actions, so a run stuck on a slow
-/// server stops on its own, cleanly, rather than being killed by CI; long enough for a sync of
-/// millions of rows at Klaviyo's rate limits.
-pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+// The defaults of `klaviyo:` in klsync.yaml, written down beside the settings they fill in.
+pub use crate::manifest::settings::client_defaults::*;
 
 /// How to reach Klaviyo and how patiently.
 #[derive(Debug, Clone)]

@@ -23,8 +23,6 @@ use crate::state::{StateStore, SyncRowRecord, identifier_key, short_row_hash};
 const WHAT: &str = "profiles sync";
 /// Changed rows looked up in the state at once.
 const LOOKUP_BATCH: usize = 500;
-/// profile-import requests in flight at once (the client paces them).
-pub(crate) const UNSETS_IN_FLIGHT: usize = 8;
 
 /// What a row turned out to be; kept per identifier to catch duplicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1053,7 +1051,7 @@ async fn unset_all<'a>(
                 .map(drop)
                 .map_err(SyncError::from)
         })
-        .buffered(UNSETS_IN_FLIGHT)
+        .buffered(super::UNSETS_IN_FLIGHT)
         .collect()
         .await
 }

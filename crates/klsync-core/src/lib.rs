@@ -6,4 +6,13 @@
 // Library crates document every public item (issue 14); the workspace lints cover the rest.
 #![warn(missing_docs)]
 
+pub mod data;
+pub mod drift;
 pub mod duration;
+pub mod import;
+pub mod manifest;
+pub mod model;
+pub mod plan;
+pub mod ratelimit;
+pub mod render;
+pub mod sql_statement;

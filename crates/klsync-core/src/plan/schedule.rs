@@ -13,7 +13,7 @@
 //!
 //! What `apply` does, track by track ([`config_stages`], [`data_tracks`]):
 //! - the configuration changes, in the executor's phases and lanes ([`slot`]; see
-//!   [`crate::apply::Executor`]): each phase a stage whose tasks are its lanes, a lane's
+//!   the `klsync` package's executor): each phase a stage whose tasks are its lanes, a lane's
 //!   requests one after another (a link batch is one request). A change waiting for another
 //!   lane's change (a tag for its new group) is not modelled: those are the quick buckets;
 //! - beside them, the `profiles:` syncs, in manifest order: each one's bulk import jobs
@@ -35,16 +35,16 @@ use governor::clock::{Clock, FakeRelativeClock, Reference};
 
 use super::cost::requests_by_change;
 use super::{Action, Change, ChangeKind};
-use crate::klaviyo::Operation;
-use crate::klaviyo::ratelimit::{Acquisition, RateLimiters};
-use crate::manifest::types::IdentifyBy;
-use crate::model::ResourceKind;
-use crate::sync::{
+use crate::data::{
     DataPlan, JOBS_IN_FLIGHT, LOOKUPS_IN_FLIGHT, UNSETS_IN_FLIGHT, first_poll_delay,
 };
+use crate::manifest::types::IdentifyBy;
+use crate::model::ResourceKind;
+use crate::ratelimit::{Acquisition, RateLimiters};
+use klaviyo_spec::operations::Operation;
 
 /// Most profiles in one bulk import job.
-const PROFILES_PER_JOB: u64 = crate::klaviyo::BULK_IMPORT_MAX_PROFILES as u64;
+const PROFILES_PER_JOB: u64 = klaviyo_spec::limits::BULK_IMPORT_MAX_PROFILES as u64;
 
 /// One step of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,7 +363,7 @@ pub fn simulate(tracks: &[Vec<Stage>], factor: f64) -> Duration {
 mod tests {
     use super::*;
 
-    const GUARD: Duration = crate::klaviyo::ratelimit::GUARD;
+    const GUARD: Duration = crate::ratelimit::GUARD;
 
     fn seconds(stages: &[Stage]) -> Duration {
         simulate(&[stages.to_vec()], 1.0)

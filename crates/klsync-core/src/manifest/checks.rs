@@ -21,7 +21,7 @@ use super::types::{ManifestFile, MembershipSpec};
 use super::yaml::{SpanIndex, escape_segment};
 use crate::render::invisible_kind;
 
-pub use crate::klaviyo::limits::{
+pub use klaviyo_spec::limits::{
     MAX_TAG_GROUPS_PER_ACCOUNT, MAX_TAGS_PER_ACCOUNT, MAX_TAGS_PER_RESOURCE,
 };
 /// Longest tag or tag group name klsync accepts.
@@ -587,7 +587,7 @@ fn queries(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
         for (name, query) in &file.manifest.queries {
             let ptr = format!("/queries/{}", escape_segment(name));
             if let Some(mismatch) =
-                crate::sql::statement::placeholder_mismatch(&query.sql, query.params.len())
+                crate::sql_statement::placeholder_mismatch(&query.sql, query.params.len())
             {
                 out.push(error(
                     file,
@@ -660,7 +660,7 @@ fn profiles(files: &[Checked<'_>], out: &mut Vec<Diagnostic>) {
                         "property name must not be empty".into(),
                         None,
                     ));
-                } else if crate::klaviyo::limits::is_profile_attribute(&lower)
+                } else if klaviyo_spec::limits::is_profile_attribute(&lower)
                     || property.starts_with('$')
                 {
                     out.push(error(

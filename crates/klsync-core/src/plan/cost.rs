@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::schedule::{self, Stage};
 use super::{Action, Change, ChangeKind, Cost};
-use crate::klaviyo::operations::Operation;
-use crate::sync::DataPlan;
+use crate::data::DataPlan;
+use klaviyo_spec::operations::Operation;
 
 /// The requests `apply` will send for `changes`, per operation.
 pub fn requests(changes: &[Change]) -> BTreeMap<Operation, u64> {

@@ -258,7 +258,7 @@ fn definition_summary(definition: &serde_json::Value) -> String {
 fn write_data(out: &mut String, plan: &Plan, paint: &Paint, detail: Detail) {
     if let Some(data) = &plan.data {
         let _ = writeln!(out, "\n{}", paint.paint(BOLD, "Data from SQL:"));
-        out.push_str(&sanitize(&crate::sync::render_text_sampled(
+        out.push_str(&sanitize(&crate::data::render_text_sampled(
             data,
             detail.sample,
             detail.full,

@@ -205,7 +205,7 @@ fn write_data(out: &mut String, plan: &Plan) {
 }
 
 /// One line per sampled row: changes, rejections, drift, members to add and remove.
-fn data_samples(data: &crate::sync::DataPlan) -> Vec<String> {
+fn data_samples(data: &crate::data::DataPlan) -> Vec<String> {
     let value = |value: &Option<serde_json::Value>| match value {
         Some(value) => code(&value.to_string()),
         None => "(none)".to_owned(),
@@ -430,7 +430,7 @@ mod tests {
             "warnings": []
         }))
         .expect("plan");
-        let data: crate::sync::DataPlan = serde_json::from_value(serde_json::json!({
+        let data: crate::data::DataPlan = serde_json::from_value(serde_json::json!({
             "profiles": [{
                 "id": "ltv", "query": "q", "identify_by": "email", "on_missing_row": "keep",
                 "rows": 2,

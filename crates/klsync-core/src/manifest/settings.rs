@@ -7,8 +7,30 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use self::client_defaults as defaults;
 use crate::duration::{format_exact, parse_duration};
-use crate::klaviyo::client as defaults;
+
+/// The Klaviyo client's defaults, used where `klaviyo:` leaves a setting out.
+pub mod client_defaults {
+    use std::time::Duration;
+
+    /// Default time to establish a connection (TCP and TLS).
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default time for one whole exchange, connect to last body byte. Klaviyo answers in well under
+    /// a second normally and a few seconds at worst; 20 s also covers a 5 MB bulk import upload at
+    /// 2 Mbit/s. Three of them in a row (the default breaker) fit in a minute.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+    /// Default attempts per request, first included.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    /// Default first backoff step.
+    pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+    /// Default number of attempts in a row without an answer after which the client stops sending.
+    pub const DEFAULT_MAX_CONSECUTIVE_FAILURES: u32 = 3;
+    /// Default run deadline: the default job limit of GitHub Actions, so a run stuck on a slow
+    /// server stops on its own, cleanly, rather than being killed by CI; long enough for a sync of
+    /// millions of rows at Klaviyo's rate limits.
+    pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+}
 
 /// The project settings file `klsync.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

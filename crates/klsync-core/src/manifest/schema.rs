@@ -23,7 +23,7 @@ use super::yaml::{SpanIndex, escape_segment};
 /// Klaviyo's segment definition schema, converted from OpenAPI by
 /// `schemas/vendor/gen_klaviyo_segment_definition.py`.
 const SEGMENT_DEFINITION_SCHEMA: &str =
-    include_str!("../../schemas/vendor/klaviyo-segment-definition.schema.json");
+    include_str!("../../../../schemas/vendor/klaviyo-segment-definition.schema.json");
 
 /// The `$defs` entry the manifest schema uses for a segment definition.
 const SEGMENT_DEFINITION_DEF: &str = "SegmentDefinition";

@@ -387,10 +387,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::manifest::types::{IdentifyBy, MembershipMode, OnMissingRow};
-    use crate::sync::{
+    use crate::data::{
         MembershipCounts, MembershipPlan, ProfileCounts, ProfileSyncPlan, RejectedRow, RowChange,
     };
+    use crate::manifest::types::{IdentifyBy, MembershipMode, OnMissingRow};
 
     #[test]
     fn row_lines_and_count_notes() {
@@ -495,7 +495,7 @@ mod tests {
 
     #[test]
     fn removals_klsync_could_not_make_are_shown_with_their_reason_everywhere() {
-        use crate::sync::{FailedRow, MembershipCheck, MembershipReport};
+        use crate::data::{FailedRow, MembershipCheck, MembershipReport};
         let pending = FailedRow {
             identifier: "c@x.com".into(),
             reason: "no profile has this email".into(),

@@ -46,8 +46,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::klaviyo::Operation;
 use crate::model::{ResourceKey, ResourceKind};
+use klaviyo_spec::operations::Operation;
 
 pub use cost::{
     daily_cap_warnings, estimate, estimated_duration, ordered_requests, requests, whole_seconds,
@@ -295,11 +295,11 @@ pub struct Change {
     pub depends_on: Vec<String>,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 impl Change {
     /// A bare change for tests: `action` of a `kind` at `address`, named after it, with no
     /// fields, link, id or dependencies.
-    pub(crate) fn example(address: &str, kind: ChangeKind, action: Action) -> Change {
+    pub fn example(address: &str, kind: ChangeKind, action: Action) -> Change {
         Change {
             address: address.into(),
             kind,
@@ -386,7 +386,7 @@ pub struct Plan {
     /// Profile properties and list memberships from SQL (`profiles:`, `members:`), when the
     /// manifests declare any. Apply reads the data again; see `docs/sync.md`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<crate::sync::DataPlan>,
+    pub data: Option<crate::data::DataPlan>,
     /// The API scopes the key needs to apply this plan: those of the reads apply makes and of
     /// every request it sends (`x-klaviyo-scopes` in Klaviyo's spec); see [`required_scopes`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -428,7 +428,7 @@ impl Plan {
     }
 
     /// This plan with its data part, in the format version that carries one.
-    pub fn with_data(mut self, data: crate::sync::DataPlan) -> Plan {
+    pub fn with_data(mut self, data: crate::data::DataPlan) -> Plan {
         self.format_version = DATA_FORMAT_VERSION;
         // One estimate for the configuration and the data together: the data syncs run after
         // the changes.
@@ -631,7 +631,10 @@ mod tests {
 
     #[test]
     fn committed_schema_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/plan.schema.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/plan.schema.json"
+        );
         let generated = format!(
             "{}\n",
             serde_json::to_string_pretty(&json_schema()).expect("serialize schema")
@@ -643,7 +646,7 @@ mod tests {
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             committed == generated,
-            "schemas/plan.schema.json is stale; run `KLSYNC_UPDATE_SCHEMA=1 cargo test --lib plan::tests::committed_schema_is_current`"
+            "schemas/plan.schema.json is stale; run `KLSYNC_UPDATE_SCHEMA=1 cargo test -p klsync-core plan::tests::committed_schema_is_current`"
         );
     }
 

@@ -10,7 +10,7 @@
 /// The 1-based line and column (in characters) where a second statement starts in `sql`, if
 /// it has one: anything but whitespace, comments and empty statements after the first `;` that
 /// is outside string literals, quoted identifiers and comments.
-pub(super) fn second_statement(sql: &str) -> Option<(usize, usize)> {
+pub fn second_statement(sql: &str) -> Option<(usize, usize)> {
     let mut chars = sql.char_indices().peekable();
     let mut ended = false;
     while let Some((at, c)) = chars.next() {

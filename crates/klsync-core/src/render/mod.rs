@@ -90,8 +90,8 @@ pub(crate) fn summary_sentence(plan: &crate::plan::Plan) -> String {
 }
 
 /// The data part's counts that make apply send something.
-fn data_parts(data: &crate::sync::DataPlan) -> Vec<String> {
-    let sum = |f: &dyn Fn(&crate::sync::ProfileSyncPlan) -> u64| -> u64 {
+fn data_parts(data: &crate::data::DataPlan) -> Vec<String> {
+    let sum = |f: &dyn Fn(&crate::data::ProfileSyncPlan) -> u64| -> u64 {
         saturating_total(data.profiles.iter().map(f))
     };
     let set = sum(&|p| p.counts.new.saturating_add(p.counts.changed));
@@ -172,12 +172,12 @@ mod tests {
         }))
         .expect("plan");
         assert_eq!(summary_sentence(&plan), "");
-        let counts = |add: u64, remove: u64| crate::sync::MembershipCounts {
+        let counts = |add: u64, remove: u64| crate::data::MembershipCounts {
             add,
             remove,
             ..Default::default()
         };
-        let list = |key: &str, counts| crate::sync::MembershipPlan {
+        let list = |key: &str, counts| crate::data::MembershipPlan {
             list: key.into(),
             list_id: None,
             query: "q".into(),
@@ -196,7 +196,7 @@ mod tests {
             check: None,
             resync: false,
         };
-        plan = plan.with_data(crate::sync::DataPlan {
+        plan = plan.with_data(crate::data::DataPlan {
             profiles: vec![],
             memberships: vec![list("a", counts(3, 0)), list("b", counts(2, 1))],
             requests: Default::default(),

@@ -113,7 +113,7 @@ pub struct DriftReport {
     pub warnings: Vec<String>,
     /// What the data syncs' records look like in Klaviyo (`--data` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<crate::sync::DataCheck>,
+    pub data: Option<crate::data::DataCheck>,
 }
 
 impl DriftReport {
@@ -124,7 +124,7 @@ impl DriftReport {
             || self
                 .data
                 .as_ref()
-                .is_some_and(crate::sync::DataCheck::has_drift)
+                .is_some_and(crate::data::DataCheck::has_drift)
     }
 }
 
@@ -421,7 +421,7 @@ pub fn render_text(report: &DriftReport) -> String {
         }
     }
     if let Some(data) = &report.data {
-        out.push_str(&sanitize(&crate::sync::render_check(data)));
+        out.push_str(&sanitize(&crate::data::render_check(data)));
     }
     if report.has_drift() {
         let resources: BTreeSet<&str> = report.drift.iter().map(|e| e.address.as_str()).collect();
@@ -441,9 +441,9 @@ pub fn render_text(report: &DriftReport) -> String {
         if let Some(data) = report
             .data
             .as_ref()
-            .filter(|data| crate::sync::DataCheck::has_drift(data))
+            .filter(|data| crate::data::DataCheck::has_drift(data))
         {
-            parts.push(format!("data syncs: {}", crate::sync::check_summary(data)));
+            parts.push(format!("data syncs: {}", crate::data::check_summary(data)));
         }
         let _ = writeln!(out, "\nDrift: {}.", parts.join("; "));
     } else {
@@ -452,7 +452,7 @@ pub fn render_text(report: &DriftReport) -> String {
             let _ = write!(
                 out,
                 " (data syncs included: {})",
-                crate::sync::check_summary(data)
+                crate::data::check_summary(data)
             );
         }
         out.push_str(".\n");
@@ -482,7 +482,10 @@ mod tests {
 
     #[test]
     fn committed_schema_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/drift.schema.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/drift.schema.json"
+        );
         let generated = format!(
             "{}\n",
             serde_json::to_string_pretty(&json_schema()).expect("serialize schema")
@@ -494,7 +497,7 @@ mod tests {
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             committed == generated,
-            "schemas/drift.schema.json is stale; run `KLSYNC_UPDATE_SCHEMA=1 cargo test --lib drift::tests::committed_schema_is_current`"
+            "schemas/drift.schema.json is stale; run `KLSYNC_UPDATE_SCHEMA=1 cargo test -p klsync-core drift::tests::committed_schema_is_current`"
         );
     }
 

@@ -38,7 +38,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::nanos::Nanos;
 
-use super::operations::{ExtraBucket, Operation, RateLimit};
+use klaviyo_spec::operations::{ExtraBucket, Operation, RateLimit};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);

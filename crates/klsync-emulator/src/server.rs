@@ -557,7 +557,12 @@ fn spawn_job(app: &Arc<App>, id: String) {
         tokio::time::sleep(app.job_delay).await;
         bulk::start_job(&mut lock(&app.state), &id);
         tokio::time::sleep(app.job_delay).await;
-        bulk::process_job(&mut lock(&app.state), &id);
+        // Importing 10,000 rows holds the account's lock for a while: on a blocking thread, so
+        // the runtime's workers keep answering (requests wait for the lock, not for a worker).
+        let _ = tokio::task::spawn_blocking(move || {
+            bulk::process_job(&mut lock(&app.state), &id);
+        })
+        .await;
     });
 }
 

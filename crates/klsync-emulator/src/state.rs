@@ -224,6 +224,11 @@ pub struct State {
     next_seq: u64,
     #[serde(skip)]
     ids: IdGen,
+    /// Identifier value -> profile, kept in step with every profile the emulator writes (and
+    /// rebuilt after a state file is loaded), so that finding a profile by email costs the same
+    /// with 10 million profiles as with ten.
+    #[serde(skip)]
+    identifiers: IdentifierIndex,
     /// The emulator's modes (set at start, kept by a reset; not part of the account).
     #[serde(skip)]
     pub modes: super::Modes,
@@ -241,6 +246,7 @@ impl State {
             jobs: BTreeMap::new(),
             next_seq: 0,
             ids: IdGen::new(seed),
+            identifiers: IdentifierIndex::default(),
             modes: super::Modes::default(),
         };
         state.ensure_default_tag_group();
@@ -250,6 +256,10 @@ impl State {
     /// Restores the parts a state file does not hold: the id generator and the default group.
     pub fn after_load(&mut self, seed: u64) {
         self.ids = IdGen::new(seed);
+        self.identifiers = IdentifierIndex::default();
+        for p in self.profiles.values() {
+            self.identifiers.insert(p);
+        }
         self.ensure_default_tag_group();
     }
 
@@ -313,17 +323,25 @@ impl State {
             .into_iter()
             .filter(|(_, v)| !v.is_null())
             .collect();
-        self.profiles.insert(
-            id.clone(),
-            Profile {
-                seq,
-                id: id.clone(),
-                attributes,
-                created: now.clone(),
-                updated: now,
-            },
-        );
+        self.put_profile(Profile {
+            seq,
+            id: id.clone(),
+            attributes,
+            created: now.clone(),
+            updated: now,
+        });
         id
+    }
+
+    /// Stores a new or changed profile, keeping the identifier index in step. Every write of a
+    /// profile goes through here; tests that edit `profiles` directly may change properties but
+    /// not identifiers (a removed profile is tolerated: the index checks what it finds).
+    pub fn put_profile(&mut self, profile: Profile) {
+        if let Some(old) = self.profiles.get(&profile.id) {
+            self.identifiers.remove(old);
+        }
+        self.identifiers.insert(&profile);
+        self.profiles.insert(profile.id.clone(), profile);
     }
 
     /// Ids of the distinct profiles that share an identifier with `attributes`, in creation
@@ -333,20 +351,23 @@ impl State {
         attributes: &Map<String, Value>,
         except: Option<&str>,
     ) -> Vec<String> {
-        let mut found: Vec<&Profile> = self
-            .profiles
-            .values()
-            .filter(|p| Some(p.id.as_str()) != except)
-            .filter(|p| {
-                PROFILE_IDENTIFIERS.iter().any(|key| {
-                    match (attributes.get(*key).and_then(Value::as_str), p.get_str(key)) {
-                        (Some(wanted), Some(have)) => identifier_eq(key, wanted, have),
-                        _ => false,
-                    }
-                })
+        let mut found: Vec<&Profile> = PROFILE_IDENTIFIERS
+            .iter()
+            .filter_map(|key| Some((*key, attributes.get(*key)?.as_str()?)))
+            .flat_map(|(key, wanted)| {
+                self.identifiers
+                    .ids(key, wanted)
+                    .filter_map(|id| self.profiles.get(id))
+                    // An entry left by a profile edited outside `put_profile` is not trusted.
+                    .filter(move |p| {
+                        p.get_str(key)
+                            .is_some_and(|have| identifier_eq(key, wanted, have))
+                    })
             })
+            .filter(|p| Some(p.id.as_str()) != except)
             .collect();
         found.sort_by_key(|p| p.seq);
+        found.dedup_by_key(|p| p.seq);
         found.into_iter().map(|p| p.id.clone()).collect()
     }
 
@@ -574,11 +595,13 @@ impl State {
     }
 }
 
-/// Identifier value → profile id, so a 10,000-row bulk import does not scan every profile per
-/// row. Built per job; callers keep it in step with the profiles they change.
-#[derive(Debug, Default)]
-pub struct IdentifierIndex {
+/// Identifier value → profile id (emails lowercased). Klaviyo keeps identifiers unique, and so
+/// does every write the emulator serves; a test that seeds two profiles with one identifier
+/// directly gets both back, in `shared`.
+#[derive(Debug, Clone, Default)]
+struct IdentifierIndex {
     by_value: std::collections::HashMap<(&'static str, String), String>,
+    shared: std::collections::HashMap<(&'static str, String), Vec<String>>,
 }
 
 impl IdentifierIndex {
@@ -590,45 +613,51 @@ impl IdentifierIndex {
         }
     }
 
-    /// Indexes every profile of the account.
-    pub fn build(state: &State) -> Self {
-        let mut index = IdentifierIndex::default();
-        for p in state.profiles.values() {
-            index.insert(p);
-        }
-        index
-    }
-
-    /// Adds a profile's identifiers.
-    pub fn insert(&mut self, p: &Profile) {
+    fn insert(&mut self, p: &Profile) {
         for field in PROFILE_IDENTIFIERS {
             if let Some(value) = p.get_str(field) {
-                self.by_value.insert(Self::key(field, value), p.id.clone());
+                let key = Self::key(field, value);
+                match self.by_value.get(&key) {
+                    Some(id) if *id != p.id => {
+                        self.shared.entry(key).or_default().push(p.id.clone())
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.by_value.insert(key, p.id.clone());
+                    }
+                }
             }
         }
     }
 
-    /// Drops a profile's identifiers (before they change).
-    pub fn remove(&mut self, p: &Profile) {
+    fn remove(&mut self, p: &Profile) {
         for field in PROFILE_IDENTIFIERS {
             if let Some(value) = p.get_str(field) {
-                self.by_value.remove(&Self::key(field, value));
+                let key = Self::key(field, value);
+                if let Some(others) = self.shared.get_mut(&key) {
+                    others.retain(|id| *id != p.id);
+                    if self.by_value.get(&key) == Some(&p.id) {
+                        if let Some(next) = others.pop() {
+                            self.by_value.insert(key.clone(), next);
+                        } else {
+                            self.by_value.remove(&key);
+                        }
+                    }
+                    if others.is_empty() {
+                        self.shared.remove(&key);
+                    }
+                } else if self.by_value.get(&key) == Some(&p.id) {
+                    self.by_value.remove(&key);
+                }
             }
         }
     }
 
-    /// Distinct profiles sharing an identifier with `attributes`, in creation order.
-    pub fn matching(&self, state: &State, attributes: &Map<String, Value>) -> Vec<String> {
-        let mut ids: Vec<&String> = PROFILE_IDENTIFIERS
-            .iter()
-            .filter_map(|field| {
-                let value = attributes.get(*field)?.as_str()?;
-                self.by_value.get(&Self::key(field, value))
-            })
-            .collect();
-        ids.sort_by_key(|id| state.profiles.get(*id).map_or(0, |p| p.seq));
-        ids.dedup();
-        ids.into_iter().cloned().collect()
+    /// The ids filed under `field` = `value`.
+    fn ids<'a>(&'a self, field: &'static str, value: &str) -> impl Iterator<Item = &'a String> {
+        let key = Self::key(field, value);
+        let shared = self.shared.get(&key).map(Vec::as_slice).unwrap_or_default();
+        self.by_value.get(&key).into_iter().chain(shared)
     }
 }
 
@@ -691,5 +720,63 @@ mod tests {
         query.insert("email".into(), "a@X.com".into());
         assert_eq!(state.profiles_matching(&query, None), vec![id.clone()]);
         assert!(state.profiles_matching(&query, Some(&id)).is_empty());
+    }
+
+    fn with(pairs: &[(&str, &str)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect()
+    }
+
+    #[test]
+    fn the_identifier_index_follows_every_write_and_distrusts_outside_edits() {
+        let mut state = State::new(0);
+        let a = state.create_profile(with(&[("email", "a@x.com"), ("external_id", "A")]));
+        // A changed identifier is found by its new value only.
+        let mut changed = state.profiles[&a].clone();
+        changed
+            .attributes
+            .insert("email".into(), "new@x.com".into());
+        state.put_profile(changed);
+        assert!(
+            state
+                .profiles_matching(&with(&[("email", "a@x.com")]), None)
+                .is_empty()
+        );
+        assert_eq!(
+            state.profiles_matching(&with(&[("email", "NEW@x.com")]), None),
+            vec![a.clone()]
+        );
+        // Two profiles seeded with one identifier are both found, in creation order, and one
+        // matched by two identifiers is listed once.
+        let b = state.create_profile(with(&[("email", "new@x.com")]));
+        let both = with(&[("email", "new@x.com"), ("external_id", "A")]);
+        assert_eq!(
+            state.profiles_matching(&both, None),
+            vec![a.clone(), b.clone()]
+        );
+        // A profile removed behind the index's back is not returned, nor is one whose
+        // identifier a test changed in place.
+        state.profiles.remove(&b);
+        state
+            .profiles
+            .get_mut(&a)
+            .unwrap()
+            .attributes
+            .insert("email".into(), "edited@x.com".into());
+        assert!(
+            state
+                .profiles_matching(&with(&[("email", "new@x.com")]), None)
+                .is_empty()
+        );
+        // A reloaded state file is indexed again.
+        let mut reloaded: State =
+            serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
+        reloaded.after_load(0);
+        assert_eq!(
+            reloaded.profiles_matching(&with(&[("email", "edited@x.com")]), None),
+            vec![a]
+        );
     }
 }

@@ -5,9 +5,7 @@ use serde_json::{Map, Value, json};
 use super::lists::{list_resource, string_term_matches};
 use super::profiles::{apply_attributes, profile_resource, validate_attributes};
 use crate::jsonapi::{ApiError, HandlerResult, Reply, RequestCtx, paginate, relationship};
-use crate::state::{
-    BulkJob, IdentifierIndex, ImportErrorRecord, PROFILE_IDENTIFIERS, State, in_order, timestamp,
-};
+use crate::state::{BulkJob, ImportErrorRecord, PROFILE_IDENTIFIERS, State, in_order, timestamp};
 use klaviyo_spec::limits::PROFILES_PAGE_MAX;
 
 /// Profiles accepted by one job.
@@ -147,9 +145,8 @@ pub fn process_job(state: &mut State, id: &str) {
     let list_ids = job.list_ids.clone();
     let mut errors = Vec::new();
     let mut imported = Vec::new();
-    let mut index = IdentifierIndex::build(state);
     for (at, row) in rows.iter().enumerate() {
-        match import_row(state, &mut index, row) {
+        match import_row(state, row) {
             Ok(profile_id) => imported.push(profile_id),
             Err(err) => errors.push(row_error(state, at, row, &err)),
         }
@@ -183,11 +180,7 @@ pub fn process_job(state: &mut State, id: &str) {
     }
 }
 
-fn import_row(
-    state: &mut State,
-    index: &mut IdentifierIndex,
-    row: &Value,
-) -> Result<String, ApiError> {
+fn import_row(state: &mut State, row: &Value) -> Result<String, ApiError> {
     if row.get("type").and_then(Value::as_str) != Some("profile") {
         return Err(ApiError::invalid("/data/type", "Expected type 'profile'."));
     }
@@ -208,7 +201,7 @@ fn import_row(
         Some(id) if state.profiles.contains_key(id) => Some(id.to_owned()),
         Some(id) => return Err(ApiError::not_found("profile", id)),
         None => {
-            let found = index.matching(state, attrs);
+            let found = state.profiles_matching(attrs, None);
             match found.as_slice() {
                 [] => None,
                 [one] => Some(one.clone()),
@@ -218,15 +211,12 @@ fn import_row(
     };
     match target {
         Some(id) => {
-            let mut p = state.profiles[&id].clone();
-            let others = index.matching(state, attrs);
-            if let Some(other) = others.iter().find(|o| **o != id) {
+            if let Some(other) = state.profiles_matching(attrs, Some(&id)).first() {
                 return Err(ApiError::duplicate_profile(other));
             }
-            index.remove(&p);
+            let mut p = state.profiles[&id].clone();
             apply_attributes(&mut p, attrs, false);
-            index.insert(&p);
-            state.profiles.insert(id.clone(), p);
+            state.put_profile(p);
             Ok(id)
         }
         None => {
@@ -241,9 +231,7 @@ fn import_row(
             }
             let mut clean = attrs.clone();
             clean.remove("_kx");
-            let id = state.create_profile(clean);
-            index.insert(&state.profiles[&id]);
-            Ok(id)
+            Ok(state.create_profile(clean))
         }
     }
 }

@@ -522,7 +522,7 @@ pub fn update_profile(ctx: &RequestCtx, state: &mut State) -> HandlerResult {
     apply_patch_properties(&mut p, data)?;
     let body =
         json!({ "data": profile_resource(ctx, &p, None), "links": { "self": ctx.self_link() } });
-    state.profiles.insert(id, p);
+    state.put_profile(p);
     Ok(Reply::ok(body))
 }
 
@@ -554,7 +554,7 @@ pub fn create_or_update_profile(ctx: &RequestCtx, state: &mut State) -> HandlerR
             let mut p = state.profiles[&id].clone();
             apply_attributes(&mut p, attrs, true);
             apply_patch_properties(&mut p, data)?;
-            state.profiles.insert(id.clone(), p);
+            state.put_profile(p);
             (200, id)
         }
         None => {
@@ -569,7 +569,7 @@ pub fn create_or_update_profile(ctx: &RequestCtx, state: &mut State) -> HandlerR
             let id = state.create_profile(clean);
             let mut p = state.profiles[&id].clone();
             apply_patch_properties(&mut p, data)?;
-            state.profiles.insert(id.clone(), p);
+            state.put_profile(p);
             (201, id)
         }
     };

@@ -35,6 +35,7 @@ pub mod identify;
 mod members;
 mod profiles;
 mod refusals;
+mod spill;
 pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -122,6 +123,9 @@ pub enum SyncError {
     /// klsync's state database failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The temporary file holding the rows to send could not be written or read back.
+    #[error("the temporary file of the rows to send failed: {0}")]
+    Spill(#[source] std::io::Error),
     /// A Klaviyo request failed (after the client's retries).
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -665,7 +669,8 @@ async fn run_jobs<B>(
     intents: Option<&members::Intents<'_>>,
 ) -> Vec<JobOutcome>
 where
-    B: Fn(std::ops::Range<usize>) -> Vec<crate::klaviyo::ProfileAttributes> + Sync,
+    B: Fn(std::ops::Range<usize>) -> Result<Vec<crate::klaviyo::ProfileAttributes>, SyncError>
+        + Sync,
 {
     use futures::StreamExt;
     futures::stream::iter(ranges.iter().cloned().enumerate())
@@ -680,7 +685,10 @@ where
             {
                 return JobOutcome::NotSent(error);
             }
-            let profiles = build(range.clone());
+            let profiles = match build(range.clone()) {
+                Ok(profiles) => profiles,
+                Err(error) => return JobOutcome::NotSent(error),
+            };
             let count = profiles.len();
             let job = match client.create_bulk_import_job(&profiles, list_ids).await {
                 Ok(job) => job,
@@ -711,7 +719,7 @@ where
                     )
                     .await;
                 }
-                let profiles = build(range);
+                let profiles = build(range)?;
                 job_refusals(
                     client,
                     &finished,

@@ -28,7 +28,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -36,15 +36,15 @@ use tokio::sync::watch;
 use super::write::KlaviyoWrite;
 use crate::klaviyo::observe::{live_list, live_segment, live_tag_group, opt_in_to_api};
 use crate::klaviyo::{ApiError, KlaviyoClient, SegmentUpdate};
-use crate::manifest::OptInProcess;
 use crate::model::{LiveState, LiveTag, ResourceKey, ResourceKind};
 use crate::plan::{
-    Action, Change, ChangeKind, Plan, live_fields, record_link, references, schedule,
+    Action, Change, NewResource, Payload, Plan, ResourceEdit, live_fields, record_link, references,
+    schedule,
 };
 use crate::state::{ManagedRow, RunId, StateError, StateStore};
 
 /// What happened to one change, for progress output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Event {
     /// The change was made; `id` is the Klaviyo id it acted on or created.
     Done {
@@ -70,20 +70,74 @@ impl Event {
 }
 
 /// A change that did not happen, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Failure {
     /// The change's address.
     pub address: String,
     /// Its action.
     pub action: Action,
-    /// Why.
-    pub reason: String,
-    /// It was not attempted because a change it depends on did not happen.
-    pub skipped: bool,
+    /// Why; its text is what progress, the summary and the journal show.
+    pub cause: FailureCause,
+}
+
+impl Failure {
+    /// It was not attempted: a change it depends on did not happen, or the run could send
+    /// nothing more.
+    pub fn skipped(&self) -> bool {
+        matches!(
+            self.cause,
+            FailureCause::Blocked { .. } | FailureCause::NotAttempted(_) | FailureCause::Stopped
+        )
+    }
+}
+
+/// Why a change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum FailureCause {
+    /// Klaviyo refused the request, or it could not be sent (the client's `interrupted` error
+    /// when a stop caught the change half-way).
+    /// Shared: the links sent in one request fail together, with one error.
+    #[error("{0}")]
+    Api(#[source] Arc<ApiError>),
+    /// A change it depends on did not happen.
+    #[error("skipped: {by} did not happen")]
+    Blocked {
+        /// That change's address.
+        by: String,
+    },
+    /// Nothing more could be sent (Klaviyo stopped answering, the run's deadline passed); the
+    /// first change not attempted carries the cause.
+    #[error("not attempted: {0}")]
+    NotAttempted(#[source] ApiError),
+    /// Nothing more could be sent, for the cause reported with an earlier change.
+    #[error("not attempted: the run stopped (cause above)")]
+    Stopped,
+    /// A resource it acts on has no Klaviyo id: neither the plan nor this run gave it one.
+    #[error("{address} has no Klaviyo id")]
+    NoKlaviyoId {
+        /// That resource's address.
+        address: String,
+    },
+    /// A link's tag or target has no Klaviyo id.
+    #[error("the tag or its target has no Klaviyo id")]
+    UnresolvedLink,
+    /// The change is not what its action needs (a resource change without its resource, its
+    /// payload or a link change without its link): not a plan `klsync plan` makes.
+    #[error("{0}")]
+    Malformed(String),
+    /// A segment definition names a list this run should have created, and has no id for.
+    #[error("{0}")]
+    References(String),
+}
+
+impl From<ApiError> for FailureCause {
+    fn from(err: ApiError) -> Self {
+        FailureCause::Api(Arc::new(err))
+    }
 }
 
 /// The outcome of executing a plan.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct ExecutionReport {
     /// Addresses of the changes made, in order.
     pub succeeded: Vec<String>,
@@ -218,9 +272,7 @@ fn lanes(plan: &Plan) -> BTreeMap<u8, BTreeMap<u8, Vec<Unit>>> {
             .iter()
             .flat_map(|&i| {
                 let change = &plan.changes[i];
-                let group = after(change, "group")
-                    .and_then(Value::as_str)
-                    .filter(|_| change.kind == ChangeKind::Tag)
+                let group = new_tag_group(change)
                     .map(|group| ResourceKey::new(ResourceKind::TagGroup, group).address());
                 change.depends_on.iter().cloned().chain(group)
             })
@@ -272,8 +324,8 @@ impl Run<'_> {
                 break;
             };
             self.next.set(index + 1);
-            record(&mut self.report.borrow_mut(), &event);
             (self.progress.borrow_mut())(&event);
+            record(&mut self.report.borrow_mut(), event);
         }
     }
 }
@@ -396,23 +448,17 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
                 // passed): the rest is not attempted, and its cause is reported once.
                 let cause = stop.to_string();
                 let mut reported = run.reasons.borrow().iter().any(|r| r.ends_with(&cause));
+                let mut stop = Some(stop);
                 unit.changes
                     .iter()
                     .map(|&index| {
                         let change = &run.plan.changes[index];
-                        let reason = if reported {
-                            "not attempted: the run stopped (cause above)".to_owned()
-                        } else {
-                            format!("not attempted: {cause}")
+                        let cause = match stop.take() {
+                            Some(stop) if !reported => FailureCause::NotAttempted(stop),
+                            _ => FailureCause::Stopped,
                         };
                         reported = true;
-                        let event = Event::Failed(Failure {
-                            address: change.address.clone(),
-                            action: change.action,
-                            reason,
-                            skipped: true,
-                        });
-                        (index, event)
+                        (index, failed(change, cause))
                     })
                     .collect()
             } else if unit.link {
@@ -432,14 +478,9 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
                     })
                     .collect()
             } else {
-                let blocked = blocked_by(first, &run.not_done.borrow()).map(str::to_owned);
+                let blocked = blocked_by(first, &run.not_done.borrow());
                 let event = match blocked {
-                    Some(dependency) => Event::Failed(Failure {
-                        address: first.address.clone(),
-                        action: first.action,
-                        reason: format!("skipped: {dependency} did not happen"),
-                        skipped: true,
-                    }),
+                    Some(by) => failed(first, FailureCause::Blocked { by }),
                     None => self.resource(first).await?,
                 };
                 vec![(unit.changes[0], event)]
@@ -458,7 +499,7 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
             Event::Done { id, .. } => Outcome::Done(id.clone()),
             Event::Failed(failure) => {
                 run.not_done.borrow_mut().insert(address.clone());
-                run.reasons.borrow_mut().push(failure.reason.clone());
+                run.reasons.borrow_mut().push(failure.cause.to_string());
                 Outcome::NotDone
             }
         };
@@ -473,7 +514,8 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
     /// One resource change: journal, send, record.
     async fn resource(&self, change: &Change) -> Result<Event, StateError> {
         let Some(key) = &change.resource else {
-            return Ok(failed(change, "the plan names no resource".to_owned()));
+            let cause = FailureCause::Malformed("the plan names no resource".to_owned());
+            return Ok(failed(change, cause));
         };
         let resolved;
         let change = match self.with_created_lists(change) {
@@ -482,7 +524,7 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
                 &resolved
             }
             Ok(None) => change,
-            Err(reason) => return Ok(failed(change, reason)),
+            Err(reason) => return Ok(failed(change, FailureCause::References(reason))),
         };
         let detail = json!({
             "kind": key.kind.prefix(),
@@ -550,10 +592,10 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
                     id,
                 })
             }
-            Err(reason) => {
-                self.write(self.store.journal_failed(entry, &reason))
+            Err(cause) => {
+                self.write(self.store.journal_failed(entry, &cause.to_string()))
                     .await?;
-                Ok(failed(change, reason))
+                Ok(failed(change, cause))
             }
         }
     }
@@ -563,9 +605,10 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
     /// Klaviyo gets and the state records real ids; `None` when it holds none.
     fn with_created_lists(&self, change: &Change) -> Result<Option<Change>, String> {
         let holds = change
-            .fields
-            .iter()
-            .any(|f| references::has_placeholder(&f.after))
+            .payload
+            .as_ref()
+            .and_then(Payload::definition)
+            .is_some_and(references::has_placeholder)
             || change
                 .applied
                 .as_ref()
@@ -575,8 +618,12 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
         }
         let mut copy = change.clone();
         let book = self.book();
+        // The fields too: the journal records them as sent.
         for field in &mut copy.fields {
             references::substitute(&mut field.after, &book.ids)?;
+        }
+        if let Some(definition) = copy.payload.as_mut().and_then(Payload::definition_mut) {
+            references::substitute(definition, &book.ids)?;
         }
         if let Some(applied) = &mut copy.applied {
             references::substitute(applied, &book.ids)?;
@@ -586,45 +633,49 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
 
     /// Send one resource change: the Klaviyo id it acted on or created, and the fields Klaviyo's
     /// answer carried (see [`returned_after`]).
-    async fn send(&self, key: &ResourceKey, change: &Change) -> Result<Sent, String> {
-        let result = match change.action {
-            Action::Create => self
-                .create(key, change)
-                .await
-                .map(|(id, answer)| (Some(id), answer)),
-            Action::Update | Action::Adopt => {
-                let id = self.existing_id(key, change)?;
-                self.update(key.kind, &id, change)
-                    .await
-                    .map(|answer| (Some(id), answer))
+    async fn send(&self, key: &ResourceKey, change: &Change) -> Result<Sent, FailureCause> {
+        if let Some(problem) = change.payload_problem() {
+            return Err(FailureCause::Malformed(problem));
+        }
+        match (change.action, &change.payload) {
+            (Action::Create, Some(Payload::Create(new))) => {
+                let (id, answer) = self.create(key, change, new).await?;
+                Ok((Some(id), answer))
             }
-            Action::Destroy => {
+            (Action::Update | Action::Adopt, Some(Payload::Update(edit))) => {
                 let id = self.existing_id(key, change)?;
-                self.delete(key.kind, &id).await.map(|()| (Some(id), None))
+                let answer = self.update(&id, edit).await?;
+                Ok((Some(id), answer))
             }
-            Action::Replace => {
+            (Action::Destroy, _) => {
+                let id = self.existing_id(key, change)?;
+                self.delete(key.kind, &id).await?;
+                Ok((Some(id), None))
+            }
+            (Action::Replace, Some(Payload::Create(new))) => {
                 let old = self.existing_id(key, change)?;
-                match self.delete(key.kind, &old).await {
-                    Ok(()) => self
-                        .create(key, change)
-                        .await
-                        .map(|(id, answer)| (Some(id), answer)),
-                    Err(err) => Err(err),
-                }
+                self.delete(key.kind, &old).await?;
+                let (id, answer) = self.create(key, change, new).await?;
+                Ok((Some(id), answer))
             }
-            Action::Attach | Action::Detach => {
-                return Err("a link change without a link".to_owned());
-            }
-        };
-        result.map_err(|err| err.to_string())
+            // `payload_problem` rules out every other payload.
+            (Action::Create | Action::Update | Action::Adopt | Action::Replace, _) => Err(
+                FailureCause::Malformed(format!("{}: no payload", change.address)),
+            ),
+            (Action::Attach | Action::Detach, _) => Err(FailureCause::Malformed(
+                "a link change without a link".to_owned(),
+            )),
+        }
     }
 
-    fn existing_id(&self, key: &ResourceKey, change: &Change) -> Result<String, String> {
+    fn existing_id(&self, key: &ResourceKey, change: &Change) -> Result<String, FailureCause> {
         change
             .klaviyo_id
             .clone()
             .or_else(|| self.book().ids.get(&key.address()).cloned())
-            .ok_or_else(|| format!("{} has no Klaviyo id", key.address()))
+            .ok_or_else(|| FailureCause::NoKlaviyoId {
+                address: key.address(),
+            })
     }
 
     /// Create the resource: its id, and the fields Klaviyo's answer carried (`None` when the
@@ -633,26 +684,23 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
         &self,
         key: &ResourceKey,
         change: &Change,
-    ) -> Result<(String, Option<Value>), ApiError> {
+        new: &NewResource,
+    ) -> Result<(String, Option<Value>), FailureCause> {
         if self.resumed.contains(&change.address)
-            && let Some(id) = self.find_unrecorded(key, change).await?
+            && let Some(id) = self.find_unrecorded(key, new).await?
         {
             return Ok((id, None));
         }
-        let name = change.name.as_str();
         let mut answer = LiveState::default();
-        let id = match key.kind {
-            ResourceKind::TagGroup => {
-                let exclusive = after(change, "exclusive")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                let group = self.client.create_tag_group(name, exclusive).await?;
+        let id = match new {
+            NewResource::TagGroup { name, exclusive } => {
+                let group = self.client.create_tag_group(name, *exclusive).await?;
                 let id = group.id.clone();
                 answer.tag_groups.insert(id.clone(), live_tag_group(group));
                 id
             }
-            ResourceKind::Tag => {
-                let group = self.tag_group_id(change).map_err(ApiError::Config)?;
+            NewResource::Tag { name, group } => {
+                let group = self.tag_group_id(group.as_deref())?;
                 let tag = self.client.create_tag(name, group.as_deref()).await?;
                 let id = tag.id.clone();
                 if let Some(group_id) = tag.tag_group_id {
@@ -667,21 +715,24 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
                 }
                 id
             }
-            ResourceKind::List => {
-                let opt_in = opt_in(after(change, "opt_in_process"));
+            NewResource::List {
+                name,
+                opt_in_process,
+            } => {
+                let opt_in = opt_in_process.map(opt_in_to_api);
                 let list = self.client.create_list(name, opt_in).await?;
                 let id = list.id.clone();
                 answer.lists.insert(id.clone(), live_list(list));
                 id
             }
-            ResourceKind::Segment => {
-                let definition = after(change, "definition").cloned().unwrap_or(Value::Null);
-                let starred = after(change, "is_starred")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
+            NewResource::Segment {
+                name,
+                definition,
+                is_starred,
+            } => {
                 let segment = self
                     .client
-                    .create_segment(name, &definition, starred)
+                    .create_segment(name, definition, *is_starred)
                     .await?;
                 let id = segment.id.clone();
                 return Ok((id, self.segment_answer(segment).await));
@@ -720,24 +771,27 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
     async fn find_unrecorded(
         &self,
         key: &ResourceKey,
-        change: &Change,
-    ) -> Result<Option<String>, ApiError> {
-        let name = change.name.as_str();
-        let found = match key.kind {
-            ResourceKind::TagGroup => self
+        new: &NewResource,
+    ) -> Result<Option<String>, FailureCause> {
+        let found = match new {
+            NewResource::TagGroup { name, .. } => self
                 .client
                 .find_tag_group_by_name(name)
                 .await?
                 .map(|g| g.id),
-            ResourceKind::Tag => {
-                let group = self.tag_group_id(change).map_err(ApiError::Config)?;
+            NewResource::Tag { name, group } => {
+                let group = self.tag_group_id(group.as_deref())?;
                 self.client
                     .find_tag(name, group.as_deref())
                     .await?
                     .map(|t| t.id)
             }
-            ResourceKind::List => self.client.find_list_by_name(name).await?.map(|l| l.id),
-            ResourceKind::Segment => self.client.find_segment_by_name(name).await?.map(|s| s.id),
+            NewResource::List { name, .. } => {
+                self.client.find_list_by_name(name).await?.map(|l| l.id)
+            }
+            NewResource::Segment { name, .. } => {
+                self.client.find_segment_by_name(name).await?.map(|s| s.id)
+            }
         };
         let prefix = format!("{}.", key.kind.prefix());
         let taken = |id: &String| {
@@ -749,63 +803,66 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
         Ok(found.filter(|id| !taken(id)))
     }
 
-    /// The Klaviyo id of the group a new tag goes in; `None` for the default group.
-    fn tag_group_id(&self, change: &Change) -> Result<Option<String>, String> {
-        match after(change, "group").and_then(Value::as_str) {
+    /// The Klaviyo id of the group (by name) a new tag goes in; `None` for the default group.
+    fn tag_group_id(&self, group: Option<&str>) -> Result<Option<String>, FailureCause> {
+        match group {
             None => Ok(None),
             Some(group) => {
                 let address = ResourceKey::new(ResourceKind::TagGroup, group).address();
-                self.book()
-                    .ids
-                    .get(&address)
-                    .cloned()
-                    .map(Some)
-                    .ok_or_else(|| format!("{address} has no Klaviyo id"))
+                match self.book().ids.get(&address) {
+                    Some(id) => Ok(Some(id.clone())),
+                    None => Err(FailureCause::NoKlaviyoId { address }),
+                }
             }
         }
     }
 
     /// Update the resource: the fields Klaviyo's answer carried (`None`: it answered without
     /// the resource, or nothing was sent).
-    async fn update(
-        &self,
-        kind: ResourceKind,
-        id: &str,
-        change: &Change,
-    ) -> Result<Option<Value>, ApiError> {
-        let name = after(change, "name").and_then(Value::as_str);
+    async fn update(&self, id: &str, edit: &ResourceEdit) -> Result<Option<Value>, ApiError> {
         let mut answer = LiveState::default();
-        match kind {
-            ResourceKind::TagGroup => {
+        let kind = match edit {
+            ResourceEdit::TagGroup { name } => {
                 if let Some(name) = name {
                     self.client.update_tag_group(id, name).await?;
                 }
+                ResourceKind::TagGroup
             }
-            ResourceKind::Tag => {
+            ResourceEdit::Tag { name } => {
                 if let Some(name) = name {
                     self.client.update_tag(id, name).await?;
                 }
+                ResourceKind::Tag
             }
-            ResourceKind::List => {
-                let opt_in = opt_in(after(change, "opt_in_process"));
+            ResourceEdit::List {
+                name,
+                opt_in_process,
+            } => {
+                let opt_in = opt_in_process.map(opt_in_to_api);
                 if name.is_some() || opt_in.is_some() {
-                    let list = self.client.update_list(id, name, opt_in).await?;
+                    let list = self.client.update_list(id, name.as_deref(), opt_in).await?;
                     answer.lists.insert(list.id.clone(), live_list(list));
                 }
+                ResourceKind::List
             }
-            ResourceKind::Segment => {
+            ResourceEdit::Segment {
+                name,
+                definition,
+                is_starred,
+            } => {
                 let update = SegmentUpdate {
-                    name: name.map(str::to_owned),
-                    definition: after(change, "definition").cloned(),
-                    is_starred: after(change, "is_starred").and_then(Value::as_bool),
+                    name: name.clone(),
+                    definition: definition.clone(),
+                    is_starred: *is_starred,
                     is_active: None,
                 };
                 if update != SegmentUpdate::default() {
                     let segment = self.client.update_segment(id, &update).await?;
                     return Ok(self.segment_answer(segment).await);
                 }
+                ResourceKind::Segment
             }
-        }
+        };
         Ok(live_fields(&answer, kind, id))
     }
 
@@ -865,13 +922,8 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
         let mut ready: Vec<(&Change, String)> = Vec::new();
         let mut tag_id = None;
         for change in changes {
-            if let Some(dependency) = blocked_by(change, not_done) {
-                events.push(Event::Failed(Failure {
-                    address: change.address.clone(),
-                    action: change.action,
-                    reason: format!("skipped: {dependency} did not happen"),
-                    skipped: true,
-                }));
+            if let Some(by) = blocked_by(change, not_done) {
+                events.push(failed(change, FailureCause::Blocked { by }));
                 continue;
             }
             let Some(link) = &change.link else { continue };
@@ -889,10 +941,7 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
                     tag_id = Some(tag);
                     ready.push((change, target));
                 }
-                _ => events.push(failed(
-                    change,
-                    "the tag or its target has no Klaviyo id".into(),
-                )),
+                _ => events.push(failed(change, FailureCause::UnresolvedLink)),
             }
         }
         let (Some(tag_id), Some((first, _))) = (tag_id, ready.first()) else {
@@ -922,6 +971,7 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
             (_, Action::Attach) => client.tag_lists(&tag_id, &targets).await,
             (_, _) => client.untag_lists(&tag_id, &targets).await,
         };
+        let result = result.map_err(Arc::new);
         for ((change, target), entry) in ready.iter().zip(entries) {
             match &result {
                 Ok(()) => {
@@ -948,7 +998,7 @@ impl<'a, C: KlaviyoWrite> Executor<'a, C> {
                     let reason = err.to_string();
                     self.write(self.store.journal_failed(entry, &reason))
                         .await?;
-                    events.push(failed(change, reason));
+                    events.push(failed(change, FailureCause::Api(Arc::clone(err))));
                 }
             }
         }
@@ -972,83 +1022,67 @@ fn returned_after(change: &Change, answer: Option<Value>) -> Value {
         Some(Value::Object(answer)) => answer,
         _ => serde_json::Map::new(),
     };
-    for field in change
-        .fields
-        .iter()
-        .filter(|field| field.is_klaviyo_field())
-    {
-        if !answer.contains_key(&field.field) {
-            returned.remove(&field.field);
+    // A create starts from nothing, so only an update's written fields can be stale.
+    if let Some(Payload::Update(edit)) = &change.payload {
+        for field in edit.written() {
+            if !answer.contains_key(field) {
+                returned.remove(field);
+            }
         }
     }
     returned.extend(answer);
     Value::Object(returned)
 }
 
-fn failed(change: &Change, reason: String) -> Event {
+fn failed(change: &Change, cause: FailureCause) -> Event {
     Event::Failed(Failure {
         address: change.address.clone(),
         action: change.action,
-        reason,
-        skipped: false,
+        cause,
     })
 }
 
-fn record(report: &mut ExecutionReport, event: &Event) {
+fn record(report: &mut ExecutionReport, event: Event) {
     match event {
-        Event::Done { address, .. } => report.succeeded.push(address.clone()),
-        Event::Failed(failure) => report.failed.push(failure.clone()),
+        Event::Done { address, .. } => report.succeeded.push(address),
+        Event::Failed(failure) => report.failed.push(failure),
     }
 }
 
 /// The first dependency of `change` that did not happen.
-fn blocked_by<'c>(change: &'c Change, not_done: &BTreeSet<String>) -> Option<&'c str> {
+fn blocked_by(change: &Change, not_done: &BTreeSet<String>) -> Option<String> {
     change
         .depends_on
         .iter()
         .find(|address| not_done.contains(*address))
-        .map(String::as_str)
+        .cloned()
 }
 
-fn after<'c>(change: &'c Change, field: &str) -> Option<&'c Value> {
-    change
-        .fields
-        .iter()
-        .find(|candidate| candidate.field == field)
-        .map(|candidate| &candidate.after)
-}
-
-fn opt_in(value: Option<&Value>) -> Option<crate::klaviyo::OptInProcess> {
-    value
-        .and_then(|value| serde_json::from_value::<OptInProcess>(value.clone()).ok())
-        .map(opt_in_to_api)
+/// The group (by name) of the tag `change` creates, when it creates one in a group.
+fn new_tag_group(change: &Change) -> Option<&str> {
+    match &change.payload {
+        Some(Payload::Create(NewResource::Tag { group, .. })) => group.as_deref(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::OptInProcess;
     use crate::plan::ChangeKind;
 
     fn change(address: &str, depends_on: &[&str]) -> Change {
-        Change {
-            address: address.into(),
-            kind: ChangeKind::List,
-            action: Action::Create,
-            resource: None,
-            link: None,
-            klaviyo_id: None,
+        let new = NewResource::List {
             name: "N".into(),
-            fields: vec![crate::plan::FieldChange {
-                field: "opt_in_process".into(),
-                before: Value::Null,
-                after: json!("double_opt_in"),
-            }],
-            definition_diff: None,
-            prevented: false,
-            note: None,
-            expected: None,
-            applied: None,
+            opt_in_process: Some(OptInProcess::DoubleOptIn),
+        };
+        Change {
+            name: "N".into(),
+            fields: new.fields(),
+            payload: Some(Payload::Create(new)),
             depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+            ..Change::example(address, ChangeKind::List, Action::Create)
         }
     }
 
@@ -1056,7 +1090,7 @@ mod tests {
     fn a_change_is_blocked_by_a_dependency_that_did_not_happen() {
         let not_done: BTreeSet<String> = ["tag_group.a".to_owned()].into();
         assert_eq!(
-            blocked_by(&change("tag.a/x", &["tag_group.a"]), &not_done),
+            blocked_by(&change("tag.a/x", &["tag_group.a"]), &not_done).as_deref(),
             Some("tag_group.a")
         );
         assert_eq!(
@@ -1068,14 +1102,15 @@ mod tests {
     #[test]
     fn returned_values_come_from_the_answer_then_from_what_the_plan_saw() {
         let mut update = change("segment.big", &[]);
+        update.kind = ChangeKind::Segment;
         update.action = Action::Update;
         update.expected =
             Some(json!({"name": "Big", "definition": {"v": 500.0}, "is_starred": false}));
-        update.fields = vec![crate::plan::FieldChange {
-            field: "definition".into(),
-            before: json!({"v": 500.0}),
-            after: json!({"v": 600}),
-        }];
+        update.payload = Some(Payload::Update(ResourceEdit::Segment {
+            name: None,
+            definition: Some(json!({"v": 600})),
+            is_starred: None,
+        }));
         // Klaviyo answered with the segment: its values win.
         let answered = json!({"name": "Big", "definition": {"v": 600.0}, "is_starred": false});
         assert_eq!(returned_after(&update, Some(answered.clone())), answered);
@@ -1094,12 +1129,43 @@ mod tests {
     }
 
     #[test]
-    fn field_values_are_read_from_after() {
+    fn failures_render_their_cause_and_keep_its_source() {
+        use std::error::Error as _;
         let c = change("list.a", &[]);
+        let Event::Failed(skipped) = failed(&c, FailureCause::Blocked { by: "tag.x".into() })
+        else {
+            unreachable!()
+        };
+        assert!(skipped.skipped());
+        assert_eq!(skipped.cause.to_string(), "skipped: tag.x did not happen");
+        let api = ApiError::Config("bad".into());
+        let text = api.to_string();
+        let Event::Failed(refused) = failed(&c, api.into()) else {
+            unreachable!()
+        };
+        assert!(!refused.skipped());
+        assert_eq!(refused.cause.to_string(), text);
+        let source = refused.cause.source().expect("the API error is the source");
+        assert_eq!(source.to_string(), text);
         assert_eq!(
-            opt_in(after(&c, "opt_in_process")),
-            Some(crate::klaviyo::OptInProcess::DoubleOptIn)
+            FailureCause::Stopped.to_string(),
+            "not attempted: the run stopped (cause above)"
         );
-        assert_eq!(after(&c, "name"), None);
+    }
+
+    #[test]
+    fn a_new_tag_waits_for_its_group_by_the_payload() {
+        let mut tag = change("tag.g/x", &[]);
+        tag.kind = ChangeKind::Tag;
+        tag.payload = Some(Payload::Create(NewResource::Tag {
+            name: "x".into(),
+            group: Some("g".into()),
+        }));
+        assert_eq!(new_tag_group(&tag), Some("g"));
+        tag.payload = Some(Payload::Create(NewResource::Tag {
+            name: "x".into(),
+            group: None,
+        }));
+        assert_eq!(new_tag_group(&tag), None);
     }
 }

@@ -33,7 +33,7 @@ use crate::model::{ManagedRecord, ManagedState, ResourceKey, ResourceKind};
 use crate::state::{ManagedRow, StateError};
 
 pub use crate::duration::human_duration;
-pub use executor::{Event, ExecutionReport, Executor, Failure};
+pub use executor::{Event, ExecutionReport, Executor, Failure, FailureCause};
 #[cfg(feature = "test-support")]
 pub use fake::FakeKlaviyo;
 pub use write::KlaviyoWrite;
@@ -58,6 +58,21 @@ pub enum ApplyError {
         found: u64,
         /// The version this build reads.
         supported: u32,
+    },
+    /// The saved plan was written in a format older than this klsync applies (its changes
+    /// carry no payload).
+    #[error(
+        "{path}: the plan uses format version {found}, written by an older klsync; this klsync ({klsync_version}) applies plans of format version {oldest} or later. Run `klsync plan --out` again and apply the new file"
+    )]
+    OldFormatVersion {
+        /// The file.
+        path: String,
+        /// The plan's version.
+        found: u64,
+        /// The oldest version this build applies.
+        oldest: u32,
+        /// This klsync's version.
+        klsync_version: &'static str,
     },
     /// The saved plan was made from other manifests than the project's current ones (another
     /// project's plan, or one made before the manifests were edited).

@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 
 use super::{ApplyError, human_duration};
-use crate::plan::{Action, Change, DATA_FORMAT_VERSION, FORMAT_VERSION, Plan};
+use crate::plan::{
+    Action, Change, DATA_FORMAT_VERSION, FORMAT_VERSION, OLDEST_FORMAT_VERSION, Plan,
+};
 
 /// The largest saved plan read. `klsync plan --out` writes configuration changes and at most
 /// a sample of each data sync's rows, so real plans are far smaller; a larger file is not a
@@ -25,7 +27,9 @@ use crate::plan::{Action, Change, DATA_FORMAT_VERSION, FORMAT_VERSION, Plan};
 pub const MAX_PLAN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Parse a saved plan's bytes, checking its format version before anything else so that a plan
-/// from a newer klsync is refused with that reason rather than a parse error.
+/// from a newer klsync, or from an older one whose format this klsync no longer applies, is
+/// refused with that reason rather than a parse error. Every change's payload must be what its
+/// action and kind need ([`Change::payload_problem`]): apply sends nothing else.
 pub fn parse_saved_plan(path: &str, bytes: &[u8]) -> Result<Plan, ApplyError> {
     let unreadable = |reason: String| ApplyError::UnreadablePlan {
         path: path.to_owned(),
@@ -62,6 +66,14 @@ pub fn parse_saved_plan(path: &str, bytes: &[u8]) -> Result<Plan, ApplyError> {
         .get("format_version")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| unreadable("no format_version".to_owned()))?;
+    if version < u64::from(OLDEST_FORMAT_VERSION) {
+        return Err(ApplyError::OldFormatVersion {
+            path: path.to_owned(),
+            found: version,
+            oldest: OLDEST_FORMAT_VERSION,
+            klsync_version: env!("CARGO_PKG_VERSION"),
+        });
+    }
     if version != u64::from(FORMAT_VERSION) && version != u64::from(DATA_FORMAT_VERSION) {
         return Err(ApplyError::FormatVersion {
             found: version,
@@ -75,6 +87,9 @@ pub fn parse_saved_plan(path: &str, bytes: &[u8]) -> Result<Plan, ApplyError> {
             path: path.to_owned(),
             addresses,
         });
+    }
+    if let Some(problem) = plan.changes.iter().find_map(Change::payload_problem) {
+        return Err(unreadable(problem));
     }
     Ok(plan)
 }
@@ -234,11 +249,24 @@ pub fn check_destroys(plan: &Plan, allow_destroy: bool) -> Result<(), ApplyError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{ChangeKind, Cost, PlanMeta};
+    use crate::plan::{ChangeKind, Cost, NewResource, Payload, PlanMeta, ResourceEdit};
 
+    /// A list change with the payload its action needs.
     fn change(address: &str, action: Action) -> Change {
+        let payload = match action {
+            Action::Create | Action::Replace => Some(Payload::Create(NewResource::List {
+                name: "N".into(),
+                opt_in_process: None,
+            })),
+            Action::Update | Action::Adopt => Some(Payload::Update(ResourceEdit::List {
+                name: Some("N".into()),
+                opt_in_process: None,
+            })),
+            Action::Destroy | Action::Attach | Action::Detach => None,
+        };
         Change {
             name: "N".into(),
+            payload,
             ..Change::example(address, ChangeKind::List, action)
         }
     }
@@ -274,6 +302,76 @@ mod tests {
             parse_saved_plan("p.json", text.as_bytes()).unwrap(),
             plan(Vec::new())
         );
+    }
+
+    #[test]
+    fn an_older_format_version_is_refused_with_what_to_do() {
+        for old in [1, 2] {
+            let text = format!(r#"{{"format_version": {old}, "changes": []}}"#);
+            let err = parse_saved_plan("old.json", text.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, ApplyError::OldFormatVersion { found, .. } if found == old),
+                "{err}"
+            );
+            let message = err.to_string();
+            for part in [
+                "old.json: ".to_owned(),
+                format!("format version {old}"),
+                format!("this klsync ({})", env!("CARGO_PKG_VERSION")),
+                format!("format version {FORMAT_VERSION} or later"),
+                "run `klsync plan --out` again".to_owned(),
+            ] {
+                assert!(
+                    message.to_lowercase().contains(&part.to_lowercase()),
+                    "{part}: {message}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_saved_plan_round_trips_with_its_payloads() {
+        let mut segment = change("segment.big", Action::Update);
+        segment.kind = ChangeKind::Segment;
+        segment.payload = Some(Payload::Update(ResourceEdit::Segment {
+            name: None,
+            definition: Some(serde_json::json!({"condition_groups": []})),
+            is_starred: Some(true),
+        }));
+        let saved = plan(vec![
+            change("list.a", Action::Create),
+            change("list.b", Action::Adopt),
+            segment,
+            change("list.c", Action::Destroy),
+        ]);
+        let text = crate::render::json(&saved);
+        assert!(text.contains(r#""kind": "segment""#), "{text}");
+        assert_eq!(parse_saved_plan("p.json", text.as_bytes()).unwrap(), saved);
+    }
+
+    #[test]
+    fn a_payload_that_does_not_fit_its_change_is_refused_at_load() {
+        let mut wrong = change("list.a", Action::Create);
+        wrong.payload = Some(Payload::Create(NewResource::TagGroup {
+            name: "G".into(),
+            exclusive: false,
+        }));
+        let mut missing = change("list.b", Action::Update);
+        missing.payload = None;
+        for (bad, says) in [
+            (wrong, "create list.a: its payload is for a tag group"),
+            (missing, "update list.b: it has no payload"),
+        ] {
+            let text = crate::render::json(&plan(vec![bad]));
+            let err = parse_saved_plan("p.json", text.as_bytes()).unwrap_err();
+            assert!(matches!(err, ApplyError::UnreadablePlan { .. }), "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+        // A value its kind cannot take is a parse error naming it.
+        let text = crate::render::json(&plan(vec![change("list.c", Action::Create)]))
+            .replace(r#""opt_in_process": null"#, r#""opt_in_process": "maybe""#);
+        let err = parse_saved_plan("p.json", text.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
     }
 
     #[test]

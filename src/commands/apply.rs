@@ -458,8 +458,8 @@ impl Run<'_> {
             "failures": report.failed.iter().map(|failure| json!({
                 "address": failure.address,
                 "action": failure.action.as_str(),
-                "reason": failure.reason,
-                "skipped": failure.skipped,
+                "reason": failure.cause.to_string(),
+                "skipped": failure.skipped(),
             })).collect::<Vec<_>>(),
             // Requests per endpoint, as `klsync history` reads them; the rest of the client's
             // counters (retries, 429s, time waited) beside them.
@@ -727,7 +727,7 @@ impl Run<'_> {
                 "  {} {}: {}\n",
                 failure.action.as_str(),
                 failure.address,
-                failure.reason
+                failure.cause
             ));
         }
         text.push_str("Fix the cause and run `klsync apply` again to resume.\n");
@@ -789,7 +789,7 @@ fn progress_line(event: &Event) -> String {
             "✗ {} {}: {}",
             failure.action.as_str(),
             failure.address,
-            failure.reason
+            failure.cause
         ),
     }
 }
@@ -806,16 +806,15 @@ fn declared(desired: &DesiredState, kind: ResourceKind, key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::Failure;
+    use crate::apply::{Failure, FailureCause};
     use crate::plan::Action;
 
     #[test]
     fn outcomes_follow_successes_and_failures() {
-        let failure = Failure {
+        let failure = || Failure {
             address: "list.a".into(),
             action: Action::Create,
-            reason: "boom".into(),
-            skipped: false,
+            cause: FailureCause::Blocked { by: "tag.x".into() },
         };
         let mut report = ExecutionReport::default();
         assert_eq!(outcome(&report, None), "success");
@@ -832,13 +831,13 @@ mod tests {
             outcome(&report, Some(&DataApplyReport::default())),
             "success"
         );
-        report.failed.push(failure.clone());
+        report.failed.push(failure());
         assert_eq!(outcome(&report, None), "failed");
         report.succeeded.push("list.b".into());
         assert_eq!(outcome(&report, None), "partial");
         assert_eq!(
-            progress_line(&Event::Failed(failure)),
-            "✗ create list.a: boom"
+            progress_line(&Event::Failed(failure())),
+            "✗ create list.a: skipped: tag.x did not happen"
         );
         assert_eq!(
             progress_line(&Event::Done {

@@ -274,12 +274,10 @@ async fn saved_plan_refusals(backend: Backend) {
 
     // A format this klsync does not know.
     let text = std::fs::read_to_string(&plan).unwrap();
+    let written = format!("\"format_version\": {}", klsync::plan::FORMAT_VERSION);
+    assert!(text.contains(&written), "{text}");
     let future = setup.path("future.json");
-    std::fs::write(
-        &future,
-        text.replace("\"format_version\": 1", "\"format_version\": 99"),
-    )
-    .unwrap();
+    std::fs::write(&future, text.replace(&written, "\"format_version\": 99")).unwrap();
     let refused = setup.run(&["apply", &future]).await;
     ok(&refused, 1);
     assert!(
@@ -287,6 +285,23 @@ async fn saved_plan_refusals(backend: Backend) {
         "{}",
         refused.stderr
     );
+
+    // A format an older klsync wrote (changes without payloads): refused, saying what to do.
+    let old = setup.path("old.json");
+    std::fs::write(&old, text.replace(&written, "\"format_version\": 1")).unwrap();
+    let refused = setup.run(&["apply", &old]).await;
+    ok(&refused, 1);
+    for needle in [
+        "format version 1, written by an older klsync".to_owned(),
+        format!("this klsync ({})", env!("CARGO_PKG_VERSION")),
+        "Run `klsync plan --out` again".to_owned(),
+    ] {
+        assert!(
+            refused.stderr.contains(&needle),
+            "{needle}: {}",
+            refused.stderr
+        );
+    }
 
     // Klaviyo changed since the plan: a list named like the manifest's appeared.
     setup.seed(|s| s.create_list("Newsletter", None));

@@ -619,7 +619,7 @@ fn seed_plans() -> Vec<Value> {
         .expect("insta snapshot body");
     let every_kind: Value = serde_json::from_str(body).expect("snapshot is a plan");
     let mut with_data = every_kind.clone();
-    with_data["format_version"] = json!(2);
+    with_data["format_version"] = json!(klsync::plan::DATA_FORMAT_VERSION);
     with_data["data"] = json!({
         "profiles": [{
             "id": "shop", "query": "customers", "identify_by": "email",

@@ -61,7 +61,7 @@ fn json_render_round_trips_and_matches_the_schema() {
     let validator = jsonschema::validator_for(&schema).expect("compile plan schema");
     let instance: serde_json::Value = serde_json::from_str(&rendered).unwrap();
     assert!(validator.is_valid(&instance));
-    assert_eq!(instance["format_version"], 1);
+    assert_eq!(instance["format_version"], klsync::plan::FORMAT_VERSION);
 }
 
 #[test]

@@ -8,8 +8,8 @@ use super::normalize::{definition_diff, definition_diff_from, normalize_definiti
 use super::references::{self, ListTarget};
 use super::three_way::{self, Recorded, Verdict};
 use super::{
-    Action, Change, ChangeKind, FORMAT_VERSION, FieldChange, Plan, PlanError, PlanMeta,
-    STATE_ONLY_FIELD, TagLink, cost,
+    Action, Change, ChangeKind, FORMAT_VERSION, FieldChange, NewResource, Payload, Plan, PlanError,
+    PlanMeta, ResourceEdit, STATE_ONLY_FIELD, TagLink, cost,
 };
 use crate::model::{DesiredState, LiveState, ManagedState, ResourceKey, ResourceKind};
 
@@ -72,8 +72,10 @@ struct Proposal {
     name: String,
     /// Fields that differ from the live resource (when there is one).
     fields: Vec<FieldChange>,
-    /// Every field, for a create.
-    create_fields: Vec<FieldChange>,
+    /// The resource, for a create.
+    create: NewResource,
+    /// What `fields` change in Klaviyo, for an update or adoption.
+    edit: ResourceEdit,
     /// The definition diff, for segments.
     definition_diff: Option<String>,
     /// Fingerprint of the live resource (when there is one).
@@ -89,14 +91,15 @@ impl Proposal {
     fn new(
         name: &str,
         fields: Vec<FieldChange>,
-        create_fields: Vec<FieldChange>,
+        (create, edit): (NewResource, ResourceEdit),
         expected: Option<Value>,
         applied: Value,
     ) -> Self {
         Proposal {
             name: name.to_owned(),
             fields,
-            create_fields,
+            create,
+            edit,
             definition_diff: None,
             expected,
             applied,
@@ -244,19 +247,21 @@ impl<'a> Planner<'a> {
         let Proposal {
             name,
             mut fields,
-            create_fields,
+            create,
+            edit,
             definition_diff,
             expected,
             applied,
             depends_on,
         } = proposal;
-        let (action, fields, note) = match resolution {
+        let (action, fields, payload, note) = match resolution {
             Resolution::Create { deleted_outside } => (
                 Action::Create,
-                create_fields,
+                create.fields(),
+                Payload::Create(create),
                 deleted_outside.then(|| "deleted outside klsync; creating it again".to_owned()),
             ),
-            Resolution::Adopted(_) => (Action::Adopt, fields, None),
+            Resolution::Adopted(_) => (Action::Adopt, fields, Payload::Update(edit), None),
             Resolution::Managed(_) => {
                 let desired = applied
                     .get(STATE_ONLY_FIELD)
@@ -273,7 +278,7 @@ impl<'a> Planner<'a> {
                 if fields.is_empty() {
                     return;
                 }
-                (Action::Update, fields, None)
+                (Action::Update, fields, Payload::Update(edit), None)
             }
         };
         self.changes.push(Change {
@@ -285,6 +290,7 @@ impl<'a> Planner<'a> {
             klaviyo_id: resolution.live_id().map(str::to_owned),
             name,
             fields,
+            payload: Some(payload),
             definition_diff,
             prevented: false,
             note,
@@ -327,10 +333,13 @@ impl<'a> Planner<'a> {
                 );
                 expected = Some(json!({"name": live.name, "exclusive": live.exclusive}));
             }
-            let create_fields = vec![
-                created("name", json!(group.name)),
-                created("exclusive", json!(group.exclusive)),
-            ];
+            let create = NewResource::TagGroup {
+                name: group.name.clone(),
+                exclusive: group.exclusive,
+            };
+            let edit = ResourceEdit::TagGroup {
+                name: writes(&fields, "name").then(|| group.name.clone()),
+            };
             let applied = json!({
                 "name": group.name,
                 "exclusive": group.exclusive,
@@ -341,7 +350,7 @@ impl<'a> Planner<'a> {
             self.resource_change(
                 &key,
                 &resolution,
-                Proposal::new(&group.name, fields, create_fields, expected, applied),
+                Proposal::new(&group.name, fields, (create, edit), expected, applied),
             );
         }
         Ok(())
@@ -380,10 +389,10 @@ impl<'a> Planner<'a> {
                 "group": tag.group,
                 "prevent_destroy": tag.prevent_destroy,
             });
-            let create_fields = vec![
-                created("name", json!(tag.name)),
-                created("group", json!(tag.group)),
-            ];
+            let create = NewResource::Tag {
+                name: tag.name.clone(),
+                group: tag.group.clone(),
+            };
             let depends_on: Vec<String> = match &tag.group {
                 Some(group) if group_id.is_none() => {
                     vec![ResourceKey::new(ResourceKind::TagGroup, group).address()]
@@ -397,7 +406,13 @@ impl<'a> Planner<'a> {
                     &resolution,
                     Proposal {
                         depends_on: depends_on.clone(),
-                        ..Proposal::new(&tag.name, Vec::new(), create_fields, None, applied)
+                        ..Proposal::new(
+                            &tag.name,
+                            Vec::new(),
+                            (create, ResourceEdit::Tag { name: None }),
+                            None,
+                            applied,
+                        )
                     },
                 );
                 continue;
@@ -439,6 +454,7 @@ impl<'a> Planner<'a> {
                     klaviyo_id: Some(id.to_owned()),
                     name: tag.name.clone(),
                     fields,
+                    payload: Some(Payload::Create(create)),
                     definition_diff: None,
                     prevented,
                     note: Some(if prevented {
@@ -455,10 +471,13 @@ impl<'a> Planner<'a> {
             self.tag_ids.insert(tag.key.clone(), Some(id.to_owned()));
             let mut fields = Vec::new();
             self.push_if_needed(&mut fields, &key, "name", json!(live.name), json!(tag.name));
+            let edit = ResourceEdit::Tag {
+                name: writes(&fields, "name").then(|| tag.name.clone()),
+            };
             self.resource_change(
                 &key,
                 &resolution,
-                Proposal::new(&tag.name, fields, create_fields, Some(expected), applied),
+                Proposal::new(&tag.name, fields, (create, edit), Some(expected), applied),
             );
         }
         Ok(())
@@ -507,10 +526,16 @@ impl<'a> Planner<'a> {
                 }
                 expected = Some(json!({"name": live.name, "opt_in_process": live.opt_in_process}));
             }
-            let mut create_fields = vec![created("name", json!(list.name))];
-            if let Some(opt_in) = list.opt_in_process {
-                create_fields.push(created("opt_in_process", json!(opt_in)));
-            }
+            let create = NewResource::List {
+                name: list.name.clone(),
+                opt_in_process: list.opt_in_process,
+            };
+            let edit = ResourceEdit::List {
+                name: writes(&fields, "name").then(|| list.name.clone()),
+                opt_in_process: list
+                    .opt_in_process
+                    .filter(|_| writes(&fields, "opt_in_process")),
+            };
             let linked = resolution.live_id().map(|id| &self.live.lists[id].tag_ids);
             let applied = json!({
                 "name": list.name,
@@ -522,7 +547,7 @@ impl<'a> Planner<'a> {
             self.resource_change(
                 &key,
                 &resolution,
-                Proposal::new(&list.name, fields, create_fields, expected, applied),
+                Proposal::new(&list.name, fields, (create, edit), expected, applied),
             );
         }
         Ok(())
@@ -608,11 +633,16 @@ impl<'a> Planner<'a> {
             } else {
                 diff_text = Some(definition_diff(None, &definition));
             }
-            let create_fields = vec![
-                created("name", json!(segment.name)),
-                created("definition", definition.clone()),
-                created("is_starred", json!(segment.is_starred)),
-            ];
+            let create = NewResource::Segment {
+                name: segment.name.clone(),
+                definition: definition.clone(),
+                is_starred: segment.is_starred,
+            };
+            let edit = ResourceEdit::Segment {
+                name: writes(&fields, "name").then(|| segment.name.clone()),
+                definition: writes(&fields, "definition").then(|| wanted.clone()),
+                is_starred: writes(&fields, "is_starred").then_some(segment.is_starred),
+            };
             let linked = resolution
                 .live_id()
                 .map(|id| &self.live.segments[id].tag_ids);
@@ -630,7 +660,7 @@ impl<'a> Planner<'a> {
                 Proposal {
                     definition_diff: diff_text,
                     depends_on: waits_for,
-                    ..Proposal::new(&segment.name, fields, create_fields, expected, applied)
+                    ..Proposal::new(&segment.name, fields, (create, edit), expected, applied)
                 },
             );
         }
@@ -810,6 +840,7 @@ impl<'a> Planner<'a> {
                 klaviyo_id: Some(id.to_owned()),
                 name,
                 fields: Vec::new(),
+                payload: None,
                 definition_diff: None,
                 prevented,
                 note,
@@ -864,6 +895,7 @@ fn link_change(
         klaviyo_id: None,
         name: name.to_owned(),
         fields: Vec::new(),
+        payload: None,
         definition_diff: None,
         prevented: false,
         note: None,
@@ -913,12 +945,9 @@ fn fingerprint(live: &LiveState, kind: ResourceKind, id: &str) -> Option<(String
     }
 }
 
-fn created(field: &str, after: Value) -> FieldChange {
-    FieldChange {
-        field: field.to_owned(),
-        before: Value::Null,
-        after,
-    }
+/// Whether `fields` change `field` (the edit of an update or adoption sends exactly those).
+fn writes(fields: &[FieldChange], field: &str) -> bool {
+    fields.iter().any(|change| change.field == field)
 }
 
 fn push_if_differs(fields: &mut Vec<FieldChange>, field: &str, before: Value, after: Value) {
@@ -937,15 +966,23 @@ mod tests {
 
     #[test]
     fn a_plain_proposal_has_no_definition_diff_and_waits_for_nothing() {
+        let create = NewResource::List {
+            name: "VIP".into(),
+            opt_in_process: None,
+        };
+        let edit = ResourceEdit::List {
+            name: None,
+            opt_in_process: None,
+        };
         let proposal = Proposal::new(
             "VIP",
             Vec::new(),
-            vec![created("name", json!("VIP"))],
+            (create, edit),
             None,
             json!({"name": "VIP"}),
         );
         assert_eq!(proposal.name, "VIP");
-        assert_eq!(proposal.create_fields.len(), 1);
+        assert_eq!(proposal.create.fields().len(), 1);
         assert!(proposal.definition_diff.is_none() && proposal.depends_on.is_empty());
     }
 }

@@ -36,6 +36,7 @@
 mod cost;
 mod diff;
 mod normalize;
+mod payload;
 pub mod references;
 pub mod schedule;
 mod target;
@@ -54,16 +55,23 @@ pub use cost::{
 };
 pub use diff::{diff, live_fields};
 pub use normalize::{definition_diff, definition_yaml, normalize_definition};
+pub use payload::{NewResource, Payload, ResourceEdit};
 pub use target::targeted;
 
 /// The version of the JSON plan format (`schemas/plan.schema.json`). Bumped on any change a
-/// reader of saved plans would notice.
-pub const FORMAT_VERSION: u32 = 1;
+/// reader of saved plans would notice. 3: resource changes carry a typed `payload`, which is
+/// what apply sends (versions 1 and 2 had none, and are refused: see
+/// [`OLDEST_FORMAT_VERSION`]).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The format version of a plan with a data part ([`Plan::data`]). Plans without one keep
-/// [`FORMAT_VERSION`], so their JSON is byte for byte what earlier klsync wrote and read; a
-/// klsync that cannot apply data syncs refuses a plan that has them instead of ignoring them.
-pub const DATA_FORMAT_VERSION: u32 = 2;
+/// [`FORMAT_VERSION`]; a klsync that cannot apply data syncs refuses a plan that has them
+/// instead of ignoring them.
+pub const DATA_FORMAT_VERSION: u32 = 4;
+
+/// The oldest format version this klsync reads: saved plans of earlier versions (1, and 2 with
+/// a data part) carry no payloads, so they are refused and must be made again.
+pub const OLDEST_FORMAT_VERSION: u32 = FORMAT_VERSION;
 
 /// Facts about the run that produced a plan, passed in so the plan stays pure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -276,9 +284,13 @@ pub struct Change {
     /// Human name: the resource's name (desired, or live for destroys); for links, the list's
     /// or segment's name.
     pub name: String,
-    /// Field changes. On creates: every field the new resource gets. On replaces: the fields
-    /// that differ (the new resource gets `name` and the `after` values).
+    /// Field changes, for people. On creates: every field the new resource gets. On replaces:
+    /// the fields that differ (the new resource gets what `payload` says).
     pub fields: Vec<FieldChange>,
+    /// What apply sends, typed per kind: on creates and replaces everything the new resource
+    /// gets, on updates and adoptions what changes in Klaviyo; none on destroys and links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Payload>,
     /// Unified diff of the segment definition as YAML, when it changes.
     pub definition_diff: Option<String>,
     /// The change is forbidden (`prevent_destroy`, or it would delete unmanaged resources);
@@ -309,6 +321,7 @@ impl Change {
             klaviyo_id: None,
             name: address.into(),
             fields: Vec::new(),
+            payload: None,
             definition_diff: None,
             prevented: false,
             note: None,
@@ -372,8 +385,8 @@ impl Summary {
 /// A plan: the changes that make Klaviyo match the manifests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
-    /// Version of this format: 1, or 2 when the plan has a `data` part; readers refuse versions
-    /// they do not know.
+    /// Version of this format: 3, or 4 when the plan has a `data` part; readers refuse versions
+    /// they do not know, and older ones (1 and 2, whose changes carry no payload).
     pub format_version: u32,
     /// Facts about the run.
     pub meta: PlanMeta,
@@ -653,7 +666,7 @@ mod tests {
     #[test]
     fn required_scopes_cover_the_reads_and_every_request_sent() {
         let plan: Plan = serde_json::from_value(serde_json::json!({
-            "format_version": 1,
+            "format_version": 3,
             "meta": {"created_at": "t", "manifest_digest": "d", "klsync_version": "0"},
             "changes": [],
             "cost": {"requests": {"create_segment": 1, "tag_lists": 2}, "total_requests": 3,

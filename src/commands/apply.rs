@@ -54,7 +54,7 @@ use crate::render;
 use crate::run::Output;
 use crate::sql::QueryManager;
 use crate::state::{
-    JournalRow, Phase, RunId, RunStart, StateError, detect_actor, detect_git_commit,
+    JournalRow, Phase, RunId, RunOutcome, RunStart, StateError, detect_actor, detect_git_commit,
 };
 use crate::sync::{self, DataApplyReport, DataPlan};
 
@@ -148,7 +148,7 @@ enum CutShort {
 /// How an apply that ran ended.
 struct Finished {
     status: ExitStatus,
-    outcome: &'static str,
+    outcome: RunOutcome,
     summary: serde_json::Value,
 }
 
@@ -227,7 +227,7 @@ impl LockedRun for Run<'_> {
         }
     }
 
-    fn audit(&self, result: &Result<Finished, Error>) -> (&'static str, serde_json::Value) {
+    fn audit(&self, result: &Result<Finished, Error>) -> (RunOutcome, serde_json::Value) {
         match result {
             Ok(finished) => (finished.outcome, finished.summary.clone()),
             Err(err) => {
@@ -235,8 +235,8 @@ impl LockedRun for Run<'_> {
                     Error::Apply(_)
                     | Error::State(
                         StateError::Locked { .. } | StateError::LockWaitTimedOut { .. },
-                    ) => "refused",
-                    _ => "failed",
+                    ) => RunOutcome::Refused,
+                    _ => RunOutcome::Failed,
                 };
                 (outcome, json!({"error": err.to_string()}))
             }
@@ -344,7 +344,7 @@ impl Run<'_> {
             self.converged(&fresh, &unfinished).await?;
             return Ok(Finished {
                 status: ExitStatus::Success,
-                outcome: "success",
+                outcome: RunOutcome::Success,
                 summary: json!({"changed": 0, "failed": 0}),
             });
         }
@@ -529,9 +529,9 @@ impl Run<'_> {
         let last = history.iter().find(|run| {
             run.run_id != self.run_id
                 && run.plan_id.as_deref() == Some(plan_id)
-                && run.outcome.as_deref() != Some("refused")
+                && run.outcome != Some(RunOutcome::Refused)
         });
-        Ok(last.is_some_and(|run| run.outcome.as_deref() != Some("success")))
+        Ok(last.is_some_and(|run| run.outcome != Some(RunOutcome::Success)))
     }
 
     fn report_unfinished(&self, unfinished: &[JournalRow]) {
@@ -678,7 +678,7 @@ impl Run<'_> {
         };
         Ok(Finished {
             status: stop.exit_status(),
-            outcome: "interrupted",
+            outcome: RunOutcome::Interrupted,
             summary: json!({
                 "signal": signal,
                 "changed": made,
@@ -741,12 +741,12 @@ impl Run<'_> {
 }
 
 /// The run's outcome as recorded in the audit log.
-fn outcome(report: &ExecutionReport, data: Option<&DataApplyReport>) -> &'static str {
+fn outcome(report: &ExecutionReport, data: Option<&DataApplyReport>) -> RunOutcome {
     match (report.succeeded.is_empty(), report.failed.is_empty()) {
-        (_, true) if data.is_some_and(DataApplyReport::has_failures) => "partial",
-        (_, true) => "success",
-        (false, false) => "partial",
-        (true, false) => "failed",
+        (_, true) if data.is_some_and(DataApplyReport::has_failures) => RunOutcome::Partial,
+        (_, true) => RunOutcome::Success,
+        (false, false) => RunOutcome::Partial,
+        (true, false) => RunOutcome::Failed,
     }
 }
 
@@ -817,7 +817,7 @@ mod tests {
             cause: FailureCause::Blocked { by: "tag.x".into() },
         };
         let mut report = ExecutionReport::default();
-        assert_eq!(outcome(&report, None), "success");
+        assert_eq!(outcome(&report, None), RunOutcome::Success);
         let data_failed = DataApplyReport {
             memberships: vec![sync::MembershipReport {
                 list: "vip".into(),
@@ -826,15 +826,15 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert_eq!(outcome(&report, Some(&data_failed)), "partial");
+        assert_eq!(outcome(&report, Some(&data_failed)), RunOutcome::Partial);
         assert_eq!(
             outcome(&report, Some(&DataApplyReport::default())),
-            "success"
+            RunOutcome::Success
         );
         report.failed.push(failure());
-        assert_eq!(outcome(&report, None), "failed");
+        assert_eq!(outcome(&report, None), RunOutcome::Failed);
         report.succeeded.push("list.b".into());
-        assert_eq!(outcome(&report, None), "partial");
+        assert_eq!(outcome(&report, None), RunOutcome::Partial);
         assert_eq!(
             progress_line(&Event::Failed(failure())),
             "✗ create list.a: skipped: tag.x did not happen"

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::cli::{HistoryArgs, HistoryFormat};
 use crate::error::{Error, ExitStatus};
 use crate::run::Output;
-use crate::state::{JournalRow, RunRow, STATE_URL_ENV, StateStore};
+use crate::state::{JournalRow, RunOutcome, RunRow, STATE_URL_ENV, StateStore};
 
 /// Run `klsync history`.
 pub fn run(args: &HistoryArgs, output: &Output) -> Result<ExitStatus, Error> {
@@ -71,7 +71,7 @@ fn time(at: DateTime<Utc>) -> String {
 fn run_text(run: &RunRow) -> String {
     let outcome = run
         .outcome
-        .as_deref()
+        .map(RunOutcome::as_str)
         .unwrap_or(if run.finished_at.is_some() {
             "finished"
         } else {
@@ -192,7 +192,7 @@ fn run_json(run: &RunRow) -> Value {
         "git_commit": run.git_commit,
         "manifest_digest": run.manifest_digest,
         "plan_id": run.plan_id,
-        "outcome": run.outcome,
+        "outcome": run.outcome.map(RunOutcome::as_str),
         "requests": requests_used(run.summary.as_ref()),
         "summary": run.summary,
         "changes": run.journal.iter().map(journal_json).collect::<Vec<_>>(),
@@ -233,7 +233,7 @@ mod tests {
             git_commit: Some("0123456789abcdef0123".into()),
             manifest_digest: Some("sha256:feedfacecafebeef00".into()),
             plan_id: None,
-            outcome: Some("partial".into()),
+            outcome: Some(RunOutcome::Partial),
             summary: Some(json!({"requests": {"createList": 2, "getLists": 1}})),
             journal: vec![
                 JournalRow {

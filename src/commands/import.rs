@@ -27,7 +27,9 @@ use crate::manifest::{self, ProjectError, ProjectSettings, SETTINGS_FILE};
 use crate::model::ResourceKind;
 use crate::plan::PlanMeta;
 use crate::run::Output;
-use crate::state::{ManagedRow, RunId, RunStart, StateStore, detect_actor, detect_git_commit};
+use crate::state::{
+    ManagedRow, RunId, RunOutcome, RunStart, StateStore, detect_actor, detect_git_commit,
+};
 
 /// Run `klsync import`.
 pub fn run(args: &ImportArgs, output: &Output) -> Result<ExitStatus, Error> {
@@ -166,19 +168,22 @@ impl LockedRun for Work<'_> {
         }
     }
 
-    fn audit(&self, result: &Result<Self::Output, Error>) -> (&'static str, serde_json::Value) {
+    fn audit(&self, result: &Result<Self::Output, Error>) -> (RunOutcome, serde_json::Value) {
         match (result, stopped_by(result)) {
-            (_, Some(stop)) => ("interrupted", json!({"signal": stop.signal_name()})),
+            (_, Some(stop)) => (
+                RunOutcome::Interrupted,
+                json!({"signal": stop.signal_name()}),
+            ),
             (Ok(Some((imported, forgotten))), None) => (
-                "success",
+                RunOutcome::Success,
                 json!({
                     "imported": imported.resources.len(),
                     "skipped": imported.skipped.len(),
                     "forgotten": forgotten.len(),
                 }),
             ),
-            (Err(err), None) => ("failed", json!({"error": err.to_string()})),
-            (Ok(None), None) => ("failed", json!({})),
+            (Err(err), None) => (RunOutcome::Failed, json!({"error": err.to_string()})),
+            (Ok(None), None) => (RunOutcome::Failed, json!({})),
         }
     }
 }

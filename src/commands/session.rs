@@ -18,7 +18,9 @@ use crate::manifest::{self, Project, ProjectError};
 use crate::model::ResourceKind;
 use crate::run::Output;
 use crate::sql::QueryManager;
-use crate::state::{ApplyLock, LockHolder, LockOptions, ManagedRow, RunId, RunStart, StateStore};
+use crate::state::{
+    ApplyLock, LockHolder, LockOptions, ManagedRow, RunId, RunOutcome, RunStart, StateStore,
+};
 
 /// The async runtime every command that talks to Klaviyo or a database runs on (the emulator's
 /// server too).
@@ -134,7 +136,7 @@ pub(crate) trait LockedRun {
     async fn conclude(&self, locked: Locked<Self::Value>) -> Result<Self::Output, Error>;
 
     /// The outcome and summary the audit log records for the run's result.
-    fn audit(&self, result: &Result<Self::Output, Error>) -> (&'static str, serde_json::Value);
+    fn audit(&self, result: &Result<Self::Output, Error>) -> (RunOutcome, serde_json::Value);
 }
 
 /// How the part of a [`LockedRun`] that needs the apply lock ended.

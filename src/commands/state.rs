@@ -23,7 +23,8 @@ use crate::duration::human_duration;
 use crate::error::{Error, ExitStatus};
 use crate::run::Output;
 use crate::state::{
-    HEARTBEAT_EVERY, LockInfo, RunStart, StateError, StateStore, detect_actor, detect_git_commit,
+    HEARTBEAT_EVERY, LockInfo, RunOutcome, RunStart, StateError, StateStore, detect_actor,
+    detect_git_commit,
 };
 
 /// Run `klsync state ...`.
@@ -92,10 +93,10 @@ async fn unlock_in(
     let released = store.force_unlock(&args.run_id).await;
     let (outcome, summary) = match &released {
         Ok(info) => (
-            "success",
+            RunOutcome::Success,
             json!({"released": info.run_id, "holder": info.description}),
         ),
-        Err(err) => ("failed", json!({"error": err.to_string()})),
+        Err(err) => (RunOutcome::Failed, json!({"error": err.to_string()})),
     };
     store.finish_run(run_id, outcome, &summary).await?;
     let released = released?;

@@ -38,7 +38,7 @@ use crate::settings::redact_url;
 pub use actor::{detect_actor, detect_git_commit, hostname};
 pub use error::StateError;
 pub use records::{
-    JournalId, JournalRow, ManagedRow, Phase, RunId, RunRow, RunStart, SavedPlanRecord,
+    JournalId, JournalRow, ManagedRow, Phase, RunId, RunOutcome, RunRow, RunStart, SavedPlanRecord,
 };
 
 /// The environment variable naming a state database other than the default SQLite file.
@@ -288,14 +288,14 @@ impl StateStore {
     pub async fn finish_run(
         &self,
         run_id: RunId,
-        outcome: &str,
+        outcome: RunOutcome,
         summary: &serde_json::Value,
     ) -> Result<(), StateError> {
         const SQL: &str =
             "UPDATE runs SET finished_at = $1, outcome = $2, summary = $3 WHERE run_id = $4";
         let affected = on_backend!(self, pool => sqlx::query(SQL)
             .bind(Utc::now())
-            .bind(outcome)
+            .bind(outcome.as_str())
             .bind(Json(summary))
             .bind(run_id.to_string())
             .execute(pool)
@@ -323,7 +323,7 @@ impl StateStore {
         // same one; the unique (run_id, seq) turns the loser into "no row" and it tries again.
         const SQL: &str = "INSERT INTO journal \
                            (run_id, seq, address, action, phase, detail, started_at) \
-                           SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, 'started', $4, $5 \
+                           SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $6, $4, $5 \
                            FROM journal WHERE run_id = $1 \
                            ON CONFLICT (run_id, seq) DO NOTHING \
                            RETURNING id";
@@ -335,6 +335,7 @@ impl StateStore {
                 .bind(action)
                 .bind(Json(detail))
                 .bind(Utc::now())
+                .bind(Phase::Started.as_str())
                 .fetch_optional(pool)
                 .await)
             .map_err(StateError::query("journal a change"))?;
@@ -356,7 +357,7 @@ impl StateStore {
         klaviyo_id: Option<&str>,
         detail: &serde_json::Value,
     ) -> Result<(), StateError> {
-        const SQL: &str = "UPDATE journal SET phase = 'succeeded', \
+        const SQL: &str = "UPDATE journal SET phase = $5, \
                            klaviyo_id = COALESCE($1, klaviyo_id), detail = $2, finished_at = $3 \
                            WHERE id = $4";
         let merged = merge_detail(self.journal_detail(id).await?, detail);
@@ -365,6 +366,7 @@ impl StateStore {
             .bind(Json(&merged))
             .bind(Utc::now())
             .bind(id.0)
+            .bind(Phase::Succeeded.as_str())
             .execute(pool)
             .await
             .map(|_| ()))
@@ -376,11 +378,12 @@ impl StateStore {
     /// Record that a journaled change failed, and why.
     pub async fn journal_failed(&self, id: JournalId, error: &str) -> Result<(), StateError> {
         const SQL: &str =
-            "UPDATE journal SET phase = 'failed', error = $1, finished_at = $2 WHERE id = $3";
+            "UPDATE journal SET phase = $4, error = $1, finished_at = $2 WHERE id = $3";
         let affected = on_backend!(self, pool => sqlx::query(SQL)
             .bind(error)
             .bind(Utc::now())
             .bind(id.0)
+            .bind(Phase::Failed.as_str())
             .execute(pool)
             .await
             .map(|done| done.rows_affected()))
@@ -399,10 +402,12 @@ impl StateStore {
     pub async fn unfinished_journal(&self) -> Result<Vec<JournalRow>, StateError> {
         const SQL: &str = "SELECT id, run_id, seq, address, action, phase, klaviyo_id, detail, \
                            error, started_at, finished_at FROM journal \
-                           WHERE phase = 'started' ORDER BY id";
-        let rows: Vec<RawJournal> =
-            on_backend!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
-                .map_err(StateError::query("read the unfinished journal"))?;
+                           WHERE phase = $1 ORDER BY id";
+        let rows: Vec<RawJournal> = on_backend!(self, pool => sqlx::query_as(SQL)
+            .bind(Phase::Started.as_str())
+            .fetch_all(pool)
+            .await)
+        .map_err(StateError::query("read the unfinished journal"))?;
         rows.into_iter().map(RawJournal::into_row).collect()
     }
 
@@ -670,7 +675,7 @@ impl RawRun {
             git_commit: self.git_commit,
             manifest_digest: self.manifest_digest,
             plan_id: self.plan_id,
-            outcome: self.outcome,
+            outcome: self.outcome.as_deref().map(str::parse).transpose()?,
             summary: self.summary.map(|Json(s)| s),
             journal,
         })

@@ -141,6 +141,63 @@ impl FromStr for Phase {
     }
 }
 
+/// How a run ended, as the audit record (`runs.outcome`) stores it. The text of each is written
+/// and read here only ([`RunOutcome::as_str`], [`FromStr`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Everything it set out to do was done.
+    Success,
+    /// Some of it was done, some failed.
+    Partial,
+    /// It failed, and changed nothing it set out to change.
+    Failed,
+    /// It was refused before anything was sent (a saved plan's checks, the lock held).
+    Refused,
+    /// A signal stopped it.
+    Interrupted,
+}
+
+impl RunOutcome {
+    /// Every outcome.
+    pub const ALL: [RunOutcome; 5] = [
+        RunOutcome::Success,
+        RunOutcome::Partial,
+        RunOutcome::Failed,
+        RunOutcome::Refused,
+        RunOutcome::Interrupted,
+    ];
+
+    /// The value stored in the `outcome` column, and shown by `klsync history`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Success => "success",
+            RunOutcome::Partial => "partial",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Refused => "refused",
+            RunOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunOutcome {
+    type Err = StateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunOutcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == s)
+            .ok_or_else(|| StateError::Corrupt {
+                what: format!("run outcome {s:?}"),
+            })
+    }
+}
+
 /// One journaled change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalRow {
@@ -188,7 +245,7 @@ pub struct RunRow {
     /// The saved plan applied, if any.
     pub plan_id: Option<String>,
     /// How it ended; `None` while running or when it was killed.
-    pub outcome: Option<String>,
+    pub outcome: Option<RunOutcome>,
     /// Counts and requests used, as given to `finish_run`.
     pub summary: Option<serde_json::Value>,
     /// The changes it journaled, in order.
@@ -204,6 +261,17 @@ mod tests {
         let id = RunId::new();
         assert_eq!(id.to_string().parse::<RunId>().unwrap(), id);
         assert!("not-a-uuid".parse::<RunId>().is_err());
+    }
+
+    #[test]
+    fn run_outcome_round_trips_and_rejects_unknown_values() {
+        for outcome in RunOutcome::ALL {
+            assert_eq!(outcome.as_str().parse::<RunOutcome>().unwrap(), outcome);
+        }
+        assert!(matches!(
+            "succeeded".parse::<RunOutcome>(),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use klsync::cli::Cli;
 use klsync::state::testing::TestPostgres;
-use klsync::state::{RunStart, StateStore};
+use klsync::state::{RunOutcome, RunStart, StateStore};
 
 /// A project whose `DATABASE_URL` is an SQLite file with a small `customers` table and a saved
 /// query `big` selecting the customers who spent more than `$1` (default 10).
@@ -412,7 +412,7 @@ async fn record_history(store: &StateStore) {
     store
         .finish_run(
             older,
-            "partial",
+            RunOutcome::Partial,
             &json!({"requests": {"createList": 1, "updateSegment": 2}, "retries": 1}),
         )
         .await
@@ -430,7 +430,11 @@ async fn record_history(store: &StateStore) {
         .await
         .unwrap();
     store
-        .finish_run(newer, "changes", &json!({"requests": {"getLists": 4}}))
+        .finish_run(
+            newer,
+            RunOutcome::Success,
+            &json!({"requests": {"getLists": 4}}),
+        )
         .await
         .unwrap();
 }
@@ -449,7 +453,7 @@ fn check_history(project: &Path, state_url: Option<&str>) {
     let lines: Vec<&str> = text.stdout.lines().collect();
     assert_eq!(lines.len(), 6, "{}", text.stdout);
     assert!(
-        lines[0].starts_with("run ") && lines[0].contains("  plan  changes  "),
+        lines[0].starts_with("run ") && lines[0].contains("  plan  success  "),
         "{}",
         text.stdout
     );

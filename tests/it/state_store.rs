@@ -7,8 +7,8 @@ use chrono::Utc;
 use klsync::state::testing::TestPostgres;
 use klsync::state::{
     JournalId, LockHolder, LockOptions, ManagedRow, MemberOrigin, Phase, RemovedMember, RunId,
-    RunStart, StateBackend, StateError, StateStore, SyncMemberRecord, SyncRowRecord, hostname,
-    identifier_key, short_row_hash,
+    RunOutcome, RunStart, StateBackend, StateError, StateStore, SyncMemberRecord, SyncRowRecord,
+    hostname, identifier_key, short_row_hash,
 };
 use serde_json::json;
 
@@ -189,9 +189,13 @@ async fn runs_are_recorded_with_their_journal_newest_first(f: &Fixture) {
     s.journal_succeeded(j1, Some("Xa1"), &json!({"requests": 1}))
         .await
         .unwrap();
-    s.finish_run(first, "succeeded", &json!({"created": 1, "requests": 1}))
-        .await
-        .unwrap();
+    s.finish_run(
+        first,
+        RunOutcome::Success,
+        &json!({"created": 1, "requests": 1}),
+    )
+    .await
+    .unwrap();
 
     tokio::time::sleep(Duration::from_millis(5)).await;
     let second = s
@@ -218,7 +222,7 @@ async fn runs_are_recorded_with_their_journal_newest_first(f: &Fixture) {
     assert_eq!(oldest.run_id, first);
     assert_eq!(oldest.actor, "ann (GitHub Actions)");
     assert_eq!(oldest.manifest_digest.as_deref(), Some("sha256:abc"));
-    assert_eq!(oldest.outcome.as_deref(), Some("succeeded"));
+    assert_eq!(oldest.outcome, Some(RunOutcome::Success));
     assert_eq!(oldest.summary, Some(json!({"created": 1, "requests": 1})));
     assert!(oldest.finished_at.unwrap() >= oldest.started_at);
     assert!(newest.started_at >= oldest.started_at);
@@ -233,7 +237,7 @@ async fn runs_are_recorded_with_their_journal_newest_first(f: &Fixture) {
     assert_eq!(limited[0].run_id, second);
 
     let unknown = s
-        .finish_run(RunId::new(), "failed", &json!({}))
+        .finish_run(RunId::new(), RunOutcome::Failed, &json!({}))
         .await
         .unwrap_err();
     assert!(matches!(unknown, StateError::NotFound { .. }), "{unknown}");

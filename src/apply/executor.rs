@@ -95,8 +95,8 @@ impl Failure {
 #[derive(Debug, thiserror::Error)]
 pub enum FailureCause {
     /// Klaviyo refused the request, or it could not be sent (the client's `interrupted` error
-    /// when a stop caught the change half-way).
-    /// Shared: the links sent in one request fail together, with one error.
+    /// when a stop caught the change half-way). Shared, because the links sent in one request
+    /// fail together, with one error.
     #[error("{0}")]
     Api(#[source] Arc<ApiError>),
     /// A change it depends on did not happen.

@@ -673,8 +673,28 @@ where
         + Sync,
 {
     use futures::StreamExt;
+    job_outcomes(client, build, ranges, list_ids, identify_by, intents)
+        .collect()
+        .await
+}
+
+/// [`run_jobs`] as a stream: each range's outcome as soon as it and those before it are known,
+/// so that the caller can record a job's rows while later jobs are still paced.
+fn job_outcomes<'a, B>(
+    client: &'a KlaviyoClient,
+    build: &'a B,
+    ranges: &'a [std::ops::Range<usize>],
+    list_ids: &'a [String],
+    identify_by: IdentifyBy,
+    intents: Option<&'a members::Intents<'a>>,
+) -> impl futures::Stream<Item = JobOutcome> + 'a
+where
+    B: Fn(std::ops::Range<usize>) -> Result<Vec<crate::klaviyo::ProfileAttributes>, SyncError>
+        + Sync,
+{
+    use futures::StreamExt;
     futures::stream::iter(ranges.iter().cloned().enumerate())
-        .map(|(index, range)| async move {
+        .map(move |(index, range)| async move {
             // No new job once the run is stopping (and no intent recorded for it); jobs already
             // sent are still followed.
             if let Err(error) = crate::interrupt::check(Operation::BulkImportProfiles) {
@@ -736,8 +756,6 @@ where
             }
         })
         .buffered(JOBS_IN_FLIGHT)
-        .collect()
-        .await
 }
 
 fn identifier_field(identify_by: IdentifyBy) -> &'static str {

@@ -983,24 +983,67 @@ pub(super) async fn apply(
                 .collect()
         })
     };
-    let outcomes = super::run_jobs(client, &build, &ranges, &[], spec.identify_by, None).await;
-    for (range, outcome) in ranges.iter().zip(outcomes) {
-        let reason = match outcome {
-            super::JobOutcome::Finished { job_ids, refused } => {
-                report.jobs.extend(job_ids);
-                failed.extend(refused);
-                continue;
+    // A job's accepted rows with nothing to remove are recorded as soon as it is done, by a
+    // recorder beside the jobs: recording (tens of microseconds a row in SQLite) then hides
+    // under the pacing of the jobs still to send instead of following the last one.
+    let record_of = |upsert: Upsert| SyncRowRecord {
+        identifier: upsert.identifier,
+        row_hash: diff::hash_hex(&upsert.row_hash),
+        applied: Value::Object(json_map(&upsert.applied)),
+    };
+    let (records_tx, mut records_rx) = tokio::sync::mpsc::channel::<Vec<SyncRowRecord>>(2);
+    let sending = async {
+        let mut outcomes = std::pin::pin!(super::job_outcomes(
+            client,
+            &build,
+            &ranges,
+            &[],
+            spec.identify_by,
+            None
+        ));
+        let mut index = 0;
+        while let Some(outcome) = outcomes.next().await {
+            let range = ranges[index].clone();
+            index += 1;
+            let reason = match outcome {
+                super::JobOutcome::Finished { job_ids, refused } => {
+                    report.jobs.extend(job_ids);
+                    let records: Vec<SyncRowRecord> = read_range(range)?
+                        .into_iter()
+                        .filter(|u| u.unset.is_empty() && !refused.contains_key(&u.identifier))
+                        .map(record_of)
+                        .collect();
+                    failed.extend(refused);
+                    if records_tx.send(records).await.is_err() {
+                        // The recorder stopped on an error, which it returns.
+                        break;
+                    }
+                    continue;
+                }
+                super::JobOutcome::NotSent(error) => error.to_string(),
+                super::JobOutcome::Unknown { job_ids, error } => {
+                    report.jobs.extend(job_ids);
+                    error.to_string()
+                }
+            };
+            for upsert in read_range(range)? {
+                failed.insert(upsert.identifier, reason.clone());
             }
-            super::JobOutcome::NotSent(error) => error.to_string(),
-            super::JobOutcome::Unknown { job_ids, error } => {
-                report.jobs.extend(job_ids);
-                error.to_string()
-            }
-        };
-        for upsert in read_range(range.clone())? {
-            failed.insert(upsert.identifier, reason.clone());
         }
-    }
+        drop(records_tx);
+        Ok::<_, SyncError>(())
+    };
+    let recording = async {
+        let mut recorded = 0;
+        while let Some(records) = records_rx.recv().await {
+            store.record_sync_rows(&spec.id, &records).await?;
+            recorded += records.len() as u64;
+        }
+        Ok::<_, SyncError>(recorded)
+    };
+    let (sent, recorded) = tokio::join!(sending, recording);
+    report.recorded += recorded?;
+    sent?;
 
     // 2. Remove properties (nulls), for rows whose values (if any) were accepted, a batch at a
     // time.
@@ -1038,20 +1081,18 @@ pub(super) async fn apply(
         }
     }
 
-    // 3. Record accepted rows, a batch at a time (a row recorded is a row the next plan need
-    // not send; one killed between batches sends the rest again).
+    // 3. Record the other accepted rows (those with properties removed, and those with nothing
+    // to send), a batch at a time (a row recorded is a row the next plan need not send; one
+    // killed between batches sends the rest again).
     let mut records: Vec<SyncRowRecord> = Vec::new();
     let mut pass = rows(0)?;
     loop {
         let next = pass.next().transpose()?;
         let done = next.is_none();
         if let Some((_, upsert)) = next {
-            if !failed.contains_key(&upsert.identifier) {
-                records.push(SyncRowRecord {
-                    identifier: upsert.identifier,
-                    row_hash: diff::hash_hex(&upsert.row_hash),
-                    applied: Value::Object(json_map(&upsert.applied)),
-                });
+            let recorded_with_its_job = upsert.set.is_some() && upsert.unset.is_empty();
+            if !recorded_with_its_job && !failed.contains_key(&upsert.identifier) {
+                records.push(record_of(upsert));
             }
             if records.len() < RECORD_BATCH {
                 continue;

@@ -73,6 +73,7 @@ mod batch;
 mod copy;
 mod decode;
 mod error;
+mod mysql;
 pub mod output;
 mod params;
 mod saved;
@@ -146,6 +147,8 @@ pub struct QueryManager {
 #[derive(Debug, Clone)]
 enum Backend {
     Postgres(PgPool),
+    /// MySQL or MariaDB (`mysql.rs`).
+    MySql(mysql::MySqlSource),
     Sqlite {
         /// Read-only, `query_only` connections: every query and every read of saved_queries.
         read_only: SqlitePool,
@@ -155,7 +158,8 @@ enum Backend {
 }
 
 impl QueryManager {
-    /// Connect to a `postgres://`/`postgresql://` or `sqlite:` URL, retrying transient failures.
+    /// Connect to a `postgres://`/`postgresql://`, `mysql://`/`mariadb://` or `sqlite:` URL,
+    /// retrying transient failures.
     ///
     /// Nothing is created or migrated in the database.
     pub async fn connect(url: &Secret, options: QueryOptions) -> Result<Self, SqlError> {
@@ -174,7 +178,10 @@ impl QueryManager {
             // `user:pw@host/db` on localhost, and the server echoes that name in its error.
             "postgres" | "postgresql" if raw[scheme.len()..].starts_with("://") => {
                 let connect = PgConnectOptions::from_str(raw).map_err(invalid)?;
-                probe(&shown, options.connect_retries, &connect).await?;
+                let _ = probe(&shown, options.connect_retries, &connect)
+                    .await?
+                    .close()
+                    .await;
                 let pool = PgPoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -188,7 +195,10 @@ impl QueryManager {
                     .read_only(true)
                     .create_if_missing(false)
                     .pragma("query_only", "ON");
-                probe(&shown, options.connect_retries, &read_only).await?;
+                let _ = probe(&shown, options.connect_retries, &read_only)
+                    .await?
+                    .close()
+                    .await;
                 let pool = SqlitePoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -197,6 +207,9 @@ impl QueryManager {
                     read_only: pool,
                     writable: Box::new(writable),
                 }
+            }
+            "mysql" | "mariadb" if raw[scheme.len()..].starts_with("://") => {
+                Backend::MySql(mysql::connect(raw, &shown, &options).await?)
             }
             _ => return Err(SqlError::UnsupportedUrl { url: shown }),
         };
@@ -266,7 +279,14 @@ impl QueryManager {
     /// Preparing happens in a read-only transaction (PostgreSQL) or on a read-only connection
     /// (SQLite) that is then rolled back or dropped: nothing is changed, and nothing runs.
     pub async fn check_query(&self, sql: &str, params: &[Value]) -> Result<(), SqlError> {
-        if let Some((line, column)) = statement::second_statement(sql) {
+        // MySQL's text is read by its own rules (`mysql.rs`), statements and placeholders alike.
+        let mysql = match &self.backend {
+            Backend::MySql(source) => Some(source),
+            _ => None,
+        };
+        if mysql.is_none()
+            && let Some((line, column)) = statement::second_statement(sql)
+        {
             return Err(SqlError::MultipleStatements { line, column });
         }
         match statement::first_keyword(sql) {
@@ -286,6 +306,12 @@ impl QueryManager {
                 });
             }
         }
+        if let Some(source) = mysql {
+            let params = params::classify(params)?;
+            return source
+                .check(sql, params, self.options.statement_timeout)
+                .await;
+        }
         if let Some(mismatch) = statement::placeholder_mismatch(sql, params.len()) {
             return Err(SqlError::Placeholders { mismatch });
         }
@@ -304,6 +330,7 @@ impl QueryManager {
                 prepared.map_err(|err| failed(err).located(sql, 0, sql))?;
                 rolled_back.map_err(failed)?;
             }
+            Backend::MySql(_) => unreachable!("checked above"),
             Backend::Sqlite { read_only, .. } => {
                 let mut connection = read_only.acquire().await.map_err(failed)?;
                 (&mut *connection)
@@ -329,6 +356,9 @@ impl QueryManager {
         saved::validate_name(name)?;
         match &self.backend {
             Backend::Postgres(pool) => saved::save_pg(pool, name, sql, description, params).await,
+            Backend::MySql(source) => {
+                saved::save_mysql(source, name, sql, description, params).await
+            }
             Backend::Sqlite { writable, .. } => {
                 saved::save_sqlite(writable, name, sql, description, params).await
             }
@@ -339,6 +369,7 @@ impl QueryManager {
     pub async fn delete_query(&self, name: &str) -> Result<bool, SqlError> {
         match &self.backend {
             Backend::Postgres(pool) => saved::delete_pg(pool, name).await,
+            Backend::MySql(source) => saved::delete_mysql(source, name).await,
             Backend::Sqlite { writable, .. } => saved::delete_sqlite(writable, name).await,
         }
     }
@@ -347,6 +378,7 @@ impl QueryManager {
     pub async fn load_query(&self, name: &str) -> Result<Option<SavedQuery>, SqlError> {
         match &self.backend {
             Backend::Postgres(pool) => saved::load_pg(pool, Some(name)).await,
+            Backend::MySql(source) => saved::load_mysql(source.pool(), Some(name)).await,
             Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, Some(name)).await,
         }
         .map(|mut found| found.pop())
@@ -356,6 +388,7 @@ impl QueryManager {
     pub async fn list_queries(&self) -> Result<Vec<SavedQuery>, SqlError> {
         match &self.backend {
             Backend::Postgres(pool) => saved::load_pg(pool, None).await,
+            Backend::MySql(source) => saved::load_mysql(source.pool(), None).await,
             Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, None).await,
         }
     }
@@ -386,16 +419,17 @@ impl QueryManager {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Postgres(pool) => pool.close().await,
+            Backend::MySql(source) => source.close().await,
             Backend::Sqlite { read_only, .. } => read_only.close().await,
         }
     }
 }
 
-/// Open one connection, retrying only failures another attempt could fix, then close it: the
-/// pool connects lazily, and this is where an unreachable or misconfigured database is
-/// reported. (The pool's own connect loop is not used for this because it retries a refused
+/// Open one connection, retrying only failures another attempt could fix, and return it (the
+/// caller closes it): the pool connects lazily, and this is where an unreachable or
+/// misconfigured database is reported. (The pool's own connect loop is not used for this because it retries a refused
 /// connection silently until its acquire timeout.)
-async fn probe<O>(url: &str, retries: u32, options: &O) -> Result<(), SqlError>
+async fn probe<O>(url: &str, retries: u32, options: &O) -> Result<O::Connection, SqlError>
 where
     O: ConnectOptions,
     O::Connection: Sized,
@@ -405,11 +439,7 @@ where
     loop {
         attempt += 1;
         match options.connect().await {
-            Ok(connection) => {
-                // The connection worked; failing to say goodbye politely changes nothing.
-                let _ = connection.close().await;
-                return Ok(());
-            }
+            Ok(connection) => return Ok(connection),
             Err(err) if attempt <= retries && is_transient(&err) => {
                 tracing::warn!(url, attempt, error = %err, "database connection failed; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
@@ -430,7 +460,13 @@ fn is_transient(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
         // PostgreSQL cannot_connect_now (starting up) and too_many_connections.
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("57P03" | "53300"))
+                // MySQL's ER_CON_COUNT_ERROR (too many connections).
+                || db
+                    .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .is_some_and(|my| my.number() == 1040)
+        }
         _ => false,
     }
 }
@@ -529,6 +565,7 @@ impl Job {
         } = self;
         let outcome = match backend {
             Backend::Postgres(pool) => run_pg(&pool, sql, params, timeout, &sender).await,
+            Backend::MySql(source) => source.run(sql, params, timeout, &sender).await,
             Backend::Sqlite { read_only, .. } => {
                 run_sqlite(&read_only, sql, params, timeout, &sender).await
             }

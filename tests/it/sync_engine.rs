@@ -1,11 +1,12 @@
 //! The data-sync engine against real databases (SQLite and PostgreSQL as both the source
-//! `DATABASE_URL` and the state store) and the emulator as Klaviyo.
+//! `DATABASE_URL` and the state store, MariaDB as the source) and the emulator as Klaviyo.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::recorder::{Interception, Recorder};
+use crate::support::source::{self, TestMySql};
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
 use klsync::klaviyo::{ClientConfig, KlaviyoClient};
 use klsync::manifest::types::{
@@ -29,6 +30,7 @@ struct Db {
     queries: QueryManager,
     _dir: Option<tempfile::TempDir>,
     _pg: Option<TestPostgres>,
+    _mysql: Option<TestMySql>,
 }
 
 impl Db {
@@ -42,13 +44,23 @@ impl Db {
             .close()
             .await
             .unwrap();
-        Db::finish(url, &state_url, Some(dir), None).await
+        Db::finish(url, &state_url, Some(dir), None, None).await
     }
 
     async fn postgres() -> Db {
         let pg = TestPostgres::create().await.expect("test PostgreSQL");
         let url = pg.url().to_string();
-        Db::finish(url.clone(), &url, None, Some(pg)).await
+        Db::finish(url.clone(), &url, None, Some(pg), None).await
+    }
+
+    /// The source in a MariaDB database of its own, the state in SQLite; `None` when
+    /// `KLSYNC_TEST_MYSQL_URL` is unset.
+    async fn mysql() -> Option<Db> {
+        let mysql = TestMySql::create().await?;
+        let dir = tempfile::tempdir().unwrap();
+        let state_url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let url = mysql.url().to_string();
+        Some(Db::finish(url, &state_url, Some(dir), None, Some(mysql)).await)
     }
 
     async fn finish(
@@ -56,6 +68,7 @@ impl Db {
         state_url: &str,
         dir: Option<tempfile::TempDir>,
         pg: Option<TestPostgres>,
+        mysql: Option<TestMySql>,
     ) -> Db {
         let db = Db {
             state: StateStore::connect(state_url).await.unwrap(),
@@ -65,28 +78,23 @@ impl Db {
             url,
             _dir: dir,
             _pg: pg,
+            _mysql: mysql,
         };
-        db.exec("CREATE TABLE customers (email TEXT, plan TEXT, ltv BIGINT, active BOOLEAN)")
-            .await;
+        // MySQL's TEXT holds 64 KB; the large-profile scenario needs more.
+        let text = if db._mysql.is_some() {
+            "LONGTEXT"
+        } else {
+            "TEXT"
+        };
+        db.exec(&format!(
+            "CREATE TABLE customers (email TEXT, plan {text}, ltv BIGINT, active BOOLEAN)"
+        ))
+        .await;
         db
     }
 
     async fn exec(&self, sql: &str) {
-        if self.url.starts_with("sqlite") {
-            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-        } else {
-            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-        }
+        source::execute(&self.url, sql).await;
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -1554,7 +1562,9 @@ async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
 
 // ---- one test per scenario and backend ------------------------------------------------------
 
-macro_rules! on_both_backends {
+/// Each scenario on SQLite, on PostgreSQL and on MariaDB (skipped, saying so, when
+/// `KLSYNC_TEST_MYSQL_URL` is unset).
+macro_rules! on_every_backend {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -1572,10 +1582,20 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if let Some(db) = super::Db::mysql().await {
+                        super::$scenario(db).await;
+                    }
+                }
+            )*
+        }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     three_changes_of_ten_thousand,
     invalid_rows_are_reported_and_not_sent,
     rows_klaviyo_rejected_are_retried_then_recorded,

@@ -392,7 +392,7 @@ fn near_offset(message: &str, sent: &str) -> Option<usize> {
 /// | `TIME` within a day                               | `10:30:00` (`time`); beyond: row refused |
 /// | `JSON` (MySQL)                                    | the JSON itself (`jsonb`)                |
 /// | `JSON` (MariaDB: an alias of `LONGTEXT`)          | string, as SQLite's JSON in TEXT         |
-/// | zero dates (`0000-00-00`)                         | row refused: no such date exists         |
+/// | zero dates (`0000-00-00`)                         | `null`: the driver reads no value (as MySQL's connectors' `convertToNull`) |
 /// | NULL                                              | `null`                                   |
 /// | `GEOMETRY` and others                             | the sync stops: cast it                  |
 ///
@@ -503,14 +503,16 @@ fn kind_value(kind: Kind, raw: MySqlValueRef<'_>) -> Result<Value, BoxDynError> 
         Kind::Decimal => decode::numeric_to_json(<&str as Decode<MySql>>::decode(raw)?)?,
         Kind::Text => Value::String(<&str as Decode<MySql>>::decode(raw)?.to_owned()),
         Kind::Bytes => Value::String(decode::bytes_hex(<&[u8] as Decode<MySql>>::decode(raw)?)),
-        Kind::Date => Value::String(decode::date_iso(zero_date(
-            <chrono::NaiveDate as Decode<MySql>>::decode(raw),
-        )?)),
-        Kind::DateTime => Value::String(decode::timestamp_iso(zero_date(
-            <chrono::NaiveDateTime as Decode<MySql>>::decode(raw),
-        )?)),
+        Kind::Date => Value::String(decode::date_iso(
+            <chrono::NaiveDate as Decode<MySql>>::decode(raw)?,
+        )),
+        Kind::DateTime => {
+            Value::String(decode::timestamp_iso(<chrono::NaiveDateTime as Decode<
+                MySql,
+            >>::decode(raw)?))
+        }
         Kind::Timestamp => Value::String(decode::timestamptz_iso(
-            zero_date(<chrono::NaiveDateTime as Decode<MySql>>::decode(raw))?.and_utc(),
+            <chrono::NaiveDateTime as Decode<MySql>>::decode(raw)?.and_utc(),
         )),
         Kind::Time => {
             let time = <chrono::NaiveTime as Decode<MySql>>::decode(raw).map_err(|err| {
@@ -521,20 +523,6 @@ fn kind_value(kind: Kind, raw: MySqlValueRef<'_>) -> Result<Value, BoxDynError> 
         Kind::Json => serde_json::from_str(<&str as Decode<MySql>>::decode(raw)?)?,
         Kind::Null => Value::Null,
         Kind::Unsupported => unreachable!("refused before decoding"),
-    })
-}
-
-/// A date read from MySQL, or why not: a zero date (`0000-00-00`, which MySQL allows in some
-/// modes) is no date at all, and says what to do about it.
-fn zero_date<T>(decoded: Result<T, BoxDynError>) -> Result<T, BoxDynError> {
-    decoded.map_err(|err| {
-        if err.is::<sqlx::error::UnexpectedNullError>() {
-            "a zero date (`0000-00-00`) is no date; map it in the query: \
-             `NULLIF(col, '0000-00-00')` (a null leaves the property as it is)"
-                .into()
-        } else {
-            err
-        }
     })
 }
 

@@ -710,7 +710,6 @@ async fn a_recreate_lost_before_it_was_recorded_is_found_not_repeated(backend: B
 /// PostgreSQL (a TestPostgres URL pins its search_path).
 struct Source {
     url: String,
-    postgres: bool,
 }
 
 impl Source {
@@ -718,29 +717,15 @@ impl Source {
         match backend {
             Backend::Sqlite(dir) => Source {
                 url: format!("sqlite://{}", dir.path().join("shop.db").display()),
-                postgres: false,
             },
             Backend::Postgres(pg) => Source {
                 url: pg.url().to_owned(),
-                postgres: true,
             },
         }
     }
 
     async fn execute(&self, sql: &str) {
-        use sqlx::Connection as _;
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        if self.postgres {
-            let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("pg");
-            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
-            conn.close().await.expect("close");
-        } else {
-            let mut conn = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", self.url))
-                .await
-                .expect("sqlite");
-            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
-            conn.close().await.expect("close");
-        }
+        crate::support::source::execute(&self.url, sql).await;
     }
 }
 
@@ -1099,7 +1084,7 @@ async fn the_shop_queries_run_on_postgres() {
     let backend = Backend::postgres().await;
     let source = Source::of(&backend);
     source
-        .execute(
+        .execute(&format!(
             "CREATE TABLE customers (
                  customer_id text PRIMARY KEY, email text, country text,
                  lifetime_value numeric(12, 2), order_count integer,
@@ -1111,13 +1096,47 @@ async fn the_shop_queries_run_on_postgres() {
                 now() - interval '300 days', 'subscribed'),
                ('C-3', 'never@example.com', 'FR', 40.00, 1, now() - interval '500 days',
                 now() - interval '500 days', 'do-not-contact');
-             CREATE VIEW customer_stats AS
-             SELECT customer_id AS external_id, email, country, lifetime_value, order_count,
-                    first_order_at, last_order_at, marketing_status,
-                    (CURRENT_DATE - last_order_at::date) AS days_since_last_order
-             FROM customers;",
-        )
+             {}",
+            include_str!("../../examples/shop/customer_stats.postgres.sql")
+        ))
         .await;
+    let url = source.url.clone();
+    the_shop_plans(backend, &url).await;
+}
+
+/// ... and on MariaDB, with `customer_stats` in MySQL's dialect and the same queries (their
+/// `$n` placeholders are sent as `?`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_queries_run_on_mariadb() {
+    let Some(db) = crate::support::source::TestMySql::create().await else {
+        return;
+    };
+    crate::support::source::execute(
+        db.url(),
+        &format!(
+            "CREATE TABLE customers (
+                 customer_id VARCHAR(20) PRIMARY KEY, email VARCHAR(100), country CHAR(2),
+                 lifetime_value DECIMAL(12, 2), order_count INT,
+                 first_order_at TIMESTAMP NULL, last_order_at TIMESTAMP NULL,
+                 marketing_status VARCHAR(20));
+             INSERT INTO customers VALUES
+               ('C-1', 'vip@example.com', 'DE', 2500.00, 9, NOW() - INTERVAL 400 DAY,
+                NOW() - INTERVAL 10 DAY, 'subscribed'),
+               ('C-2', 'gone@example.com', 'AT', 80.50, 1, NOW() - INTERVAL 300 DAY,
+                NOW() - INTERVAL 300 DAY, 'subscribed'),
+               ('C-3', 'never@example.com', 'FR', 40.00, 1, NOW() - INTERVAL 500 DAY,
+                NOW() - INTERVAL 500 DAY, 'do-not-contact');
+             {}",
+            include_str!("../../examples/shop/customer_stats.mysql.sql")
+        ),
+    )
+    .await;
+    the_shop_plans(Backend::sqlite(), db.url()).await;
+}
+
+/// `klsync plan` of the shop example with its data at `url` (three customers: a VIP, a lapsed
+/// one and one who must not be contacted).
+async fn the_shop_plans(backend: Backend, url: &str) {
     let setup = Setup {
         emulator: slow_jobs_emulator().await,
         backend,
@@ -1126,7 +1145,7 @@ async fn the_shop_queries_run_on_postgres() {
     let finished = setup
         .run_env(
             &["plan", "--detailed-exitcode"],
-            &[("SHOP_DATABASE_URL", source.url.as_str())],
+            &[("SHOP_DATABASE_URL", url)],
         )
         .await;
     ok(&finished, 2);

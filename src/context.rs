@@ -154,6 +154,7 @@ pub async fn connect_data(
         statement_timeout: std::time::Duration::from_secs(
             settings.database.statement_timeout_seconds,
         ),
+        copy: settings.database.copy == crate::manifest::settings::CopyMode::Auto,
         ..QueryOptions::default()
     };
     Ok(Some(

@@ -47,6 +47,7 @@ pub fn run(args: QueryArgs, output: &Output) -> Result<ExitStatus, Error> {
     let url = Secret::new(url);
     let options = QueryOptions {
         statement_timeout,
+        copy: settings.copy == crate::manifest::settings::CopyMode::Auto,
         ..QueryOptions::default()
     };
     super::session::runtime()?.block_on(async move {

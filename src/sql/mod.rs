@@ -81,6 +81,8 @@ pub mod statement;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
@@ -110,6 +112,9 @@ pub struct QueryOptions {
     pub statement_timeout: Duration,
     /// Extra connection attempts after a transient connect failure.
     pub connect_retries: u32,
+    /// PostgreSQL: read queries without parameters through `COPY` where the server accepts it
+    /// (`database.copy: auto`); `false` never tries (`off`).
+    pub copy: bool,
 }
 
 impl Default for QueryOptions {
@@ -117,6 +122,7 @@ impl Default for QueryOptions {
         QueryOptions {
             statement_timeout: Duration::from_secs(60),
             connect_retries: 3,
+            copy: true,
         }
     }
 }
@@ -146,7 +152,12 @@ pub struct QueryManager {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Postgres(PgPool),
+    Postgres {
+        pool: PgPool,
+        /// Whether `COPY` may still be tried on this source: off by setting, or once the
+        /// server refused it (for this run only: nothing is remembered that could go stale).
+        copy: Arc<AtomicBool>,
+    },
     /// MySQL or MariaDB (`mysql.rs`).
     MySql(mysql::MySqlSource),
     Sqlite {
@@ -186,7 +197,10 @@ impl QueryManager {
                     .max_connections(MAX_CONNECTIONS)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with(connect);
-                Backend::Postgres(pool)
+                Backend::Postgres {
+                    pool,
+                    copy: Arc::new(AtomicBool::new(options.copy)),
+                }
             }
             "sqlite" => {
                 let writable = SqliteConnectOptions::from_str(raw).map_err(invalid)?;
@@ -319,7 +333,7 @@ impl QueryManager {
         let failed = |source| SqlError::from_query(source, self.options.statement_timeout);
         let prepare = || AssertSqlSafe(sql.to_owned()).into_sql_str();
         match &self.backend {
-            Backend::Postgres(pool) => {
+            Backend::Postgres { pool, .. } => {
                 let mut connection = pool.acquire().await.map_err(failed)?;
                 sqlx::query("BEGIN READ ONLY")
                     .execute(&mut *connection)
@@ -355,7 +369,9 @@ impl QueryManager {
     ) -> Result<SavedQuery, SqlError> {
         saved::validate_name(name)?;
         match &self.backend {
-            Backend::Postgres(pool) => saved::save_pg(pool, name, sql, description, params).await,
+            Backend::Postgres { pool, .. } => {
+                saved::save_pg(pool, name, sql, description, params).await
+            }
             Backend::MySql(source) => {
                 saved::save_mysql(source, name, sql, description, params).await
             }
@@ -368,7 +384,7 @@ impl QueryManager {
     /// Deletes the saved query called `name`; whether there was one.
     pub async fn delete_query(&self, name: &str) -> Result<bool, SqlError> {
         match &self.backend {
-            Backend::Postgres(pool) => saved::delete_pg(pool, name).await,
+            Backend::Postgres { pool, .. } => saved::delete_pg(pool, name).await,
             Backend::MySql(source) => saved::delete_mysql(source, name).await,
             Backend::Sqlite { writable, .. } => saved::delete_sqlite(writable, name).await,
         }
@@ -377,7 +393,7 @@ impl QueryManager {
     /// The saved query called `name`, or `None` (also when the table does not exist).
     pub async fn load_query(&self, name: &str) -> Result<Option<SavedQuery>, SqlError> {
         match &self.backend {
-            Backend::Postgres(pool) => saved::load_pg(pool, Some(name)).await,
+            Backend::Postgres { pool, .. } => saved::load_pg(pool, Some(name)).await,
             Backend::MySql(source) => saved::load_mysql(source.pool(), Some(name)).await,
             Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, Some(name)).await,
         }
@@ -387,7 +403,7 @@ impl QueryManager {
     /// Every saved query, by name (empty when the table does not exist).
     pub async fn list_queries(&self) -> Result<Vec<SavedQuery>, SqlError> {
         match &self.backend {
-            Backend::Postgres(pool) => saved::load_pg(pool, None).await,
+            Backend::Postgres { pool, .. } => saved::load_pg(pool, None).await,
             Backend::MySql(source) => saved::load_mysql(source.pool(), None).await,
             Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, None).await,
         }
@@ -418,7 +434,7 @@ impl QueryManager {
     /// Close every pooled connection.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Postgres(pool) => pool.close().await,
+            Backend::Postgres { pool, .. } => pool.close().await,
             Backend::MySql(source) => source.close().await,
             Backend::Sqlite { read_only, .. } => read_only.close().await,
         }
@@ -564,7 +580,9 @@ impl Job {
             timeout,
         } = self;
         let outcome = match backend {
-            Backend::Postgres(pool) => run_pg(&pool, sql, params, timeout, &sender).await,
+            Backend::Postgres { pool, copy } => {
+                run_pg(&pool, &copy, sql, params, timeout, &sender).await
+            }
             Backend::MySql(source) => source.run(sql, params, timeout, &sender).await,
             Backend::Sqlite { read_only, .. } => {
                 run_sqlite(&read_only, sql, params, timeout, &sender).await
@@ -579,13 +597,14 @@ impl Job {
 
 async fn run_pg(
     pool: &PgPool,
+    copy: &AtomicBool,
     sql: String,
     params: Vec<Param>,
     timeout: Duration,
     sender: &RowSender,
 ) -> Result<(), SqlError> {
     let failed = |source| SqlError::from_query(source, timeout);
-    let mut try_copy = params.is_empty();
+    let mut try_copy = params.is_empty() && copy.load(Ordering::Relaxed);
     let mut params = Some(params);
     loop {
         let mut connection = pool.acquire().await.map_err(failed)?;
@@ -605,7 +624,7 @@ async fn run_pg(
         let read = match (read, stopped) {
             // A query the run stopped says so, whatever the server answered the cancel with.
             (PgRead::Done(Err(_)), true) => PgRead::Done(Err(SqlError::Interrupted)),
-            (PgRead::Discard(Err(_)) | PgRead::NotCopyable, true) => {
+            (PgRead::Discard(Err(_)) | PgRead::NotCopyable(_), true) => {
                 PgRead::Discard(Err(SqlError::Interrupted))
             }
             (read, _) => read,
@@ -616,9 +635,20 @@ async fn run_pg(
                 connection.close_on_drop();
                 return outcome;
             }
-            PgRead::NotCopyable => {
+            PgRead::NotCopyable(refused) => {
                 connection.close_on_drop();
                 try_copy = false;
+                // Said once per run (`-v`), when the server first refuses; later queries of
+                // the run go row by row straight away.
+                if let Some(reason) = refused
+                    && copy.swap(false, Ordering::Relaxed)
+                {
+                    tracing::info!(
+                        reason,
+                        "the database refused COPY; reading this source row by row for the rest \
+                         of the run (set `database.copy: off` in klsync.yaml to skip trying)"
+                    );
+                }
             }
         }
     }
@@ -662,8 +692,9 @@ enum PgRead {
     Done(Result<(), SqlError>),
     /// With this outcome; the connection is out of step (see [`copy::Copied::Abandoned`]).
     Discard(Result<(), SqlError>),
-    /// The query must be read without `COPY`, on another connection.
-    NotCopyable,
+    /// The query must be read without `COPY`, on another connection; with the server's reason
+    /// when it refused `COPY` itself (not this statement inside it).
+    NotCopyable(Option<String>),
 }
 
 /// Read `sql` in a read-only transaction on `connection`: through `COPY` when `try_copy` and
@@ -693,7 +724,9 @@ async fn read_pg(
             match copy::copy_rows(&mut transaction, sql, failed, &mut batch).await? {
                 copy::Copied::NotApplicable => {}
                 copy::Copied::Complete => return Ok(None),
-                copy::Copied::NotCopyable => return Ok(Some(PgRead::NotCopyable)),
+                copy::Copied::NotCopyable(refused) => {
+                    return Ok(Some(PgRead::NotCopyable(refused)));
+                }
                 copy::Copied::Abandoned(outcome) => {
                     batch.flush().await;
                     return Ok(Some(PgRead::Discard(outcome)));

@@ -1163,6 +1163,117 @@ async fn the_shop_plans(backend: Backend, url: &str) {
     }
 }
 
+/// A PostgreSQL source that refuses `COPY (query) TO STDOUT` still plans correctly: klsync reads
+/// it row by row and says so once at `-v`. The refusal is the real server's: the view calls a
+/// function that raises `feature_not_supported` (SQLSTATE 0A000, what engines without COPY TO
+/// answer) when the statement running is a `COPY`, once while PostgreSQL plans the COPY (the
+/// function is immutable, so it is folded then, before the COPY starts) and once as the first
+/// row is produced (volatile: after the COPY started, before its first byte). With
+/// `database.copy: off`, klsync never tries: a view that fails differently under `COPY` (a
+/// division by zero, no refusal) then plans as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_source_that_refuses_copy_plans_row_by_row() {
+    let backend = Backend::postgres().await;
+    let source = Source::of(&backend);
+    let guard = |name: &str, volatility: &str, code: &str| {
+        format!(
+            "CREATE FUNCTION {name}() RETURNS boolean LANGUAGE plpgsql {volatility} AS $$
+             BEGIN
+               IF current_query() ILIKE 'COPY%' THEN
+                 RAISE EXCEPTION 'COPY TO is not supported here' USING ERRCODE = '{code}';
+               END IF;
+               RETURN true;
+             END $$;"
+        )
+    };
+    source
+        .execute(&format!(
+            "CREATE TABLE people (email text, plan text);
+             INSERT INTO people VALUES ('a@shop.test', 'gold'), ('b@shop.test', 'basic'),
+                                       ('c@shop.test', 'gold');
+             {}{}{}
+             CREATE VIEW at_planning AS SELECT * FROM people WHERE refuse_when_planned();
+             CREATE VIEW at_first_row AS SELECT * FROM people WHERE refuse_when_run();
+             CREATE VIEW breaks_copy AS SELECT * FROM people WHERE fail_in_copy();",
+            guard("refuse_when_planned", "IMMUTABLE", "0A000"),
+            guard("refuse_when_run", "VOLATILE", "0A000"),
+            guard("fail_in_copy", "VOLATILE", "22012"),
+        ))
+        .await;
+    let manifest = |view: &str| {
+        format!(
+            "profiles:\n  - id: people\n    query: people\n    identify_by: email\n    \
+             properties: {{plan: plan}}\n\
+             lists:\n  - id: gold\n    name: Gold\n    members:\n      query: gold\n      \
+             identify_by: email\n\
+             queries:\n  people:\n    sql: SELECT email, plan FROM {view}\n  \
+             gold:\n    sql: SELECT email FROM {view} WHERE plan = 'gold'\n"
+        )
+    };
+    let db = [("DATABASE_URL", source.url.as_str())];
+    for view in ["at_planning", "at_first_row"] {
+        let setup = Setup::new(Backend::sqlite(), None, &[("m.yaml", &manifest(view))]).await;
+        let finished = setup
+            .run_env(&["plan", "-v", "--detailed-exitcode"], &db)
+            .await;
+        ok(&finished, 2);
+        for needle in [
+            "profiles.people (3 rows): 3 new",
+            "lists.gold.members (2 rows): +2 add",
+        ] {
+            assert!(
+                finished.stdout.contains(needle),
+                "{needle}:\n{}",
+                finished.stdout
+            );
+        }
+        assert_eq!(
+            finished.stderr.matches("the database refused COPY").count(),
+            1,
+            "{view}: said once for the two queries:\n{}",
+            finished.stderr
+        );
+        assert!(
+            finished.stderr.contains("COPY TO is not supported here"),
+            "{}",
+            finished.stderr
+        );
+    }
+
+    // A failure under COPY that is no refusal is the query's error...
+    let setup = Setup::new(
+        Backend::sqlite(),
+        None,
+        &[("m.yaml", &manifest("breaks_copy"))],
+    )
+    .await;
+    let finished = setup.run_env(&["plan"], &db).await;
+    ok(&finished, 1);
+    assert!(
+        finished.stderr.contains("COPY TO is not supported here"),
+        "{}",
+        finished.stderr
+    );
+    // ... and with `database.copy: off` klsync never runs a COPY.
+    setup
+        .project
+        .write("klsync.yaml", "version: 1\ndatabase:\n  copy: off\n");
+    let finished = setup
+        .run_env(&["plan", "-v", "--detailed-exitcode"], &db)
+        .await;
+    ok(&finished, 2);
+    assert!(
+        finished.stdout.contains("profiles.people (3 rows): 3 new"),
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        !finished.stderr.contains("refused COPY"),
+        "{}",
+        finished.stderr
+    );
+}
+
 #[test]
 fn plan_without_an_api_key_names_the_variable() {
     let project = TempProject::new(&[("m.yaml", "lists:\n  - id: vip\n    name: VIP\n")]);

@@ -188,6 +188,7 @@ async fn mysql_statement_timeout_and_stopping_end_the_query_on_the_server() {
         QueryOptions {
             statement_timeout: Duration::from_secs(1),
             connect_retries: 0,
+            ..QueryOptions::default()
         },
     )
     .await;
@@ -243,6 +244,7 @@ async fn manager_with_timeout(db: &TestMySql, timeout: Duration) -> QueryManager
         QueryOptions {
             statement_timeout: timeout,
             connect_retries: 0,
+            ..QueryOptions::default()
         },
     )
     .await
@@ -390,6 +392,7 @@ async fn mysql_passwords_are_never_shown() {
         QueryOptions {
             statement_timeout: Duration::from_secs(1),
             connect_retries: 0,
+            ..QueryOptions::default()
         },
     )
     .await

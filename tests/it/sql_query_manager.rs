@@ -454,6 +454,7 @@ async fn pg_statement_timeout_cancels_a_slow_query() {
         .manager(QueryOptions {
             statement_timeout: Duration::from_secs(1),
             connect_retries: 0,
+            ..QueryOptions::default()
         })
         .await;
     let started = Instant::now();
@@ -710,6 +711,7 @@ async fn connect_errors_never_show_the_password() {
         QueryOptions {
             statement_timeout: Duration::from_secs(1),
             connect_retries: 1,
+            ..QueryOptions::default()
         },
     )
     .await
@@ -816,6 +818,7 @@ async fn sqlite_statement_timeout_interrupts_a_runaway_query() {
         .manager(QueryOptions {
             statement_timeout: Duration::from_secs(1),
             connect_retries: 0,
+            ..QueryOptions::default()
         })
         .await;
     let started = Instant::now();

@@ -2,7 +2,8 @@
 //! queries in the `saved_queries` table.
 //!
 //! [`QueryManager`] is the only type here that touches a database. It connects to the user's
-//! `DATABASE_URL` (PostgreSQL or SQLite) and offers three things: [`QueryManager::execute_query`]
+//! `DATABASE_URL` (PostgreSQL, MySQL/MariaDB or SQLite; MySQL's decisions are in `mysql.rs`)
+//! and offers three things: [`QueryManager::execute_query`]
 //! (rows as a stream of JSON objects), [`QueryManager::save_query`] /
 //! [`QueryManager::load_query`] / [`QueryManager::list_queries`] (the `saved_queries` table), and
 //! [`QueryManager::resolve_query`] (a manifest's query name, looked up in `queries:` then in the
@@ -55,7 +56,10 @@
 //! * **`COPY` for PostgreSQL queries without parameters.** Such a query is read through
 //!   `COPY (query) TO STDOUT (FORMAT binary)` in the same read-only transaction, which streams
 //!   a million rows at several times the speed of row-by-row reads and yields the very same
-//!   values (`copy.rs` says when it applies and how a statement `COPY` refuses falls back).
+//!   values (`copy.rs` says when it applies and how a statement `COPY` refuses falls back). A
+//!   server that refuses `COPY` itself (an engine or pooler that does not speak it) is read row
+//!   by row for the rest of the run, said once at `-v`; nothing is remembered across runs.
+//!   `database.copy: off` ([`QueryOptions::copy`]) never tries.
 //!   Queries with parameters are read row by row: `COPY` cannot bind parameters, and klsync
 //!   never interpolates them.
 //! * **Rows** are [`Row`]s: JSON objects in column order (serde_json's `preserve_order`

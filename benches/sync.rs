@@ -71,7 +71,9 @@ fn runtime() -> tokio::runtime::Runtime {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == CHILD_FLAG) {
-        let url = args.get(at + 1).expect("--plan-child URL MODE [STATE_URL [copy-off]]");
+        let url = args
+            .get(at + 1)
+            .expect("--plan-child URL MODE [STATE_URL [copy-off]]");
         let mode = args.get(at + 2).map_or("plan", String::as_str);
         let state = args.get(at + 3).unwrap_or(url);
         let copy = args.get(at + 4).is_none_or(|flag| flag != "copy-off");
@@ -296,7 +298,10 @@ fn mariadb_select(url: &str, sql: &str) -> Command {
     let mut command = Command::new("mariadb");
     command
         .arg("--quick")
-        .arg(format!("--host={}", parsed.host_str().unwrap_or("127.0.0.1")))
+        .arg(format!(
+            "--host={}",
+            parsed.host_str().unwrap_or("127.0.0.1")
+        ))
         .arg(format!("--port={}", parsed.port().unwrap_or(3306)))
         .arg(format!("--user={}", parsed.username()))
         .arg(parsed.path().trim_start_matches('/'))
@@ -332,7 +337,9 @@ async fn create_mysql(server: &str) -> (String, String) {
 }
 
 async fn drop_mysql(server: &str, database: &str) {
-    let mut conn = sqlx::MySqlConnection::connect(server).await.expect("connect");
+    let mut conn = sqlx::MySqlConnection::connect(server)
+        .await
+        .expect("connect");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
         .execute(&mut conn)
         .await
@@ -406,7 +413,11 @@ async fn whole_process(pg_url: &str, rows: u64, report: &mut Report) {
         let ratio = plan_median.as_secs_f64() / client_median.as_secs_f64();
         report.row(
             format!("whole process, median of {rounds}: {what}: the client"),
-            format!("{:.2} s ({} s)", client_median.as_secs_f64(), list(&clients)),
+            format!(
+                "{:.2} s ({} s)",
+                client_median.as_secs_f64(),
+                list(&clients)
+            ),
             None,
         );
         report.row(

@@ -17,6 +17,8 @@
 //! Everything else is unchanged: same transaction (`READ ONLY`, the statement timeout), same
 //! errors, same batches.
 
+use std::sync::Arc;
+
 use futures::TryStreamExt;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Column, Either, Executor, SqlSafeStr, Statement};
@@ -92,9 +94,9 @@ pub(super) async fn copy_rows(
         }
     };
     let names = batch.columns().expect("set above");
-    let decoders: std::sync::Arc<[PgColumn]> = columns.into();
+    let decoders: Arc<[PgColumn]> = columns.into();
     let mut reader = CopyReader::new(decoders.len());
-    let mut rows = BinaryRows::new(decoders.clone(), ROW_BATCH);
+    let mut rows = BinaryRows::new(Arc::clone(&decoders), ROW_BATCH);
     // Whether a byte of the stream arrived: a refusal can only come before one.
     let mut started = false;
     let read = async {
@@ -118,7 +120,7 @@ pub(super) async fn copy_rows(
             // A chunk is one row from PostgreSQL, so batches stay about ROW_BATCH rows.
             if rows.len() >= ROW_BATCH {
                 let full =
-                    std::mem::replace(&mut rows, BinaryRows::new(decoders.clone(), ROW_BATCH));
+                    std::mem::replace(&mut rows, BinaryRows::new(Arc::clone(&decoders), ROW_BATCH));
                 if !batch.send(RowBatch::from_binary(names.clone(), full)).await {
                     return Ok(false);
                 }

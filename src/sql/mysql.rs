@@ -40,21 +40,26 @@
 //!   errors: the URL is only shown redacted, and sqlx's errors do not carry it.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
-    MySqlTypeInfo, MySqlValueRef,
+    MySqlTypeInfo,
 };
 use sqlx::{AssertSqlSafe, Column, Connection, Decode, Row as _, Type, TypeInfo};
 
-use super::decode::{self, Cell};
+use super::batch::BinaryRows;
+use super::decode;
 use super::error::SqlError;
 use super::params::{self, Param};
 use super::statement::{self, MySqlStatement, MySqlText};
-use super::{ACQUIRE_TIMEOUT, Batcher, MAX_CONNECTIONS, QueryOptions, RowSender};
+use super::{
+    ACQUIRE_TIMEOUT, Batcher, MAX_CONNECTIONS, QueryOptions, ROW_BATCH, RowBatch, RowSender,
+};
 
 type BoxDynError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -289,35 +294,45 @@ async fn read(
         .begin_with("START TRANSACTION READ ONLY")
         .await
         .map_err(failed)?;
-    let mut batch = Batcher::new(sender);
+    let batch = Batcher::new(sender);
+    let mut binary: Option<(Arc<[String]>, Arc<[MySqlColumn]>, BinaryRows)> = None;
     let streamed = async {
         let query = params::bind(
             sqlx::query(AssertSqlSafe(statement.sql.clone())),
             statement.params.clone(),
         );
         let mut rows = query.fetch(&mut *transaction);
-        let mut columns: Option<Vec<MySqlColumn>> = None;
         while let Some(row) = rows
             .try_next()
             .await
             .map_err(|err| locate(failed(err), statement, user_sql))?
         {
-            let columns = match &mut columns {
-                Some(columns) => columns,
+            let (names, columns, rows) = match &mut binary {
+                Some(binary) => binary,
                 None => {
-                    let found = mysql_columns(&row)?;
-                    batch.set_columns(found.iter().map(|c| c.name.clone()).collect());
-                    columns.insert(found)
+                    let found: Arc<[MySqlColumn]> = mysql_columns(&row)?.into();
+                    let names: Arc<[String]> = found.iter().map(|c| c.name.clone()).collect();
+                    let rows = BinaryRows::new(Arc::clone(&found), ROW_BATCH);
+                    binary.insert((names, found, rows))
                 }
             };
-            if !batch.push(values(&row, columns)?).await? {
-                break;
+            push_row(rows, &row, columns)?;
+            if rows.len() >= ROW_BATCH {
+                let full = std::mem::replace(rows, BinaryRows::new(Arc::clone(columns), ROW_BATCH));
+                if !batch.send(RowBatch::from_binary(names.clone(), full)).await {
+                    break;
+                }
             }
         }
         Ok(())
     }
     .await;
-    batch.flush().await;
+    // The last rows, also those before an error (they arrive first).
+    if let Some((names, _, rows)) = binary
+        && !rows.is_empty()
+    {
+        batch.send(RowBatch::from_binary(names, rows)).await;
+    }
     // A sync query never commits, whatever happened above.
     let rolled_back = transaction.rollback().await.map_err(failed);
     streamed.and(rolled_back)
@@ -407,6 +422,8 @@ pub(crate) struct MySqlColumn {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// `BIT(n)`: big-endian bytes.
+    Bit,
     /// `TINYINT(1)`; whether it is unsigned.
     Bool(bool),
     Int,
@@ -429,7 +446,7 @@ fn kind_of(type_info: &MySqlTypeInfo) -> Kind {
     let unsigned = <u64 as Type<MySql>>::compatible(type_info);
     match type_info.name() {
         "BOOLEAN" => Kind::Bool(unsigned),
-        "BIT" => Kind::Unsigned,
+        "BIT" => Kind::Bit,
         "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => Kind::Int,
         name if name.ends_with("UNSIGNED") => Kind::Unsigned,
         "FLOAT" => Kind::Float,
@@ -465,62 +482,196 @@ impl MySqlColumn {
         }
     }
 
-    /// The JSON form of one value.
-    fn value(&self, raw: MySqlValueRef<'_>) -> Cell {
-        use sqlx::ValueRef as _;
-        if raw.is_null() {
+    fn failed(&self, err: impl std::fmt::Display) -> SqlError {
+        decode::decode_error(&self.name, &self.type_name, err)
+    }
+
+    /// The JSON form of one value in MySQL's binary protocol (`None`: NULL).
+    pub(crate) fn value(&self, bytes: Option<&[u8]>) -> Result<Value, SqlError> {
+        let Some(bytes) = bytes else {
             return Ok(Value::Null);
-        }
+        };
         if self.kind == Kind::Unsupported {
             return Err(SqlError::UnsupportedType {
                 column: self.name.clone(),
                 type_name: self.type_name.clone(),
             });
         }
-        kind_value(self.kind, raw)
-            .map_err(|err| decode::decode_error(&self.name, &self.type_name, err))
+        kind_value(self.kind, bytes).map_err(|err| self.failed(err))
+    }
+
+    /// A text value borrowed from its bytes (`None`: NULL, or not a text column).
+    pub(crate) fn text<'b>(&self, bytes: Option<&'b [u8]>) -> Result<Option<&'b str>, SqlError> {
+        match (self.kind, bytes) {
+            (Kind::Text, Some(bytes)) => std::str::from_utf8(bytes)
+                .map(Some)
+                .map_err(|err| self.failed(err)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Write the JSON of a NULL, boolean, integer or text value straight from its bytes,
+    /// exactly as serde_json writes [`MySqlColumn::value`]'s result; `false` (nothing written)
+    /// for other types.
+    pub(crate) fn write_scalar_json(
+        &self,
+        bytes: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, SqlError> {
+        let Some(bytes) = bytes else {
+            out.extend_from_slice(b"null");
+            return Ok(true);
+        };
+        let written = match self.kind {
+            Kind::Text => {
+                let text = std::str::from_utf8(bytes).map_err(|err| self.failed(err))?;
+                serde_json::to_writer(&mut *out, text)
+            }
+            Kind::Int => {
+                serde_json::to_writer(&mut *out, &signed(bytes).map_err(|e| self.failed(e))?)
+            }
+            Kind::Unsigned => {
+                serde_json::to_writer(&mut *out, &unsigned(bytes).map_err(|e| self.failed(e))?)
+            }
+            Kind::Bool(_) => {
+                let value = kind_value(self.kind, bytes).map_err(|err| self.failed(err))?;
+                serde_json::to_writer(&mut *out, &value)
+            }
+            _ => return Ok(false),
+        };
+        written.expect("scalars serialize");
+        Ok(true)
     }
 }
 
-fn kind_value(kind: Kind, raw: MySqlValueRef<'_>) -> Result<Value, BoxDynError> {
+/// A signed integer of the binary protocol: little-endian, 1, 2, 4 (also `MEDIUMINT`) or 8
+/// bytes by type.
+fn signed(bytes: &[u8]) -> Result<i64, BoxDynError> {
+    Ok(match bytes.len() {
+        1 => i64::from(bytes[0] as i8),
+        2 => i64::from(i16::from_le_bytes([bytes[0], bytes[1]])),
+        4 => i64::from(i32::from_le_bytes(exact(bytes)?)),
+        8 => i64::from_le_bytes(exact(bytes)?),
+        n => return Err(format!("an integer of {n} bytes").into()),
+    })
+}
+
+/// An unsigned integer of the binary protocol (little-endian, as [`signed`]).
+fn unsigned(bytes: &[u8]) -> Result<u64, BoxDynError> {
+    Ok(match bytes.len() {
+        1 => u64::from(bytes[0]),
+        2 => u64::from(u16::from_le_bytes([bytes[0], bytes[1]])),
+        4 => u64::from(u32::from_le_bytes(exact(bytes)?)),
+        8 => u64::from_le_bytes(exact(bytes)?),
+        n => return Err(format!("an integer of {n} bytes").into()),
+    })
+}
+
+fn exact<const N: usize>(bytes: &[u8]) -> Result<[u8; N], BoxDynError> {
+    bytes
+        .try_into()
+        .map_err(|_| format!("expected {N} bytes, got {}", bytes.len()).into())
+}
+
+/// A date or date-time of the binary protocol: its length (0, 4, 7 or 11), then year (2 bytes),
+/// month, day, hour, minute, second, microseconds (4 bytes); `None` for a zero date (length 0
+/// or all zeros: `0000-00-00`).
+fn date_time(bytes: &[u8]) -> Result<Option<NaiveDateTime>, BoxDynError> {
+    let (&length, rest) = bytes.split_first().ok_or("an empty date")?;
+    let rest = rest.get(..usize::from(length)).ok_or("a truncated date")?;
+    let at = |i: usize| rest.get(i).copied().unwrap_or(0);
+    if length == 0 {
+        return Ok(None);
+    }
+    let year = u16::from_le_bytes([at(0), at(1)]);
+    let micros = if length >= 11 {
+        u32::from_le_bytes(exact(&rest[7..11])?)
+    } else {
+        0
+    };
+    if year == 0 && at(2) == 0 && at(3) == 0 {
+        return Ok(None);
+    }
+    let date = NaiveDate::from_ymd_opt(i32::from(year), u32::from(at(2)), u32::from(at(3)))
+        .ok_or("an invalid date")?;
+    let time =
+        NaiveTime::from_hms_micro_opt(u32::from(at(4)), u32::from(at(5)), u32::from(at(6)), micros)
+            .ok_or("an invalid time")?;
+    Ok(Some(date.and_time(time)))
+}
+
+/// A `TIME` of the binary protocol: its length (0, 8 or 12), sign, days (4 bytes), hour, minute,
+/// second, microseconds (4 bytes). Only a time of day has a JSON form (see [`MySqlColumn`]).
+fn time_of_day(bytes: &[u8]) -> Result<NaiveTime, BoxDynError> {
+    let (&length, rest) = bytes.split_first().ok_or("an empty time")?;
+    let rest = rest.get(..usize::from(length)).ok_or("a truncated time")?;
+    if length == 0 {
+        return Ok(NaiveTime::MIN);
+    }
+    let at = |i: usize| rest.get(i).copied().unwrap_or(0);
+    let negative = at(0) != 0;
+    let days = u32::from_le_bytes([at(1), at(2), at(3), at(4)]);
+    let micros = if length >= 12 {
+        u32::from_le_bytes(exact(&rest[8..12])?)
+    } else {
+        0
+    };
+    if negative || days > 0 {
+        let sign = if negative { "-" } else { "" };
+        return Err(format!(
+            "{sign}{} hours is not a time of day; cast it to text (`CAST(col AS CHAR)`)",
+            u64::from(days) * 24 + u64::from(at(5))
+        )
+        .into());
+    }
+    NaiveTime::from_hms_micro_opt(u32::from(at(5)), u32::from(at(6)), u32::from(at(7)), micros)
+        .ok_or_else(|| "an invalid time".into())
+}
+
+fn kind_value(kind: Kind, bytes: &[u8]) -> Result<Value, BoxDynError> {
     Ok(match kind {
         // TINYINT(1) holds -128..127 (0..255 unsigned): values other than 0 and 1 stay numbers.
-        Kind::Bool(unsigned) => {
-            let int = if unsigned {
-                i64::try_from(<u64 as Decode<MySql>>::decode(raw)?)?
+        Kind::Bool(unsigned_flag) => {
+            let int = if unsigned_flag {
+                i64::from(bytes.first().copied().ok_or("an empty integer")?)
             } else {
-                <i64 as Decode<MySql>>::decode(raw)?
+                signed(bytes)?
             };
             match int {
                 0 | 1 => Value::Bool(int == 1),
                 other => Value::from(other),
             }
         }
-        Kind::Int => Value::from(<i64 as Decode<MySql>>::decode(raw)?),
-        Kind::Unsigned => Value::from(<u64 as Decode<MySql>>::decode(raw)?),
-        Kind::Float => decode::float4_to_json(<f32 as Decode<MySql>>::decode(raw)?)?,
-        Kind::Double => decode::float_to_json(<f64 as Decode<MySql>>::decode(raw)?)?,
-        Kind::Decimal => decode::numeric_to_json(<&str as Decode<MySql>>::decode(raw)?)?,
-        Kind::Text => Value::String(<&str as Decode<MySql>>::decode(raw)?.to_owned()),
-        Kind::Bytes => Value::String(decode::bytes_hex(<&[u8] as Decode<MySql>>::decode(raw)?)),
-        Kind::Date => Value::String(decode::date_iso(
-            <chrono::NaiveDate as Decode<MySql>>::decode(raw)?,
-        )),
-        Kind::DateTime => {
-            Value::String(decode::timestamp_iso(<chrono::NaiveDateTime as Decode<
-                MySql,
-            >>::decode(raw)?))
-        }
-        Kind::Timestamp => Value::String(decode::timestamptz_iso(
-            <chrono::NaiveDateTime as Decode<MySql>>::decode(raw)?.and_utc(),
-        )),
-        Kind::Time => {
-            let time = <chrono::NaiveTime as Decode<MySql>>::decode(raw).map_err(|err| {
-                format!("{err}: not a time of day; cast it to text (`CAST(col AS CHAR)`)")
-            })?;
-            Value::String(decode::time_iso(time))
-        }
-        Kind::Json => serde_json::from_str(<&str as Decode<MySql>>::decode(raw)?)?,
+        Kind::Int => Value::from(signed(bytes)?),
+        Kind::Unsigned => Value::from(unsigned(bytes)?),
+        // BIT(n): big-endian, up to 8 bytes.
+        Kind::Bit => Value::from(
+            bytes
+                .iter()
+                .try_fold(0u64, |value, byte| {
+                    value.checked_mul(256).map(|value| value | u64::from(*byte))
+                })
+                .ok_or("a BIT value over 64 bits")?,
+        ),
+        Kind::Float => decode::float4_to_json(f32::from_le_bytes(exact(bytes)?))?,
+        Kind::Double => decode::float_to_json(f64::from_le_bytes(exact(bytes)?))?,
+        Kind::Decimal => decode::numeric_to_json(std::str::from_utf8(bytes)?)?,
+        Kind::Text => Value::String(std::str::from_utf8(bytes)?.to_owned()),
+        Kind::Bytes => Value::String(decode::bytes_hex(bytes)),
+        Kind::Date => match date_time(bytes)? {
+            Some(at) => Value::String(decode::date_iso(at.date())),
+            None => Value::Null,
+        },
+        Kind::DateTime => match date_time(bytes)? {
+            Some(at) => Value::String(decode::timestamp_iso(at)),
+            None => Value::Null,
+        },
+        Kind::Timestamp => match date_time(bytes)? {
+            Some(at) => Value::String(decode::timestamptz_iso(at.and_utc())),
+            None => Value::Null,
+        },
+        Kind::Time => Value::String(decode::time_iso(time_of_day(bytes)?)),
+        Kind::Json => serde_json::from_slice(bytes)?,
         Kind::Null => Value::Null,
         Kind::Unsupported => unreachable!("refused before decoding"),
     })
@@ -537,19 +688,43 @@ fn mysql_columns(row: &MySqlRow) -> Result<Vec<MySqlColumn>, SqlError> {
     Ok(columns)
 }
 
-/// The values of one row, in column order; a column klsync does not convert fails the query.
-fn values(row: &MySqlRow, columns: &[MySqlColumn]) -> Result<Vec<Cell>, SqlError> {
-    let mut out = Vec::with_capacity(columns.len());
+/// Append one row's fields to `rows`, as the server sent them; a value of a type klsync does
+/// not convert fails the query. The fields are in the binary protocol's form: every query is a
+/// prepared statement (`sqlx::query`; only `raw_sql` would read text), and sqlx does not say
+/// which form a row is in.
+fn push_row(
+    rows: &mut BinaryRows,
+    row: &MySqlRow,
+    columns: &[MySqlColumn],
+) -> Result<(), SqlError> {
+    let mut fields: [Option<&[u8]>; 16] = [None; 16];
+    let mut many = Vec::new();
     for (index, column) in columns.iter().enumerate() {
         let raw = row
             .try_get_raw(index)
             .map_err(|err| decode::decode_error(&column.name, &column.type_name, err))?;
-        match column.value(raw) {
-            Err(unsupported @ SqlError::UnsupportedType { .. }) => return Err(unsupported),
-            cell => out.push(cell),
+        let bytes = if sqlx::ValueRef::is_null(&raw) {
+            None
+        } else {
+            if column.kind == Kind::Unsupported {
+                return Err(SqlError::UnsupportedType {
+                    column: column.name.clone(),
+                    type_name: column.type_name.clone(),
+                });
+            }
+            Some(
+                <&[u8] as Decode<MySql>>::decode(raw)
+                    .map_err(|err| decode::decode_error(&column.name, &column.type_name, err))?,
+            )
+        };
+        match fields.get_mut(index) {
+            Some(slot) => *slot = bytes,
+            None => many.push(bytes),
         }
     }
-    Ok(out)
+    let width = columns.len().min(fields.len());
+    rows.push(fields[..width].iter().copied().chain(many));
+    Ok(())
 }
 
 #[cfg(test)]

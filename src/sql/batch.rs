@@ -90,7 +90,7 @@ impl Column<'_> {
         }
     }
 
-    fn text<'b>(self, bytes: Option<&'b [u8]>) -> Result<Option<&'b str>, SqlError> {
+    fn text(self, bytes: Option<&[u8]>) -> Result<Option<&str>, SqlError> {
         match self {
             Column::Pg(column) => column.text(bytes),
             Column::MySql(column) => column.text(bytes),

@@ -281,6 +281,9 @@ fn statement_of(sql: &str, params: Vec<Param>) -> Result<MySqlStatement<Param>, 
         .map_err(|mismatch| SqlError::Placeholders { mismatch })
 }
 
+/// The rows being read: the column names, their decoders, and the batch filling up.
+type Reading = (Arc<[String]>, Arc<[MySqlColumn]>, BinaryRows);
+
 /// Read the statement in a read-only transaction on `connection`, rolled back at the end.
 async fn read(
     connection: &mut MySqlConnection,
@@ -295,7 +298,7 @@ async fn read(
         .await
         .map_err(failed)?;
     let batch = Batcher::new(sender);
-    let mut binary: Option<(Arc<[String]>, Arc<[MySqlColumn]>, BinaryRows)> = None;
+    let mut binary: Option<Reading> = None;
     let streamed = async {
         let query = params::bind(
             sqlx::query(AssertSqlSafe(statement.sql.clone())),

@@ -14,7 +14,7 @@
 //! the median apply fails, meets a 429, or is more than 25 % off its estimate or 10 % above the
 //! minimum.
 
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 #[path = "../tests/it/support/project.rs"]
 mod project;
 

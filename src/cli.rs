@@ -1,6 +1,5 @@
 //! The command line, as clap sees it: raw values only, no I/O. `run` turns these into work.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,7 +83,8 @@ pub enum Command {
     /// Print the JSON Schema of manifest files (for editors and CI).
     Schema(SchemaArgs),
     /// Run the local Klaviyo emulator (for tests, demos and trying klsync without an account).
-    Emulator(EmulatorArgs),
+    #[cfg(feature = "emulator")]
+    Emulator(klsync_emulator::cli::EmulatorArgs),
     /// Save, list, show and run the SQL queries kept in the database's saved_queries table.
     Query(QueryArgs),
     /// Show what `apply` would change in Klaviyo, and what it costs in API requests and time.
@@ -92,6 +92,7 @@ pub enum Command {
     /// Make Klaviyo match the manifests (or apply exactly a saved plan).
     Apply(ApplyArgs),
     /// Try klsync end to end against an in-process emulator: no account, no setup.
+    #[cfg(feature = "emulator")]
     Demo(DemoArgs),
     /// Write manifests for what exists in Klaviyo and record it as managed.
     Import(ImportArgs),
@@ -363,46 +364,6 @@ pub enum SchemaKind {
     Manifest,
     /// The project settings file `klsync.yaml`.
     Settings,
-}
-
-#[derive(Debug, Args)]
-pub struct EmulatorArgs {
-    /// Address to listen on (port 0 picks a free port and prints it).
-    #[arg(long, default_value = "127.0.0.1:8787")]
-    pub listen: SocketAddr,
-    /// `real` enforces Klaviyo's published limits, `off` none, a number scales them (2 = twice as many).
-    #[arg(long, default_value = "real", value_name = "real|off|FACTOR")]
-    pub rate_limits: String,
-    /// Injected faults, e.g. `429=0.1,500=0.05,reset=0.01,latency=50ms`.
-    #[arg(long, value_name = "SPEC")]
-    pub faults: Option<String>,
-    /// Seed for fault injection and generated ids (same seed, same run).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Load state from this JSON file at start and save it there on shutdown.
-    #[arg(long, value_name = "PATH")]
-    pub state_file: Option<PathBuf>,
-    /// API key the emulator accepts (repeatable). Defaults to KLAVIYO_API_KEY, else `pk_emulator`.
-    /// `KEY:lists:read,lists:write` accepts the key with only those scopes (403 for the rest).
-    #[arg(long = "api-key", value_name = "KEY[:SCOPES]")]
-    pub api_keys: Vec<String>,
-    /// How long a bulk import job stays `queued`, and then `processing`, before it completes
-    /// (`2m` behaves like a busy Klaviyo; the spec gives no duration).
-    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = crate::duration::parse_duration)]
-    pub job_delay: Duration,
-    /// How a bulk import job's import errors name the refused profile: `nested` (the profile as
-    /// sent), `flat` (its attributes), `pointer` (only `source.pointer`, at its index in the job)
-    /// or `opaque` (nothing names it).
-    #[arg(
-        long,
-        default_value = "nested",
-        value_name = "nested|flat|pointer|opaque"
-    )]
-    pub import_errors_shape: String,
-    /// Store segment definitions in a canonical form (integers as floats, a default field added
-    /// to each filter), as a Klaviyo that rewrites what it was sent would.
-    #[arg(long)]
-    pub canonicalize_segments: bool,
 }
 
 #[derive(Debug, Args)]

@@ -18,25 +18,23 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod crashpoint;
-pub mod drift;
-pub mod duration;
-pub mod emulator;
+#[cfg(feature = "emulator")]
+pub use klsync_emulator as emulator;
 pub mod error;
-pub mod import;
 pub mod interrupt;
 pub mod klaviyo;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
-pub mod model;
-pub mod plan;
 pub mod progress;
-pub mod render;
 mod run;
 pub mod settings;
 pub mod sql;
 pub mod state;
 pub mod sync;
+
+// The pure core (crates/klsync-core), re-exported under the paths it always had.
+pub use klsync_core::{data, drift, duration, import, model, plan, render};
 
 pub use error::{Error, ExitStatus};
 pub use run::{Output, main_entry, run};

@@ -83,10 +83,12 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Init(args) => commands::init::run(&args, &output),
         Command::Validate(args) => commands::validate::run(&args, &output),
         Command::Schema(args) => commands::schema::run(&args),
+        #[cfg(feature = "emulator")]
         Command::Emulator(args) => commands::emulator::run(args, &output),
         Command::Query(args) => commands::query::run(args, &output),
         Command::Plan(args) => commands::plan::run(&args, &output),
         Command::Apply(args) => commands::apply::run(&args, &output),
+        #[cfg(feature = "emulator")]
         Command::Demo(args) => commands::demo::run(&args, &output, cli.global.verbose > 0),
         Command::Import(args) => commands::import::run(&args, &output),
         Command::Drift(args) => commands::drift::run(&args, &output),
@@ -104,6 +106,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Init(_) => "init",
         Command::Validate(_) => "validate",
         Command::Schema(_) => "schema",
+        #[cfg(feature = "emulator")]
         Command::Emulator(_) => "emulator",
         Command::Query(args) => match args.command {
             QueryCommand::Save(_) => "query save",
@@ -114,6 +117,7 @@ fn command_name(command: &Command) -> &'static str {
         },
         Command::Plan(_) => "plan",
         Command::Apply(_) => "apply",
+        #[cfg(feature = "emulator")]
         Command::Demo(_) => "demo",
         Command::Import(_) => "import",
         Command::Drift(_) => "drift",

@@ -35,7 +35,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::plan::{PlanRequest, Planned, created_lists, data_rows};
+use super::plan::{PlanRequest, Planned, created_lists, data_rows, lists_given_ids};
 use super::session::{AuditedRun, Connection, Locked, LockedRun, load, print_stdout, runtime};
 use crate::apply::executor::{self, Settled};
 use crate::apply::saved::{
@@ -489,7 +489,7 @@ impl Run<'_> {
     }
 
     /// Run the data syncs beside the configuration changes of `plan`, which `settled` follows:
-    /// the members of a list the plan creates wait for its id.
+    /// the members of a list the plan creates or adopts wait for its id.
     async fn apply_data(
         &self,
         queries: &QueryManager,
@@ -498,7 +498,7 @@ impl Run<'_> {
         settled: watch::Receiver<Settled>,
     ) -> Result<DataApplyReport, Error> {
         let list_ids = self.connection.list_ids().await?;
-        let created: BTreeSet<String> = created_lists(plan).map(str::to_owned).collect();
+        let given = lists_given_ids(plan);
         let wait_for_list = |key: String| {
             let mut settled = settled.clone();
             async move {
@@ -514,7 +514,7 @@ impl Run<'_> {
             &self.connection.client,
             &self.connection.store,
             self.args.force,
-            &created,
+            &given,
             wait_for_list,
         )
         .await

@@ -1,9 +1,11 @@
 //! One module per subcommand: each turns parsed arguments into work and an exit status.
 
 pub mod apply;
+#[cfg(feature = "emulator")]
 pub mod demo;
 pub mod docs;
 pub mod drift;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod history;
 pub mod import;

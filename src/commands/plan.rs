@@ -318,6 +318,24 @@ pub(crate) fn created_lists(plan: &Plan) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The lists `plan` creates or adopts: their members syncs wait for the change that gives the
+/// list its id ([`sync::ListGiven`]).
+pub(crate) fn lists_given_ids(plan: &Plan) -> std::collections::BTreeMap<String, sync::ListGiven> {
+    plan.changes
+        .iter()
+        .filter_map(|change| {
+            let resource = change.resource.as_ref()?;
+            let given = match change.action {
+                _ if resource.kind != ResourceKind::List => return None,
+                Action::Create => sync::ListGiven::Created,
+                Action::Adopt => sync::ListGiven::Adopted,
+                _ => return None,
+            };
+            Some((resource.key.clone(), given))
+        })
+        .collect()
+}
+
 /// A list created again starts empty, so apply forgets the members klsync recorded for it and
 /// adds them again; the data plan, made from the records, counts them as unchanged.
 fn recreated_list_warnings(plan: &Plan, data: &DataPlan) -> Vec<String> {

@@ -52,22 +52,8 @@ pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 /// back to a page already read is stopped at once.)
 pub const MAX_PAGES_PER_COLLECTION: u64 = 1_000_000;
 
-/// Default time to establish a connection (TCP and TLS).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time for one whole exchange, connect to last body byte. Klaviyo answers in well under
-/// a second normally and a few seconds at worst; 20 s also covers a 5 MB bulk import upload at
-/// 2 Mbit/s. Three of them in a row (the default breaker) fit in a minute.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-/// Default attempts per request, first included.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-/// Default first backoff step.
-pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
-/// Default number of attempts in a row without an answer after which the client stops sending.
-pub const DEFAULT_MAX_CONSECUTIVE_FAILURES: u32 = 3;
-/// Default run deadline: the default job limit of GitHub Actions, so a run stuck on a slow
-/// server stops on its own, cleanly, rather than being killed by CI; long enough for a sync of
-/// millions of rows at Klaviyo's rate limits.
-pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+// The defaults of `klaviyo:` in klsync.yaml, written down beside the settings they fill in.
+pub use crate::manifest::settings::client_defaults::*;
 
 /// How to reach Klaviyo and how patiently.
 #[derive(Debug, Clone)]
@@ -196,7 +182,7 @@ impl Call {
     /// A call to `op` at `path` (build it with [`path`]); repeatable unless it is a plain POST.
     /// Relationship POSTs, `profile-import` and bulk import jobs override this via
     /// [`Call::repeatable`].
-    pub fn new(op: Operation, path: String) -> Self {
+    pub(crate) fn new(op: Operation, path: String) -> Self {
         let why_repeatable = match op.method() {
             "GET" => "a read changes nothing",
             "PATCH" => "a PATCH sets absolute values",
@@ -213,18 +199,18 @@ impl Call {
         }
     }
 
-    pub fn query(mut self, key: &str, value: impl Into<String>) -> Self {
+    pub(crate) fn query(mut self, key: &str, value: impl Into<String>) -> Self {
         self.query.push((key.to_string(), value.into()));
         self
     }
 
-    pub fn json(mut self, body: &serde_json::Value) -> Self {
+    pub(crate) fn json(mut self, body: &serde_json::Value) -> Self {
         self.body = Some(serde_json::to_vec(body).expect("JSON values always serialize"));
         self
     }
 
     /// Mark a POST as safe to repeat; `why` documents the reason at the call site.
-    pub fn repeatable(mut self, why: &'static str) -> Self {
+    pub(crate) fn repeatable(mut self, why: &'static str) -> Self {
         self.repeatable = true;
         self.why_repeatable = why;
         self

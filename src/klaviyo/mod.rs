@@ -15,13 +15,15 @@ pub mod client;
 pub mod decode;
 pub mod error;
 mod gate;
-pub mod limits;
 pub mod observe;
-pub mod operations;
-pub mod ratelimit;
 pub mod record;
 mod resources;
-pub mod types;
+
+// Klaviyo's facts live in their own crate (shared with the emulator and the plan's cost model);
+// re-exported so that `klaviyo::limits` and friends stay one path for the whole product.
+pub use klaviyo_spec::{limits, operations, types};
+// Pacing is pure (windows over a clock): the plan's estimate runs the same limiters.
+pub use klsync_core::ratelimit;
 
 pub use client::{
     ApiStream, ClientConfig, ClientMetrics, KlaviyoClient, MAX_PAGES_PER_COLLECTION,

@@ -81,7 +81,8 @@ mod mysql;
 pub mod output;
 mod params;
 mod saved;
-pub mod statement;
+// Reading SQL text (statements, placeholders) is pure: the manifest checks use it too.
+pub use klsync_core::sql_statement as statement;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::hash::Hasher;
 
-use serde::{Deserialize, Serialize};
+use klsync_core::data::FieldChange;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -235,17 +235,6 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value) {
         }
         scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialize"),
     }
-}
-
-/// One property whose value changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct FieldChange {
-    /// The Klaviyo property name.
-    pub property: String,
-    /// The value klsync last applied (`None`: never set by klsync).
-    pub before: Option<Value>,
-    /// The new value (`None`: the property is removed from the profile).
-    pub after: Option<Value>,
 }
 
 /// What one row needs sent.

@@ -367,7 +367,7 @@ pub(super) async fn apply(
         .collect();
     let ranges = chunk_ranges(&sizes, Chunker::default());
     let lists = [list_id.clone()];
-    let build = |range: std::ops::Range<usize>| adds[range].iter().map(profile).collect();
+    let build = |range: std::ops::Range<usize>| Ok(adds[range].iter().map(profile).collect());
     let intents = Intents {
         store,
         list_key,

@@ -35,37 +35,54 @@ pub mod identify;
 mod members;
 mod profiles;
 mod refusals;
-mod render;
+mod spill;
 pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use crate::klaviyo::{ApiError, KlaviyoClient, Operation};
-use crate::manifest::types::{IdentifyBy, ManifestFile, MembershipMode, OnMissingRow, QuerySpec};
+use crate::manifest::types::{IdentifyBy, ManifestFile, QuerySpec};
 use crate::sql::{QueryManager, SqlError};
 use crate::state::{StateError, StateStore};
 
-pub(crate) use check::LOOKUPS_IN_FLIGHT;
-pub use check::{
-    CheckCost, CheckScope, DataCheck, MembershipCheck, ProfileCheck, check_cost, check_data,
+pub use check::{check_cost, check_data};
+// The plan and report types live in the pure core; the engine here fills them in.
+pub use klsync_core::data::{
+    CheckCost, CheckScope, DataApplyReport, DataCheck, DataPlan, Drift, FailedRow, FieldChange,
+    MembershipCheck, MembershipCounts, MembershipPlan, MembershipReport, ProfileCheck,
+    ProfileCounts, ProfileSyncPlan, ProfileSyncReport, RejectedRow, RowChange, SAMPLE_SIZE,
+    check_summary, render_check, render_report, render_text, render_text_sampled,
 };
-pub use diff::FieldChange;
-pub(crate) use profiles::UNSETS_IN_FLIGHT;
-pub use render::{check_summary, render_check, render_report, render_text, render_text_sampled};
-
-/// Rows kept in each sample of a plan or report.
-pub const SAMPLE_SIZE: usize = 10;
-/// Bulk import jobs created and polled at the same time.
-pub const JOBS_IN_FLIGHT: usize = 4;
+use klsync_core::data::{count_difference, failed_sample, request_names, requests_of, seconds};
+// How many requests the engine keeps in flight: facts the plan's estimate simulates too.
+pub use klsync_core::data::{
+    JOBS_IN_FLIGHT, LOOKUPS_IN_FLIGHT, UNSETS_IN_FLIGHT, first_poll_delay,
+};
 /// Most failures of one job that klsync isolates by resending halves when the import errors do
 /// not say which rows they are: at most `2 · 20 · ⌈log2 10,000⌉ = 560` more jobs, about four
 /// minutes at Klaviyo's 150 a minute. Past it, the job's rows not known to be refused are all
 /// reported failed (and not recorded), with a reason that says so.
 pub const ISOLATE_AT_MOST: u64 = 20;
+
+/// How an apply gives a list the Klaviyo id its members sync needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListGiven {
+    /// The apply creates the list: it starts empty.
+    Created,
+    /// The apply adopts a list that exists, unmanaged until then.
+    Adopted,
+}
+
+impl ListGiven {
+    /// The past participle a report uses: `created`, `adopted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListGiven::Created => "created",
+            ListGiven::Adopted => "adopted",
+        }
+    }
+}
 
 /// Anything that stops a data sync.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +123,9 @@ pub enum SyncError {
     /// klsync's state database failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The temporary file holding the rows to send could not be written or read back.
+    #[error("the temporary file of the rows to send failed: {0}")]
+    Spill(#[source] std::io::Error),
     /// A Klaviyo request failed (after the client's retries).
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -210,422 +230,6 @@ impl Sources<'_> {
     }
 }
 
-/// The data part of a plan: every `profiles:` sync and every list with `members:`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct DataPlan {
-    /// One entry per `profiles:` sync, by id.
-    pub profiles: Vec<ProfileSyncPlan>,
-    /// One entry per list with `members:`, by list key.
-    pub memberships: Vec<MembershipPlan>,
-    /// Requests the apply sends, per `operationId` (lower bound: one poll per job).
-    pub requests: BTreeMap<String, u64>,
-    /// Least time those requests take at Klaviyo's published limits on their own, in seconds.
-    /// The plan's `cost.estimated_seconds` is the one estimate of an apply, configuration and
-    /// data together.
-    pub estimated_seconds: u64,
-    /// Restricted by `--target` ([`DataPlan::retain`]): apply runs only the syncs listed here.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub targeted: bool,
-}
-
-impl DataPlan {
-    /// Keep only the profile syncs and the lists' member syncs the predicates accept (a
-    /// targeted plan, [`crate::plan::targeted`]), with the requests and time of what is left.
-    pub fn retain(
-        &mut self,
-        keep_profiles: impl Fn(&str) -> bool,
-        keep_list: impl Fn(&str) -> bool,
-    ) {
-        self.targeted = true;
-        self.profiles.retain(|sync| keep_profiles(&sync.id));
-        self.memberships.retain(|sync| keep_list(&sync.list));
-        let mut total: BTreeMap<Operation, u64> = BTreeMap::new();
-        let parts = self
-            .profiles
-            .iter()
-            .map(|sync| &sync.requests)
-            .chain(self.memberships.iter().map(|sync| &sync.requests));
-        for part in parts {
-            for (name, count) in part {
-                if let Some(operation) = Operation::ALL.iter().find(|op| op.operation_id() == name)
-                {
-                    *total.entry(*operation).or_default() += count;
-                }
-            }
-        }
-        self.requests = request_names(&total);
-        self.estimated_seconds = seconds(&total);
-    }
-
-    /// The syncs planned with `--resync`, as `--resync` names them.
-    pub fn resyncs(&self) -> Vec<String> {
-        let profiles = self
-            .profiles
-            .iter()
-            .filter(|sync| sync.resync)
-            .map(|sync| format!("profiles.{}", sync.id));
-        let members = self
-            .memberships
-            .iter()
-            .filter(|sync| sync.resync)
-            .map(|sync| format!("list.{}.members", sync.list));
-        profiles.chain(members).collect()
-    }
-
-    /// Whether apply would send anything.
-    pub fn has_changes(&self) -> bool {
-        self.profiles
-            .iter()
-            .any(|p| p.counts.new > 0 || p.counts.changed > 0 || p.counts.unset > 0)
-            || self
-                .memberships
-                .iter()
-                .any(|m| m.counts.add > 0 || m.counts.remove > 0)
-    }
-
-    /// Whether any list's removals exceed its `max_removals` (apply refuses without force).
-    pub fn exceeds_max_removals(&self) -> bool {
-        self.memberships.iter().any(|m| m.exceeds_max_removals)
-    }
-
-    /// Requests `--refresh` sends to read the sampled profiles (one filter request per sync
-    /// with a non-empty diff sample).
-    pub fn refresh_requests(&self) -> u64 {
-        self.profiles
-            .iter()
-            .map(|p| u64::from(!p.diff_sample.is_empty()))
-            .sum()
-    }
-}
-
-/// The plan of one `profiles:` sync.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ProfileSyncPlan {
-    /// The sync's manifest id.
-    pub id: String,
-    /// The query it runs.
-    pub query: String,
-    /// The identifier column.
-    pub identify_by: IdentifyBy,
-    /// What happens to properties of rows that disappeared (and to null values).
-    pub on_missing_row: OnMissingRow,
-    /// Rows the query returned.
-    pub rows: u64,
-    /// Rows by outcome.
-    pub counts: ProfileCounts,
-    /// Some rejected rows, with the reason.
-    pub rejected_sample: Vec<RejectedRow>,
-    /// Some rows that change, field by field.
-    pub diff_sample: Vec<RowChange>,
-    /// Requests, per `operationId`.
-    pub requests: BTreeMap<String, u64>,
-    /// Least time at Klaviyo's limits, in seconds.
-    pub estimated_seconds: u64,
-    /// Live values that differ from what klsync last applied (only with `--refresh`).
-    pub drift: Vec<Drift>,
-    /// What the full check (`plan --refresh=full`) found: the rows it found changed in Klaviyo
-    /// are planned as `changed`, and apply sends them again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<ProfileCheck>,
-    /// `--resync`: every row is sent again, whatever klsync recorded (after an account was
-    /// restored or wiped); apply does the same.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub resync: bool,
-}
-
-/// Row counts of a `profiles:` sync.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ProfileCounts {
-    /// Rows klsync never applied: sent through bulk import.
-    pub new: u64,
-    /// Rows whose values changed: sent through bulk import.
-    pub changed: u64,
-    /// Profiles losing properties (a null with `on_missing_row: unset`, or a row gone): one
-    /// `profile-import` request each. A row can be both changed and unset.
-    pub unset: u64,
-    /// Rows exactly as last applied.
-    pub unchanged: u64,
-    /// Rows refused before sending (bad or duplicate identifier, profile over 100 KB).
-    pub rejected: u64,
-    /// Rows gone from the query whose properties are kept (`on_missing_row: keep`).
-    pub missing_kept: u64,
-}
-
-/// A row refused before sending.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RejectedRow {
-    /// 1-based position in the query's result.
-    pub row: u64,
-    /// The identifier as the query returned it (JSON text).
-    pub identifier: String,
-    /// Why it was refused.
-    pub reason: String,
-}
-
-/// A row's field-level changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct RowChange {
-    /// The normalised identifier.
-    pub identifier: String,
-    /// `new`, `changed` or `unset`.
-    pub action: String,
-    /// The changed properties.
-    pub changes: Vec<FieldChange>,
-}
-
-/// A property whose live value differs from what klsync last applied.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Drift {
-    /// The normalised identifier.
-    pub identifier: String,
-    /// The property.
-    pub property: String,
-    /// What klsync last applied.
-    pub applied: Option<serde_json::Value>,
-    /// What Klaviyo has now (`None`: absent, or no such profile).
-    pub live: Option<serde_json::Value>,
-}
-
-/// The plan of one list's `members:`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct MembershipPlan {
-    /// The list's manifest key.
-    pub list: String,
-    /// Its Klaviyo id, when it exists.
-    pub list_id: Option<String>,
-    /// The query it runs.
-    pub query: String,
-    /// The identifier column.
-    pub identify_by: IdentifyBy,
-    /// `add_only` or `mirror`.
-    pub mode: MembershipMode,
-    /// Rows the query returned.
-    pub rows: u64,
-    /// Members by outcome.
-    pub counts: MembershipCounts,
-    /// Some identifiers to add.
-    pub add_sample: Vec<String>,
-    /// Some identifiers to remove.
-    pub remove_sample: Vec<String>,
-    /// Some rejected rows.
-    pub rejected_sample: Vec<RejectedRow>,
-    /// Some of the removals an earlier apply could not make, with why (planned again).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pending_removal_sample: Vec<FailedRow>,
-    /// The removal limit resolved to a count (a percentage applies to the members klsync added).
-    pub max_removals: Option<u64>,
-    /// Removals exceed the limit: apply refuses without `--force`.
-    pub exceeds_max_removals: bool,
-    /// Requests, per `operationId`.
-    pub requests: BTreeMap<String, u64>,
-    /// Least time at Klaviyo's limits, in seconds.
-    pub estimated_seconds: u64,
-    /// What the full check (`plan --refresh=full`) found: recorded members missing from the
-    /// list that the query still returns are planned as adds (those it no longer returns are
-    /// forgotten), and apply sends them again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<MembershipCheck>,
-    /// `--resync`: every member the query returns is added again, whatever klsync recorded
-    /// (apply still first checks the list and sends only those missing from it).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub resync: bool,
-}
-
-/// Member counts of one list.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct MembershipCounts {
-    /// Profiles to add.
-    pub add: u64,
-    /// Profiles klsync added that left the query (mirror mode only).
-    pub remove: u64,
-    /// Profiles in the query that klsync already added.
-    pub unchanged: u64,
-    /// Rows with an unusable identifier.
-    pub rejected: u64,
-    /// Rows repeating an identifier already seen (the profile is added once).
-    pub duplicates: u64,
-    /// Of the adds, profiles an earlier apply sent without learning whether Klaviyo added them
-    /// (it was killed, or gave up polling the job): apply checks the list first and records
-    /// those it finds there as added by klsync.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub unconfirmed: u64,
-    /// Of the removals, members an earlier apply could not remove (no profile id recorded, and
-    /// none found by their identifier): still recorded, planned again.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub pending_removals: u64,
-}
-
-fn is_zero(count: &u64) -> bool {
-    *count == 0
-}
-
-impl ProfileCounts {
-    /// Each count with the word the plan shows it under.
-    fn labelled(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("new", self.new),
-            ("changed", self.changed),
-            ("unset", self.unset),
-            ("unchanged", self.unchanged),
-            ("rejected", self.rejected),
-            ("gone (kept)", self.missing_kept),
-        ]
-    }
-}
-
-impl MembershipCounts {
-    /// Each count with the word the plan shows it under.
-    fn labelled(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("to add", self.add),
-            ("to remove", self.remove),
-            ("unchanged", self.unchanged),
-            ("rejected", self.rejected),
-            ("duplicate", self.duplicates),
-            ("to confirm", self.unconfirmed),
-            ("removal(s) pending", self.pending_removals),
-        ]
-    }
-}
-
-/// `subject: planned 3 new, 1 changed; found 4 new, 2 changed`: the counts that differ
-/// between the plan and the data at apply time, in the plan's words (counts that agree are
-/// left out, so the line says what moved).
-fn count_difference(
-    subject: &str,
-    planned: &[(&'static str, u64)],
-    found: &[(&'static str, u64)],
-) -> String {
-    let differing: Vec<(&str, u64, u64)> = planned
-        .iter()
-        .zip(found)
-        .filter(|((_, before), (_, now))| before != now)
-        .map(|((label, before), (_, now))| (*label, *before, *now))
-        .collect();
-    let side = |pick: fn(&(&str, u64, u64)) -> u64| {
-        differing
-            .iter()
-            .map(|entry| format!("{} {}", pick(entry), entry.0))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "{subject}: planned {}; found {}",
-        side(|entry| entry.1),
-        side(|entry| entry.2)
-    )
-}
-
-/// What an apply did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
-pub struct DataApplyReport {
-    /// Per `profiles:` sync.
-    pub profiles: Vec<ProfileSyncReport>,
-    /// Per list with `members:`.
-    pub memberships: Vec<MembershipReport>,
-    /// Syncs whose fresh counts differ from the plan's (the data changed in between).
-    pub drift: Vec<String>,
-    /// Syncs not run, and why (the list they fill was not created).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub skipped: Vec<String>,
-}
-
-impl DataApplyReport {
-    /// Whether some rows or members failed, or some removals could not be made (all are
-    /// retried by the next apply).
-    pub fn has_failures(&self) -> bool {
-        !self.skipped.is_empty()
-            || self.profiles.iter().any(|p| p.failed > 0)
-            || self
-                .memberships
-                .iter()
-                .any(|m| m.failed > 0 || m.removal_pending > 0)
-    }
-}
-
-/// What an apply did for one `profiles:` sync.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
-pub struct ProfileSyncReport {
-    /// The sync id.
-    pub id: String,
-    /// Profiles sent in bulk import jobs.
-    pub sent: u64,
-    /// Profiles whose properties were removed through profile-import.
-    pub unset: u64,
-    /// Rows recorded as applied (accepted by Klaviyo).
-    pub recorded: u64,
-    /// Rows Klaviyo refused: not recorded, sent again by the next apply.
-    pub failed: u64,
-    /// Some failed rows, with Klaviyo's reason.
-    pub failed_sample: Vec<FailedRow>,
-    /// The bulk import jobs created.
-    pub jobs: Vec<String>,
-}
-
-/// What an apply did for one list.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
-pub struct MembershipReport {
-    /// The list key.
-    pub list: String,
-    /// Members added (and recorded).
-    pub added: u64,
-    /// Profiles to add that were already members (joined another way): recorded as such, not
-    /// sent, never removed by mirror mode.
-    pub already_members: u64,
-    /// Adds an earlier apply sent without learning the outcome, found on the list now:
-    /// recorded as added by klsync, not sent again.
-    pub confirmed: u64,
-    /// Members removed (and forgotten).
-    pub removed: u64,
-    /// Adds Klaviyo refused: retried by the next apply.
-    pub failed: u64,
-    /// Some failed adds, with Klaviyo's reason.
-    pub failed_sample: Vec<FailedRow>,
-    /// Removals klsync could not make (no profile id recorded, none found by the identifier):
-    /// kept in klsync's record, with the reason, and tried again by the next apply.
-    pub removal_pending: u64,
-    /// Some of them, with the reason.
-    pub removal_pending_sample: Vec<FailedRow>,
-    /// The bulk import jobs created.
-    pub jobs: Vec<String>,
-}
-
-/// A row Klaviyo refused, or a member klsync could not remove.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct FailedRow {
-    /// The normalised identifier.
-    pub identifier: String,
-    /// Klaviyo's error, or why the whole job failed.
-    pub reason: String,
-}
-
-/// Request counts per operation, the operations with none left out.
-fn requests_of(counts: impl IntoIterator<Item = (Operation, u64)>) -> BTreeMap<Operation, u64> {
-    counts.into_iter().filter(|(_, count)| *count > 0).collect()
-}
-
-/// The first [`SAMPLE_SIZE`] of `failed` (identifier, reason), as a report shows them.
-fn failed_sample(failed: impl IntoIterator<Item = (String, String)>) -> Vec<FailedRow> {
-    failed
-        .into_iter()
-        .take(SAMPLE_SIZE)
-        .map(|(identifier, reason)| FailedRow { identifier, reason })
-        .collect()
-}
-
-/// Keyed request counts from typed ones.
-fn request_names(requests: &BTreeMap<Operation, u64>) -> BTreeMap<String, u64> {
-    requests
-        .iter()
-        .filter(|(_, count)| **count > 0)
-        .map(|(operation, count)| (operation.operation_id().to_string(), *count))
-        .collect()
-}
-
-fn seconds(requests: &BTreeMap<Operation, u64>) -> u64 {
-    crate::plan::estimated_duration(requests).as_secs()
-}
-
 /// Plan every `profiles:` sync and every list's `members:` of `manifest` (the project's merged
 /// manifest). `list_ids` maps list keys to Klaviyo ids for lists that exist. With `check` (the
 /// full check, [`check_data`]), the plan also restores what it found changed in Klaviyo, and
@@ -710,19 +314,20 @@ pub async fn apply_data(
     store: &StateStore,
     force: bool,
 ) -> Result<DataApplyReport, SyncError> {
-    let created = BTreeSet::new();
+    let given = BTreeMap::new();
     let never = |_: String| std::future::ready(None);
     apply_data_beside_changes(
-        plan, manifest, list_ids, queries, client, store, force, &created, never,
+        plan, manifest, list_ids, queries, client, store, force, &given, never,
     )
     .await
 }
 
 /// [`apply_data`] while the configuration changes may still be running: the `profiles:` syncs
 /// and the `members:` syncs run side by side, each kind one sync at a time in manifest order,
-/// and the members of a list in `created` (a list the same apply creates) wait for
-/// `wait_for_list(key)`: the new list's id, or `None` when it was not created, and the sync is
-/// skipped (reported in [`DataApplyReport::skipped`]).
+/// and the members of a list in `given` (a list the same apply creates or adopts, so that its id
+/// is known only once that change is made) wait for `wait_for_list(key)`: the list's id, or
+/// `None` when its change failed, and the sync is skipped (reported in
+/// [`DataApplyReport::skipped`]). A created list starts empty, whatever klsync recorded.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply_data_beside_changes<W, F>(
     plan: &DataPlan,
@@ -732,7 +337,7 @@ pub async fn apply_data_beside_changes<W, F>(
     client: &KlaviyoClient,
     store: &StateStore,
     force: bool,
-    created: &BTreeSet<String>,
+    given: &BTreeMap<String, ListGiven>,
     wait_for_list: W,
 ) -> Result<DataApplyReport, SyncError>
 where
@@ -772,7 +377,8 @@ where
         let Some(members) = &list.members else {
             continue;
         };
-        let creating = created.contains(&list.id);
+        let awaited = given.get(&list.id).copied();
+        let creating = awaited == Some(ListGiven::Created);
         // A list being created has no members yet, whatever id the state last knew.
         let list_id = if creating {
             None
@@ -819,7 +425,9 @@ where
                 limit,
             });
         }
-        member_work.push((list, creating, fresh.list_id.clone(), members, work));
+        // A list the apply adopts has an id only once the adoption is recorded.
+        let awaited = awaited.filter(|_| fresh.list_id.is_none());
+        member_work.push((list, awaited, fresh.list_id.clone(), members, work));
     }
     let profiles = async {
         let mut reports = Vec::new();
@@ -831,14 +439,16 @@ where
     let memberships = async {
         let mut reports = Vec::new();
         let mut skipped = Vec::new();
-        for (list, creating, list_id, members, work) in member_work {
-            let list_id = if creating {
+        for (list, awaited, list_id, members, work) in member_work {
+            let list_id = if let Some(how) = awaited {
                 match wait_for_list(list.id.clone()).await {
                     Some(id) => Some(id),
                     None => {
                         skipped.push(format!(
-                            "lists.{}.members: not synced, as list.{} was not created",
-                            list.id, list.id
+                            "lists.{}.members: not synced, as list.{} was not {}",
+                            list.id,
+                            list.id,
+                            how.as_str()
                         ));
                         continue;
                     }
@@ -863,13 +473,6 @@ fn merge(total: &mut BTreeMap<Operation, u64>, part: &BTreeMap<Operation, u64>) 
     for (operation, count) in part {
         *total.entry(*operation).or_default() += count;
     }
-}
-
-/// The wait before a job's first poll: 250 ms plus 50 ms per 1,000 profiles (750 ms for a full
-/// job of 10,000), since a big job is never done after a quarter of a second and each early
-/// poll is a wasted request.
-pub(crate) fn first_poll_delay(profiles: usize) -> Duration {
-    Duration::from_millis(250 + 50 * (profiles as u64 / 1_000))
 }
 
 /// Poll a bulk import job of `profiles` profiles until it completes: first after
@@ -1066,7 +669,8 @@ async fn run_jobs<B>(
     intents: Option<&members::Intents<'_>>,
 ) -> Vec<JobOutcome>
 where
-    B: Fn(std::ops::Range<usize>) -> Vec<crate::klaviyo::ProfileAttributes> + Sync,
+    B: Fn(std::ops::Range<usize>) -> Result<Vec<crate::klaviyo::ProfileAttributes>, SyncError>
+        + Sync,
 {
     use futures::StreamExt;
     futures::stream::iter(ranges.iter().cloned().enumerate())
@@ -1081,7 +685,10 @@ where
             {
                 return JobOutcome::NotSent(error);
             }
-            let profiles = build(range.clone());
+            let profiles = match build(range.clone()) {
+                Ok(profiles) => profiles,
+                Err(error) => return JobOutcome::NotSent(error),
+            };
             let count = profiles.len();
             let job = match client.create_bulk_import_job(&profiles, list_ids).await {
                 Ok(job) => job,
@@ -1112,7 +719,7 @@ where
                     )
                     .await;
                 }
-                let profiles = build(range);
+                let profiles = build(range)?;
                 job_refusals(
                     client,
                     &finished,

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 
-use super::chunk::{Chunker, chunk_ranges};
+use super::chunk::Chunker;
 use super::diff::{self, RowHash};
 use super::identify;
+use super::spill::{self, Upsert, UpsertLog};
 use super::table::{self, KeyTable, PackedState};
 use super::{
     ProfileCounts, ProfileSyncPlan, ProfileSyncReport, RejectedRow, RowChange, SAMPLE_SIZE,
@@ -23,8 +24,8 @@ use crate::state::{StateStore, SyncRowRecord, identifier_key, short_row_hash};
 const WHAT: &str = "profiles sync";
 /// Changed rows looked up in the state at once.
 const LOOKUP_BATCH: usize = 500;
-/// profile-import requests in flight at once (the client paces them).
-pub(crate) const UNSETS_IN_FLIGHT: usize = 8;
+/// Rows read back from the spill file per batch of property removals or records.
+const RECORD_BATCH: usize = 10_000;
 
 /// What a row turned out to be; kept per identifier to catch duplicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,25 +123,8 @@ struct Candidate {
     row: u64,
 }
 
-/// One row to send or record at apply. Property maps are kept as JSON text: a `Map` costs
-/// several times its text in memory, and a first load may hold a million of these.
-pub(super) struct Upsert {
-    key: u64,
-    identifier: String,
-    row_hash: RowHash,
-    /// Properties to bulk import (a JSON object), if any.
-    set: Option<Box<str>>,
-    /// Serialised size of the profile in the job body.
-    size: usize,
-    unset: Vec<String>,
-    /// What to record once accepted (a JSON object).
-    applied: Box<str>,
-}
-
-fn json_text(map: &Map<String, Value>) -> Box<str> {
-    serde_json::to_string(map)
-        .expect("JSON maps always serialize")
-        .into_boxed_str()
+fn json_text(map: &Map<String, Value>) -> String {
+    serde_json::to_string(map).expect("JSON maps always serialize")
 }
 
 fn json_map(text: &str) -> Map<String, Value> {
@@ -151,7 +135,10 @@ fn json_map(text: &str) -> Map<String, Value> {
 /// Everything an apply sends for one sync; empty when planning.
 #[derive(Default)]
 pub(super) struct ProfileWork {
-    upserts: Vec<Upsert>,
+    /// The rows to send or record, on disk ([`spill`]).
+    upserts: UpsertLog,
+    /// Keys of rows found twice after they were written: skipped when read back.
+    duplicates: diff::KeySet,
     /// Rows gone from the query: identifier and the properties to remove.
     gone: Vec<(String, Vec<String>)>,
 }
@@ -566,15 +553,18 @@ impl Run<'_> {
                 ));
             }
             if self.keep_work {
-                self.work.upserts.push(Upsert {
-                    key: candidate.key,
-                    identifier: candidate.identifier,
-                    row_hash: candidate.hash,
-                    set: (!delta.set.is_empty()).then(|| json_text(&delta.set)),
-                    size,
-                    unset: delta.unset,
-                    applied: json_text(&delta.applied),
-                });
+                self.work
+                    .upserts
+                    .push(&Upsert {
+                        key: candidate.key,
+                        identifier: candidate.identifier,
+                        row_hash: candidate.hash,
+                        set: (!delta.set.is_empty()).then(|| json_text(&delta.set)),
+                        size,
+                        unset: delta.unset,
+                        applied: json_text(&delta.applied),
+                    })
+                    .map_err(SyncError::Spill)?;
             }
         }
         Ok(())
@@ -698,7 +688,7 @@ impl Layout {
 /// bulk import request puts property values 8 levels down, and a request nested deeper than 128
 /// levels is refused whole by serde_json's default limit (the emulator's, and the usual one of
 /// JSON parsers): one deep value would fail every profile of its job. 100 leaves room.
-pub const MAX_PROPERTY_DEPTH: usize = 100;
+pub(crate) const MAX_PROPERTY_DEPTH: usize = 100;
 
 /// The first property (by name) whose value nests deeper than [`MAX_PROPERTY_DEPTH`], with its
 /// depth.
@@ -886,9 +876,19 @@ pub(super) async fn compute(
         .filter(|(key, _)| *key == 0 || seen_of(stored, seen, *key) != Some(Seen::Duplicate))
         .map(|(_, change)| change)
         .collect();
-    run.work
-        .upserts
-        .retain(|upsert| seen_of(stored, seen, upsert.key) != Some(Seen::Duplicate));
+    run.work.upserts.finish().map_err(SyncError::Spill)?;
+    // A row found twice is refused, both times; the first was written before the second was
+    // seen. One more pass over the file finds them, only when there are any.
+    let any_duplicate = stored.states().any(|state| state == Some(Seen::Duplicate))
+        || seen.values().any(|state| *state == Seen::Duplicate);
+    if any_duplicate {
+        for row in run.work.upserts.read_from(0).map_err(SyncError::Spill)? {
+            let (_, upsert) = row.map_err(SyncError::Spill)?;
+            if seen_of(stored, seen, upsert.key) == Some(Seen::Duplicate) {
+                run.work.duplicates.insert(upsert.key);
+            }
+        }
+    }
     let jobs = run.chunker.jobs() as u64;
     let requests = super::requests_of([
         (Operation::BulkImportProfiles, jobs),
@@ -926,24 +926,65 @@ pub(super) async fn apply(
     };
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
 
-    // 1. Bulk import every row with values to set.
-    let to_send: Vec<&Upsert> = work.upserts.iter().filter(|u| u.set.is_some()).collect();
-    let sizes: Vec<usize> = to_send.iter().map(|u| u.size).collect();
-    let ranges = chunk_ranges(&sizes, Chunker::default());
-    report.sent = to_send.len() as u64;
-    // Each job's attributes are built only when it is sent.
-    let build = |range: std::ops::Range<usize>| -> Vec<crate::klaviyo::ProfileAttributes> {
-        to_send[range]
-            .iter()
-            .map(|u| {
-                let set = u.set.as_deref().map(json_map);
-                super::attributes_for(spec.identify_by, &u.identifier, set)
-            })
-            .collect()
+    let log = &work.upserts;
+    let wanted = |upsert: &Upsert| !work.duplicates.contains(&upsert.key);
+    let rows = |from| -> Result<_, SyncError> {
+        Ok(log
+            .read_from(from)
+            .map_err(SyncError::Spill)?
+            .map(|row| row.map_err(SyncError::Spill))
+            .filter(|row| row.as_ref().map_or(true, |(_, upsert)| wanted(upsert))))
+    };
+
+    // 1. Bulk import every row with values to set. One pass over the file finds where each
+    // job starts; a job's rows are read back only when it is built.
+    let mut chunker = Chunker::default();
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut starts: Vec<spill::Offset> = Vec::new();
+    let mut sendable = 0;
+    for row in rows(0)? {
+        let (at, upsert) = row?;
+        if upsert.set.is_none() {
+            continue;
+        }
+        if chunker.push(upsert.size) {
+            ranges.push(sendable..sendable + 1);
+            starts.push(at);
+        } else if let Some(last) = ranges.last_mut() {
+            last.end = sendable + 1;
+        }
+        sendable += 1;
+    }
+    report.sent = sendable as u64;
+    // Each job's attributes are built only when it is sent (and again if Klaviyo refuses some).
+    let read_range = |range: std::ops::Range<usize>| -> Result<Vec<Upsert>, SyncError> {
+        let job = ranges.partition_point(|r| r.start <= range.start) - 1;
+        let skip = range.start - ranges[job].start;
+        let mut taken = Vec::with_capacity(range.len());
+        for row in rows(starts[job])? {
+            let (_, upsert) = row?;
+            if upsert.set.is_some() {
+                taken.push(upsert);
+                if taken.len() == skip + range.len() {
+                    break;
+                }
+            }
+        }
+        Ok(taken.split_off(skip.min(taken.len())))
+    };
+    let build = |range: std::ops::Range<usize>| {
+        read_range(range).map(|upserts| {
+            upserts
+                .into_iter()
+                .map(|u| {
+                    let set = u.set.as_deref().map(json_map);
+                    super::attributes_for(spec.identify_by, &u.identifier, set)
+                })
+                .collect()
+        })
     };
     let outcomes = super::run_jobs(client, &build, &ranges, &[], spec.identify_by, None).await;
     for (range, outcome) in ranges.iter().zip(outcomes) {
-        let chunk = &to_send[range.clone()];
         let reason = match outcome {
             super::JobOutcome::Finished { job_ids, refused } => {
                 report.jobs.extend(job_ids);
@@ -956,47 +997,73 @@ pub(super) async fn apply(
                 error.to_string()
             }
         };
-        for upsert in chunk {
-            failed.insert(upsert.identifier.clone(), reason.clone());
+        for upsert in read_range(range.clone())? {
+            failed.insert(upsert.identifier, reason.clone());
         }
     }
 
-    // 2. Remove properties (nulls), for rows whose values (if any) were accepted.
-    let unsets: Vec<&Upsert> = work
-        .upserts
-        .iter()
-        .filter(|u| !u.unset.is_empty() && !failed.contains_key(&u.identifier))
-        .collect();
-    let unset_outcomes = unset_all(
-        spec,
-        client,
-        unsets
-            .iter()
-            .map(|u| (u.identifier.as_str(), u.unset.as_slice())),
-    )
-    .await;
-    for (upsert, outcome) in unsets.iter().zip(unset_outcomes) {
-        match outcome {
-            Ok(()) => report.unset += 1,
-            Err(error) => {
-                failed.insert(upsert.identifier.clone(), error.to_string());
+    // 2. Remove properties (nulls), for rows whose values (if any) were accepted, a batch at a
+    // time.
+    let mut batch: Vec<(String, Vec<String>)> = Vec::new();
+    let mut pass = rows(0)?;
+    loop {
+        let next = pass.next().transpose()?;
+        let done = next.is_none();
+        if let Some((_, upsert)) = next {
+            if !upsert.unset.is_empty() && !failed.contains_key(&upsert.identifier) {
+                batch.push((upsert.identifier, upsert.unset));
+            }
+            if batch.len() < RECORD_BATCH {
+                continue;
             }
         }
+        let outcomes = unset_all(
+            spec,
+            client,
+            batch
+                .iter()
+                .map(|(identifier, keys)| (identifier.as_str(), keys.as_slice())),
+        )
+        .await;
+        for ((identifier, _), outcome) in batch.drain(..).zip(outcomes) {
+            match outcome {
+                Ok(()) => report.unset += 1,
+                Err(error) => {
+                    failed.insert(identifier, error.to_string());
+                }
+            }
+        }
+        if done {
+            break;
+        }
     }
 
-    // 3. Record accepted rows.
-    let records: Vec<SyncRowRecord> = work
-        .upserts
-        .iter()
-        .filter(|u| !failed.contains_key(&u.identifier))
-        .map(|u| SyncRowRecord {
-            identifier: u.identifier.clone(),
-            row_hash: diff::hash_hex(&u.row_hash),
-            applied: Value::Object(json_map(&u.applied)),
-        })
-        .collect();
-    store.record_sync_rows(&spec.id, &records).await?;
-    report.recorded = records.len() as u64;
+    // 3. Record accepted rows, a batch at a time (a row recorded is a row the next plan need
+    // not send; one killed between batches sends the rest again).
+    let mut records: Vec<SyncRowRecord> = Vec::new();
+    let mut pass = rows(0)?;
+    loop {
+        let next = pass.next().transpose()?;
+        let done = next.is_none();
+        if let Some((_, upsert)) = next {
+            if !failed.contains_key(&upsert.identifier) {
+                records.push(SyncRowRecord {
+                    identifier: upsert.identifier,
+                    row_hash: diff::hash_hex(&upsert.row_hash),
+                    applied: Value::Object(json_map(&upsert.applied)),
+                });
+            }
+            if records.len() < RECORD_BATCH {
+                continue;
+            }
+        }
+        store.record_sync_rows(&spec.id, &records).await?;
+        report.recorded += records.len() as u64;
+        records.clear();
+        if done {
+            break;
+        }
+    }
 
     // 4. Rows gone from the query (on_missing_row: unset): remove their properties, forget them.
     let with_keys: Vec<&(String, Vec<String>)> = work
@@ -1053,7 +1120,7 @@ async fn unset_all<'a>(
                 .map(drop)
                 .map_err(SyncError::from)
         })
-        .buffered(UNSETS_IN_FLIGHT)
+        .buffered(super::UNSETS_IN_FLIGHT)
         .collect()
         .await
 }

@@ -29,7 +29,7 @@ pub(super) struct Placed {
 
 impl Placed {
     /// Whether every failure the job counted (`failed_count`) is placed on a row.
-    pub fn complete(&self, failed_count: u64) -> bool {
+    pub(crate) fn complete(&self, failed_count: u64) -> bool {
         self.unplaced.is_empty() && self.refused.len() as u64 >= failed_count
     }
 }

@@ -117,6 +117,7 @@ on_both_backends!(
     independent_changes_continue_past_a_failure,
     a_recreate_lost_before_it_was_recorded_is_found_not_repeated,
     data_syncs_plan_apply_converge_and_guard_removals,
+    an_adopted_lists_members_are_synced_to_its_id,
     rows_klaviyo_refuses_make_a_partial_apply_and_are_retried,
 );
 
@@ -774,6 +775,41 @@ fn profiles_and_members(setup: &Setup, list: &str) -> BTreeMap<String, (serde_js
             })
             .collect()
     })
+}
+
+/// The members sync of a list the apply adopts runs beside the configuration changes: it waits
+/// for the adoption to record the list's id (there is none in klsync's state before).
+async fn an_adopted_lists_members_are_synced_to_its_id(backend: Backend) {
+    let source = Source::of(&backend);
+    source
+        .execute(
+            "CREATE TABLE customers (email TEXT, plan TEXT, ltv INTEGER);
+             INSERT INTO customers VALUES
+               ('a@example.com', 'gold', 500), ('b@example.com', 'silver', 300);",
+        )
+        .await;
+    let setup = Setup::new(backend, None, &[("shop.yaml", DATA)]).await;
+    setup.seed(|s| s.create_list("VIP", None));
+    let db = [("DATABASE_URL", source.url.as_str())];
+
+    let applied = setup.run_env(&["apply", "--auto-approve"], &db).await;
+    ok(&applied, 0);
+    for needle in [
+        "= adopt list.vip",
+        "lists.vip.members: +2 added, -0 removed, 0 failed",
+    ] {
+        assert!(
+            applied.stdout.contains(needle),
+            "{needle}:\n{}",
+            applied.stdout
+        );
+    }
+    let emulated = profiles_and_members(&setup, "VIP");
+    assert!(emulated["a@example.com"].1 && emulated["b@example.com"].1);
+    ok(
+        &setup.run_env(&["plan", "--detailed-exitcode"], &db).await,
+        0,
+    );
 }
 
 async fn data_syncs_plan_apply_converge_and_guard_removals(backend: Backend) {

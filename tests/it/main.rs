@@ -7,6 +7,9 @@
 //! directory, a global tracing subscriber): the `klsync` binary runs as a child process with its
 //! own environment, and a test that captures logs installs its subscriber for its own thread.
 
+// A test binary has no public API: `pub` in its modules only means "shared between test files".
+#![allow(unreachable_pub)]
+
 mod plan_common;
 mod support;
 

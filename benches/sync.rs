@@ -8,6 +8,13 @@
 //!    /dev/null (copy, plan, copy: the better copy is the reference). The plan runs in a child
 //!    process (this binary re-executed with `--plan-child`), so its peak RSS (`VmHWM`) is the
 //!    plan's alone, not the data generation's.
+//!
+//!    Then **whole processes**, median of `KLSYNC_BENCH_WHOLE_ROUNDS` (5) interleaved rounds:
+//!    the plan child from spawn to exit against each database's own client reading the same
+//!    query into /dev/null: PostgreSQL with `database.copy: off` against `psql -c "SELECT ..."`,
+//!    and, when `KLSYNC_TEST_MYSQL_URL` names a MariaDB (or MySQL) server, the same rows in a
+//!    database of their own there against `mariadb --quick -e "SELECT ..."`. The state is the
+//!    PostgreSQL one either way: the rows hash alike on every database.
 //! 2. **Apply of 100,000 changed profiles** (`KLSYNC_BENCH_CHANGED`) against the in-process
 //!    emulator with rate limits off: bulk jobs and polls counted from the emulator's stats, and
 //!    the time the same requests take at Klaviyo's published limits (the plan's estimate).
@@ -64,9 +71,13 @@ fn runtime() -> tokio::runtime::Runtime {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == CHILD_FLAG) {
-        let url = args.get(at + 1).expect("--plan-child URL MODE");
+        let url = args
+            .get(at + 1)
+            .expect("--plan-child URL MODE [STATE_URL [copy-off]]");
         let mode = args.get(at + 2).map_or("plan", String::as_str);
-        runtime().block_on(child(url, mode));
+        let state = args.get(at + 3).unwrap_or(url);
+        let copy = args.get(at + 4).is_none_or(|flag| flag != "copy-off");
+        runtime().block_on(child(url, mode, state, copy));
         return;
     }
     let ok = runtime().block_on(bench());
@@ -121,10 +132,19 @@ fn query(sql: &str) -> QuerySpec {
 }
 
 async fn connect(url: &str) -> (QueryManager, StateStore) {
-    let queries = QueryManager::connect(&Secret::new(url.to_string()), QueryOptions::default())
+    connect_to(url, url, true).await
+}
+
+/// The source at `url` (COPY allowed or not), the state at `state`.
+async fn connect_to(url: &str, state: &str, copy: bool) -> (QueryManager, StateStore) {
+    let options = QueryOptions {
+        copy,
+        ..QueryOptions::default()
+    };
+    let queries = QueryManager::connect(&Secret::new(url.to_string()), options)
         .await
         .expect("connect the source");
-    let state = StateStore::connect(url).await.expect("connect the state");
+    let state = StateStore::connect(state).await.expect("connect the state");
     (queries, state)
 }
 
@@ -152,8 +172,8 @@ fn cpu_ms() -> u64 {
 }
 
 /// The child: connect, run the no-op plan (or only stream the query), report time and peak RSS.
-async fn child(url: &str, mode: &str) {
-    let (queries, state) = connect(url).await;
+async fn child(url: &str, mode: &str, state: &str, copy: bool) {
+    let (queries, state) = connect_to(url, state, copy).await;
     let cpu_before = cpu_ms();
     let started = Instant::now();
     let rows = if mode == "stream" {
@@ -202,6 +222,12 @@ struct ChildRun {
 }
 
 fn run_child(url: &str, mode: &str) -> ChildRun {
+    run_child_with(url, mode, &[]).0
+}
+
+/// [`run_child`] with more arguments (the state's URL, `copy-off`); also the child's whole
+/// time, from spawn to exit.
+fn run_child_with(url: &str, mode: &str, more: &[&str]) -> (ChildRun, Duration) {
     let exe = std::env::current_exe().expect("own path");
     // KLSYNC_BENCH_PERF=<file>: record the child with `perf record -g` (the figures then include
     // perf's overhead).
@@ -213,10 +239,13 @@ fn run_child(url: &str, mode: &str) -> ChildRun {
         }
         _ => Command::new(exe),
     };
+    let started = Instant::now();
     let out = command
         .args([CHILD_FLAG, url, mode])
+        .args(more)
         .output()
         .expect("run the plan child");
+    let whole = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -233,11 +262,181 @@ fn run_child(url: &str, mode: &str) -> ChildRun {
             .and_then(|v| v.parse().ok())
             .expect("child field")
     };
-    ChildRun {
+    let run = ChildRun {
         elapsed: Duration::from_millis(field("ms")),
         rows: field("rows"),
         peak_mb: field("hwm_kb") as f64 / 1024.0,
         cpu: Duration::from_millis(field("cpu_ms")),
+    };
+    (run, whole)
+}
+
+/// How long `command` takes to run to its end (its output goes to /dev/null, as a user's
+/// `> /dev/null` would send it).
+fn whole_run(command: &mut Command) -> Duration {
+    let started = Instant::now();
+    let status = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .status()
+        .expect("run the database's client");
+    let elapsed = started.elapsed();
+    assert!(status.success(), "{command:?} failed");
+    elapsed
+}
+
+/// `psql URL -c "SELECT ..."`: psql reads the whole result, then prints it.
+fn psql_select(url: &str, sql: &str) -> Command {
+    let mut command = Command::new("psql");
+    command.arg(url.replace('+', "%20")).arg("-c").arg(sql);
+    command
+}
+
+/// `mariadb --quick -e "SELECT ..."` on the database of `url` (`mysql://user[:password]@host:port/db`).
+fn mariadb_select(url: &str, sql: &str) -> Command {
+    let parsed = url::Url::parse(url).expect("MariaDB URL");
+    let mut command = Command::new("mariadb");
+    command
+        .arg("--quick")
+        .arg(format!(
+            "--host={}",
+            parsed.host_str().unwrap_or("127.0.0.1")
+        ))
+        .arg(format!("--port={}", parsed.port().unwrap_or(3306)))
+        .arg(format!("--user={}", parsed.username()))
+        .arg(parsed.path().trim_start_matches('/'))
+        .arg("-e")
+        .arg(sql);
+    if let Some(password) = parsed.password() {
+        // Not on the command line, where `ps` would show it.
+        command.env("MYSQL_PWD", password);
+    }
+    command
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// A database of its own on the MariaDB server at `server`, dropped by [`drop_mysql`].
+async fn create_mysql(server: &str) -> (String, String) {
+    let database = format!("klsync_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::MySqlConnection::connect(server)
+        .await
+        .expect("connect the MariaDB server");
+    // The name is generated above from hex digits: nothing to inject.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut conn)
+        .await
+        .expect("create the bench database");
+    conn.close().await.expect("close");
+    let mut url = url::Url::parse(server).expect("MariaDB URL");
+    url.set_path(&format!("/{database}"));
+    (url.to_string(), database)
+}
+
+async fn drop_mysql(server: &str, database: &str) {
+    let mut conn = sqlx::MySqlConnection::connect(server)
+        .await
+        .expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
+        .execute(&mut conn)
+        .await
+        .expect("drop the bench database");
+    conn.close().await.expect("close");
+}
+
+/// Whole-process no-op plans against each database's own client (see the module docs).
+async fn whole_process(pg_url: &str, rows: u64, report: &mut Report) {
+    let rounds = env_count("KLSYNC_BENCH_WHOLE_ROUNDS", 5).max(1);
+    let mysql = match std::env::var("KLSYNC_TEST_MYSQL_URL") {
+        Ok(server) => {
+            let (url, database) = create_mysql(&server).await;
+            let started = Instant::now();
+            let mut conn = sqlx::MySqlConnection::connect(&url).await.expect("connect");
+            // MariaDB's sequence engine makes the rows; their values are the PostgreSQL ones.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE TABLE customers (email VARCHAR(64), plan VARCHAR(16), ltv BIGINT, \
+                 active BOOLEAN); \
+                 INSERT INTO customers SELECT CONCAT('c', seq, '@shop.test'), 'basic', seq, TRUE \
+                 FROM seq_0_to_{}",
+                rows - 1
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("generate the MariaDB rows");
+            conn.close().await.expect("close");
+            eprintln!("generated {rows} MariaDB rows in {:?}", started.elapsed());
+            Some((server, url, database))
+        }
+        Err(_) => {
+            eprintln!("KLSYNC_TEST_MYSQL_URL is not set: no MariaDB comparison");
+            None
+        }
+    };
+    let mut sides: Vec<(&str, String, &[&str], Command)> = vec![(
+        "PostgreSQL, `database.copy: off`, vs `psql -c \"SELECT ...\"`",
+        pg_url.to_string(),
+        &["copy-off"],
+        psql_select(pg_url, PROFILE_SQL),
+    )];
+    if let Some((_, url, _)) = &mysql {
+        sides.push((
+            "MariaDB vs `mariadb --quick -e \"SELECT ...\" > /dev/null`",
+            url.clone(),
+            &[],
+            mariadb_select(url, PROFILE_SQL),
+        ));
+    }
+    for (what, url, flags, mut client) in sides {
+        let mut clients = Vec::new();
+        let mut plans = Vec::new();
+        let mut peak: f64 = 0.0;
+        for _ in 0..rounds {
+            clients.push(whole_run(&mut client));
+            let mut more = vec![pg_url];
+            more.extend_from_slice(flags);
+            let (run, whole) = run_child_with(&url, "plan", &more);
+            assert_eq!(run.rows, rows, "the plan did not see every row unchanged");
+            peak = peak.max(run.peak_mb);
+            plans.push(whole);
+        }
+        let list = |times: &[Duration]| {
+            times
+                .iter()
+                .map(|t| format!("{:.2}", t.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (client_median, plan_median) = (median(clients.clone()), median(plans.clone()));
+        let ratio = plan_median.as_secs_f64() / client_median.as_secs_f64();
+        report.row(
+            format!("whole process, median of {rounds}: {what}: the client"),
+            format!(
+                "{:.2} s ({} s)",
+                client_median.as_secs_f64(),
+                list(&clients)
+            ),
+            None,
+        );
+        report.row(
+            format!("  no-op plan, {rows} rows (target <= {COPY_FACTOR}x)"),
+            format!(
+                "{:.2} s = {ratio:.2}x ({} s)",
+                plan_median.as_secs_f64(),
+                list(&plans)
+            ),
+            Some(ratio <= COPY_FACTOR),
+        );
+        report.row(
+            format!("  its peak RSS, highest of {rounds} (target < {PEAK_MB} MB)"),
+            format!("{peak:.0} MB"),
+            Some(peak < PEAK_MB),
+        );
+    }
+    if let Some((server, _, database)) = mysql {
+        drop_mysql(&server, &database).await;
     }
 }
 
@@ -451,6 +650,8 @@ async fn bench() -> bool {
         format!("{:.0} MB", plan_run.peak_mb),
         Some(plan_run.peak_mb < PEAK_MB),
     );
+
+    whole_process(&url, rows, &mut report).await;
 
     if std::env::var_os("KLSYNC_BENCH_NOOP_ONLY").is_some() {
         queries.close().await;

@@ -378,8 +378,8 @@ pub struct QueryArgs {
         default_value = "."
     )]
     pub dir: PathBuf,
-    /// Environment variable holding the database URL (postgres://... or sqlite:...). Default:
-    /// klsync.yaml's `database.url_env`, else DATABASE_URL.
+    /// Environment variable holding the database URL (postgres://..., mysql://... or
+    /// sqlite:...). Default: klsync.yaml's `database.url_env`, else DATABASE_URL.
     #[arg(long, global = true, value_name = "NAME")]
     pub database_url_env: Option<String>,
     /// Cancel a query running longer than this (`90s`, `1500ms`, `2m`; `0` for no limit).

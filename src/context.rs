@@ -145,7 +145,7 @@ pub async fn connect_data(
     let url = env(var).ok_or_else(|| {
         Error::Config(format!(
             "environment variable {var} is not set; it must hold the URL of the database the \
-             data queries read (postgres://... or sqlite:...), needed by {} \
+             data queries read (postgres://..., mysql://... or sqlite:...), needed by {} \
              (database.url_env in klsync.yaml names the variable)",
             sections.join(" and ")
         ))
@@ -154,6 +154,7 @@ pub async fn connect_data(
         statement_timeout: std::time::Duration::from_secs(
             settings.database.statement_timeout_seconds,
         ),
+        copy: settings.database.copy == crate::manifest::settings::CopyMode::Auto,
         ..QueryOptions::default()
     };
     Ok(Some(

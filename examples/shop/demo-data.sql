@@ -3,8 +3,8 @@
 -- always find VIP and lapsed customers. Two rows carry invalid emails, to show how klsync
 -- rejects rows it cannot identify.
 --
--- The queries in queries.yaml read the `customer_stats` view; on PostgreSQL define it with
--- `(CURRENT_DATE - last_order_at::date) AS days_since_last_order` instead of julianday().
+-- The queries in queries.yaml read the `customer_stats` view; PostgreSQL, MySQL and MariaDB
+-- define it in their own dialects (customer_stats.postgres.sql, customer_stats.mysql.sql).
 
 CREATE TABLE customers (
     customer_id      TEXT PRIMARY KEY,

@@ -41,12 +41,13 @@ pub fn run(args: QueryArgs, output: &Output) -> Result<ExitStatus, Error> {
     let url = std::env::var(url_env).map_err(|_| {
         Error::Config(format!(
             "environment variable {url_env} is not set (or not UTF-8); it must hold the database URL, \
-             postgres://... or sqlite:..."
+             postgres://..., mysql://... or sqlite:..."
         ))
     })?;
     let url = Secret::new(url);
     let options = QueryOptions {
         statement_timeout,
+        copy: settings.copy == crate::manifest::settings::CopyMode::Auto,
         ..QueryOptions::default()
     };
     super::session::runtime()?.block_on(async move {

@@ -1,9 +1,9 @@
 //! [`RowBatch`]: consecutive result rows by column position, for consumers that read millions
 //! of rows and want as little work per row as possible.
 //!
-//! Rows read through PostgreSQL's `COPY` stay in their binary wire form, all of a batch's
-//! fields in one buffer, and a value is decoded only when asked for: a no-op plan of a million
-//! rows then allocates nothing per row for values it only hashes. Either way a value comes out
+//! Rows read through PostgreSQL's `COPY`, and MySQL's rows, stay in their binary wire form, all
+//! of a batch's fields in one buffer, and a value is decoded only when asked for: a no-op plan
+//! of a million rows then allocates nothing per row for values it only hashes. Either way a value comes out
 //! exactly as in a [`Row`] (same decoder), and [`RowRef::write_scalar_json`] writes the JSON
 //! text serde_json would write for that value.
 
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::decode::PgColumn;
+use super::mysql::MySqlColumn;
 use super::{Row, SqlError};
 
 /// Consecutive result rows of a query ([`super::QueryManager::execute_query_batches`]).
@@ -33,21 +34,89 @@ enum BatchRows {
         /// Sorted by row, then column.
         undecodable: Vec<Undecodable>,
     },
-    /// PostgreSQL `COPY` rows in binary wire form.
+    /// PostgreSQL `COPY` rows, or MySQL rows, in binary wire form.
     Binary(BinaryRows),
 }
 
-/// Rows as `COPY (FORMAT binary)` sent them: every field's bytes in one buffer.
+/// How the fields of binary rows are decoded: per column, by its database's decoder.
+#[derive(Debug, Clone)]
+pub(crate) enum Decoders {
+    /// `COPY (FORMAT binary)` fields.
+    Pg(Arc<[PgColumn]>),
+    /// Values of MySQL's binary protocol (prepared statements).
+    MySql(Arc<[MySqlColumn]>),
+}
+
+impl Decoders {
+    fn len(&self) -> usize {
+        match self {
+            Decoders::Pg(columns) => columns.len(),
+            Decoders::MySql(columns) => columns.len(),
+        }
+    }
+
+    fn column(&self, column: usize) -> Column<'_> {
+        match self {
+            Decoders::Pg(columns) => Column::Pg(&columns[column]),
+            Decoders::MySql(columns) => Column::MySql(&columns[column]),
+        }
+    }
+}
+
+impl From<Arc<[PgColumn]>> for Decoders {
+    fn from(columns: Arc<[PgColumn]>) -> Self {
+        Decoders::Pg(columns)
+    }
+}
+
+impl From<Arc<[MySqlColumn]>> for Decoders {
+    fn from(columns: Arc<[MySqlColumn]>) -> Self {
+        Decoders::MySql(columns)
+    }
+}
+
+/// One column's decoder.
+#[derive(Clone, Copy)]
+enum Column<'a> {
+    Pg(&'a PgColumn),
+    MySql(&'a MySqlColumn),
+}
+
+impl Column<'_> {
+    fn value(self, bytes: Option<&[u8]>) -> Result<Value, SqlError> {
+        match self {
+            Column::Pg(column) => column.value(bytes),
+            Column::MySql(column) => column.value(bytes),
+        }
+    }
+
+    fn text(self, bytes: Option<&[u8]>) -> Result<Option<&str>, SqlError> {
+        match self {
+            Column::Pg(column) => column.text(bytes),
+            Column::MySql(column) => column.text(bytes),
+        }
+    }
+
+    fn write_scalar_json(self, bytes: Option<&[u8]>, out: &mut Vec<u8>) -> Result<bool, SqlError> {
+        match self {
+            Column::Pg(column) => column.write_scalar_json(bytes, out),
+            Column::MySql(column) => column.write_scalar_json(bytes, out),
+        }
+    }
+}
+
+/// Rows as the database sent them in binary form: every field's bytes in one buffer.
 #[derive(Debug, Clone)]
 pub(crate) struct BinaryRows {
-    decoders: Arc<[PgColumn]>,
+    decoders: Decoders,
     data: Vec<u8>,
     /// Per row, per column, the field's range in `data` (`None`: NULL).
     fields: Vec<Option<(u32, u32)>>,
 }
 
 impl BinaryRows {
-    pub(crate) fn new(decoders: Arc<[PgColumn]>, rows: usize) -> Self {
+    pub(crate) fn new(decoders: impl Into<Decoders>, rows: usize) -> Self {
+        let decoders = decoders.into();
         let width = decoders.len();
         BinaryRows {
             decoders,
@@ -214,7 +283,7 @@ pub struct RowRef<'a> {
 /// Where a value of a row is.
 enum Field<'a> {
     Value(&'a Value),
-    Binary(&'a PgColumn, Option<&'a [u8]>),
+    Binary(Column<'a>, Option<&'a [u8]>),
     Undecodable(&'a Undecodable),
 }
 
@@ -232,7 +301,7 @@ impl<'a> RowRef<'a> {
                 let width = rows.decoders.len();
                 let range = rows.fields[self.index * width + column];
                 let bytes = range.map(|(start, end)| &rows.data[start as usize..end as usize]);
-                Field::Binary(&rows.decoders[column], bytes)
+                Field::Binary(rows.decoders.column(column), bytes)
             }
         }
     }

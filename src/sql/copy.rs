@@ -17,6 +17,8 @@
 //! Everything else is unchanged: same transaction (`READ ONLY`, the statement timeout), same
 //! errors, same batches.
 
+use std::sync::Arc;
+
 use futures::TryStreamExt;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Column, Either, Executor, SqlSafeStr, Statement};
@@ -32,10 +34,10 @@ pub(super) enum Copied {
     /// The query cannot go through `COPY` (parameters, no columns); only the statement was
     /// prepared, and the transaction goes on.
     NotApplicable,
-    /// The statement is valid alone but not inside `COPY (...)`. Nothing was read. The
-    /// connection must be discarded (see [`Copied::Abandoned`]) and the query read the ordinary
-    /// way on another.
-    NotCopyable,
+    /// The statement is valid alone but not inside `COPY (...)` (`None`), or the server refused
+    /// `COPY` itself (`Some`: why). Nothing was read. The connection must be discarded (see
+    /// [`Copied::Abandoned`]) and the query read the ordinary way on another.
+    NotCopyable(Option<String>),
     /// The `COPY` failed or stopped before its end (an error, or the consumer went away), with
     /// this outcome. sqlx leaves a connection out of step with the server after a `COPY` that
     /// fails to start or is not read to its end, so the caller must close it rather than reuse
@@ -84,33 +86,59 @@ pub(super) async fn copy_rows(
     let failed_in_copy = |err| failed(err).located(&copy, COPY_OPEN.chars().count(), body);
     let mut stream = match connection.copy_out_raw(&copy).await {
         Ok(stream) => stream,
-        Err(err) if is_not_copyable(&err) => return Ok(Copied::NotCopyable),
-        Err(err) => return Ok(Copied::Abandoned(Err(failed_in_copy(err)))),
+        Err(err) => {
+            return Ok(match refusal(&err) {
+                Some(refused) => Copied::NotCopyable(refused),
+                None => Copied::Abandoned(Err(failed_in_copy(err))),
+            });
+        }
     };
     let names = batch.columns().expect("set above");
-    let decoders: std::sync::Arc<[PgColumn]> = columns.into();
+    let decoders: Arc<[PgColumn]> = columns.into();
     let mut reader = CopyReader::new(decoders.len());
-    let mut rows = BinaryRows::new(decoders.clone(), ROW_BATCH);
+    let mut rows = BinaryRows::new(Arc::clone(&decoders), ROW_BATCH);
+    // Whether a byte of the stream arrived: a refusal can only come before one.
+    let mut started = false;
     let read = async {
-        while let Some(chunk) = stream.try_next().await.map_err(&failed_in_copy)? {
+        loop {
+            let chunk = match stream.try_next().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                // Some servers start the COPY, then refuse it before its first byte.
+                Err(err) if !started => {
+                    return match refusal(&err) {
+                        Some(refused) => Err(Refused(refused)),
+                        None => Err(Failed(failed_in_copy(err))),
+                    };
+                }
+                Err(err) => return Err(Failed(failed_in_copy(err))),
+            };
+            started = true;
             reader
                 .read(&chunk, |fields| rows.push(fields.iter()))
-                .map_err(protocol)?;
+                .map_err(|reason| Failed(protocol(reason)))?;
             // A chunk is one row from PostgreSQL, so batches stay about ROW_BATCH rows.
             if rows.len() >= ROW_BATCH {
                 let full =
-                    std::mem::replace(&mut rows, BinaryRows::new(decoders.clone(), ROW_BATCH));
+                    std::mem::replace(&mut rows, BinaryRows::new(Arc::clone(&decoders), ROW_BATCH));
                 if !batch.send(RowBatch::from_binary(names.clone(), full)).await {
                     return Ok(false);
                 }
             }
         }
         if !reader.finished() {
-            return Err(protocol("the COPY stream ended without its trailer".into()));
+            return Err(Failed(protocol(
+                "the COPY stream ended without its trailer".into(),
+            )));
         }
         Ok(true)
     }
     .await;
+    let read = match read {
+        Err(Refused(refused)) => return Ok(Copied::NotCopyable(refused)),
+        Err(Failed(err)) => Err(err),
+        Ok(complete) => Ok(complete),
+    };
     // The last rows, also those before an error (they arrive first).
     let read = match read {
         Ok(false) => Ok(false),
@@ -132,10 +160,31 @@ fn statement_body(sql: &str) -> &str {
     sql.trim_end_matches(|c: char| c.is_whitespace() || c == ';')
 }
 
-/// A syntax error or "feature not supported": the statement is valid on its own but not inside
-/// `COPY (...)`.
-fn is_not_copyable(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42601" | "0A000")))
+/// How a `COPY` that produced nothing failed.
+enum CopyFailure {
+    /// Read the query another way (see [`refusal`]).
+    Refused(Option<String>),
+    /// Report this.
+    Failed(SqlError),
+}
+use CopyFailure::{Failed, Refused};
+
+/// Whether a failure of `COPY` before its first byte means "read it another way": `Some(None)`
+/// for a syntax error (the statement is valid alone, as preparing it proved, but not inside
+/// `COPY (...)`: `SHOW`, `EXPLAIN`), `Some(Some(reason))` when the server or something between
+/// refuses `COPY` itself: "feature not supported" (engines such as CockroachDB's older versions),
+/// a protocol violation, or a connection dropped at the `COPY` (poolers that do not speak it).
+/// Anything else (a division by zero, a timeout) is the query's own error.
+fn refusal(err: &sqlx::Error) -> Option<Option<String>> {
+    match err {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("42601") => Some(None),
+            Some("0A000" | "08P01") => Some(Some(db.message().to_string())),
+            _ => None,
+        },
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => Some(Some(err.to_string())),
+        _ => None,
+    }
 }
 
 fn protocol(reason: String) -> SqlError {

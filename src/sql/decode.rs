@@ -48,7 +48,9 @@ pub(crate) fn column_names<R: sqlx::Row>(row: &R) -> Result<Vec<String>, SqlErro
     distinct_names(row.columns().iter().map(Column::name))
 }
 
-fn distinct_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<String>, SqlError> {
+pub(crate) fn distinct_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>, SqlError> {
     let mut distinct: Vec<String> = Vec::new();
     for name in names {
         if distinct.iter().any(|seen| seen == name) {
@@ -269,7 +271,7 @@ pub(crate) fn sqlite_values(row: &SqliteRow) -> Vec<Cell> {
     out
 }
 
-fn decode_error(column: &str, type_name: &str, err: impl std::fmt::Display) -> SqlError {
+pub(crate) fn decode_error(column: &str, type_name: &str, err: impl std::fmt::Display) -> SqlError {
     SqlError::Decode {
         column: column.to_string(),
         type_name: type_name.to_string(),
@@ -496,25 +498,25 @@ fn sqlite_datetime_iso(text: &str) -> Option<String> {
         .map(timestamp_iso)
 }
 
-fn timestamptz_iso(value: DateTime<Utc>) -> String {
+pub(crate) fn timestamptz_iso(value: DateTime<Utc>) -> String {
     value.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn timestamp_iso(value: NaiveDateTime) -> String {
+pub(crate) fn timestamp_iso(value: NaiveDateTime) -> String {
     value.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
 }
 
-fn date_iso(value: NaiveDate) -> String {
+pub(crate) fn date_iso(value: NaiveDate) -> String {
     value.format("%Y-%m-%d").to_string()
 }
 
-fn time_iso(value: NaiveTime) -> String {
+pub(crate) fn time_iso(value: NaiveTime) -> String {
     value.format("%H:%M:%S%.f").to_string()
 }
 
 /// `\x` followed by lowercase hex: PostgreSQL's own `bytea_output = hex` form, so the value
 /// reads the same as in psql and cannot be mistaken for text.
-fn bytes_hex(bytes: &[u8]) -> String {
+pub(crate) fn bytes_hex(bytes: &[u8]) -> String {
     format!("\\x{}", hex::encode(bytes))
 }
 
@@ -528,7 +530,7 @@ fn non_finite(spelling: &str) -> BoxDynError {
 }
 
 /// A float as a JSON number; NaN and the infinities are refused (see [`NON_FINITE`]).
-fn float_to_json(value: f64) -> Result<Value, BoxDynError> {
+pub(crate) fn float_to_json(value: f64) -> Result<Value, BoxDynError> {
     match Number::from_f64(value) {
         Some(number) => Ok(Value::Number(number)),
         None if value.is_nan() => Err(non_finite("NaN")),
@@ -539,7 +541,7 @@ fn float_to_json(value: f64) -> Result<Value, BoxDynError> {
 
 /// Widen through the shortest decimal form, so `0.1::float4` becomes `0.1`, not
 /// `0.10000000149011612`.
-fn float4_to_json(value: f32) -> Result<Value, BoxDynError> {
+pub(crate) fn float4_to_json(value: f32) -> Result<Value, BoxDynError> {
     match value.to_string().parse::<f64>() {
         Ok(widened) => float_to_json(widened),
         Err(_) => float_to_json(f64::from(value)),

@@ -8,7 +8,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
     /// The URL names a database klsync does not speak.
-    #[error("unsupported database URL {url}: use postgres://, postgresql:// or sqlite:")]
+    #[error(
+        "unsupported database URL {url}: use postgres://, postgresql://, mysql://, mariadb:// or sqlite:"
+    )]
     UnsupportedUrl {
         /// The redacted URL.
         url: String,
@@ -72,7 +74,9 @@ pub enum SqlError {
         column: usize,
     },
     /// The SQL's `$n` placeholders and the parameters given do not match.
-    #[error("{mismatch}; give one value for each of `$1`..`$n`, in order")]
+    #[error(
+        "{mismatch}; give one value per placeholder (`$1`..`$n`, or each `?` on MySQL), in order"
+    )]
     Placeholders {
         /// What the SQL uses and what was given.
         mismatch: String,
@@ -172,6 +176,15 @@ impl SqlError {
                     "25006" => return SqlError::ReadOnly { message: message() },
                     // query_canceled: statement_timeout is the only canceller klsync sets.
                     "57014" => return SqlError::Timeout { timeout },
+                    _ => {}
+                }
+            } else if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                match my.number() {
+                    // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+                    1792 => return SqlError::ReadOnly { message: message() },
+                    // MariaDB's ER_STATEMENT_TIMEOUT (max_statement_time), MySQL's
+                    // ER_QUERY_TIMEOUT (max_execution_time): the only limits klsync sets.
+                    1969 | 3024 => return SqlError::Timeout { timeout },
                     _ => {}
                 }
             } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {

@@ -2,7 +2,8 @@
 //! queries in the `saved_queries` table.
 //!
 //! [`QueryManager`] is the only type here that touches a database. It connects to the user's
-//! `DATABASE_URL` (PostgreSQL or SQLite) and offers three things: [`QueryManager::execute_query`]
+//! `DATABASE_URL` (PostgreSQL, MySQL/MariaDB or SQLite; MySQL's decisions are in `mysql.rs`)
+//! and offers three things: [`QueryManager::execute_query`]
 //! (rows as a stream of JSON objects), [`QueryManager::save_query`] /
 //! [`QueryManager::load_query`] / [`QueryManager::list_queries`] (the `saved_queries` table), and
 //! [`QueryManager::resolve_query`] (a manifest's query name, looked up in `queries:` then in the
@@ -55,7 +56,10 @@
 //! * **`COPY` for PostgreSQL queries without parameters.** Such a query is read through
 //!   `COPY (query) TO STDOUT (FORMAT binary)` in the same read-only transaction, which streams
 //!   a million rows at several times the speed of row-by-row reads and yields the very same
-//!   values (`copy.rs` says when it applies and how a statement `COPY` refuses falls back).
+//!   values (`copy.rs` says when it applies and how a statement `COPY` refuses falls back). A
+//!   server that refuses `COPY` itself (an engine or pooler that does not speak it) is read row
+//!   by row for the rest of the run, said once at `-v`; nothing is remembered across runs.
+//!   `database.copy: off` ([`QueryOptions::copy`]) never tries.
 //!   Queries with parameters are read row by row: `COPY` cannot bind parameters, and klsync
 //!   never interpolates them.
 //! * **Rows** are [`Row`]s: JSON objects in column order (serde_json's `preserve_order`
@@ -73,6 +77,7 @@ mod batch;
 mod copy;
 mod decode;
 mod error;
+mod mysql;
 pub mod output;
 mod params;
 mod saved;
@@ -81,6 +86,8 @@ pub use klsync_core::sql_statement as statement;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
@@ -110,6 +117,9 @@ pub struct QueryOptions {
     pub statement_timeout: Duration,
     /// Extra connection attempts after a transient connect failure.
     pub connect_retries: u32,
+    /// PostgreSQL: read queries without parameters through `COPY` where the server accepts it
+    /// (`database.copy: auto`); `false` never tries (`off`).
+    pub copy: bool,
 }
 
 impl Default for QueryOptions {
@@ -117,6 +127,7 @@ impl Default for QueryOptions {
         QueryOptions {
             statement_timeout: Duration::from_secs(60),
             connect_retries: 3,
+            copy: true,
         }
     }
 }
@@ -146,7 +157,14 @@ pub struct QueryManager {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Postgres(PgPool),
+    Postgres {
+        pool: PgPool,
+        /// Whether `COPY` may still be tried on this source: off by setting, or once the
+        /// server refused it (for this run only: nothing is remembered that could go stale).
+        copy: Arc<AtomicBool>,
+    },
+    /// MySQL or MariaDB (`mysql.rs`).
+    MySql(mysql::MySqlSource),
     Sqlite {
         /// Read-only, `query_only` connections: every query and every read of saved_queries.
         read_only: SqlitePool,
@@ -156,7 +174,8 @@ enum Backend {
 }
 
 impl QueryManager {
-    /// Connect to a `postgres://`/`postgresql://` or `sqlite:` URL, retrying transient failures.
+    /// Connect to a `postgres://`/`postgresql://`, `mysql://`/`mariadb://` or `sqlite:` URL,
+    /// retrying transient failures.
     ///
     /// Nothing is created or migrated in the database.
     pub async fn connect(url: &Secret, options: QueryOptions) -> Result<Self, SqlError> {
@@ -175,12 +194,18 @@ impl QueryManager {
             // `user:pw@host/db` on localhost, and the server echoes that name in its error.
             "postgres" | "postgresql" if raw[scheme.len()..].starts_with("://") => {
                 let connect = PgConnectOptions::from_str(raw).map_err(invalid)?;
-                probe(&shown, options.connect_retries, &connect).await?;
+                let _ = probe(&shown, options.connect_retries, &connect)
+                    .await?
+                    .close()
+                    .await;
                 let pool = PgPoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with(connect);
-                Backend::Postgres(pool)
+                Backend::Postgres {
+                    pool,
+                    copy: Arc::new(AtomicBool::new(options.copy)),
+                }
             }
             "sqlite" => {
                 let writable = SqliteConnectOptions::from_str(raw).map_err(invalid)?;
@@ -189,7 +214,10 @@ impl QueryManager {
                     .read_only(true)
                     .create_if_missing(false)
                     .pragma("query_only", "ON");
-                probe(&shown, options.connect_retries, &read_only).await?;
+                let _ = probe(&shown, options.connect_retries, &read_only)
+                    .await?
+                    .close()
+                    .await;
                 let pool = SqlitePoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -198,6 +226,9 @@ impl QueryManager {
                     read_only: pool,
                     writable: Box::new(writable),
                 }
+            }
+            "mysql" | "mariadb" if raw[scheme.len()..].starts_with("://") => {
+                Backend::MySql(mysql::connect(raw, &shown, &options).await?)
             }
             _ => return Err(SqlError::UnsupportedUrl { url: shown }),
         };
@@ -267,7 +298,14 @@ impl QueryManager {
     /// Preparing happens in a read-only transaction (PostgreSQL) or on a read-only connection
     /// (SQLite) that is then rolled back or dropped: nothing is changed, and nothing runs.
     pub async fn check_query(&self, sql: &str, params: &[Value]) -> Result<(), SqlError> {
-        if let Some((line, column)) = statement::second_statement(sql) {
+        // MySQL's text is read by its own rules (`mysql.rs`), statements and placeholders alike.
+        let mysql = match &self.backend {
+            Backend::MySql(source) => Some(source),
+            _ => None,
+        };
+        if mysql.is_none()
+            && let Some((line, column)) = statement::second_statement(sql)
+        {
             return Err(SqlError::MultipleStatements { line, column });
         }
         match statement::first_keyword(sql) {
@@ -287,6 +325,12 @@ impl QueryManager {
                 });
             }
         }
+        if let Some(source) = mysql {
+            let params = params::classify(params)?;
+            return source
+                .check(sql, params, self.options.statement_timeout)
+                .await;
+        }
         if let Some(mismatch) = statement::placeholder_mismatch(sql, params.len()) {
             return Err(SqlError::Placeholders { mismatch });
         }
@@ -294,7 +338,7 @@ impl QueryManager {
         let failed = |source| SqlError::from_query(source, self.options.statement_timeout);
         let prepare = || AssertSqlSafe(sql.to_owned()).into_sql_str();
         match &self.backend {
-            Backend::Postgres(pool) => {
+            Backend::Postgres { pool, .. } => {
                 let mut connection = pool.acquire().await.map_err(failed)?;
                 sqlx::query("BEGIN READ ONLY")
                     .execute(&mut *connection)
@@ -305,6 +349,7 @@ impl QueryManager {
                 prepared.map_err(|err| failed(err).located(sql, 0, sql))?;
                 rolled_back.map_err(failed)?;
             }
+            Backend::MySql(_) => unreachable!("checked above"),
             Backend::Sqlite { read_only, .. } => {
                 let mut connection = read_only.acquire().await.map_err(failed)?;
                 (&mut *connection)
@@ -329,7 +374,12 @@ impl QueryManager {
     ) -> Result<SavedQuery, SqlError> {
         saved::validate_name(name)?;
         match &self.backend {
-            Backend::Postgres(pool) => saved::save_pg(pool, name, sql, description, params).await,
+            Backend::Postgres { pool, .. } => {
+                saved::save_pg(pool, name, sql, description, params).await
+            }
+            Backend::MySql(source) => {
+                saved::save_mysql(source, name, sql, description, params).await
+            }
             Backend::Sqlite { writable, .. } => {
                 saved::save_sqlite(writable, name, sql, description, params).await
             }
@@ -339,7 +389,8 @@ impl QueryManager {
     /// Deletes the saved query called `name`; whether there was one.
     pub async fn delete_query(&self, name: &str) -> Result<bool, SqlError> {
         match &self.backend {
-            Backend::Postgres(pool) => saved::delete_pg(pool, name).await,
+            Backend::Postgres { pool, .. } => saved::delete_pg(pool, name).await,
+            Backend::MySql(source) => saved::delete_mysql(source, name).await,
             Backend::Sqlite { writable, .. } => saved::delete_sqlite(writable, name).await,
         }
     }
@@ -347,7 +398,8 @@ impl QueryManager {
     /// The saved query called `name`, or `None` (also when the table does not exist).
     pub async fn load_query(&self, name: &str) -> Result<Option<SavedQuery>, SqlError> {
         match &self.backend {
-            Backend::Postgres(pool) => saved::load_pg(pool, Some(name)).await,
+            Backend::Postgres { pool, .. } => saved::load_pg(pool, Some(name)).await,
+            Backend::MySql(source) => saved::load_mysql(source.pool(), Some(name)).await,
             Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, Some(name)).await,
         }
         .map(|mut found| found.pop())
@@ -356,7 +408,8 @@ impl QueryManager {
     /// Every saved query, by name (empty when the table does not exist).
     pub async fn list_queries(&self) -> Result<Vec<SavedQuery>, SqlError> {
         match &self.backend {
-            Backend::Postgres(pool) => saved::load_pg(pool, None).await,
+            Backend::Postgres { pool, .. } => saved::load_pg(pool, None).await,
+            Backend::MySql(source) => saved::load_mysql(source.pool(), None).await,
             Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, None).await,
         }
     }
@@ -386,17 +439,18 @@ impl QueryManager {
     /// Close every pooled connection.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Postgres(pool) => pool.close().await,
+            Backend::Postgres { pool, .. } => pool.close().await,
+            Backend::MySql(source) => source.close().await,
             Backend::Sqlite { read_only, .. } => read_only.close().await,
         }
     }
 }
 
-/// Open one connection, retrying only failures another attempt could fix, then close it: the
-/// pool connects lazily, and this is where an unreachable or misconfigured database is
-/// reported. (The pool's own connect loop is not used for this because it retries a refused
+/// Open one connection, retrying only failures another attempt could fix, and return it (the
+/// caller closes it): the pool connects lazily, and this is where an unreachable or
+/// misconfigured database is reported. (The pool's own connect loop is not used for this because it retries a refused
 /// connection silently until its acquire timeout.)
-async fn probe<O>(url: &str, retries: u32, options: &O) -> Result<(), SqlError>
+async fn probe<O>(url: &str, retries: u32, options: &O) -> Result<O::Connection, SqlError>
 where
     O: ConnectOptions,
     O::Connection: Sized,
@@ -406,11 +460,7 @@ where
     loop {
         attempt += 1;
         match options.connect().await {
-            Ok(connection) => {
-                // The connection worked; failing to say goodbye politely changes nothing.
-                let _ = connection.close().await;
-                return Ok(());
-            }
+            Ok(connection) => return Ok(connection),
             Err(err) if attempt <= retries && is_transient(&err) => {
                 tracing::warn!(url, attempt, error = %err, "database connection failed; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
@@ -431,7 +481,13 @@ fn is_transient(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
         // PostgreSQL cannot_connect_now (starting up) and too_many_connections.
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("57P03" | "53300"))
+                // MySQL's ER_CON_COUNT_ERROR (too many connections).
+                || db
+                    .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .is_some_and(|my| my.number() == 1040)
+        }
         _ => false,
     }
 }
@@ -529,7 +585,10 @@ impl Job {
             timeout,
         } = self;
         let outcome = match backend {
-            Backend::Postgres(pool) => run_pg(&pool, sql, params, timeout, &sender).await,
+            Backend::Postgres { pool, copy } => {
+                run_pg(&pool, &copy, sql, params, timeout, &sender).await
+            }
+            Backend::MySql(source) => source.run(sql, params, timeout, &sender).await,
             Backend::Sqlite { read_only, .. } => {
                 run_sqlite(&read_only, sql, params, timeout, &sender).await
             }
@@ -543,13 +602,14 @@ impl Job {
 
 async fn run_pg(
     pool: &PgPool,
+    copy: &AtomicBool,
     sql: String,
     params: Vec<Param>,
     timeout: Duration,
     sender: &RowSender,
 ) -> Result<(), SqlError> {
     let failed = |source| SqlError::from_query(source, timeout);
-    let mut try_copy = params.is_empty();
+    let mut try_copy = params.is_empty() && copy.load(Ordering::Relaxed);
     let mut params = Some(params);
     loop {
         let mut connection = pool.acquire().await.map_err(failed)?;
@@ -569,7 +629,7 @@ async fn run_pg(
         let read = match (read, stopped) {
             // A query the run stopped says so, whatever the server answered the cancel with.
             (PgRead::Done(Err(_)), true) => PgRead::Done(Err(SqlError::Interrupted)),
-            (PgRead::Discard(Err(_)) | PgRead::NotCopyable, true) => {
+            (PgRead::Discard(Err(_)) | PgRead::NotCopyable(_), true) => {
                 PgRead::Discard(Err(SqlError::Interrupted))
             }
             (read, _) => read,
@@ -580,9 +640,20 @@ async fn run_pg(
                 connection.close_on_drop();
                 return outcome;
             }
-            PgRead::NotCopyable => {
+            PgRead::NotCopyable(refused) => {
                 connection.close_on_drop();
                 try_copy = false;
+                // Said once per run (`-v`), when the server first refuses; later queries of
+                // the run go row by row straight away.
+                if let Some(reason) = refused
+                    && copy.swap(false, Ordering::Relaxed)
+                {
+                    tracing::info!(
+                        reason,
+                        "the database refused COPY; reading this source row by row for the rest \
+                         of the run (set `database.copy: off` in klsync.yaml to skip trying)"
+                    );
+                }
             }
         }
     }
@@ -626,8 +697,9 @@ enum PgRead {
     Done(Result<(), SqlError>),
     /// With this outcome; the connection is out of step (see [`copy::Copied::Abandoned`]).
     Discard(Result<(), SqlError>),
-    /// The query must be read without `COPY`, on another connection.
-    NotCopyable,
+    /// The query must be read without `COPY`, on another connection; with the server's reason
+    /// when it refused `COPY` itself (not this statement inside it).
+    NotCopyable(Option<String>),
 }
 
 /// Read `sql` in a read-only transaction on `connection`: through `COPY` when `try_copy` and
@@ -657,7 +729,9 @@ async fn read_pg(
             match copy::copy_rows(&mut transaction, sql, failed, &mut batch).await? {
                 copy::Copied::NotApplicable => {}
                 copy::Copied::Complete => return Ok(None),
-                copy::Copied::NotCopyable => return Ok(Some(PgRead::NotCopyable)),
+                copy::Copied::NotCopyable(refused) => {
+                    return Ok(Some(PgRead::NotCopyable(refused)));
+                }
                 copy::Copied::Abandoned(outcome) => {
                     batch.flush().await;
                     return Ok(Some(PgRead::Discard(outcome)));

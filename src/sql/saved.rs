@@ -6,6 +6,7 @@
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
+use sqlx::mysql::{MySql, MySqlConnection, MySqlPool, MySqlRow};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqliteRow};
@@ -19,6 +20,7 @@ use super::error::SqlError;
 
 const PG_MIGRATION: &str = include_str!("../../migrations/saved_queries/postgres.sql");
 const SQLITE_MIGRATION: &str = include_str!("../../migrations/saved_queries/sqlite.sql");
+const MYSQL_MIGRATION: &str = include_str!("../../migrations/saved_queries/mysql.sql");
 /// `name VARCHAR(100)` in the table.
 const MAX_NAME_CHARS: usize = 100;
 
@@ -88,20 +90,46 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// What differs between PostgreSQL and SQLite for `saved_queries`: the statements, and how the
-/// `parameters` column (`jsonb` there, JSON text here) is written and read. Everything else is
-/// one generic path.
+/// What differs between PostgreSQL, SQLite and MySQL for `saved_queries`: the statements, and
+/// how the `parameters` column (`jsonb`, JSON text, `JSON`) is written and read. Everything else
+/// is one generic path.
 pub(crate) trait Dialect: Database {
     /// The table's migration (idempotent).
     const MIGRATION: &'static str;
     /// Whether the table exists (one boolean).
     const TABLE_EXISTS: &'static str;
-    /// What a parameter's number follows: `$1` or `?1`.
-    const PARAM: &'static str;
+    /// Parameter `n` (1-based): `$1`, `?1`, or MySQL's bare `?` (bound once per use).
+    fn param(n: usize) -> String;
     /// The first parameter where its type must be known to compare it with NULL.
     const FIRST_AS_TEXT: &'static str;
     /// The time now, in UTC, as the timestamp columns hold it.
     const NOW: &'static str;
+    /// Whether [`Dialect::upsert_sql`] returns the stored row; else it is selected after.
+    const UPSERT_RETURNS: bool = true;
+    /// Insert a query, or update the one of that name (keeping its description when none is
+    /// given); the parameters are the name, description, SQL and stored parameters.
+    fn upsert_sql() -> String {
+        let [name, description, query_text, parameters] = [1, 2, 3, 4].map(Self::param);
+        let now = Self::NOW;
+        format!(
+            "INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
+VALUES ({name}, {description}, {query_text}, {parameters}, {now}, {now})
+ON CONFLICT (name) DO UPDATE SET
+    description = COALESCE(excluded.description, saved_queries.description),
+    query_text = excluded.query_text,
+    parameters = excluded.parameters,
+    updated_at = excluded.updated_at
+RETURNING {COLUMNS}"
+        )
+    }
+    /// Every query, or the one named by the one parameter when it is not NULL.
+    fn select_sql() -> String {
+        format!(
+            "SELECT {COLUMNS} FROM saved_queries WHERE {} IS NULL OR name = {} ORDER BY name",
+            Self::FIRST_AS_TEXT,
+            Self::param(1)
+        )
+    }
     /// `query` with the stored parameters bound.
     fn bind_params(
         query: Query<'_, Self, Self::Arguments>,
@@ -117,11 +145,14 @@ impl Dialect for Postgres {
     const MIGRATION: &'static str = PG_MIGRATION;
     // to_regclass follows search_path, like the unqualified name in the queries below.
     const TABLE_EXISTS: &'static str = "SELECT to_regclass('saved_queries') IS NOT NULL";
-    const PARAM: &'static str = "$";
     const FIRST_AS_TEXT: &'static str = "$1::text";
     // now() is the transaction start: one instant for both columns, and a later one on each
     // save.
     const NOW: &'static str = "now() AT TIME ZONE 'UTC'";
+
+    fn param(n: usize) -> String {
+        format!("${n}")
+    }
 
     fn bind_params(
         query: Query<'_, Self, Self::Arguments>,
@@ -143,9 +174,12 @@ impl Dialect for Postgres {
 impl Dialect for Sqlite {
     const MIGRATION: &'static str = SQLITE_MIGRATION;
     const TABLE_EXISTS: &'static str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saved_queries')";
-    const PARAM: &'static str = "?";
     const FIRST_AS_TEXT: &'static str = "?1";
     const NOW: &'static str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+
+    fn param(n: usize) -> String {
+        format!("?{n}")
+    }
 
     fn bind_params(
         query: Query<'_, Self, Self::Arguments>,
@@ -171,36 +205,61 @@ impl Dialect for Sqlite {
     }
 }
 
-/// Insert a query, or update the one of that name (keeping its description when none is
-/// given), returning the stored row.
-fn upsert_sql<DB: Dialect>() -> String {
-    let [name, description, query_text, parameters] =
-        [1, 2, 3, 4].map(|n| format!("{}{n}", DB::PARAM));
-    let now = DB::NOW;
-    format!(
-        "INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
-VALUES ({name}, {description}, {query_text}, {parameters}, {now}, {now})
-ON CONFLICT (name) DO UPDATE SET
-    description = COALESCE(excluded.description, saved_queries.description),
-    query_text = excluded.query_text,
-    parameters = excluded.parameters,
-    updated_at = excluded.updated_at
-RETURNING {COLUMNS}"
-    )
-}
+impl Dialect for MySql {
+    const MIGRATION: &'static str = MYSQL_MIGRATION;
+    const TABLE_EXISTS: &'static str = "SELECT COUNT(*) > 0 FROM information_schema.tables \
+        WHERE table_schema = DATABASE() AND table_name = 'saved_queries'";
+    const FIRST_AS_TEXT: &'static str = "?";
+    // Constant within a statement, so one instant for both columns.
+    const NOW: &'static str = "UTC_TIMESTAMP(3)";
+    // MySQL has no RETURNING (MariaDB's is for INSERT only, not with ON DUPLICATE KEY).
+    const UPSERT_RETURNS: bool = false;
 
-/// Every query, or the one named by the parameter when it is not NULL.
-fn select_sql<DB: Dialect>() -> String {
-    format!(
-        "SELECT {COLUMNS} FROM saved_queries WHERE {} IS NULL OR name = {}1 ORDER BY name",
-        DB::FIRST_AS_TEXT,
-        DB::PARAM
-    )
+    fn param(_: usize) -> String {
+        "?".into()
+    }
+
+    fn upsert_sql() -> String {
+        let now = Self::NOW;
+        // VALUES(col) is the row that was to be inserted (deprecated in MySQL 8.0.20 for a row
+        // alias, which MariaDB does not have; both still accept it).
+        format!(
+            "INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
+VALUES (?, ?, ?, ?, {now}, {now})
+ON DUPLICATE KEY UPDATE
+    description = COALESCE(VALUES(description), description),
+    query_text = VALUES(query_text),
+    parameters = VALUES(parameters),
+    updated_at = VALUES(updated_at)"
+        )
+    }
+
+    fn select_sql() -> String {
+        // One placeholder, as MySQL binds each `?` once: `name` is NOT NULL.
+        format!("SELECT {COLUMNS} FROM saved_queries WHERE name = COALESCE(?, name) ORDER BY name")
+    }
+
+    fn bind_params(
+        query: Query<'_, Self, Self::Arguments>,
+        params: Option<Value>,
+    ) -> Query<'_, Self, Self::Arguments> {
+        query.bind(params.map(Json))
+    }
+
+    fn read_params(row: &MySqlRow, _name: &str) -> Result<Option<Value>, SqlError> {
+        // A JSON column on MySQL, LONGTEXT on MariaDB: sqlx parses either.
+        let params: Option<Json<Value>> = row.try_get("parameters").map_err(reading)?;
+        Ok(params.map(|json| json.0))
+    }
+
+    fn rows_affected(result: &sqlx::mysql::MySqlQueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
 /// Delete the query named by the parameter.
 fn delete_sql<DB: Dialect>() -> String {
-    format!("DELETE FROM saved_queries WHERE name = {}1", DB::PARAM)
+    format!("DELETE FROM saved_queries WHERE name = {}", DB::param(1))
 }
 
 /// The columns of a [`SavedQuery`], as [`saved_query`] reads them.
@@ -239,14 +298,24 @@ where
         .execute(&mut *transaction)
         .await
         .map_err(failed("creating the table"))?;
-    let query = sqlx::query(AssertSqlSafe(upsert_sql::<DB>()))
+    let query = sqlx::query(AssertSqlSafe(DB::upsert_sql()))
         .bind(name)
         .bind(description)
         .bind(sql);
-    let row = DB::bind_params(query, stored_params(params))
-        .fetch_one(&mut *transaction)
-        .await
-        .map_err(failed("saving"))?;
+    let query = DB::bind_params(query, stored_params(params));
+    let row = if DB::UPSERT_RETURNS {
+        query.fetch_one(&mut *transaction).await
+    } else {
+        query
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed("saving"))?;
+        sqlx::query(AssertSqlSafe(DB::select_sql()))
+            .bind(Some(name))
+            .fetch_one(&mut *transaction)
+            .await
+    }
+    .map_err(failed("saving"))?;
     let saved = saved_query::<DB>(&row)?;
     transaction.commit().await.map_err(failed("saving"))?;
     Ok(saved)
@@ -301,7 +370,7 @@ where
     if !exists {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(AssertSqlSafe(select_sql::<DB>()))
+    let rows = sqlx::query(AssertSqlSafe(DB::select_sql()))
         .bind(name)
         .fetch_all(pool)
         .await
@@ -414,6 +483,52 @@ pub(crate) async fn load_sqlite(
     load(pool, name).await
 }
 
+/// Saving and deleting need a connection that is not read-only: one of its own, closed after.
+pub(crate) async fn save_mysql(
+    source: &super::mysql::MySqlSource,
+    name: &str,
+    sql: &str,
+    description: Option<&str>,
+    params: &[Value],
+) -> Result<SavedQuery, SqlError> {
+    on_mysql_writable(source, async |connection| {
+        upsert::<MySql>(connection, name, sql, description, params).await
+    })
+    .await
+}
+
+/// Deletes the saved query `name` on a connection of its own (as [`save_mysql`]).
+pub(crate) async fn delete_mysql(
+    source: &super::mysql::MySqlSource,
+    name: &str,
+) -> Result<bool, SqlError> {
+    on_mysql_writable(source, async |connection| {
+        delete::<MySql>(connection, name).await
+    })
+    .await
+}
+
+async fn on_mysql_writable<T>(
+    source: &super::mysql::MySqlSource,
+    work: impl AsyncFnOnce(&mut MySqlConnection) -> Result<T, SqlError>,
+) -> Result<T, SqlError> {
+    let failed = |action| move |source| SqlError::SavedQueries { action, source };
+    let mut connection = source
+        .writable()
+        .await
+        .map_err(failed("connecting for writing"))?;
+    let done = work(&mut connection).await;
+    let _ = connection.close().await;
+    done
+}
+
+pub(crate) async fn load_mysql(
+    pool: &MySqlPool,
+    name: Option<&str>,
+) -> Result<Vec<SavedQuery>, SqlError> {
+    load(pool, name).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,21 +537,21 @@ mod tests {
     #[test]
     fn each_database_has_its_placeholders_and_clock() {
         assert_eq!(
-            upsert_sql::<Postgres>().lines().nth(1),
+            Postgres::upsert_sql().lines().nth(1),
             Some("VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')")
         );
         assert_eq!(
-            upsert_sql::<Sqlite>().lines().nth(1),
+            Sqlite::upsert_sql().lines().nth(1),
             Some(
                 "VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now'))"
             )
         );
         assert!(
-            select_sql::<Postgres>()
+            Postgres::select_sql()
                 .ends_with("FROM saved_queries WHERE $1::text IS NULL OR name = $1 ORDER BY name")
         );
         assert!(
-            select_sql::<Sqlite>()
+            Sqlite::select_sql()
                 .ends_with("FROM saved_queries WHERE ?1 IS NULL OR name = ?1 ORDER BY name")
         );
         assert_eq!(

@@ -726,7 +726,6 @@ async fn a_recreate_lost_before_it_was_recorded_is_found_not_repeated(backend: B
 /// PostgreSQL (a TestPostgres URL pins its search_path).
 struct Source {
     url: String,
-    postgres: bool,
 }
 
 impl Source {
@@ -734,29 +733,15 @@ impl Source {
         match backend {
             Backend::Sqlite(dir) => Source {
                 url: format!("sqlite://{}", dir.path().join("shop.db").display()),
-                postgres: false,
             },
             Backend::Postgres(pg) => Source {
                 url: pg.url().to_owned(),
-                postgres: true,
             },
         }
     }
 
     async fn execute(&self, sql: &str) {
-        use sqlx::Connection as _;
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        if self.postgres {
-            let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("pg");
-            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
-            conn.close().await.expect("close");
-        } else {
-            let mut conn = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", self.url))
-                .await
-                .expect("sqlite");
-            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
-            conn.close().await.expect("close");
-        }
+        crate::support::source::execute(&self.url, sql).await;
     }
 }
 
@@ -1150,7 +1135,7 @@ async fn the_shop_queries_run_on_postgres() {
     let backend = Backend::postgres().await;
     let source = Source::of(&backend);
     source
-        .execute(
+        .execute(&format!(
             "CREATE TABLE customers (
                  customer_id text PRIMARY KEY, email text, country text,
                  lifetime_value numeric(12, 2), order_count integer,
@@ -1162,13 +1147,47 @@ async fn the_shop_queries_run_on_postgres() {
                 now() - interval '300 days', 'subscribed'),
                ('C-3', 'never@example.com', 'FR', 40.00, 1, now() - interval '500 days',
                 now() - interval '500 days', 'do-not-contact');
-             CREATE VIEW customer_stats AS
-             SELECT customer_id AS external_id, email, country, lifetime_value, order_count,
-                    first_order_at, last_order_at, marketing_status,
-                    (CURRENT_DATE - last_order_at::date) AS days_since_last_order
-             FROM customers;",
-        )
+             {}",
+            include_str!("../../examples/shop/customer_stats.postgres.sql")
+        ))
         .await;
+    let url = source.url.clone();
+    the_shop_plans(backend, &url).await;
+}
+
+/// ... and on MariaDB, with `customer_stats` in MySQL's dialect and the same queries (their
+/// `$n` placeholders are sent as `?`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_queries_run_on_mariadb() {
+    let Some(db) = crate::support::source::TestMySql::create().await else {
+        return;
+    };
+    crate::support::source::execute(
+        db.url(),
+        &format!(
+            "CREATE TABLE customers (
+                 customer_id VARCHAR(20) PRIMARY KEY, email VARCHAR(100), country CHAR(2),
+                 lifetime_value DECIMAL(12, 2), order_count INT,
+                 first_order_at TIMESTAMP NULL, last_order_at TIMESTAMP NULL,
+                 marketing_status VARCHAR(20));
+             INSERT INTO customers VALUES
+               ('C-1', 'vip@example.com', 'DE', 2500.00, 9, NOW() - INTERVAL 400 DAY,
+                NOW() - INTERVAL 10 DAY, 'subscribed'),
+               ('C-2', 'gone@example.com', 'AT', 80.50, 1, NOW() - INTERVAL 300 DAY,
+                NOW() - INTERVAL 300 DAY, 'subscribed'),
+               ('C-3', 'never@example.com', 'FR', 40.00, 1, NOW() - INTERVAL 500 DAY,
+                NOW() - INTERVAL 500 DAY, 'do-not-contact');
+             {}",
+            include_str!("../../examples/shop/customer_stats.mysql.sql")
+        ),
+    )
+    .await;
+    the_shop_plans(Backend::sqlite(), db.url()).await;
+}
+
+/// `klsync plan` of the shop example with its data at `url` (three customers: a VIP, a lapsed
+/// one and one who must not be contacted).
+async fn the_shop_plans(backend: Backend, url: &str) {
     let setup = Setup {
         emulator: slow_jobs_emulator().await,
         backend,
@@ -1177,7 +1196,7 @@ async fn the_shop_queries_run_on_postgres() {
     let finished = setup
         .run_env(
             &["plan", "--detailed-exitcode"],
-            &[("SHOP_DATABASE_URL", source.url.as_str())],
+            &[("SHOP_DATABASE_URL", url)],
         )
         .await;
     ok(&finished, 2);
@@ -1193,6 +1212,117 @@ async fn the_shop_queries_run_on_postgres() {
             finished.stdout
         );
     }
+}
+
+/// A PostgreSQL source that refuses `COPY (query) TO STDOUT` still plans correctly: klsync reads
+/// it row by row and says so once at `-v`. The refusal is the real server's: the view calls a
+/// function that raises `feature_not_supported` (SQLSTATE 0A000, what engines without COPY TO
+/// answer) when the statement running is a `COPY`, once while PostgreSQL plans the COPY (the
+/// function is immutable, so it is folded then, before the COPY starts) and once as the first
+/// row is produced (volatile: after the COPY started, before its first byte). With
+/// `database.copy: off`, klsync never tries: a view that fails differently under `COPY` (a
+/// division by zero, no refusal) then plans as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_source_that_refuses_copy_plans_row_by_row() {
+    let backend = Backend::postgres().await;
+    let source = Source::of(&backend);
+    let guard = |name: &str, volatility: &str, code: &str| {
+        format!(
+            "CREATE FUNCTION {name}() RETURNS boolean LANGUAGE plpgsql {volatility} AS $$
+             BEGIN
+               IF current_query() ILIKE 'COPY%' THEN
+                 RAISE EXCEPTION 'COPY TO is not supported here' USING ERRCODE = '{code}';
+               END IF;
+               RETURN true;
+             END $$;"
+        )
+    };
+    source
+        .execute(&format!(
+            "CREATE TABLE people (email text, plan text);
+             INSERT INTO people VALUES ('a@shop.test', 'gold'), ('b@shop.test', 'basic'),
+                                       ('c@shop.test', 'gold');
+             {}{}{}
+             CREATE VIEW at_planning AS SELECT * FROM people WHERE refuse_when_planned();
+             CREATE VIEW at_first_row AS SELECT * FROM people WHERE refuse_when_run();
+             CREATE VIEW breaks_copy AS SELECT * FROM people WHERE fail_in_copy();",
+            guard("refuse_when_planned", "IMMUTABLE", "0A000"),
+            guard("refuse_when_run", "VOLATILE", "0A000"),
+            guard("fail_in_copy", "VOLATILE", "22012"),
+        ))
+        .await;
+    let manifest = |view: &str| {
+        format!(
+            "profiles:\n  - id: people\n    query: people\n    identify_by: email\n    \
+             properties: {{plan: plan}}\n\
+             lists:\n  - id: gold\n    name: Gold\n    members:\n      query: gold\n      \
+             identify_by: email\n\
+             queries:\n  people:\n    sql: SELECT email, plan FROM {view}\n  \
+             gold:\n    sql: SELECT email FROM {view} WHERE plan = 'gold'\n"
+        )
+    };
+    let db = [("DATABASE_URL", source.url.as_str())];
+    for view in ["at_planning", "at_first_row"] {
+        let setup = Setup::new(Backend::sqlite(), None, &[("m.yaml", &manifest(view))]).await;
+        let finished = setup
+            .run_env(&["plan", "-v", "--detailed-exitcode"], &db)
+            .await;
+        ok(&finished, 2);
+        for needle in [
+            "profiles.people (3 rows): 3 new",
+            "lists.gold.members (2 rows): +2 add",
+        ] {
+            assert!(
+                finished.stdout.contains(needle),
+                "{needle}:\n{}",
+                finished.stdout
+            );
+        }
+        assert_eq!(
+            finished.stderr.matches("the database refused COPY").count(),
+            1,
+            "{view}: said once for the two queries:\n{}",
+            finished.stderr
+        );
+        assert!(
+            finished.stderr.contains("COPY TO is not supported here"),
+            "{}",
+            finished.stderr
+        );
+    }
+
+    // A failure under COPY that is no refusal is the query's error...
+    let setup = Setup::new(
+        Backend::sqlite(),
+        None,
+        &[("m.yaml", &manifest("breaks_copy"))],
+    )
+    .await;
+    let finished = setup.run_env(&["plan"], &db).await;
+    ok(&finished, 1);
+    assert!(
+        finished.stderr.contains("COPY TO is not supported here"),
+        "{}",
+        finished.stderr
+    );
+    // ... and with `database.copy: off` klsync never runs a COPY.
+    setup
+        .project
+        .write("klsync.yaml", "version: 1\ndatabase:\n  copy: off\n");
+    let finished = setup
+        .run_env(&["plan", "-v", "--detailed-exitcode"], &db)
+        .await;
+    ok(&finished, 2);
+    assert!(
+        finished.stdout.contains("profiles.people (3 rows): 3 new"),
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        !finished.stderr.contains("refused COPY"),
+        "{}",
+        finished.stderr
+    );
 }
 
 #[test]

@@ -45,6 +45,7 @@ mod scopes;
 mod secrets_cli;
 mod segment_examples;
 mod sql_errors_cli;
+mod sql_mysql;
 mod sql_query_cli;
 mod sql_query_manager;
 mod sql_values;

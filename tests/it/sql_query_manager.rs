@@ -454,6 +454,7 @@ async fn pg_statement_timeout_cancels_a_slow_query() {
         .manager(QueryOptions {
             statement_timeout: Duration::from_secs(1),
             connect_retries: 0,
+            ..QueryOptions::default()
         })
         .await;
     let started = Instant::now();
@@ -560,19 +561,40 @@ async fn pg_errors_point_into_the_users_sql() {
 async fn pg_saved_queries_save_load_update_and_list() {
     let schema = PgSchema::new().await;
     let manager = schema.manager(QueryOptions::default()).await;
+    saved_queries_save_load_update_and_list(
+        &manager,
+        // Only this test's schema: other tests create the table in theirs concurrently.
+        async || {
+            schema
+                .scalar_i64(
+                    "SELECT count(*) FROM pg_tables \
+                     WHERE tablename = 'saved_queries' AND schemaname = current_schema()",
+                )
+                .await
+        },
+        async || {
+            schema
+                .scalar_i64("SELECT count(*) FROM saved_queries WHERE name = 'vip'")
+                .await
+        },
+        "SELECT 2 AS v WHERE $1::int > 0",
+    )
+    .await;
+}
+
+/// Saving, reading, updating, listing and deleting saved queries on any database:
+/// `tables` counts the saved_queries tables the test's database has, `vips` the rows named
+/// `vip`, and `with_param` is a query with one parameter in the database's syntax.
+pub(crate) async fn saved_queries_save_load_update_and_list(
+    manager: &QueryManager,
+    tables: impl AsyncFn() -> i64,
+    vips: impl AsyncFn() -> i64,
+    with_param: &str,
+) {
     // Reading never creates the table.
     assert_eq!(manager.load_query("vip").await.unwrap(), None);
     assert!(manager.list_queries().await.unwrap().is_empty());
-    assert_eq!(
-        schema
-            // Only this test's schema: other tests create the table in theirs concurrently.
-            .scalar_i64(
-                "SELECT count(*) FROM pg_tables \
-                 WHERE tablename = 'saved_queries' AND schemaname = current_schema()"
-            )
-            .await,
-        0
-    );
+    assert_eq!(tables().await, 0);
 
     let first = manager
         .save_query("vip", "SELECT 1 AS v", Some("Big spenders"), &[json!(5)])
@@ -585,16 +607,13 @@ async fn pg_saved_queries_save_load_update_and_list() {
     assert_eq!(loaded.description.as_deref(), Some("Big spenders"));
     assert_eq!(loaded.params, vec![json!(5)]);
 
+    // The clock of MySQL's saved_queries counts milliseconds.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let second = manager
-        .save_query(
-            "vip",
-            "SELECT 2 AS v WHERE $1::int > 0",
-            None,
-            &[json!(7), json!("x")],
-        )
+        .save_query("vip", with_param, None, &[json!(7), json!("x")])
         .await
         .unwrap();
-    assert_eq!(second.sql, "SELECT 2 AS v WHERE $1::int > 0");
+    assert_eq!(second.sql, with_param);
     assert_eq!(
         second.description.as_deref(),
         Some("Big spenders"),
@@ -606,12 +625,9 @@ async fn pg_saved_queries_save_load_update_and_list() {
         second.updated_at > first.updated_at,
         "{second:?} vs {first:?}"
     );
-    assert_eq!(
-        schema
-            .scalar_i64("SELECT count(*) FROM saved_queries WHERE name = 'vip'")
-            .await,
-        1
-    );
+    assert_eq!(vips().await, 1);
+    // Names compare exactly, whatever the database's collation.
+    assert_eq!(manager.load_query("VIP").await.unwrap(), None);
 
     manager
         .save_query("alpha", "SELECT 3", None, &[])
@@ -695,6 +711,7 @@ async fn connect_errors_never_show_the_password() {
         QueryOptions {
             statement_timeout: Duration::from_secs(1),
             connect_retries: 1,
+            ..QueryOptions::default()
         },
     )
     .await
@@ -713,7 +730,7 @@ async fn connect_errors_never_show_the_password() {
     assert!(!format!("{err:?}").contains("hunter2"));
     assert!(shown.contains("klsync:***@127.0.0.1:1"), "{shown}");
 
-    let err = QueryManager::connect(&Secret::new("mysql://u:p@h/db"), QueryOptions::default())
+    let err = QueryManager::connect(&Secret::new("oracle://u:p@h/db"), QueryOptions::default())
         .await
         .unwrap_err();
     assert!(matches!(err, SqlError::UnsupportedUrl { .. }), "{err:?}");
@@ -801,6 +818,7 @@ async fn sqlite_statement_timeout_interrupts_a_runaway_query() {
         .manager(QueryOptions {
             statement_timeout: Duration::from_secs(1),
             connect_retries: 0,
+            ..QueryOptions::default()
         })
         .await;
     let started = Instant::now();

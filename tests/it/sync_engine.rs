@@ -1,11 +1,12 @@
 //! The data-sync engine against real databases (SQLite and PostgreSQL as both the source
-//! `DATABASE_URL` and the state store) and the emulator as Klaviyo.
+//! `DATABASE_URL` and the state store, MariaDB as the source) and the emulator as Klaviyo.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::recorder::{Interception, Recorder};
+use crate::support::source::{self, TestMySql};
 use klsync::emulator::{self, EmulatorConfig, EmulatorHandle, RateLimitMode};
 use klsync::klaviyo::{ClientConfig, KlaviyoClient};
 use klsync::manifest::types::{
@@ -29,6 +30,7 @@ struct Db {
     queries: QueryManager,
     _dir: Option<tempfile::TempDir>,
     _pg: Option<TestPostgres>,
+    _mysql: Option<TestMySql>,
 }
 
 impl Db {
@@ -42,13 +44,23 @@ impl Db {
             .close()
             .await
             .unwrap();
-        Db::finish(url, &state_url, Some(dir), None).await
+        Db::finish(url, &state_url, Some(dir), None, None).await
     }
 
     async fn postgres() -> Db {
         let pg = TestPostgres::create().await.expect("test PostgreSQL");
         let url = pg.url().to_string();
-        Db::finish(url.clone(), &url, None, Some(pg)).await
+        Db::finish(url.clone(), &url, None, Some(pg), None).await
+    }
+
+    /// The source in a MariaDB database of its own, the state in SQLite; `None` when
+    /// `KLSYNC_TEST_MYSQL_URL` is unset.
+    async fn mysql() -> Option<Db> {
+        let mysql = TestMySql::create().await?;
+        let dir = tempfile::tempdir().unwrap();
+        let state_url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let url = mysql.url().to_string();
+        Some(Db::finish(url, &state_url, Some(dir), None, Some(mysql)).await)
     }
 
     async fn finish(
@@ -56,6 +68,7 @@ impl Db {
         state_url: &str,
         dir: Option<tempfile::TempDir>,
         pg: Option<TestPostgres>,
+        mysql: Option<TestMySql>,
     ) -> Db {
         let db = Db {
             state: StateStore::connect(state_url).await.unwrap(),
@@ -65,28 +78,23 @@ impl Db {
             url,
             _dir: dir,
             _pg: pg,
+            _mysql: mysql,
         };
-        db.exec("CREATE TABLE customers (email TEXT, plan TEXT, ltv BIGINT, active BOOLEAN)")
-            .await;
+        // MySQL's TEXT holds 64 KB; the large-profile scenario needs more.
+        let text = if db._mysql.is_some() {
+            "LONGTEXT"
+        } else {
+            "TEXT"
+        };
+        db.exec(&format!(
+            "CREATE TABLE customers (email TEXT, plan {text}, ltv BIGINT, active BOOLEAN)"
+        ))
+        .await;
         db
     }
 
     async fn exec(&self, sql: &str) {
-        if self.url.starts_with("sqlite") {
-            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-        } else {
-            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-        }
+        source::execute(&self.url, sql).await;
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -1552,9 +1560,147 @@ async fn the_full_check_finds_hand_edits_and_the_plan_restores_them(db: Db) {
     assert!(!plan(&db, &manifest, &lists).await.has_changes());
 }
 
+/// The same rows in PostgreSQL, MariaDB and SQLite hash alike, so a sync moved from one
+/// database to another plans no change: applied from PostgreSQL, planned from MariaDB and from
+/// SQLite with the same state, nothing is new or changed. Each database's types for the same
+/// logical values: integers, exact decimals, floats (also a 4-byte one), booleans, dates,
+/// instants (timestamptz / TIMESTAMP / DATETIME text with offset), local date-times, text, NULL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_moved_between_databases_plans_no_change() {
+    let Some(mysql) = TestMySql::create().await else {
+        return;
+    };
+    let pg = TestPostgres::create().await.expect("test PostgreSQL");
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("source.db").display());
+    let rows = |instant: &str| {
+        format!(
+            "INSERT INTO facts VALUES
+             ('a@shop.test', 42, 12.50, 0.1, 0.1, TRUE, '2024-05-01', '2024-05-01 10:30:00{instant}',
+              '2024-05-01 10:30:00.250', 'é ünïcode \"quoted\"'),
+             ('b@shop.test', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+             ('c@shop.test', -9007199254740993, 0.05, -2.5, 1.5, FALSE, '1999-12-31',
+              '1999-12-31 23:59:59{instant}', '1999-12-31 23:59:59', '')"
+        )
+    };
+    let sources = [
+        (
+            pg.url().to_string(),
+            "CREATE TABLE facts (email text, n bigint, price numeric(10, 2), ratio float8, \
+             small float4, vip boolean, born date, seen timestamptz, local timestamp, note text)",
+            rows("+00"),
+        ),
+        (
+            mysql.url().to_string(),
+            "CREATE TABLE facts (email VARCHAR(100), n BIGINT, price DECIMAL(10, 2), \
+             ratio DOUBLE, small FLOAT, vip BOOLEAN, born DATE, seen TIMESTAMP(3) NULL, \
+             local DATETIME(3), note TEXT)",
+            // The session's time zone is UTC (sqlx's default, and klsync forces it).
+            rows(""),
+        ),
+        (
+            sqlite.clone(),
+            "CREATE TABLE facts (email TEXT, n INTEGER, price REAL, ratio REAL, small REAL, \
+             vip BOOLEAN, born TEXT, seen DATETIME, local DATETIME, note TEXT)",
+            rows("+00:00"),
+        ),
+    ];
+    let columns = [
+        "n", "price", "ratio", "small", "vip", "born", "seen", "local", "note",
+    ];
+    let manifest = ManifestFile {
+        profiles: vec![ProfileSyncSpec {
+            id: "facts".into(),
+            query: "facts".into(),
+            identify_by: IdentifyBy::Email,
+            properties: columns
+                .iter()
+                .map(|c| (c.to_string(), c.to_string()))
+                .collect(),
+            on_missing_row: OnMissingRow::Keep,
+        }],
+        queries: BTreeMap::from([(
+            "facts".to_string(),
+            query("SELECT * FROM facts ORDER BY email"),
+        )]),
+        ..ManifestFile::default()
+    };
+    let state = StateStore::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("state.db").display()
+    ))
+    .await
+    .unwrap();
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    let none = BTreeMap::new();
+    let mut hashes = Vec::new();
+    for (at, (url, create, insert)) in sources.iter().enumerate() {
+        source::execute(url, &format!("{create}; {insert}")).await;
+        let queries = QueryManager::connect(&Secret::new(url.clone()), QueryOptions::default())
+            .await
+            .unwrap();
+        use futures::TryStreamExt;
+        let rows: Vec<_> = queries
+            .execute_query("SELECT * FROM facts ORDER BY email", &[])
+            .try_collect()
+            .await
+            .unwrap();
+        let row_hashes: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                let mut properties = row.clone();
+                properties.remove("email");
+                (properties.clone(), sync::diff::row_hash(&properties))
+            })
+            .collect();
+        hashes.push((url.clone(), row_hashes));
+        let planned = sync::plan_data(
+            &manifest,
+            &none,
+            &queries,
+            &state,
+            None,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        let counts = planned.profiles[0].counts;
+        if at == 0 {
+            // The row of NULLs has nothing to send under `keep`.
+            assert_eq!((counts.new, counts.unchanged), (2, 1), "{counts:?}");
+            sync::apply_data(&planned, &manifest, &none, &queries, &client, &state, false)
+                .await
+                .unwrap();
+        } else {
+            assert!(
+                !planned.has_changes(),
+                "moved to {}: {counts:?}\n{}",
+                klsync::settings::redact_url(url),
+                sync::render_text(&planned)
+            );
+            assert_eq!(counts.unchanged, 3, "{counts:?}");
+        }
+        queries.close().await;
+    }
+    let (first_url, first) = &hashes[0];
+    for (url, other) in &hashes[1..] {
+        assert_eq!(other, first, "{url} vs {first_url}");
+    }
+    assert_eq!(
+        live_properties(&handle, "a@shop.test"),
+        Some(json!({
+            "n": 42, "price": 12.5, "ratio": 0.1, "small": 0.1, "vip": true,
+            "born": "2024-05-01", "seen": "2024-05-01T10:30:00Z",
+            "local": "2024-05-01T10:30:00.250", "note": "é ünïcode \"quoted\"",
+        }))
+    );
+}
+
 // ---- one test per scenario and backend ------------------------------------------------------
 
-macro_rules! on_both_backends {
+/// Each scenario on SQLite, on PostgreSQL and on MariaDB (skipped, saying so, when
+/// `KLSYNC_TEST_MYSQL_URL` is unset).
+macro_rules! on_every_backend {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -1572,10 +1718,20 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if let Some(db) = super::Db::mysql().await {
+                        super::$scenario(db).await;
+                    }
+                }
+            )*
+        }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     three_changes_of_ten_thousand,
     invalid_rows_are_reported_and_not_sent,
     rows_klaviyo_rejected_are_retried_then_recorded,

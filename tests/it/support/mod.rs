@@ -6,3 +6,4 @@ pub mod openapi;
 pub mod project;
 pub mod recorder;
 pub mod scenario;
+pub mod source;

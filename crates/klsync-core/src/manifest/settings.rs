@@ -155,6 +155,10 @@ pub struct DatabaseSettings {
     /// Per-statement timeout for manifest queries.
     #[schemars(range(min = 1))]
     pub statement_timeout_seconds: u64,
+    /// PostgreSQL: read queries without parameters through `COPY ... TO STDOUT` (`auto`, falling
+    /// back to row-by-row reads when the server refuses it), or never (`off`: for engines and
+    /// poolers that do not speak COPY).
+    pub copy: CopyMode,
 }
 
 impl Default for DatabaseSettings {
@@ -162,8 +166,19 @@ impl Default for DatabaseSettings {
         Self {
             url_env: "DATABASE_URL".into(),
             statement_timeout_seconds: 60,
+            copy: CopyMode::Auto,
         }
     }
+}
+
+/// `database.copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyMode {
+    /// Use COPY where it applies; fall back when the server refuses it.
+    Auto,
+    /// Never use COPY.
+    Off,
 }
 
 /// State store settings.

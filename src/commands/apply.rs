@@ -506,19 +506,19 @@ impl Run<'_> {
                 executor::wait_for(&mut settled, &address).await
             }
         };
-        let report = sync::apply_data_beside_changes(
-            planned,
-            &self.project.merged(),
-            &list_ids,
+        let manifest = self.project.merged();
+        let apply = sync::DataApply {
+            plan: planned,
+            manifest: &manifest,
+            list_ids: &list_ids,
             queries,
-            &self.connection.client,
-            &self.connection.store,
-            self.args.force,
-            &given,
-            wait_for_list,
-        )
-        .await
-        .map_err(|err| err.declared_in(self.project))?;
+            client: &self.connection.client,
+            store: &self.connection.store,
+            force: self.args.force,
+        };
+        let report = sync::apply_data_beside_changes(apply, &given, wait_for_list)
+            .await
+            .map_err(|err| err.declared_in(self.project))?;
         Ok(report)
     }
 

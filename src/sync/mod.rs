@@ -15,8 +15,8 @@
 //! The plan keeps counts, bounded samples and the request cost, never the rows.
 //!
 //! [`apply_data`] runs the same classification again (the data is read at apply time, not
-//! frozen at plan time: a data sync sends what the query returns now) and keeps the rows to send
-//! in memory (about twice their JSON size). It then refuses, before sending anything, when a
+//! frozen at plan time: a data sync sends what the query returns now) and writes the profile
+//! rows to send to a temporary file ([`spill`]; list adds stay in memory). It then refuses, before sending anything, when a
 //! list's removals exceed `max_removals` (in the plan given or in the fresh computation) unless
 //! `force`. Counts that differ from the plan's are reported as `drift` in the report.
 //!
@@ -316,10 +316,35 @@ pub async fn apply_data(
 ) -> Result<DataApplyReport, SyncError> {
     let given = BTreeMap::new();
     let never = |_: String| std::future::ready(None);
-    apply_data_beside_changes(
-        plan, manifest, list_ids, queries, client, store, force, &given, never,
-    )
-    .await
+    let apply = DataApply {
+        plan,
+        manifest,
+        list_ids,
+        queries,
+        client,
+        store,
+        force,
+    };
+    apply_data_beside_changes(apply, &given, never).await
+}
+
+/// What [`apply_data_beside_changes`] applies, and with what.
+#[derive(Clone, Copy)]
+pub struct DataApply<'a> {
+    /// The data part of the plan.
+    pub plan: &'a DataPlan,
+    /// The project's merged manifest.
+    pub manifest: &'a ManifestFile,
+    /// Klaviyo ids of the lists that exist, by key.
+    pub list_ids: &'a BTreeMap<String, String>,
+    /// The SQL sources.
+    pub queries: &'a QueryManager,
+    /// Klaviyo.
+    pub client: &'a KlaviyoClient,
+    /// klsync's state.
+    pub store: &'a StateStore,
+    /// Apply lists over `max_removals` anyway.
+    pub force: bool,
 }
 
 /// [`apply_data`] while the configuration changes may still be running: the `profiles:` syncs
@@ -328,15 +353,8 @@ pub async fn apply_data(
 /// is known only once that change is made) wait for `wait_for_list(key)`: the list's id, or
 /// `None` when its change failed, and the sync is skipped (reported in
 /// [`DataApplyReport::skipped`]). A created list starts empty, whatever klsync recorded.
-#[allow(clippy::too_many_arguments)]
 pub async fn apply_data_beside_changes<W, F>(
-    plan: &DataPlan,
-    manifest: &ManifestFile,
-    list_ids: &BTreeMap<String, String>,
-    queries: &QueryManager,
-    client: &KlaviyoClient,
-    store: &StateStore,
-    force: bool,
+    apply: DataApply<'_>,
     given: &BTreeMap<String, ListGiven>,
     wait_for_list: W,
 ) -> Result<DataApplyReport, SyncError>
@@ -344,6 +362,8 @@ where
     W: Fn(String) -> F,
     F: std::future::Future<Output = Option<String>>,
 {
+    let (plan, manifest, list_ids) = (apply.plan, apply.manifest, apply.list_ids);
+    let (queries, client, store, force) = (apply.queries, apply.client, apply.store, apply.force);
     let mut report = DataApplyReport::default();
     let sources = Sources {
         manifest_queries: &manifest.queries,

@@ -3,7 +3,9 @@
 use serde_json::{Map, Value, json};
 
 use super::lists::{list_resource, string_term_matches};
-use super::profiles::{apply_attributes, profile_resource, validate_attributes};
+use super::profiles::{
+    apply_attributes, profile_resource, the_profile_matching, validate_attributes,
+};
 use crate::jsonapi::{ApiError, HandlerResult, Reply, RequestCtx, paginate, relationship};
 use crate::state::{BulkJob, ImportErrorRecord, PROFILE_IDENTIFIERS, State, in_order, timestamp};
 use klaviyo_spec::limits::PROFILES_PAGE_MAX;
@@ -200,14 +202,7 @@ fn import_row(state: &mut State, row: &Value) -> Result<String, ApiError> {
     let target = match explicit {
         Some(id) if state.profiles.contains_key(id) => Some(id.to_owned()),
         Some(id) => return Err(ApiError::not_found("profile", id)),
-        None => {
-            let found = state.profiles_matching(attrs, None);
-            match found.as_slice() {
-                [] => None,
-                [one] => Some(one.clone()),
-                [_, second, ..] => return Err(ApiError::duplicate_profile(second)),
-            }
-        }
+        None => the_profile_matching(state, attrs)?,
     };
     match target {
         Some(id) => {

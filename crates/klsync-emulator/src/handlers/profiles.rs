@@ -526,6 +526,19 @@ pub fn update_profile(ctx: &RequestCtx, state: &mut State) -> HandlerResult {
     Ok(Reply::ok(body))
 }
 
+/// The one profile sharing an identifier with `attributes`, if any; two of them (the row names
+/// two profiles, by two identifiers) is Klaviyo's duplicate-profile error.
+pub fn the_profile_matching(
+    state: &State,
+    attributes: &Map<String, Value>,
+) -> Result<Option<String>, ApiError> {
+    match state.profiles_matching(attributes, None).as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        [_, second, ..] => Err(ApiError::duplicate_profile(second)),
+    }
+}
+
 /// `POST /api/profile-import`: 201 when created, 200 when updated.
 pub fn create_or_update_profile(ctx: &RequestCtx, state: &mut State) -> HandlerResult {
     let (data, attrs) = ctx.resource("profile")?;
@@ -540,14 +553,7 @@ pub fn create_or_update_profile(ctx: &RequestCtx, state: &mut State) -> HandlerR
             }
             Some(id.to_owned())
         }
-        None => {
-            let found = state.profiles_matching(attrs, None);
-            match found.as_slice() {
-                [] => None,
-                [one] => Some(one.clone()),
-                [_, second, ..] => return Err(ApiError::duplicate_profile(second)),
-            }
-        }
+        None => the_profile_matching(state, attrs)?,
     };
     let (status, id) = match target {
         Some(id) => {

@@ -8,6 +8,11 @@
 //!
 //! Prints one table; exits non-zero when the requests sent exceed the plan's bound or the bound
 //! depends on the list's size.
+//!
+//! `KLSYNC_BENCH_MIRROR=1` measures the other case of issue 16 instead: a mirror list of
+//! `KLSYNC_BENCH_LIST_MEMBERS` members that klsync added (a first apply of the query), then the
+//! query changes by `KLSYNC_BENCH_ADDS` rows in and as many out, and the second apply's requests
+//! and time are measured.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -60,12 +65,16 @@ fn manifest() -> ManifestFile {
 fn main() {
     let members = env_count("KLSYNC_BENCH_LIST_MEMBERS", 1_000_000);
     let adds = env_count("KLSYNC_BENCH_ADDS", 1_000);
-    let ok = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime")
-        .block_on(bench(members, adds));
+        .expect("runtime");
+    let ok = if std::env::var_os("KLSYNC_BENCH_MIRROR").is_some() {
+        runtime.block_on(mirror(members, adds))
+    } else {
+        runtime.block_on(bench(members, adds))
+    };
     if !ok {
         std::process::exit(1);
     }
@@ -175,6 +184,107 @@ async fn bench(members: u64, adds: u64) -> bool {
     println!(
         "list members after: {on_list} (expected {}); {}",
         members + adds,
+        if ok { "ok" } else { "MISSED" }
+    );
+    ok
+}
+
+/// A mirror list of `members` klsync added; the query then trades `churn` members for as many
+/// new ones, and the apply of that change is measured.
+async fn mirror(members: u64, churn: u64) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_url = format!("sqlite://{}?mode=rwc", dir.path().join("data.db").display());
+    let state_url = format!("sqlite://{}", dir.path().join("state.db").display());
+    let pool = sqlx::SqlitePool::connect(&data_url).await.expect("data");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE newcomers (email TEXT);
+         WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {members})
+         INSERT INTO newcomers SELECT 'm' || n || '@shop.test' FROM seq;"
+    )))
+    .execute(&pool)
+    .await
+    .expect("seed the data");
+
+    let handle = emulator::start(EmulatorConfig {
+        rate_limits: RateLimitMode::Off,
+        job_delay: std::time::Duration::from_millis(50),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let list_id = handle.seed(|state| state.create_list("Big", None));
+    let mut config = ClientConfig::new(handle.base_url.clone(), Secret::new("pk_emulator"));
+    config.rate_limit_factor = None;
+    let client = KlaviyoClient::new(config).expect("client");
+    let queries = QueryManager::connect(&Secret::new(data_url), QueryOptions::default())
+        .await
+        .expect("connect the data");
+    let state = StateStore::connect(&state_url).await.expect("state");
+    let manifest = manifest();
+    let lists = BTreeMap::from([("big".to_string(), list_id)]);
+    let apply = |planned| {
+        let (manifest, lists, queries, client, state) =
+            (&manifest, &lists, &queries, &client, &state);
+        async move {
+            sync::apply_data(&planned, manifest, lists, queries, client, state, false)
+                .await
+                .expect("apply")
+        }
+    };
+    let resync = Default::default();
+    let plan = || sync::plan_data(&manifest, &lists, &queries, &state, None, &resync);
+
+    let first = Instant::now();
+    apply(plan().await.expect("plan")).await;
+    eprintln!(
+        "first apply of {members} members: {:.1} s",
+        first.elapsed().as_secs_f64()
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM newcomers WHERE rowid <= {churn};
+         WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {churn})
+         INSERT INTO newcomers SELECT 'new' || n || '@shop.test' FROM seq;"
+    )))
+    .execute(&pool)
+    .await
+    .expect("change the data");
+    pool.close().await;
+
+    let planning = Instant::now();
+    let planned = plan().await.expect("plan");
+    let plan_time = planning.elapsed();
+    let counts = planned.memberships[0].counts;
+    let bound: u64 = planned.requests.values().sum();
+    let before = handle.stats();
+    let started = Instant::now();
+    apply(planned).await;
+    let wall = started.elapsed();
+    let after = handle.stats();
+    let sent: BTreeMap<String, u64> = after
+        .by_operation
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.count(op)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let total_sent: u64 = sent.values().sum();
+    let on_list = handle.seed(|state| state.lists.values().map(|l| l.members.len()).sum::<usize>());
+    queries.close().await;
+    let ok = counts.add == churn
+        && counts.remove == churn
+        && total_sent <= bound
+        && on_list as u64 == members;
+    println!("\n| list members | added | removed | requests sent / plan bound | plan | apply |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {members} | {} | {} | {total_sent} / {bound} | {:.1} s | {:.1} s |",
+        counts.add,
+        counts.remove,
+        plan_time.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+    println!("\nrequests by operation (emulator): {sent:?}");
+    println!(
+        "list members after: {on_list} (expected {members}); {}",
         if ok { "ok" } else { "MISSED" }
     );
     ok

@@ -15,7 +15,7 @@
 //! and time are measured.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use klsync::emulator::{self, EmulatorConfig, RateLimitMode};
 use klsync::klaviyo::{ClientConfig, KlaviyoClient};
@@ -25,7 +25,7 @@ use klsync::manifest::types::{
 use klsync::settings::Secret;
 use klsync::sql::{QueryManager, QueryOptions};
 use klsync::state::StateStore;
-use klsync::sync;
+use klsync::sync::{self, DataPlan};
 use serde_json::{Map, Value};
 
 fn env_count(name: &str, default: u64) -> u64 {
@@ -80,30 +80,107 @@ fn main() {
     }
 }
 
-async fn bench(members: u64, adds: u64) -> bool {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data_url = format!("sqlite://{}?mode=rwc", dir.path().join("data.db").display());
-    let state_url = format!("sqlite://{}", dir.path().join("state.db").display());
-    let pool = sqlx::SqlitePool::connect(&data_url).await.expect("data");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE newcomers (email TEXT);
-         WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {adds})
-         INSERT INTO newcomers SELECT 'new' || n || '@shop.test' FROM seq;"
-    )))
-    .execute(&pool)
-    .await
-    .expect("seed the data");
-    pool.close().await;
+/// What both scenarios run on: a SQLite table `newcomers` of `rows` emails (`prefix` + n), the
+/// in-process emulator (rate limits off) with the list `Big` that `seed_list` makes, and the
+/// client, sources and state klsync uses. Data and state live in a temporary directory.
+struct Rig {
+    _dir: tempfile::TempDir,
+    data: sqlx::SqlitePool,
+    handle: emulator::EmulatorHandle,
+    client: KlaviyoClient,
+    queries: QueryManager,
+    state: StateStore,
+    manifest: ManifestFile,
+    lists: BTreeMap<String, String>,
+}
 
-    let handle = emulator::start(EmulatorConfig {
-        rate_limits: RateLimitMode::Off,
-        job_delay: std::time::Duration::from_millis(50),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator");
+impl Rig {
+    async fn new(
+        prefix: &str,
+        rows: u64,
+        seed_list: impl FnOnce(&mut emulator::State) -> String,
+    ) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_url = format!("sqlite://{}?mode=rwc", dir.path().join("data.db").display());
+        let state_url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let data = sqlx::SqlitePool::connect(&data_url).await.expect("data");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE newcomers (email TEXT);
+             WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {rows})
+             INSERT INTO newcomers SELECT '{prefix}' || n || '@shop.test' FROM seq;"
+        )))
+        .execute(&data)
+        .await
+        .expect("seed the data");
+        let handle = emulator::start(EmulatorConfig {
+            rate_limits: RateLimitMode::Off,
+            job_delay: std::time::Duration::from_millis(50),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .expect("emulator");
+        let list_id = handle.seed(seed_list);
+        let mut config = ClientConfig::new(handle.base_url.clone(), Secret::new("pk_emulator"));
+        config.rate_limit_factor = None;
+        Rig {
+            _dir: dir,
+            data,
+            client: KlaviyoClient::new(config).expect("client"),
+            queries: QueryManager::connect(&Secret::new(data_url), QueryOptions::default())
+                .await
+                .expect("connect the data"),
+            state: StateStore::connect(&state_url).await.expect("state"),
+            handle,
+            manifest: manifest(),
+            lists: BTreeMap::from([("big".to_string(), list_id)]),
+        }
+    }
+
+    async fn plan(&self) -> DataPlan {
+        let resync = Default::default();
+        let (manifest, lists) = (&self.manifest, &self.lists);
+        sync::plan_data(manifest, lists, &self.queries, &self.state, None, &resync)
+            .await
+            .expect("plan")
+    }
+
+    /// Applies `planned`: its wall time and the requests the emulator received, per operation.
+    async fn apply(&self, planned: &DataPlan) -> (Duration, BTreeMap<String, u64>) {
+        let before = self.handle.stats();
+        let started = Instant::now();
+        let (manifest, lists) = (&self.manifest, &self.lists);
+        sync::apply_data(
+            planned,
+            manifest,
+            lists,
+            &self.queries,
+            &self.client,
+            &self.state,
+            false,
+        )
+        .await
+        .expect("apply");
+        let wall = started.elapsed();
+        let after = self.handle.stats();
+        let sent = after
+            .by_operation
+            .iter()
+            .map(|(op, n)| (op.clone(), n - before.count(op)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        (wall, sent)
+    }
+
+    /// Members of every list in the emulator.
+    fn on_lists(&self) -> usize {
+        self.handle
+            .seed(|state| state.lists.values().map(|l| l.members.len()).sum::<usize>())
+    }
+}
+
+async fn bench(members: u64, adds: u64) -> bool {
     let seeded = Instant::now();
-    let list_id = handle.seed(|state| {
+    let rig = Rig::new("new", adds, |state| {
         let list = state.create_list("Big", None);
         let ids: Vec<String> = (0..members)
             .map(|n| {
@@ -114,46 +191,15 @@ async fn bench(members: u64, adds: u64) -> bool {
             .collect();
         state.add_members(&list, &ids);
         list
-    });
+    })
+    .await;
     eprintln!(
         "seeded {members} members in {:.1} s",
         seeded.elapsed().as_secs_f64()
     );
-    let mut config = ClientConfig::new(handle.base_url.clone(), Secret::new("pk_emulator"));
-    config.rate_limit_factor = None;
-    let client = KlaviyoClient::new(config).expect("client");
-    let queries = QueryManager::connect(&Secret::new(data_url), QueryOptions::default())
-        .await
-        .expect("connect the data");
-    let state = StateStore::connect(&state_url).await.expect("state");
-    let manifest = manifest();
-    let lists = BTreeMap::from([("big".to_string(), list_id)]);
 
-    let planned = sync::plan_data(
-        &manifest,
-        &lists,
-        &queries,
-        &state,
-        None,
-        &Default::default(),
-    )
-    .await
-    .expect("plan");
-    let before = handle.stats();
-    let started = Instant::now();
-    sync::apply_data(
-        &planned, &manifest, &lists, &queries, &client, &state, false,
-    )
-    .await
-    .expect("apply");
-    let wall = started.elapsed();
-    let after = handle.stats();
-    let sent: BTreeMap<String, u64> = after
-        .by_operation
-        .iter()
-        .map(|(op, n)| (op.clone(), n - before.count(op)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let planned = rig.plan().await;
+    let (wall, sent) = rig.apply(&planned).await;
     let lookups = sent
         .iter()
         .filter(|(op, _)| op.starts_with("GET /api/lists/") && op.ends_with("/profiles"))
@@ -166,8 +212,8 @@ async fn bench(members: u64, adds: u64) -> bool {
         .unwrap_or(0);
     let total_sent: u64 = sent.values().sum();
     let bound: u64 = planned.requests.values().sum();
-    let on_list = handle.seed(|state| state.lists.values().map(|l| l.members.len()).sum::<usize>());
-    queries.close().await;
+    let on_list = rig.on_lists();
+    rig.queries.close().await;
 
     let whole_read = members.div_ceil(100);
     let ok =
@@ -191,51 +237,12 @@ async fn bench(members: u64, adds: u64) -> bool {
 
 /// A mirror list of `members` klsync added; the query then trades `churn` members for as many
 /// new ones, and the apply of that change is measured.
+/// A mirror list of `members` klsync added; the query then trades `churn` members for as many
+/// new ones, and the apply of that change is measured.
 async fn mirror(members: u64, churn: u64) -> bool {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data_url = format!("sqlite://{}?mode=rwc", dir.path().join("data.db").display());
-    let state_url = format!("sqlite://{}", dir.path().join("state.db").display());
-    let pool = sqlx::SqlitePool::connect(&data_url).await.expect("data");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE newcomers (email TEXT);
-         WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {members})
-         INSERT INTO newcomers SELECT 'm' || n || '@shop.test' FROM seq;"
-    )))
-    .execute(&pool)
-    .await
-    .expect("seed the data");
-
-    let handle = emulator::start(EmulatorConfig {
-        rate_limits: RateLimitMode::Off,
-        job_delay: std::time::Duration::from_millis(50),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator");
-    let list_id = handle.seed(|state| state.create_list("Big", None));
-    let mut config = ClientConfig::new(handle.base_url.clone(), Secret::new("pk_emulator"));
-    config.rate_limit_factor = None;
-    let client = KlaviyoClient::new(config).expect("client");
-    let queries = QueryManager::connect(&Secret::new(data_url), QueryOptions::default())
-        .await
-        .expect("connect the data");
-    let state = StateStore::connect(&state_url).await.expect("state");
-    let manifest = manifest();
-    let lists = BTreeMap::from([("big".to_string(), list_id)]);
-    let apply = |planned| {
-        let (manifest, lists, queries, client, state) =
-            (&manifest, &lists, &queries, &client, &state);
-        async move {
-            sync::apply_data(&planned, manifest, lists, queries, client, state, false)
-                .await
-                .expect("apply")
-        }
-    };
-    let resync = Default::default();
-    let plan = || sync::plan_data(&manifest, &lists, &queries, &state, None, &resync);
-
+    let rig = Rig::new("m", members, |state| state.create_list("Big", None)).await;
     let first = Instant::now();
-    apply(plan().await.expect("plan")).await;
+    rig.apply(&rig.plan().await).await;
     eprintln!(
         "first apply of {members} members: {:.1} s",
         first.elapsed().as_secs_f64()
@@ -245,30 +252,19 @@ async fn mirror(members: u64, churn: u64) -> bool {
          WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {churn})
          INSERT INTO newcomers SELECT 'new' || n || '@shop.test' FROM seq;"
     )))
-    .execute(&pool)
+    .execute(&rig.data)
     .await
     .expect("change the data");
-    pool.close().await;
 
     let planning = Instant::now();
-    let planned = plan().await.expect("plan");
+    let planned = rig.plan().await;
     let plan_time = planning.elapsed();
     let counts = planned.memberships[0].counts;
     let bound: u64 = planned.requests.values().sum();
-    let before = handle.stats();
-    let started = Instant::now();
-    apply(planned).await;
-    let wall = started.elapsed();
-    let after = handle.stats();
-    let sent: BTreeMap<String, u64> = after
-        .by_operation
-        .iter()
-        .map(|(op, n)| (op.clone(), n - before.count(op)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let (wall, sent) = rig.apply(&planned).await;
     let total_sent: u64 = sent.values().sum();
-    let on_list = handle.seed(|state| state.lists.values().map(|l| l.members.len()).sum::<usize>());
-    queries.close().await;
+    let on_list = rig.on_lists();
+    rig.queries.close().await;
     let ok = counts.add == churn
         && counts.remove == churn
         && total_sent <= bound

@@ -1,9 +1,9 @@
 //! SQL sources: run the queries that drive list membership and profile data, and keep reusable
 //! queries in the `saved_queries` table.
 //!
-//! [`QueryManager`] is the only type here that touches a database. It connects to the user's
-//! `DATABASE_URL` (PostgreSQL, MySQL/MariaDB or SQLite; MySQL's decisions are in `mysql.rs`)
-//! and offers three things: [`QueryManager::execute_query`]
+//! [`QueryManager`] is what the rest of klsync uses. It connects to the user's `DATABASE_URL`
+//! (PostgreSQL, MySQL/MariaDB or SQLite: one module each, behind the [`source::Source`] trait;
+//! MySQL's own decisions are in `mysql.rs`) and offers three things: [`QueryManager::execute_query`]
 //! (rows as a stream of JSON objects), [`QueryManager::save_query`] /
 //! [`QueryManager::load_query`] / [`QueryManager::list_queries`] (the `saved_queries` table), and
 //! [`QueryManager::resolve_query`] (a manifest's query name, looked up in `queries:` then in the
@@ -80,21 +80,20 @@ mod error;
 mod mysql;
 pub mod output;
 mod params;
+mod postgres;
 mod saved;
+mod source;
+mod sqlite;
 // Reading SQL text (statements, placeholders) is pure: the manifest checks use it too.
 pub use klsync_core::sql_statement as statement;
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+use futures::stream::{self, Stream, StreamExt};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor as _, SqlSafeStr as _};
+use sqlx::ConnectOptions;
 use tokio::sync::mpsc;
 
 use crate::manifest::types::QuerySpec;
@@ -106,6 +105,7 @@ pub use error::SqlError;
 pub use saved::SavedQuery;
 
 use params::Param;
+use source::Source;
 
 /// One result row: column name → value, in the query's column order.
 pub type Row = serde_json::Map<String, Value>;
@@ -137,8 +137,6 @@ impl Default for QueryOptions {
 const ROW_BATCH: usize = 1024;
 /// Batches converted ahead of the consumer; few, because rows may be large.
 const BATCH_BUFFER: usize = 4;
-/// SQLite virtual-machine steps between two looks at the clock.
-const SQLITE_PROGRESS_STEPS: i32 = 4_000;
 /// The most connections one klsync run keeps to a user's database.
 const MAX_CONNECTIONS: u32 = 4;
 /// How long a query waits for a pooled connection.
@@ -150,27 +148,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Runs read-only queries on the user's database and keeps its saved queries.
 #[derive(Debug, Clone)]
 pub struct QueryManager {
-    backend: Backend,
+    /// The database, whichever it is (`source.rs`).
+    source: Arc<dyn Source>,
     url: String,
-    options: QueryOptions,
-}
-
-#[derive(Debug, Clone)]
-enum Backend {
-    Postgres {
-        pool: PgPool,
-        /// Whether `COPY` may still be tried on this source: off by setting, or once the
-        /// server refused it (for this run only: nothing is remembered that could go stale).
-        copy: Arc<AtomicBool>,
-    },
-    /// MySQL or MariaDB (`mysql.rs`).
-    MySql(mysql::MySqlSource),
-    Sqlite {
-        /// Read-only, `query_only` connections: every query and every read of saved_queries.
-        read_only: SqlitePool,
-        /// The URL's own options, for the rare writable connection `save_query` opens.
-        writable: Box<SqliteConnectOptions>,
-    },
 }
 
 impl QueryManager {
@@ -185,58 +165,20 @@ impl QueryManager {
             .split_once(':')
             .map(|(scheme, _)| scheme.to_ascii_lowercase())
             .unwrap_or_default();
-        let invalid = |source| SqlError::InvalidUrl {
-            url: shown.clone(),
-            source,
-        };
-        let backend = match scheme.as_str() {
+        let authority = raw[scheme.len()..].starts_with("://");
+        let source: Arc<dyn Source> = match scheme.as_str() {
             // Only `postgres://...`: sqlx reads `postgres:/user:pw@host/db` as a database named
             // `user:pw@host/db` on localhost, and the server echoes that name in its error.
-            "postgres" | "postgresql" if raw[scheme.len()..].starts_with("://") => {
-                let connect = PgConnectOptions::from_str(raw).map_err(invalid)?;
-                let _ = probe(&shown, options.connect_retries, &connect)
-                    .await?
-                    .close()
-                    .await;
-                let pool = PgPoolOptions::new()
-                    .max_connections(MAX_CONNECTIONS)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_lazy_with(connect);
-                Backend::Postgres {
-                    pool,
-                    copy: Arc::new(AtomicBool::new(options.copy)),
-                }
+            "postgres" | "postgresql" if authority => {
+                Arc::new(postgres::connect(raw, &shown, &options).await?)
             }
-            "sqlite" => {
-                let writable = SqliteConnectOptions::from_str(raw).map_err(invalid)?;
-                let read_only = writable
-                    .clone()
-                    .read_only(true)
-                    .create_if_missing(false)
-                    .pragma("query_only", "ON");
-                let _ = probe(&shown, options.connect_retries, &read_only)
-                    .await?
-                    .close()
-                    .await;
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(MAX_CONNECTIONS)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_lazy_with(read_only);
-                Backend::Sqlite {
-                    read_only: pool,
-                    writable: Box::new(writable),
-                }
+            "mysql" | "mariadb" if authority => {
+                Arc::new(mysql::connect(raw, &shown, &options).await?)
             }
-            "mysql" | "mariadb" if raw[scheme.len()..].starts_with("://") => {
-                Backend::MySql(mysql::connect(raw, &shown, &options).await?)
-            }
+            "sqlite" => Arc::new(sqlite::connect(raw, &shown, &options).await?),
             _ => return Err(SqlError::UnsupportedUrl { url: shown }),
         };
-        Ok(QueryManager {
-            backend,
-            url: shown,
-            options,
-        })
+        Ok(QueryManager { source, url: shown })
     }
 
     /// The database URL with its password masked, for messages.
@@ -268,10 +210,9 @@ impl QueryManager {
         params: &[Value],
     ) -> impl Stream<Item = Result<RowBatch, SqlError>> + Send + 'static {
         let job = params::classify(params).map(|params| Job {
-            backend: self.backend.clone(),
+            source: Arc::clone(&self.source),
             sql: sql.to_string(),
             params,
-            timeout: self.options.statement_timeout,
         });
         stream::once(async move {
             match job {
@@ -292,22 +233,13 @@ impl QueryManager {
     }
 
     /// Check `sql` as a query klsync could run with `params`, without running it: one
-    /// statement, a SELECT or WITH, one parameter per `$n`, values that can be bound, and the
-    /// database's own parse and analysis (syntax, unknown tables and columns) by preparing it.
+    /// statement, a SELECT or WITH, one parameter per placeholder, values that can be bound,
+    /// and the database's own parse and analysis (syntax, unknown tables and columns) by
+    /// preparing it.
     ///
-    /// Preparing happens in a read-only transaction (PostgreSQL) or on a read-only connection
-    /// (SQLite) that is then rolled back or dropped: nothing is changed, and nothing runs.
+    /// Preparing happens in a read-only transaction or on a read-only connection that is then
+    /// rolled back or dropped: nothing is changed, and nothing runs.
     pub async fn check_query(&self, sql: &str, params: &[Value]) -> Result<(), SqlError> {
-        // MySQL's text is read by its own rules (`mysql.rs`), statements and placeholders alike.
-        let mysql = match &self.backend {
-            Backend::MySql(source) => Some(source),
-            _ => None,
-        };
-        if mysql.is_none()
-            && let Some((line, column)) = statement::second_statement(sql)
-        {
-            return Err(SqlError::MultipleStatements { line, column });
-        }
         match statement::first_keyword(sql) {
             Some((keyword, ..)) if keyword == "SELECT" || keyword == "WITH" => {}
             Some((keyword, line, column)) => {
@@ -325,40 +257,8 @@ impl QueryManager {
                 });
             }
         }
-        if let Some(source) = mysql {
-            let params = params::classify(params)?;
-            return source
-                .check(sql, params, self.options.statement_timeout)
-                .await;
-        }
-        if let Some(mismatch) = statement::placeholder_mismatch(sql, params.len()) {
-            return Err(SqlError::Placeholders { mismatch });
-        }
-        params::classify(params)?;
-        let failed = |source| SqlError::from_query(source, self.options.statement_timeout);
-        let prepare = || AssertSqlSafe(sql.to_owned()).into_sql_str();
-        match &self.backend {
-            Backend::Postgres { pool, .. } => {
-                let mut connection = pool.acquire().await.map_err(failed)?;
-                sqlx::query("BEGIN READ ONLY")
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(failed)?;
-                let prepared = (&mut *connection).prepare(prepare()).await;
-                let rolled_back = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-                prepared.map_err(|err| failed(err).located(sql, 0, sql))?;
-                rolled_back.map_err(failed)?;
-            }
-            Backend::MySql(_) => unreachable!("checked above"),
-            Backend::Sqlite { read_only, .. } => {
-                let mut connection = read_only.acquire().await.map_err(failed)?;
-                (&mut *connection)
-                    .prepare(prepare())
-                    .await
-                    .map_err(failed)?;
-            }
-        }
-        Ok(())
+        let params = params::classify(params)?;
+        self.source.check(sql, params).await
     }
 
     /// Save a query under `name`, creating the saved_queries table if needed.
@@ -373,45 +273,22 @@ impl QueryManager {
         params: &[Value],
     ) -> Result<SavedQuery, SqlError> {
         saved::validate_name(name)?;
-        match &self.backend {
-            Backend::Postgres { pool, .. } => {
-                saved::save_pg(pool, name, sql, description, params).await
-            }
-            Backend::MySql(source) => {
-                saved::save_mysql(source, name, sql, description, params).await
-            }
-            Backend::Sqlite { writable, .. } => {
-                saved::save_sqlite(writable, name, sql, description, params).await
-            }
-        }
+        self.source.save(name, sql, description, params).await
     }
 
     /// Deletes the saved query called `name`; whether there was one.
     pub async fn delete_query(&self, name: &str) -> Result<bool, SqlError> {
-        match &self.backend {
-            Backend::Postgres { pool, .. } => saved::delete_pg(pool, name).await,
-            Backend::MySql(source) => saved::delete_mysql(source, name).await,
-            Backend::Sqlite { writable, .. } => saved::delete_sqlite(writable, name).await,
-        }
+        self.source.delete(name).await
     }
 
     /// The saved query called `name`, or `None` (also when the table does not exist).
     pub async fn load_query(&self, name: &str) -> Result<Option<SavedQuery>, SqlError> {
-        match &self.backend {
-            Backend::Postgres { pool, .. } => saved::load_pg(pool, Some(name)).await,
-            Backend::MySql(source) => saved::load_mysql(source.pool(), Some(name)).await,
-            Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, Some(name)).await,
-        }
-        .map(|mut found| found.pop())
+        Ok(self.source.load(Some(name)).await?.pop())
     }
 
     /// Every saved query, by name (empty when the table does not exist).
     pub async fn list_queries(&self) -> Result<Vec<SavedQuery>, SqlError> {
-        match &self.backend {
-            Backend::Postgres { pool, .. } => saved::load_pg(pool, None).await,
-            Backend::MySql(source) => saved::load_mysql(source.pool(), None).await,
-            Backend::Sqlite { read_only, .. } => saved::load_sqlite(read_only, None).await,
-        }
+        self.source.load(None).await
     }
 
     /// The query a manifest names: its own `queries:` entry wins (it is reviewed in git with
@@ -438,12 +315,21 @@ impl QueryManager {
 
     /// Close every pooled connection.
     pub async fn close(&self) {
-        match &self.backend {
-            Backend::Postgres { pool, .. } => pool.close().await,
-            Backend::MySql(source) => source.close().await,
-            Backend::Sqlite { read_only, .. } => read_only.close().await,
-        }
+        self.source.close().await;
     }
+}
+
+/// The checks of a query's text in klsync's portable form (`$n` placeholders, standard
+/// strings), for databases that read it as written (PostgreSQL, SQLite): one statement, one
+/// parameter per `$n`.
+fn check_portable_text(sql: &str, params: usize) -> Result<(), SqlError> {
+    if let Some((line, column)) = statement::second_statement(sql) {
+        return Err(SqlError::MultipleStatements { line, column });
+    }
+    if let Some(mismatch) = statement::placeholder_mismatch(sql, params) {
+        return Err(SqlError::Placeholders { mismatch });
+    }
+    Ok(())
 }
 
 /// Open one connection, retrying only failures another attempt could fix, and return it (the
@@ -494,10 +380,9 @@ fn is_transient(err: &sqlx::Error) -> bool {
 
 /// One query execution, owned by the task that streams its rows.
 struct Job {
-    backend: Backend,
+    source: Arc<dyn Source>,
     sql: String,
     params: Vec<Param>,
-    timeout: Duration,
 }
 
 type RowSender = mpsc::Sender<Result<RowBatch, SqlError>>;
@@ -579,315 +464,13 @@ impl<'a> Batcher<'a> {
 impl Job {
     async fn run(self, sender: RowSender) {
         let Job {
-            backend,
+            source,
             sql,
             params,
-            timeout,
         } = self;
-        let outcome = match backend {
-            Backend::Postgres { pool, copy } => {
-                run_pg(&pool, &copy, sql, params, timeout, &sender).await
-            }
-            Backend::MySql(source) => source.run(sql, params, timeout, &sender).await,
-            Backend::Sqlite { read_only, .. } => {
-                run_sqlite(&read_only, sql, params, timeout, &sender).await
-            }
-        };
-        if let Err(err) = outcome {
+        if let Err(err) = source.read(sql, params, &sender).await {
             // The consumer may be gone already; then nobody is left to tell.
             let _ = sender.send(Err(err)).await;
         }
-    }
-}
-
-async fn run_pg(
-    pool: &PgPool,
-    copy: &AtomicBool,
-    sql: String,
-    params: Vec<Param>,
-    timeout: Duration,
-    sender: &RowSender,
-) -> Result<(), SqlError> {
-    let failed = |source| SqlError::from_query(source, timeout);
-    let mut try_copy = params.is_empty() && copy.load(Ordering::Relaxed);
-    let mut params = Some(params);
-    loop {
-        let mut connection = pool.acquire().await.map_err(failed)?;
-        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(failed)?;
-        let read = read_pg(
-            &mut connection,
-            &sql,
-            &mut params,
-            timeout,
-            sender,
-            try_copy,
-        );
-        let (read, stopped) = cancel_when_stopped(read, pool, backend, sender).await;
-        let read = match (read, stopped) {
-            // A query the run stopped says so, whatever the server answered the cancel with.
-            (PgRead::Done(Err(_)), true) => PgRead::Done(Err(SqlError::Interrupted)),
-            (PgRead::Discard(Err(_)) | PgRead::NotCopyable(_), true) => {
-                PgRead::Discard(Err(SqlError::Interrupted))
-            }
-            (read, _) => read,
-        };
-        match read {
-            PgRead::Done(outcome) => return outcome,
-            PgRead::Discard(outcome) => {
-                connection.close_on_drop();
-                return outcome;
-            }
-            PgRead::NotCopyable(refused) => {
-                connection.close_on_drop();
-                try_copy = false;
-                // Said once per run (`-v`), when the server first refuses; later queries of
-                // the run go row by row straight away.
-                if let Some(reason) = refused
-                    && copy.swap(false, Ordering::Relaxed)
-                {
-                    tracing::info!(
-                        reason,
-                        "the database refused COPY; reading this source row by row for the rest \
-                         of the run (set `database.copy: off` in klsync.yaml to skip trying)"
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// Run `read` (the query on backend `backend`); if the run is stopped or the rows' consumer goes
-/// away first, cancel the statement on the server and let `read` end with its answer. The flag
-/// says whether the run was stopped.
-async fn cancel_when_stopped(
-    read: impl std::future::Future<Output = PgRead>,
-    pool: &PgPool,
-    backend: i32,
-    sender: &RowSender,
-) -> (PgRead, bool) {
-    let mut read = std::pin::pin!(read);
-    let stopped = tokio::select! {
-        done = &mut read => return (done, false),
-        _ = crate::interrupt::stopped() => true,
-        () = sender.closed() => false,
-    };
-    // Not from the pool: its connections may all be busy with queries.
-    let cancelled = async {
-        let mut connection = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
-        let cancelled = sqlx::query("SELECT pg_cancel_backend($1)")
-            .bind(backend)
-            .execute(&mut connection)
-            .await;
-        let _ = connection.close().await;
-        cancelled
-    }
-    .await;
-    if let Err(err) = cancelled {
-        tracing::warn!(backend, error = %err, "could not cancel the query on the server");
-    }
-    (read.await, stopped)
-}
-
-/// How one attempt at a PostgreSQL query ended.
-enum PgRead {
-    /// With this outcome; the connection is reusable.
-    Done(Result<(), SqlError>),
-    /// With this outcome; the connection is out of step (see [`copy::Copied::Abandoned`]).
-    Discard(Result<(), SqlError>),
-    /// The query must be read without `COPY`, on another connection; with the server's reason
-    /// when it refused `COPY` itself (not this statement inside it).
-    NotCopyable(Option<String>),
-}
-
-/// Read `sql` in a read-only transaction on `connection`: through `COPY` when `try_copy` and
-/// it applies (see `copy.rs`), else row by row with `params` bound.
-async fn read_pg(
-    connection: &mut sqlx::PgConnection,
-    sql: &str,
-    params: &mut Option<Vec<Param>>,
-    timeout: Duration,
-    sender: &RowSender,
-    try_copy: bool,
-) -> PgRead {
-    let failed = |source| SqlError::from_query(source, timeout);
-    let mut transaction = match connection.begin_with("BEGIN READ ONLY").await {
-        Ok(transaction) => transaction,
-        Err(err) => return PgRead::Discard(Err(failed(err))),
-    };
-    let mut batch = Batcher::new(sender);
-    let streamed = async {
-        // set_config(..., true) is SET LOCAL: it ends with the transaction.
-        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-            .bind(format!("{}ms", timeout.as_millis()))
-            .execute(&mut *transaction)
-            .await
-            .map_err(failed)?;
-        if try_copy {
-            match copy::copy_rows(&mut transaction, sql, failed, &mut batch).await? {
-                copy::Copied::NotApplicable => {}
-                copy::Copied::Complete => return Ok(None),
-                copy::Copied::NotCopyable(refused) => {
-                    return Ok(Some(PgRead::NotCopyable(refused)));
-                }
-                copy::Copied::Abandoned(outcome) => {
-                    batch.flush().await;
-                    return Ok(Some(PgRead::Discard(outcome)));
-                }
-            }
-        }
-        let query = params::bind(
-            sqlx::query(AssertSqlSafe(sql.to_string())),
-            params.take().unwrap_or_default(),
-        );
-        let mut rows = query.fetch(&mut *transaction);
-        let mut columns: Option<Vec<decode::PgColumn>> = None;
-        while let Some(row) = rows
-            .try_next()
-            .await
-            .map_err(|err| failed(err).located(sql, 0, sql))?
-        {
-            let columns = match &mut columns {
-                Some(columns) => columns,
-                None => {
-                    use sqlx::Row as _;
-                    let found = decode::pg_columns(
-                        row.columns()
-                            .iter()
-                            .map(|c| (sqlx::Column::name(c), sqlx::Column::type_info(c))),
-                    )?;
-                    batch.set_columns(found.iter().map(|c| c.name().to_string()).collect());
-                    columns.insert(found)
-                }
-            };
-            if !batch.push(decode::pg_values(&row, columns)?).await? {
-                break;
-            }
-        }
-        Ok(None)
-    }
-    .await;
-    match streamed {
-        Ok(Some(early)) => early,
-        outcome => {
-            batch.flush().await;
-            // A sync query never commits, whatever happened above.
-            let rolled_back = transaction.rollback().await.map_err(failed);
-            PgRead::Done(outcome.map(|_| ()).and(rolled_back))
-        }
-    }
-}
-
-async fn run_sqlite(
-    pool: &SqlitePool,
-    sql: String,
-    params: Vec<Param>,
-    timeout: Duration,
-    sender: &RowSender,
-) -> Result<(), SqlError> {
-    let failed = |source| {
-        match SqlError::from_query(source, timeout) {
-            // The progress handler also stops the statement when the run is stopped.
-            SqlError::Timeout { .. } if crate::interrupt::requested().is_some() => {
-                SqlError::Interrupted
-            }
-            other => other,
-        }
-    };
-    if let Some((line, column)) = statement::second_statement(&sql) {
-        return Err(SqlError::MultipleStatements { line, column });
-    }
-    let mut connection = pool.acquire().await.map_err(failed)?;
-    let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
-    let consumer = sender.clone();
-    connection
-        .lock_handle()
-        .await
-        .map_err(failed)?
-        .set_progress_handler(SQLITE_PROGRESS_STEPS, move || {
-            deadline.is_none_or(|deadline| Instant::now() < deadline)
-                && crate::interrupt::requested().is_none()
-                && !consumer.is_closed()
-        });
-    let streamed = async {
-        let mut transaction = connection.begin().await.map_err(failed)?;
-        let outcome = async {
-            let query = params::bind(sqlx::query(AssertSqlSafe(sql)), params);
-            let mut rows = query.fetch(&mut *transaction);
-            let mut batch = Batcher::new(sender);
-            let read = async {
-                while let Some(row) = rows.try_next().await.map_err(failed)? {
-                    if !batch.has_columns() {
-                        batch.set_columns(decode::column_names(&row)?);
-                    }
-                    if !batch.push(decode::sqlite_values(&row)).await? {
-                        break;
-                    }
-                }
-                Ok(())
-            }
-            .await;
-            batch.flush().await;
-            read
-        }
-        .await;
-        let rolled_back = transaction.rollback().await.map_err(failed);
-        outcome.and(rolled_back)
-    }
-    .await;
-    // The deadline belongs to this query only; the pooled connection must not inherit it.
-    let cleared = connection
-        .lock_handle()
-        .await
-        .map(|mut handle| handle.remove_progress_handler());
-    let cleared = cleared.map_err(|source| {
-        // A connection whose handler cannot be cleared must not be reused.
-        connection.detach();
-        failed(source)
-    });
-    streamed.and(cleared)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn sqlite_refuses_a_second_statement_naming_where_it_starts() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("data.db");
-        let create = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let mut connection = create.connect().await.expect("create the database");
-        sqlx::query("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1), (2)")
-            .execute(&mut connection)
-            .await
-            .expect("fill it");
-        connection.close().await.expect("close");
-        let url = Secret::new(format!("sqlite://{}", path.display()));
-        let manager = QueryManager::connect(&url, QueryOptions::default())
-            .await
-            .expect("connect");
-
-        let rows: Vec<_> = manager
-            .execute_query("SELECT a FROM t WHERE a = 1;\n  SELECT a FROM t", &[])
-            .collect()
-            .await;
-        assert!(
-            matches!(
-                rows.as_slice(),
-                [Err(SqlError::MultipleStatements { line: 2, column: 3 })]
-            ),
-            "{rows:?}"
-        );
-        let one: Vec<_> = manager
-            .execute_query("SELECT a FROM t ORDER BY a; -- one statement", &[])
-            .collect()
-            .await;
-        assert_eq!(one.len(), 2, "{one:?}");
-        manager.close().await;
     }
 }

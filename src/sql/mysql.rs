@@ -45,17 +45,22 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
     MySqlTypeInfo,
 };
+use sqlx::query::Query;
+use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Column, Connection, Decode, Row as _, Type, TypeInfo};
 
 use super::batch::BinaryRows;
 use super::decode;
 use super::error::SqlError;
 use super::params::{self, Param};
+use super::saved::{self, Dialect, SavedQuery};
+use super::source::Source;
 use super::statement::{self, MySqlStatement, MySqlText};
 use super::{
     ACQUIRE_TIMEOUT, Batcher, MAX_CONNECTIONS, QueryOptions, ROW_BATCH, RowBatch, RowSender,
@@ -100,6 +105,7 @@ impl Flavor {
 pub(super) struct MySqlSource {
     pool: MySqlPool,
     flavor: Flavor,
+    timeout: Duration,
 }
 
 /// Connect to `raw` (shown as `shown`), checking the server is reachable and telling MySQL
@@ -146,33 +152,92 @@ pub(super) async fn connect(
             })
         })
         .connect_lazy_with(connect);
-    Ok(MySqlSource { pool, flavor })
+    Ok(MySqlSource {
+        pool,
+        flavor,
+        timeout: options.statement_timeout,
+    })
+}
+
+impl Source for MySqlSource {
+    fn read<'a>(
+        &'a self,
+        sql: String,
+        params: Vec<Param>,
+        rows: &'a RowSender,
+    ) -> BoxFuture<'a, Result<(), SqlError>> {
+        Box::pin(self.run(sql, params, rows))
+    }
+
+    fn check<'a>(
+        &'a self,
+        sql: &'a str,
+        params: Vec<Param>,
+    ) -> BoxFuture<'a, Result<(), SqlError>> {
+        Box::pin(self.prepare(sql, params))
+    }
+
+    /// Saving and deleting need a connection that is not read-only: one of its own, closed
+    /// after.
+    fn save<'a>(
+        &'a self,
+        name: &'a str,
+        sql: &'a str,
+        description: Option<&'a str>,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<SavedQuery, SqlError>> {
+        Box::pin(self.on_writable(async move |connection| {
+            saved::upsert::<MySql>(connection, name, sql, description, params).await
+        }))
+    }
+
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, SqlError>> {
+        Box::pin(
+            self.on_writable(async move |connection| {
+                saved::delete::<MySql>(connection, name).await
+            }),
+        )
+    }
+
+    fn load<'a>(
+        &'a self,
+        name: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<SavedQuery>, SqlError>> {
+        Box::pin(saved::load(&self.pool, name))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pool.close())
+    }
 }
 
 impl MySqlSource {
-    /// The read-only pool (queries, reading saved queries).
-    pub(super) fn pool(&self) -> &MySqlPool {
-        &self.pool
-    }
-
-    /// A connection of its own, not read-only, for saving a query; the caller closes it.
-    pub(super) async fn writable(&self) -> Result<MySqlConnection, sqlx::Error> {
+    /// A connection of its own, not read-only (for saving a query, or stopping one).
+    async fn writable(&self) -> Result<MySqlConnection, sqlx::Error> {
         MySqlConnection::connect_with(&self.pool.connect_options()).await
     }
 
-    pub(super) async fn close(&self) {
-        self.pool.close().await;
+    /// Runs `work` on a writable connection opened for it and closed after it.
+    async fn on_writable<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut MySqlConnection) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
+        let mut connection = self
+            .writable()
+            .await
+            .map_err(|source| SqlError::SavedQueries {
+                action: "connecting for writing",
+                source,
+            })?;
+        let done = work(&mut connection).await;
+        let _ = connection.close().await;
+        done
     }
 
-    /// Check `sql` as [`super::QueryManager::check_query`] does: the statement klsync would
-    /// send, prepared (parsed and analysed by the server) in a read-only transaction and
+    /// Check `sql` as [`Source::check`] asks: the statement klsync would send, prepared (parsed and analysed by the server) in a read-only transaction and
     /// rolled back.
-    pub(super) async fn check(
-        &self,
-        sql: &str,
-        params: Vec<Param>,
-        timeout: Duration,
-    ) -> Result<(), SqlError> {
+    async fn prepare(&self, sql: &str, params: Vec<Param>) -> Result<(), SqlError> {
+        let timeout = self.timeout;
         let statement = statement_of(sql, params)?;
         let failed = |source| SqlError::from_query(source, timeout);
         let mut connection = self.pool.acquire().await.map_err(failed)?;
@@ -192,13 +257,13 @@ impl MySqlSource {
     }
 
     /// Run `sql` with `params`, streaming its rows to `sender` (see the module's decisions).
-    pub(super) async fn run(
+    async fn run(
         &self,
         sql: String,
         params: Vec<Param>,
-        timeout: Duration,
         sender: &RowSender,
     ) -> Result<(), SqlError> {
+        let timeout = self.timeout;
         let statement = statement_of(&sql, params)?;
         let failed = |source| SqlError::from_query(source, timeout);
         let mut connection = self.pool.acquire().await.map_err(failed)?;
@@ -240,6 +305,61 @@ impl MySqlSource {
         if let Err(err) = killed {
             tracing::warn!(connection = id, flavor = ?self.flavor, error = %err, "could not stop the query on the server");
         }
+    }
+}
+
+impl Dialect for MySql {
+    const MIGRATION: &'static str = include_str!("../../migrations/saved_queries/mysql.sql");
+    const TABLE_EXISTS: &'static str = "SELECT COUNT(*) > 0 FROM information_schema.tables \
+        WHERE table_schema = DATABASE() AND table_name = 'saved_queries'";
+    const FIRST_AS_TEXT: &'static str = "?";
+    // Constant within a statement, so one instant for both columns.
+    const NOW: &'static str = "UTC_TIMESTAMP(3)";
+    // MySQL has no RETURNING (MariaDB's is for INSERT only, not with ON DUPLICATE KEY).
+    const UPSERT_RETURNS: bool = false;
+
+    fn param(_: usize) -> String {
+        "?".into()
+    }
+
+    fn upsert_sql() -> String {
+        let now = Self::NOW;
+        // VALUES(col) is the row that was to be inserted (deprecated in MySQL 8.0.20 for a row
+        // alias, which MariaDB does not have; both still accept it).
+        format!(
+            "INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
+VALUES (?, ?, ?, ?, {now}, {now})
+ON DUPLICATE KEY UPDATE
+    description = COALESCE(VALUES(description), description),
+    query_text = VALUES(query_text),
+    parameters = VALUES(parameters),
+    updated_at = VALUES(updated_at)"
+        )
+    }
+
+    fn select_sql() -> String {
+        // One placeholder, as MySQL binds each `?` once: `name` is NOT NULL.
+        format!(
+            "SELECT {} FROM saved_queries WHERE name = COALESCE(?, name) ORDER BY name",
+            saved::COLUMNS
+        )
+    }
+
+    fn bind_params(
+        query: Query<'_, Self, Self::Arguments>,
+        params: Option<Value>,
+    ) -> Query<'_, Self, Self::Arguments> {
+        query.bind(params.map(Json))
+    }
+
+    fn read_params(row: &MySqlRow, _name: &str) -> Result<Option<Value>, SqlError> {
+        // A JSON column on MySQL, LONGTEXT on MariaDB: sqlx parses either.
+        let params: Option<Json<Value>> = row.try_get("parameters").map_err(saved::reading)?;
+        Ok(params.map(|json| json.0))
+    }
+
+    fn rows_affected(result: &sqlx::mysql::MySqlQueryResult) -> u64 {
+        result.rows_affected()
     }
 }
 

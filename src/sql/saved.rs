@@ -6,21 +6,14 @@
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
-use sqlx::mysql::{MySql, MySqlConnection, MySqlPool, MySqlRow};
-use sqlx::postgres::{PgPool, PgRow};
 use sqlx::query::Query;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqliteRow};
-use sqlx::types::Json;
 use sqlx::{
     AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments,
-    Pool, Postgres, Row as _, Sqlite, Type,
+    Pool, Row as _, Type,
 };
 
 use super::error::SqlError;
 
-const PG_MIGRATION: &str = include_str!("../../migrations/saved_queries/postgres.sql");
-const SQLITE_MIGRATION: &str = include_str!("../../migrations/saved_queries/sqlite.sql");
-const MYSQL_MIGRATION: &str = include_str!("../../migrations/saved_queries/mysql.sql");
 /// `name VARCHAR(100)` in the table.
 const MAX_NAME_CHARS: usize = 100;
 
@@ -90,10 +83,10 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// What differs between PostgreSQL, SQLite and MySQL for `saved_queries`: the statements, and
-/// how the `parameters` column (`jsonb`, JSON text, `JSON`) is written and read. Everything else
-/// is one generic path.
-pub(crate) trait Dialect: Database {
+/// What differs between databases for `saved_queries`: the statements, and how the `parameters`
+/// column (`jsonb`, JSON text, `JSON`) is written and read. Each database's module implements
+/// it beside its [`super::source::Source`]; everything else is one generic path.
+pub(super) trait Dialect: Database {
     /// The table's migration (idempotent).
     const MIGRATION: &'static str;
     /// Whether the table exists (one boolean).
@@ -141,131 +134,16 @@ RETURNING {COLUMNS}"
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
-impl Dialect for Postgres {
-    const MIGRATION: &'static str = PG_MIGRATION;
-    // to_regclass follows search_path, like the unqualified name in the queries below.
-    const TABLE_EXISTS: &'static str = "SELECT to_regclass('saved_queries') IS NOT NULL";
-    const FIRST_AS_TEXT: &'static str = "$1::text";
-    // now() is the transaction start: one instant for both columns, and a later one on each
-    // save.
-    const NOW: &'static str = "now() AT TIME ZONE 'UTC'";
-
-    fn param(n: usize) -> String {
-        format!("${n}")
-    }
-
-    fn bind_params(
-        query: Query<'_, Self, Self::Arguments>,
-        params: Option<Value>,
-    ) -> Query<'_, Self, Self::Arguments> {
-        query.bind(params.map(Json))
-    }
-
-    fn read_params(row: &PgRow, _name: &str) -> Result<Option<Value>, SqlError> {
-        let params: Option<Json<Value>> = row.try_get("parameters").map_err(reading)?;
-        Ok(params.map(|json| json.0))
-    }
-
-    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
-        result.rows_affected()
-    }
-}
-
-impl Dialect for Sqlite {
-    const MIGRATION: &'static str = SQLITE_MIGRATION;
-    const TABLE_EXISTS: &'static str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saved_queries')";
-    const FIRST_AS_TEXT: &'static str = "?1";
-    const NOW: &'static str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
-
-    fn param(n: usize) -> String {
-        format!("?{n}")
-    }
-
-    fn bind_params(
-        query: Query<'_, Self, Self::Arguments>,
-        params: Option<Value>,
-    ) -> Query<'_, Self, Self::Arguments> {
-        query.bind(params.map(|value| value.to_string()))
-    }
-
-    fn read_params(row: &SqliteRow, name: &str) -> Result<Option<Value>, SqlError> {
-        let stored: Option<String> = row.try_get("parameters").map_err(reading)?;
-        stored
-            .map(|text| {
-                serde_json::from_str(&text).map_err(|err| SqlError::BadSavedParams {
-                    name: name.to_owned(),
-                    reason: format!("not JSON: {err}"),
-                })
-            })
-            .transpose()
-    }
-
-    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
-        result.rows_affected()
-    }
-}
-
-impl Dialect for MySql {
-    const MIGRATION: &'static str = MYSQL_MIGRATION;
-    const TABLE_EXISTS: &'static str = "SELECT COUNT(*) > 0 FROM information_schema.tables \
-        WHERE table_schema = DATABASE() AND table_name = 'saved_queries'";
-    const FIRST_AS_TEXT: &'static str = "?";
-    // Constant within a statement, so one instant for both columns.
-    const NOW: &'static str = "UTC_TIMESTAMP(3)";
-    // MySQL has no RETURNING (MariaDB's is for INSERT only, not with ON DUPLICATE KEY).
-    const UPSERT_RETURNS: bool = false;
-
-    fn param(_: usize) -> String {
-        "?".into()
-    }
-
-    fn upsert_sql() -> String {
-        let now = Self::NOW;
-        // VALUES(col) is the row that was to be inserted (deprecated in MySQL 8.0.20 for a row
-        // alias, which MariaDB does not have; both still accept it).
-        format!(
-            "INSERT INTO saved_queries (name, description, query_text, parameters, created_at, updated_at)
-VALUES (?, ?, ?, ?, {now}, {now})
-ON DUPLICATE KEY UPDATE
-    description = COALESCE(VALUES(description), description),
-    query_text = VALUES(query_text),
-    parameters = VALUES(parameters),
-    updated_at = VALUES(updated_at)"
-        )
-    }
-
-    fn select_sql() -> String {
-        // One placeholder, as MySQL binds each `?` once: `name` is NOT NULL.
-        format!("SELECT {COLUMNS} FROM saved_queries WHERE name = COALESCE(?, name) ORDER BY name")
-    }
-
-    fn bind_params(
-        query: Query<'_, Self, Self::Arguments>,
-        params: Option<Value>,
-    ) -> Query<'_, Self, Self::Arguments> {
-        query.bind(params.map(Json))
-    }
-
-    fn read_params(row: &MySqlRow, _name: &str) -> Result<Option<Value>, SqlError> {
-        // A JSON column on MySQL, LONGTEXT on MariaDB: sqlx parses either.
-        let params: Option<Json<Value>> = row.try_get("parameters").map_err(reading)?;
-        Ok(params.map(|json| json.0))
-    }
-
-    fn rows_affected(result: &sqlx::mysql::MySqlQueryResult) -> u64 {
-        result.rows_affected()
-    }
-}
-
 /// Delete the query named by the parameter.
 fn delete_sql<DB: Dialect>() -> String {
     format!("DELETE FROM saved_queries WHERE name = {}", DB::param(1))
 }
 
 /// The columns of a [`SavedQuery`], as [`saved_query`] reads them.
-const COLUMNS: &str = "name, description, query_text, parameters, created_at, updated_at";
+pub(super) const COLUMNS: &str =
+    "name, description, query_text, parameters, created_at, updated_at";
 
-fn reading(source: sqlx::Error) -> SqlError {
+pub(super) fn reading(source: sqlx::Error) -> SqlError {
     SqlError::SavedQueries {
         action: "reading",
         source,
@@ -274,7 +152,7 @@ fn reading(source: sqlx::Error) -> SqlError {
 
 /// Saves in one transaction on `connection`: the table is created if missing, then the query
 /// inserted or updated; returns the stored row.
-async fn upsert<DB: Dialect>(
+pub(super) async fn upsert<DB: Dialect>(
     connection: &mut DB::Connection,
     name: &str,
     sql: &str,
@@ -323,7 +201,10 @@ where
 
 /// Deletes the saved query `name` on `connection`; whether there was one (a missing table
 /// holds none).
-async fn delete<DB: Dialect>(connection: &mut DB::Connection, name: &str) -> Result<bool, SqlError>
+pub(super) async fn delete<DB: Dialect>(
+    connection: &mut DB::Connection,
+    name: &str,
+) -> Result<bool, SqlError>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
@@ -351,7 +232,10 @@ where
 }
 
 /// Every saved query in `pool`, or the one called `name` (none when the table is missing).
-async fn load<DB: Dialect>(pool: &Pool<DB>, name: Option<&str>) -> Result<Vec<SavedQuery>, SqlError>
+pub(super) async fn load<DB: Dialect>(
+    pool: &Pool<DB>,
+    name: Option<&str>,
+) -> Result<Vec<SavedQuery>, SqlError>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
@@ -397,142 +281,11 @@ where
     })
 }
 
-pub(crate) async fn save_pg(
-    pool: &PgPool,
-    name: &str,
-    sql: &str,
-    description: Option<&str>,
-    params: &[Value],
-) -> Result<SavedQuery, SqlError> {
-    let mut connection = pool
-        .acquire()
-        .await
-        .map_err(|source| SqlError::SavedQueries {
-            action: "saving",
-            source,
-        })?;
-    upsert::<Postgres>(&mut connection, name, sql, description, params).await
-}
-
-/// Deletes the saved query `name`; whether there was one (a missing table holds none).
-pub(crate) async fn delete_pg(pool: &PgPool, name: &str) -> Result<bool, SqlError> {
-    let mut connection = pool
-        .acquire()
-        .await
-        .map_err(|source| SqlError::SavedQueries {
-            action: "deleting",
-            source,
-        })?;
-    delete::<Postgres>(&mut connection, name).await
-}
-
-pub(crate) async fn load_pg(
-    pool: &PgPool,
-    name: Option<&str>,
-) -> Result<Vec<SavedQuery>, SqlError> {
-    load(pool, name).await
-}
-
-/// Saving needs the one writable SQLite connection klsync ever opens on a user's database;
-/// it is opened for this save and closed right after.
-pub(crate) async fn save_sqlite(
-    writable: &SqliteConnectOptions,
-    name: &str,
-    sql: &str,
-    description: Option<&str>,
-    params: &[Value],
-) -> Result<SavedQuery, SqlError> {
-    on_writable(writable, async |connection| {
-        upsert::<Sqlite>(connection, name, sql, description, params).await
-    })
-    .await
-}
-
-/// Deletes the saved query `name` on the one writable SQLite connection klsync opens (as
-/// [`save_sqlite`] does); whether there was one.
-pub(crate) async fn delete_sqlite(
-    writable: &SqliteConnectOptions,
-    name: &str,
-) -> Result<bool, SqlError> {
-    on_writable(writable, async |connection| {
-        delete::<Sqlite>(connection, name).await
-    })
-    .await
-}
-
-/// Runs `work` on a writable connection opened for it and closed after it, whatever it did.
-async fn on_writable<T>(
-    writable: &SqliteConnectOptions,
-    work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, SqlError>,
-) -> Result<T, SqlError> {
-    let failed = |action| move |source| SqlError::SavedQueries { action, source };
-    let mut connection = SqliteConnection::connect_with(writable)
-        .await
-        .map_err(failed("opening the database for writing"))?;
-    let done = work(&mut connection).await;
-    let closed = connection.close().await.map_err(failed("closing"));
-    let done = done?;
-    closed?;
-    Ok(done)
-}
-
-pub(crate) async fn load_sqlite(
-    pool: &SqlitePool,
-    name: Option<&str>,
-) -> Result<Vec<SavedQuery>, SqlError> {
-    load(pool, name).await
-}
-
-/// Saving and deleting need a connection that is not read-only: one of its own, closed after.
-pub(crate) async fn save_mysql(
-    source: &super::mysql::MySqlSource,
-    name: &str,
-    sql: &str,
-    description: Option<&str>,
-    params: &[Value],
-) -> Result<SavedQuery, SqlError> {
-    on_mysql_writable(source, async |connection| {
-        upsert::<MySql>(connection, name, sql, description, params).await
-    })
-    .await
-}
-
-/// Deletes the saved query `name` on a connection of its own (as [`save_mysql`]).
-pub(crate) async fn delete_mysql(
-    source: &super::mysql::MySqlSource,
-    name: &str,
-) -> Result<bool, SqlError> {
-    on_mysql_writable(source, async |connection| {
-        delete::<MySql>(connection, name).await
-    })
-    .await
-}
-
-async fn on_mysql_writable<T>(
-    source: &super::mysql::MySqlSource,
-    work: impl AsyncFnOnce(&mut MySqlConnection) -> Result<T, SqlError>,
-) -> Result<T, SqlError> {
-    let failed = |action| move |source| SqlError::SavedQueries { action, source };
-    let mut connection = source
-        .writable()
-        .await
-        .map_err(failed("connecting for writing"))?;
-    let done = work(&mut connection).await;
-    let _ = connection.close().await;
-    done
-}
-
-pub(crate) async fn load_mysql(
-    pool: &MySqlPool,
-    name: Option<&str>,
-) -> Result<Vec<SavedQuery>, SqlError> {
-    load(pool, name).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use sqlx::{Postgres, Sqlite};
 
     #[test]
     fn each_database_has_its_placeholders_and_clock() {

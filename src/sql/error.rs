@@ -167,6 +167,25 @@ pub enum SqlError {
 impl SqlError {
     /// Classify a failure of a user query: read-only violations and timeouts get their own
     /// variants so the message says what happened, everything else keeps the database's error.
+    /// A MySQL or MariaDB server's error `number` with its `message` (from sqlx, or from
+    /// klsync's own reader of the protocol).
+    pub(crate) fn from_mysql(number: u16, message: String, timeout: Duration) -> Self {
+        match number {
+            // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+            1792 => SqlError::ReadOnly { message },
+            // MariaDB's ER_STATEMENT_TIMEOUT (max_statement_time), MySQL's ER_QUERY_TIMEOUT
+            // (max_execution_time): the only limits klsync sets.
+            1969 | 3024 => SqlError::Timeout { timeout },
+            _ => SqlError::Database {
+                message,
+                at: None,
+                position: None,
+                detail: None,
+                hint: None,
+            },
+        }
+    }
+
     pub(crate) fn from_query(source: sqlx::Error, timeout: Duration) -> Self {
         if let sqlx::Error::Database(db) = &source {
             let message = || db.message().to_string();
@@ -179,14 +198,7 @@ impl SqlError {
                     _ => {}
                 }
             } else if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-                match my.number() {
-                    // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
-                    1792 => return SqlError::ReadOnly { message: message() },
-                    // MariaDB's ER_STATEMENT_TIMEOUT (max_statement_time), MySQL's
-                    // ER_QUERY_TIMEOUT (max_execution_time): the only limits klsync sets.
-                    1969 | 3024 => return SqlError::Timeout { timeout },
-                    _ => {}
-                }
+                return SqlError::from_mysql(my.number(), message(), timeout);
             } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                 // SQLite extended result codes keep the primary code in the low byte.
                 let primary = db

@@ -82,6 +82,72 @@ async fn mysql_values_are_typed_like_postgres() {
     assert_eq!(got, vec![object(json!({"cmp": 1}))]);
 }
 
+/// klsync reads a query without parameters on a connection of its own, speaking the protocol
+/// (`src/sql/mysql/wire.rs`); queries with parameters, and URLs it does not read that way (here
+/// `charset=`), go through sqlx. Both must set the session up alike and give the same values.
+#[tokio::test]
+async fn mysql_both_readers_agree_on_session_and_values() {
+    let Some(db) = TestMySql::create().await else {
+        return;
+    };
+    source::execute(
+        db.url(),
+        "CREATE TABLE v (
+             i INT, big BIGINT UNSIGNED, flag BOOLEAN, bits BIT(3), y YEAR, d DECIMAL(30, 3),
+             f FLOAT, g DOUBLE, t VARCHAR(20), tb VARCHAR(20) COLLATE utf8mb4_bin,
+             e ENUM('a', 'b'), s SET('x', 'y'), bin VARBINARY(4), day DATE, local DATETIME(6),
+             utc TIMESTAMP(6) NULL, tod TIME(3), long_text MEDIUMTEXT, nothing TEXT);
+         INSERT INTO v VALUES (-7, 18446744073709551615, TRUE, b'101', 2024,
+             123456789012345678901234567.125, 0.1, 0.1, 'é', 'Bin', 'b', 'x,y', x'dead01',
+             '2024-05-01', '2024-05-01 10:30:00.250001', '2024-05-01 12:30:00.000001',
+             '10:30:00.500', REPEAT('ü', 70000), NULL),
+             (NULL, 0, FALSE, b'0', 1999, -0.5, -1.5e10, 1e-300, '', '', 'a', '', x'', '1000-01-01',
+             '9999-12-31 23:59:59', NULL, '00:00:00', '', 'x');",
+    )
+    .await;
+    let fast = manager(&db, QueryOptions::default()).await;
+    let through_sqlx = QueryManager::connect(
+        &Secret::new(format!("{}?charset=utf8mb4", db.url())),
+        QueryOptions::default(),
+    )
+    .await
+    .unwrap();
+    let all = "SELECT * FROM v ORDER BY i IS NULL, i";
+    let read_fast = rows(&fast, all, &[]).await.unwrap();
+    assert_eq!(read_fast.len(), 2);
+    assert_eq!(read_fast, rows(&through_sqlx, all, &[]).await.unwrap());
+    // With a parameter, the same connection string reads through sqlx: the same rows.
+    let bound = "SELECT * FROM v WHERE y > $1 ORDER BY i IS NULL, i";
+    assert_eq!(read_fast, rows(&fast, bound, &[json!(0)]).await.unwrap());
+    assert_eq!(read_fast[0]["long_text"].as_str().map(str::len), Some(140_000));
+    let session = "SELECT @@SESSION.sql_mode AS mode, @@SESSION.time_zone AS zone, \
+                   @@character_set_connection AS charset, @@collation_connection AS collation, \
+                   @@character_set_results AS results, @@SESSION.max_statement_time AS timeout, \
+                   @@SESSION.tx_read_only AS read_only, @@in_transaction AS in_transaction";
+    let fast_session = rows(&fast, session, &[]).await.unwrap();
+    assert_eq!(fast_session, rows(&through_sqlx, session, &[]).await.unwrap());
+    assert_eq!(fast_session[0]["read_only"], json!(1), "{fast_session:?}");
+    // The fast reader opens a connection per query (so two queries run on two), where sqlx
+    // reuses its pooled one: this is how the test knows which reader ran.
+    let id = "SELECT CONNECTION_ID() AS id";
+    let ids = |rows: Vec<Row>| rows[0]["id"].clone();
+    let (first, second) = (
+        ids(rows(&fast, id, &[]).await.unwrap()),
+        ids(rows(&fast, id, &[]).await.unwrap()),
+    );
+    assert_ne!(first, second, "the fast reader did not run");
+    let (first, second) = (
+        ids(rows(&through_sqlx, id, &[]).await.unwrap()),
+        ids(rows(&through_sqlx, id, &[]).await.unwrap()),
+    );
+    assert_eq!(first, second, "sqlx's pooled connection did not run");
+    // An error before the first row is reported as sqlx reports it, placed in the user's SQL.
+    let err = rows(&fast, "SELECT nope FROM v", &[]).await.unwrap_err();
+    assert!(err.to_string().contains("Unknown column 'nope'"), "{err}");
+    fast.close().await;
+    through_sqlx.close().await;
+}
+
 /// A zero date (`0000-00-00`) is no date: it reads as NULL (the driver gives it no value, as
 /// MySQL's own connectors do with `zeroDateTimeBehavior=convertToNull`). A `TIME` beyond a day
 /// (MySQL's TIME is a duration) refuses its row, naming what to do; a type klsync does not

@@ -39,6 +39,8 @@
 //!   `ssl-ca=...`), through rustls, as sqlx parses it. The password never appears in logs or
 //!   errors: the URL is only shown redacted, and sqlx's errors do not carry it.
 
+mod wire;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +108,10 @@ pub(super) struct MySqlSource {
     pool: MySqlPool,
     flavor: Flavor,
     timeout: Duration,
+    /// How the fast reader connects (`wire.rs`), when it applies to the URL.
+    wire: Option<wire::WireOptions>,
+    /// What every connection runs once opened (see [`session_statements`]).
+    session: Arc<[String]>,
 }
 
 /// Connect to `raw` (shown as `shown`), checking the server is reachable and telling MySQL
@@ -135,19 +141,20 @@ pub(super) async fn connect(
     let _ = probe.close().await;
     let flavor = Flavor::of(&version);
     tracing::debug!(url = shown, version, ?flavor, "connected to the SQL source");
-    let timeout = flavor.timeout_statement(options.statement_timeout);
+    let session: Arc<[String]> = session_statements(flavor, options.statement_timeout).into();
+    let pool_session = Arc::clone(&session);
     let pool = MySqlPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(move |connection, _| {
-            let timeout = timeout.clone();
+            let session = Arc::clone(&pool_session);
             Box::pin(async move {
-                sqlx::raw_sql("SET SESSION TRANSACTION READ ONLY")
-                    .execute(&mut *connection)
-                    .await?;
-                sqlx::raw_sql(AssertSqlSafe(timeout))
-                    .execute(&mut *connection)
-                    .await?;
+                // sqlx has already set its own (see `session_statements`).
+                for statement in &session[1..] {
+                    sqlx::raw_sql(AssertSqlSafe(statement.clone()))
+                        .execute(&mut *connection)
+                        .await?;
+                }
                 Ok(())
             })
         })
@@ -156,7 +163,24 @@ pub(super) async fn connect(
         pool,
         flavor,
         timeout: options.statement_timeout,
+        wire: wire::WireOptions::from_url(raw),
+        session,
     })
+}
+
+/// What a query connection runs once opened, in order: first what sqlx runs on each
+/// connection it opens with klsync's options (its `sql_mode` additions, the time zone forced to
+/// UTC, `SET NAMES` in its default character set), which the fast reader (`wire.rs`) must run
+/// too so that a query means the same on both; then klsync's own: the session made read-only
+/// and the statement timeout.
+fn session_statements(flavor: Flavor, timeout: Duration) -> Vec<String> {
+    vec![
+        "SET sql_mode=(SELECT CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION')),\
+         time_zone='+00:00',NAMES utf8mb4;"
+            .to_string(),
+        "SET SESSION TRANSACTION READ ONLY".to_string(),
+        flavor.timeout_statement(timeout),
+    ]
 }
 
 impl Source for MySqlSource {
@@ -265,29 +289,67 @@ impl MySqlSource {
     ) -> Result<(), SqlError> {
         let timeout = self.timeout;
         let statement = statement_of(&sql, params)?;
+        if statement.params.is_empty()
+            && let Some(options) = &self.wire
+        {
+            match wire::WireConnection::open(options, &self.session).await {
+                wire::Opened::Ready(connection) => {
+                    let id = connection.id();
+                    let read = connection.read(&statement.sql, sender, timeout);
+                    match self.unless_stopped(id, read, sender).await {
+                        (Ok(wire::Read::Complete), _) => return Ok(()),
+                        (Ok(wire::Read::Declined(why)), None) => {
+                            tracing::debug!(why, "reading the query through sqlx");
+                        }
+                        (_, Some(true)) => return Err(SqlError::Interrupted),
+                        (Ok(wire::Read::Declined(_)), Some(false)) => return Ok(()),
+                        (Err(err), _) => return Err(locate(err, &statement, &sql)),
+                    }
+                }
+                wire::Opened::Declined(why) => {
+                    tracing::debug!(why, "reading the query through sqlx");
+                }
+            }
+        }
         let failed = |source| SqlError::from_query(source, timeout);
         let mut connection = self.pool.acquire().await.map_err(failed)?;
         let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
             .fetch_one(&mut *connection)
             .await
             .map_err(failed)?;
-        let (outcome, stopped) = {
-            let read = read(&mut connection, &statement, &sql, timeout, sender);
-            let mut read = std::pin::pin!(read);
-            let stopped = tokio::select! {
-                done = &mut read => return done,
-                _ = crate::interrupt::stopped() => true,
-                () = sender.closed() => false,
-            };
-            self.kill(id).await;
-            (read.await, stopped)
-        };
-        // The statement was killed part way: start the next query on a fresh connection.
-        connection.close_on_drop();
-        match outcome {
-            Err(_) if stopped => Err(SqlError::Interrupted),
-            outcome => outcome,
+        let read = read(&mut connection, &statement, &sql, timeout, sender);
+        let (outcome, killed) = self.unless_stopped(id, read, sender).await;
+        match killed {
+            None => outcome,
+            Some(stopped) => {
+                // The statement was killed part way: the next query gets a fresh connection.
+                connection.close_on_drop();
+                match outcome {
+                    Err(_) if stopped => Err(SqlError::Interrupted),
+                    outcome => outcome,
+                }
+            }
         }
+    }
+
+    /// Run `read` (a query on connection `id`); if the run is stopped or the rows' consumer
+    /// goes away first, kill the statement and let `read` end with the server's answer. Also
+    /// says whether it was killed: `Some(true)` when the run was stopped, `Some(false)` when
+    /// the consumer went away.
+    async fn unless_stopped<T>(
+        &self,
+        id: u64,
+        read: impl std::future::Future<Output = Result<T, SqlError>>,
+        sender: &RowSender,
+    ) -> (Result<T, SqlError>, Option<bool>) {
+        let mut read = std::pin::pin!(read);
+        let stopped = tokio::select! {
+            done = &mut read => return (done, None),
+            _ = crate::interrupt::stopped() => true,
+            () = sender.closed() => false,
+        };
+        self.kill(id).await;
+        (read.await, Some(stopped))
     }
 
     /// Stop the statement running on connection `id`, from a connection of its own.
@@ -309,7 +371,7 @@ impl MySqlSource {
 }
 
 impl Dialect for MySql {
-    const MIGRATION: &'static str = include_str!("../../migrations/saved_queries/mysql.sql");
+    const MIGRATION: &'static str = include_str!("../../../migrations/saved_queries/mysql.sql");
     const TABLE_EXISTS: &'static str = "SELECT COUNT(*) > 0 FROM information_schema.tables \
         WHERE table_schema = DATABASE() AND table_name = 'saved_queries'";
     const FIRST_AS_TEXT: &'static str = "?";
@@ -565,9 +627,11 @@ enum Kind {
     Unsupported,
 }
 
-fn kind_of(type_info: &MySqlTypeInfo) -> Kind {
-    let unsigned = <u64 as Type<MySql>>::compatible(type_info);
-    match type_info.name() {
+/// The decoder of a column of type `name` (sqlx's name for it), given whether it is an
+/// unsigned integer and whether it holds text (a string type not in the `binary` character
+/// set).
+fn kind_of(name: &str, unsigned: bool, text: bool) -> Kind {
+    match name {
         "BOOLEAN" => Kind::Bool(unsigned),
         "BIT" => Kind::Bit,
         "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => Kind::Int,
@@ -585,11 +649,7 @@ fn kind_of(type_info: &MySqlTypeInfo) -> Kind {
         | "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
             // The type name follows the column's BINARY flag, which a text column with a
             // binary collation (`utf8mb4_bin`) has too; the collation itself says which.
-            if <str as Type<MySql>>::compatible(type_info) {
-                Kind::Text
-            } else {
-                Kind::Bytes
-            }
+            if text { Kind::Text } else { Kind::Bytes }
         }
         _ if unsigned => Kind::Unsigned,
         _ => Kind::Unsupported,
@@ -597,12 +657,22 @@ fn kind_of(type_info: &MySqlTypeInfo) -> Kind {
 }
 
 impl MySqlColumn {
-    fn new(name: &str, type_info: &MySqlTypeInfo) -> MySqlColumn {
+    fn new(name: &str, type_name: &str, unsigned: bool, text: bool) -> MySqlColumn {
         MySqlColumn {
             name: name.to_string(),
-            type_name: type_info.name().to_string(),
-            kind: kind_of(type_info),
+            type_name: type_name.to_string(),
+            kind: kind_of(type_name, unsigned, text),
         }
+    }
+
+    /// The column of sqlx's description of it.
+    fn of_sqlx(name: &str, type_info: &MySqlTypeInfo) -> MySqlColumn {
+        MySqlColumn::new(
+            name,
+            type_info.name(),
+            <u64 as Type<MySql>>::compatible(type_info),
+            <str as Type<MySql>>::compatible(type_info),
+        )
     }
 
     fn failed(&self, err: impl std::fmt::Display) -> SqlError {
@@ -805,7 +875,7 @@ fn mysql_columns(row: &MySqlRow) -> Result<Vec<MySqlColumn>, SqlError> {
     let columns: Vec<MySqlColumn> = row
         .columns()
         .iter()
-        .map(|column| MySqlColumn::new(column.name(), column.type_info()))
+        .map(|column| MySqlColumn::of_sqlx(column.name(), column.type_info()))
         .collect();
     decode::distinct_names(columns.iter().map(|c| c.name.as_str()))?;
     Ok(columns)

@@ -3,7 +3,7 @@
 //!
 //! [`QueryManager`] is what the rest of klsync uses. It connects to the user's `DATABASE_URL`
 //! (PostgreSQL, MySQL/MariaDB or SQLite: one module each, behind the [`source::Source`] trait;
-//! MySQL's own decisions are in `mysql.rs`) and offers three things: [`QueryManager::execute_query`]
+//! MySQL's own decisions are in `mysql/mod.rs`) and offers three things: [`QueryManager::execute_query`]
 //! (rows as a stream of JSON objects), [`QueryManager::save_query`] /
 //! [`QueryManager::load_query`] / [`QueryManager::list_queries`] (the `saved_queries` table), and
 //! [`QueryManager::resolve_query`] (a manifest's query name, looked up in `queries:` then in the

@@ -1,7 +1,7 @@
 //! [`Source`]: what one database must provide for klsync to read it.
 //!
 //! Everything that differs between databases is behind this one trait, one module per database
-//! (`postgres.rs`, `mysql.rs`, `sqlite.rs`); [`super::QueryManager`] holds an
+//! (`postgres.rs`, `mysql/`, `sqlite.rs`); [`super::QueryManager`] holds an
 //! `Arc<dyn Source>` and knows no database. Adding a database is one module that implements
 //! [`Source`] (and `saved::Dialect` for its `saved_queries` statements) plus one arm in
 //! [`super::QueryManager::connect`], which picks the module by the URL's scheme. What every

@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::super::batch::BinaryRows;
-use super::super::{Batcher, ROW_BATCH, RowBatch, RowSender, SqlError, decode};
+use super::super::{ACQUIRE_TIMEOUT, Batcher, ROW_BATCH, RowBatch, RowSender, SqlError, decode};
 use super::MySqlColumn;
 
 /// Capability flags (`CLIENT_*`) of the handshake.
@@ -221,9 +221,14 @@ impl WireConnection {
     /// expected to answer OK). Anything that does not go exactly as sqlx's own would is
     /// [`Opened::Declined`].
     pub(super) async fn open(options: &WireOptions, session: &[String]) -> Opened {
-        match Self::try_open(options, session).await {
-            Ok(opened) => opened,
-            Err(err) => Opened::Declined(format!("setting up the connection failed: {err}")),
+        // As long as sqlx's pool would wait for a connection; then sqlx tries, and reports.
+        match tokio::time::timeout(ACQUIRE_TIMEOUT, Self::try_open(options, session)).await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(err)) => Opened::Declined(format!("setting up the connection failed: {err}")),
+            Err(_) => Opened::Declined(format!(
+                "no connection within {}s",
+                ACQUIRE_TIMEOUT.as_secs()
+            )),
         }
     }
 

@@ -120,7 +120,10 @@ pub fn init(options: &LogOptions) -> Result<LogGuard, Error> {
         .filter(|v| !v.trim().is_empty());
     let filter = |default_level: &str| match &env {
         Some(directives) => EnvFilter::new(directives),
-        None => EnvFilter::new(format!("warn,klsync={default_level}")),
+        // sqlx's `slow statement` warnings (over 1 s) print the statement's text and fire on
+        // every large query and on a busy state database: timing is klsync's to report (the
+        // statement timeout, the plan's figures), so they are shown only through RUST_LOG.
+        None => EnvFilter::new(format!("warn,sqlx::query=error,klsync={default_level}")),
     };
     let stderr_filter = filter(options.verbosity.stderr_level());
     let mut layers: Vec<BoxedLayer> = Vec::with_capacity(2);

@@ -105,6 +105,7 @@ pub use error::SqlError;
 pub use saved::SavedQuery;
 
 use params::Param;
+use saved::{SavedOp, SavedOutcome};
 use source::Source;
 
 /// One result row: column name → value, in the query's column order.
@@ -273,22 +274,41 @@ impl QueryManager {
         params: &[Value],
     ) -> Result<SavedQuery, SqlError> {
         saved::validate_name(name)?;
-        self.source.save(name, sql, description, params).await
+        let save = SavedOp::Save {
+            name,
+            sql,
+            description,
+            params,
+        };
+        match self.source.saved_queries(save).await? {
+            SavedOutcome::Saved(saved) => Ok(saved),
+            _ => unreachable!("a save saves"),
+        }
     }
 
     /// Deletes the saved query called `name`; whether there was one.
     pub async fn delete_query(&self, name: &str) -> Result<bool, SqlError> {
-        self.source.delete(name).await
+        match self.source.saved_queries(SavedOp::Delete { name }).await? {
+            SavedOutcome::Deleted(deleted) => Ok(deleted),
+            _ => unreachable!("a delete deletes"),
+        }
     }
 
     /// The saved query called `name`, or `None` (also when the table does not exist).
     pub async fn load_query(&self, name: &str) -> Result<Option<SavedQuery>, SqlError> {
-        Ok(self.source.load(Some(name)).await?.pop())
+        Ok(self.load(Some(name)).await?.pop())
     }
 
     /// Every saved query, by name (empty when the table does not exist).
     pub async fn list_queries(&self) -> Result<Vec<SavedQuery>, SqlError> {
-        self.source.load(None).await
+        self.load(None).await
+    }
+
+    async fn load(&self, name: Option<&str>) -> Result<Vec<SavedQuery>, SqlError> {
+        match self.source.saved_queries(SavedOp::Load { name }).await? {
+            SavedOutcome::Loaded(loaded) => Ok(loaded),
+            _ => unreachable!("a load loads"),
+        }
     }
 
     /// The query a manifest names: its own `queries:` entry wins (it is reviewed in git with
@@ -375,6 +395,57 @@ fn is_transient(err: &sqlx::Error) -> bool {
                     .is_some_and(|my| my.number() == 1040)
         }
         _ => false,
+    }
+}
+
+/// How a statement read with [`stop_when_asked`] was stopped part way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// The run was stopped (Ctrl-C, SIGTERM): the query ends with [`SqlError::Interrupted`].
+    ByTheRun,
+    /// The rows' consumer went away.
+    ByTheConsumer,
+}
+
+/// Run `read` (a statement on the server); if the run is stopped or the rows' consumer goes
+/// away first, run `stop` (which stops the statement on the server, from a connection of its
+/// own: the pool's may all be busy) and let `read` end with the server's answer.
+async fn stop_when_asked<T>(
+    read: impl std::future::Future<Output = T>,
+    sender: &RowSender,
+    stop: impl std::future::Future<Output = ()>,
+) -> (T, Option<Stopped>) {
+    let mut read = std::pin::pin!(read);
+    let stopped = tokio::select! {
+        done = &mut read => return (done, None),
+        _ = crate::interrupt::stopped() => Stopped::ByTheRun,
+        () = sender.closed() => Stopped::ByTheConsumer,
+    };
+    stop.await;
+    (read.await, Some(stopped))
+}
+
+/// Stop a running statement with `statement` (klsync's own text, naming the server's number
+/// for the connection: no user input), run on a connection of its own, opened for it and
+/// closed after (the pool's may all be busy). A failure is worth a warning, not an error: the
+/// statement timeout still bounds the query.
+async fn stop_statement<DB: sqlx::Database>(
+    options: &<DB::Connection as sqlx::Connection>::Options,
+    statement: String,
+) where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let stopped = async {
+        let mut connection = <DB::Connection as sqlx::Connection>::connect_with(options).await?;
+        let stopped = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&mut connection)
+            .await;
+        let _ = sqlx::Connection::close(connection).await;
+        stopped
+    }
+    .await;
+    if let Err(err) = stopped {
+        tracing::warn!(statement, error = %err, "could not stop the query on the server");
     }
 }
 

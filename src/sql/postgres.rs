@@ -11,17 +11,15 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
-use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::query::Query;
-use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Connection, Executor as _, Postgres, Row as _};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Executor as _, Postgres};
 
 use super::params::{self, Param};
-use super::saved::{self, Dialect, SavedQuery};
-use super::source::Source;
+use super::saved::{self, Dialect, SavedOp, SavedOutcome};
+use super::source::{Answer, Source};
 use super::{
-    ACQUIRE_TIMEOUT, Batcher, MAX_CONNECTIONS, QueryOptions, RowSender, SqlError, copy, decode,
+    ACQUIRE_TIMEOUT, Batcher, MAX_CONNECTIONS, QueryOptions, RowSender, SqlError, Stopped, copy,
+    decode, stop_statement, stop_when_asked,
 };
 
 /// A PostgreSQL source: pooled connections, each query in a read-only transaction.
@@ -60,12 +58,7 @@ pub(super) async fn connect(
 }
 
 impl Source for PgSource {
-    fn read<'a>(
-        &'a self,
-        sql: String,
-        params: Vec<Param>,
-        rows: &'a RowSender,
-    ) -> BoxFuture<'a, Result<(), SqlError>> {
+    fn read<'a>(&'a self, sql: String, params: Vec<Param>, rows: &'a RowSender) -> Answer<'a, ()> {
         Box::pin(run_pg(
             &self.pool,
             &self.copy,
@@ -77,11 +70,7 @@ impl Source for PgSource {
     }
 
     /// Prepared (parsed and analysed) in a read-only transaction, then rolled back.
-    fn check<'a>(
-        &'a self,
-        sql: &'a str,
-        params: Vec<Param>,
-    ) -> BoxFuture<'a, Result<(), SqlError>> {
+    fn check<'a>(&'a self, sql: &'a str, params: Vec<Param>) -> Answer<'a, ()> {
         Box::pin(async move {
             super::check_portable_text(sql, params.len())?;
             let failed = |source| SqlError::from_query(source, self.timeout);
@@ -102,45 +91,16 @@ impl Source for PgSource {
         })
     }
 
-    fn save<'a>(
-        &'a self,
-        name: &'a str,
-        sql: &'a str,
-        description: Option<&'a str>,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<SavedQuery, SqlError>> {
+    fn saved_queries<'a>(&'a self, op: SavedOp<'a>) -> Answer<'a, SavedOutcome> {
         Box::pin(async move {
-            let mut connection =
-                self.pool
-                    .acquire()
-                    .await
-                    .map_err(|source| SqlError::SavedQueries {
-                        action: "saving",
-                        source,
-                    })?;
-            saved::upsert::<Postgres>(&mut connection, name, sql, description, params).await
+            let action = op.action();
+            let mut connection = self
+                .pool
+                .acquire()
+                .await
+                .map_err(|source| SqlError::SavedQueries { action, source })?;
+            saved::run::<Postgres>(&mut connection, op).await
         })
-    }
-
-    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, SqlError>> {
-        Box::pin(async move {
-            let mut connection =
-                self.pool
-                    .acquire()
-                    .await
-                    .map_err(|source| SqlError::SavedQueries {
-                        action: "deleting",
-                        source,
-                    })?;
-            saved::delete::<Postgres>(&mut connection, name).await
-        })
-    }
-
-    fn load<'a>(
-        &'a self,
-        name: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<SavedQuery>, SqlError>> {
-        Box::pin(saved::load(&self.pool, name))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -159,22 +119,6 @@ impl Dialect for Postgres {
 
     fn param(n: usize) -> String {
         format!("${n}")
-    }
-
-    fn bind_params(
-        query: Query<'_, Self, Self::Arguments>,
-        params: Option<Value>,
-    ) -> Query<'_, Self, Self::Arguments> {
-        query.bind(params.map(Json))
-    }
-
-    fn read_params(row: &PgRow, _name: &str) -> Result<Option<Value>, SqlError> {
-        let params: Option<Json<Value>> = row.try_get("parameters").map_err(saved::reading)?;
-        Ok(params.map(|json| json.0))
-    }
-
-    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
-        result.rows_affected()
     }
 }
 
@@ -203,7 +147,8 @@ async fn run_pg(
             sender,
             try_copy,
         );
-        let (read, stopped) = cancel_when_stopped(read, pool, backend, sender).await;
+        let (read, stopped) = stop_when_asked(read, sender, cancel(pool, backend)).await;
+        let stopped = stopped == Some(Stopped::ByTheRun);
         let read = match (read, stopped) {
             // A query the run stopped says so, whatever the server answered the cancel with.
             (PgRead::Done(Err(_)), true) => PgRead::Done(Err(SqlError::Interrupted)),
@@ -237,36 +182,13 @@ async fn run_pg(
     }
 }
 
-/// Run `read` (the query on backend `backend`); if the run is stopped or the rows' consumer goes
-/// away first, cancel the statement on the server and let `read` end with its answer. The flag
-/// says whether the run was stopped.
-async fn cancel_when_stopped(
-    read: impl std::future::Future<Output = PgRead>,
-    pool: &PgPool,
-    backend: i32,
-    sender: &RowSender,
-) -> (PgRead, bool) {
-    let mut read = std::pin::pin!(read);
-    let stopped = tokio::select! {
-        done = &mut read => return (done, false),
-        _ = crate::interrupt::stopped() => true,
-        () = sender.closed() => false,
-    };
-    // Not from the pool: its connections may all be busy with queries.
-    let cancelled = async {
-        let mut connection = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
-        let cancelled = sqlx::query("SELECT pg_cancel_backend($1)")
-            .bind(backend)
-            .execute(&mut connection)
-            .await;
-        let _ = connection.close().await;
-        cancelled
-    }
+/// Cancel the statement running on backend `backend`.
+async fn cancel(pool: &PgPool, backend: i32) {
+    stop_statement::<Postgres>(
+        &pool.connect_options(),
+        format!("SELECT pg_cancel_backend({backend})"),
+    )
     .await;
-    if let Err(err) = cancelled {
-        tracing::warn!(backend, error = %err, "could not cancel the query on the server");
-    }
-    (read.await, stopped)
 }
 
 /// How one attempt at a PostgreSQL query ended.

@@ -6,10 +6,10 @@
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
-use sqlx::query::Query;
+use sqlx::types::Json;
 use sqlx::{
     AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments,
-    Pool, Row as _, Type,
+    Row as _, Type,
 };
 
 use super::error::SqlError;
@@ -123,15 +123,6 @@ RETURNING {COLUMNS}"
             Self::param(1)
         )
     }
-    /// `query` with the stored parameters bound.
-    fn bind_params(
-        query: Query<'_, Self, Self::Arguments>,
-        params: Option<Value>,
-    ) -> Query<'_, Self, Self::Arguments>;
-    /// The stored parameters of `row` (of query `name`).
-    fn read_params(row: &Self::Row, name: &str) -> Result<Option<Value>, SqlError>;
-    /// How many rows a statement changed.
-    fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
 /// Delete the query named by the parameter.
@@ -150,116 +141,163 @@ pub(super) fn reading(source: sqlx::Error) -> SqlError {
     }
 }
 
-/// Saves in one transaction on `connection`: the table is created if missing, then the query
-/// inserted or updated; returns the stored row.
-pub(super) async fn upsert<DB: Dialect>(
+/// What [`super::source::Source::saved_queries`] is asked to do with `saved_queries`.
+pub(crate) enum SavedOp<'a> {
+    /// Every saved query by name, or only the one called `name`; none when the table is
+    /// missing (reading never creates it).
+    Load { name: Option<&'a str> },
+    /// Insert the query, or update the one of that name.
+    Save {
+        name: &'a str,
+        sql: &'a str,
+        description: Option<&'a str>,
+        params: &'a [Value],
+    },
+    /// Delete the query of that name.
+    Delete { name: &'a str },
+}
+
+impl SavedOp<'_> {
+    /// Whether it writes (then it needs a connection that may).
+    pub(super) fn writes(&self) -> bool {
+        !matches!(self, SavedOp::Load { .. })
+    }
+
+    /// What it does, for its errors.
+    pub(super) fn action(&self) -> &'static str {
+        match self {
+            SavedOp::Load { .. } => "reading",
+            SavedOp::Save { .. } => "saving",
+            SavedOp::Delete { .. } => "deleting",
+        }
+    }
+}
+
+/// What a [`SavedOp`] gave.
+pub(crate) enum SavedOutcome {
+    /// The queries read.
+    Loaded(Vec<SavedQuery>),
+    /// The stored row.
+    Saved(SavedQuery),
+    /// Whether there was a query to delete.
+    Deleted(bool),
+}
+
+/// Do `op` on `connection` (which must be writable when [`SavedOp::writes`]).
+pub(super) async fn run<DB: Dialect>(
     connection: &mut DB::Connection,
-    name: &str,
-    sql: &str,
-    description: Option<&str>,
-    params: &[Value],
-) -> Result<SavedQuery, SqlError>
+    op: SavedOp<'_>,
+) -> Result<SavedOutcome, SqlError>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     usize: ColumnIndex<DB::Row>,
     for<'e> &'e str: Encode<'e, DB> + Type<DB>,
     for<'e> Option<&'e str>: Encode<'e, DB> + Type<DB>,
+    bool: for<'r> Decode<'r, DB> + Type<DB>,
     String: for<'r> Decode<'r, DB> + Type<DB>,
     Option<String>: for<'r> Decode<'r, DB> + Type<DB>,
     Option<NaiveDateTime>: for<'r> Decode<'r, DB> + Type<DB>,
+    Option<Json<Value>>: for<'r> Decode<'r, DB> + for<'e> Encode<'e, DB> + Type<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
     let failed = |action| move |source| SqlError::SavedQueries { action, source };
-    let mut transaction = connection.begin().await.map_err(failed("saving"))?;
-    sqlx::raw_sql(DB::MIGRATION)
-        .execute(&mut *transaction)
-        .await
-        .map_err(failed("creating the table"))?;
-    let query = sqlx::query(AssertSqlSafe(DB::upsert_sql()))
-        .bind(name)
-        .bind(description)
-        .bind(sql);
-    let query = DB::bind_params(query, stored_params(params));
-    let row = if DB::UPSERT_RETURNS {
-        query.fetch_one(&mut *transaction).await
-    } else {
-        query
-            .execute(&mut *transaction)
-            .await
+    match op {
+        SavedOp::Load { name } => {
+            let exists: bool = sqlx::query_scalar(DB::TABLE_EXISTS)
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(reading)?;
+            if !exists {
+                return Ok(SavedOutcome::Loaded(Vec::new()));
+            }
+            let rows = sqlx::query(AssertSqlSafe(DB::select_sql()))
+                .bind(name)
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(reading)?;
+            let loaded = rows
+                .iter()
+                .map(saved_query::<DB>)
+                .collect::<Result<_, _>>()?;
+            Ok(SavedOutcome::Loaded(loaded))
+        }
+        // In one transaction: the table created if missing, then the query inserted or updated.
+        SavedOp::Save {
+            name,
+            sql,
+            description,
+            params,
+        } => {
+            let mut transaction = connection.begin().await.map_err(failed("saving"))?;
+            sqlx::raw_sql(DB::MIGRATION)
+                .execute(&mut *transaction)
+                .await
+                .map_err(failed("creating the table"))?;
+            let query = sqlx::query(AssertSqlSafe(DB::upsert_sql()))
+                .bind(name)
+                .bind(description)
+                .bind(sql);
+            let query = query.bind(stored_params(params).map(Json));
+            let row = if DB::UPSERT_RETURNS {
+                query.fetch_one(&mut *transaction).await
+            } else {
+                query
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(failed("saving"))?;
+                sqlx::query(AssertSqlSafe(DB::select_sql()))
+                    .bind(Some(name))
+                    .fetch_one(&mut *transaction)
+                    .await
+            }
             .map_err(failed("saving"))?;
-        sqlx::query(AssertSqlSafe(DB::select_sql()))
-            .bind(Some(name))
-            .fetch_one(&mut *transaction)
-            .await
+            let saved = saved_query::<DB>(&row)?;
+            transaction.commit().await.map_err(failed("saving"))?;
+            Ok(SavedOutcome::Saved(saved))
+        }
+        // A missing table holds none; whether there was one is looked up first, so no
+        // database's own count of affected rows is needed.
+        SavedOp::Delete { name } => {
+            let exists: bool = sqlx::query_scalar(DB::TABLE_EXISTS)
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(failed("deleting"))?;
+            if !exists {
+                return Ok(SavedOutcome::Deleted(false));
+            }
+            let found = sqlx::query(AssertSqlSafe(DB::select_sql()))
+                .bind(Some(name))
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(failed("deleting"))?;
+            if found.is_some() {
+                sqlx::query(AssertSqlSafe(delete_sql::<DB>()))
+                    .bind(name)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(failed("deleting"))?;
+            }
+            Ok(SavedOutcome::Deleted(found.is_some()))
+        }
     }
-    .map_err(failed("saving"))?;
-    let saved = saved_query::<DB>(&row)?;
-    transaction.commit().await.map_err(failed("saving"))?;
-    Ok(saved)
 }
 
-/// Deletes the saved query `name` on `connection`; whether there was one (a missing table
-/// holds none).
-pub(super) async fn delete<DB: Dialect>(
-    connection: &mut DB::Connection,
-    name: &str,
-) -> Result<bool, SqlError>
+/// The `parameters` column of `row` (of query `name`): `jsonb` on PostgreSQL, `JSON` on MySQL
+/// (`LONGTEXT` on MariaDB), JSON text on SQLite; sqlx reads each as JSON.
+fn stored_json<DB: Database>(row: &DB::Row, name: &str) -> Result<Option<Value>, SqlError>
 where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'e> &'e str: Encode<'e, DB> + Type<DB>,
-    bool: for<'r> Decode<'r, DB> + Type<DB>,
-{
-    let failed = |source| SqlError::SavedQueries {
-        action: "deleting",
-        source,
-    };
-    let exists: bool = sqlx::query_scalar(DB::TABLE_EXISTS)
-        .fetch_one(&mut *connection)
-        .await
-        .map_err(failed)?;
-    if !exists {
-        return Ok(false);
-    }
-    let deleted = sqlx::query(AssertSqlSafe(delete_sql::<DB>()))
-        .bind(name)
-        .execute(&mut *connection)
-        .await
-        .map_err(failed)?;
-    Ok(DB::rows_affected(&deleted) > 0)
-}
-
-/// Every saved query in `pool`, or the one called `name` (none when the table is missing).
-pub(super) async fn load<DB: Dialect>(
-    pool: &Pool<DB>,
-    name: Option<&str>,
-) -> Result<Vec<SavedQuery>, SqlError>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'e> Option<&'e str>: Encode<'e, DB> + Type<DB>,
-    bool: for<'r> Decode<'r, DB> + Type<DB>,
-    String: for<'r> Decode<'r, DB> + Type<DB>,
-    Option<String>: for<'r> Decode<'r, DB> + Type<DB>,
-    Option<NaiveDateTime>: for<'r> Decode<'r, DB> + Type<DB>,
+    Option<Json<Value>>: for<'r> Decode<'r, DB> + Type<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
-    let exists: bool = sqlx::query_scalar(DB::TABLE_EXISTS)
-        .fetch_one(pool)
-        .await
-        .map_err(reading)?;
-    if !exists {
-        return Ok(Vec::new());
+    match row.try_get::<Option<Json<Value>>, _>("parameters") {
+        Ok(params) => Ok(params.map(|json| json.0)),
+        Err(sqlx::Error::ColumnDecode { source, .. }) => Err(SqlError::BadSavedParams {
+            name: name.to_owned(),
+            reason: format!("not JSON: {source}"),
+        }),
+        Err(err) => Err(reading(err)),
     }
-    let rows = sqlx::query(AssertSqlSafe(DB::select_sql()))
-        .bind(name)
-        .fetch_all(pool)
-        .await
-        .map_err(reading)?;
-    rows.iter().map(saved_query::<DB>).collect()
 }
 
 /// A row of `saved_queries`: its [`COLUMNS`].
@@ -268,11 +306,12 @@ where
     String: for<'r> Decode<'r, DB> + Type<DB>,
     Option<String>: for<'r> Decode<'r, DB> + Type<DB>,
     Option<NaiveDateTime>: for<'r> Decode<'r, DB> + Type<DB>,
+    Option<Json<Value>>: for<'r> Decode<'r, DB> + for<'e> Encode<'e, DB> + Type<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
     let name: String = row.try_get("name").map_err(reading)?;
     Ok(SavedQuery {
-        params: loaded_params(&name, DB::read_params(row, &name)?)?,
+        params: loaded_params(&name, stored_json(row, &name)?)?,
         description: row.try_get("description").map_err(reading)?,
         sql: row.try_get("query_text").map_err(reading)?,
         created_at: row.try_get("created_at").map_err(reading)?,

@@ -13,7 +13,11 @@
 use futures::future::BoxFuture;
 
 use super::params::Param;
-use super::{RowSender, SavedQuery, SqlError};
+use super::saved::{SavedOp, SavedOutcome};
+use super::{RowSender, SqlError};
+
+/// What a [`Source`] method answers, in time.
+pub(super) type Answer<'a, T> = BoxFuture<'a, Result<T, SqlError>>;
 
 /// One connected database: its read-only queries and its `saved_queries` table.
 ///
@@ -25,12 +29,7 @@ pub(super) trait Source: std::fmt::Debug + Send + Sync {
     /// is returned. It must stop the statement on the server, and return promptly, when the run
     /// is stopped ([`crate::interrupt`]: then [`SqlError::Interrupted`]) or `rows` is closed, and
     /// bound it by the statement timeout ([`SqlError::Timeout`]). Nothing it runs may write.
-    fn read<'a>(
-        &'a self,
-        sql: String,
-        params: Vec<Param>,
-        rows: &'a RowSender,
-    ) -> BoxFuture<'a, Result<(), SqlError>>;
+    fn read<'a>(&'a self, sql: String, params: Vec<Param>, rows: &'a RowSender) -> Answer<'a, ()>;
 
     /// Check `sql` with `params` without running it: its text by the database's own rules (one
     /// statement, placeholders) and the server's parse and analysis, changing nothing. The
@@ -38,25 +37,13 @@ pub(super) trait Source: std::fmt::Debug + Send + Sync {
     fn check<'a>(&'a self, sql: &'a str, params: Vec<Param>)
     -> BoxFuture<'a, Result<(), SqlError>>;
 
-    /// Save a query in `saved_queries` (creating the table if needed; an existing name is
-    /// updated) and return the stored row.
-    fn save<'a>(
+    /// Do `op` on the `saved_queries` table: reads on a read-only connection; saving and
+    /// deleting (the only writes klsync makes to a user's database) on one that may write,
+    /// through `saved::run` with the database's `saved::Dialect`.
+    fn saved_queries<'a>(
         &'a self,
-        name: &'a str,
-        sql: &'a str,
-        description: Option<&'a str>,
-        params: &'a [serde_json::Value],
-    ) -> BoxFuture<'a, Result<SavedQuery, SqlError>>;
-
-    /// Delete the saved query `name`; whether there was one (a missing table holds none).
-    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, SqlError>>;
-
-    /// Every saved query by name, or only the one called `name`; none when the table is
-    /// missing (reading never creates it).
-    fn load<'a>(
-        &'a self,
-        name: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<SavedQuery>, SqlError>>;
+        op: SavedOp<'a>,
+    ) -> BoxFuture<'a, Result<SavedOutcome, SqlError>>;
 
     /// Close every connection.
     fn close(&self) -> BoxFuture<'_, ()>;

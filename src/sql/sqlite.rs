@@ -9,16 +9,12 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
-use serde_json::Value;
-use sqlx::query::Query;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
-use sqlx::{AssertSqlSafe, Connection, Executor as _, Row as _, Sqlite};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Executor as _, Sqlite};
 
 use super::params::{self, Param};
-use super::saved::{self, Dialect, SavedQuery};
-use super::source::Source;
+use super::saved::{self, Dialect, SavedOp, SavedOutcome};
+use super::source::{Answer, Source};
 use super::{
     ACQUIRE_TIMEOUT, Batcher, MAX_CONNECTIONS, QueryOptions, RowSender, SqlError, decode, statement,
 };
@@ -67,21 +63,12 @@ pub(super) async fn connect(
 }
 
 impl Source for SqliteSource {
-    fn read<'a>(
-        &'a self,
-        sql: String,
-        params: Vec<Param>,
-        rows: &'a RowSender,
-    ) -> BoxFuture<'a, Result<(), SqlError>> {
+    fn read<'a>(&'a self, sql: String, params: Vec<Param>, rows: &'a RowSender) -> Answer<'a, ()> {
         Box::pin(run_sqlite(&self.read_only, sql, params, self.timeout, rows))
     }
 
     /// Prepared (parsed and analysed) on a read-only connection.
-    fn check<'a>(
-        &'a self,
-        sql: &'a str,
-        params: Vec<Param>,
-    ) -> BoxFuture<'a, Result<(), SqlError>> {
+    fn check<'a>(&'a self, sql: &'a str, params: Vec<Param>) -> Answer<'a, ()> {
         Box::pin(async move {
             super::check_portable_text(sql, params.len())?;
             let failed = |source| SqlError::from_query(source, self.timeout);
@@ -96,55 +83,33 @@ impl Source for SqliteSource {
         })
     }
 
-    /// Saving needs the one writable SQLite connection klsync ever opens on a user's database;
-    /// it is opened for this save and closed right after.
-    fn save<'a>(
-        &'a self,
-        name: &'a str,
-        sql: &'a str,
-        description: Option<&'a str>,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<SavedQuery, SqlError>> {
-        Box::pin(self.on_writable(async move |connection| {
-            saved::upsert::<Sqlite>(connection, name, sql, description, params).await
-        }))
-    }
-
-    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, SqlError>> {
-        Box::pin(
-            self.on_writable(async move |connection| {
-                saved::delete::<Sqlite>(connection, name).await
-            }),
-        )
-    }
-
-    fn load<'a>(
-        &'a self,
-        name: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<SavedQuery>, SqlError>> {
-        Box::pin(saved::load(&self.read_only, name))
+    /// Writes on the one writable SQLite connection klsync ever opens on a user's database,
+    /// opened for this change and closed right after, whatever it did.
+    fn saved_queries<'a>(&'a self, op: SavedOp<'a>) -> Answer<'a, SavedOutcome> {
+        Box::pin(async move {
+            let action = op.action();
+            if !op.writes() {
+                let mut connection = self
+                    .read_only
+                    .acquire()
+                    .await
+                    .map_err(|source| SqlError::SavedQueries { action, source })?;
+                return saved::run::<Sqlite>(&mut connection, op).await;
+            }
+            let failed = |action| move |source| SqlError::SavedQueries { action, source };
+            let mut connection = SqliteConnection::connect_with(&self.writable)
+                .await
+                .map_err(failed("opening the database for writing"))?;
+            let done = saved::run::<Sqlite>(&mut connection, op).await;
+            let closed = connection.close().await.map_err(failed("closing"));
+            let done = done?;
+            closed?;
+            Ok(done)
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.read_only.close())
-    }
-}
-
-impl SqliteSource {
-    /// Runs `work` on a writable connection opened for it and closed after it, whatever it did.
-    async fn on_writable<T>(
-        &self,
-        work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, SqlError>,
-    ) -> Result<T, SqlError> {
-        let failed = |action| move |source| SqlError::SavedQueries { action, source };
-        let mut connection = SqliteConnection::connect_with(&self.writable)
-            .await
-            .map_err(failed("opening the database for writing"))?;
-        let done = work(&mut connection).await;
-        let closed = connection.close().await.map_err(failed("closing"));
-        let done = done?;
-        closed?;
-        Ok(done)
     }
 }
 
@@ -156,29 +121,6 @@ impl Dialect for Sqlite {
 
     fn param(n: usize) -> String {
         format!("?{n}")
-    }
-
-    fn bind_params(
-        query: Query<'_, Self, Self::Arguments>,
-        params: Option<Value>,
-    ) -> Query<'_, Self, Self::Arguments> {
-        query.bind(params.map(|value| value.to_string()))
-    }
-
-    fn read_params(row: &SqliteRow, name: &str) -> Result<Option<Value>, SqlError> {
-        let stored: Option<String> = row.try_get("parameters").map_err(saved::reading)?;
-        stored
-            .map(|text| {
-                serde_json::from_str(&text).map_err(|err| SqlError::BadSavedParams {
-                    name: name.to_owned(),
-                    reason: format!("not JSON: {err}"),
-                })
-            })
-            .transpose()
-    }
-
-    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
-        result.rows_affected()
     }
 }
 

@@ -57,19 +57,18 @@ use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
     MySqlTypeInfo,
 };
-use sqlx::query::Query;
-use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Column, Connection, Decode, Row as _, Type, TypeInfo};
 
 use super::batch::BinaryRows;
 use super::decode;
 use super::error::SqlError;
 use super::params::{self, Param};
-use super::saved::{self, Dialect, SavedQuery};
-use super::source::Source;
+use super::saved::{self, Dialect, SavedOp, SavedOutcome};
+use super::source::{Answer, Source};
 use super::statement::{self, MySqlStatement, MySqlText};
 use super::{
     ACQUIRE_TIMEOUT, Batcher, MAX_CONNECTIONS, QueryOptions, ROW_BATCH, RowBatch, RowSender,
+    Stopped, stop_statement, stop_when_asked,
 };
 
 type BoxDynError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -110,7 +109,6 @@ impl Flavor {
 #[derive(Debug, Clone)]
 pub(super) struct MySqlSource {
     pool: MySqlPool,
-    flavor: Flavor,
     timeout: Duration,
     /// How the fast reader connects (`wire.rs`), when it applies to the URL.
     wire: Option<wire::WireOptions>,
@@ -165,7 +163,6 @@ pub(super) async fn connect(
         .connect_lazy_with(connect);
     Ok(MySqlSource {
         pool,
-        flavor,
         timeout: options.statement_timeout,
         wire: wire::WireOptions::from_url(raw),
         session,
@@ -188,50 +185,28 @@ fn session_statements(flavor: Flavor, timeout: Duration) -> Vec<String> {
 }
 
 impl Source for MySqlSource {
-    fn read<'a>(
-        &'a self,
-        sql: String,
-        params: Vec<Param>,
-        rows: &'a RowSender,
-    ) -> BoxFuture<'a, Result<(), SqlError>> {
+    fn read<'a>(&'a self, sql: String, params: Vec<Param>, rows: &'a RowSender) -> Answer<'a, ()> {
         Box::pin(self.run(sql, params, rows))
     }
 
-    fn check<'a>(
-        &'a self,
-        sql: &'a str,
-        params: Vec<Param>,
-    ) -> BoxFuture<'a, Result<(), SqlError>> {
+    fn check<'a>(&'a self, sql: &'a str, params: Vec<Param>) -> Answer<'a, ()> {
         Box::pin(self.prepare(sql, params))
     }
 
-    /// Saving and deleting need a connection that is not read-only: one of its own, closed
-    /// after.
-    fn save<'a>(
-        &'a self,
-        name: &'a str,
-        sql: &'a str,
-        description: Option<&'a str>,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<SavedQuery, SqlError>> {
-        Box::pin(self.on_writable(async move |connection| {
-            saved::upsert::<MySql>(connection, name, sql, description, params).await
-        }))
-    }
-
-    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, SqlError>> {
-        Box::pin(
-            self.on_writable(async move |connection| {
-                saved::delete::<MySql>(connection, name).await
-            }),
-        )
-    }
-
-    fn load<'a>(
-        &'a self,
-        name: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<SavedQuery>, SqlError>> {
-        Box::pin(saved::load(&self.pool, name))
+    /// Writes on a connection that is not read-only: one of its own, closed after.
+    fn saved_queries<'a>(&'a self, op: SavedOp<'a>) -> Answer<'a, SavedOutcome> {
+        Box::pin(async move {
+            let action = op.action();
+            let failed = |source| SqlError::SavedQueries { action, source };
+            if !op.writes() {
+                let mut connection = self.pool.acquire().await.map_err(failed)?;
+                return saved::run::<MySql>(&mut connection, op).await;
+            }
+            let mut connection = self.writable().await.map_err(failed)?;
+            let done = saved::run::<MySql>(&mut connection, op).await;
+            let _ = connection.close().await;
+            done
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -243,23 +218,6 @@ impl MySqlSource {
     /// A connection of its own, not read-only (for saving a query, or stopping one).
     async fn writable(&self) -> Result<MySqlConnection, sqlx::Error> {
         MySqlConnection::connect_with(&self.pool.connect_options()).await
-    }
-
-    /// Runs `work` on a writable connection opened for it and closed after it.
-    async fn on_writable<T>(
-        &self,
-        work: impl AsyncFnOnce(&mut MySqlConnection) -> Result<T, SqlError>,
-    ) -> Result<T, SqlError> {
-        let mut connection = self
-            .writable()
-            .await
-            .map_err(|source| SqlError::SavedQueries {
-                action: "connecting for writing",
-                source,
-            })?;
-        let done = work(&mut connection).await;
-        let _ = connection.close().await;
-        done
     }
 
     /// Check `sql` as [`Source::check`] asks: the statement klsync would send, prepared (parsed and analysed by the server) in a read-only transaction and
@@ -300,13 +258,15 @@ impl MySqlSource {
                 wire::Opened::Ready(connection) => {
                     let id = connection.id();
                     let read = connection.read(&statement.sql, sender, timeout);
-                    match self.unless_stopped(id, read, sender).await {
+                    match stop_when_asked(read, sender, self.kill(id)).await {
                         (Ok(wire::Read::Complete), _) => return Ok(()),
                         (Ok(wire::Read::Declined(why)), None) => {
                             tracing::debug!(why, "reading the query through sqlx");
                         }
-                        (_, Some(true)) => return Err(SqlError::Interrupted),
-                        (Ok(wire::Read::Declined(_)), Some(false)) => return Ok(()),
+                        (_, Some(Stopped::ByTheRun)) => return Err(SqlError::Interrupted),
+                        (Ok(wire::Read::Declined(_)), Some(Stopped::ByTheConsumer)) => {
+                            return Ok(());
+                        }
                         (Err(err), _) => return Err(locate(err, &statement, &sql)),
                     }
                 }
@@ -322,55 +282,23 @@ impl MySqlSource {
             .await
             .map_err(failed)?;
         let read = read(&mut connection, &statement, &sql, timeout, sender);
-        let (outcome, killed) = self.unless_stopped(id, read, sender).await;
-        match killed {
+        let (outcome, stopped) = stop_when_asked(read, sender, self.kill(id)).await;
+        match stopped {
             None => outcome,
             Some(stopped) => {
                 // The statement was killed part way: the next query gets a fresh connection.
                 connection.close_on_drop();
                 match outcome {
-                    Err(_) if stopped => Err(SqlError::Interrupted),
+                    Err(_) if stopped == Stopped::ByTheRun => Err(SqlError::Interrupted),
                     outcome => outcome,
                 }
             }
         }
     }
 
-    /// Run `read` (a query on connection `id`); if the run is stopped or the rows' consumer
-    /// goes away first, kill the statement and let `read` end with the server's answer. Also
-    /// says whether it was killed: `Some(true)` when the run was stopped, `Some(false)` when
-    /// the consumer went away.
-    async fn unless_stopped<T>(
-        &self,
-        id: u64,
-        read: impl std::future::Future<Output = Result<T, SqlError>>,
-        sender: &RowSender,
-    ) -> (Result<T, SqlError>, Option<bool>) {
-        let mut read = std::pin::pin!(read);
-        let stopped = tokio::select! {
-            done = &mut read => return (done, None),
-            _ = crate::interrupt::stopped() => true,
-            () = sender.closed() => false,
-        };
-        self.kill(id).await;
-        (read.await, Some(stopped))
-    }
-
-    /// Stop the statement running on connection `id`, from a connection of its own.
+    /// Stop the statement running on connection `id`.
     async fn kill(&self, id: u64) {
-        let killed = async {
-            let mut connection = self.writable().await?;
-            // `id` is the server's number for the connection, not user input.
-            let killed = sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
-                .execute(&mut connection)
-                .await;
-            let _ = connection.close().await;
-            killed
-        }
-        .await;
-        if let Err(err) = killed {
-            tracing::warn!(connection = id, flavor = ?self.flavor, error = %err, "could not stop the query on the server");
-        }
+        stop_statement::<MySql>(&self.pool.connect_options(), format!("KILL QUERY {id}")).await;
     }
 }
 
@@ -409,23 +337,6 @@ ON DUPLICATE KEY UPDATE
             "SELECT {} FROM saved_queries WHERE name = COALESCE(?, name) ORDER BY name",
             saved::COLUMNS
         )
-    }
-
-    fn bind_params(
-        query: Query<'_, Self, Self::Arguments>,
-        params: Option<Value>,
-    ) -> Query<'_, Self, Self::Arguments> {
-        query.bind(params.map(Json))
-    }
-
-    fn read_params(row: &MySqlRow, _name: &str) -> Result<Option<Value>, SqlError> {
-        // A JSON column on MySQL, LONGTEXT on MariaDB: sqlx parses either.
-        let params: Option<Json<Value>> = row.try_get("parameters").map_err(saved::reading)?;
-        Ok(params.map(|json| json.0))
-    }
-
-    fn rows_affected(result: &sqlx::mysql::MySqlQueryResult) -> u64 {
-        result.rows_affected()
     }
 }
 

@@ -372,6 +372,9 @@ impl WireConnection {
         let names: Arc<[String]> = columns.iter().map(|c| c.column.name.clone()).collect();
         let decoders: Arc<[MySqlColumn]> = columns.iter().map(|c| c.column.clone()).collect();
         let types: Vec<u8> = columns.iter().map(|c| c.type_id).collect();
+        let unsupported: Vec<usize> = (0..decoders.len())
+            .filter(|index| decoders[*index].kind == super::Kind::Unsupported)
+            .collect();
         let batch = Batcher::new(sender);
         let mut rows = BinaryRows::new(Arc::clone(&decoders), ROW_BATCH);
         let mut fields: Vec<Option<(usize, usize)>> = Vec::with_capacity(types.len());
@@ -392,11 +395,11 @@ impl WireConnection {
             if let Err(err) = row_fields(packet, &types, &mut fields) {
                 break Err(failed(err));
             }
-            if let Some(column) = fields
+            // A value of a type klsync does not convert stops the query (a NULL does not).
+            if let Some(column) = unsupported
                 .iter()
-                .zip(decoders.iter())
-                .find(|(field, column)| field.is_some() && column.kind == super::Kind::Unsupported)
-                .map(|(_, column)| column)
+                .find(|index| fields[**index].is_some())
+                .map(|index| &decoders[*index])
             {
                 break Err(SqlError::UnsupportedType {
                     column: column.name.clone(),

@@ -92,16 +92,62 @@ impl Column<'_> {
 
     fn text(self, bytes: Option<&[u8]>) -> Result<Option<&str>, SqlError> {
         match self {
-            Column::Pg(column) => column.text(bytes),
-            Column::MySql(column) => column.text(bytes),
+            Column::Pg(column) => text_field(column, bytes),
+            Column::MySql(column) => text_field(column, bytes),
         }
     }
 
     fn write_scalar_json(self, bytes: Option<&[u8]>, out: &mut Vec<u8>) -> Result<bool, SqlError> {
         match self {
-            Column::Pg(column) => column.write_scalar_json(bytes, out),
-            Column::MySql(column) => column.write_scalar_json(bytes, out),
+            Column::Pg(column) => scalar_json(column, bytes, out),
+            Column::MySql(column) => scalar_json(column, bytes, out),
         }
+    }
+}
+
+/// What a database's decoder of binary fields (PostgreSQL's `COPY`, MySQL's binary protocol)
+/// tells the batch, beyond a field's JSON value: reading text and writing plain JSON straight
+/// from the bytes is then one piece of code for both.
+pub(crate) trait FieldDecoder {
+    /// Whether the column holds text (its fields are UTF-8).
+    fn is_text(&self) -> bool;
+    /// Write the JSON of a non-NULL boolean or integer field exactly as serde_json writes the
+    /// field's JSON value; `false` (nothing written) for other types.
+    fn write_plain_json(&self, bytes: &[u8], out: &mut Vec<u8>) -> Result<bool, SqlError>;
+    /// A field of this column that cannot be decoded.
+    fn undecodable(&self, reason: &dyn std::fmt::Display) -> SqlError;
+}
+
+/// A text field borrowed from its bytes (`None`: NULL, or not a text column).
+fn text_field<'b>(
+    column: &impl FieldDecoder,
+    bytes: Option<&'b [u8]>,
+) -> Result<Option<&'b str>, SqlError> {
+    match bytes {
+        Some(bytes) if column.is_text() => std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|err| column.undecodable(&err)),
+        _ => Ok(None),
+    }
+}
+
+/// Write the JSON of a NULL, boolean, integer or text field straight from its bytes; `false`
+/// (nothing written) for other types.
+fn scalar_json(
+    column: &impl FieldDecoder,
+    bytes: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) -> Result<bool, SqlError> {
+    let Some(bytes) = bytes else {
+        out.extend_from_slice(b"null");
+        return Ok(true);
+    };
+    match text_field(column, Some(bytes))? {
+        Some(text) => {
+            serde_json::to_writer(&mut *out, text).expect("strings serialize");
+            Ok(true)
+        }
+        None => column.write_plain_json(bytes, out),
     }
 }
 

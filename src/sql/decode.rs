@@ -148,38 +148,17 @@ impl PgColumn {
     }
 }
 
-impl PgColumn {
-    /// A text value borrowed from its bytes (`None`: NULL, or not a text column).
-    pub(crate) fn text<'b>(&self, bytes: Option<&'b [u8]>) -> Result<Option<&'b str>, SqlError> {
-        match (self.kind, bytes) {
-            (PgKind::Scalar(Scalar::Text), Some(bytes)) => std::str::from_utf8(bytes)
-                .map(Some)
-                .map_err(|err| decode_error(&self.name, &self.type_name, err)),
-            _ => Ok(None),
-        }
+impl super::batch::FieldDecoder for PgColumn {
+    fn is_text(&self) -> bool {
+        self.kind == PgKind::Scalar(Scalar::Text)
     }
 
-    /// Write the JSON of a NULL, boolean, integer or text value straight from its bytes,
-    /// exactly as serde_json writes [`PgColumn::value`]'s result; `false` (nothing written)
-    /// for other types.
-    pub(crate) fn write_scalar_json(
-        &self,
-        bytes: Option<&[u8]>,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, SqlError> {
-        let Some(bytes) = bytes else {
-            out.extend_from_slice(b"null");
-            return Ok(true);
-        };
+    fn write_plain_json(&self, bytes: &[u8], out: &mut Vec<u8>) -> Result<bool, SqlError> {
         let failed = |err: BoxDynError| decode_error(&self.name, &self.type_name, err);
         let PgKind::Scalar(scalar) = self.kind else {
             return Ok(false);
         };
         let written = match scalar {
-            Scalar::Text => {
-                let text = std::str::from_utf8(bytes).map_err(|err| failed(err.into()))?;
-                serde_json::to_writer(&mut *out, text)
-            }
             Scalar::Int2 => serde_json::to_writer(
                 &mut *out,
                 &i16::from_be_bytes(exact(bytes).map_err(failed)?),
@@ -203,6 +182,10 @@ impl PgColumn {
         };
         written.expect("scalars serialize");
         Ok(true)
+    }
+
+    fn undecodable(&self, reason: &dyn std::fmt::Display) -> SqlError {
+        decode_error(&self.name, &self.type_name, reason)
     }
 }
 

@@ -607,34 +607,15 @@ impl MySqlColumn {
         }
         kind_value(self.kind, bytes).map_err(|err| self.failed(err))
     }
+}
 
-    /// A text value borrowed from its bytes (`None`: NULL, or not a text column).
-    pub(crate) fn text<'b>(&self, bytes: Option<&'b [u8]>) -> Result<Option<&'b str>, SqlError> {
-        match (self.kind, bytes) {
-            (Kind::Text, Some(bytes)) => std::str::from_utf8(bytes)
-                .map(Some)
-                .map_err(|err| self.failed(err)),
-            _ => Ok(None),
-        }
+impl super::batch::FieldDecoder for MySqlColumn {
+    fn is_text(&self) -> bool {
+        self.kind == Kind::Text
     }
 
-    /// Write the JSON of a NULL, boolean, integer or text value straight from its bytes,
-    /// exactly as serde_json writes [`MySqlColumn::value`]'s result; `false` (nothing written)
-    /// for other types.
-    pub(crate) fn write_scalar_json(
-        &self,
-        bytes: Option<&[u8]>,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, SqlError> {
-        let Some(bytes) = bytes else {
-            out.extend_from_slice(b"null");
-            return Ok(true);
-        };
+    fn write_plain_json(&self, bytes: &[u8], out: &mut Vec<u8>) -> Result<bool, SqlError> {
         let written = match self.kind {
-            Kind::Text => {
-                let text = std::str::from_utf8(bytes).map_err(|err| self.failed(err))?;
-                serde_json::to_writer(&mut *out, text)
-            }
             Kind::Int => {
                 serde_json::to_writer(&mut *out, &signed(bytes).map_err(|e| self.failed(e))?)
             }
@@ -649,6 +630,10 @@ impl MySqlColumn {
         };
         written.expect("scalars serialize");
         Ok(true)
+    }
+
+    fn undecodable(&self, reason: &dyn std::fmt::Display) -> SqlError {
+        self.failed(reason)
     }
 }
 

@@ -657,27 +657,28 @@ fn scramble(plugin: &str, password: &str, nonce: &[u8]) -> Option<Vec<u8>> {
     let nonce = nonce.get(..20).unwrap_or(nonce);
     match plugin {
         // SHA1(password) XOR SHA1(nonce + SHA1(SHA1(password)))
-        "mysql_native_password" => {
-            let once = Sha1::digest(password.as_bytes());
-            let twice = Sha1::digest(once);
-            let mut salted = Sha1::new();
-            salted.update(nonce);
-            salted.update(twice);
-            let salted = salted.finalize();
-            Some(once.iter().zip(salted.iter()).map(|(a, b)| a ^ b).collect())
-        }
+        "mysql_native_password" => Some(masked::<Sha1>(password, nonce, true)),
         // SHA256(password) XOR SHA256(SHA256(SHA256(password)) + nonce)
-        "caching_sha2_password" => {
-            let once = Sha256::digest(password.as_bytes());
-            let twice = Sha256::digest(once);
-            let mut salted = Sha256::new();
-            salted.update(twice);
-            salted.update(nonce);
-            let salted = salted.finalize();
-            Some(once.iter().zip(salted.iter()).map(|(a, b)| a ^ b).collect())
-        }
+        "caching_sha2_password" => Some(masked::<Sha256>(password, nonce, false)),
         _ => None,
     }
+}
+
+/// `H(password)` XOR `H(nonce + H(H(password)))` (`nonce_first`) or `H(H(H(password)) + nonce)`:
+/// the two plugins' scrambles differ only in their hash and in that order.
+fn masked<H: Digest>(password: &str, nonce: &[u8], nonce_first: bool) -> Vec<u8> {
+    let once = H::digest(password.as_bytes());
+    let twice = H::digest(&once);
+    let mut salted = H::new();
+    if nonce_first {
+        salted.update(nonce);
+        salted.update(&twice);
+    } else {
+        salted.update(&twice);
+        salted.update(nonce);
+    }
+    let salted = salted.finalize();
+    once.iter().zip(salted.iter()).map(|(a, b)| a ^ b).collect()
 }
 
 /// A result column: its decoder and its type on the wire (which sets how its values are framed).
@@ -961,6 +962,13 @@ mod tests {
         let mut expected = Sha1::new();
         expected.update(&nonce);
         expected.update(Sha1::digest(once));
+        assert_eq!(unmasked, expected.finalize().to_vec());
+        // And SHA256(password) unmasks SHA256(SHA256(SHA256(password)) + nonce).
+        let once = Sha256::digest(b"secret");
+        let unmasked: Vec<u8> = sha2.iter().zip(once.iter()).map(|(a, b)| a ^ b).collect();
+        let mut expected = Sha256::new();
+        expected.update(Sha256::digest(once));
+        expected.update(&nonce);
         assert_eq!(unmasked, expected.finalize().to_vec());
     }
 

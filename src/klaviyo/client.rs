@@ -32,7 +32,7 @@ use super::decode::{self, Reply};
 use super::error::{ApiError, ApiErrorObject, snippet};
 use super::gate::Gate;
 use super::operations::Operation;
-use super::ratelimit::{Acquisition, RateLimiters};
+use super::ratelimit::{Acquisition, InFlight, RateLimiters};
 use super::record::{self, HttpRecorder};
 use crate::settings::{self, Secret};
 
@@ -358,12 +358,15 @@ impl KlaviyoClient {
         let mut maybe_applied = false;
         loop {
             attempt += 1;
-            self.pace(call.op, &extras).await?;
+            let in_flight = self.pace(call.op, &extras).await?;
             // The one check before anything is sent: deadline, circuit breaker; and a stop
             // (Ctrl-C, SIGTERM: `crate::interrupt`).
             self.inner.gate.admit(call.op)?;
             crate::interrupt::check(call.op)?;
-            match self.attempt(call, attempt).await {
+            let outcome = self.attempt(call, attempt).await;
+            // Answered (or failed): the limiters time the request's place from now.
+            drop(in_flight);
+            match outcome {
                 Attempt::Response {
                     status,
                     content_type,
@@ -590,14 +593,15 @@ impl KlaviyoClient {
         })
     }
 
-    /// Wait for the daily cap and every limiter the request charges.
+    /// Wait for the daily cap and every limiter the request charges; returns the request's place
+    /// in the limiters, to be dropped when the request is answered (or given up).
     async fn pace(
         &self,
         op: Operation,
         extras: &[super::operations::ExtraBucket],
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<InFlight>, ApiError> {
         let Some(limiters) = &self.inner.limiters else {
-            return Ok(());
+            return Ok(None);
         };
         limiters
             .count_daily(op)
@@ -605,18 +609,16 @@ impl KlaviyoClient {
                 operation: reached.operation,
                 cap: reached.cap,
             })?;
-        let mut acquisition = Acquisition::new(op, extras);
         let started = Instant::now();
-        let mut waited = false;
-        while let Err(wait) = limiters.poll(&mut acquisition) {
-            waited = true;
-            tokio::time::sleep(wait).await;
-        }
-        if waited {
-            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let in_flight = limiters
+            .admit(Acquisition::new(op, extras), tokio::time::sleep)
+            .await;
+        let waited = started.elapsed();
+        if waited >= Duration::from_millis(1) {
+            let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
             self.metrics_lock().limiter_wait_ms += ms;
         }
-        Ok(())
+        Ok(Some(in_flight))
     }
 
     /// Wait before attempt `attempt + 1`, unless the gate already knows it will refuse it.

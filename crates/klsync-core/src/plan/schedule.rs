@@ -8,8 +8,10 @@
 //!
 //! [`simulate`] runs a schedule on a fake clock through the client's own limiters
 //! ([`RateLimiters`]: the same sliding logs that pace `apply`), so the estimate cannot drift
-//! from the pacing. Requests take no time in the simulation: server latency, retries and jobs
-//! slower than the first poll are left out (docs/operations.md, "Pacing and the time estimate").
+//! from the pacing. A worker sends its next request as soon as the limiters admit the last one;
+//! each is taken to be answered [`MODELLED_ANSWER_TIME`] later, which is when the limiters time
+//! its place from. Slower answers, retries and jobs slower than the first poll are left out
+//! (docs/operations.md, "Pacing and the time estimate").
 //!
 //! What `apply` does, track by track ([`config_stages`], [`data_tracks`]):
 //! - the configuration changes, in the executor's phases and lanes ([`slot`]; see
@@ -32,6 +34,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use governor::clock::{Clock, FakeRelativeClock, Reference};
+use governor::nanos::Nanos;
 
 use super::cost::requests_by_change;
 use super::{Action, Change, ChangeKind};
@@ -40,7 +43,7 @@ use crate::data::{
 };
 use crate::manifest::types::IdentifyBy;
 use crate::model::ResourceKind;
-use crate::ratelimit::{Acquisition, RateLimiters};
+use crate::ratelimit::{Acquisition, MODELLED_ANSWER_TIME, RateLimiters};
 use klaviyo_spec::operations::Operation;
 
 /// Most profiles in one bulk import job.
@@ -328,6 +331,8 @@ pub fn simulate(tracks: &[Vec<Stage>], factor: f64) -> Duration {
                     .get_or_insert_with(|| Acquisition::new(*operation, &[]));
                 match limiters.poll(acquisition) {
                     Ok(()) => {
+                        let answer = clock.now() + Nanos::from(MODELLED_ANSWER_TIME);
+                        limiters.answered_at(acquisition, answer);
                         worker.waiting = None;
                         worker.next += 1;
                     }
@@ -363,7 +368,7 @@ pub fn simulate(tracks: &[Vec<Stage>], factor: f64) -> Duration {
 mod tests {
     use super::*;
 
-    const GUARD: Duration = crate::ratelimit::GUARD;
+    const ANSWER: Duration = crate::ratelimit::MODELLED_ANSWER_TIME;
 
     fn seconds(stages: &[Stage]) -> Duration {
         simulate(&[stages.to_vec()], 1.0)
@@ -390,8 +395,8 @@ mod tests {
 
     #[test]
     fn sixteen_segments_are_fifteen_a_second_apart_then_one_a_minute_after_the_first() {
-        let second = Duration::from_secs(1) + GUARD;
-        let minute = Duration::from_secs(60) + GUARD;
+        let second = Duration::from_secs(1) + ANSWER;
+        let minute = Duration::from_secs(60) + ANSWER;
         assert_eq!(
             seconds(&one_at_a_time(&[(Operation::CreateSegment, 15)])),
             second * 14
@@ -408,7 +413,7 @@ mod tests {
 
     #[test]
     fn stages_add_up_and_do_not_overlap() {
-        let second = Duration::from_secs(1) + GUARD;
+        let second = Duration::from_secs(1) + ANSWER;
         // Four tags (3/s): the fourth a second after the first. Then six segments: 5 s more,
         // though the segment bucket was idle during the tags.
         let tags = one_at_a_time(&[(Operation::CreateTag, 4)]);
@@ -421,7 +426,7 @@ mod tests {
 
     #[test]
     fn one_request_at_a_time_interleaves_buckets() {
-        let second = Duration::from_secs(1) + GUARD;
+        let second = Duration::from_secs(1) + ANSWER;
         // tag_lists and tag_segments alternating, four each: both buckets fill in the first
         // second, then the fourth of each waits for the second one.
         let sequence: Vec<(Operation, usize)> = (0..4)
@@ -436,7 +441,7 @@ mod tests {
 
     #[test]
     fn each_kind_has_its_own_lane_so_lists_do_not_wait_for_segments() {
-        let second = Duration::from_secs(1) + GUARD;
+        let second = Duration::from_secs(1) + ANSWER;
         // Four segments take 3 s (1 a second); twenty lists (10 a second) go beside them.
         let mut changes: Vec<Change> = (0..20)
             .map(|i| change(&format!("list.l{i}"), ChangeKind::List))
@@ -450,7 +455,7 @@ mod tests {
 
     #[test]
     fn tracks_run_side_by_side() {
-        let second = Duration::from_secs(1) + GUARD;
+        let second = Duration::from_secs(1) + ANSWER;
         let segments = one_at_a_time(&[(Operation::CreateSegment, 4)]);
         let jobs = vec![Stage::jobs(2, 2_000)];
         assert_eq!(simulate(&[segments.clone(), jobs.clone()], 1.0), second * 3);
@@ -465,7 +470,7 @@ mod tests {
             [(Operation::CreateList, 10), (Operation::CreateSegment, 16)].into();
         assert_eq!(
             seconds(&parallel_buckets(&requests)),
-            Duration::from_secs(60) + GUARD
+            Duration::from_secs(60) + ANSWER
         );
     }
 
@@ -526,7 +531,7 @@ mod tests {
         let segments = one_at_a_time(&[(Operation::CreateSegment, 16)]);
         assert_eq!(
             simulate(&[segments], 2.0),
-            (Duration::from_secs(1) + GUARD) * 7
+            (Duration::from_secs(1) + ANSWER) * 7
         );
     }
 }

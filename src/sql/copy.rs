@@ -15,9 +15,13 @@
 //! `;`) fail with a syntax or feature error at once, before any row, and the caller reads the
 //! rows the ordinary way on a fresh connection.
 //! Everything else is unchanged: same transaction (`READ ONLY`, the statement timeout), same
-//! errors, same batches.
+//! errors, same batches. Where the URL allows, the `COPY` itself runs on a connection of
+//! klsync's own (`postgres_wire.rs`), in a transaction of its own set up the same way, and
+//! sqlx's connection only prepares the statement.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI32;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use sqlx::postgres::PgConnection;
@@ -25,6 +29,7 @@ use sqlx::{AssertSqlSafe, Column, Either, Executor, SqlSafeStr, Statement};
 
 use super::batch::BinaryRows;
 use super::decode::{self, PgColumn, WireReader};
+use super::postgres_wire::{self, WireOptions};
 use super::{Batcher, ROW_BATCH, RowBatch, SqlError};
 
 /// What the fast path did.
@@ -51,14 +56,26 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// What klsync puts before the user's statement to stream it.
 const COPY_OPEN: &str = "COPY (\n";
 
-/// Run `sql` through `COPY` on `connection` (inside the caller's transaction), handing the rows
-/// to `batch` until it says the consumer is gone. `Err` only for failures before the `COPY`
-/// started (preparing the statement), after which the connection is in step.
+/// What `copy_rows` needs to read through a connection of klsync's own (`postgres_wire.rs`),
+/// when the URL allows one.
+pub(super) struct OwnConnection<'a> {
+    pub(super) options: &'a WireOptions,
+    pub(super) timeout: Duration,
+    /// The server process of the own connection while it reads (for a cancel).
+    pub(super) backend: &'a AtomicI32,
+}
+
+/// Run `sql` through `COPY` on `connection` (inside the caller's transaction), or on a
+/// connection of klsync's own (`own`) when it applies, handing the rows to `batch` until it
+/// says the consumer is gone. `Err` for failures before the `COPY` started (preparing the
+/// statement), after which the connection is in step, and for a failure of the own connection's
+/// `COPY` (which leaves `connection` in step too).
 pub(super) async fn copy_rows(
     connection: &mut PgConnection,
     sql: &str,
     failed: impl Fn(sqlx::Error) -> SqlError,
     batch: &mut Batcher<'_>,
+    own: Option<OwnConnection<'_>>,
 ) -> Result<Copied, SqlError> {
     let statement = connection
         .prepare(AssertSqlSafe(sql.to_string()).into_sql_str())
@@ -78,12 +95,33 @@ pub(super) async fn copy_rows(
             .iter()
             .map(|column| (column.name(), column.type_info())),
     )?;
-    batch.set_columns(columns.iter().map(|c| c.name().to_string()).collect());
-
     let body = statement_body(sql);
     let copy = format!("{COPY_OPEN}{body}\n) TO STDOUT (FORMAT binary)");
     // A position the database gives in the COPY statement, mapped back into the user's SQL.
-    let failed_in_copy = |err| failed(err).located(&copy, COPY_OPEN.chars().count(), body);
+    let located = |err: SqlError| err.located(&copy, COPY_OPEN.chars().count(), body);
+    let mut sink = CopySink::new(columns, batch);
+    if let Some(own) = own {
+        match postgres_wire::copy(
+            own.options,
+            &copy,
+            own.timeout,
+            own.backend,
+            &mut sink,
+            batch,
+        )
+        .await
+        {
+            postgres_wire::Copied::Complete => {
+                tracing::debug!("COPY read on klsync's own connection");
+                return Ok(Copied::Complete);
+            }
+            postgres_wire::Copied::Failed(err) => return Err(located(err)),
+            postgres_wire::Copied::Declined(why) => {
+                tracing::debug!(why, "COPY read through sqlx, not klsync's own connection");
+            }
+        }
+    }
+    let failed_in_copy = |err| located(failed(err));
     let mut stream = match connection.copy_out_raw(&copy).await {
         Ok(stream) => stream,
         Err(err) => {
@@ -93,10 +131,6 @@ pub(super) async fn copy_rows(
             });
         }
     };
-    let names = batch.columns().expect("set above");
-    let decoders: Arc<[PgColumn]> = columns.into();
-    let mut reader = CopyReader::new(decoders.len());
-    let mut rows = BinaryRows::new(Arc::clone(&decoders), ROW_BATCH);
     // Whether a byte of the stream arrived: a refusal can only come before one.
     let mut started = false;
     let read = async {
@@ -114,19 +148,15 @@ pub(super) async fn copy_rows(
                 Err(err) => return Err(Failed(failed_in_copy(err))),
             };
             started = true;
-            reader
-                .read(&chunk, |fields| rows.push(fields.iter()))
-                .map_err(|reason| Failed(protocol(reason)))?;
-            // A chunk is one row from PostgreSQL, so batches stay about ROW_BATCH rows.
-            if rows.len() >= ROW_BATCH {
-                let full =
-                    std::mem::replace(&mut rows, BinaryRows::new(Arc::clone(&decoders), ROW_BATCH));
-                if !batch.send(RowBatch::from_binary(names.clone(), full)).await {
-                    return Ok(false);
-                }
+            if !sink
+                .take(&chunk, batch)
+                .await
+                .map_err(|reason| Failed(protocol(reason)))?
+            {
+                return Ok(false);
             }
         }
-        if !reader.finished() {
+        if !sink.finished() {
             return Err(Failed(protocol(
                 "the COPY stream ended without its trailer".into(),
             )));
@@ -142,9 +172,8 @@ pub(super) async fn copy_rows(
     // The last rows, also those before an error (they arrive first).
     let read = match read {
         Ok(false) => Ok(false),
-        _ if rows.is_empty() => read,
         read => {
-            let sent = batch.send(RowBatch::from_binary(names, rows)).await;
+            let sent = sink.flush(batch).await;
             read.map(|complete| complete && sent)
         }
     };
@@ -153,6 +182,70 @@ pub(super) async fn copy_rows(
         Ok(false) => Copied::Abandoned(Ok(())),
         Err(err) => Copied::Abandoned(Err(err)),
     })
+}
+
+/// The rows of a binary `COPY` stream, however its bytes arrive, in batches of [`ROW_BATCH`].
+pub(super) struct CopySink {
+    reader: CopyReader,
+    decoders: Arc<[PgColumn]>,
+    names: Arc<[String]>,
+    rows: BinaryRows,
+}
+
+impl CopySink {
+    /// A sink for rows of `columns`, which `batch` is told about.
+    fn new(columns: Vec<PgColumn>, batch: &mut Batcher<'_>) -> Self {
+        batch.set_columns(columns.iter().map(|c| c.name().to_string()).collect());
+        let names = batch.columns().expect("set above");
+        let decoders: Arc<[PgColumn]> = columns.into();
+        CopySink {
+            reader: CopyReader::new(decoders.len()),
+            rows: BinaryRows::new(Arc::clone(&decoders), ROW_BATCH),
+            decoders,
+            names,
+        }
+    }
+
+    /// The next bytes of the stream; a full batch goes to `batch`. `Ok(false)` once the
+    /// consumer is gone; `Err` for a stream that is not binary `COPY`.
+    pub(super) async fn take(
+        &mut self,
+        chunk: &[u8],
+        batch: &mut Batcher<'_>,
+    ) -> Result<bool, String> {
+        let rows = &mut self.rows;
+        self.reader.read(chunk, |fields| rows.push(fields.iter()))?;
+        // PostgreSQL sends a row per message, so batches stay about ROW_BATCH rows.
+        if self.rows.len() >= ROW_BATCH {
+            let full = std::mem::replace(
+                &mut self.rows,
+                BinaryRows::new(Arc::clone(&self.decoders), ROW_BATCH),
+            );
+            return Ok(batch
+                .send(RowBatch::from_binary(self.names.clone(), full))
+                .await);
+        }
+        Ok(true)
+    }
+
+    /// Whether the stream's trailer was read.
+    pub(super) fn finished(&self) -> bool {
+        self.reader.finished()
+    }
+
+    /// Send the rows not sent yet; `false` if the consumer is gone.
+    pub(super) async fn flush(&mut self, batch: &mut Batcher<'_>) -> bool {
+        if self.rows.is_empty() {
+            return true;
+        }
+        let rows = std::mem::replace(
+            &mut self.rows,
+            BinaryRows::new(Arc::clone(&self.decoders), 0),
+        );
+        batch
+            .send(RowBatch::from_binary(self.names.clone(), rows))
+            .await
+    }
 }
 
 /// The statement without trailing whitespace and semicolons (`COPY (...;)` is a syntax error).
@@ -187,7 +280,7 @@ fn refusal(err: &sqlx::Error) -> Option<Option<String>> {
     }
 }
 
-fn protocol(reason: String) -> SqlError {
+pub(super) fn protocol(reason: String) -> SqlError {
     SqlError::Decode {
         column: "(COPY stream)".into(),
         type_name: "binary COPY".into(),

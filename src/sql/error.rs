@@ -190,13 +190,17 @@ impl SqlError {
         if let sqlx::Error::Database(db) = &source {
             let message = || db.message().to_string();
             if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-                match pg.code() {
-                    // read_only_sql_transaction
-                    "25006" => return SqlError::ReadOnly { message: message() },
-                    // query_canceled: statement_timeout is the only canceller klsync sets.
-                    "57014" => return SqlError::Timeout { timeout },
-                    _ => {}
-                }
+                return SqlError::from_postgres(
+                    pg.code(),
+                    message(),
+                    match pg.position() {
+                        Some(sqlx::postgres::PgErrorPosition::Original(position)) => Some(position),
+                        _ => None,
+                    },
+                    pg.detail().map(str::to_owned),
+                    pg.hint().map(str::to_owned),
+                    timeout,
+                );
             } else if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
                 return SqlError::from_mysql(my.number(), message(), timeout);
             } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
@@ -213,20 +217,39 @@ impl SqlError {
             }
         }
         match &source {
-            sqlx::Error::Database(db) => {
-                let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
-                SqlError::Database {
-                    message: db.message().to_string(),
-                    at: None,
-                    position: pg.and_then(|pg| match pg.position()? {
-                        sqlx::postgres::PgErrorPosition::Original(position) => Some(position),
-                        sqlx::postgres::PgErrorPosition::Internal { .. } => None,
-                    }),
-                    detail: pg.and_then(|pg| pg.detail()).map(str::to_owned),
-                    hint: pg.and_then(|pg| pg.hint()).map(str::to_owned),
-                }
-            }
+            sqlx::Error::Database(db) => SqlError::Database {
+                message: db.message().to_string(),
+                at: None,
+                position: None,
+                detail: None,
+                hint: None,
+            },
             _ => SqlError::Query { error: source },
+        }
+    }
+
+    /// A PostgreSQL error by its fields (SQLSTATE `code`; `position`: 1-based, in characters
+    /// of the statement sent), from sqlx or from klsync's own `COPY` reader alike.
+    pub(crate) fn from_postgres(
+        code: &str,
+        message: String,
+        position: Option<usize>,
+        detail: Option<String>,
+        hint: Option<String>,
+        timeout: Duration,
+    ) -> Self {
+        match code {
+            // read_only_sql_transaction
+            "25006" => SqlError::ReadOnly { message },
+            // query_canceled: statement_timeout is the only canceller klsync sets.
+            "57014" => SqlError::Timeout { timeout },
+            _ => SqlError::Database {
+                message,
+                at: None,
+                position,
+                detail,
+                hint,
+            },
         }
     }
 

@@ -81,6 +81,7 @@ mod mysql;
 pub mod output;
 mod params;
 mod postgres;
+mod postgres_wire;
 mod saved;
 mod source;
 mod sqlite;
@@ -544,4 +545,24 @@ impl Job {
             let _ = sender.send(Err(err)).await;
         }
     }
+}
+
+/// `%XX` escapes decoded, as sqlx decodes the URL's user, password and database.
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%'
+            && let Some(hex) = text.get(at + 1..at + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }

@@ -1,12 +1,13 @@
 //! PostgreSQL (and engines that speak its protocol) as a source: `postgres://...`.
 //!
 //! Queries run in `BEGIN READ ONLY` with `statement_timeout` set locally, always rolled back;
-//! queries without parameters are read through `COPY` where the server accepts it (`copy.rs`),
-//! else row by row; a stopped run cancels the statement with `pg_cancel_backend` (see the
+//! queries without parameters are read through `COPY` where the server accepts it (`copy.rs`;
+//! on a connection of klsync's own where the URL allows: `postgres_wire.rs`), else row by row; a stopped run cancels the statement with `pg_cancel_backend` (see the
 //! decisions in `mod.rs`).
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -19,7 +20,7 @@ use super::saved::{self, Dialect, SavedOp, SavedOutcome};
 use super::source::{Answer, Source};
 use super::{
     ACQUIRE_TIMEOUT, Batcher, MAX_CONNECTIONS, QueryOptions, RowSender, SqlError, Stopped, copy,
-    decode, stop_statement, stop_when_asked,
+    decode, postgres_wire, stop_statement, stop_when_asked,
 };
 
 /// A PostgreSQL source: pooled connections, each query in a read-only transaction.
@@ -30,6 +31,8 @@ pub(super) struct PgSource {
     /// server refused it (for this run only: nothing is remembered that could go stale).
     copy: AtomicBool,
     timeout: Duration,
+    /// How `COPY` is read on a connection of klsync's own, when the URL allows it.
+    wire: Option<postgres_wire::WireOptions>,
 }
 
 /// Connect to `raw` (shown as `shown`), checking the server is reachable.
@@ -46,6 +49,7 @@ pub(super) async fn connect(
         .await?
         .close()
         .await;
+    let wire = postgres_wire::WireOptions::from_url(raw, &connect);
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -54,19 +58,13 @@ pub(super) async fn connect(
         pool,
         copy: AtomicBool::new(options.copy),
         timeout: options.statement_timeout,
+        wire,
     })
 }
 
 impl Source for PgSource {
     fn read<'a>(&'a self, sql: String, params: Vec<Param>, rows: &'a RowSender) -> Answer<'a, ()> {
-        Box::pin(run_pg(
-            &self.pool,
-            &self.copy,
-            sql,
-            params,
-            self.timeout,
-            rows,
-        ))
+        Box::pin(run_pg(self, sql, params, rows))
     }
 
     /// Prepared (parsed and analysed) in a read-only transaction, then rolled back.
@@ -123,13 +121,18 @@ impl Dialect for Postgres {
 }
 
 async fn run_pg(
-    pool: &PgPool,
-    copy: &AtomicBool,
+    source: &PgSource,
     sql: String,
     params: Vec<Param>,
-    timeout: Duration,
     sender: &RowSender,
 ) -> Result<(), SqlError> {
+    let PgSource {
+        pool,
+        copy,
+        timeout,
+        wire,
+    } = source;
+    let timeout = *timeout;
     let failed = |source| SqlError::from_query(source, timeout);
     let mut try_copy = params.is_empty() && copy.load(Ordering::Relaxed);
     let mut params = Some(params);
@@ -139,6 +142,13 @@ async fn run_pg(
             .fetch_one(&mut *connection)
             .await
             .map_err(failed)?;
+        // The server process of klsync's own COPY connection while it reads (0: none).
+        let own_backend = Arc::new(AtomicI32::new(0));
+        let own = wire.as_ref().map(|options| copy::OwnConnection {
+            options,
+            timeout,
+            backend: &own_backend,
+        });
         let read = read_pg(
             &mut connection,
             &sql,
@@ -146,8 +156,16 @@ async fn run_pg(
             timeout,
             sender,
             try_copy,
+            own,
         );
-        let (read, stopped) = stop_when_asked(read, sender, cancel(pool, backend)).await;
+        let stop = async {
+            cancel(pool, backend).await;
+            match own_backend.load(Ordering::Relaxed) {
+                0 => {}
+                own => cancel(pool, own).await,
+            }
+        };
+        let (read, stopped) = stop_when_asked(read, sender, stop).await;
         let stopped = stopped == Some(Stopped::ByTheRun);
         let read = match (read, stopped) {
             // A query the run stopped says so, whatever the server answered the cancel with.
@@ -211,6 +229,7 @@ async fn read_pg(
     timeout: Duration,
     sender: &RowSender,
     try_copy: bool,
+    own: Option<copy::OwnConnection<'_>>,
 ) -> PgRead {
     let failed = |source| SqlError::from_query(source, timeout);
     let mut transaction = match connection.begin_with("BEGIN READ ONLY").await {
@@ -226,7 +245,7 @@ async fn read_pg(
             .await
             .map_err(failed)?;
         if try_copy {
-            match copy::copy_rows(&mut transaction, sql, failed, &mut batch).await? {
+            match copy::copy_rows(&mut transaction, sql, failed, &mut batch, own).await? {
                 copy::Copied::NotApplicable => {}
                 copy::Copied::Complete => return Ok(None),
                 copy::Copied::NotCopyable(refused) => {

@@ -296,6 +296,18 @@ async fn pg_copy_and_row_by_row_reads_agree_value_for_value() {
     .unwrap();
     assert_eq!(copied.len(), 3);
     assert_eq!(copied, row_by_row);
+    // `sslmode=allow` is a URL klsync's own COPY connection leaves to sqlx, whose COPY then
+    // reads: the same values again.
+    let sqlx_copy = QueryManager::connect(
+        &Secret::new(format!("{}&sslmode=allow", schema.url())),
+        QueryOptions::default(),
+    )
+    .await
+    .unwrap();
+    let copied_by_sqlx = rows(&sqlx_copy, "SELECT * FROM sample ORDER BY n", &[])
+        .await
+        .unwrap();
+    assert_eq!(copied, copied_by_sqlx);
     // A value neither path can carry (NaN) fails both the same way, in its row only.
     let nan = "SELECT n, CASE WHEN n = 2 THEN 'NaN'::float8 ELSE n END AS f FROM sample";
     let copied_nan = rows(&manager, &format!("{nan} ORDER BY n"), &[]).await;
@@ -312,6 +324,31 @@ async fn pg_copy_and_row_by_row_reads_agree_value_for_value() {
     assert_eq!(copied[1]["at"], json!("infinity"));
     assert_eq!(copied[1]["naive"], json!("-infinity"));
     assert_eq!(copied[0]["moods"], json!(["sad", "happy"]));
+
+    // Both COPY readers run their query in the same session: sqlx's start-up parameters, the
+    // schema's search path, read-only, the statement timeout; klsync's own connection is the one
+    // that prepared nothing (sqlx prepares the statement on its connection before its COPY).
+    let session = "SELECT current_setting('DateStyle') AS date_style, \
+        current_setting('TimeZone') AS time_zone, current_setting('client_encoding') AS encoding, \
+        current_setting('extra_float_digits') AS float_digits, \
+        current_setting('transaction_read_only') AS read_only, \
+        current_setting('statement_timeout') AS timeout, current_setting('search_path') AS path, \
+        current_setting('application_name') AS application, \
+        (SELECT count(*) FROM pg_prepared_statements) AS prepared, \
+        (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) AS tls, \
+        current_setting('ssl') AS server_tls";
+    let mut own = rows(&manager, session, &[]).await.unwrap().remove(0);
+    let mut by_sqlx = rows(&sqlx_copy, session, &[]).await.unwrap().remove(0);
+    assert_eq!(own.remove("prepared"), Some(json!(0)), "{own:?}");
+    assert_ne!(by_sqlx.remove("prepared"), Some(json!(0)), "{by_sqlx:?}");
+    // sslmode=prefer (the schema's URL) encrypts when the server can; allow tries plain first.
+    let server_tls = own["server_tls"] == json!("on");
+    assert_eq!(own.remove("tls"), Some(json!(server_tls)));
+    assert_eq!(by_sqlx.remove("tls"), Some(json!(false)));
+    assert_eq!(own, by_sqlx);
+    assert_eq!(own["read_only"], json!("on"));
+    assert_eq!(own["timeout"], json!("1min"));
+    assert_eq!(own["path"], json!(schema.name));
 
     // The first read really went through COPY, the second really did not.
     let through_copy = rows(&manager, "SELECT current_query() AS q", &[])

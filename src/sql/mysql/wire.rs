@@ -32,7 +32,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::super::batch::BinaryRows;
-use super::super::{ACQUIRE_TIMEOUT, Batcher, ROW_BATCH, RowBatch, RowSender, SqlError, decode};
+use super::super::{
+    ACQUIRE_TIMEOUT, Batcher, ROW_BATCH, RowBatch, RowSender, SqlError, decode, percent_decoded,
+};
 use super::MySqlColumn;
 
 /// Capability flags (`CLIENT_*`) of the handshake.
@@ -119,26 +121,6 @@ impl WireOptions {
             tls_preferred,
         })
     }
-}
-
-/// `%XX` escapes decoded, as sqlx decodes the URL's user, password and database.
-fn percent_decoded(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        if bytes[at] == b'%'
-            && let Some(hex) = text.get(at + 1..at + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            at += 3;
-        } else {
-            out.push(bytes[at]);
-            at += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// How opening a connection of klsync's own ended.

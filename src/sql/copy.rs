@@ -29,7 +29,7 @@ use sqlx::{AssertSqlSafe, Column, Either, Executor, SqlSafeStr, Statement};
 
 use super::batch::BinaryRows;
 use super::decode::{self, PgColumn, WireReader};
-use super::postgres_wire::{self, WireOptions};
+use super::postgres_wire;
 use super::{Batcher, ROW_BATCH, RowBatch, SqlError};
 
 /// What the fast path did.
@@ -59,7 +59,8 @@ const COPY_OPEN: &str = "COPY (\n";
 /// What `copy_rows` needs to read through a connection of klsync's own (`postgres_wire.rs`),
 /// when the URL allows one.
 pub(super) struct OwnConnection<'a> {
-    pub(super) options: &'a WireOptions,
+    /// The connection being opened (since before the statement was prepared).
+    pub(super) opening: tokio::task::JoinHandle<postgres_wire::Opened>,
     pub(super) timeout: Duration,
     /// The server process of the own connection while it reads (for a cancel).
     pub(super) backend: &'a AtomicI32,
@@ -101,16 +102,11 @@ pub(super) async fn copy_rows(
     let located = |err: SqlError| err.located(&copy, COPY_OPEN.chars().count(), body);
     let mut sink = CopySink::new(columns, batch);
     if let Some(own) = own {
-        match postgres_wire::copy(
-            own.options,
-            &copy,
-            own.timeout,
-            own.backend,
-            &mut sink,
-            batch,
-        )
-        .await
-        {
+        let opened = own
+            .opening
+            .await
+            .unwrap_or_else(|err| Err(format!("opening the connection: {err}")));
+        match postgres_wire::copy(opened, &copy, own.timeout, own.backend, &mut sink, batch).await {
             postgres_wire::Copied::Complete => {
                 tracing::debug!("COPY read on klsync's own connection");
                 return Ok(Copied::Complete);

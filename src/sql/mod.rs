@@ -85,6 +85,7 @@ mod postgres_wire;
 mod saved;
 mod source;
 mod sqlite;
+mod wire_error;
 // Reading SQL text (statements, placeholders) is pure: the manifest checks use it too.
 pub use klsync_core::sql_statement as statement;
 

@@ -54,6 +54,13 @@ pub(super) async fn connect(
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_lazy_with(connect);
+    // The first query's connection opens now, while the run loads the state and reads Klaviyo,
+    // rather than when the query starts (a TLS handshake and authentication off the plan's
+    // path). A failure is the query's to report, when it acquires a connection itself.
+    let warm = pool.clone();
+    tokio::spawn(async move {
+        let _ = warm.acquire().await;
+    });
     Ok(PgSource {
         pool,
         copy: AtomicBool::new(options.copy),
@@ -144,11 +151,16 @@ async fn run_pg(
             .map_err(failed)?;
         // The server process of klsync's own COPY connection while it reads (0: none).
         let own_backend = Arc::new(AtomicI32::new(0));
-        let own = wire.as_ref().map(|options| copy::OwnConnection {
-            options,
-            timeout,
-            backend: &own_backend,
-        });
+        // Opened beside the transaction and the statement's preparing, not after them; closed
+        // unused if the query cannot go through COPY.
+        let own = wire
+            .as_ref()
+            .filter(|_| try_copy)
+            .map(|options| copy::OwnConnection {
+                opening: tokio::spawn(postgres_wire::open(options.clone())),
+                timeout,
+                backend: &own_backend,
+            });
         let read = read_pg(
             &mut connection,
             &sql,

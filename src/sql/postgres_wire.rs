@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::copy::CopySink;
+use super::wire_error::{self, protocol};
 use super::{ACQUIRE_TIMEOUT, Batcher, SqlError};
 
 /// Bytes read from the socket at a time.
@@ -152,32 +153,7 @@ pub(super) enum Copied {
     Declined(String),
 }
 
-/// A failure of the protocol itself (I/O, an unexpected message) or the server's error.
-enum WireError {
-    Io(io::Error),
-    Server(ServerError),
-    Protocol(String),
-}
-
-impl From<io::Error> for WireError {
-    fn from(err: io::Error) -> Self {
-        WireError::Io(err)
-    }
-}
-
-impl std::fmt::Display for WireError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WireError::Io(err) => write!(f, "{err}"),
-            WireError::Server(error) => write!(f, "{} ({})", error.message, error.code),
-            WireError::Protocol(what) => write!(f, "protocol: {what}"),
-        }
-    }
-}
-
-fn protocol(what: impl Into<String>) -> WireError {
-    WireError::Protocol(what.into())
-}
+type WireError = wire_error::WireError<ServerError>;
 
 /// The fields of an `ErrorResponse` klsync reports.
 #[derive(Debug, Default)]
@@ -187,6 +163,12 @@ struct ServerError {
     position: Option<usize>,
     detail: Option<String>,
     hint: Option<String>,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
 }
 
 impl ServerError {
@@ -214,7 +196,7 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// One connection, used for one `COPY` and closed.
-struct WireConnection {
+pub(super) struct WireConnection {
     stream: Box<dyn Io>,
     buffer: Vec<u8>,
     /// The unread bytes are `buffer[start..end]`.
@@ -222,33 +204,40 @@ struct WireConnection {
     end: usize,
 }
 
-/// Run `copy` (a `COPY ... TO STDOUT (FORMAT binary)` statement) on a connection of klsync's
-/// own in a read-only transaction with the statement timeout, its rows going to `sink` and
-/// `batch`. `backend` is set to the connection's server process while it runs (for a cancel).
-/// Rows are sent only once the `COPY` has started: a declined read has sent none.
+/// A connection of klsync's own, opened (with its server process) or not (why).
+pub(super) type Opened = Result<(WireConnection, i32), String>;
+
+/// Open a connection of klsync's own. Started as soon as a query may need it, so that its TLS
+/// handshake and authentication overlap sqlx's preparing of the statement.
+pub(super) async fn open(options: WireOptions) -> Opened {
+    match tokio::time::timeout(ACQUIRE_TIMEOUT, WireConnection::open(&options)).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(err)) => Err(format!("setting up the connection: {err}")),
+        Err(_) => Err(format!(
+            "no connection within {}s",
+            ACQUIRE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Run `copy` (a `COPY ... TO STDOUT (FORMAT binary)` statement) on the connection `opened`
+/// in a read-only transaction with the statement timeout, its rows going to `sink` and
+/// `batch`, then close it. `backend` is set to the connection's server process while it runs
+/// (for a cancel). Rows are sent only once the `COPY` has started: a declined read has sent
+/// none.
 pub(super) async fn copy(
-    options: &WireOptions,
+    opened: Opened,
     copy: &str,
     timeout: Duration,
     backend: &AtomicI32,
     sink: &mut CopySink,
     batch: &mut Batcher<'_>,
 ) -> Copied {
-    let opened = tokio::time::timeout(ACQUIRE_TIMEOUT, WireConnection::open(options)).await;
-    let mut connection = match opened {
-        Ok(Ok(Ok((connection, process)))) => {
-            backend.store(process, Ordering::Relaxed);
-            connection
-        }
-        Ok(Ok(Err(declined))) => return Copied::Declined(declined),
-        Ok(Err(err)) => return Copied::Declined(format!("setting up the connection: {err}")),
-        Err(_) => {
-            return Copied::Declined(format!(
-                "no connection within {}s",
-                ACQUIRE_TIMEOUT.as_secs()
-            ));
-        }
+    let (mut connection, process) = match opened {
+        Ok(opened) => opened,
+        Err(declined) => return Copied::Declined(declined),
     };
+    backend.store(process, Ordering::Relaxed);
     let copied = connection.copy(copy, timeout, sink, batch).await;
     backend.store(0, Ordering::Relaxed);
     connection.close().await;
@@ -488,22 +477,16 @@ impl WireConnection {
             Err(err) => {
                 // The rows before the error arrive first.
                 sink.flush(batch).await;
-                Copied::Failed(match err {
-                    WireError::Server(error) => SqlError::from_postgres(
+                Copied::Failed(err.into_sql(|error| {
+                    SqlError::from_postgres(
                         &error.code,
                         error.message,
                         error.position,
                         error.detail,
                         error.hint,
                         timeout,
-                    ),
-                    WireError::Io(err) => SqlError::Query {
-                        error: sqlx::Error::Io(err),
-                    },
-                    WireError::Protocol(what) => SqlError::Query {
-                        error: sqlx::Error::Protocol(what),
-                    },
-                })
+                    )
+                }))
             }
         }
     }

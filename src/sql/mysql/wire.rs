@@ -32,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::super::batch::BinaryRows;
+use super::super::wire_error::{self, protocol};
 use super::super::{
     ACQUIRE_TIMEOUT, Batcher, ROW_BATCH, RowBatch, RowSender, SqlError, decode, percent_decoded,
 };
@@ -140,48 +141,16 @@ pub(super) enum Read {
     Declined(String),
 }
 
-/// A failure of the protocol itself (I/O, an unexpected packet).
-enum WireError {
-    Io(io::Error),
-    /// The server answered with an error packet: its number and message.
-    Server(u16, String),
-    Protocol(String),
-}
+/// The server's error packet: its number and message.
+struct ServerError(u16, String);
 
-impl From<io::Error> for WireError {
-    fn from(err: io::Error) -> Self {
-        WireError::Io(err)
-    }
-}
-
-impl std::fmt::Display for WireError {
+impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WireError::Io(err) => write!(f, "{err}"),
-            WireError::Server(number, message) => write!(f, "{message} (error {number})"),
-            WireError::Protocol(what) => write!(f, "protocol: {what}"),
-        }
+        write!(f, "{} (error {})", self.1, self.0)
     }
 }
 
-impl WireError {
-    /// The error of a query that failed after its rows started.
-    fn into_sql(self, timeout: Duration) -> SqlError {
-        match self {
-            WireError::Io(err) => SqlError::Query {
-                error: sqlx::Error::Io(err),
-            },
-            WireError::Server(number, message) => SqlError::from_mysql(number, message, timeout),
-            WireError::Protocol(what) => SqlError::Query {
-                error: sqlx::Error::Protocol(what),
-            },
-        }
-    }
-}
-
-fn protocol(what: impl Into<String>) -> WireError {
-    WireError::Protocol(what.into())
-}
+type WireError = wire_error::WireError<ServerError>;
 
 /// One connection, set up for reading, used for one query and closed.
 pub(super) struct WireConnection {
@@ -341,7 +310,11 @@ impl WireConnection {
         sender: &RowSender,
         timeout: Duration,
     ) -> Result<Read, SqlError> {
-        let failed = |err: WireError| err.into_sql(timeout);
+        let failed = |err: WireError| {
+            err.into_sql(|ServerError(number, message)| {
+                SqlError::from_mysql(number, message, timeout)
+            })
+        };
         self.command(COM_QUERY, b"START TRANSACTION READ ONLY")
             .await
             .map_err(failed)?;
@@ -370,7 +343,7 @@ impl WireConnection {
                 Some(0xFE) if packet.len() < 9 => break Ok(()),
                 Some(0xFF) => {
                     let (number, message) = server_error(packet);
-                    break Err(failed(WireError::Server(number, message)));
+                    break Err(failed(WireError::Server(ServerError(number, message))));
                 }
                 _ => break Err(failed(protocol("an unexpected packet among the rows"))),
             }
@@ -473,7 +446,7 @@ impl WireConnection {
             Some(0x00) => Ok(()),
             Some(0xFF) => {
                 let (number, message) = server_error(packet);
-                Err(WireError::Server(number, message))
+                Err(WireError::Server(ServerError(number, message)))
             }
             _ => Err(protocol("expected OK")),
         }
@@ -588,7 +561,7 @@ impl Handshake {
         let short = || protocol("a short handshake");
         if packet.first() == Some(&0xFF) {
             let (number, message) = server_error(packet);
-            return Err(WireError::Server(number, message));
+            return Err(WireError::Server(ServerError(number, message)));
         }
         if packet.first() != Some(&10) {
             return Err(protocol("a handshake of another protocol version"));

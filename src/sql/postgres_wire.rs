@@ -32,6 +32,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -57,33 +58,19 @@ enum Tls {
     Require,
 }
 
-/// Where and as whom the fast reader connects: what sqlx made of the URL and environment.
-#[derive(Clone)]
+/// Where and as whom the fast reader connects: what sqlx made of the URL and environment. The
+/// password shows as `[REDACTED]` in debug output.
+#[derive(Clone, Debug)]
 pub(super) struct WireOptions {
     host: String,
     port: u16,
     user: String,
-    password: Option<String>,
+    password: Option<SecretString>,
     database: Option<String>,
     tls: Tls,
     application_name: Option<String>,
     /// The `options` start-up parameter (`-c search_path=...`).
     options: Option<String>,
-}
-
-impl std::fmt::Debug for WireOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WireOptions")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("database", &self.database)
-            .field("tls", &self.tls)
-            .field("application_name", &self.application_name)
-            .field("options", &self.options)
-            .finish()
-    }
 }
 
 impl WireOptions {
@@ -134,7 +121,7 @@ impl WireOptions {
             host: parsed.get_host().to_owned(),
             port: parsed.get_port(),
             user: parsed.get_username().to_owned(),
-            password,
+            password: password.map(SecretString::from),
             database: parsed.get_database().map(str::to_owned),
             tls,
             application_name: parsed.get_application_name().map(str::to_owned),
@@ -306,7 +293,7 @@ impl WireConnection {
                 b'R' => {
                     let mut reader = Reader(body);
                     let method = reader.i32().ok_or_else(|| protocol("authentication"))?;
-                    let password = options.password.as_deref();
+                    let password = options.password.as_ref().map(ExposeSecret::expose_secret);
                     let answer = match (method, password) {
                         (0, _) => None,
                         (3, Some(password)) => Some(password_message(b'p', password.as_bytes())),
@@ -758,17 +745,24 @@ mod tests {
         assert_eq!(options.host, "db.example");
         assert_eq!(options.port, 6543);
         assert_eq!(options.user, "ann");
-        assert_eq!(options.password.as_deref(), Some("p@ss"));
+        assert_eq!(
+            options.password.as_ref().map(ExposeSecret::expose_secret),
+            Some("p@ss")
+        );
         assert_eq!(options.database.as_deref(), Some("shop"));
         assert_eq!(options.tls, Tls::Require);
+        assert!(format!("{options:?}").contains("REDACTED"));
         assert_eq!(options.options.as_deref(), Some("-c search_path=x"));
         assert!(!format!("{options:?}").contains("p@ss"));
         let default = options_of("postgresql://ann@127.0.0.1/x", none).unwrap();
         assert_eq!((default.port, default.tls), (5432, Tls::Prefer));
-        assert_eq!(default.password, None);
+        assert!(default.password.is_none());
         let in_query = options_of("postgres://ann@h/x?password=s%20t&sslmode=disable", none);
         let in_query = in_query.unwrap();
-        assert_eq!(in_query.password.as_deref(), Some("s t"));
+        assert_eq!(
+            in_query.password.as_ref().map(ExposeSecret::expose_secret),
+            Some("s t")
+        );
         assert_eq!(in_query.tls, Tls::Disable);
         for declined in [
             "postgres://ann@%2Fvar%2Frun%2Fpostgresql/x",

@@ -26,6 +26,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,29 +68,17 @@ const MAX_PAYLOAD: usize = 0xFF_FFFF;
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Where and as whom the fast reader connects: the URL's, read as sqlx reads it.
-#[derive(Clone)]
+/// Where and as whom the fast reader connects: the URL's, read as sqlx reads it. The password
+/// shows as `[REDACTED]` in debug output.
+#[derive(Clone, Debug)]
 pub(super) struct WireOptions {
     host: String,
     port: u16,
     user: String,
-    password: String,
+    password: SecretString,
     database: Option<String>,
     /// `ssl-mode=preferred` (sqlx's default): TLS if the server offers it, so then sqlx reads.
     tls_preferred: bool,
-}
-
-impl std::fmt::Debug for WireOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WireOptions")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .field("database", &self.database)
-            .field("tls_preferred", &self.tls_preferred)
-            .finish()
-    }
 }
 
 impl WireOptions {
@@ -117,7 +106,7 @@ impl WireOptions {
             port: url.port().unwrap_or(3306),
             // sqlx's default user.
             user: if user.is_empty() { "root".into() } else { user },
-            password: percent_decoded(url.password().unwrap_or_default())?,
+            password: percent_decoded(url.password().unwrap_or_default())?.into(),
             database: (!path.is_empty()).then(|| percent_decoded(path)).flatten(),
             tls_preferred,
         })
@@ -204,7 +193,11 @@ impl WireConnection {
         if options.tls_preferred && handshake.capabilities & client::SSL != 0 {
             return Ok(Opened::Declined("the server offers TLS".into()));
         }
-        let Some(auth) = scramble(&handshake.plugin, &options.password, &handshake.nonce) else {
+        let Some(auth) = scramble(
+            &handshake.plugin,
+            options.password.expose_secret(),
+            &handshake.nonce,
+        ) else {
             return Ok(Opened::Declined(format!(
                 "authentication plugin {}",
                 handshake.plugin
@@ -278,7 +271,8 @@ impl WireConnection {
                     let plugin = String::from_utf8_lossy(&rest[..end]).into_owned();
                     let nonce = rest.get(end + 1..).unwrap_or_default();
                     let nonce = nonce.strip_suffix(&[0]).unwrap_or(nonce).to_vec();
-                    let Some(auth) = scramble(&plugin, &options.password, &nonce) else {
+                    let Some(auth) = scramble(&plugin, options.password.expose_secret(), &nonce)
+                    else {
                         return Ok(Some(format!("authentication plugin {plugin}")));
                     };
                     self.send(&auth).await?;
@@ -880,7 +874,7 @@ mod tests {
                 options.host.as_str(),
                 options.port,
                 options.user.as_str(),
-                options.password.as_str()
+                options.password.expose_secret()
             ),
             ("db.example", 3307, "us@er", "p/w")
         );

@@ -152,11 +152,7 @@ pub(super) async fn copy_rows(
                 return Ok(false);
             }
         }
-        if !sink.finished() {
-            return Err(Failed(protocol(
-                "the COPY stream ended without its trailer".into(),
-            )));
-        }
+        sink.ended().map_err(Failed)?;
         Ok(true)
     }
     .await;
@@ -224,9 +220,13 @@ impl CopySink {
         Ok(true)
     }
 
-    /// Whether the stream's trailer was read.
-    pub(super) fn finished(&self) -> bool {
-        self.reader.finished()
+    /// `Ok` when the stream's trailer was read: the stream is whole.
+    pub(super) fn ended(&self) -> Result<(), SqlError> {
+        if self.reader.finished() {
+            Ok(())
+        } else {
+            Err(protocol("the COPY stream ended without its trailer".into()))
+        }
     }
 
     /// Send the rows not sent yet; `false` if the consumer is gone.
@@ -276,7 +276,7 @@ fn refusal(err: &sqlx::Error) -> Option<Option<String>> {
     }
 }
 
-pub(super) fn protocol(reason: String) -> SqlError {
+fn protocol(reason: String) -> SqlError {
     SqlError::Decode {
         column: "(COPY stream)".into(),
         type_name: "binary COPY".into(),

@@ -2,11 +2,10 @@
 //!
 //! Queries run in `BEGIN READ ONLY` with `statement_timeout` set locally, always rolled back;
 //! queries without parameters are read through `COPY` where the server accepts it (`copy.rs`;
-//! on a connection of klsync's own where the URL allows: `postgres_wire.rs`), else row by row; a stopped run cancels the statement with `pg_cancel_backend` (see the
-//! decisions in `mod.rs`).
+//! on a connection of klsync's own where the URL allows: `postgres_wire.rs`), else row by row;
+//! a stopped run cancels the statement with `pg_cancel_backend` (see the decisions in `mod.rs`).
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -150,7 +149,7 @@ async fn run_pg(
             .await
             .map_err(failed)?;
         // The server process of klsync's own COPY connection while it reads (0: none).
-        let own_backend = Arc::new(AtomicI32::new(0));
+        let own_backend = AtomicI32::new(0);
         // Opened beside the transaction and the statement's preparing, not after them; closed
         // unused if the query cannot go through COPY.
         let own = wire
@@ -170,10 +169,10 @@ async fn run_pg(
             try_copy,
             own,
         );
+        // The statement runs on klsync's own connection while that reads, else on the pool's.
         let stop = async {
-            cancel(pool, backend).await;
             match own_backend.load(Ordering::Relaxed) {
-                0 => {}
+                0 => cancel(pool, backend).await,
                 own => cancel(pool, own).await,
             }
         };

@@ -450,11 +450,9 @@ impl WireConnection {
                 other => break Err(protocol(format!("message {:?} in a COPY", other as char))),
             }
         };
-        match outcome {
-            Ok(()) if !sink.finished() => Copied::Failed(super::copy::protocol(
-                "the COPY stream ended without its trailer".into(),
-            )),
-            Ok(()) => {
+        match outcome.map(|()| sink.ended()) {
+            Ok(Err(incomplete)) => Copied::Failed(incomplete),
+            Ok(Ok(())) => {
                 sink.flush(batch).await;
                 Copied::Complete
             }

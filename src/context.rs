@@ -129,14 +129,21 @@ pub fn data_sections(manifest: &ManifestFile) -> Vec<String> {
     sections
 }
 
+/// The database the data syncs read and how: [`data_source`] checks the settings, and
+/// [`DataSource::connect`] opens it, so a missing variable is reported before anything opens.
+pub struct DataSource {
+    url: Secret,
+    options: QueryOptions,
+}
+
 /// The database the data syncs read, from `database.url_env` with
 /// `database.statement_timeout_seconds`; `None` when the manifests declare no data sync (the
 /// variable is then not needed).
-pub async fn connect_data(
+pub fn data_source(
     settings: &ProjectSettings,
     manifest: &ManifestFile,
     env: EnvLookup<'_>,
-) -> Result<Option<QueryManager>, Error> {
+) -> Result<Option<DataSource>, Error> {
     let sections = data_sections(manifest);
     if sections.is_empty() {
         return Ok(None);
@@ -157,9 +164,17 @@ pub async fn connect_data(
         copy: settings.database.copy == crate::manifest::settings::CopyMode::Auto,
         ..QueryOptions::default()
     };
-    Ok(Some(
-        QueryManager::connect(&Secret::new(url), options).await?,
-    ))
+    Ok(Some(DataSource {
+        url: Secret::new(url),
+        options,
+    }))
+}
+
+impl DataSource {
+    /// Connect to the database.
+    pub async fn connect(self) -> Result<QueryManager, Error> {
+        Ok(QueryManager::connect(&self.url, self.options).await?)
+    }
 }
 
 #[cfg(test)]
@@ -248,8 +263,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn the_database_is_needed_only_by_data_syncs_and_named_when_missing() {
+    #[test]
+    fn the_database_is_needed_only_by_data_syncs_and_named_when_missing() {
         let env = |_: &str| None;
         let manifest: ManifestFile = serde_json::from_value(serde_json::json!({
             "lists": [
@@ -258,11 +273,11 @@ mod tests {
             ]
         }))
         .expect("manifest");
-        let none = connect_data(&settings(), &ManifestFile::default(), &env).await;
+        let none = data_source(&settings(), &ManifestFile::default(), &env);
         assert!(none.expect("no data syncs, no database").is_none());
-        let err = connect_data(&settings(), &manifest, &env)
-            .await
-            .expect_err("no DATABASE_URL");
+        let Err(err) = data_source(&settings(), &manifest, &env) else {
+            panic!("no DATABASE_URL, yet a data source");
+        };
         let message = err.to_string();
         assert!(message.contains("DATABASE_URL"), "{message}");
         assert!(message.contains("members: of lists vip"), "{message}");

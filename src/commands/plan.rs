@@ -16,6 +16,7 @@
 use std::path::Path;
 
 use chrono::{SecondsFormat, Utc};
+use futures::future::Either;
 
 use super::session::{Connection, list_ids, load, print_stdout, runtime, write_atomically};
 use crate::apply::managed_state;
@@ -179,27 +180,41 @@ impl Connection {
         let merged = project.merged();
         let desired = DesiredState::from_manifest(&merged);
         let managed = self.store.managed().await?;
-        let live = read_live(&self.client).await?;
+        let resync = resync_syncs(&merged, request.resync)?;
+        let list_ids = list_ids(&managed);
+        // The data queries need nothing from Klaviyo, so they run while Klaviyo is read (a few
+        // round trips over the internet). A Klaviyo failure is the one reported, as if Klaviyo
+        // were read first: it ends the queries at once, and a query's failure waits for the
+        // reads.
+        // Lists this plan creates have no id yet: their members are planned all as adds, and
+        // apply fills the id in once the list exists.
+        let planning_data = std::pin::pin!(async {
+            match &self.queries {
+                Some(queries) => sync::plan_data(
+                    &merged,
+                    &list_ids,
+                    queries,
+                    &self.store,
+                    request.check,
+                    &resync,
+                )
+                .await
+                .map(Some),
+                None => Ok(None),
+            }
+        });
+        let reading = std::pin::pin!(read_live(&self.client));
+        let (live, data) = match futures::future::select(reading, planning_data).await {
+            Either::Left((live, planning_data)) => (live?, planning_data.await),
+            Either::Right((data, reading)) => (reading.await?, data),
+        };
         let meta = PlanMeta {
             created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
             manifest_digest: project.digest(),
             klsync_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         let mut plan = plan::diff(&desired, &live, &managed_state(&managed)?, meta)?;
-        if let Some(queries) = &self.queries {
-            // Lists this plan creates have no id yet: their members are planned all as adds,
-            // and apply fills the id in once the list exists.
-            let resync = resync_syncs(&merged, request.resync)?;
-            let data = sync::plan_data(
-                &merged,
-                &list_ids(&managed),
-                queries,
-                &self.store,
-                request.check,
-                &resync,
-            )
-            .await
-            .map_err(|err| err.declared_in(project))?;
+        if let Some(data) = data.map_err(|err| err.declared_in(project))? {
             let recreated = recreated_list_warnings(&plan, &data);
             plan.warnings.extend(recreated);
             plan = plan.with_data(data);

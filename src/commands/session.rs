@@ -75,11 +75,28 @@ impl Connection {
         let client = context::client(config, pacing, output)?;
         // Before the state database: a missing DATABASE_URL is a setup error best reported
         // before anything is opened.
-        let queries = context::connect_data(&project.settings, &project.merged(), env).await?;
+        let data = context::data_source(&project.settings, &project.merged(), env)?;
         let url = context::state_url(&project.settings, &project.root, env);
-        let store = match context::connect_state(&url).await {
-            Ok(store) => store,
-            Err(err) => {
+        // Side by side: each takes a few round trips (a connection, a migration check) that
+        // would otherwise delay the first query.
+        let (queries, store) = futures::join!(
+            async {
+                match data {
+                    Some(data) => data.connect().await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            context::connect_state(&url)
+        );
+        let (queries, store) = match (queries, store) {
+            (Ok(queries), Ok(store)) => (queries, store),
+            (Err(err), store) => {
+                if let Ok(store) = store {
+                    store.close().await;
+                }
+                return Err(err);
+            }
+            (Ok(queries), Err(err)) => {
                 if let Some(queries) = &queries {
                     queries.close().await;
                 }
@@ -95,10 +112,12 @@ impl Connection {
 
     /// Close the state database and the data source.
     pub(crate) async fn close(&self) {
-        self.store.close().await;
-        if let Some(queries) = &self.queries {
-            queries.close().await;
-        }
+        let queries = async {
+            if let Some(queries) = &self.queries {
+                queries.close().await;
+            }
+        };
+        futures::join!(self.store.close(), queries);
     }
 
     /// The Klaviyo ids of the lists klsync manages, by key (the lists data syncs fill).

@@ -189,9 +189,10 @@ struct Identifier {
 }
 
 impl Identifier {
-    fn new(spec: &ProfileSyncSpec, seed: u64, layout: Layout) -> Self {
+    /// An identifier for rows of `layout`; its `seed` is set once known.
+    fn new(spec: &ProfileSyncSpec, layout: Layout) -> Self {
         Identifier {
-            seed,
+            seed: 0,
             identify_by: spec.identify_by,
             unset_nulls: spec.on_missing_row == OnMissingRow::Unset,
             hasher: diff::RowHasher::new(spec.properties.keys().map(String::as_str)),
@@ -256,12 +257,21 @@ impl Identified {
 /// Batches identified at once (on the runtime's worker threads), in query order.
 const IDENTIFYING: usize = 4;
 
-/// The query's batches, identified in parallel and delivered in order.
+/// The seed of the stored keys, once the first digest chunk is read (see `load_stored`); an
+/// error when loading failed before that.
+type SeedFuture = futures::future::Shared<tokio::sync::oneshot::Receiver<u64>>;
+
+/// Why a batch could not be identified: the query's error, or `None` when the stored hashes
+/// failed to load before their seed was known (the loader's error is the one to report).
+type IdentifyError = Option<SyncError>;
+
+/// The query's batches, identified in parallel and delivered in order. The query starts at
+/// once; rows wait for `seed` only to be keyed.
 fn identify_batches<'a>(
     spec: &'a ProfileSyncSpec,
-    seed: u64,
+    seed: SeedFuture,
     batches: impl Stream<Item = Result<RowBatch, SqlError>> + 'a,
-) -> impl Stream<Item = Result<Identified, SyncError>> + 'a {
+) -> impl Stream<Item = Result<Identified, IdentifyError>> + 'a {
     let mut template: Option<Identifier> = None;
     batches
         .map(move |batch| {
@@ -269,16 +279,17 @@ fn identify_batches<'a>(
                 .map_err(|source| query_error(spec, source))
                 .and_then(|batch| {
                     if template.is_none() {
-                        template = Some(Identifier::new(
-                            spec,
-                            seed,
-                            Layout::new(spec, &batch.columns)?,
-                        ));
+                        template = Some(Identifier::new(spec, Layout::new(spec, &batch.columns)?));
                     }
                     let mut identifier = template.clone().expect("set above");
+                    let seed = seed.clone();
                     Ok(AbortOnDrop(tokio::spawn(async move {
+                        let Ok(seed) = seed.await else {
+                            return (batch, identifier.layout, None);
+                        };
+                        identifier.seed = seed;
                         let prepared = identifier.identify(&batch);
-                        (batch, identifier.layout, prepared)
+                        (batch, identifier.layout, Some(prepared))
                     })))
                 });
             async move {
@@ -286,6 +297,7 @@ fn identify_batches<'a>(
                 let (batch, layout, prepared) = (&mut task.0)
                     .await
                     .expect("identifying rows does not panic");
+                let prepared = prepared.ok_or(None)?;
                 Ok(Identified {
                     batch,
                     layout,
@@ -380,20 +392,21 @@ impl Run<'_> {
         key: u64,
         hash: Result<RowHash, String>,
     ) -> Result<(), SyncError> {
-        let found = match (self.stored.get(key), hash) {
-            (Some((_, Some(previous))), _) => Found::Twin(previous),
+        let entry = self.stored.entry(key);
+        let found = match (entry.map(|entry| (entry, self.stored.at(entry))), hash) {
+            (Some((_, (_, Some(previous)))), _) => Found::Twin(previous),
             (None, _) if let Some(previous) = self.seen.get(&key).copied() => Found::Twin(previous),
             (_, Err(problem)) => Found::Refused(problem),
-            (Some((stored_hash, None)), Ok(hash))
+            (Some((entry, (stored_hash, None))), Ok(hash))
                 if stored_hash == short_hash(&hash)
                     && !self.restore.contains(&key)
                     && !self.resync =>
             {
-                self.stored.set_state(key, Some(Seen::Unchanged));
+                self.stored.set_state_at(entry, Some(Seen::Unchanged));
                 Found::Unchanged
             }
-            (Some(_), Ok(hash)) => {
-                self.stored.set_state(key, Some(Seen::Pending));
+            (Some((entry, _)), Ok(hash)) => {
+                self.stored.set_state_at(entry, Some(Seen::Pending));
                 Found::Differs { stored: true, hash }
             }
             (None, Ok(hash)) => {
@@ -760,6 +773,17 @@ async fn load_stored(
     Ok(table)
 }
 
+/// The error of a load that ended before telling its seed.
+async fn load_error(load: &mut AbortOnDrop<Result<StoredTable, SyncError>>) -> SyncError {
+    match (&mut load.0)
+        .await
+        .expect("loading stored hashes does not panic")
+    {
+        Err(err) => err,
+        Ok(_) => unreachable!("the seed is known before the stored hashes are loaded"),
+    }
+}
+
 /// A task that is cancelled when its handle goes (a plan that fails stops loading too).
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -794,23 +818,15 @@ pub(super) async fn compute(
     // the work and needs no stored hash), so the query's reader does not stall. Rows are keyed
     // with the stored keys' seed, known after the first digest chunk.
     let (seed_sender, seed) = tokio::sync::oneshot::channel();
+    let seed = futures::FutureExt::shared(seed);
     let mut load = AbortOnDrop(tokio::spawn(load_stored(
         store.clone(),
         spec.id.clone(),
         seed_sender,
     )));
-    let seed = match seed.await {
-        Ok(seed) => seed,
-        Err(_) => {
-            return Err((&mut load.0)
-                .await
-                .expect("loading stored hashes does not panic")
-                .expect_err("the seed is known before the stored hashes are loaded"));
-        }
-    };
     let mut batches = std::pin::pin!(identify_batches(
         spec,
-        seed,
+        seed.clone(),
         queries.execute_query_batches(&query.sql, &query.params)
     ));
     let mut early = std::collections::VecDeque::new();
@@ -822,7 +838,11 @@ pub(super) async fn compute(
             stored = &mut load.0 => break stored.expect("loading stored hashes does not panic")?,
             item = batches.next(), if !ended && early_bytes < EARLY_BYTES => match item {
                 Some(identified) => {
-                    let identified = identified?;
+                    let identified = match identified {
+                        Ok(identified) => identified,
+                        Err(Some(err)) => return Err(err),
+                        Err(None) => return Err(load_error(&mut load).await),
+                    };
                     early_bytes += identified.memory();
                     early.push_back(identified);
                 }
@@ -830,6 +850,9 @@ pub(super) async fn compute(
             },
         }
     };
+    let seed = seed
+        .await
+        .expect("the seed is known before the stored hashes are loaded");
     let seen = diff::KeyMap::default();
     let live = check
         .map(super::ProfileCheck::live_values)
@@ -862,7 +885,7 @@ pub(super) async fn compute(
         index += rows;
     }
     while let Some(identified) = batches.next().await {
-        let identified = identified?;
+        let identified = identified.map_err(|err| err.expect("the stored hashes are loaded"))?;
         let rows = identified.batch.len() as u64;
         run.classify(index + 1, identified).await?;
         index += rows;

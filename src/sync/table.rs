@@ -24,6 +24,10 @@ pub trait PackedState: Copy + Default {
     fn unpack(byte: u8) -> Self;
 }
 
+/// Where an entry is in its table: valid until the table grows (entries only move then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry(usize);
+
 /// The bits of a value the table keeps.
 pub const VALUE_BITS: u64 = !0xff;
 
@@ -33,7 +37,22 @@ pub struct KeyTable<S> {
     /// `(key, value | state)`; key 0: empty.
     slots: Vec<(u64, u64)>,
     len: usize,
+    fill: SortedFill,
     state: std::marker::PhantomData<S>,
+}
+
+/// How far entries were placed in increasing key order from an empty table (see
+/// [`KeyTable::insert_all`]).
+#[derive(Debug, Clone, Copy)]
+enum SortedFill {
+    Empty,
+    /// The last entry placed: its key and slot. Every slot after it is empty.
+    After {
+        key: u64,
+        slot: usize,
+    },
+    /// An entry came another way: entries are probed for.
+    Off,
 }
 
 impl<S: PackedState> KeyTable<S> {
@@ -43,6 +62,7 @@ impl<S: PackedState> KeyTable<S> {
         KeyTable {
             slots: vec![(0, 0); slots],
             len: 0,
+            fill: SortedFill::Empty,
             state: std::marker::PhantomData,
         }
     }
@@ -82,6 +102,7 @@ impl<S: PackedState> KeyTable<S> {
 
     /// Insert or replace `key`'s value (its low 8 bits are dropped; the state is reset).
     pub fn insert(&mut self, key: u64, value: u64) {
+        self.fill = SortedFill::Off;
         let mut slot = self.find(key);
         if self.slots[slot].0 == 0 {
             // At most 4/5 of the slots are used, so probes stay short and always end.
@@ -97,21 +118,53 @@ impl<S: PackedState> KeyTable<S> {
         );
     }
 
-    /// [`KeyTable::insert`] each entry, in order. Their slots are touched first, all of them
-    /// (see [`KeyTable::touch`]), so filling a million-entry table does not wait for its cache
-    /// misses one by one; a few thousand entries at a time keep the touched lines in cache.
+    /// [`KeyTable::insert`] each entry, in order.
+    ///
+    /// Entries in increasing key order into a table that has had no other kind of insert (a
+    /// digest is stored sorted) are placed without probing: with linear probing and keys placed
+    /// by value, each such entry's slot is its home or the one after the previous entry's,
+    /// whichever is later, so the table is written front to back (sequential writes, no
+    /// loads). Any other entry is inserted as by [`KeyTable::insert`], after the slots of the
+    /// rest of the batch are touched (see [`KeyTable::touch`]), so filling a million-entry
+    /// table does not wait for its cache misses one by one.
     pub fn insert_all(&mut self, entries: &[(u64, u64)]) {
-        for (key, _) in entries {
+        let placed = self.place_sorted(entries);
+        let rest = &entries[placed..];
+        for (key, _) in rest {
             self.touch(*key);
         }
-        for (key, value) in entries {
+        for (key, value) in rest {
             self.insert(*key, *value);
         }
+    }
+
+    /// Place the leading entries of `entries` that continue a sorted fill (see
+    /// [`KeyTable::insert_all`]); how many were placed.
+    fn place_sorted(&mut self, entries: &[(u64, u64)]) -> usize {
+        for (placed, &(key, value)) in entries.iter().enumerate() {
+            let key = key.max(1);
+            let home = self.home(key);
+            let slot = match self.fill {
+                SortedFill::Empty => home,
+                SortedFill::After { key: last, slot } if key > last => home.max(slot + 1),
+                _ => return placed,
+            };
+            // Past the end the probe would wrap to the front, and past 4/5 full the table
+            // grows: both are left to `insert`.
+            if slot >= self.slots.len() || (self.len + 1) * 5 > self.slots.len() * 4 {
+                return placed;
+            }
+            self.slots[slot] = (key, (value & VALUE_BITS) | u64::from(S::default().pack()));
+            self.len += 1;
+            self.fill = SortedFill::After { key, slot };
+        }
+        entries.len()
     }
 
     /// Rebuild with room for twice as many entries.
     fn grow(&mut self) {
         let mut bigger = KeyTable::<S>::with_capacity(self.len.max(8) * 2);
+        bigger.fill = SortedFill::Off;
         for (key, packed) in &self.slots {
             if *key != 0 {
                 let slot = bigger.find(*key);
@@ -124,19 +177,35 @@ impl<S: PackedState> KeyTable<S> {
 
     /// `key`'s value and state.
     pub fn get(&self, key: u64) -> Option<(u64, S)> {
-        let (found, packed) = self.slots[self.find(key)];
-        (found != 0).then(|| (packed & VALUE_BITS, S::unpack(packed as u8)))
+        self.entry(key).map(|entry| self.at(entry))
+    }
+
+    /// Where `key`'s entry is, to read it and set its state without probing again (a plan
+    /// does both for every row).
+    pub fn entry(&self, key: u64) -> Option<Entry> {
+        let slot = self.find(key);
+        (self.slots[slot].0 != 0).then_some(Entry(slot))
+    }
+
+    /// The value and state of the entry at `entry` (valid until the table next grows).
+    pub fn at(&self, entry: Entry) -> (u64, S) {
+        let packed = self.slots[entry.0].1;
+        (packed & VALUE_BITS, S::unpack(packed as u8))
+    }
+
+    /// Set the state of the entry at `entry`.
+    pub fn set_state_at(&mut self, entry: Entry, state: S) {
+        let packed = &mut self.slots[entry.0].1;
+        *packed = (*packed & VALUE_BITS) | u64::from(state.pack());
     }
 
     /// Set `key`'s state; `false` (and nothing changes) when `key` is not in the table.
     pub fn set_state(&mut self, key: u64, state: S) -> bool {
-        let slot = self.find(key);
-        let (found, packed) = &mut self.slots[slot];
-        if *found == 0 {
-            return false;
+        let entry = self.entry(key);
+        if let Some(entry) = entry {
+            self.set_state_at(entry, state);
         }
-        *packed = (*packed & VALUE_BITS) | u64::from(state.pack());
-        true
+        entry.is_some()
     }
 
     /// Bring `key`'s slot into the cache, for a [`KeyTable::get`] soon after. Touching a
@@ -246,6 +315,38 @@ mod tests {
         assert_eq!(table.get(key(3)), Some((v(3), 9)));
         assert_eq!(table.states().filter(|state| *state == 9).count(), 1);
         assert_eq!(table.get(0), None, "a lookup of a missing key ends");
+    }
+
+    #[test]
+    fn a_sorted_fill_finds_what_inserting_one_by_one_finds() {
+        // Sorted keys, crowded at the front and at the very end (where a probe would wrap),
+        // then an unsorted batch, a repeated key and growth: after each step the table holds
+        // what one-by-one inserts give.
+        let crowded = |n: u64| if n < 300 { n } else { u64::MAX - (1_000 - n) };
+        let mut keys: Vec<u64> = (0..1_000u64).map(crowded).collect();
+        keys.sort_unstable();
+        let batches: Vec<Vec<(u64, u64)>> = vec![
+            keys[..600].iter().map(|k| (*k, v(*k % 1_000))).collect(),
+            keys[600..].iter().map(|k| (*k, v(*k % 977))).collect(),
+            vec![(5, v(1)), (3, v(2)), (keys[999], v(3))],
+            (0..2_000u64)
+                .map(|n| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15), v(n)))
+                .collect(),
+        ];
+        let mut one_by_one: KeyTable<u8> = KeyTable::with_capacity(1_000);
+        let mut all: KeyTable<u8> = KeyTable::with_capacity(1_000);
+        for batch in &batches {
+            for (key, value) in batch {
+                one_by_one.insert(*key, *value);
+            }
+            all.insert_all(batch);
+            assert_eq!(all.len(), one_by_one.len());
+            for (key, _) in batches.iter().flatten() {
+                assert_eq!(all.get(*key), one_by_one.get(*key), "key {key}");
+            }
+        }
+        assert_eq!(all.get(0), all.get(1), "key 0 is stored as 1");
+        assert_eq!(all.get(12_345), None);
     }
 
     #[test]

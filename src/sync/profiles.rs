@@ -165,6 +165,8 @@ struct Run<'a> {
     live: HashMap<&'a str, Vec<(&'a str, Option<&'a Value>)>>,
     /// `--resync`: every row is sent again, as if nothing had been applied.
     resync: bool,
+    /// Each row's stored entry, for the batch being classified (kept to reuse its memory).
+    probes: Vec<Option<table::Entry>>,
 }
 
 /// A row's identifier key and hash (or why one of its values cannot be carried), or why its
@@ -365,17 +367,33 @@ impl Run<'_> {
         {
             self.stored.touch(*key);
         }
-        for (offset, identified) in prepared.into_iter().enumerate() {
+        // Then every probe, in a loop of its own too: entries never move while rows are
+        // classified (the table only changes states), and each probe's loads are independent.
+        let mut probes = std::mem::take(&mut self.probes);
+        probes.clear();
+        probes.extend(prepared.iter().map(|identified| match identified {
+            Ok((key, _)) => self.stored.entry(*key),
+            Err(_) => None,
+        }));
+        for ((offset, identified), entry) in prepared.into_iter().enumerate().zip(probes.drain(..))
+        {
             let index = first + offset as u64;
-            let row = batch.row(offset);
             match identified {
-                Ok((key, hash)) => self.row(index, &row, layout, key, hash).await?,
+                Ok((key, hash)) => match self.found(key, entry, hash) {
+                    // Most rows of most plans: settled without another call.
+                    Found::Unchanged => {}
+                    found => {
+                        self.settle(index, &batch.row(offset), layout, key, found)
+                            .await?
+                    }
+                },
                 Err(problem) => {
-                    let raw = row.value(layout.identifier).map_err(failed)?;
+                    let raw = batch.row(offset).value(layout.identifier).map_err(failed)?;
                     self.reject(index, &raw, problem.to_string());
                 }
             }
         }
+        self.probes = probes;
         Ok(())
     }
 
@@ -384,16 +402,16 @@ impl Run<'_> {
         identify::normalize(self.spec.identify_by, raw).unwrap_or_default()
     }
 
-    async fn row(
+    /// What a row with identifier key `key` (at `entry` of the stored table, if there) and
+    /// `hash` is, as far as the tables tell; its state is recorded, and an unchanged row
+    /// counted.
+    fn found(
         &mut self,
-        index: u64,
-        row: &RowRef<'_>,
-        layout: &Layout,
         key: u64,
+        entry: Option<table::Entry>,
         hash: Result<RowHash, String>,
-    ) -> Result<(), SyncError> {
-        let entry = self.stored.entry(key);
-        let found = match (entry.map(|entry| (entry, self.stored.at(entry))), hash) {
+    ) -> Found {
+        match (entry.map(|entry| (entry, self.stored.at(entry))), hash) {
             (Some((_, (_, Some(previous)))), _) => Found::Twin(previous),
             (None, _) if let Some(previous) = self.seen.get(&key).copied() => Found::Twin(previous),
             (_, Err(problem)) => Found::Refused(problem),
@@ -403,6 +421,7 @@ impl Run<'_> {
                     && !self.resync =>
             {
                 self.stored.set_state_at(entry, Some(Seen::Unchanged));
+                self.counts.unchanged += 1;
                 Found::Unchanged
             }
             (Some((entry, _)), Ok(hash)) => {
@@ -416,7 +435,18 @@ impl Run<'_> {
                     hash,
                 }
             }
-        };
+        }
+    }
+
+    /// The rest of classifying row `index` once [`Run::found`] said what it is.
+    async fn settle(
+        &mut self,
+        index: u64,
+        row: &RowRef<'_>,
+        layout: &Layout,
+        key: u64,
+        found: Found,
+    ) -> Result<(), SyncError> {
         match found {
             Found::Twin(previous) => {
                 if previous != Seen::Duplicate {
@@ -433,7 +463,7 @@ impl Run<'_> {
                 let identifier = self.identifier_of(&raw);
                 self.reject(index, &raw, format!("duplicate identifier {identifier}"));
             }
-            Found::Unchanged => self.counts.unchanged += 1,
+            Found::Unchanged => {}
             Found::Refused(problem) => {
                 // Marked, so that a stored row is not taken for one gone from the query (its
                 // properties stay as they are in Klaviyo) and a twin is still caught.
@@ -877,6 +907,7 @@ pub(super) async fn compute(
         restore,
         live,
         resync,
+        probes: Vec::new(),
     };
     let mut index = 0u64;
     for identified in early {

@@ -566,7 +566,10 @@ async fn bench() -> bool {
                 let map = properties.as_object().expect("an object");
                 klsync::state::SyncRowRecord {
                     identifier: format!("c{n}@shop.test"),
-                    row_hash: sync::diff::hash_hex(&sync::diff::row_hash(map)),
+                    row_hash: {
+                        let scheme = sync::diff::HashScheme::CURRENT;
+                        sync::diff::hash_text(scheme, &sync::diff::row_hash(scheme, map))
+                    },
                     applied: properties.clone(),
                 }
             })

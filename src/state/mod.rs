@@ -75,8 +75,8 @@ pub use lock::{
     ApplyLock, HEARTBEAT_EVERY, LOCK_STALE_AFTER, LockHolder, LockInfo, LockOptions, LockSession,
 };
 pub use sync_records::{
-    MemberOrigin, PendingRemoval, RemovedMember, RowHashBytes, SyncMemberRecord, SyncRowRecord,
-    identifier_key, short_row_hash,
+    MemberOrigin, PendingRemoval, RemovedMember, RowHashBytes, StoredKeys, SyncMemberRecord,
+    SyncRowRecord, identifier_key, short_row_hash,
 };
 
 /// A connection pool to the state database, migrated to the current schema.

@@ -22,20 +22,39 @@ const READ_BATCH: usize = 500;
 /// Every write to a sync's rows runs this first, in its transaction (see [`digest`]).
 const DROP_DIGEST: &str = "DELETE FROM sync_profile_digests WHERE sync_id = $1";
 
-/// A row hash: 16 bytes (stored as 32 hex digits in `sync_profile_rows`).
+/// A row hash: 16 bytes (stored as text in `sync_profile_rows`: see
+/// [`crate::sync::diff::hash_text`]).
 pub type RowHashBytes = [u8; 16];
+
+use crate::sync::diff::HashScheme;
 
 fn parse_row_hash(
     sync_id: &str,
     identifier: &str,
-    hex_text: &str,
-) -> Result<RowHashBytes, StateError> {
-    hex::decode(hex_text)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| StateError::Corrupt {
-            what: format!("row hash of {identifier} in profiles sync {sync_id}"),
-        })
+    text: &str,
+) -> Result<(HashScheme, RowHashBytes), StateError> {
+    crate::sync::diff::parse_hash(text).ok_or_else(|| StateError::Corrupt {
+        what: format!("row hash of {identifier} in profiles sync {sync_id}"),
+    })
+}
+
+/// What a plan needs before it can compare rows with a sync's recorded ones: the seed their
+/// keys are made with, and the scheme their hashes are made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredKeys {
+    pub seed: u64,
+    pub scheme: HashScheme,
+}
+
+/// The scheme most of a sync's rows were recorded with; [`HashScheme::CURRENT`] for a sync
+/// with none, or as many of each. Rows of another scheme (a `--resync` that did not get every
+/// row through) look changed to a plan, and are sent and recorded again in this one.
+fn majority_scheme(xxh3_rows: u64, rows: u64) -> HashScheme {
+    if rows == 0 || xxh3_rows * 2 >= rows {
+        HashScheme::CURRENT
+    } else {
+        HashScheme::Sha256
+    }
 }
 
 /// The key a plan files a recorded row under: [`identifier_key`] of its normalised identifier
@@ -51,23 +70,31 @@ pub fn short_row_hash(hash: &RowHashBytes) -> u64 {
 }
 
 /// The digest format: chunks of at most [`digest::CHUNK_BYTES`]. The first begins with a
-/// header, `"KLD2" | seed (u64 LE) | identifier_key(seed, CHECK_TEXT) (u64 LE)`; then every
+/// header, `magic | seed (u64 LE) | identifier_key(seed, CHECK_TEXT) (u64 LE)`, where the magic
+/// names the scheme of the rows' hashes (`"KLD2"`: SHA-256, `"KLD3"`: XXH3); then every
 /// chunk is a run of 16-byte entries `identifier_key(seed, identifier) (u64 LE) | first 8 bytes
 /// of the row hash`, sorted by key across chunks. Keys instead of identifiers: a third of the bytes to store and read, and
 /// nothing to hash or check as text when loading; random, so stored uncompressed
 /// (`migrations/*/0005_keyed_sync_digest.sql`).
 mod digest {
-    use super::identifier_key;
+    use super::{HashScheme, StoredKeys, identifier_key};
 
     pub(super) const CHUNK_BYTES: usize = 256 << 10;
-    const MAGIC: &[u8; 4] = b"KLD2";
     const CHECK_TEXT: &str = "klsync digest key check";
     const HEADER_BYTES: usize = 4 + 8 + 8;
     const ENTRY_BYTES: usize = 16;
 
+    fn magic(scheme: HashScheme) -> &'static [u8; 4] {
+        match scheme {
+            HashScheme::Sha256 => b"KLD2",
+            HashScheme::Xxh3 => b"KLD3",
+        }
+    }
+
     pub(super) struct Builder {
         seed: u64,
         entries: Vec<(u64, u64)>,
+        xxh3_rows: u64,
     }
 
     impl Builder {
@@ -75,22 +102,25 @@ mod digest {
             Builder {
                 seed,
                 entries: Vec::new(),
+                xxh3_rows: 0,
             }
         }
 
         /// Add a recorded row.
-        pub(super) fn push(&mut self, identifier: &str, short_hash: u64) {
+        pub(super) fn push(&mut self, identifier: &str, scheme: HashScheme, short_hash: u64) {
             self.entries
                 .push((identifier_key(self.seed, identifier), short_hash));
+            self.xxh3_rows += u64::from(scheme == HashScheme::Xxh3);
         }
 
         /// Each chunk: its entry count and bytes. Entries come sorted by key: a plan's table
         /// places keys by their value, so it is then filled front to back (sequential writes,
         /// which the processor prefetches) instead of at random.
         pub(super) fn finish(mut self) -> Vec<(usize, Vec<u8>)> {
+            let scheme = super::majority_scheme(self.xxh3_rows, self.entries.len() as u64);
             self.entries.sort_unstable();
             let mut chunk = Vec::with_capacity(CHUNK_BYTES);
-            chunk.extend_from_slice(MAGIC);
+            chunk.extend_from_slice(magic(scheme));
             chunk.extend_from_slice(&self.seed.to_le_bytes());
             chunk.extend_from_slice(&identifier_key(self.seed, CHECK_TEXT).to_le_bytes());
             let mut chunks = vec![(0, chunk)];
@@ -110,15 +140,19 @@ mod digest {
         }
     }
 
-    /// The seed of a digest whose first chunk is `first`, and the chunk's entries after the
-    /// header; `None` when the header is not one this build can use (another format, or keys
-    /// this build computes differently).
-    pub(super) fn read_header(first: &[u8]) -> Option<(u64, &[u8])> {
+    /// The seed and scheme of a digest whose first chunk is `first`, and the chunk's entries
+    /// after the header; `None` when the header is not one this build can use (another
+    /// format, or keys this build computes differently).
+    pub(super) fn read_header(first: &[u8]) -> Option<(StoredKeys, &[u8])> {
         let (header, entries) = first.split_at_checked(HEADER_BYTES)?;
-        let (magic, rest) = header.split_at(4);
+        let (found, rest) = header.split_at(4);
+        let scheme = [HashScheme::Sha256, HashScheme::Xxh3]
+            .into_iter()
+            .find(|scheme| found == magic(*scheme))?;
         let seed = u64::from_le_bytes(rest[..8].try_into().ok()?);
         let check = u64::from_le_bytes(rest[8..].try_into().ok()?);
-        (magic == MAGIC && check == identifier_key(seed, CHECK_TEXT)).then_some((seed, entries))
+        (check == identifier_key(seed, CHECK_TEXT))
+            .then_some((StoredKeys { seed, scheme }, entries))
     }
 
     /// Call `visit(key, short hash)` for each entry of a chunk (after the header, for the
@@ -150,12 +184,18 @@ mod digest {
             let mut builder = Builder::new(42);
             let count = CHUNK_BYTES / ENTRY_BYTES + 10;
             for n in 0..count {
-                builder.push(&format!("c{n}@x.test"), n as u64);
+                builder.push(&format!("c{n}@x.test"), HashScheme::Sha256, n as u64);
             }
             let chunks = builder.finish();
             assert!(chunks.len() > 1);
-            let (seed, first) = read_header(&chunks[0].1).expect("a header this build wrote");
-            assert_eq!(seed, 42);
+            let (keys, first) = read_header(&chunks[0].1).expect("a header this build wrote");
+            assert_eq!(
+                keys,
+                StoredKeys {
+                    seed: 42,
+                    scheme: HashScheme::Sha256
+                }
+            );
             let mut seen = Vec::new();
             for (index, (entries, chunk)) in chunks.iter().enumerate() {
                 assert!(chunk.len() <= CHUNK_BYTES);
@@ -174,6 +214,23 @@ mod digest {
                 identifier_key(43, "a@x.test"),
                 "the seed matters"
             );
+        }
+
+        #[test]
+        fn the_header_names_the_scheme_of_most_rows() {
+            let scheme_of = |schemes: &[HashScheme]| {
+                let mut builder = Builder::new(1);
+                for (n, scheme) in schemes.iter().enumerate() {
+                    builder.push(&format!("c{n}@x.test"), *scheme, 0);
+                }
+                let chunks = builder.finish();
+                read_header(&chunks[0].1).expect("readable").0.scheme
+            };
+            use HashScheme::{Sha256, Xxh3};
+            assert_eq!(scheme_of(&[]), HashScheme::CURRENT);
+            assert_eq!(scheme_of(&[Sha256, Sha256, Xxh3]), Sha256);
+            assert_eq!(scheme_of(&[Sha256, Xxh3, Xxh3]), Xxh3);
+            assert_eq!(scheme_of(&[Sha256, Xxh3]), HashScheme::CURRENT);
         }
 
         #[test]
@@ -200,7 +257,8 @@ mod digest {
 pub struct SyncRowRecord {
     /// The normalised identifier.
     pub identifier: String,
-    /// The row's hash (hex), as computed by `crate::sync`.
+    /// The row's hash, as [`crate::sync::diff::hash_text`] writes it (the scheme, then the
+    /// hash).
     pub row_hash: String,
     /// The properties as applied (a JSON object, nulls included).
     pub applied: serde_json::Value,
@@ -315,10 +373,11 @@ impl StateStore {
     /// Every recorded row of a `profiles:` sync as `(identifier_key(seed, identifier),
     /// short_row_hash(row hash))`: what a plan compares its query's rows with.
     ///
-    /// `on_seed(seed)` is called once, before any `visit`: the seed of the sync's digest when it
-    /// has one this build can use (its entries are then visited as stored: a few large values,
-    /// see `migrations/*/0004_sync_row_digest.sql`), else a fresh random one, with which the
-    /// rows of `sync_profile_rows` are read and keyed.
+    /// `on_seed(keys)` is called once, before any `visit`: the seed and scheme of the sync's
+    /// digest when it has one this build can use (its entries are then visited as stored: a
+    /// few large values, see `migrations/*/0004_sync_row_digest.sql`), else a fresh random
+    /// seed and the scheme of most recorded rows, with which the rows of `sync_profile_rows`
+    /// are read and keyed.
     pub async fn visit_sync_row_keys<S, F>(
         &self,
         sync_id: &str,
@@ -326,7 +385,7 @@ impl StateStore {
         mut visit: F,
     ) -> Result<(), StateError>
     where
-        S: FnOnce(u64) + Send,
+        S: FnOnce(StoredKeys) + Send,
         F: FnMut(u64, u64) + Send,
     {
         const SQL: &str = "SELECT data FROM sync_profile_digests WHERE sync_id = $1 ORDER BY chunk";
@@ -345,8 +404,8 @@ impl StateStore {
                 let data: &[u8] = row.try_get(0).map_err(StateError::query("read sync row digest"))?;
                 let entries = match on_seed.take() {
                     Some(name_seed) => match digest::read_header(data) {
-                        Some((seed, entries)) => {
-                            name_seed(seed);
+                        Some((keys, entries)) => {
+                            name_seed(keys);
                             entries
                         }
                         None => {
@@ -363,24 +422,34 @@ impl StateStore {
         let Some(on_seed) = on_seed else {
             return Ok(());
         };
+        const SCHEMES: &str = "SELECT COUNT(*), \
+                               COALESCE(SUM(CASE WHEN row_hash LIKE 'x%' THEN 1 ELSE 0 END), 0) \
+                               FROM sync_profile_rows WHERE sync_id = $1";
+        let (rows, xxh3_rows): (i64, i64) = on_backend!(self, pool => {
+            sqlx::query_as(SCHEMES).bind(sync_id).fetch_one(pool).await
+        })
+        .map_err(StateError::query("read sync row hashes"))?;
         let seed = rand::random();
-        on_seed(seed);
-        self.visit_sync_row_hashes(sync_id, |identifier, hash| {
+        on_seed(StoredKeys {
+            seed,
+            scheme: majority_scheme(xxh3_rows.max(0) as u64, rows.max(0) as u64),
+        });
+        self.visit_sync_row_hashes(sync_id, |identifier, _, hash| {
             visit(identifier_key(seed, identifier), short_row_hash(hash));
         })
         .await
     }
 
-    /// Call `visit(identifier, row_hash)` for every recorded row of a `profiles:` sync (the
-    /// rows of `sync_profile_rows`, never the digest), streaming, so a million rows never sit
-    /// in memory as strings.
+    /// Call `visit(identifier, scheme, row_hash)` for every recorded row of a `profiles:` sync
+    /// (the rows of `sync_profile_rows`, never the digest), streaming, so a million rows never
+    /// sit in memory as strings.
     pub async fn visit_sync_row_hashes<F>(
         &self,
         sync_id: &str,
         mut visit: F,
     ) -> Result<(), StateError>
     where
-        F: FnMut(&str, &RowHashBytes) + Send,
+        F: FnMut(&str, HashScheme, &RowHashBytes) + Send,
     {
         const SQL: &str = "SELECT identifier, row_hash FROM sync_profile_rows WHERE sync_id = $1";
         on_backend!(self, pool => {
@@ -395,7 +464,8 @@ impl StateStore {
                 let identifier: &str =
                     row.try_get(0).map_err(StateError::query("read sync row hashes"))?;
                 let hash: &str = row.try_get(1).map_err(StateError::query("read sync row hashes"))?;
-                visit(identifier, &parse_row_hash(sync_id, identifier, hash)?);
+                let (scheme, hash) = parse_row_hash(sync_id, identifier, hash)?;
+                visit(identifier, scheme, &hash);
             }
             Ok(())
         })
@@ -431,8 +501,8 @@ impl StateStore {
             return Ok(());
         }
         let mut builder = digest::Builder::new(rand::random());
-        self.visit_sync_row_hashes(sync_id, |identifier, hash| {
-            builder.push(identifier, short_row_hash(hash));
+        self.visit_sync_row_hashes(sync_id, |identifier, scheme, hash| {
+            builder.push(identifier, scheme, short_row_hash(hash));
         })
         .await?;
         on_backend!(self, pool => {

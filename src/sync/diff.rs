@@ -1,9 +1,9 @@
 //! Row hashing and field-level comparison for `profiles:` syncs. Pure.
 //!
 //! A row's *properties* are its mapped columns, keyed by Klaviyo property name, nulls included.
-//! Their hash is the first 16 bytes of the sha256 of their canonical JSON (object keys sorted
-//! at every depth, serde_json's number and string formatting), so column order in the query
-//! and key order in JSON columns never make a row look changed.
+//! Their hash is a 16-byte hash of their canonical JSON (object keys sorted at every depth,
+//! serde_json's number and string formatting), so column order in the query and key order in
+//! JSON columns never make a row look changed. Which hash is the sync's [`HashScheme`].
 
 use std::collections::BTreeMap;
 use std::hash::Hasher;
@@ -12,8 +12,42 @@ use klsync_core::data::FieldChange;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-/// A row hash: 16 bytes of sha256 (collisions need ~2^64 rows).
+/// A row hash: 16 bytes (chance collisions need ~2^64 rows).
 pub type RowHash = [u8; 16];
+
+/// How a sync's row hashes are made. A row hash only ever meets hashes of the same scheme: it
+/// is stored with its scheme (see [`hash_text`]), and a plan hashes rows with the scheme of
+/// the sync's recorded rows. So a klsync that changes schemes never makes a recorded row look
+/// changed: a sync keeps its scheme until every row is recorded again (`--resync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum HashScheme {
+    /// The first 16 bytes of SHA-256: syncs recorded before klsync 0.1's issue 16 work.
+    Sha256,
+    /// XXH3-128, its bytes big-endian (as `xxhsum -H2` prints them): every sync recorded
+    /// since. A tenth of a no-op plan's time went to SHA-256 (one compression a row, with the
+    /// processor's SHA instructions); XXH3 hashes a short row in a few nanoseconds.
+    ///
+    /// It is not a cryptographic hash, and need not be: the hash only tells whether a row
+    /// changed since klsync recorded it, and rows are filed under keys of a secret seed (see
+    /// [`identifier_key`]), so the only collision anyone could contrive is between two values
+    /// of one profile's own properties, which would keep that one profile's change from being
+    /// sent. By chance, two different rows of one identifier collide with probability 2^-128.
+    #[default]
+    Xxh3,
+}
+
+impl HashScheme {
+    /// The scheme of syncs recorded from now on.
+    pub const CURRENT: HashScheme = HashScheme::Xxh3;
+
+    /// The hash of `data` under this scheme.
+    pub fn hash(self, data: &[u8]) -> RowHash {
+        match self {
+            HashScheme::Sha256 => sha256_prefix(data),
+            HashScheme::Xxh3 => xxhash_rust::xxh3::xxh3_128(data).to_be_bytes(),
+        }
+    }
+}
 
 /// The 64-bit key of a normalised identifier under `seed` (foldhash, fixed-seeded: fast enough
 /// for the two million hashes of a million-row plan). Keys are only compared with keys of the
@@ -63,18 +97,23 @@ pub type KeyMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDef
 /// A set of [`identifier_key`]s.
 pub type KeySet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<KeyHasher>>;
 
-/// The hash of a row's properties.
-pub fn row_hash(properties: &Map<String, Value>) -> RowHash {
+/// The hash of a row's properties under `scheme`.
+pub fn row_hash(scheme: HashScheme, properties: &Map<String, Value>) -> RowHash {
     let mut buffer = Vec::with_capacity(256);
     write_object(&mut buffer, properties);
-    sha256_prefix(&buffer)
+    scheme.hash(&buffer)
 }
 
 /// [`row_hash`] of the object made of `properties`, which must come sorted by name and
 /// unique (as a `BTreeMap`'s entries do): hashes a row without building a map for it.
-pub fn row_hash_sorted<'a>(properties: impl Iterator<Item = (&'a str, &'a Value)>) -> RowHash {
+pub fn row_hash_sorted<'a>(
+    scheme: HashScheme,
+    properties: impl Iterator<Item = (&'a str, &'a Value)>,
+) -> RowHash {
     let (names, values): (Vec<&str>, Vec<&Value>) = properties.unzip();
-    RowHasher::new(names.into_iter()).hash(values.into_iter())
+    let mut hasher = RowHasher::new(names.into_iter());
+    hasher.scheme = scheme;
+    hasher.hash(values.into_iter())
 }
 
 /// [`row_hash_sorted`] for many rows with the same property names: the names are escaped once
@@ -84,6 +123,8 @@ pub struct RowHasher {
     /// Per property, what precedes its value: `{` or `,`, the JSON name, `:`.
     prefixes: Vec<Vec<u8>>,
     buffer: Vec<u8>,
+    /// The scheme rows are hashed with: [`HashScheme::CURRENT`] unless set.
+    pub scheme: HashScheme,
 }
 
 impl RowHasher {
@@ -101,6 +142,7 @@ impl RowHasher {
         RowHasher {
             prefixes,
             buffer: Vec::with_capacity(256),
+            scheme: HashScheme::CURRENT,
         }
     }
 
@@ -136,7 +178,7 @@ impl RowHasher {
             self.buffer.push(b'{');
         }
         self.buffer.push(b'}');
-        sha256_prefix(&self.buffer)
+        self.scheme.hash(&self.buffer)
     }
 }
 
@@ -180,30 +222,47 @@ fn sha256_prefix(data: &[u8]) -> RowHash {
 }
 
 /// The hash stored for a row: its properties' hash under `on_missing_row: keep`, and a hash of
-/// that under `unset`. A row's hash thus changes when the sync's mode does, so every row is
-/// compared again (a null kept under `keep` must be removed under `unset`).
-pub fn mode_hash(properties: RowHash, unset_nulls: bool) -> RowHash {
+/// that under `unset` (in the same scheme). A row's hash thus changes when the sync's mode
+/// does, so every row is compared again (a null kept under `keep` must be removed under
+/// `unset`).
+pub fn mode_hash(scheme: HashScheme, properties: RowHash, unset_nulls: bool) -> RowHash {
     if !unset_nulls {
         return properties;
     }
-    let digest = Sha256::new()
-        .chain_update(b"on_missing_row=unset:")
-        .chain_update(properties)
-        .finalize();
-    let mut hash = [0u8; 16];
-    hash.copy_from_slice(&digest[..16]);
-    hash
+    const UNSET: &[u8] = b"on_missing_row=unset:";
+    let mut message = [0u8; UNSET.len() + 16];
+    message[..UNSET.len()].copy_from_slice(UNSET);
+    message[UNSET.len()..].copy_from_slice(&properties);
+    match scheme {
+        // As it always was: the whole SHA-256 of the message, cut.
+        HashScheme::Sha256 => {
+            let mut hash = [0u8; 16];
+            hash.copy_from_slice(&Sha256::digest(message)[..16]);
+            hash
+        }
+        HashScheme::Xxh3 => scheme.hash(&message),
+    }
 }
 
-/// A row hash as stored: 32 lowercase hex digits.
-pub fn hash_hex(hash: &RowHash) -> String {
-    hex::encode(hash)
+/// What marks an [`HashScheme::Xxh3`] hash as stored; a SHA-256 one has no mark.
+const XXH3_MARK: &str = "x";
+
+/// A row hash as stored: 32 lowercase hex digits, after `x` for [`HashScheme::Xxh3`].
+pub fn hash_text(scheme: HashScheme, hash: &RowHash) -> String {
+    match scheme {
+        HashScheme::Sha256 => hex::encode(hash),
+        HashScheme::Xxh3 => format!("{XXH3_MARK}{}", hex::encode(hash)),
+    }
 }
 
-/// A stored hash back to bytes; `None` for anything klsync did not write.
-pub fn parse_hash(text: &str) -> Option<RowHash> {
-    let bytes = hex::decode(text).ok()?;
-    bytes.try_into().ok()
+/// A stored hash back to its scheme and bytes; `None` for anything klsync did not write.
+pub fn parse_hash(text: &str) -> Option<(HashScheme, RowHash)> {
+    let (scheme, digits) = match text.strip_prefix(XXH3_MARK) {
+        Some(digits) => (HashScheme::Xxh3, digits),
+        None => (HashScheme::Sha256, text),
+    };
+    let bytes = hex::decode(digits).ok()?;
+    Some((scheme, bytes.try_into().ok()?))
 }
 
 fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
@@ -319,6 +378,30 @@ mod tests {
             assert_eq!(sha256_prefix(&data)[..], expected[..16], "length {len}");
         }
     }
+    /// The schemes' outputs are stored, so they must never change: pinned here (XXH3-128 as
+    /// Python's `xxhash.xxh3_128_hexdigest` gives it, SHA-256 as `sha256sum`, cut), so a
+    /// dependency update that changed them fails this test instead of resending every row.
+    #[test]
+    fn stored_hashes_never_change() {
+        let row = map(json!({"shop_plan": "gold"}));
+        assert_eq!(
+            hash_text(HashScheme::Xxh3, &HashScheme::Xxh3.hash(b"")),
+            "x99aa06d3014798d86001c324468d497f"
+        );
+        assert_eq!(
+            hash_text(HashScheme::Xxh3, &row_hash(HashScheme::Xxh3, &row)),
+            "xe2fd5e32bf04feabe18773e39a49c146"
+        );
+        assert_eq!(
+            hash_text(HashScheme::Sha256, &row_hash(HashScheme::Sha256, &row)),
+            SHA256_OF_GOLD
+        );
+        assert_eq!(
+            parse_hash(SHA256_OF_GOLD),
+            Some((HashScheme::Sha256, row_hash(HashScheme::Sha256, &row)))
+        );
+    }
+
     use serde_json::json;
 
     fn map(value: Value) -> Map<String, Value> {
@@ -329,36 +412,50 @@ mod tests {
     fn hash_ignores_key_order_but_not_types() {
         let a = map(json!({"plan": "gold", "ltv": 10, "meta": {"x": 1, "y": [1, 2]}}));
         let b = map(json!({"meta": {"y": [1, 2], "x": 1}, "ltv": 10, "plan": "gold"}));
-        assert_eq!(row_hash(&a), row_hash(&b));
-        assert_ne!(
-            row_hash(&a),
-            row_hash(&map(
-                json!({"plan": "gold", "ltv": "10", "meta": {"x": 1, "y": [1, 2]}})
-            ))
-        );
-        assert_ne!(
-            row_hash(&a),
-            row_hash(&map(
-                json!({"plan": "gold", "ltv": 10.5, "meta": {"x": 1, "y": [1, 2]}})
-            ))
-        );
-        let sorted: BTreeMap<&str, &Value> = a.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        assert_eq!(row_hash_sorted(sorted.into_iter()), row_hash(&a));
-        assert_eq!(row_hash_sorted(std::iter::empty()), row_hash(&Map::new()));
-        let mut hasher = RowHasher::new(["ltv", "meta", "plan"].into_iter());
-        for _ in 0..2 {
-            assert_eq!(
-                hasher.hash([&a["ltv"], &a["meta"], &a["plan"]].into_iter()),
-                row_hash(&a)
+        for scheme in [HashScheme::Sha256, HashScheme::Xxh3] {
+            let row_hash = |properties: &Map<String, Value>| row_hash(scheme, properties);
+            assert_eq!(row_hash(&a), row_hash(&b));
+            assert_ne!(
+                row_hash(&a),
+                row_hash(&map(
+                    json!({"plan": "gold", "ltv": "10", "meta": {"x": 1, "y": [1, 2]}})
+                ))
             );
+            assert_ne!(
+                row_hash(&a),
+                row_hash(&map(
+                    json!({"plan": "gold", "ltv": 10.5, "meta": {"x": 1, "y": [1, 2]}})
+                ))
+            );
+            let sorted: BTreeMap<&str, &Value> = a.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            assert_eq!(row_hash_sorted(scheme, sorted.into_iter()), row_hash(&a));
+            assert_eq!(
+                row_hash_sorted(scheme, std::iter::empty()),
+                row_hash(&Map::new())
+            );
+            let mut hasher = RowHasher::new(["ltv", "meta", "plan"].into_iter());
+            hasher.scheme = scheme;
+            for _ in 0..2 {
+                assert_eq!(
+                    hasher.hash([&a["ltv"], &a["meta"], &a["plan"]].into_iter()),
+                    row_hash(&a)
+                );
+            }
+            assert_eq!(mode_hash(scheme, row_hash(&a), false), row_hash(&a));
+            assert_ne!(mode_hash(scheme, row_hash(&a), true), row_hash(&a));
+            let text = hash_text(scheme, &row_hash(&a));
+            assert_eq!(parse_hash(&text), Some((scheme, row_hash(&a))));
         }
-        assert_eq!(mode_hash(row_hash(&a), false), row_hash(&a));
-        assert_ne!(mode_hash(row_hash(&a), true), row_hash(&a));
-        let hex = hash_hex(&row_hash(&a));
-        assert_eq!(hex.len(), 32);
-        assert_eq!(parse_hash(&hex), Some(row_hash(&a)));
+        assert_ne!(
+            row_hash(HashScheme::Sha256, &a),
+            row_hash(HashScheme::Xxh3, &a)
+        );
         assert_eq!(parse_hash("zz"), None);
+        assert_eq!(parse_hash("x"), None);
     }
+
+    /// `sha256sum` of `{"shop_plan":"gold"}`, its first 32 hex digits.
+    const SHA256_OF_GOLD: &str = "b96813c72b89b278144cdea142f030b6";
 
     #[test]
     fn new_row_sets_every_non_null_property() {

@@ -19,7 +19,7 @@ use super::{
 use crate::klaviyo::{KlaviyoClient, Operation, PROFILE_MAX_BYTES};
 use crate::manifest::types::{IdentifyBy, OnMissingRow, ProfileSyncSpec};
 use crate::sql::{RowBatch, RowRef, SqlError};
-use crate::state::{StateStore, SyncRowRecord, identifier_key, short_row_hash};
+use crate::state::{StateStore, StoredKeys, SyncRowRecord, identifier_key, short_row_hash};
 
 const WHAT: &str = "profiles sync";
 /// Changed rows looked up in the state at once.
@@ -141,6 +141,8 @@ pub(super) struct ProfileWork {
     duplicates: diff::KeySet,
     /// Rows gone from the query: identifier and the properties to remove.
     gone: Vec<(String, Vec<String>)>,
+    /// The scheme of the rows' hashes, as they are recorded.
+    scheme: diff::HashScheme,
 }
 
 struct Run<'a> {
@@ -191,7 +193,8 @@ struct Identifier {
 }
 
 impl Identifier {
-    /// An identifier for rows of `layout`; its `seed` is set once known.
+    /// An identifier for rows of `layout`; its `seed` and its hasher's scheme are set once
+    /// known.
     fn new(spec: &ProfileSyncSpec, layout: Layout) -> Self {
         Identifier {
             seed: 0,
@@ -225,7 +228,7 @@ impl Identifier {
                         .hasher
                         .hash_row(&row, layout.properties.iter().map(|(_, column)| *column))
                     {
-                        Ok(hash) => Ok(diff::mode_hash(hash, self.unset_nulls)),
+                        Ok(hash) => Ok(diff::mode_hash(self.hasher.scheme, hash, self.unset_nulls)),
                         // A value Klaviyo cannot hold (a NaN, JSON nested too deep, ...) is the
                         // row's problem, like a bad identifier: that row is refused and the
                         // others are synced. A column of a type klsync cannot convert at all
@@ -259,19 +262,21 @@ impl Identified {
 /// Batches identified at once (on the runtime's worker threads), in query order.
 const IDENTIFYING: usize = 4;
 
-/// The seed of the stored keys, once the first digest chunk is read (see `load_stored`); an
-/// error when loading failed before that.
-type SeedFuture = futures::future::Shared<tokio::sync::oneshot::Receiver<u64>>;
+/// The seed and scheme of the stored keys, once the first digest chunk is read (see
+/// `load_stored`); an error when loading failed before that.
+type SeedFuture = futures::future::Shared<tokio::sync::oneshot::Receiver<StoredKeys>>;
 
 /// Why a batch could not be identified: the query's error, or `None` when the stored hashes
 /// failed to load before their seed was known (the loader's error is the one to report).
 type IdentifyError = Option<SyncError>;
 
 /// The query's batches, identified in parallel and delivered in order. The query starts at
-/// once; rows wait for `seed` only to be keyed.
+/// once; rows wait for `seed` only to be keyed and hashed (in the stored rows' scheme, or the
+/// current one for a `resync`, whose rows are all recorded again).
 fn identify_batches<'a>(
     spec: &'a ProfileSyncSpec,
     seed: SeedFuture,
+    resync: bool,
     batches: impl Stream<Item = Result<RowBatch, SqlError>> + 'a,
 ) -> impl Stream<Item = Result<Identified, IdentifyError>> + 'a {
     let mut template: Option<Identifier> = None;
@@ -286,10 +291,11 @@ fn identify_batches<'a>(
                     let mut identifier = template.clone().expect("set above");
                     let seed = seed.clone();
                     Ok(AbortOnDrop(tokio::spawn(async move {
-                        let Ok(seed) = seed.await else {
+                        let Ok(keys) = seed.await else {
                             return (batch, identifier.layout, None);
                         };
-                        identifier.seed = seed;
+                        identifier.seed = keys.seed;
+                        identifier.hasher.scheme = hash_scheme(keys, resync);
                         let prepared = identifier.identify(&batch);
                         (batch, identifier.layout, Some(prepared))
                     })))
@@ -626,7 +632,7 @@ impl Run<'_> {
         let mut identifiers = Vec::with_capacity(gone);
         let stored = &self.stored;
         self.store
-            .visit_sync_row_hashes(&self.spec.id, |identifier, _| {
+            .visit_sync_row_hashes(&self.spec.id, |identifier, _, _| {
                 let key = identifier_key(self.seed, identifier);
                 if stored.get(key).is_some_and(|(_, seen)| seen.is_none()) {
                     identifiers.push(identifier.to_string());
@@ -776,7 +782,7 @@ const EARLY_BYTES: usize = 4 << 20;
 async fn load_stored(
     store: StateStore,
     sync_id: String,
-    seed: tokio::sync::oneshot::Sender<u64>,
+    seed: tokio::sync::oneshot::Sender<StoredKeys>,
 ) -> Result<StoredTable, SyncError> {
     /// Entries inserted at once (see `KeyTable::insert_all`).
     const INSERT_BATCH: usize = 2048;
@@ -801,6 +807,17 @@ async fn load_stored(
         .await?;
     table.insert_all(&entries);
     Ok(table)
+}
+
+/// The scheme a plan hashes rows with: the stored rows' (their hashes are compared), or the
+/// current one when every row is sent and recorded again anyway (`--resync`: how a sync
+/// recorded under an older scheme moves to the current one).
+fn hash_scheme(stored: StoredKeys, resync: bool) -> diff::HashScheme {
+    if resync {
+        diff::HashScheme::CURRENT
+    } else {
+        stored.scheme
+    }
 }
 
 /// The error of a load that ended before telling its seed.
@@ -857,6 +874,7 @@ pub(super) async fn compute(
     let mut batches = std::pin::pin!(identify_batches(
         spec,
         seed.clone(),
+        resync,
         queries.execute_query_batches(&query.sql, &query.params)
     ));
     let mut early = std::collections::VecDeque::new();
@@ -880,9 +898,10 @@ pub(super) async fn compute(
             },
         }
     };
-    let seed = seed
+    let keys = seed
         .await
         .expect("the seed is known before the stored hashes are loaded");
+    let seed = keys.seed;
     let seen = diff::KeyMap::default();
     let live = check
         .map(super::ProfileCheck::live_values)
@@ -903,7 +922,10 @@ pub(super) async fn compute(
         rejected_sample: Vec::new(),
         diff_sample: Vec::new(),
         chunker: Chunker::default(),
-        work: ProfileWork::default(),
+        work: ProfileWork {
+            scheme: hash_scheme(keys, resync),
+            ..ProfileWork::default()
+        },
         restore,
         live,
         resync,
@@ -1042,7 +1064,7 @@ pub(super) async fn apply(
     // under the pacing of the jobs still to send instead of following the last one.
     let record_of = |upsert: Upsert| SyncRowRecord {
         identifier: upsert.identifier,
-        row_hash: diff::hash_hex(&upsert.row_hash),
+        row_hash: diff::hash_text(work.scheme, &upsert.row_hash),
         applied: Value::Object(json_map(&upsert.applied)),
     };
     let (records_tx, mut records_rx) = tokio::sync::mpsc::channel::<Vec<SyncRowRecord>>(2);

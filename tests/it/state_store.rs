@@ -7,9 +7,10 @@ use chrono::Utc;
 use klsync::state::testing::TestPostgres;
 use klsync::state::{
     JournalId, LockHolder, LockOptions, ManagedRow, MemberOrigin, Phase, RemovedMember, RunId,
-    RunOutcome, RunStart, StateBackend, StateError, StateStore, SyncMemberRecord, SyncRowRecord,
-    hostname, identifier_key, short_row_hash,
+    RunOutcome, RunStart, StateBackend, StateError, StateStore, StoredKeys, SyncMemberRecord,
+    SyncRowRecord, hostname, identifier_key, short_row_hash,
 };
+use klsync::sync::diff::{HashScheme, hash_text};
 use serde_json::json;
 
 /// A store plus whatever keeps its database alive.
@@ -88,6 +89,7 @@ on_both!(
     a_lock_wait_gives_up_naming_the_holder,
     unlock_refuses_another_run_and_an_empty_lock,
     sync_row_digest_is_read_while_exact_and_dropped_by_every_write,
+    sync_rows_keep_the_hash_scheme_most_of_them_were_recorded_with,
     pending_removals_are_kept_with_their_reason_and_removals_remembered,
     forgetting_the_members_of_a_list_forgets_its_removals_and_sends,
 );
@@ -730,7 +732,7 @@ async fn strings_raw(f: &Fixture, sql: &str) -> Vec<String> {
 async fn recorded_hashes(store: &StateStore, sync_id: &str) -> Vec<(String, [u8; 16])> {
     let mut seen = Vec::new();
     store
-        .visit_sync_row_hashes(sync_id, |identifier, hash| {
+        .visit_sync_row_hashes(sync_id, |identifier, _, hash| {
             seen.push((identifier.to_string(), *hash))
         })
         .await
@@ -750,6 +752,15 @@ fn sync_row(identifier: &str, hash_byte: u8) -> SyncRowRecord {
 /// A plan's view of a sync's recorded rows: the seed of their keys and `(key, short hash)`,
 /// sorted.
 async fn recorded_keys(store: &StateStore, sync_id: &str) -> (u64, Vec<(u64, u64)>) {
+    let (keys, seen) = recorded_keys_and_scheme(store, sync_id).await;
+    (keys.seed, seen)
+}
+
+/// [`recorded_keys`], with the scheme the plan is told to hash rows with.
+async fn recorded_keys_and_scheme(
+    store: &StateStore,
+    sync_id: &str,
+) -> (StoredKeys, Vec<(u64, u64)>) {
     let mut seed = None;
     let mut seen = Vec::new();
     store
@@ -772,6 +783,49 @@ fn keyed(seed: u64, rows: &[(String, [u8; 16])]) -> Vec<(u64, u64)> {
         .collect();
     keyed.sort();
     keyed
+}
+
+/// Rows recorded under SHA-256 (every sync before XXH3) keep it, with or without a digest, so
+/// upgrading klsync changes no plan; a sync moves to the current scheme when most of its rows
+/// were recorded again under it (`--resync`), and a sync with no rows starts there.
+async fn sync_rows_keep_the_hash_scheme_most_of_them_were_recorded_with(f: &Fixture) {
+    let recorded = |identifier: &str, scheme: HashScheme, byte: u8| SyncRowRecord {
+        identifier: identifier.into(),
+        row_hash: hash_text(scheme, &[byte; 16]),
+        applied: json!({}),
+    };
+    let scheme_of = |sync_id: &'static str| async move {
+        recorded_keys_and_scheme(&f.store, sync_id).await.0.scheme
+    };
+    assert_eq!(scheme_of("new").await, HashScheme::CURRENT);
+    let legacy: Vec<_> = (0..3)
+        .map(|n| recorded(&format!("c{n}@x.test"), HashScheme::Sha256, n))
+        .collect();
+    f.store.record_sync_rows("shop", &legacy).await.unwrap();
+    assert_eq!(scheme_of("shop").await, HashScheme::Sha256, "no digest");
+    f.store.refresh_sync_digest("shop").await.unwrap();
+    assert_eq!(scheme_of("shop").await, HashScheme::Sha256, "the digest's");
+    // A resync records two of the three rows again under XXH3.
+    let again: Vec<_> = (0..2)
+        .map(|n| recorded(&format!("c{n}@x.test"), HashScheme::Xxh3, n + 10))
+        .collect();
+    f.store.record_sync_rows("shop", &again).await.unwrap();
+    assert_eq!(scheme_of("shop").await, HashScheme::Xxh3, "no digest");
+    f.store.refresh_sync_digest("shop").await.unwrap();
+    let (keys, entries) = recorded_keys_and_scheme(&f.store, "shop").await;
+    assert_eq!(keys.scheme, HashScheme::Xxh3, "the digest's");
+    // Every row keeps its own hash: the one SHA-256 row just cannot match an XXH3 hash.
+    assert_eq!(
+        entries,
+        keyed(
+            keys.seed,
+            &[
+                ("c0@x.test".to_string(), [10; 16]),
+                ("c1@x.test".to_string(), [11; 16]),
+                ("c2@x.test".to_string(), [2; 16]),
+            ]
+        )
+    );
 }
 
 async fn sync_row_digest_is_read_while_exact_and_dropped_by_every_write(f: &Fixture) {

@@ -1,7 +1,7 @@
 //! The data-sync engine against real databases (SQLite and PostgreSQL as both the source
 //! `DATABASE_URL` and the state store, MariaDB as the source) and the emulator as Klaviyo.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use klsync::manifest::types::{
 use klsync::settings::Secret;
 use klsync::sql::{QueryManager, QueryOptions, SqlError};
 use klsync::state::testing::TestPostgres;
-use klsync::state::{MemberOrigin, StateStore};
+use klsync::state::{MemberOrigin, StateStore, SyncRowRecord};
 use klsync::sync::{self, DataPlan, SyncError};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -775,7 +775,10 @@ async fn value_batches_are_the_rows_and_hash_alike(db: Db) {
     for (row, hash) in rows.iter().zip(&row_hashes) {
         let mut properties = row.clone();
         properties.remove("email");
-        assert_eq!(sync::diff::row_hash(&properties), *hash);
+        assert_eq!(
+            sync::diff::row_hash(sync::diff::HashScheme::CURRENT, &properties),
+            *hash
+        );
     }
     assert_eq!(values.len(), rows.len());
     for (row, values) in rows.iter().zip(&values) {
@@ -788,9 +791,10 @@ async fn value_batches_are_the_rows_and_hash_alike(db: Db) {
             ("ltv", &values[2]),
             ("plan", &values[1]),
         ];
+        let scheme = sync::diff::HashScheme::CURRENT;
         assert_eq!(
-            sync::diff::row_hash(&properties),
-            sync::diff::row_hash_sorted(sorted.into_iter())
+            sync::diff::row_hash(scheme, &properties),
+            sync::diff::row_hash_sorted(scheme, sorted.into_iter())
         );
     }
 }
@@ -1191,6 +1195,89 @@ async fn switching_to_unset_removes_nulls_kept_before(db: Db) {
         Some(json!({"plan": "basic"}))
     );
     assert!(!plan(&db, &unset, &none).await.has_changes());
+}
+
+/// A sync an older klsync recorded (SHA-256 row hashes) plans no change after the upgrade, with
+/// or without its digest; `--resync` sends and records every row again under XXH3, and the
+/// sync plans no change under it.
+async fn a_sync_recorded_under_sha256_keeps_it_until_resynced(db: Db) {
+    use sync::diff::{HashScheme, hash_text, row_hash};
+    let (handle, client) = emulator(Duration::from_millis(10)).await;
+    db.insert_customers(0, 20).await;
+    let sql = "SELECT email, plan, ltv FROM customers ORDER BY email";
+    let manifest = profile_manifest(sql, OnMissingRow::Keep);
+    let none = BTreeMap::new();
+    let apply = |planned: DataPlan| {
+        let (manifest, none, db, client) = (&manifest, &none, &db, &client);
+        async move {
+            sync::apply_data(
+                &planned,
+                manifest,
+                none,
+                &db.queries,
+                client,
+                &db.state,
+                false,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    apply(plan(&db, &manifest, &none).await).await;
+    let schemes = || async {
+        let mut schemes = BTreeSet::new();
+        db.state
+            .visit_sync_row_hashes("customers", |_, scheme, _| {
+                schemes.insert(scheme);
+            })
+            .await
+            .unwrap();
+        schemes
+    };
+    assert_eq!(schemes().await, BTreeSet::from([HashScheme::Xxh3]));
+
+    // The rows as an older klsync recorded them: the same properties, hashed with SHA-256.
+    let records: Vec<SyncRowRecord> = (0..20)
+        .map(|n| {
+            let properties = json!({"plan": "basic", "ltv": n});
+            let hash = row_hash(HashScheme::Sha256, properties.as_object().unwrap());
+            SyncRowRecord {
+                identifier: format!("c{n}@shop.test"),
+                row_hash: hash_text(HashScheme::Sha256, &hash),
+                applied: properties,
+            }
+        })
+        .collect();
+    db.state
+        .record_sync_rows("customers", &records)
+        .await
+        .unwrap();
+    assert_eq!(schemes().await, BTreeSet::from([HashScheme::Sha256]));
+    let before = handle.stats().total;
+    for digest in [false, true] {
+        if digest {
+            db.state.refresh_sync_digest("customers").await.unwrap();
+        }
+        let planned = plan(&db, &manifest, &none).await;
+        assert!(
+            !planned.has_changes(),
+            "digest {digest}: {:?}",
+            planned.profiles[0].counts
+        );
+        assert_eq!(planned.profiles[0].counts.unchanged, 20);
+    }
+    assert_eq!(handle.stats().total, before, "planning sent nothing");
+
+    let resync = BTreeSet::from(["profiles.customers".to_string()]);
+    let planned = sync::plan_data(&manifest, &none, &db.queries, &db.state, None, &resync)
+        .await
+        .unwrap();
+    assert_eq!(planned.profiles[0].counts.changed, 20);
+    apply(planned).await;
+    assert_eq!(schemes().await, BTreeSet::from([HashScheme::Xxh3]));
+    let planned = plan(&db, &manifest, &none).await;
+    assert!(!planned.has_changes(), "{:?}", planned.profiles[0].counts);
+    assert_eq!(planned.profiles[0].counts.unchanged, 20);
 }
 
 /// 30 mirror members sent by an apply that never learned the job's outcome (`job`: the job,
@@ -1650,7 +1737,8 @@ async fn a_sync_moved_between_databases_plans_no_change() {
             .map(|row| {
                 let mut properties = row.clone();
                 properties.remove("email");
-                (properties.clone(), sync::diff::row_hash(&properties))
+                let hash = sync::diff::row_hash(sync::diff::HashScheme::CURRENT, &properties);
+                (properties.clone(), hash)
             })
             .collect();
         hashes.push((url.clone(), row_hashes));
@@ -1745,6 +1833,7 @@ on_every_backend!(
     large_profiles_are_chunked_by_bytes_and_oversized_ones_rejected,
     external_ids_and_phone_numbers_are_normalised_end_to_end,
     switching_to_unset_removes_nulls_kept_before,
+    a_sync_recorded_under_sha256_keeps_it_until_resynced,
     members_of_a_job_accepted_before_the_apply_died_are_klsyncs,
     members_of_a_job_whose_polls_gave_up_are_klsyncs,
     a_member_klaviyo_refused_is_not_kept_and_is_added_again,

@@ -3,7 +3,8 @@
 #
 #   bash benches/growth.sh 100000 1000000        # row counts; default: 100000 1000000
 #
-# For each row count N: a fresh PostgreSQL table of N customers (email + one property), a fresh
+# For each row count N: a fresh PostgreSQL table of N customers (email + one property; vacuumed,
+# as autovacuum would leave it, so the first reads set no hint bits for anyone), a fresh
 # release `klsync-emulator` at Klaviyo's published limits (jobs done 50 ms after they are posted,
 # twice: queued, then processing), and a project with one `profiles:` sync. Then:
 #   1. the first apply (`klsync apply --auto-approve`): wall time and peak RSS (GNU time), beside
@@ -38,6 +39,7 @@ CREATE SCHEMA klsync_growth;
 CREATE TABLE klsync_growth.customers AS
   SELECT 'c' || i || '@example.com' AS email, (ARRAY['free','silver','gold'])[1 + i % 3] AS plan
   FROM generate_series(1, $N) AS i;
+VACUUM ANALYZE klsync_growth.customers;
 SQL
   rm -rf "$WORK/project" "$WORK/state.db"; mkdir -p "$WORK/project"
   cat > "$WORK/project/klsync.yaml" <<YAML

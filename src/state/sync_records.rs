@@ -14,6 +14,7 @@ use sqlx::types::Json;
 use sqlx::{Database, Encode, Type};
 
 use super::{Backend, StateError, StateStore};
+use crate::sync::diff::{HashScheme, XXH3_MARK};
 
 /// Rows per multi-row statement: at most 6 parameters each stays far below SQLite's 32,766.
 const WRITE_BATCH: usize = 1_000;
@@ -25,8 +26,6 @@ const DROP_DIGEST: &str = "DELETE FROM sync_profile_digests WHERE sync_id = $1";
 /// A row hash: 16 bytes (stored as text in `sync_profile_rows`: see
 /// [`crate::sync::diff::hash_text`]).
 pub type RowHashBytes = [u8; 16];
-
-use crate::sync::diff::HashScheme;
 
 fn parse_row_hash(
     sync_id: &str,
@@ -423,10 +422,11 @@ impl StateStore {
             return Ok(());
         };
         const SCHEMES: &str = "SELECT COUNT(*), \
-                               COALESCE(SUM(CASE WHEN row_hash LIKE 'x%' THEN 1 ELSE 0 END), 0) \
+                               COALESCE(SUM(CASE WHEN row_hash LIKE $2 THEN 1 ELSE 0 END), 0) \
                                FROM sync_profile_rows WHERE sync_id = $1";
+        let marked = format!("{XXH3_MARK}%");
         let (rows, xxh3_rows): (i64, i64) = on_backend!(self, pool => {
-            sqlx::query_as(SCHEMES).bind(sync_id).fetch_one(pool).await
+            sqlx::query_as(SCHEMES).bind(sync_id).bind(&marked).fetch_one(pool).await
         })
         .map_err(StateError::query("read sync row hashes"))?;
         let seed = rand::random();

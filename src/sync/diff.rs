@@ -244,8 +244,9 @@ pub fn mode_hash(scheme: HashScheme, properties: RowHash, unset_nulls: bool) -> 
     }
 }
 
-/// What marks an [`HashScheme::Xxh3`] hash as stored; a SHA-256 one has no mark.
-const XXH3_MARK: &str = "x";
+/// What marks an [`HashScheme::Xxh3`] hash as stored (its first character); a SHA-256 one has
+/// no mark.
+pub const XXH3_MARK: &str = "x";
 
 /// A row hash as stored: 32 lowercase hex digits, after `x` for [`HashScheme::Xxh3`].
 pub fn hash_text(scheme: HashScheme, hash: &RowHash) -> String {

@@ -4,8 +4,11 @@
 //! klsync runs on (virtual, shared) every megabyte of fresh memory costs page faults that
 //! showed up as a third of a profiled no-op plan. hashbrown rounds its buckets up to a power of
 //! two with at most 7/8 of them used, so a million entries take 2,097,152 buckets of 24 bytes
-//! (50 MB). This table has 5/4 as many slots as entries it is sized for, 16 bytes each: 20 MB
-//! for a million.
+//! (50 MB). This table has 9/8 as many slots as entries it is sized for, 16 bytes each: 18 MB
+//! for a million. So few spare slots make probes longer (at 8/9 full a stored key is found in
+//! about 5 probes, often reaching the next cache line, which the hardware prefetcher fetches
+//! alongside; a missing key takes about 40), but fresh memory costs more than that: with 5/4
+//! as many slots a 10,000,000-row no-op plan took 2.83 s, with 9/8 2.68 s (docs/BENCHMARKS.md).
 //!
 //! Each slot is `(key, value)`, and an entry's small mutable state lives in the low byte of
 //! its value (values keep their top 56 bits): a probe, an insert or a state change then touches
@@ -58,7 +61,7 @@ enum SortedFill {
 impl<S: PackedState> KeyTable<S> {
     /// A table sized for `entries` entries (it grows past them, at the cost of rebuilding).
     pub fn with_capacity(entries: usize) -> Self {
-        let slots = entries + entries / 4 + 8;
+        let slots = entries + entries / 8 + 8;
         KeyTable {
             slots: vec![(0, 0); slots],
             len: 0,
@@ -105,8 +108,7 @@ impl<S: PackedState> KeyTable<S> {
         self.fill = SortedFill::Off;
         let mut slot = self.find(key);
         if self.slots[slot].0 == 0 {
-            // At most 4/5 of the slots are used, so probes stay short and always end.
-            if (self.len + 1) * 5 > self.slots.len() * 4 {
+            if self.over_full(self.len + 1) {
                 self.grow();
                 slot = self.find(key);
             }
@@ -149,9 +151,9 @@ impl<S: PackedState> KeyTable<S> {
                 SortedFill::After { key: last, slot } if key > last => home.max(slot + 1),
                 _ => return placed,
             };
-            // Past the end the probe would wrap to the front, and past 4/5 full the table
-            // grows: both are left to `insert`.
-            if slot >= self.slots.len() || (self.len + 1) * 5 > self.slots.len() * 4 {
+            // Past the end the probe would wrap to the front, and an over-full table grows:
+            // both are left to `insert`.
+            if slot >= self.slots.len() || self.over_full(self.len + 1) {
                 return placed;
             }
             self.slots[slot] = (key, (value & VALUE_BITS) | u64::from(S::default().pack()));
@@ -159,6 +161,12 @@ impl<S: PackedState> KeyTable<S> {
             self.fill = SortedFill::After { key, slot };
         }
         entries.len()
+    }
+
+    /// Whether `entries` would fill more than 9/10 of the slots: the table grows before that,
+    /// so probes stay short and always end.
+    fn over_full(&self, entries: usize) -> bool {
+        entries * 10 > self.slots.len() * 9
     }
 
     /// Rebuild with room for twice as many entries.
@@ -216,7 +224,7 @@ impl<S: PackedState> KeyTable<S> {
     /// Only the key's home slot is loaded, with no probing: a loop of plain loads has no
     /// branch on their values, so nothing stops the processor from running far ahead and
     /// having a dozen misses in flight. The entry is in the home slot's cache line or the
-    /// next (which the hardware prefetcher fetches alongside) almost always at 4/5 load.
+    /// next (which the hardware prefetcher fetches alongside) most of the time at 8/9 load.
     pub fn touch(&self, key: u64) {
         std::hint::black_box(self.slots[self.home(key.max(1))].0);
     }

@@ -19,9 +19,9 @@ pub type RowHash = [u8; 16];
 /// is stored with its scheme (see [`hash_text`]), and a plan hashes rows with the scheme of
 /// the sync's recorded rows. So a klsync that changes schemes never makes a recorded row look
 /// changed: a sync keeps its scheme until every row is recorded again (`--resync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HashScheme {
-    /// The first 16 bytes of SHA-256: syncs recorded before klsync 0.1's issue 16 work.
+    /// The first 16 bytes of SHA-256: every sync recorded before XXH3 came in.
     Sha256,
     /// XXH3-128, its bytes big-endian (as `xxhsum -H2` prints them): every sync recorded
     /// since. A tenth of a no-op plan's time went to SHA-256 (one compression a row, with the
@@ -32,8 +32,13 @@ pub enum HashScheme {
     /// [`identifier_key`]), so the only collision anyone could contrive is between two values
     /// of one profile's own properties, which would keep that one profile's change from being
     /// sent. By chance, two different rows of one identifier collide with probability 2^-128.
-    #[default]
     Xxh3,
+}
+
+impl Default for HashScheme {
+    fn default() -> Self {
+        HashScheme::CURRENT
+    }
 }
 
 impl HashScheme {
@@ -233,15 +238,9 @@ pub fn mode_hash(scheme: HashScheme, properties: RowHash, unset_nulls: bool) -> 
     let mut message = [0u8; UNSET.len() + 16];
     message[..UNSET.len()].copy_from_slice(UNSET);
     message[UNSET.len()..].copy_from_slice(&properties);
-    match scheme {
-        // As it always was: the whole SHA-256 of the message, cut.
-        HashScheme::Sha256 => {
-            let mut hash = [0u8; 16];
-            hash.copy_from_slice(&Sha256::digest(message)[..16]);
-            hash
-        }
-        HashScheme::Xxh3 => scheme.hash(&message),
-    }
+    // Under SHA-256 the same bytes as always: the short-message path is SHA-256 itself
+    // (`the_short_message_sha256_is_sha256`).
+    scheme.hash(&message)
 }
 
 /// What marks an [`HashScheme::Xxh3`] hash as stored (its first character); a SHA-256 one has
@@ -400,6 +399,16 @@ mod tests {
         assert_eq!(
             parse_hash(SHA256_OF_GOLD),
             Some((HashScheme::Sha256, row_hash(HashScheme::Sha256, &row)))
+        );
+        // `unset` rows as every SHA-256 state recorded them.
+        let gold = row_hash(HashScheme::Sha256, &row);
+        let recorded = Sha256::new()
+            .chain_update(b"on_missing_row=unset:")
+            .chain_update(gold)
+            .finalize();
+        assert_eq!(
+            mode_hash(HashScheme::Sha256, gold, true)[..],
+            recorded[..16]
         );
     }
 

@@ -770,23 +770,39 @@ fn profile_size(spec: &ProfileSyncSpec, identifier: &str, set: &Map<String, Valu
         .map_or(usize::MAX, |bytes| bytes.len())
 }
 
-/// Memory for query batches taken while the stored hashes load. The digest of a million rows
-/// loads in about a third of the query's time; past this the reader waits (and PostgreSQL with
-/// it) until the table is ready. Kept small because fresh memory is what a plan pays most for on
-/// the virtual machines it runs on (page faults): 32 MB here cost more than the wait it saved.
-const EARLY_BYTES: usize = 4 << 20;
+/// Memory for query batches taken while the stored hashes load: past it the reader waits (and
+/// PostgreSQL with it) until the table is ready. At least [`EARLY_BYTES_MIN`], and
+/// [`EARLY_BYTES_PER_ENTRY`] per stored entry beyond that, so the buffer grows with the load it
+/// waits for and stays a fraction of the table's own memory (16 bytes and more per entry).
+///
+/// Why it scales: a million entries load in 15-70 ms, before the query's first rows even
+/// arrive, and a buffer of 32 MB there cost more in fresh memory (page faults, what a plan pays
+/// most for on the virtual machines it runs on) than the wait it saved. Ten million load in
+/// 0.1-0.5 s, while PostgreSQL could stream a million rows or more: with a fixed 4 MB the
+/// second core sat idle through the load (profiled), and a 10,000,000-row no-op plan took 7%
+/// longer than with 8 bytes per entry (docs/BENCHMARKS.md).
+fn early_bytes(stored_entries: usize) -> usize {
+    EARLY_BYTES_MIN.max(stored_entries.saturating_mul(EARLY_BYTES_PER_ENTRY))
+}
 
-/// The stored row hashes of a sync, in a table sized once from the digest's entry count (it
-/// grows when there is no digest). `seed` gets the seed of the table's keys as soon as it is
+/// See [`early_bytes`].
+const EARLY_BYTES_MIN: usize = 4 << 20;
+
+/// See [`early_bytes`].
+const EARLY_BYTES_PER_ENTRY: usize = 8;
+
+/// The stored row hashes of a sync, in a table sized once for `size` entries (the digest's count;
+/// it grows when there is no digest). `seed` gets the seed of the table's keys as soon as it is
 /// known, before the entries: the query's rows are keyed with it meanwhile.
 async fn load_stored(
     store: StateStore,
     sync_id: String,
+    size: usize,
     seed: tokio::sync::oneshot::Sender<StoredKeys>,
 ) -> Result<StoredTable, SyncError> {
     /// Entries inserted at once (see `KeyTable::insert_all`).
     const INSERT_BATCH: usize = 2048;
-    let size = store.sync_digest_entries(&sync_id).await?.unwrap_or(0);
+    let started = std::time::Instant::now();
     let mut table = StoredTable::with_capacity(size);
     let mut entries = Vec::with_capacity(INSERT_BATCH);
     store
@@ -806,6 +822,12 @@ async fn load_stored(
         )
         .await?;
     table.insert_all(&entries);
+    tracing::debug!(
+        sync = sync_id,
+        entries = table.len(),
+        elapsed = ?started.elapsed(),
+        "stored row hashes loaded"
+    );
     Ok(table)
 }
 
@@ -866,9 +888,12 @@ pub(super) async fn compute(
     // with the stored keys' seed, known after the first digest chunk.
     let (seed_sender, seed) = tokio::sync::oneshot::channel();
     let seed = futures::FutureExt::shared(seed);
+    let stored_entries = store.sync_digest_entries(&spec.id).await?.unwrap_or(0);
+    let early_limit = early_bytes(stored_entries);
     let mut load = AbortOnDrop(tokio::spawn(load_stored(
         store.clone(),
         spec.id.clone(),
+        stored_entries,
         seed_sender,
     )));
     let mut batches = std::pin::pin!(identify_batches(
@@ -884,7 +909,7 @@ pub(super) async fn compute(
         tokio::select! {
             biased;
             stored = &mut load.0 => break stored.expect("loading stored hashes does not panic")?,
-            item = batches.next(), if !ended && early_bytes < EARLY_BYTES => match item {
+            item = batches.next(), if !ended && early_bytes < early_limit => match item {
                 Some(identified) => {
                     let identified = match identified {
                         Ok(identified) => identified,
@@ -898,6 +923,13 @@ pub(super) async fn compute(
             },
         }
     };
+    tracing::debug!(
+        sync = spec.id,
+        buffered_bytes = early_bytes,
+        buffered_batches = early.len(),
+        query_ended = ended,
+        "rows read while the stored row hashes loaded"
+    );
     let keys = seed
         .await
         .expect("the seed is known before the stored hashes are loaded");

@@ -230,6 +230,42 @@ mod tests {
     }
 
     #[test]
+    fn the_scanning_syntax_check_agrees_with_the_byte_loop_at_every_offset() {
+        // Addresses up to 40 bytes long, each rule's byte put at every position, and dots in
+        // pairs, next to each other or one apart: longer addresses than the test above builds.
+        let mut checked = 0;
+        for local in 1..=17 {
+            for domain in 2..=22 {
+                let base = [vec![b'a'; local], vec![b'@'], vec![b'b'; domain]].concat();
+                for at in 0..base.len() {
+                    for byte in [b'.', b'@', b' ', 0x7f, 0xc3] {
+                        let mut one = base.clone();
+                        one[at] = byte;
+                        let mut candidates = vec![one.clone()];
+                        for gap in [1, 2] {
+                            if let Some(next) = one.get_mut(at + gap) {
+                                *next = b'.';
+                                candidates.push(one.clone());
+                                one[at + gap] = base[at + gap];
+                            }
+                        }
+                        for candidate in candidates {
+                            assert_eq!(
+                                email_syntax_ok(&candidate),
+                                email_syntax_ok_by_loop(&candidate),
+                                "{:?}",
+                                String::from_utf8_lossy(&candidate)
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
+    }
+
+    #[test]
     fn emails_are_trimmed_lowercased_and_checked() {
         assert_eq!(
             normalize(IdentifyBy::Email, &json!("  Ann.B+x@Example.CO.uk ")).unwrap(),

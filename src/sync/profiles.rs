@@ -903,20 +903,20 @@ pub(super) async fn compute(
         queries.execute_query_batches(&query.sql, &query.params)
     ));
     let mut early = std::collections::VecDeque::new();
-    let mut early_bytes = 0;
+    let mut buffered_bytes = 0;
     let mut ended = false;
     let stored = loop {
         tokio::select! {
             biased;
             stored = &mut load.0 => break stored.expect("loading stored hashes does not panic")?,
-            item = batches.next(), if !ended && early_bytes < early_limit => match item {
+            item = batches.next(), if !ended && buffered_bytes < early_limit => match item {
                 Some(identified) => {
                     let identified = match identified {
                         Ok(identified) => identified,
                         Err(Some(err)) => return Err(err),
                         Err(None) => return Err(load_error(&mut load).await),
                     };
-                    early_bytes += identified.memory();
+                    buffered_bytes += identified.memory();
                     early.push_back(identified);
                 }
                 None => ended = true,
@@ -925,7 +925,7 @@ pub(super) async fn compute(
     };
     tracing::debug!(
         sync = spec.id,
-        buffered_bytes = early_bytes,
+        buffered_bytes,
         buffered_batches = early.len(),
         query_ended = ended,
         "rows read while the stored row hashes loaded"

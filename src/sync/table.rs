@@ -6,8 +6,8 @@
 //! two with at most 7/8 of them used, so a million entries take 2,097,152 buckets of 24 bytes
 //! (50 MB). This table has 9/8 as many slots as entries it is sized for, 16 bytes each: 18 MB
 //! for a million. So few spare slots make probes longer (at 8/9 full a stored key is found in
-//! about 5 probes, often reaching the next cache line, which the hardware prefetcher fetches
-//! alongside; a missing key takes about 40), but fresh memory costs more than that: with 5/4
+//! about 5 probes, often on the cache line after its home's, which [`KeyTable::touch`] loads
+//! too; a missing key takes about 40), but fresh memory costs more than that: with 5/4
 //! as many slots a 10,000,000-row no-op plan took 2.83 s, with 9/8 2.68 s (docs/BENCHMARKS.md).
 //!
 //! Each slot is `(key, value)`, and an entry's small mutable state lives in the low byte of
